@@ -9,6 +9,8 @@ Conventions for every Struct in this package:
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import msgspec
 
 
@@ -42,8 +44,65 @@ class ObjectMeta(Base):
 
 
 class Object(Base):
-    """A top-level object: apiVersion, kind, metadata (each kind adds spec/status/data)."""
+    """A top-level object: apiVersion, kind, metadata (each kind adds spec/status/data).
+
+    Each kind names its preferred ``API_VERSION`` and ``KIND``; an object built without them
+    gets them filled in, so encoded objects always say what they are.
+    """
 
     apiVersion: str = ""
     kind: str = ""
     metadata: ObjectMeta = ObjectMeta()
+
+    API_VERSION: ClassVar[str] = ""
+    KIND: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        if not self.apiVersion and self.API_VERSION:
+            msgspec.structs.force_setattr(self, "apiVersion", self.API_VERSION)
+        if not self.kind and self.KIND:
+            msgspec.structs.force_setattr(self, "kind", self.KIND)
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class LabelSelectorRequirement(Base, kw_only=True):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = []
+
+
+class LabelSelector(Base, kw_only=True):
+    """matchLabels and matchExpressions are ANDed; an empty selector matches everything."""
+
+    matchLabels: dict[str, str] = {}
+    matchExpressions: list[LabelSelectorRequirement] = []
+
+
+class Condition(Base, kw_only=True):
+    """The generic condition most kinds report in ``status.conditions``."""
+
+    type: str
+    status: ConditionStatus
+    observedGeneration: int | None = None
+    lastTransitionTime: str | None = None
+    lastUpdateTime: str | None = None
+    lastProbeTime: str | None = None
+    lastHeartbeatTime: str | None = None
+    reason: str = ""
+    message: str = ""
+
+
+class LocalObjectReference(Base, kw_only=True):
+    name: str = ""
+
+
+class ObjectReference(Base, kw_only=True):
+    kind: str = ""
+    namespace: str = ""
+    name: str = ""
+    uid: str = ""
+    apiVersion: str = ""
+    resourceVersion: str = ""
+    fieldPath: str = ""

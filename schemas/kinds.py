@@ -1,0 +1,24 @@
+"""Every kind of the object model, registered with ``schemas.registry`` on import.
+
+The registry imports this module lazily; importing it directly is also fine.
+"""
+
+from __future__ import annotations
+
+from schemas import core, events, pod
+from schemas.registry import KindInfo, register
+
+register(KindInfo("Namespace", ("v1",), "namespaces", core.Namespace, namespaced=False, short_names=("ns",)))
+register(KindInfo("Node", ("v1",), "nodes", core.Node, namespaced=False, short_names=("no",)))
+register(KindInfo("Pod", ("v1",), "pods", pod.Pod, short_names=("po",)))
+register(KindInfo("ReplicationController", ("v1",), "replicationcontrollers", core.ReplicationController,
+                  short_names=("rc",)))
+register(KindInfo("Service", ("v1",), "services", core.Service, short_names=("svc",)))
+register(KindInfo("Endpoints", ("v1",), "endpoints", core.Endpoints, short_names=("ep",)))
+register(KindInfo("ConfigMap", ("v1",), "configmaps", core.ConfigMap, short_names=("cm",)))
+register(KindInfo("Secret", ("v1",), "secrets", core.Secret))
+register(KindInfo("PersistentVolume", ("v1",), "persistentvolumes", core.PersistentVolume, namespaced=False,
+                  short_names=("pv",)))
+register(KindInfo("PersistentVolumeClaim", ("v1",), "persistentvolumeclaims", core.PersistentVolumeClaim,
+                  short_names=("pvc",)))
+register(KindInfo("Event", ("v1",), "events", events.Event, short_names=("ev",)))

@@ -1,0 +1,443 @@
+"""Pod (core/v1) and everything a pod template holds: containers, probes, volumes,
+scheduling constraints, and the status the kubelet reports.
+
+Pods are the unit every workload controller, the scheduler and the kubelet share, so they
+live in one module of their own. Quantities are plain strings here (see ``schemas.quantity``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from schemas.meta import Base, ConditionStatus, LabelSelector, LocalObjectReference, Object, ObjectMeta
+
+Protocol = Literal["TCP", "UDP", "SCTP"]
+PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+RestartPolicy = Literal["Always", "OnFailure", "Never"]
+TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+PodPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"]
+
+
+# --- environment -----------------------------------------------------------------------------
+
+
+class ConfigMapKeySelector(Base, kw_only=True):
+    name: str = ""
+    key: str
+    optional: bool | None = None
+
+
+class SecretKeySelector(Base, kw_only=True):
+    name: str = ""
+    key: str
+    optional: bool | None = None
+
+
+class ObjectFieldSelector(Base, kw_only=True):
+    fieldPath: str
+    apiVersion: str = ""
+
+
+class ResourceFieldSelector(Base, kw_only=True):
+    resource: str
+    containerName: str = ""
+    divisor: str | None = None
+
+
+class EnvVarSource(Base, kw_only=True):
+    configMapKeyRef: ConfigMapKeySelector | None = None
+    secretKeyRef: SecretKeySelector | None = None
+    fieldRef: ObjectFieldSelector | None = None
+    resourceFieldRef: ResourceFieldSelector | None = None
+
+
+class EnvVar(Base, kw_only=True):
+    name: str
+    value: str = ""
+    valueFrom: EnvVarSource | None = None
+
+
+class ConfigMapEnvSource(Base, kw_only=True):
+    name: str = ""
+    optional: bool | None = None
+
+
+class SecretEnvSource(Base, kw_only=True):
+    name: str = ""
+    optional: bool | None = None
+
+
+class EnvFromSource(Base, kw_only=True):
+    prefix: str = ""
+    configMapRef: ConfigMapEnvSource | None = None
+    secretRef: SecretEnvSource | None = None
+
+
+# --- ports, resources, mounts ----------------------------------------------------------------
+
+
+class ContainerPort(Base, kw_only=True):
+    containerPort: int
+    name: str = ""
+    hostPort: int | None = None
+    hostIP: str = ""
+    protocol: Protocol = "TCP"
+
+
+class ResourceRequirements(Base, kw_only=True):
+    limits: dict[str, str] = {}
+    requests: dict[str, str] = {}
+
+
+class VolumeMount(Base, kw_only=True):
+    name: str
+    mountPath: str
+    readOnly: bool = False
+    subPath: str = ""
+    mountPropagation: str | None = None
+
+
+# --- probes and lifecycle --------------------------------------------------------------------
+
+
+class ExecAction(Base, kw_only=True):
+    command: list[str] = []
+
+
+class HTTPHeader(Base, kw_only=True):
+    name: str
+    value: str
+
+
+class HTTPGetAction(Base, kw_only=True):
+    port: int | str
+    path: str = ""
+    host: str = ""
+    scheme: Literal["HTTP", "HTTPS"] = "HTTP"
+    httpHeaders: list[HTTPHeader] = []
+
+
+class TCPSocketAction(Base, kw_only=True):
+    port: int | str
+    host: str = ""
+
+
+class GRPCAction(Base, kw_only=True):
+    port: int
+    service: str | None = None
+
+
+class SleepAction(Base, kw_only=True):
+    seconds: int
+
+
+class Probe(Base, kw_only=True):
+    exec: ExecAction | None = None
+    httpGet: HTTPGetAction | None = None
+    tcpSocket: TCPSocketAction | None = None
+    grpc: GRPCAction | None = None
+    initialDelaySeconds: int = 0
+    periodSeconds: int = 10
+    timeoutSeconds: int = 1
+    successThreshold: int = 1
+    failureThreshold: int = 3
+    terminationGracePeriodSeconds: int | None = None
+
+
+class LifecycleHandler(Base, kw_only=True):
+    exec: ExecAction | None = None
+    httpGet: HTTPGetAction | None = None
+    tcpSocket: TCPSocketAction | None = None
+    sleep: SleepAction | None = None
+
+
+class Lifecycle(Base, kw_only=True):
+    postStart: LifecycleHandler | None = None
+    preStop: LifecycleHandler | None = None
+
+
+# --- security (accepted and stored; the runtimes honour what they can) -----------------------
+
+
+class Capabilities(Base, kw_only=True):
+    add: list[str] = []
+    drop: list[str] = []
+
+
+class SecurityContext(Base, kw_only=True):
+    runAsUser: int | None = None
+    runAsGroup: int | None = None
+    runAsNonRoot: bool | None = None
+    privileged: bool | None = None
+    readOnlyRootFilesystem: bool | None = None
+    allowPrivilegeEscalation: bool | None = None
+    capabilities: Capabilities | None = None
+
+
+class PodSecurityContext(Base, kw_only=True):
+    runAsUser: int | None = None
+    runAsGroup: int | None = None
+    runAsNonRoot: bool | None = None
+    fsGroup: int | None = None
+    supplementalGroups: list[int] = []
+
+
+class Container(Base, kw_only=True):
+    name: str
+    image: str = ""
+    command: list[str] = []
+    args: list[str] = []
+    workingDir: str = ""
+    ports: list[ContainerPort] = []
+    envFrom: list[EnvFromSource] = []
+    env: list[EnvVar] = []
+    resources: ResourceRequirements = ResourceRequirements()
+    volumeMounts: list[VolumeMount] = []
+    livenessProbe: Probe | None = None
+    readinessProbe: Probe | None = None
+    startupProbe: Probe | None = None
+    lifecycle: Lifecycle | None = None
+    terminationMessagePath: str = "/dev/termination-log"
+    terminationMessagePolicy: Literal["File", "FallbackToLogsOnError"] = "File"
+    imagePullPolicy: PullPolicy | None = None  # defaulted from the image tag
+    securityContext: SecurityContext | None = None
+    stdin: bool = False
+    stdinOnce: bool = False
+    tty: bool = False
+
+
+# --- volumes ---------------------------------------------------------------------------------
+
+
+class KeyToPath(Base, kw_only=True):
+    key: str
+    path: str
+    mode: int | None = None
+
+
+class EmptyDirVolumeSource(Base, kw_only=True):
+    medium: Literal["", "Memory"] = ""
+    sizeLimit: str | None = None
+
+
+class HostPathVolumeSource(Base, kw_only=True):
+    path: str
+    type: Literal[
+        "", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice", "BlockDevice"
+    ] = ""
+
+
+class ConfigMapVolumeSource(Base, kw_only=True):
+    name: str = ""
+    items: list[KeyToPath] = []
+    defaultMode: int | None = None
+    optional: bool | None = None
+
+
+class SecretVolumeSource(Base, kw_only=True):
+    secretName: str = ""
+    items: list[KeyToPath] = []
+    defaultMode: int | None = None
+    optional: bool | None = None
+
+
+class PersistentVolumeClaimVolumeSource(Base, kw_only=True):
+    claimName: str
+    readOnly: bool = False
+
+
+class DownwardAPIVolumeFile(Base, kw_only=True):
+    path: str
+    fieldRef: ObjectFieldSelector | None = None
+    resourceFieldRef: ResourceFieldSelector | None = None
+    mode: int | None = None
+
+
+class DownwardAPIVolumeSource(Base, kw_only=True):
+    items: list[DownwardAPIVolumeFile] = []
+    defaultMode: int | None = None
+
+
+class Volume(Base, kw_only=True):
+    name: str
+    emptyDir: EmptyDirVolumeSource | None = None
+    hostPath: HostPathVolumeSource | None = None
+    configMap: ConfigMapVolumeSource | None = None
+    secret: SecretVolumeSource | None = None
+    persistentVolumeClaim: PersistentVolumeClaimVolumeSource | None = None
+    downwardAPI: DownwardAPIVolumeSource | None = None
+
+
+# --- scheduling ------------------------------------------------------------------------------
+
+
+class NodeSelectorRequirement(Base, kw_only=True):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
+    values: list[str] = []
+
+
+class NodeSelectorTerm(Base, kw_only=True):
+    matchExpressions: list[NodeSelectorRequirement] = []
+    matchFields: list[NodeSelectorRequirement] = []
+
+
+class NodeSelector(Base, kw_only=True):
+    nodeSelectorTerms: list[NodeSelectorTerm] = []
+
+
+class PreferredSchedulingTerm(Base, kw_only=True):
+    weight: int
+    preference: NodeSelectorTerm
+
+
+class NodeAffinity(Base, kw_only=True):
+    requiredDuringSchedulingIgnoredDuringExecution: NodeSelector | None = None
+    preferredDuringSchedulingIgnoredDuringExecution: list[PreferredSchedulingTerm] = []
+
+
+class PodAffinityTerm(Base, kw_only=True):
+    topologyKey: str
+    labelSelector: LabelSelector | None = None
+    namespaces: list[str] = []
+    namespaceSelector: LabelSelector | None = None
+
+
+class WeightedPodAffinityTerm(Base, kw_only=True):
+    weight: int
+    podAffinityTerm: PodAffinityTerm
+
+
+class PodAffinity(Base, kw_only=True):
+    requiredDuringSchedulingIgnoredDuringExecution: list[PodAffinityTerm] = []
+    preferredDuringSchedulingIgnoredDuringExecution: list[WeightedPodAffinityTerm] = []
+
+
+class Affinity(Base, kw_only=True):
+    nodeAffinity: NodeAffinity | None = None
+    podAffinity: PodAffinity | None = None
+    podAntiAffinity: PodAffinity | None = None
+
+
+class Toleration(Base, kw_only=True):
+    key: str = ""
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str = ""
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = ""
+    tolerationSeconds: int | None = None
+
+
+class PodSpec(Base, kw_only=True):
+    containers: list[Container] = []
+    initContainers: list[Container] = []
+    volumes: list[Volume] = []
+    nodeSelector: dict[str, str] = {}
+    affinity: Affinity | None = None
+    tolerations: list[Toleration] = []
+    restartPolicy: RestartPolicy = "Always"
+    terminationGracePeriodSeconds: int = 30
+    activeDeadlineSeconds: int | None = None
+    dnsPolicy: Literal["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"] = "ClusterFirst"
+    hostNetwork: bool = False
+    hostPID: bool = False
+    hostIPC: bool = False
+    nodeName: str = ""
+    schedulerName: str = "default-scheduler"
+    serviceAccountName: str = ""
+    serviceAccount: str = ""
+    automountServiceAccountToken: bool | None = None
+    hostname: str = ""
+    subdomain: str = ""
+    priorityClassName: str = ""
+    priority: int | None = None
+    securityContext: PodSecurityContext | None = None
+    imagePullSecrets: list[LocalObjectReference] = []
+    enableServiceLinks: bool | None = None
+
+
+class PodTemplateSpec(Base, kw_only=True):
+    metadata: ObjectMeta = ObjectMeta()
+    spec: PodSpec = PodSpec()
+
+
+# --- status ----------------------------------------------------------------------------------
+
+
+class PodCondition(Base, kw_only=True):
+    type: str  # PodScheduled, Initialized, ContainersReady, Ready, DisruptionTarget
+    status: ConditionStatus
+    lastProbeTime: str | None = None
+    lastTransitionTime: str | None = None
+    reason: str = ""
+    message: str = ""
+
+
+class ContainerStateWaiting(Base, kw_only=True):
+    reason: str = ""
+    message: str = ""
+
+
+class ContainerStateRunning(Base, kw_only=True):
+    startedAt: str | None = None
+
+
+class ContainerStateTerminated(Base, kw_only=True):
+    exitCode: int
+    signal: int | None = None
+    reason: str = ""
+    message: str = ""
+    startedAt: str | None = None
+    finishedAt: str | None = None
+    containerID: str = ""
+
+
+class ContainerState(Base, kw_only=True):
+    """At most one of waiting, running, terminated is set; none means waiting."""
+
+    waiting: ContainerStateWaiting | None = None
+    running: ContainerStateRunning | None = None
+    terminated: ContainerStateTerminated | None = None
+
+
+class ContainerStatus(Base, kw_only=True):
+    name: str
+    state: ContainerState = ContainerState()
+    lastState: ContainerState = ContainerState()
+    ready: bool = False
+    started: bool | None = None
+    restartCount: int = 0
+    image: str = ""
+    imageID: str = ""
+    containerID: str = ""
+
+
+class PodIP(Base, kw_only=True):
+    ip: str
+
+
+class HostIP(Base, kw_only=True):
+    ip: str
+
+
+class PodStatus(Base, kw_only=True):
+    phase: PodPhase = "Pending"
+    conditions: list[PodCondition] = []
+    message: str = ""
+    reason: str = ""
+    nominatedNodeName: str = ""
+    hostIP: str = ""
+    hostIPs: list[HostIP] = []
+    podIP: str = ""
+    podIPs: list[PodIP] = []
+    startTime: str | None = None
+    initContainerStatuses: list[ContainerStatus] = []
+    containerStatuses: list[ContainerStatus] = []
+    qosClass: str = ""
+
+
+class Pod(Object, kw_only=True):
+    API_VERSION = "v1"
+    KIND = "Pod"
+
+    spec: PodSpec = PodSpec()
+    status: PodStatus = PodStatus()
