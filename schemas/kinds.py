@@ -5,7 +5,7 @@ The registry imports this module lazily; importing it directly is also fine.
 
 from __future__ import annotations
 
-from schemas import core, events, pod
+from schemas import apps, autoscaling, batch, coordination, core, discovery, events, networking, pod, storage
 from schemas.registry import KindInfo, register
 
 register(KindInfo("Namespace", ("v1",), "namespaces", core.Namespace, namespaced=False, short_names=("ns",)))
@@ -22,3 +22,16 @@ register(KindInfo("PersistentVolume", ("v1",), "persistentvolumes", core.Persist
 register(KindInfo("PersistentVolumeClaim", ("v1",), "persistentvolumeclaims", core.PersistentVolumeClaim,
                   short_names=("pvc",)))
 register(KindInfo("Event", ("v1",), "events", events.Event, short_names=("ev",)))
+register(KindInfo("ReplicaSet", ("apps/v1",), "replicasets", apps.ReplicaSet, short_names=("rs",)))
+register(KindInfo("Deployment", ("apps/v1",), "deployments", apps.Deployment, short_names=("deploy",)))
+register(KindInfo("DaemonSet", ("apps/v1",), "daemonsets", apps.DaemonSet, short_names=("ds",)))
+register(KindInfo("Job", ("batch/v1",), "jobs", batch.Job))
+register(KindInfo("HorizontalPodAutoscaler", ("autoscaling/v2", "autoscaling/v1"), "horizontalpodautoscalers",
+                  autoscaling.HorizontalPodAutoscaler, short_names=("hpa",)))
+register(KindInfo("Ingress", ("networking.k8s.io/v1",), "ingresses", networking.Ingress, short_names=("ing",)))
+register(KindInfo("IngressClass", ("networking.k8s.io/v1",), "ingressclasses", networking.IngressClass,
+                  namespaced=False))
+register(KindInfo("EndpointSlice", ("discovery.k8s.io/v1",), "endpointslices", discovery.EndpointSlice))
+register(KindInfo("StorageClass", ("storage.k8s.io/v1",), "storageclasses", storage.StorageClass,
+                  namespaced=False, short_names=("sc",)))
+register(KindInfo("Lease", ("coordination.k8s.io/v1",), "leases", coordination.Lease))

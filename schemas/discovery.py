@@ -1,0 +1,39 @@
+"""discovery.k8s.io/v1 EndpointSlice: the scalable form of a Service's endpoints, which the
+proxy reads."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from schemas.meta import Base, Object, ObjectReference
+
+
+class EndpointConditions(Base, kw_only=True):
+    ready: bool | None = None
+    serving: bool | None = None
+    terminating: bool | None = None
+
+
+class Endpoint(Base, kw_only=True):
+    addresses: list[str]
+    conditions: EndpointConditions = EndpointConditions()
+    hostname: str | None = None
+    targetRef: ObjectReference | None = None
+    nodeName: str | None = None
+    zone: str | None = None
+
+
+class EndpointSlicePort(Base, kw_only=True):
+    name: str | None = None
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    port: int | None = None
+    appProtocol: str | None = None
+
+
+class EndpointSlice(Object, kw_only=True):
+    API_VERSION = "discovery.k8s.io/v1"
+    KIND = "EndpointSlice"
+
+    addressType: Literal["IPv4", "IPv6", "FQDN"] = "IPv4"
+    endpoints: list[Endpoint] = []
+    ports: list[EndpointSlicePort] = []

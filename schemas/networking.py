@@ -1,0 +1,88 @@
+"""networking.k8s.io/v1: Ingress (host and path rules to Service backends) and IngressClass."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from schemas.core import LoadBalancerStatus
+from schemas.meta import Base, Object
+
+
+class ServiceBackendPort(Base, kw_only=True):
+    name: str = ""
+    number: int | None = None
+
+
+class IngressServiceBackend(Base, kw_only=True):
+    name: str
+    port: ServiceBackendPort = ServiceBackendPort()
+
+
+class TypedLocalObjectReference(Base, kw_only=True):
+    kind: str
+    name: str
+    apiGroup: str | None = None
+
+
+class IngressBackend(Base, kw_only=True):
+    service: IngressServiceBackend | None = None
+    resource: TypedLocalObjectReference | None = None
+
+
+class HTTPIngressPath(Base, kw_only=True):
+    pathType: Literal["Exact", "Prefix", "ImplementationSpecific"]
+    backend: IngressBackend
+    path: str = ""
+
+
+class HTTPIngressRuleValue(Base, kw_only=True):
+    paths: list[HTTPIngressPath] = []
+
+
+class IngressRule(Base, kw_only=True):
+    host: str = ""
+    http: HTTPIngressRuleValue | None = None
+
+
+class IngressTLS(Base, kw_only=True):
+    hosts: list[str] = []
+    secretName: str = ""
+
+
+class IngressSpec(Base, kw_only=True):
+    ingressClassName: str | None = None
+    defaultBackend: IngressBackend | None = None
+    tls: list[IngressTLS] = []
+    rules: list[IngressRule] = []
+
+
+class IngressStatus(Base, kw_only=True):
+    loadBalancer: LoadBalancerStatus = LoadBalancerStatus()
+
+
+class Ingress(Object, kw_only=True):
+    API_VERSION = "networking.k8s.io/v1"
+    KIND = "Ingress"
+
+    spec: IngressSpec = IngressSpec()
+    status: IngressStatus = IngressStatus()
+
+
+class IngressClassParametersReference(Base, kw_only=True):
+    kind: str
+    name: str
+    apiGroup: str | None = None
+    scope: Literal["Cluster", "Namespace"] | None = None
+    namespace: str | None = None
+
+
+class IngressClassSpec(Base, kw_only=True):
+    controller: str = ""
+    parameters: IngressClassParametersReference | None = None
+
+
+class IngressClass(Object, kw_only=True):
+    API_VERSION = "networking.k8s.io/v1"
+    KIND = "IngressClass"
+
+    spec: IngressClassSpec = IngressClassSpec()
