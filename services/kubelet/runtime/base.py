@@ -1,0 +1,148 @@
+"""The seam between the kubelet and whatever runs its containers.
+
+The kubelet translates Pod specs into these plain, frozen config types and drives a
+``ContainerRuntime``; it never talks to Docker or spawns processes itself. Nothing here
+knows about the ``schemas`` package, so a runtime can be exercised on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol, runtime_checkable
+
+PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+ContainerState = Literal["created", "running", "exited", "unknown"]
+
+# Labels every container (sandbox and app) carries; a restarted kubelet finds its pods by them.
+LABEL_POD_UID = "io.kybernetes.pod.uid"
+LABEL_POD_NAME = "io.kybernetes.pod.name"
+LABEL_POD_NAMESPACE = "io.kybernetes.pod.namespace"
+LABEL_CONTAINER_NAME = "io.kybernetes.container.name"
+LABEL_CONTAINER_ATTEMPT = "io.kybernetes.container.attempt"
+LABEL_SANDBOX = "io.kybernetes.sandbox"
+
+SANDBOX_CONTAINER_NAME = "POD"
+
+
+@dataclass(frozen=True, slots=True)
+class PortMapping:
+    container_port: int
+    protocol: str = "TCP"  # TCP | UDP
+    host_port: int | None = None  # also published on host_ip:host_port when set (Kubernetes hostPort)
+    host_ip: str | None = None  # address for host_port; None means every address, like Kubernetes
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    host_path: str
+    container_path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxConfig:
+    pod_uid: str
+    pod_name: str
+    namespace: str
+    pod_ip: str  # an address in 127.0.0.0/8 owned by this pod; every port is published on it
+    hostname: str
+    ports: tuple[PortMapping, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    dns_servers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerConfig:
+    name: str
+    image: str
+    command: tuple[str, ...] = ()  # replaces the image ENTRYPOINT (Kubernetes `command`)
+    args: tuple[str, ...] = ()  # replaces the image CMD (Kubernetes `args`)
+    env: Mapping[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+    mounts: tuple[Mount, ...] = ()
+    cpu_limit_millis: int | None = None
+    memory_limit_bytes: int | None = None
+    image_pull_policy: PullPolicy = "IfNotPresent"
+    attempt: int = 0  # restart count; part of the container's identity
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerInfo:
+    id: str
+    pod_uid: str
+    name: str
+    attempt: int
+    image: str
+    state: ContainerState
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    oom_killed: bool = False
+    reason: str | None = None  # OOMKilled | Completed | Error | ContainerCannotRun | ContainerStatusUnknown
+    message: str | None = None
+    image_id: str | None = None
+
+
+@runtime_checkable
+class ContainerRuntime(Protocol):
+    """What the kubelet needs from a container engine. Every method may raise the
+    errors of ``services.kubelet.runtime.errors`` and nothing else."""
+
+    name: str  # "docker" | "process"; the scheme of status.containerStatuses[].containerID
+
+    async def ensure_image(self, image: str, policy: PullPolicy) -> None:
+        """Make ``image`` present as the policy says (ImagePullError, ImageNeverPullError)."""
+        ...
+
+    async def create_sandbox(self, cfg: SandboxConfig) -> str:
+        """Create the pod's sandbox; returns the existing one when this pod uid has a live one."""
+        ...
+
+    async def remove_sandbox(self, pod_uid: str) -> None:
+        """Kill and remove every container of the pod and its sandbox. Idempotent."""
+        ...
+
+    async def create_and_start(self, sandbox_id: str, pod_uid: str, cfg: ContainerConfig) -> ContainerInfo:
+        """Create and start one app container in the sandbox (call ensure_image first)."""
+        ...
+
+    async def stop(self, container_id: str, grace_seconds: float) -> None:
+        """SIGTERM, then SIGKILL once ``grace_seconds`` have passed; returns when it has exited."""
+        ...
+
+    async def remove(self, container_id: str) -> None:
+        """Remove a container (killing it if needed). Removing a missing container is a no-op."""
+        ...
+
+    async def list(self, pod_uid: str | None = None) -> list[ContainerInfo]:
+        """App containers (not sandboxes) as the engine knows them, running or not."""
+        ...
+
+    async def inspect(self, container_id: str) -> ContainerInfo:
+        """One container's current state (ContainerNotFound)."""
+        ...
+
+    async def exec(self, container_id: str, cmd: list[str], timeout: float) -> tuple[int, bytes]:
+        """Run ``cmd`` inside the container; returns (exit code, stdout+stderr) (ExecTimeout)."""
+        ...
+
+    def logs(self, container_id: str, tail: int | None = None, follow: bool = False) -> AsyncIterator[bytes]:
+        """The container's output; with ``follow`` it keeps streaming until the container exits."""
+        ...
+
+    async def stats(self, container_id: str) -> tuple[int, int]:
+        """(cumulative CPU time in nanoseconds, memory in use in bytes)."""
+        ...
+
+    async def list_sandboxes(self) -> list[str]:
+        """Pod uids that have a sandbox."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def container_name(namespace: str, pod_name: str, container: str, attempt: int, pod_uid: str) -> str:
+    """The engine-side name: ``kyb_<ns>_<pod>_<container>_<attempt>_<uid8>``."""
+    return f"kyb_{namespace}_{pod_name}_{container}_{attempt}_{pod_uid.replace('-', '')[:8]}"

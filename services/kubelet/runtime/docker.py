@@ -1,0 +1,442 @@
+"""The Docker runtime: pods as a sandbox container plus app containers sharing its network.
+
+Each pod gets a sandbox ("pause") container that owns the network namespace and publishes
+every pod port on the pod's own 127.x.y.z address; app containers join it with
+``network_mode=container:<sandbox>``. Every container is labelled with the pod and container
+identity, so ``list()`` rebuilds the kubelet's view from the engine alone and a restarted
+kubelet adopts running containers instead of starting them again.
+
+The pause image is built locally on first use (``docker import`` of a tar holding the host's
+static busybox), so nothing is ever pulled for the sandbox. docker-py is blocking; every call
+runs in a small thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import os
+import shutil
+import signal
+import tarfile
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+from docker.utils import parse_repository_tag
+
+from .base import (
+    LABEL_CONTAINER_ATTEMPT,
+    LABEL_CONTAINER_NAME,
+    LABEL_POD_NAME,
+    LABEL_POD_NAMESPACE,
+    LABEL_POD_UID,
+    LABEL_SANDBOX,
+    SANDBOX_CONTAINER_NAME,
+    ContainerConfig,
+    ContainerInfo,
+    ContainerState,
+    PullPolicy,
+    SandboxConfig,
+    container_name,
+)
+from .errors import (
+    ContainerCreateError,
+    ContainerNotFound,
+    ContainerRuntimeError,
+    DockerAction,
+    ExecTimeout,
+    ImageNeverPullError,
+    ImagePullError,
+    from_docker,
+)
+
+T = TypeVar("T")
+
+PAUSE_IMAGE = "kybernetes/pause:local"
+# Ends promptly on SIGTERM (PID 1 ignores signals it has no handler for).
+PAUSE_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
+BUSYBOX_APPLETS = (
+    "sh", "ash", "sleep", "cat", "echo", "ls", "env", "true", "false", "httpd", "nc", "wget",
+    "head", "tail", "tr", "grep", "sed", "mkdir", "rm", "cp", "mv", "ps", "kill", "id", "pwd",
+    "printf", "test", "[", "wc", "date", "hostname", "dd", "yes", "touch", "chmod", "ln", "uname",
+)  # fmt: skip
+
+
+def find_busybox() -> str | None:
+    """The host's static busybox, if there is one."""
+    for candidate in (shutil.which("busybox"), "/bin/busybox", "/usr/bin/busybox"):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def busybox_rootfs(busybox: str, applets: Iterable[str] = BUSYBOX_APPLETS) -> bytes:
+    """A root filesystem tar: /bin/busybox, a symlink per applet, /tmp, /etc/passwd and /etc/group."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+
+        def add_dir(path: str, mode: int = 0o755) -> None:
+            info = tarfile.TarInfo(path)
+            info.type, info.mode = tarfile.DIRTYPE, mode
+            tar.addfile(info)
+
+        def add_file(path: str, data: bytes, mode: int = 0o644) -> None:
+            info = tarfile.TarInfo(path)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+
+        for d in ("bin", "etc", "root", "www", "var", "proc", "sys", "dev"):
+            add_dir(d)
+        add_dir("tmp", 0o1777)
+        with open(busybox, "rb") as f:
+            add_file("bin/busybox", f.read(), 0o755)
+        for applet in applets:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+        add_file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
+        add_file("etc/group", b"root:x:0:\nnogroup:x:65534:\n")
+    return buf.getvalue()
+
+
+def import_busybox_image(client: docker.DockerClient, tag: str, cmd: list[str] | None = None) -> str:
+    """Blocking: ``docker import`` a busybox rootfs as ``tag`` unless it exists; returns the image id."""
+    try:
+        return str(client.images.get(tag).id)
+    except docker.errors.ImageNotFound:
+        pass
+    busybox = find_busybox()
+    if busybox is None:
+        raise ContainerCreateError(
+            f"image {tag} is missing and no static busybox was found on this host to build it "
+            "(install Debian's busybox-static)"
+        )
+    repository, image_tag = parse_repository_tag(tag)
+    changes = [f"CMD {_json_list(cmd or ['/bin/sh'])}", "ENV PATH=/bin"]
+    client.api.import_image_from_data(busybox_rootfs(busybox), repository=repository, tag=image_tag or "latest", changes=changes)
+    return str(client.images.get(tag).id)
+
+
+def _json_list(items: list[str]) -> str:
+    import json
+
+    return json.dumps(items)
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    """Docker timestamps carry nanoseconds; the zero time means 'never'."""
+    if not value or value.startswith("0001-01-01"):
+        return None
+    value = value.rstrip("Z")
+    if "." in value:
+        head, frac = value.split(".", 1)
+        value = f"{head}.{frac[:6]}"
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+_STATE: dict[str, ContainerState] = {
+    "created": "created",
+    "running": "running",
+    "paused": "running",
+    "restarting": "running",
+    "exited": "exited",
+    "dead": "exited",
+}
+
+
+def container_info(attrs: dict[str, Any]) -> ContainerInfo:
+    """Our view of a ``docker inspect`` document."""
+    labels = attrs.get("Config", {}).get("Labels") or {}
+    st = attrs.get("State") or {}
+    state = _STATE.get(str(st.get("Status", "")), "unknown")
+    exit_code = int(st["ExitCode"]) if state == "exited" and st.get("ExitCode") is not None else None
+    oom = bool(st.get("OOMKilled")) and state == "exited"
+    reason: str | None = None
+    if state == "exited":
+        if oom:
+            reason = "OOMKilled"
+        elif st.get("Error"):
+            reason = "ContainerCannotRun"
+        else:
+            reason = "Completed" if exit_code == 0 else "Error"
+    return ContainerInfo(
+        id=str(attrs["Id"]),
+        pod_uid=labels.get(LABEL_POD_UID, ""),
+        name=labels.get(LABEL_CONTAINER_NAME, ""),
+        attempt=int(labels.get(LABEL_CONTAINER_ATTEMPT, "0") or 0),
+        image=str(attrs.get("Config", {}).get("Image", "")),
+        state=state,
+        exit_code=exit_code,
+        started_at=_parse_time(st.get("StartedAt")),
+        finished_at=_parse_time(st.get("FinishedAt")) if state == "exited" else None,
+        oom_killed=oom,
+        reason=reason,
+        message=st.get("Error") or None,
+        image_id=attrs.get("Image"),
+    )
+
+
+def port_bindings(cfg: SandboxConfig) -> dict[str, list[tuple[str, int]]]:
+    """docker-py ``ports``: each container port on pod_ip, plus hostPort where asked."""
+    bindings: dict[str, list[tuple[str, int]]] = {}
+    for p in cfg.ports:
+        key = f"{p.container_port}/{p.protocol.lower()}"
+        targets = bindings.setdefault(key, [])
+        for target in [(cfg.pod_ip, p.container_port)] + ([(p.host_ip or "0.0.0.0", p.host_port)] if p.host_port else []):
+            if target not in targets:
+                targets.append(target)
+    return bindings
+
+
+class DockerRuntime:
+    """``ContainerRuntime`` on a Docker engine through docker-py."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        client: docker.DockerClient | None = None,
+        *,
+        pause_image: str = PAUSE_IMAGE,
+        pull_timeout: float = 300.0,  # an image pull taking longer than this fails with ErrImagePull
+        workers: int = 16,  # threads for blocking docker-py calls (a followed log holds one)
+    ) -> None:
+        if client is None:
+            try:
+                client = docker.from_env()
+            except Exception as e:
+                raise from_docker(e, "engine") from e
+        self._client = client
+        self._api = client.api
+        self._pause_image = pause_image
+        self._pull_timeout = pull_timeout
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="docker-runtime")
+        self._pause_lock = asyncio.Lock()
+
+    async def _call(self, action: DockerAction, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        except ContainerRuntimeError:
+            raise
+        except Exception as e:
+            raise from_docker(e, action) from e
+
+    # images
+
+    async def _image_present(self, image: str) -> bool:
+        try:
+            await self._call("engine", self._api.inspect_image, image)
+            return True
+        except ContainerRuntimeError as e:
+            if isinstance(e.__cause__, docker.errors.NotFound):
+                return False
+            raise
+
+    async def ensure_image(self, image: str, policy: PullPolicy) -> None:
+        if policy == "Never":
+            if not await self._image_present(image):
+                raise ImageNeverPullError(f'image "{image}" is not present with pull policy of Never')
+            return
+        if policy == "IfNotPresent" and await self._image_present(image):
+            return
+        repository, tag = parse_repository_tag(image)
+        try:
+            await asyncio.wait_for(self._call("pull", self._api.pull, repository, tag=tag or "latest"), self._pull_timeout)
+        except TimeoutError as e:
+            raise ImagePullError(f'pulling image "{image}" took longer than {self._pull_timeout}s') from e
+
+    async def _ensure_pause_image(self) -> None:
+        async with self._pause_lock:
+            await self._call("create", import_busybox_image, self._client, self._pause_image, PAUSE_COMMAND)
+
+    # sandboxes
+
+    async def _find(self, *labels: str) -> list[dict[str, Any]]:
+        return await self._call("engine", self._api.containers, all=True, filters={"label": list(labels)})
+
+    async def create_sandbox(self, cfg: SandboxConfig) -> str:
+        for c in await self._find(f"{LABEL_POD_UID}={cfg.pod_uid}", f"{LABEL_SANDBOX}=true"):
+            if c.get("State") == "running":
+                return str(c["Id"])
+            await self._call("container", self._api.remove_container, c["Id"], force=True)
+        await self._ensure_pause_image()
+        labels = {
+            **cfg.labels,
+            LABEL_POD_UID: cfg.pod_uid,
+            LABEL_POD_NAME: cfg.pod_name,
+            LABEL_POD_NAMESPACE: cfg.namespace,
+            LABEL_CONTAINER_NAME: SANDBOX_CONTAINER_NAME,
+            LABEL_CONTAINER_ATTEMPT: "0",
+            LABEL_SANDBOX: "true",
+        }
+        name = container_name(cfg.namespace, cfg.pod_name, SANDBOX_CONTAINER_NAME, 0, cfg.pod_uid)
+        bindings = port_bindings(cfg)
+        host_config = self._api.create_host_config(port_bindings=bindings, dns=list(cfg.dns_servers) or None)
+        try:
+            created = await self._call(
+                "create",
+                self._api.create_container,
+                image=self._pause_image,
+                name=name,
+                hostname=cfg.hostname[:63],
+                labels=labels,
+                ports=[(int(key.split("/")[0]), key.split("/")[1]) for key in bindings],
+                host_config=host_config,
+            )
+            await self._call("create", self._api.start, created["Id"])
+        except ContainerCreateError:
+            await self._call("container", self._remove_quietly, name)
+            raise
+        return str(created["Id"])
+
+    def _remove_quietly(self, ref: str) -> None:
+        try:
+            self._api.remove_container(ref, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+
+    async def remove_sandbox(self, pod_uid: str) -> None:
+        found = await self._find(f"{LABEL_POD_UID}={pod_uid}")
+        # app containers first: they live in the sandbox's network namespace
+        found.sort(key=lambda c: (c.get("Labels") or {}).get(LABEL_SANDBOX) == "true")
+        for c in found:
+            await self._call("container", self._remove_quietly, c["Id"])
+
+    async def list_sandboxes(self) -> list[str]:
+        found = await self._find(f"{LABEL_SANDBOX}=true")
+        return sorted({(c.get("Labels") or {}).get(LABEL_POD_UID, "") for c in found} - {""})
+
+    # containers
+
+    async def create_and_start(self, sandbox_id: str, pod_uid: str, cfg: ContainerConfig) -> ContainerInfo:
+        sandbox = await self._call("container", self._api.inspect_container, sandbox_id)
+        sandbox_labels = sandbox["Config"].get("Labels") or {}
+        if sandbox_labels.get(LABEL_POD_UID) != pod_uid:
+            raise ContainerCreateError(f"sandbox {sandbox_id[:12]} does not belong to pod {pod_uid}")
+        namespace, pod_name = sandbox_labels.get(LABEL_POD_NAMESPACE, ""), sandbox_labels.get(LABEL_POD_NAME, "")
+        name = container_name(namespace, pod_name, cfg.name, cfg.attempt, pod_uid)
+        labels = {
+            LABEL_POD_UID: pod_uid,
+            LABEL_POD_NAME: pod_name,
+            LABEL_POD_NAMESPACE: namespace,
+            LABEL_CONTAINER_NAME: cfg.name,
+            LABEL_CONTAINER_ATTEMPT: str(cfg.attempt),
+            LABEL_SANDBOX: "false",
+        }
+        host_config = self._api.create_host_config(
+            network_mode=f"container:{sandbox_id}",
+            binds=[f"{m.host_path}:{m.container_path}:{'ro' if m.read_only else 'rw'}" for m in cfg.mounts],
+            nano_cpus=cfg.cpu_limit_millis * 1_000_000 if cfg.cpu_limit_millis else None,
+            mem_limit=cfg.memory_limit_bytes,
+            memswap_limit=cfg.memory_limit_bytes,
+        )
+        try:
+            created = await self._call(
+                "create",
+                self._api.create_container,
+                image=cfg.image,
+                name=name,
+                entrypoint=list(cfg.command) or None,
+                command=list(cfg.args) or None,
+                environment=[f"{k}={v}" for k, v in cfg.env.items()],
+                working_dir=cfg.working_dir or None,
+                labels=labels,
+                host_config=host_config,
+            )
+            container_id = str(created["Id"])
+        except ContainerCreateError as e:
+            if not isinstance(e.__cause__, docker.errors.APIError) or e.__cause__.status_code != 409:
+                raise
+            # this attempt exists already (a retry after a crash): adopt it
+            container_id = str((await self._call("container", self._api.inspect_container, name))["Id"])
+        info = await self.inspect(container_id)
+        if info.state == "created":
+            try:
+                await self._call("create", self._api.start, container_id)
+            except ContainerCreateError:
+                await self._call("container", self._remove_quietly, container_id)
+                raise
+            info = await self.inspect(container_id)
+        return info
+
+    async def inspect(self, container_id: str) -> ContainerInfo:
+        return container_info(await self._call("container", self._api.inspect_container, container_id))
+
+    async def list(self, pod_uid: str | None = None) -> list[ContainerInfo]:
+        labels = [f"{LABEL_SANDBOX}=false"] + ([f"{LABEL_POD_UID}={pod_uid}"] if pod_uid else [])
+        infos = []
+        for c in await self._find(*labels):
+            try:
+                infos.append(await self.inspect(str(c["Id"])))
+            except ContainerNotFound:
+                continue  # removed between the listing and the inspection
+        return infos
+
+    async def stop(self, container_id: str, grace_seconds: float) -> None:
+        grace = max(0, math.ceil(grace_seconds))
+        await self._call("container", self._api.stop, container_id, timeout=grace)
+        await self._call("container", self._api.wait, container_id, timeout=grace + 60)
+
+    async def remove(self, container_id: str) -> None:
+        await self._call("container", self._remove_quietly, container_id)
+
+    async def exec(self, container_id: str, cmd: list[str], timeout: float) -> tuple[int, bytes]:
+        created = await self._call("container", self._api.exec_create, container_id, cmd, stdout=True, stderr=True)
+        exec_id = created["Id"]
+        try:
+            output = await asyncio.wait_for(self._call("container", self._api.exec_start, exec_id), timeout)
+        except TimeoutError as e:
+            await self._kill_exec(exec_id)
+            raise ExecTimeout(f"{cmd!r} did not finish within {timeout}s") from e
+        result = await self._call("container", self._api.exec_inspect, exec_id)
+        return int(result.get("ExitCode") or 0), bytes(output or b"")
+
+    async def _kill_exec(self, exec_id: str) -> None:
+        """Best effort: the engine has no API to end an exec; its pid is a host pid when local."""
+        try:
+            pid = int((await self._call("container", self._api.exec_inspect, exec_id)).get("Pid") or 0)
+            if pid > 0:
+                os.kill(pid, signal.SIGKILL)
+        except (ContainerRuntimeError, OSError):
+            pass
+
+    async def logs(self, container_id: str, tail: int | None = None, follow: bool = False) -> AsyncIterator[bytes]:
+        stream = await self._call(
+            "container",
+            self._api.logs,
+            container_id,
+            stdout=True,
+            stderr=True,
+            stream=True,
+            follow=follow,
+            timestamps=False,
+            tail="all" if tail is None else tail,
+        )
+        chunks = iter(stream)
+        try:
+            while True:
+                chunk = await self._call("container", next, chunks, None)
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            stream.close()
+
+    async def stats(self, container_id: str) -> tuple[int, int]:
+        s = await self._call("container", self._api.stats, container_id, stream=False, one_shot=True)
+        cpu = int(((s.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage") or 0)
+        mem = s.get("memory_stats") or {}
+        detail = mem.get("stats") or {}
+        inactive = detail.get("total_inactive_file", detail.get("inactive_file", 0)) or 0
+        usage = int(mem.get("usage") or 0)
+        return cpu, usage - int(inactive) if usage > int(inactive) else usage
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
