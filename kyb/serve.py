@@ -1,0 +1,179 @@
+"""Run services: one alone (`kyb serve NAME`) or all of them in one process (`kyb up`).
+
+Every service module exposes ``async def run(ctx: ServiceContext, stop: asyncio.Event)``;
+it returns once ``stop`` is set and its work is wound down. Each service gets its own NATS
+connection, so one slow consumer cannot stall another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import os
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+import nats.errors
+import structlog
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from kyb import errors
+from kyb.store import Store
+
+# name -> module; the order is the start order of `kyb up`.
+SERVICES: dict[str, str] = {
+    "api": "services.api.service",
+    "scheduler": "services.scheduler.service",
+    "replication": "services.replication.service",
+    "deployment": "services.deployment.service",
+    "job": "services.job.service",
+    "daemonset": "services.daemonset.service",
+    "gc": "services.gc.service",
+    "endpoints": "services.endpoints.service",
+    "nodelifecycle": "services.nodelifecycle.service",
+    "hpa": "services.hpa.service",
+    "volumebinder": "services.volumebinder.service",
+    "ingress": "services.ingress.service",
+    "proxy": "services.proxy.service",
+    "kubelet": "services.kubelet.service",
+}
+
+
+def available_services() -> list[str]:
+    """The services whose package is present in this installation."""
+    out = []
+    for name, module in SERVICES.items():
+        with contextlib.suppress(ModuleNotFoundError):
+            if importlib.util.find_spec(module) is not None:
+                out.append(name)
+    return out
+
+
+@dataclass
+class ServiceContext:
+    name: str
+    nc: NATS
+    js: JetStreamContext
+    store: Store
+    options: dict[str, Any] = field(default_factory=dict)
+    log: Any = None
+    tracer: Any = None
+
+    @property
+    def identity(self) -> str:
+        return f"{socket.gethostname()}-{os.getpid()}-{self.name}"
+
+
+async def connect(url: str, *, name: str = "kyb", connect_timeout: float = 2.0, **kw: Any) -> NATS:
+    """A NATS connection that reconnects forever once established, and fails fast (one clear
+    error) when nothing answers at first."""
+    async def _quiet(_e: Exception) -> None:
+        return None
+
+    params: dict[str, Any] = dict(
+        servers=[url],
+        name=name,
+        connect_timeout=connect_timeout,
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.25,
+        error_cb=_quiet,
+    )
+    params.update(kw)
+    nc = NATS()
+    try:
+        await _connect_once(nc, params)
+    except (nats.errors.NoServersError, OSError, TimeoutError, nats.errors.Error) as e:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise errors.Unreachable(f"cannot reach NATS at {url}: {_why(e)}") from None
+    return nc
+
+
+async def _connect_once(nc: NATS, params: dict[str, Any]) -> None:
+    # nats-py retries the first connect as often as reconnects unless told otherwise.
+    first = dict(params, allow_reconnect=False, max_reconnect_attempts=0)
+    await nc.connect(**first)
+    # Now connected: switch on reconnecting for the life of the connection.
+    nc.options["allow_reconnect"] = True
+    nc.options["max_reconnect_attempts"] = -1
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, nats.errors.NoServersError):
+        return "connection refused"
+    return str(e) or type(e).__name__
+
+
+async def context_for(name: str, nats_url: str, options: dict[str, Any] | None = None) -> ServiceContext:
+    from kyb import telemetry
+
+    nc = await connect(nats_url, name=f"kyb-{name}")
+    js = nc.jetstream(timeout=10)
+    store = Store(js, replicas=int((options or {}).get("replicas", 1)))
+    return ServiceContext(
+        name=name,
+        nc=nc,
+        js=js,
+        store=store,
+        options=dict(options or {}),
+        log=structlog.get_logger(name).bind(service=name),
+        tracer=telemetry.tracer(f"kyb.{name}"),
+    )
+
+
+async def run_services(
+    names: Iterable[str],
+    nats_url: str,
+    options: dict[str, Any] | None,
+    stop: asyncio.Event,
+) -> None:
+    """Run the named services until ``stop`` is set; a crash of one stops the rest."""
+    from kyb import telemetry
+
+    names = list(names)
+    unknown = [n for n in names if n not in SERVICES]
+    if unknown:
+        raise errors.BadRequest(f"unknown service(s): {', '.join(unknown)}; known: {', '.join(SERVICES)}")
+    telemetry.init_telemetry(names[0] if len(names) == 1 else "kybernetes")
+    first = await context_for("bootstrap", nats_url, options)
+    try:
+        await first.store.ensure_buckets()
+    finally:
+        await first.nc.close()
+    contexts: list[ServiceContext] = []
+    tasks: list[asyncio.Task] = []
+    try:
+        for name in names:
+            module = importlib.import_module(SERVICES[name])
+            ctx = await context_for(name, nats_url, options)
+            contexts.append(ctx)
+            tasks.append(asyncio.create_task(module.run(ctx, stop), name=f"service-{name}"))
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        crashed = [t for t in done if t is not stopper and t.exception() is not None]
+        stop.set()
+        # Give every service a bounded time to wind down.
+        pending = [t for t in tasks if not t.done()]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=float((options or {}).get("shutdown_timeout", 20)))
+            for t in still:
+                t.cancel()
+            await asyncio.gather(*still, return_exceptions=True)
+        stopper.cancel()
+        if crashed:
+            raise crashed[0].exception()
+    finally:
+        for t in tasks:
+            if not t.done():
+                t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for ctx in contexts:
+            with contextlib.suppress(Exception):
+                await ctx.nc.drain()

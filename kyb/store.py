@@ -1,0 +1,461 @@
+"""Typed, compare-and-set access to the object buckets.
+
+One JetStream KV bucket per kind (``kyb-<plural>``), key ``<namespace>.<name>`` (``_.<name>``
+for cluster-scoped kinds), value the whole object as msgspec JSON. ``metadata.resourceVersion``
+is the KV revision (the stream sequence of the write) and every write names the revision it
+read through ``Nats-Expected-Last-Subject-Sequence``: create = "must not exist", update and
+delete = "the last revision must be N". Writes are published straight to ``$KV.<bucket>.<key>``
+so they carry headers (the W3C ``traceparent`` of the writer) to whoever watches.
+
+NATS exceptions become :mod:`kyb.errors` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue
+
+from kyb import errors
+from schemas.meta import Object, ObjectMeta
+from schemas.registry import KindInfo, UnknownKind, all_kinds, by_kind, resolve
+
+EVENTS_STREAM = "KYB_EVENTS"
+EVENTS_MAX_AGE_S = 3600.0
+EVENTS_MAX_BYTES = 256 * 1024 * 1024
+WRONG_LAST_SEQUENCE = 10071
+STREAM_NOT_FOUND = 10059
+
+_encoder = msgspec.json.Encoder()
+
+
+def kind_info(kind: str | KindInfo) -> KindInfo:
+    if isinstance(kind, KindInfo):
+        return kind
+    try:
+        return by_kind(kind)
+    except UnknownKind:
+        try:
+            return resolve(kind)
+        except UnknownKind as e:
+            raise errors.BadRequest(str(e)) from None
+
+
+def key_of(info: KindInfo, namespace: str | None, name: str) -> str:
+    if not name:
+        raise errors.Invalid("name is required", [errors.FieldError("metadata.name", "Required value")])
+    if info.namespaced:
+        return f"{namespace or 'default'}.{name}"
+    return f"_.{name}"
+
+
+def object_key(obj: Object) -> str:
+    return key_of(kind_info(obj.kind), obj.metadata.namespace, obj.metadata.name)
+
+
+def split_key(key: str) -> tuple[str | None, str]:
+    ns, _, name = key.partition(".")
+    return (None if ns == "_" else ns), name
+
+
+def now_rfc3339(now: datetime | None = None) -> str:
+    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def with_revision(obj: Object, revision: int) -> Object:
+    return msgspec.structs.replace(obj, metadata=msgspec.structs.replace(obj.metadata, resourceVersion=str(revision)))
+
+
+def encode(obj: Object) -> bytes:
+    """The stored form: the object without its resourceVersion (the KV revision is the truth)."""
+    if obj.metadata.resourceVersion is not None:
+        obj = msgspec.structs.replace(obj, metadata=msgspec.structs.replace(obj.metadata, resourceVersion=None))
+    return _encoder.encode(obj)
+
+
+def decode(info: KindInfo, data: bytes, revision: int) -> Object:
+    obj = msgspec.json.decode(data, type=info.type)
+    return with_revision(obj, revision)
+
+
+def spec_of(obj: Object) -> bytes:
+    """What generation tracks: spec, or everything but metadata and status for kinds without one."""
+    if hasattr(obj, "spec"):
+        return _encoder.encode(obj.spec)
+    rest = {f: getattr(obj, f) for f in obj.__struct_fields__ if f not in ("metadata", "status", "apiVersion", "kind")}
+    return _encoder.encode(rest)
+
+
+def _trace_headers() -> dict[str, str]:
+    try:
+        from kyb import telemetry
+    except ImportError:  # telemetry not configured in this process
+        return {}
+    try:
+        return telemetry.inject({})
+    except Exception:
+        return {}
+
+
+class Store:
+    """CAS reads and writes of typed objects; see the module docstring."""
+
+    def __init__(self, js: JetStreamContext, *, replicas: int = 1, clock: Callable[[], datetime] | None = None) -> None:
+        self.js = js
+        self.replicas = replicas
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._kv: dict[str, KeyValue] = {}
+        self._ensured: set[str] = set()
+
+    # -- buckets ---------------------------------------------------------------------------
+
+    async def ensure_buckets(self, kinds: Iterable[KindInfo] | None = None) -> None:
+        for info in kinds if kinds is not None else all_kinds():
+            await self._bucket(info)
+        await self.ensure_events_stream()
+
+    async def ensure_events_stream(self) -> None:
+        if EVENTS_STREAM in self._ensured:
+            return
+        cfg = api.StreamConfig(
+            name=EVENTS_STREAM,
+            subjects=["kyb.events.>"],
+            max_age=EVENTS_MAX_AGE_S,
+            max_bytes=EVENTS_MAX_BYTES,
+            storage=api.StorageType.FILE,
+            num_replicas=self.replicas,
+            discard=api.DiscardPolicy.OLD,
+        )
+        try:
+            await self.js.add_stream(cfg)
+        except nats.js.errors.BadRequestError:
+            await self.js.update_stream(cfg)
+        except (nats.errors.Error, OSError) as e:
+            raise errors.Unreachable(f"cannot create stream {EVENTS_STREAM}: {e}") from e
+        self._ensured.add(EVENTS_STREAM)
+
+    async def _bucket(self, info: KindInfo) -> KeyValue:
+        kv = self._kv.get(info.bucket)
+        if kv is not None:
+            return kv
+        kv = await ensure_bucket(self.js, info, replicas=self.replicas)
+        self._kv[info.bucket] = kv
+        return kv
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def get(self, kind: str | KindInfo, namespace: str | None, name: str) -> Object:
+        info = kind_info(kind)
+        kv = await self._bucket(info)
+        key = key_of(info, namespace, name)
+        try:
+            entry = await kv.get(key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            raise errors.NotFound(f'{info.plural} "{name}" not found') from None
+        except nats.errors.TimeoutError as e:
+            raise errors.Temporary(f"reading {info.plural} {key}: timeout") from e
+        return decode(info, entry.value, entry.revision)
+
+    async def list(self, kind: str | KindInfo, namespace: str | None = None, selector: Any = None) -> list[Object]:
+        info = kind_info(kind)
+        kv = await self._bucket(info)
+        pattern = f"{namespace}.>" if (namespace and info.namespaced) else ">"
+        out: list[Object] = []
+        try:
+            watcher = await kv.watch(pattern, ignore_deletes=True)
+            try:
+                while True:
+                    entry = await watcher.updates(timeout=10)
+                    if entry is None:
+                        break
+                    if entry.operation is not None:
+                        continue
+                    out.append(decode(info, entry.value, entry.revision))
+            finally:
+                await watcher.stop()
+        except nats.errors.TimeoutError as e:
+            raise errors.Temporary(f"listing {info.plural}: timeout") from e
+        if selector is not None:
+            out = [o for o in out if selector.matches(o.metadata.labels)]
+        out.sort(key=lambda o: (o.metadata.namespace or "", o.metadata.name))
+        return out
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def _publish(self, info: KindInfo, key: str, payload: bytes, expected: int, extra: dict[str, str] | None = None) -> int:
+        await self._bucket(info)
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(expected), **_trace_headers(), **(extra or {})}
+        try:
+            ack = await self.js.publish(f"$KV.{info.bucket}.{key}", payload, headers=headers)
+        except nats.js.errors.APIError as e:
+            if e.err_code == WRONG_LAST_SEQUENCE:
+                raise errors.Conflict(
+                    f'Operation cannot be fulfilled on {info.plural} "{split_key(key)[1]}": '
+                    "the object has been modified; please apply your changes to the latest version and try again"
+                ) from None
+            raise errors.Permanent(f"writing {info.plural} {key}: {e}") from e
+        except nats.errors.MaxPayloadError as e:
+            raise errors.TooLarge(f"{info.plural} {key}: object too large to store") from e
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
+            raise errors.Temporary(f"writing {info.plural} {key}: {type(e).__name__}") from e
+        return ack.seq
+
+    async def create(self, obj: Object) -> Object:
+        info = kind_info(obj.kind)
+        meta = obj.metadata
+        if meta.name == "" and meta.generateName:
+            meta = msgspec.structs.replace(meta, name=meta.generateName + uuid.uuid4().hex[:5])
+        if info.namespaced and not meta.namespace:
+            meta = msgspec.structs.replace(meta, namespace="default")
+        if not info.namespaced and meta.namespace:
+            meta = msgspec.structs.replace(meta, namespace=None)
+        meta = msgspec.structs.replace(
+            meta,
+            uid=str(uuid.uuid4()),
+            creationTimestamp=now_rfc3339(self.clock()),
+            generation=1,
+            resourceVersion=None,
+            deletionTimestamp=None,
+        )
+        obj = msgspec.structs.replace(obj, apiVersion=obj.apiVersion or info.api_version, kind=info.kind, metadata=meta)
+        key = key_of(info, meta.namespace, meta.name)
+        payload = encode(obj)
+        try:
+            rev = await self._publish(info, key, payload, 0)
+        except errors.Conflict:
+            # The key may hold a delete marker: then "must not exist" means "last is that marker".
+            kv = await self._bucket(info)
+            try:
+                await kv.get(key)
+            except nats.js.errors.KeyNotFoundError as missing:
+                marker = getattr(missing, "entry", None)
+                if marker is None:
+                    raise errors.Temporary(f"{info.plural} {key}: create raced with a purge", delay=0.05) from None
+                try:
+                    rev = await self._publish(info, key, payload, marker.revision)
+                except errors.Conflict:
+                    raise self._exists(info, meta.name) from None
+            else:
+                raise self._exists(info, meta.name) from None
+        return with_revision(obj, rev)
+
+    @staticmethod
+    def _exists(info: KindInfo, name: str) -> errors.AlreadyExists:
+        return errors.AlreadyExists(f'{info.plural} "{name}" already exists')
+
+    async def update(self, obj: Object, *, current: Object | None = None) -> Object:
+        """Write ``obj`` at the revision it carries. ``current`` (the stored object at that
+        revision) saves a read when the caller has it."""
+        info = kind_info(obj.kind)
+        meta = obj.metadata
+        if meta.resourceVersion is None:
+            raise errors.Invalid(
+                f'{info.plural} "{meta.name}": an update must name the resourceVersion it read',
+                [errors.FieldError("metadata.resourceVersion", "Required value for an update")],
+            )
+        if current is None:
+            current = await self.get(info, meta.namespace, meta.name)
+        if current.metadata.resourceVersion != meta.resourceVersion:
+            raise errors.Conflict(
+                f'Operation cannot be fulfilled on {info.plural} "{meta.name}": '
+                "the object has been modified; please apply your changes to the latest version and try again"
+            )
+        cur = current.metadata
+        generation = cur.generation or 1
+        if spec_of(obj) != spec_of(current):
+            generation += 1
+        meta = msgspec.structs.replace(
+            meta,
+            namespace=cur.namespace,
+            uid=cur.uid,
+            creationTimestamp=cur.creationTimestamp,
+            generation=generation,
+            deletionTimestamp=cur.deletionTimestamp or meta.deletionTimestamp,
+            deletionGracePeriodSeconds=cur.deletionGracePeriodSeconds
+            if cur.deletionTimestamp
+            else meta.deletionGracePeriodSeconds,
+        )
+        obj = msgspec.structs.replace(obj, apiVersion=obj.apiVersion or current.apiVersion, kind=info.kind, metadata=meta)
+        key = key_of(info, meta.namespace, meta.name)
+        if meta.deletionTimestamp and not meta.finalizers and not _held_for_graceful_removal(info, obj):
+            # The last finalizer went: the object goes.
+            await self._remove(info, key, int(meta.resourceVersion))
+            return obj
+        rev = await self._publish(info, key, encode(obj), int(meta.resourceVersion))
+        return with_revision(obj, rev)
+
+    async def delete(
+        self,
+        kind: str | KindInfo,
+        namespace: str | None,
+        name: str,
+        *,
+        resource_version: str | None = None,
+        grace_period_seconds: int | None = None,
+        add_finalizers: Iterable[str] = (),
+    ) -> Object:
+        """Delete, Kubernetes style: an object with finalizers (or a pod still running on a
+        node, unless the grace period is 0) is only marked with deletionTimestamp; otherwise
+        it is removed at the revision read. Returns the object as last stored."""
+        info = kind_info(kind)
+        current = await self.get(info, namespace, name)
+        if resource_version is not None and current.metadata.resourceVersion != resource_version:
+            raise errors.Conflict(
+                f'Precondition failed for {info.plural} "{name}": resourceVersion {resource_version} '
+                f"is not the latest ({current.metadata.resourceVersion})"
+            )
+        meta = current.metadata
+        finalizers = list(meta.finalizers)
+        for f in add_finalizers:
+            if f not in finalizers:
+                finalizers.append(f)
+        graceful = _is_graceful_pod(info, current, grace_period_seconds)
+        key = key_of(info, meta.namespace, meta.name)
+        if finalizers or graceful:
+            if meta.deletionTimestamp and finalizers == list(meta.finalizers):
+                return current  # already marked
+            grace = grace_period_seconds
+            if graceful and grace is None:
+                grace = getattr(current.spec, "terminationGracePeriodSeconds", None)
+                grace = 30 if grace is None else grace
+            marked = msgspec.structs.replace(
+                current,
+                metadata=msgspec.structs.replace(
+                    meta,
+                    finalizers=finalizers,
+                    deletionTimestamp=meta.deletionTimestamp or now_rfc3339(self.clock()),
+                    deletionGracePeriodSeconds=grace if graceful else meta.deletionGracePeriodSeconds,
+                ),
+            )
+            rev = await self._publish(info, key, encode(marked), int(meta.resourceVersion))
+            return with_revision(marked, rev)
+        await self._remove(info, key, int(meta.resourceVersion))
+        return current
+
+    async def _remove(self, info: KindInfo, key: str, revision: int) -> None:
+        await self._publish(info, key, b"", revision, {"KV-Operation": "DEL"})
+
+    async def mutate(
+        self,
+        kind: str | KindInfo,
+        namespace: str | None,
+        name: str,
+        fn: Callable[[Object], Object | None],
+        *,
+        attempts: int = 20,
+    ) -> Object:
+        """Read, apply ``fn``, write at the revision read; on Conflict re-read and recompute."""
+        info = kind_info(kind)
+        for attempt in range(attempts):
+            current = await self.get(info, namespace, name)
+            new = fn(current)
+            if new is None:
+                return current
+            try:
+                return await self.update(new, current=current)
+            except errors.Conflict:
+                await asyncio.sleep(min(0.001 * 2**attempt, 0.1))
+        raise errors.Conflict(f'{info.plural} "{name}": still conflicting after {attempts} attempts')
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def record_event(
+        self,
+        obj: Object,
+        reason: str,
+        message: str,
+        type: str = "Normal",
+        source: str = "",
+        *,
+        nc: Any = None,
+    ) -> None:
+        """Publish a v1 Event about ``obj`` on kyb.events.<ns>.<kind>.<name> (kept in KYB_EVENTS)."""
+        await self.ensure_events_stream()
+        meta = obj.metadata
+        ns = meta.namespace or "default"
+        now = now_rfc3339(self.clock())
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta.name}.{uuid.uuid4().hex[:16]}", "namespace": ns, "creationTimestamp": now},
+            "involvedObject": {
+                "apiVersion": obj.apiVersion,
+                "kind": obj.kind,
+                "name": meta.name,
+                "namespace": meta.namespace,
+                "uid": meta.uid,
+                "resourceVersion": meta.resourceVersion,
+            },
+            "reason": reason,
+            "message": message,
+            "type": type,
+            "count": 1,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "source": {"component": source},
+        }
+        subject = f"kyb.events.{ns}.{obj.kind}.{_subject_token(meta.name)}"
+        payload = _encoder.encode(event)
+        if nc is not None:
+            await nc.publish(subject, payload, headers=_trace_headers() or None)
+            return
+        try:
+            await self.js.publish(subject, payload, headers=_trace_headers() or None)
+        except (nats.errors.Error, nats.js.errors.Error):
+            pass  # events are best effort
+
+
+def _subject_token(name: str) -> str:
+    # Object names may hold dots (DNS subdomains); a subject token may not.
+    return name if "." not in name else "b64_" + base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
+
+
+def events_subject(namespace: str | None, kind: str, name: str) -> str:
+    return f"kyb.events.{namespace or 'default'}.{kind}.{_subject_token(name)}"
+
+
+def _is_graceful_pod(info: KindInfo, obj: Object, grace: int | None) -> bool:
+    """A pod bound to a node is removed by its kubelet once its containers are gone."""
+    if info.kind != "Pod" or grace == 0:
+        return False
+    spec = getattr(obj, "spec", None)
+    if not getattr(spec, "nodeName", None):
+        return False
+    phase = getattr(getattr(obj, "status", None), "phase", None)
+    return phase not in ("Succeeded", "Failed") or bool(obj.metadata.deletionTimestamp)
+
+
+def _held_for_graceful_removal(info: KindInfo, obj: Object) -> bool:
+    """A terminating pod on a node stays until its kubelet deletes it with grace 0."""
+    return info.kind == "Pod" and bool(getattr(getattr(obj, "spec", None), "nodeName", None)) and (
+        obj.metadata.deletionGracePeriodSeconds or 0
+    ) > 0
+
+
+async def ensure_bucket(js: JetStreamContext, info: KindInfo, *, replicas: int = 1) -> KeyValue:
+    """The kind's bucket, created (file storage, one revision kept, direct gets) if missing."""
+    try:
+        return await js.key_value(info.bucket)
+    except nats.js.errors.BucketNotFoundError:
+        pass
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
+        raise errors.Unreachable(f"JetStream does not answer: {e}") from e
+    try:
+        return await js.create_key_value(
+            api.KeyValueConfig(bucket=info.bucket, history=1, storage=api.StorageType.FILE, replicas=replicas)
+        )
+    except nats.js.errors.BadRequestError:
+        return await js.key_value(info.bucket)
+
+
+def empty_meta(name: str, namespace: str | None = None) -> ObjectMeta:
+    return ObjectMeta(name=name, namespace=namespace)
