@@ -200,12 +200,13 @@ class DockerRuntime:
 
     def __init__(
         self,
-        client: docker.DockerClient | None = None,
+        client: docker.DockerClient | None = None,  # not closed by close() when given
         *,
         pause_image: str = PAUSE_IMAGE,
         pull_timeout: float = 300.0,  # an image pull taking longer than this fails with ErrImagePull
         workers: int = 16,  # threads for blocking docker-py calls (a followed log holds one)
     ) -> None:
+        self._owns_client = client is None
         if client is None:
             try:
                 client = docker.from_env()
@@ -439,4 +440,5 @@ class DockerRuntime:
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._client.close()
+        if self._owns_client:
+            self._client.close()
