@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -351,7 +352,7 @@ class Store:
         name: str,
         fn: Callable[[Object], Object | None],
         *,
-        attempts: int = 20,
+        attempts: int = 60,
     ) -> Object:
         """Read, apply ``fn``, write at the revision read; on Conflict re-read and recompute."""
         info = kind_info(kind)
@@ -363,7 +364,7 @@ class Store:
             try:
                 return await self.update(new, current=current)
             except errors.Conflict:
-                await asyncio.sleep(min(0.001 * 2**attempt, 0.1))
+                await asyncio.sleep(random.uniform(0, min(0.002 * 2**attempt, 0.2)))
         raise errors.Conflict(f'{info.plural} "{name}": still conflicting after {attempts} attempts')
 
     # -- events ----------------------------------------------------------------------------
