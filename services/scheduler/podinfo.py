@@ -1,0 +1,127 @@
+"""From API objects to what the plan needs: a Pod becomes a ``PodRequest``, a Node a ``NodeInfo``.
+
+Kept apart from ``plan`` so the plan works on small hashable values, and apart from the
+service so it stays pure. Quantity parsing is cached: thousands of pods share a handful of
+request strings.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from schemas.core import Node
+from schemas.pod import NodeSelectorTerm, Pod
+from schemas.quantity import cpu_millis, to_bytes
+from services.scheduler.plan import (
+    HostPort,
+    NodeInfo,
+    PodRequest,
+    PreferredTerm,
+    Requirement,
+    Taint,
+    Term,
+    Toleration,
+)
+
+DEFAULT_SCHEDULER = "default-scheduler"
+DEFAULT_MAX_PODS = 110
+
+
+@lru_cache(maxsize=4096)
+def _cpu(q: str) -> int:
+    return cpu_millis(q)
+
+
+@lru_cache(maxsize=4096)
+def _bytes(q: str) -> int:
+    return to_bytes(q)
+
+
+def _request(resources, name: str) -> str | None:
+    # An unset request defaults to the limit, as the API server defaults it.
+    return resources.requests.get(name) or resources.limits.get(name)
+
+
+def pod_requests(pod: Pod) -> tuple[int, int]:
+    """(cpu millis, memory bytes): the sum over containers, or the largest init container."""
+    cpu = mem = 0
+    for c in pod.spec.containers:
+        q = _request(c.resources, "cpu")
+        cpu += _cpu(q) if q else 0
+        q = _request(c.resources, "memory")
+        mem += _bytes(q) if q else 0
+    for c in pod.spec.initContainers:
+        q = _request(c.resources, "cpu")
+        cpu = max(cpu, _cpu(q) if q else 0)
+        q = _request(c.resources, "memory")
+        mem = max(mem, _bytes(q) if q else 0)
+    return cpu, mem
+
+
+def _term(t: NodeSelectorTerm) -> Term:
+    return Term(
+        match_expressions=tuple(Requirement(key=r.key, operator=r.operator, values=tuple(r.values)) for r in t.matchExpressions),
+        match_fields=tuple(Requirement(key=r.key, operator=r.operator, values=tuple(r.values)) for r in t.matchFields),
+    )
+
+
+def pod_request(pod: Pod, key: str) -> PodRequest:
+    cpu, mem = pod_requests(pod)
+    spec = pod.spec
+    required = None
+    preferred: tuple[PreferredTerm, ...] = ()
+    na = spec.affinity.nodeAffinity if spec.affinity is not None else None
+    if na is not None:
+        if na.requiredDuringSchedulingIgnoredDuringExecution is not None:
+            required = tuple(_term(t) for t in na.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms)
+        preferred = tuple(
+            PreferredTerm(weight=p.weight, term=_term(p.preference)) for p in na.preferredDuringSchedulingIgnoredDuringExecution
+        )
+    ports = tuple(
+        HostPort(port=p.hostPort, protocol=p.protocol, host_ip=p.hostIP or "0.0.0.0")
+        for c in spec.containers
+        for p in c.ports
+        if p.hostPort
+    )
+    owner = next((r.uid for r in pod.metadata.ownerReferences if r.controller), "")
+    return PodRequest(
+        key=key,
+        cpu=cpu,
+        memory=mem,
+        node_selector=tuple(sorted(spec.nodeSelector.items())),
+        required=required,
+        preferred=preferred,
+        tolerations=tuple(Toleration(key=t.key, operator=t.operator, value=t.value, effect=t.effect) for t in spec.tolerations),
+        host_ports=ports,
+        owner_uid=owner,
+    )
+
+
+def wants_scheduling(pod: Pod, scheduler_name: str = DEFAULT_SCHEDULER) -> bool:
+    """Pending, unbound, not being deleted, and addressed to this scheduler."""
+    return (
+        not pod.spec.nodeName
+        and (pod.spec.schedulerName or DEFAULT_SCHEDULER) == scheduler_name
+        and pod.metadata.deletionTimestamp is None
+        and pod.status.phase not in ("Succeeded", "Failed")
+    )
+
+
+def occupies_node(pod: Pod) -> bool:
+    """A bound pod counts against its node until it ends."""
+    return bool(pod.spec.nodeName) and pod.status.phase not in ("Succeeded", "Failed")
+
+
+def node_info(node: Node) -> NodeInfo:
+    res = node.status.allocatable or node.status.capacity
+    ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
+    return NodeInfo(
+        name=node.metadata.name,
+        cpu=_cpu(res["cpu"]) if "cpu" in res else 0,
+        memory=_bytes(res["memory"]) if "memory" in res else 0,
+        pods=int(_bytes(res["pods"])) if "pods" in res else DEFAULT_MAX_PODS,
+        labels=tuple(sorted(node.metadata.labels.items())),
+        taints=tuple(Taint(key=t.key, value=t.value, effect=t.effect) for t in node.spec.taints),
+        ready=ready,
+        unschedulable=node.spec.unschedulable,
+    )
