@@ -1,0 +1,139 @@
+"""Kubernetes defaulting: what the API server fills in before an object is stored.
+
+Unconditional defaults (replicas 1, restartPolicy Always, probe periods, protocol TCP, ...) are
+struct field defaults, so they hold for every decoded or constructed object. This module adds
+the ones that depend on other fields: imagePullPolicy from the image tag, rolling-update
+parameters for the RollingUpdate strategy, a Service port's targetPort, Job completions,
+a ReplicationController's selector, Secret stringData. ``apply_defaults`` never mutates its
+argument; it returns a new object.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from msgspec.structs import replace
+
+from schemas.apps import DaemonSet, Deployment, ReplicaSet, RollingUpdateDaemonSet, RollingUpdateDeployment
+from schemas.batch import Job
+from schemas.core import ReplicationController, Secret, Service
+from schemas.meta import Object
+from schemas.pod import Container, EmptyDirVolumeSource, Pod, PodSpec, PodTemplateSpec, PullPolicy, Volume
+
+T = TypeVar("T", bound=Object)
+
+
+def image_pull_policy(image: str) -> PullPolicy:
+    """Always for ``:latest`` or an untagged image, else IfNotPresent (a digest counts as a tag)."""
+    if "@" in image:
+        return "IfNotPresent"
+    last = image.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return "Always"
+    return "Always" if last.rsplit(":", 1)[1] == "latest" else "IfNotPresent"
+
+
+def _container(c: Container) -> Container:
+    if c.imagePullPolicy is None:
+        return replace(c, imagePullPolicy=image_pull_policy(c.image))
+    return c
+
+
+def _volume(v: Volume) -> Volume:
+    sources = (v.emptyDir, v.hostPath, v.configMap, v.secret, v.persistentVolumeClaim, v.downwardAPI)
+    if all(s is None for s in sources):
+        return replace(v, emptyDir=EmptyDirVolumeSource())
+    return v
+
+
+def pod_spec(spec: PodSpec) -> PodSpec:
+    """Pod-spec defaults: imagePullPolicy by tag, an emptyDir for a volume without a source."""
+    return replace(
+        spec,
+        containers=[_container(c) for c in spec.containers],
+        initContainers=[_container(c) for c in spec.initContainers],
+        volumes=[_volume(v) for v in spec.volumes],
+    )
+
+
+def _template(t: PodTemplateSpec) -> PodTemplateSpec:
+    return replace(t, spec=pod_spec(t.spec))
+
+
+def _pod(p: Pod) -> Pod:
+    return replace(p, spec=pod_spec(p.spec))
+
+
+def _deployment(d: Deployment) -> Deployment:
+    strategy = d.spec.strategy
+    if strategy.type == "RollingUpdate" and strategy.rollingUpdate is None:
+        strategy = replace(strategy, rollingUpdate=RollingUpdateDeployment())
+    return replace(d, spec=replace(d.spec, strategy=strategy, template=_template(d.spec.template)))
+
+
+def _replicaset(rs: ReplicaSet) -> ReplicaSet:
+    return replace(rs, spec=replace(rs.spec, template=_template(rs.spec.template)))
+
+
+def _daemonset(ds: DaemonSet) -> DaemonSet:
+    strategy = ds.spec.updateStrategy
+    if strategy.type == "RollingUpdate" and strategy.rollingUpdate is None:
+        strategy = replace(strategy, rollingUpdate=RollingUpdateDaemonSet())
+    return replace(ds, spec=replace(ds.spec, updateStrategy=strategy, template=_template(ds.spec.template)))
+
+
+def _replication_controller(rc: ReplicationController) -> ReplicationController:
+    spec = rc.spec
+    if spec.template is None:
+        return rc
+    labels = spec.template.metadata.labels
+    spec = replace(spec, template=_template(spec.template), selector=spec.selector or dict(labels))
+    meta = rc.metadata if rc.metadata.labels else replace(rc.metadata, labels=dict(labels))
+    return replace(rc, metadata=meta, spec=spec)
+
+
+def _job(job: Job) -> Job:
+    spec = job.spec
+    completions, parallelism = spec.completions, spec.parallelism
+    if completions is None and parallelism is None:
+        completions = 1
+    if parallelism is None:
+        parallelism = 1
+    return replace(
+        job,
+        spec=replace(spec, completions=completions, parallelism=parallelism, template=_template(spec.template)),
+    )
+
+
+def _service(svc: Service) -> Service:
+    ports = [p if p.targetPort is not None else replace(p, targetPort=p.port) for p in svc.spec.ports]
+    return replace(svc, spec=replace(svc.spec, ports=ports))
+
+
+def _secret(s: Secret) -> Secret:
+    if not s.stringData:
+        return s
+    data = dict(s.data)
+    for key, value in s.stringData.items():
+        data[key] = base64.b64encode(value.encode()).decode()
+    return replace(s, data=data, stringData={})
+
+
+_DEFAULTERS: dict[type, Callable[[Any], Any]] = {
+    Pod: _pod,
+    Deployment: _deployment,
+    ReplicaSet: _replicaset,
+    DaemonSet: _daemonset,
+    ReplicationController: _replication_controller,
+    Job: _job,
+    Service: _service,
+    Secret: _secret,
+}
+
+
+def apply_defaults(obj: T) -> T:
+    """A copy of ``obj`` with every Kubernetes default filled in (idempotent)."""
+    fn = _DEFAULTERS.get(type(obj))
+    return fn(obj) if fn is not None else obj

@@ -1,0 +1,513 @@
+"""From a user's manifest to a valid, defaulted object, or a ``SchemaError`` naming each bad field.
+
+``decode`` is what admission runs on every write: find the kind, convert strictly with msgspec
+(unknown fields, wrong types and missing fields are reported with their path), fill in the
+defaults, then run the semantic checks Kubernetes runs (names, ports, selectors, templates...).
+``validate`` runs the semantic checks alone on an object already built.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as _dt
+import re
+from typing import Any
+
+import msgspec
+import yaml
+
+from schemas import names, podchecks
+from schemas.apps import DaemonSet, Deployment, ReplicaSet
+from schemas.autoscaling import HorizontalPodAutoscaler
+from schemas.batch import Job
+from schemas.coordination import Lease
+from schemas.core import (
+    ConfigMap,
+    Namespace,
+    Node,
+    PersistentVolume,
+    PersistentVolumeClaim,
+    ReplicationController,
+    Secret,
+    Service,
+)
+from schemas.defaults import apply_defaults
+from schemas.meta import LabelSelector, Object
+from schemas.networking import Ingress
+from schemas.pod import Pod, PodTemplateSpec
+from schemas.quantity import scaled_int_or_percent
+from schemas.registry import for_manifest
+from schemas.selector import SelectorError, from_label_selector, from_labels
+
+Errors = list[tuple[str, str]]
+
+NODE_PORT_RANGE = (30000, 32767)  # Kubernetes' default --service-node-port-range
+
+
+class SchemaError(ValueError):
+    """A manifest that cannot become an object; ``details`` holds (field path, message) pairs."""
+
+    def __init__(self, message: str, details: list[tuple[str, str]] | None = None) -> None:
+        self.details: list[tuple[str, str]] = list(details or [])
+        self.message = message
+        if self.details:
+            joined = ", ".join(f"{f}: {m}" if f else m for f, m in self.details)
+            message = f"{message}: [{joined}]" if len(self.details) > 1 else f"{message}: {joined}"
+        super().__init__(message)
+
+
+# --- decoding --------------------------------------------------------------------------------
+
+_QUANTITY_MAPS = {"limits", "requests", "capacity", "allocatable", "hard"}
+_QUANTITY_SCALARS = {"sizeLimit", "averageValue", "divisor"}
+_AT_PATH = re.compile(r"^(?P<msg>.*) - at `\$(?P<path>[^`]*)`$", re.S)
+_FIELD_IN_MSG = re.compile(r"^Object (?P<what>missing required|contains unknown) field `(?P<name>[^`]+)`$")
+
+
+def _normalise(value: Any, key: str = "") -> Any:
+    """YAML reads timestamps as datetimes and ``cpu: 1`` as a number; Kubernetes reads strings."""
+    if isinstance(value, dict):
+        if key in _QUANTITY_MAPS:
+            return {k: _scalar_to_str(v) for k, v in value.items()}
+        return {k: _normalise(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalise(v, key) for v in value]
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(_dt.UTC).replace(tzinfo=None)
+        return value.isoformat(timespec="seconds") + "Z"
+    if isinstance(value, _dt.date):
+        return value.isoformat()
+    if key in _QUANTITY_SCALARS:
+        return _scalar_to_str(value)
+    return value
+
+
+def _scalar_to_str(v: Any) -> Any:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v) if not v.is_integer() else str(int(v))
+    return v
+
+
+def _field_from_msgspec(err: msgspec.ValidationError) -> tuple[str, str]:
+    text = str(err)
+    path, msg = "", text
+    if m := _AT_PATH.match(text):
+        msg, path = m["msg"], m["path"]
+    path = path.lstrip(".")
+    if m := _FIELD_IN_MSG.match(msg):
+        path = f"{path}.{m['name']}" if path else m["name"]
+        msg = "Required value" if m["what"] == "missing required" else f'unknown field "{m["name"]}"'
+    return path, msg
+
+
+def load(raw: dict[str, Any] | bytes | str) -> dict[str, Any]:
+    """The manifest as a dict: JSON or YAML text, or a dict already."""
+    if isinstance(raw, dict):
+        return raw
+    try:
+        data = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        try:
+            data = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise SchemaError(f"the manifest is neither JSON nor YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise SchemaError("the manifest must be a mapping with apiVersion, kind and metadata",
+                          [("", f"expected an object, got {type(data).__name__}")])
+    return data
+
+
+def decode(raw: dict[str, Any] | bytes | str, *, node_port_range: tuple[int, int] = NODE_PORT_RANGE) -> Object:
+    """A valid, defaulted object from a manifest.
+
+    Raises ``schemas.registry.UnknownKind`` for an unknown apiVersion/kind and ``SchemaError``
+    with every problem found otherwise.
+    """
+    data = load(raw)
+    api_version, kind = data.get("apiVersion"), data.get("kind")
+    missing = [(f, "Required value") for f, v in (("apiVersion", api_version), ("kind", kind)) if not v]
+    if missing:
+        raise SchemaError("Object 'Kind' is missing" if not kind else "Object 'apiVersion' is missing", missing)
+    if not isinstance(api_version, str) or not isinstance(kind, str):
+        raise SchemaError("apiVersion and kind must be strings",
+                          [(f, "Expected `str`") for f in ("apiVersion", "kind")])
+    info = for_manifest(api_version, kind)
+    name = (data.get("metadata") or {}).get("name", "") if isinstance(data.get("metadata"), dict) else ""
+    try:
+        obj = msgspec.convert(_normalise(data), info.type)
+    except msgspec.ValidationError as e:
+        raise SchemaError(f'{kind} "{name}" is invalid', [_field_from_msgspec(e)]) from None
+    obj = apply_defaults(obj)
+    errors = validate(obj, node_port_range=node_port_range)
+    if errors:
+        raise SchemaError(f'{kind} "{obj.metadata.name or name}" is invalid', errors)
+    return obj
+
+
+# --- semantic validation ---------------------------------------------------------------------
+
+
+def validate(obj: Object, *, node_port_range: tuple[int, int] = NODE_PORT_RANGE) -> Errors:
+    """Every semantic problem of a decoded object, as (field path, message) pairs."""
+    errs: Errors = []
+    _metadata(errs, obj)
+    check = _CHECKS.get(type(obj))
+    if check is not None:
+        if isinstance(obj, Service):
+            _service(errs, obj, node_port_range)
+        else:
+            check(errs, obj)
+    return errs
+
+
+_DNS_LABEL_NAMED = (Namespace,)
+_DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+
+def _metadata(errs: Errors, obj: Object) -> None:
+    meta = obj.metadata
+    if not meta.name:
+        if not meta.generateName:
+            errs.append(("metadata.name", "name or generateName is required"))
+    elif isinstance(obj, Service):
+        if len(meta.name) > 63 or not _DNS1035.fullmatch(meta.name):
+            errs.append(("metadata.name",
+                         "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with "
+                         "an alphabetic character, and end with an alphanumeric character (e.g. 'my-name', or "
+                         f"'abc-123'), got \"{meta.name}\""))
+    elif isinstance(obj, _DNS_LABEL_NAMED):
+        errs.extend(("metadata.name", m) for m in names.dns1123_label(meta.name))
+    else:
+        errs.extend(("metadata.name", m) for m in names.dns1123_subdomain(meta.name))
+    if meta.namespace:
+        errs.extend(("metadata.namespace", m) for m in names.dns1123_label(meta.namespace))
+    _labels(errs, "metadata.labels", meta.labels)
+    for key in meta.annotations:
+        errs.extend((f"metadata.annotations[{key}]", m) for m in names.qualified_name(key))
+
+
+def _labels(errs: Errors, path: str, labels: dict[str, str]) -> None:
+    for key, value in labels.items():
+        errs.extend((f"{path}[{key}]", f"key {m}") for m in names.qualified_name(key))
+        errs.extend((f"{path}[{key}]", m) for m in names.label_value(value))
+
+
+def _non_negative(errs: Errors, path: str, value: int | None) -> None:
+    if value is not None and value < 0:
+        errs.append((path, "must be greater than or equal to 0"))
+
+
+def _template(errs: Errors, path: str, template: PodTemplateSpec, policies: tuple[str, ...]) -> None:
+    _labels(errs, f"{path}.metadata.labels", template.metadata.labels)
+    podchecks.pod_spec(errs, f"{path}.spec", template.spec, policies)
+
+
+def _selector_matches(errs: Errors, selector: LabelSelector | None, template: PodTemplateSpec,
+                      required: bool = True) -> None:
+    if selector is None:
+        if required:
+            errs.append(("spec.selector", "Required value"))
+        return
+    try:
+        sel = from_label_selector(selector)
+    except SelectorError as e:
+        errs.append(("spec.selector", str(e)))
+        return
+    if sel.empty:
+        errs.append(("spec.selector", "empty selector is invalid for deployment"))
+    elif not sel.matches(template.metadata.labels):
+        errs.append(("spec.template.metadata.labels", "Invalid value: selector does not match template labels"))
+
+
+def _pod(errs: Errors, pod: Pod) -> None:
+    podchecks.pod_spec(errs, "spec", pod.spec)
+
+
+def _deployment(errs: Errors, d: Deployment) -> None:
+    _non_negative(errs, "spec.replicas", d.spec.replicas)
+    _non_negative(errs, "spec.minReadySeconds", d.spec.minReadySeconds)
+    _non_negative(errs, "spec.revisionHistoryLimit", d.spec.revisionHistoryLimit)
+    _selector_matches(errs, d.spec.selector, d.spec.template)
+    _template(errs, "spec.template", d.spec.template, ("Always",))
+    strategy = d.spec.strategy
+    if strategy.type == "Recreate" and strategy.rollingUpdate is not None:
+        errs.append(("spec.strategy.rollingUpdate", "may not be specified when strategy `type` is 'Recreate'"))
+    ru = strategy.rollingUpdate
+    if strategy.type == "RollingUpdate" and ru is not None:
+        values = {}
+        for name in ("maxSurge", "maxUnavailable"):
+            raw = getattr(ru, name)
+            try:
+                values[name] = scaled_int_or_percent(raw, 100, round_up=True)
+            except ValueError as e:
+                errs.append((f"spec.strategy.rollingUpdate.{name}", str(e)))
+                continue
+            if values[name] < 0:
+                errs.append((f"spec.strategy.rollingUpdate.{name}", "must be greater than or equal to 0"))
+            if isinstance(raw, str) and raw.endswith("%") and values[name] > 100 and name == "maxUnavailable":
+                errs.append((f"spec.strategy.rollingUpdate.{name}", "must not be greater than 100%"))
+        if values.get("maxSurge") == 0 and values.get("maxUnavailable") == 0:
+            errs.append(("spec.strategy.rollingUpdate.maxUnavailable",
+                         "may not be 0 when `maxSurge` is 0"))
+    if d.spec.progressDeadlineSeconds <= d.spec.minReadySeconds:
+        errs.append(("spec.progressDeadlineSeconds", "must be greater than minReadySeconds"))
+
+
+def _replicaset(errs: Errors, rs: ReplicaSet) -> None:
+    _non_negative(errs, "spec.replicas", rs.spec.replicas)
+    _non_negative(errs, "spec.minReadySeconds", rs.spec.minReadySeconds)
+    _selector_matches(errs, rs.spec.selector, rs.spec.template)
+    _template(errs, "spec.template", rs.spec.template, ("Always",))
+
+
+def _daemonset(errs: Errors, ds: DaemonSet) -> None:
+    _non_negative(errs, "spec.minReadySeconds", ds.spec.minReadySeconds)
+    _selector_matches(errs, ds.spec.selector, ds.spec.template)
+    _template(errs, "spec.template", ds.spec.template, ("Always",))
+    ru = ds.spec.updateStrategy.rollingUpdate
+    if ru is not None:
+        for name in ("maxSurge", "maxUnavailable"):
+            try:
+                scaled_int_or_percent(getattr(ru, name), 100, round_up=True)
+            except ValueError as e:
+                errs.append((f"spec.updateStrategy.rollingUpdate.{name}", str(e)))
+
+
+def _replication_controller(errs: Errors, rc: ReplicationController) -> None:
+    _non_negative(errs, "spec.replicas", rc.spec.replicas)
+    if rc.spec.template is None:
+        errs.append(("spec.template", "Required value"))
+        return
+    if not rc.spec.selector:
+        errs.append(("spec.selector", "Required value"))
+    else:
+        try:
+            if not from_labels(rc.spec.selector).matches(rc.spec.template.metadata.labels):
+                errs.append(("spec.template.metadata.labels",
+                             "Invalid value: selector does not match template labels"))
+        except SelectorError as e:
+            errs.append(("spec.selector", str(e)))
+    _template(errs, "spec.template", rc.spec.template, ("Always",))
+
+
+def _job(errs: Errors, job: Job) -> None:
+    spec = job.spec
+    for name in ("parallelism", "completions", "backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished"):
+        _non_negative(errs, f"spec.{name}", getattr(spec, name))
+    if spec.completionMode == "Indexed" and spec.completions is None:
+        errs.append(("spec.completions", "Required value: when completion mode is Indexed"))
+    if spec.selector is not None:
+        _selector_matches(errs, spec.selector, spec.template)
+    _template(errs, "spec.template", spec.template, ("OnFailure", "Never"))
+
+
+def _service(errs: Errors, svc: Service, node_port_range: tuple[int, int]) -> None:
+    spec = svc.spec
+    headless = spec.clusterIP == "None"
+    if spec.type == "ExternalName":
+        if not spec.externalName:
+            errs.append(("spec.externalName", "Required value"))
+        else:
+            errs.extend(("spec.externalName", m) for m in names.dns1123_subdomain(spec.externalName.rstrip(".")))
+    elif not spec.ports and not headless:
+        errs.append(("spec.ports", "Required value"))
+    seen_names: set[str] = set()
+    seen_ports: set[tuple[int, str]] = set()
+    lo, hi = node_port_range
+    for i, p in enumerate(spec.ports):
+        pp = f"spec.ports[{i}]"
+        errs.extend((f"{pp}.port", m) for m in podchecks.port_number(p.port))
+        if len(spec.ports) > 1 and not p.name:
+            errs.append((f"{pp}.name", "Required value"))
+        if p.name:
+            errs.extend((f"{pp}.name", m) for m in names.dns1123_label(p.name))
+            if p.name in seen_names:
+                errs.append((f"{pp}.name", f'Duplicate value: "{p.name}"'))
+            seen_names.add(p.name)
+        if (p.port, p.protocol) in seen_ports:
+            errs.append((pp, f'Duplicate value: {{"port": {p.port}, "protocol": "{p.protocol}"}}'))
+        seen_ports.add((p.port, p.protocol))
+        if p.targetPort is not None:
+            errs.extend((f"{pp}.targetPort", m) for m in podchecks.int_or_port(p.targetPort))
+        if p.nodePort is not None:
+            if spec.type not in ("NodePort", "LoadBalancer"):
+                errs.append((f"{pp}.nodePort", f"Forbidden: may not be used when `type` is '{spec.type}'"))
+            elif not lo <= p.nodePort <= hi:
+                errs.append((f"{pp}.nodePort", f"Invalid value: {p.nodePort}: provided port is not in the valid "
+                             f"range. The range of valid ports is {lo}-{hi}"))
+    try:
+        from_labels(spec.selector)
+    except SelectorError as e:
+        errs.append(("spec.selector", str(e)))
+
+
+_CONFIG_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+
+
+def _config_keys(errs: Errors, path: str, keys: list[str]) -> None:
+    for key in keys:
+        if len(key) > 253 or not _CONFIG_KEY.fullmatch(key):
+            errs.append((f"{path}[{key}]", "a valid config key must consist of alphanumeric characters, '-', '_' "
+                         "or '.'"))
+
+
+def _configmap(errs: Errors, cm: ConfigMap) -> None:
+    _config_keys(errs, "data", list(cm.data) + list(cm.binaryData))
+    for key in set(cm.data) & set(cm.binaryData):
+        errs.append((f"data[{key}]", "duplicate of key present in binaryData"))
+    for key, value in cm.binaryData.items():
+        if not _is_base64(value):
+            errs.append((f"binaryData[{key}]", "illegal base64 data"))
+
+
+def _is_base64(value: str) -> bool:
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+def _secret(errs: Errors, s: Secret) -> None:
+    _config_keys(errs, "data", list(s.data))
+    for key, value in s.data.items():
+        if not _is_base64(value):
+            errs.append((f"data[{key}]", "illegal base64 data"))
+
+
+def _namespace(errs: Errors, ns: Namespace) -> None:
+    if ns.metadata.namespace:
+        errs.append(("metadata.namespace", "not allowed on this type"))
+
+
+def _node(errs: Errors, node: Node) -> None:
+    for i, t in enumerate(node.spec.taints):
+        errs.extend((f"spec.taints[{i}].key", m) for m in names.qualified_name(t.key))
+    for field in ("capacity", "allocatable"):
+        podchecks.quantities(errs, f"status.{field}", getattr(node.status, field))
+
+
+def _hpa(errs: Errors, hpa: HorizontalPodAutoscaler) -> None:
+    spec = hpa.spec
+    if spec.minReplicas < 1:
+        errs.append(("spec.minReplicas", "must be greater than or equal to 1"))
+    if spec.maxReplicas < spec.minReplicas:
+        errs.append(("spec.maxReplicas", "must be greater than or equal to `minReplicas`"))
+    if not spec.scaleTargetRef.kind:
+        errs.append(("spec.scaleTargetRef.kind", "Required value"))
+    if not spec.scaleTargetRef.name:
+        errs.append(("spec.scaleTargetRef.name", "Required value"))
+    if hpa.apiVersion == "autoscaling/v1":
+        for name in ("metrics", "behavior"):
+            if getattr(spec, name):
+                errs.append((f"spec.{name}", f'unknown field "{name}" in autoscaling/v1'))
+    elif spec.targetCPUUtilizationPercentage is not None:
+        errs.append(("spec.targetCPUUtilizationPercentage",
+                     f'unknown field "targetCPUUtilizationPercentage" in {hpa.apiVersion}'))
+    for i, metric in enumerate(spec.metrics):
+        mp = f"spec.metrics[{i}]"
+        if metric.type == "Resource":
+            if metric.resource is None:
+                errs.append((f"{mp}.resource", "Required value: must populate information for the given metric "
+                             "source"))
+                continue
+            target = metric.resource.target
+            if target.type == "Utilization" and target.averageUtilization is None:
+                errs.append((f"{mp}.resource.target.averageUtilization", "Required value"))
+            if target.type == "AverageValue":
+                if target.averageValue is None:
+                    errs.append((f"{mp}.resource.target.averageValue", "Required value"))
+                else:
+                    podchecks.quantities(errs, f"{mp}.resource.target", {"averageValue": target.averageValue})
+            if target.type == "Value":
+                errs.append((f"{mp}.resource.target.type", 'Unsupported value: "Value" for a Resource metric'))
+        else:
+            errs.append((f"{mp}.type", f'Unsupported value: "{metric.type}": supported values: "Resource"'))
+
+
+def _ingress(errs: Errors, ing: Ingress) -> None:
+    for i, rule in enumerate(ing.spec.rules):
+        if rule.host:
+            errs.extend((f"spec.rules[{i}].host", m) for m in names.dns1123_subdomain(rule.host.removeprefix("*.")))
+        if rule.http is None:
+            continue
+        for j, path in enumerate(rule.http.paths):
+            pp = f"spec.rules[{i}].http.paths[{j}]"
+            if path.pathType in ("Exact", "Prefix") and not path.path.startswith("/"):
+                errs.append((f"{pp}.path", "must be an absolute path"))
+            _ingress_backend(errs, f"{pp}.backend", path.backend)
+    if ing.spec.defaultBackend is not None:
+        _ingress_backend(errs, "spec.defaultBackend", ing.spec.defaultBackend)
+
+
+def _ingress_backend(errs: Errors, path: str, backend: Any) -> None:
+    if (backend.service is None) == (backend.resource is None):
+        errs.append((path, "exactly one of `service` or `resource` must be specified"))
+    if backend.service is not None:
+        port = backend.service.port
+        if bool(port.name) == (port.number is not None):
+            errs.append((f"{path}.service.port", "exactly one of `name` or `number` must be specified"))
+        if port.number is not None:
+            errs.extend((f"{path}.service.port.number", m) for m in podchecks.port_number(port.number))
+
+
+def _pv(errs: Errors, pv: PersistentVolume) -> None:
+    if "storage" not in pv.spec.capacity:
+        errs.append(("spec.capacity", "Required value"))
+    podchecks.quantities(errs, "spec.capacity", pv.spec.capacity)
+    if not pv.spec.accessModes:
+        errs.append(("spec.accessModes", "Required value"))
+    sources = [s for s in ("hostPath", "local", "nfs") if getattr(pv.spec, s) is not None]
+    if not sources:
+        errs.append(("spec", "must specify a volume type"))
+    elif len(sources) > 1:
+        errs.append((f"spec.{sources[1]}", "may not specify more than 1 volume type"))
+
+
+def _pvc(errs: Errors, pvc: PersistentVolumeClaim) -> None:
+    if not pvc.spec.accessModes:
+        errs.append(("spec.accessModes", "Required value"))
+    requests = pvc.spec.resources.requests
+    if "storage" not in requests:
+        errs.append(("spec.resources.requests[storage]", "Required value"))
+    podchecks.quantities(errs, "spec.resources.requests", requests)
+    if pvc.spec.selector is not None:
+        try:
+            from_label_selector(pvc.spec.selector)
+        except SelectorError as e:
+            errs.append(("spec.selector", str(e)))
+
+
+def _lease(errs: Errors, lease: Lease) -> None:
+    d = lease.spec.leaseDurationSeconds
+    if d is not None and d <= 0:
+        errs.append(("spec.leaseDurationSeconds", "must be greater than 0"))
+    _non_negative(errs, "spec.leaseTransitions", lease.spec.leaseTransitions)
+
+
+_CHECKS: dict[type, Any] = {
+    Pod: _pod,
+    Deployment: _deployment,
+    ReplicaSet: _replicaset,
+    DaemonSet: _daemonset,
+    ReplicationController: _replication_controller,
+    Job: _job,
+    Service: _service,
+    ConfigMap: _configmap,
+    Secret: _secret,
+    Namespace: _namespace,
+    Node: _node,
+    HorizontalPodAutoscaler: _hpa,
+    Ingress: _ingress,
+    PersistentVolume: _pv,
+    PersistentVolumeClaim: _pvc,
+    Lease: _lease,
+}
+
+__all__ = ["NODE_PORT_RANGE", "SchemaError", "decode", "load", "validate"]
