@@ -25,9 +25,10 @@ from services.kubelet.runtime import (
     SandboxConfig,
 )
 from services.kubelet.runtime.docker import DockerRuntime
-from tests.images import busybox_image  # noqa: F401  (fixture)
+from tests import images
 
 pytestmark = pytest.mark.docker
+busybox_image = images.busybox_image  # the session fixture, shared with other test modules
 
 
 @pytest.fixture
@@ -47,7 +48,9 @@ async def runtime(docker_engine):
 
 def sandbox_cfg(uid: str, ports: tuple[PortMapping, ...] = (), pod_ip: str | None = None) -> SandboxConfig:
     ip = pod_ip or f"127.77.{random.randint(1, 254)}.{random.randint(2, 254)}"
-    return SandboxConfig(pod_uid=uid, pod_name="web", namespace="default", pod_ip=ip, hostname="web", ports=ports)
+    return SandboxConfig(
+        pod_uid=uid, pod_name="web", namespace="default", pod_ip=ip, hostname="web", ports=ports
+    )
 
 
 def app(image: str, name: str = "app", **kw) -> ContainerConfig:
@@ -78,9 +81,14 @@ async def test_pod_serves_http_on_its_pod_ip(runtime, pod_uid, busybox_image, tm
     info = await runtime.create_and_start(
         sandbox,
         pod_uid,
-        app(busybox_image, "web", command=("httpd",), args=("-f", "-p", "8080", "-h", "/www"),
-            mounts=(Mount(str(www), "/www", read_only=True),)),
-    )  # fmt: skip
+        app(
+            busybox_image,
+            "web",
+            command=("httpd",),
+            args=("-f", "-p", "8080", "-h", "/www"),
+            mounts=(Mount(str(www), "/www", read_only=True),),
+        ),
+    )
     assert info.state == "running" and info.pod_uid == pod_uid and info.name == "web"
 
     url = f"http://{cfg.pod_ip}:8080/index.html"
@@ -103,10 +111,18 @@ async def test_command_args_env_and_working_dir_follow_kubernetes_semantics(runt
     full = await runtime.create_and_start(
         sandbox,
         pod_uid,
-        app(busybox_image, "full", command=("sh", "-c"), args=('echo "$GREETING from $(pwd)"; exit 3',),
-            env={"GREETING": "hello"}, working_dir="/tmp"),
-    )  # fmt: skip
-    args_only = await runtime.create_and_start(sandbox, pod_uid, app(busybox_image, "argsonly", args=("echo", "args only")))
+        app(
+            busybox_image,
+            "full",
+            command=("sh", "-c"),
+            args=('echo "$GREETING from $(pwd)"; exit 3',),
+            env={"GREETING": "hello"},
+            working_dir="/tmp",
+        ),
+    )
+    args_only = await runtime.create_and_start(
+        sandbox, pod_uid, app(busybox_image, "argsonly", args=("echo", "args only"))
+    )
 
     done = await wait_exited(runtime, full.id)
     assert (done.exit_code, done.reason, done.oom_killed) == (3, "Error", False)
@@ -123,9 +139,13 @@ async def test_memory_limit_kills_with_oom(runtime, pod_uid, busybox_image):
     hog = await runtime.create_and_start(
         sandbox,
         pod_uid,
-        app(busybox_image, "hog", command=("sh", "-c", 'x=$(head -c 60000000 /dev/zero | tr "\\0" a); echo survived'),
-            memory_limit_bytes=8 * 1024 * 1024),
-    )  # fmt: skip
+        app(
+            busybox_image,
+            "hog",
+            command=("sh", "-c", 'x=$(head -c 60000000 /dev/zero | tr "\\0" a); echo survived'),
+            memory_limit_bytes=8 * 1024 * 1024,
+        ),
+    )
     done = await wait_exited(runtime, hog.id)
     assert done.oom_killed and done.reason == "OOMKilled"
     assert done.exit_code == 137
@@ -135,13 +155,27 @@ async def test_memory_limit_kills_with_oom(runtime, pod_uid, busybox_image):
 async def test_stop_sends_sigterm_then_sigkill_after_grace(runtime, pod_uid, busybox_image):
     sandbox = await runtime.create_sandbox(sandbox_cfg(pod_uid))
     polite = await runtime.create_and_start(
-        sandbox, pod_uid,
-        app(busybox_image, "polite", command=("sh", "-c", "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.1; done")),
-    )  # fmt: skip
+        sandbox,
+        pod_uid,
+        app(
+            busybox_image,
+            "polite",
+            command=(
+                "sh",
+                "-c",
+                "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.1; done",
+            ),
+        ),
+    )
     stubborn = await runtime.create_and_start(
-        sandbox, pod_uid,
-        app(busybox_image, "stubborn", command=("sh", "-c", "trap 'echo ignoring TERM' TERM; echo ready; while :; do sleep 0.1; done")),
-    )  # fmt: skip
+        sandbox,
+        pod_uid,
+        app(
+            busybox_image,
+            "stubborn",
+            command=("sh", "-c", "trap 'echo ignoring TERM' TERM; echo ready; while :; do sleep 0.1; done"),
+        ),
+    )
     for c in (polite, stubborn):  # both have installed their trap
         end = time.monotonic() + 20
         while b"ready" not in await read_logs(runtime, c.id):
@@ -160,17 +194,26 @@ async def test_stop_sends_sigterm_then_sigkill_after_grace(runtime, pod_uid, bus
 async def test_fresh_runtime_adopts_running_containers(runtime, pod_uid, busybox_image):
     cfg = sandbox_cfg(pod_uid)
     sandbox = await runtime.create_sandbox(cfg)
-    started = await runtime.create_and_start(sandbox, pod_uid, app(busybox_image, "sleeper", args=("sleep", "600"), attempt=2))
+    started = await runtime.create_and_start(
+        sandbox, pod_uid, app(busybox_image, "sleeper", args=("sleep", "600"), attempt=2)
+    )
 
     fresh = DockerRuntime(docker.from_env())
     try:
         assert pod_uid in await fresh.list_sandboxes()
         assert await fresh.create_sandbox(cfg) == sandbox
         [adopted] = await fresh.list(pod_uid)
-        assert (adopted.id, adopted.name, adopted.attempt, adopted.state) == (started.id, "sleeper", 2, "running")
+        assert (adopted.id, adopted.name, adopted.attempt, adopted.state) == (
+            started.id,
+            "sleeper",
+            2,
+            "running",
+        )
         assert adopted.started_at == started.started_at
         # asking again for the same attempt returns the same container instead of a second one
-        again = await fresh.create_and_start(sandbox, pod_uid, app(busybox_image, "sleeper", args=("sleep", "600"), attempt=2))
+        again = await fresh.create_and_start(
+            sandbox, pod_uid, app(busybox_image, "sleeper", args=("sleep", "600"), attempt=2)
+        )
         assert again.id == started.id
     finally:
         await fresh.close()
@@ -195,7 +238,9 @@ async def test_pull_policies(runtime, busybox_image):
 
 async def test_exec_returns_output_and_exit_code(runtime, pod_uid, busybox_image):
     sandbox = await runtime.create_sandbox(sandbox_cfg(pod_uid))
-    c = await runtime.create_and_start(sandbox, pod_uid, app(busybox_image, "shell", args=("sleep", "600"), env={"WHO": "pod"}))
+    c = await runtime.create_and_start(
+        sandbox, pod_uid, app(busybox_image, "shell", args=("sleep", "600"), env={"WHO": "pod"})
+    )
     code, out = await runtime.exec(c.id, ["sh", "-c", "echo out $WHO; echo err >&2; exit 4"], timeout=20)
     assert code == 4
     assert b"out pod" in out and b"err" in out
@@ -206,14 +251,24 @@ async def test_exec_returns_output_and_exit_code(runtime, pod_uid, busybox_image
 async def test_logs_tail_and_follow_and_stats(runtime, pod_uid, busybox_image):
     sandbox = await runtime.create_sandbox(sandbox_cfg(pod_uid))
     counter = await runtime.create_and_start(
-        sandbox, pod_uid, app(busybox_image, "counter", command=("sh", "-c", "for i in 1 2 3 4 5; do echo $i; sleep 0.2; done"))
+        sandbox,
+        pod_uid,
+        app(
+            busybox_image, "counter", command=("sh", "-c", "for i in 1 2 3 4 5; do echo $i; sleep 0.2; done")
+        ),
     )
     followed = await read_logs(runtime, counter.id, follow=True)  # ends when the container exits
     assert followed == b"1\n2\n3\n4\n5\n"
     assert await read_logs(runtime, counter.id, tail=2) == b"4\n5\n"
 
     busy = await runtime.create_and_start(
-        sandbox, pod_uid, app(busybox_image, "busy", command=("sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 600"))
+        sandbox,
+        pod_uid,
+        app(
+            busybox_image,
+            "busy",
+            command=("sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 600"),
+        ),
     )
     end = time.monotonic() + 20
     cpu, mem = await runtime.stats(busy.id)

@@ -71,9 +71,15 @@ async def test_env_working_dir_exit_codes_and_logs(runtime, pod, tmp_path):
     wd = tmp_path / "wd"
     wd.mkdir()
     failing = await runtime.create_and_start(
-        sandbox, uid, sh("greeter", 'echo "$GREETING $POD_IP $HOSTNAME $(pwd)"; echo oops >&2; exit 3',
-                         env={"GREETING": "hello"}, working_dir=str(wd))
-    )  # fmt: skip
+        sandbox,
+        uid,
+        sh(
+            "greeter",
+            'echo "$GREETING $POD_IP $HOSTNAME $(pwd)"; echo oops >&2; exit 3',
+            env={"GREETING": "hello"},
+            working_dir=str(wd),
+        ),
+    )
     assert (failing.pod_uid, failing.name, failing.image) == (uid, "greeter", "ignored:latest")
     ok = await runtime.create_and_start(sandbox, uid, sh("quiet", "exit 0", attempt=1))
 
@@ -96,7 +102,9 @@ async def test_mounts_are_reachable_from_the_default_working_dir(runtime, pod, t
     www = tmp_path / "www"
     www.mkdir()
     (www / "index.html").write_text("served\n")
-    c = await runtime.create_and_start(sandbox, uid, sh("reader", "cat www/index.html", mounts=(Mount(str(www), "/www"),)))
+    c = await runtime.create_and_start(
+        sandbox, uid, sh("reader", "cat www/index.html", mounts=(Mount(str(www), "/www"),))
+    )
     assert (await wait_exited(runtime, c.id)).exit_code == 0
     assert await read_logs(runtime, c.id) == b"served\n"
 
@@ -104,10 +112,14 @@ async def test_mounts_are_reachable_from_the_default_working_dir(runtime, pod, t
 async def test_stop_sends_sigterm_then_sigkill_after_grace(runtime, pod):
     sandbox, uid = pod
     polite = await runtime.create_and_start(
-        sandbox, uid, sh("polite", "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.1; done")
+        sandbox,
+        uid,
+        sh("polite", "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.1; done"),
     )
     stubborn = await runtime.create_and_start(
-        sandbox, uid, sh("stubborn", "trap 'echo ignoring TERM' TERM; echo ready; while :; do sleep 0.1; done")
+        sandbox,
+        uid,
+        sh("stubborn", "trap 'echo ignoring TERM' TERM; echo ready; while :; do sleep 0.1; done"),
     )
     await wait_for_log(runtime, polite.id, b"ready")
     await wait_for_log(runtime, stubborn.id, b"ready")
@@ -128,7 +140,12 @@ async def test_fresh_runtime_adopts_running_processes_and_still_gets_exit_codes(
     fresh = ProcessRuntime(tmp_path / "state")
     assert await fresh.list_sandboxes() == [uid]
     [adopted] = await fresh.list(uid)
-    assert (adopted.id, adopted.attempt, adopted.state, adopted.started_at) == (started.id, 2, "running", started.started_at)
+    assert (adopted.id, adopted.attempt, adopted.state, adopted.started_at) == (
+        started.id,
+        2,
+        "running",
+        started.started_at,
+    )
     again = await fresh.create_and_start(sandbox, uid, sh("sleeper", "exec sleep 600", attempt=2))
     assert again.id == started.id and again.state == "running"
 
@@ -143,19 +160,28 @@ async def test_fresh_runtime_adopts_running_processes_and_still_gets_exit_codes(
 
 async def test_exec_logs_tail_follow_and_stats(runtime, pod):
     sandbox, uid = pod
-    counter = await runtime.create_and_start(sandbox, uid, sh("counter", "for i in 1 2 3 4 5; do echo $i; sleep 0.2; done"))
+    counter = await runtime.create_and_start(
+        sandbox, uid, sh("counter", "for i in 1 2 3 4 5; do echo $i; sleep 0.2; done")
+    )
     assert await read_logs(runtime, counter.id, follow=True) == b"1\n2\n3\n4\n5\n"  # ends when it exits
     assert await read_logs(runtime, counter.id, tail=2) == b"4\n5\n"
 
     busy = await runtime.create_and_start(
-        sandbox, uid, sh("busy", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo spun; exec sleep 600",
-                         env={"WHO": "pod"})
-    )  # fmt: skip
+        sandbox,
+        uid,
+        sh(
+            "busy",
+            "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo spun; exec sleep 600",
+            env={"WHO": "pod"},
+        ),
+    )
     await wait_for_log(runtime, busy.id, b"spun")
     cpu, mem = await runtime.stats(busy.id)
     assert cpu > 0 and mem > 0
 
-    code, out = await runtime.exec(busy.id, ["sh", "-c", "echo out $WHO $POD_IP; echo err >&2; exit 4"], timeout=20)
+    code, out = await runtime.exec(
+        busy.id, ["sh", "-c", "echo out $WHO $POD_IP; echo err >&2; exit 4"], timeout=20
+    )
     assert (code, out) == (4, b"out pod 127.77.3.4\nerr\n")
     with pytest.raises(ExecTimeout):
         await runtime.exec(busy.id, ["sleep", "60"], timeout=0.3)

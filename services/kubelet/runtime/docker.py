@@ -118,7 +118,9 @@ def import_busybox_image(client: docker.DockerClient, tag: str, cmd: list[str] |
         )
     repository, image_tag = parse_repository_tag(tag)
     changes = [f"CMD {_json_list(cmd or ['/bin/sh'])}", "ENV PATH=/bin"]
-    client.api.import_image_from_data(busybox_rootfs(busybox), repository=repository, tag=image_tag or "latest", changes=changes)
+    client.api.import_image_from_data(
+        busybox_rootfs(busybox), repository=repository, tag=image_tag or "latest", changes=changes
+    )
     return str(client.images.get(tag).id)
 
 
@@ -187,7 +189,9 @@ def port_bindings(cfg: SandboxConfig) -> dict[str, list[tuple[str, int]]]:
     for p in cfg.ports:
         key = f"{p.container_port}/{p.protocol.lower()}"
         targets = bindings.setdefault(key, [])
-        for target in [(cfg.pod_ip, p.container_port)] + ([(p.host_ip or "0.0.0.0", p.host_port)] if p.host_port else []):
+        for target in [(cfg.pod_ip, p.container_port)] + (
+            [(p.host_ip or "0.0.0.0", p.host_port)] if p.host_port else []
+        ):
             if target not in targets:
                 targets.append(target)
     return bindings
@@ -248,7 +252,9 @@ class DockerRuntime:
             return
         repository, tag = parse_repository_tag(image)
         try:
-            await asyncio.wait_for(self._call("pull", self._api.pull, repository, tag=tag or "latest"), self._pull_timeout)
+            await asyncio.wait_for(
+                self._call("pull", self._api.pull, repository, tag=tag or "latest"), self._pull_timeout
+            )
         except TimeoutError as e:
             raise ImagePullError(f'pulling image "{image}" took longer than {self._pull_timeout}s') from e
 
@@ -320,7 +326,10 @@ class DockerRuntime:
         sandbox_labels = sandbox["Config"].get("Labels") or {}
         if sandbox_labels.get(LABEL_POD_UID) != pod_uid:
             raise ContainerCreateError(f"sandbox {sandbox_id[:12]} does not belong to pod {pod_uid}")
-        namespace, pod_name = sandbox_labels.get(LABEL_POD_NAMESPACE, ""), sandbox_labels.get(LABEL_POD_NAME, "")
+        namespace, pod_name = (
+            sandbox_labels.get(LABEL_POD_NAMESPACE, ""),
+            sandbox_labels.get(LABEL_POD_NAME, ""),
+        )
         name = container_name(namespace, pod_name, cfg.name, cfg.attempt, pod_uid)
         labels = {
             LABEL_POD_UID: pod_uid,
@@ -388,7 +397,9 @@ class DockerRuntime:
         await self._call("container", self._remove_quietly, container_id)
 
     async def exec(self, container_id: str, cmd: list[str], timeout: float) -> tuple[int, bytes]:
-        created = await self._call("container", self._api.exec_create, container_id, cmd, stdout=True, stderr=True)
+        created = await self._call(
+            "container", self._api.exec_create, container_id, cmd, stdout=True, stderr=True
+        )
         exec_id = created["Id"]
         try:
             output = await asyncio.wait_for(self._call("container", self._api.exec_start, exec_id), timeout)
@@ -407,7 +418,9 @@ class DockerRuntime:
         except (ContainerRuntimeError, OSError):
             pass
 
-    async def logs(self, container_id: str, tail: int | None = None, follow: bool = False) -> AsyncIterator[bytes]:
+    async def logs(
+        self, container_id: str, tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[bytes]:
         stream = await self._call(
             "container",
             self._api.logs,

@@ -100,7 +100,9 @@ def _info(rec: Record) -> ContainerInfo:
     exit_code, reason, message, finished = rec.exit_code, None, rec.error, rec.finished_at
     if rec.state == "pending":
         state = "created"
-    elif rec.state == "running" and (_alive(rec.pid, rec.start_ticks) or _alive(rec.shim_pid, rec.shim_start_ticks)):
+    elif rec.state == "running" and (
+        _alive(rec.pid, rec.start_ticks) or _alive(rec.shim_pid, rec.shim_start_ticks)
+    ):
         state = "running"  # (a live shim with a dead command is about to record the exit code)
     elif rec.state == "running":
         state, exit_code, reason = "exited", 137, "ContainerStatusUnknown"
@@ -134,12 +136,15 @@ class ProcessRuntime:
         state_dir: str | os.PathLike[str],
         *,
         enforce_memory_limit: bool = False,  # memory limit as RLIMIT_AS (breaks programs that reserve address space)
-        base_env: dict[str, str] | None = None,  # env every container starts from; default: the host's PATH only
+        base_env: dict[str, str]
+        | None = None,  # env every container starts from; default: the host's PATH only
     ) -> None:
         self._root = Path(state_dir) / "pods"
         self._root.mkdir(parents=True, exist_ok=True)
         self._enforce_memory = enforce_memory_limit
-        self._base_env = dict(base_env) if base_env is not None else {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        self._base_env = (
+            dict(base_env) if base_env is not None else {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        )
 
     # paths and records
 
@@ -215,7 +220,9 @@ class ProcessRuntime:
                 return _info(existing)  # this attempt exists already: adopt it
         argv = [*cfg.command, *cfg.args]
         if not argv:
-            raise ContainerCreateError(f"container {cfg.name!r}: the process runtime needs a command (there is no image)")
+            raise ContainerCreateError(
+                f"container {cfg.name!r}: the process runtime needs a command (there is no image)"
+            )
         container_dir = path.parent
         container_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -244,13 +251,21 @@ class ProcessRuntime:
         )
         path.write_bytes(msgspec.json.encode(record))
         launcher = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-S", str(SHIM), str(path),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+            sys.executable,
+            "-I",
+            "-S",
+            str(SHIM),
+            str(path),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         _, err = await launcher.communicate()
         record = self._read(container_id)
         if launcher.returncode != 0 or record.state == "pending":
-            raise ContainerCreateError(f"container {cfg.name!r}: the keeper failed: {err.decode(errors='replace').strip()}")
+            raise ContainerCreateError(
+                f"container {cfg.name!r}: the keeper failed: {err.decode(errors='replace').strip()}"
+            )
         if record.error:
             self._forget(path)
             raise ContainerCreateError(f"container {cfg.name!r}: {record.error}")
@@ -262,7 +277,9 @@ class ProcessRuntime:
         for m in cfg.mounts:
             relative = os.path.normpath("/" + m.container_path).lstrip("/")
             if not relative:
-                raise OSError(errno.EINVAL, f"cannot mount over the container directory itself ({m.container_path!r})")
+                raise OSError(
+                    errno.EINVAL, f"cannot mount over the container directory itself ({m.container_path!r})"
+                )
             link = container_dir / relative
             link.parent.mkdir(parents=True, exist_ok=True)
             if link.is_symlink():
@@ -338,11 +355,18 @@ class ProcessRuntime:
             raise ContainerRuntimeError(f"container {container_id} is not running")
         try:
             proc = await asyncio.create_subprocess_exec(
-                *cmd, cwd=rec.cwd, env=rec.env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                *cmd,
+                cwd=rec.cwd,
+                env=rec.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         except OSError as e:
-            return (127 if e.errno == errno.ENOENT else 126), f"cannot run {cmd[0]!r}: {e.strerror}\n".encode()
+            return (
+                127 if e.errno == errno.ENOENT else 126
+            ), f"cannot run {cmd[0]!r}: {e.strerror}\n".encode()
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), timeout)
         except TimeoutError as e:
@@ -353,7 +377,9 @@ class ProcessRuntime:
         code = proc.returncode or 0
         return (128 - code if code < 0 else code), out
 
-    async def logs(self, container_id: str, tail: int | None = None, follow: bool = False) -> AsyncIterator[bytes]:
+    async def logs(
+        self, container_id: str, tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[bytes]:
         rec = self._read(container_id)
         try:
             f = open(rec.log_path, "rb")  # noqa: SIM115 (closed below; the generator outlives a with block)
@@ -397,4 +423,3 @@ class ProcessRuntime:
 
     async def close(self) -> None:
         return None
-

@@ -69,7 +69,9 @@ def main(path: str) -> int:
             stdout=log,
             stderr=log,
             process_group=0,
-            preexec_fn=_limits(record.get("memory_limit_bytes")) if record.get("memory_limit_bytes") else None,
+            preexec_fn=_limits(record.get("memory_limit_bytes"))
+            if record.get("memory_limit_bytes")
+            else None,
         )
     except OSError as e:
         record.update(
@@ -82,7 +84,13 @@ def main(path: str) -> int:
         _write(path, record)
         os.write(ready_w, b"1")
         return 0
-    record.update(state="running", pid=proc.pid, pgid=proc.pid, start_ticks=start_ticks(proc.pid), started_at=time.time())
+    record.update(
+        state="running",
+        pid=proc.pid,
+        pgid=proc.pid,
+        start_ticks=start_ticks(proc.pid),
+        started_at=time.time(),
+    )
     _write(path, record)
     os.write(ready_w, b"1")
     os.close(ready_w)
