@@ -8,15 +8,19 @@ import asyncio
 import random
 import time
 import uuid
+from datetime import UTC, datetime
 
 import docker
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.kubelet.runtime import (
     LABEL_POD_UID,
     ContainerConfig,
     ContainerInfo,
+    ContainerRuntime,
     ExecTimeout,
     ImageNeverPullError,
     ImagePullError,
@@ -24,7 +28,7 @@ from services.kubelet.runtime import (
     PortMapping,
     SandboxConfig,
 )
-from services.kubelet.runtime.docker import DockerRuntime
+from services.kubelet.runtime.docker import DockerRuntime, container_info, port_bindings
 from tests import images
 
 pytestmark = pytest.mark.docker
@@ -199,6 +203,7 @@ async def test_fresh_runtime_adopts_running_containers(runtime, pod_uid, busybox
     )
 
     fresh = DockerRuntime(docker.from_env())
+    assert isinstance(fresh, ContainerRuntime)
     try:
         assert pod_uid in await fresh.list_sandboxes()
         assert await fresh.create_sandbox(cfg) == sandbox
@@ -276,3 +281,62 @@ async def test_logs_tail_and_follow_and_stats(runtime, pod_uid, busybox_image):
         await asyncio.sleep(0.1)
         cpu, mem = await runtime.stats(busy.id)
     assert cpu > 0 and mem > 0
+
+
+# Pure translation between our config types and the engine's documents (no engine needed).
+
+ports_strategy = st.lists(
+    st.builds(
+        PortMapping,
+        container_port=st.integers(1, 65535),
+        protocol=st.sampled_from(["TCP", "UDP"]),
+        host_port=st.none() | st.integers(1, 65535),
+        host_ip=st.none() | st.just("127.0.0.1"),
+    ),
+    max_size=8,
+)
+
+
+@given(ports=ports_strategy)
+def test_every_pod_port_is_published_once_on_the_pod_ip(ports):
+    cfg = SandboxConfig(
+        pod_uid="u", pod_name="p", namespace="ns", pod_ip="127.77.1.2", hostname="p", ports=tuple(ports)
+    )
+    bindings = port_bindings(cfg)
+    assert set(bindings) == {f"{p.container_port}/{p.protocol.lower()}" for p in ports}
+    for p in ports:
+        targets = bindings[f"{p.container_port}/{p.protocol.lower()}"]
+        assert targets.count(("127.77.1.2", p.container_port)) == 1
+        if p.host_port:
+            assert (p.host_ip or "0.0.0.0", p.host_port) in targets
+    assert all(len(set(t)) == len(t) for t in bindings.values())
+
+
+@given(
+    status=st.sampled_from(["created", "running", "paused", "restarting", "exited", "dead", "removing"]),
+    exit_code=st.integers(0, 255),
+    oom=st.booleans(),
+)
+def test_container_state_translation(status, exit_code, oom):
+    info = container_info(
+        {
+            "Id": "abc",
+            "Image": "sha256:1",
+            "Config": {"Image": "img", "Labels": {LABEL_POD_UID: "u", "io.kybernetes.container.name": "c"}},
+            "State": {
+                "Status": status,
+                "ExitCode": exit_code,
+                "OOMKilled": oom,
+                "StartedAt": "2024-05-01T10:00:00.123456789Z",
+                "FinishedAt": "0001-01-01T00:00:00Z",
+            },
+        }
+    )
+    assert (info.pod_uid, info.name, info.image) == ("u", "c", "img")
+    assert info.started_at == datetime(2024, 5, 1, 10, 0, 0, 123456, tzinfo=UTC)
+    assert info.finished_at is None
+    if info.state == "exited":
+        assert info.exit_code == exit_code
+        assert info.reason == ("OOMKilled" if oom else "Completed" if exit_code == 0 else "Error")
+    else:
+        assert info.exit_code is None and info.reason is None and not info.oom_killed

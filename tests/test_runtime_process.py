@@ -15,6 +15,7 @@ from services.kubelet.runtime import (
     ContainerCreateError,
     ContainerInfo,
     ContainerNotFound,
+    ContainerRuntime,
     ExecTimeout,
     Mount,
     SandboxConfig,
@@ -138,6 +139,7 @@ async def test_fresh_runtime_adopts_running_processes_and_still_gets_exit_codes(
     started = await runtime.create_and_start(sandbox, uid, sh("sleeper", "exec sleep 600", attempt=2))
 
     fresh = ProcessRuntime(tmp_path / "state")
+    assert isinstance(fresh, ContainerRuntime)
     assert await fresh.list_sandboxes() == [uid]
     [adopted] = await fresh.list(uid)
     assert (adopted.id, adopted.attempt, adopted.state, adopted.started_at) == (
