@@ -1,0 +1,424 @@
+"""The scheduler's async shell: informers in, decisions from ``plan``, bindings out through the store.
+
+Each loop iteration takes a batch of pending pods, decides each against the in-memory
+``NodeTable`` (assuming it on the chosen node so the next pod sees it), then writes:
+
+1. a node reservation per chosen node on ``kyb.scheduling.<node>`` (stream ``KYB_SCHEDULING``),
+   compare-and-set on the last message of that subject. Every replica follows this stream and
+   counts the pods others reserved, so two replicas never fill the same room on a node;
+2. the binding: a CAS update of each pod (spec.nodeName + PodScheduled=True) at the revision
+   read, many in flight at once. A pod bound by someone else meanwhile loses with Conflict:
+   it is re-read and counted where it went.
+
+Pods that fit nowhere get PodScheduled=False/Unschedulable with kube-scheduler's message, an
+Event FailedScheduling, and are retried when nodes or pods change, after a per-pod back-off
+(1 s doubling to 10 s). Informer handlers only note keys; the loop reads the latest state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import nats.errors
+import nats.js.errors
+import numpy as np
+from nats.js import api
+
+from kyb import errors
+from kyb.informer import Informer
+from kyb.store import Store, split_key
+from schemas.pod import Pod, PodCondition
+from services.scheduler.plan import HostPort, NodeTable, PodRequest, schedule_one
+from services.scheduler.podinfo import (
+    DEFAULT_SCHEDULER,
+    node_info,
+    occupies_node,
+    pod_request,
+    wants_scheduling,
+)
+
+STREAM = "KYB_SCHEDULING"
+SUBJECT = "kyb.scheduling"
+RESERVATION_TTL = 10.0     # a reservation whose pod never shows up bound is dropped after this
+BACKOFF_INITIAL, BACKOFF_MAX = 1.0, 10.0
+WRONG_LAST_SEQUENCE = 10071
+
+
+class Reservation(msgspec.Struct, array_like=True):
+    key: str
+    cpu: int
+    memory: int
+    owner: str = ""
+    ports: list[tuple[int, str, str]] = []
+
+
+class ReservationMsg(msgspec.Struct):
+    by: str
+    pods: list[Reservation]
+
+
+_enc = msgspec.json.Encoder()
+_dec = msgspec.json.Decoder(ReservationMsg)
+
+
+def _now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _with_condition(pod: Pod, cond: PodCondition) -> list[PodCondition]:
+    return [c for c in pod.status.conditions if c.type != cond.type] + [cond]
+
+
+class Scheduler:
+    """One scheduler replica; ``run`` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        nc: Any,
+        store: Store,
+        *,
+        identity: str,
+        scheduler_name: str = DEFAULT_SCHEDULER,
+        batch_size: int = 1024,
+        reserve: bool = True,
+        rng: np.random.Generator | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        log: Any = None,
+    ) -> None:
+        self.nc, self.js, self.store = nc, nc.jetstream(timeout=10), store
+        self.identity = identity
+        self.scheduler_name = scheduler_name
+        self.batch_size = batch_size
+        self.reserve = reserve
+        self.clock = clock
+        self.log = log
+        self.table = NodeTable(rng)
+        self.pods = Informer(nc, "Pod")
+        self.nodes = Informer(nc, "Node")
+        self._dirty_pods: set[str] = set()
+        self._dirty_nodes: set[str] = set()
+        self._queue: deque[str] = deque()
+        self._queued: set[str] = set()
+        self._in_flight: set[str] = set()
+        self._unschedulable: dict[str, float] = {}     # key -> not retried before (clock)
+        self._attempts: dict[str, int] = {}
+        self._reservations: dict[str, dict[str, float]] = {}  # pod -> {others' reservation: when}
+        self._seen_seq: dict[str, int] = {}            # node -> last reservation applied
+        self._wake = asyncio.Event()
+        self._sub: Any = None
+        self.bound = 0                                 # pods this replica bound
+
+    # -- wiring ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.pods.add_handler(lambda _e, new, old, _h: self._note(self._dirty_pods, new or old))
+        self.nodes.add_handler(lambda _e, new, old, _h: self._note(self._dirty_nodes, new or old))
+        if self.reserve:
+            await self._ensure_stream()
+            self._sub = await self.js.subscribe(
+                f"{SUBJECT}.>", cb=self._on_reservation, ordered_consumer=True, deliver_policy=api.DeliverPolicy.ALL
+            )
+        await self.nodes.start()
+        await self.pods.start()
+        await self.nodes.wait_synced(30)
+        await self.pods.wait_synced(30)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        await self.pods.stop()
+        await self.nodes.stop()
+
+    async def _ensure_stream(self) -> None:
+        cfg = api.StreamConfig(
+            name=STREAM, subjects=[f"{SUBJECT}.>"], max_age=600.0, storage=api.StorageType.FILE, discard=api.DiscardPolicy.OLD
+        )
+        try:
+            await self.js.add_stream(cfg)
+        except nats.js.errors.BadRequestError:
+            pass  # exists
+
+    def _note(self, dirty: set[str], obj: Any) -> None:
+        meta = obj.metadata
+        dirty.add(f"{meta.namespace or '_'}.{meta.name}" if obj.kind == "Pod" else f"_.{meta.name}")
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                waker = asyncio.create_task(self._wake.wait())
+                await asyncio.wait([waker, stopper], timeout=self._next_timeout(), return_when=asyncio.FIRST_COMPLETED)
+                waker.cancel()
+                self._wake.clear()
+                await self.step()
+        finally:
+            stopper.cancel()
+
+    def _next_timeout(self) -> float:
+        if self._queue:
+            return 0.0
+        due = [*self._unschedulable.values(), *(t + RESERVATION_TTL for r in self._reservations.values() for t in r.values())]
+        return max(0.0, min(due) - self.clock()) if due else 1.0
+
+    # -- one iteration --------------------------------------------------------------------
+
+    async def step(self) -> None:
+        """Apply what changed, then schedule one batch."""
+        now = self.clock()
+        self._sync(now)
+        self._sweep(now)
+        for key, until in list(self._unschedulable.items()):
+            if until <= now:
+                del self._unschedulable[key]
+                self._enqueue(key)
+        batch: list[tuple[Pod, PodRequest]] = []
+        while self._queue and len(batch) < self.batch_size:
+            key = self._queue.popleft()
+            self._queued.discard(key)
+            pod = self.pods.get(key)
+            if pod is None or not wants_scheduling(pod, self.scheduler_name) or key in self._in_flight:
+                continue
+            if key in self._reservations:
+                continue  # reserved by another replica; its binding is on the way
+            batch.append((pod, pod_request(pod, key)))
+        if batch:
+            await self._schedule(batch, now)
+
+    def _enqueue(self, key: str) -> None:
+        if key not in self._queued and key not in self._in_flight:
+            self._queued.add(key)
+            self._queue.append(key)
+
+    def _retry_unschedulable(self) -> None:
+        """The cluster changed: pods that fit nowhere try again once their back-off allows."""
+        now = self.clock()
+        for key, until in list(self._unschedulable.items()):
+            if until <= now:
+                del self._unschedulable[key]
+                self._enqueue(key)
+
+    def _sync(self, now: float) -> None:
+        changed = bool(self._dirty_nodes)
+        for key in self._dirty_nodes:
+            node = self.nodes.get(key)
+            if node is None:
+                self.table.remove_node(split_key(key)[1])
+            else:
+                self.table.set_node(node_info(node))
+        self._dirty_nodes.clear()
+        for key in self._dirty_pods:
+            pod = self.pods.get(key)
+            if pod is None or not occupies_node(pod):
+                if self.table.node_of(key) is not None and key not in self._in_flight:
+                    self.table.forget(key)
+                    changed = True
+                if pod is None:
+                    self._drop_reservations(key)
+                    self._unschedulable.pop(key, None)
+                    self._attempts.pop(key, None)
+                elif not wants_scheduling(pod, self.scheduler_name):
+                    self._drop_reservations(key)
+                elif key not in self._unschedulable and key not in self._reservations:
+                    self._enqueue(key)
+                continue
+            self._drop_reservations(key)
+            self._unschedulable.pop(key, None)
+            self._attempts.pop(key, None)
+            if self.table.node_of(key) != pod.spec.nodeName:
+                self.table.assume(pod_request(pod, key), pod.spec.nodeName)
+        self._dirty_pods.clear()
+        if changed:
+            self._retry_unschedulable()
+
+    def _drop_reservations(self, key: str) -> None:
+        for rkey in self._reservations.pop(key, ()):
+            self.table.forget(rkey)
+
+    def _sweep(self, now: float) -> None:
+        """Reservations whose pod never showed up bound (the other replica lost the race or died)."""
+        for key, held in list(self._reservations.items()):
+            for rkey, at in list(held.items()):
+                if now - at >= RESERVATION_TTL:
+                    del held[rkey]
+                    self.table.forget(rkey)
+            if not held:
+                del self._reservations[key]
+                pod = self.pods.get(key)
+                if pod is not None and wants_scheduling(pod, self.scheduler_name):
+                    self._enqueue(key)
+
+    # -- reservations (shared with other replicas) ----------------------------------------
+
+    def _on_reservation_msg(self, node: str, seq: int, body: ReservationMsg) -> None:
+        self._seen_seq[node] = max(self._seen_seq.get(node, 0), seq)
+        if body.by == self.identity:
+            return
+        now = self.clock()
+        for r in body.pods:
+            pod = self.pods.get(r.key)
+            if pod is not None and (occupies_node(pod) or not wants_scheduling(pod, self.scheduler_name)):
+                continue  # already counted where it is bound, or gone
+            # Counted under its own key: a pod two replicas both reserved counts twice until it
+            # shows up bound (never too little, so never an overcommit).
+            rkey = f"{r.key}#{body.by}"
+            req = PodRequest(
+                key=rkey, cpu=r.cpu, memory=r.memory, owner_uid=r.owner,
+                host_ports=tuple(HostPort(port=p, protocol=proto, host_ip=ip) for p, proto, ip in r.ports),
+            )
+            self.table.assume(req, node)
+            self._reservations.setdefault(r.key, {})[rkey] = now
+        self._wake.set()
+
+    async def _on_reservation(self, msg: Any) -> None:
+        node = msg.subject[len(SUBJECT) + 1 :]
+        try:
+            body = _dec.decode(msg.data)
+        except msgspec.DecodeError:
+            return
+        self._on_reservation_msg(node, msg.metadata.sequence.stream, body)
+
+    async def _reserve(self, node: str, reqs: list[PodRequest]) -> bool:
+        body = ReservationMsg(
+            by=self.identity,
+            pods=[
+                Reservation(r.key, r.cpu, r.memory, r.owner_uid, [(h.port, h.protocol, h.host_ip) for h in r.host_ports])
+                for r in reqs
+            ],
+        )
+        expected = self._seen_seq.get(node, 0)
+        try:
+            ack = await self.js.publish(
+                f"{SUBJECT}.{node}", _enc.encode(body), headers={"Nats-Expected-Last-Subject-Sequence": str(expected)}
+            )
+        except nats.js.errors.APIError as e:
+            if e.err_code != WRONG_LAST_SEQUENCE:
+                raise errors.Temporary(f"reserving on {node}: {e}") from e
+            # Someone reserved on this node since: our view of it is stale until the
+            # stream brings that reservation. If the subject has expired, start over at 0.
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await self.js.get_last_msg(STREAM, f"{SUBJECT}.{node}")
+                return False
+            self._seen_seq[node] = 0
+            return False
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
+            raise errors.Temporary(f"reserving on {node}: {type(e).__name__}") from e
+        if self._seen_seq.get(node, 0) == expected:
+            self._seen_seq[node] = ack.seq
+        return True
+
+    # -- binding --------------------------------------------------------------------------
+
+    async def _schedule(self, batch: list[tuple[Pod, PodRequest]], now: float) -> None:
+        chosen: dict[str, list[tuple[Pod, PodRequest]]] = {}
+        failed = []
+        for pod, req in batch:
+            d = schedule_one(self.table, req, now)
+            if d.node_name is None:
+                failed.append((pod, d.message))
+                continue
+            self.table.assume(req, d.node_name)
+            self._in_flight.add(req.key)
+            chosen.setdefault(d.node_name, []).append((pod, req))
+        if self.reserve and chosen:
+            nodes = list(chosen)
+            results = await asyncio.gather(
+                *(self._reserve(n, [r for _, r in chosen[n]]) for n in nodes), return_exceptions=True
+            )
+            for node, ok in zip(nodes, results, strict=True):
+                if ok is True:
+                    continue
+                for _, req in chosen.pop(node):  # lost the race for this node: decide again
+                    self._unassume(req.key)
+                    self._enqueue(req.key)
+        binds = [(pod, req, node) for node, items in chosen.items() for pod, req in items]
+        await asyncio.gather(*(self._bind(pod, req, node) for pod, req, node in binds))
+        await asyncio.gather(*(self._unschedulable_status(pod, message) for pod, message in failed))
+        if failed:
+            self._wake.set()
+
+    def _unassume(self, key: str) -> None:
+        self._in_flight.discard(key)
+        self.table.forget(key)
+
+    async def _bind(self, pod: Pod, req: PodRequest, node: str) -> None:
+        key = req.key
+        cond = PodCondition(type="PodScheduled", status="True", lastTransitionTime=_now_rfc3339())
+        new = msgspec.structs.replace(
+            pod,
+            spec=msgspec.structs.replace(pod.spec, nodeName=node),
+            status=msgspec.structs.replace(pod.status, conditions=_with_condition(pod, cond)),
+        )
+        try:
+            await self.store.update(new, current=pod)
+            self._in_flight.discard(key)
+            self._attempts.pop(key, None)
+            self.bound += 1
+            return
+        except errors.Conflict:
+            self._unassume(key)
+            try:
+                current = await self.store.get("Pod", pod.metadata.namespace, pod.metadata.name)
+            except errors.NotFound:
+                return
+            if occupies_node(current):
+                self.table.assume(pod_request(current, key), current.spec.nodeName)
+            elif wants_scheduling(current, self.scheduler_name):
+                self._enqueue(key)
+        except errors.NotFound:
+            self._unassume(key)
+        except errors.KybError as e:
+            self._unassume(key)
+            self._back_off(key)
+            if self.log is not None:
+                self.log.warning("binding failed", pod=key, node=node, error=str(e))
+
+    def _back_off(self, key: str) -> float:
+        attempts = self._attempts.get(key, 0)
+        self._attempts[key] = attempts + 1
+        delay = min(BACKOFF_INITIAL * 2**attempts, BACKOFF_MAX)
+        self._unschedulable[key] = self.clock() + delay
+        return delay
+
+    async def _unschedulable_status(self, pod: Pod, message: str) -> None:
+        key = f"{pod.metadata.namespace}.{pod.metadata.name}"
+        self._back_off(key)
+        old = next((c for c in pod.status.conditions if c.type == "PodScheduled"), None)
+        if old is not None and old.status == "False" and old.message == message:
+            return  # already says so
+        cond = PodCondition(
+            type="PodScheduled", status="False", reason="Unschedulable", message=message, lastTransitionTime=_now_rfc3339()
+        )
+        new = msgspec.structs.replace(pod, status=msgspec.structs.replace(pod.status, conditions=_with_condition(pod, cond)))
+        with contextlib.suppress(errors.Conflict, errors.NotFound):
+            await self.store.update(new, current=pod)
+        await self.store.record_event(pod, "FailedScheduling", message, type="Warning", source=self.scheduler_name)
+        if self.log is not None:
+            self.log.info("pod unschedulable", pod=key, message=message)
+
+
+async def run(ctx: Any, stop: asyncio.Event) -> None:
+    """Entry point for ``kyb serve scheduler``."""
+    opts = ctx.options
+    sched = Scheduler(
+        ctx.nc,
+        ctx.store,
+        identity=ctx.identity,
+        scheduler_name=str(opts.get("scheduler_name", DEFAULT_SCHEDULER)),
+        batch_size=int(opts.get("scheduler_batch", 1024)),
+        log=ctx.log,
+    )
+    await sched.start()
+    try:
+        await sched.run(stop)
+    finally:
+        await sched.stop()
+
