@@ -51,7 +51,9 @@ class Controller:
         self.resync_seconds = resync_seconds
         self._keys = keys
         self.shutdown_timeout = shutdown_timeout
-        self.queue: WorkQueue[Context] = WorkQueue(base_delay=base_backoff, max_delay=max_backoff, clock=clock)
+        self.queue: WorkQueue[Context] = WorkQueue(
+            base_delay=base_backoff, max_delay=max_backoff, clock=clock
+        )
         self._tracer = telemetry.tracer(f"kyb.controller.{name}")
         self.log = structlog.get_logger("kyb.controller").bind(controller=name)
 
@@ -89,15 +91,19 @@ class Controller:
         try:
             await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if serving.done():
-                serving.result()       # a worker crashed: surface it
+                serving.result()  # a worker crashed: surface it
             drained = await self.queue.shutdown(timeout=self.shutdown_timeout)
             if not drained:
-                self.log.warning("reconciles still running at shutdown; cancelling", in_flight=sorted(self.queue.in_flight))
+                self.log.warning(
+                    "reconciles still running at shutdown; cancelling", in_flight=sorted(self.queue.in_flight)
+                )
         finally:
             for task in (stopping, resyncing, serving):
                 if task is not None and not task.done():
                     task.cancel()
-            await asyncio.gather(*(t for t in (stopping, resyncing, serving) if t is not None), return_exceptions=True)
+            await asyncio.gather(
+                *(t for t in (stopping, resyncing, serving) if t is not None), return_exceptions=True
+            )
             self.log.info("controller stopped")
 
     async def _resync_loop(self, stop: asyncio.Event) -> None:
@@ -133,7 +139,7 @@ class Controller:
                     span.set_attribute("kyb.requeue_after", delay)
                     self.log.debug("conflict; retrying", key=key, error=str(e), retry_in=delay)
                 except errors.Temporary as e:
-                    self.queue.when(key)          # count the failure
+                    self.queue.when(key)  # count the failure
                     self.queue.add_after(key, e.delay, ctx)
                     span.set_attribute("kyb.requeue_after", e.delay)
                     span.set_status(Status(StatusCode.ERROR, str(e)))
@@ -151,4 +157,3 @@ class Controller:
                     if requeue is not None:
                         span.set_attribute("kyb.requeue_after", requeue)
                         self.queue.add_after(key, requeue)
-

@@ -29,6 +29,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 import structlog
+from nats.js import api
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -174,7 +175,7 @@ class LeaderElector:
         holder = old.spec.holderIdentity or ""
         held_for = old.spec.leaseDurationSeconds or duration
         if holder and holder != self.identity and self._observed_at + held_for > started:
-            return False          # someone else holds a lease that is still valid
+            return False  # someone else holds a lease that is still valid
         mine = holder == self.identity
         lease = Lease(
             metadata=old.metadata,
@@ -297,9 +298,9 @@ class LeaderElector:
                 delay = self.renew_seconds
                 continue
             if self.holder not in (None, self.identity):
-                return "lost"       # someone else holds it: our lease lapsed
+                return "lost"  # someone else holds it: our lease lapsed
             if (self._renewed_at or 0.0) + self.renew_deadline <= self._clock():
-                return "lost"       # could not renew in time; others may take over soon
+                return "lost"  # could not renew in time; others may take over soon
             delay = self.retry_seconds
 
     async def _release_quietly(self) -> None:
@@ -329,8 +330,9 @@ class LeaderElector:
             self._kv = await self._js.key_value(self.bucket)
         except nats.js.errors.BucketNotFoundError:
             try:
-                self._kv = await self._js.create_key_value(bucket=self.bucket, history=1)
+                self._kv = await self._js.create_key_value(
+                    api.KeyValueConfig(bucket=self.bucket, history=1, storage=api.StorageType.FILE)
+                )
             except nats.js.errors.APIError:
-                self._kv = await self._js.key_value(self.bucket)   # created meanwhile by someone else
+                self._kv = await self._js.key_value(self.bucket)  # created meanwhile by someone else
         return self._kv
-

@@ -19,7 +19,9 @@ from opentelemetry import trace
 __all__ = ["add_trace_ids", "configure_logging", "get_logger"]
 
 
-def add_trace_ids(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def add_trace_ids(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """structlog processor: add trace_id/span_id of the current span (unless already bound)."""
     sc = trace.get_current_span().get_span_context()
     if sc.is_valid:
@@ -29,7 +31,9 @@ def add_trace_ids(_logger: Any, _method: str, event_dict: MutableMapping[str, An
 
 
 def _add_service(service: str) -> structlog.types.Processor:
-    def processor(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    def processor(
+        _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
         event_dict.setdefault("service", service)
         return event_dict
 
@@ -63,7 +67,9 @@ def configure_logging(
     finishing: list[structlog.types.Processor] = []
     if json:
         finishing.append(
-            structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            )
         )
         renderer = structlog.processors.JSONRenderer()
     else:

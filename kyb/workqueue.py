@@ -107,16 +107,18 @@ class ShutDown(Exception):
 class WorkQueue(Generic[C]):
     """Deduplicating, rate-limited, delaying queue of string keys (see the module docstring)."""
 
-    def __init__(self, *, base_delay: float = 0.005, max_delay: float = 60.0, clock: Clock | None = None) -> None:
+    def __init__(
+        self, *, base_delay: float = 0.005, max_delay: float = 60.0, clock: Clock | None = None
+    ) -> None:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.clock: Clock = clock or LoopClock()
-        self._queue: deque[str] = deque()          # ready, in order
-        self._dirty: set[str] = set()              # needs processing (queued or to rerun)
-        self._processing: set[str] = set()         # handed out, not yet done
-        self._ctx: dict[str, C] = {}               # latest context per dirty key
+        self._queue: deque[str] = deque()  # ready, in order
+        self._dirty: set[str] = set()  # needs processing (queued or to rerun)
+        self._processing: set[str] = set()  # handed out, not yet done
+        self._ctx: dict[str, C] = {}  # latest context per dirty key
         self._failures: dict[str, int] = {}
-        self._waiting: dict[str, tuple[float, C | None]] = {}   # key -> (ready at, context)
+        self._waiting: dict[str, tuple[float, C | None]] = {}  # key -> (ready at, context)
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._timer: Timer | None = None
@@ -137,7 +139,7 @@ class WorkQueue(Generic[C]):
             return
         self._dirty.add(key)
         if key in self._processing:
-            return          # rerun once after done()
+            return  # rerun once after done()
         self._queue.append(key)
         self._wake()
 
@@ -316,7 +318,7 @@ class WorkQueue(Generic[C]):
 
     def _arm(self) -> None:
         while self._heap and self._waiting.get(self._heap[0][2], (None,))[0] != self._heap[0][0]:
-            heapq.heappop(self._heap)          # stale entry: superseded by an earlier time
+            heapq.heappop(self._heap)  # stale entry: superseded by an earlier time
         if not self._heap:
             return
         first = self._heap[0][0]

@@ -190,7 +190,10 @@ async def test_leader_steps_down_when_someone_else_holds_the_lease(candidates, n
     a = (await candidates("a", board)).start()
     await eventually(lambda: board.current == {"a"}, what="a leading")
     kv = await nc.jetstream().key_value(LEASE_BUCKET)
-    intruder = Lease(metadata=LeaseMeta(name="kyb-scheduler"), spec=LeaseSpec(holderIdentity="intruder", leaseDurationSeconds=30))
+    intruder = Lease(
+        metadata=LeaseMeta(name="kyb-scheduler"),
+        spec=LeaseSpec(holderIdentity="intruder", leaseDurationSeconds=30),
+    )
     await kv.put("kube-system.kyb-scheduler", msgspec.json.encode(intruder))
     await eventually(lambda: a.work_cancelled, timeout=3.0, what="a stepping down")
     assert board.current == set() and not a.elector.is_leader
@@ -200,6 +203,6 @@ async def test_leader_steps_down_when_it_cannot_renew_before_the_deadline(candid
     board = Board()
     a = (await candidates("a", board)).start()
     await eventually(lambda: board.current == {"a"}, what="a leading")
-    await a.nc.close()          # the bus is gone for a: renewals fail
+    await a.nc.close()  # the bus is gone for a: renewals fail
     await eventually(lambda: a.work_cancelled, timeout=3.0, what="a stepping down")
     assert board.current == set()

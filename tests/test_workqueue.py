@@ -129,7 +129,7 @@ def test_adds_are_deduplicated_and_keep_the_latest_context() -> None:
     q.add("a", "trace-1")
     q.add("b")
     q.add("a", "trace-2")
-    q.add("a")                      # no context: keeps trace-2
+    q.add("a")  # no context: keeps trace-2
     assert len(q) == 2
     assert q.try_get() == ("a", "trace-2")
     assert q.try_get() == ("b", None)
