@@ -1,0 +1,217 @@
+"""Admission: turn a request body into a valid, defaulted object, and merge an applied
+manifest into the stored object. Pure functions: no nats, no asyncio.
+
+apply follows kubectl's three-way merge for the parts a user writes: the manifest's spec
+(or data) replaces the stored one; labels and annotations merge — keys the previous apply
+set and this one drops are removed, keys others set (controllers, `kyb edit`) stay — and the
+last applied manifest is kept in the ``kubectl.kubernetes.io/last-applied-configuration``
+annotation. A field the manifest never set (``spec.replicas`` under an autoscaler) keeps its
+live value.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+import yaml
+
+from kyb import errors
+from schemas.meta import Object
+from schemas.registry import KindInfo, UnknownKind, for_manifest
+
+MAX_PAYLOAD = 1024 * 1024
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+try:
+    _Loader: Any = yaml.CSafeLoader
+except AttributeError:  # PyYAML without libyaml
+    _Loader = yaml.SafeLoader
+
+
+def parse_manifest(body: bytes) -> dict[str, Any]:
+    """One manifest (YAML or JSON) as a mapping, or BadRequest saying what is wrong with it."""
+    if len(body) > MAX_PAYLOAD:
+        raise errors.TooLarge(f"request body of {len(body)} bytes exceeds the limit of {MAX_PAYLOAD} bytes (1 MiB)")
+    text = body.strip()
+    if not text:
+        raise errors.BadRequest("empty request body: expected one manifest (YAML or JSON)")
+    if text[:1] == b"{":
+        try:
+            doc = msgspec.json.decode(text)
+        except msgspec.DecodeError as e:
+            raise errors.BadRequest(f"invalid JSON: {e}") from None
+    else:
+        try:
+            docs = [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
+        except yaml.YAMLError as e:
+            raise errors.BadRequest(f"invalid YAML: {_yaml_where(e)}") from None
+        if len(docs) != 1:
+            raise errors.BadRequest(f"expected exactly one manifest per request, got {len(docs)}")
+        doc = docs[0]
+    if not isinstance(doc, dict):
+        raise errors.BadRequest(
+            f"a manifest must be an object (mapping) with apiVersion, kind and metadata, not a {type(doc).__name__}"
+        )
+    return doc
+
+
+def _yaml_where(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e)
+    if mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return str(problem)
+
+
+def kind_of(doc: dict[str, Any]) -> KindInfo:
+    details = []
+    api_version, kind = doc.get("apiVersion"), doc.get("kind")
+    if not isinstance(api_version, str) or not api_version:
+        details.append(errors.FieldError("apiVersion", "Required value"))
+    if not isinstance(kind, str) or not kind:
+        details.append(errors.FieldError("kind", "Required value"))
+    if details:
+        raise errors.BadRequest("the manifest must name its apiVersion and kind", details)
+    try:
+        return for_manifest(api_version, kind)
+    except UnknownKind as e:
+        raise errors.BadRequest(str(e), [errors.FieldError("kind", str(e))]) from None
+
+
+def admit(doc: dict[str, Any], default_namespace: str) -> tuple[KindInfo, Object]:
+    """Validate and default one manifest; the namespace is filled for namespaced kinds."""
+    from schemas.validation import SchemaError, decode
+
+    info = kind_of(doc)
+    meta = doc.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        raise errors.Invalid("metadata must be an object", [errors.FieldError("metadata", "must be an object")])
+    if info.namespaced:
+        meta = dict(meta or {})
+        meta.setdefault("namespace", default_namespace)
+        if meta.get("namespace") in (None, ""):
+            meta["namespace"] = default_namespace
+        doc = {**doc, "metadata": meta}
+    elif meta and meta.get("namespace"):
+        doc = {**doc, "metadata": {k: v for k, v in meta.items() if k != "namespace"}}
+    try:
+        obj = decode(doc)
+    except SchemaError as e:
+        details = [errors.FieldError(f, m) for f, m in e.details]
+        name = (meta or {}).get("name") if isinstance(meta, dict) else None
+        what = f'{info.kind} "{name}"' if name else info.kind
+        summary = "; ".join(f"{d.field}: {d.message}" for d in details[:3])
+        raise errors.Invalid(f"{what} is invalid: {summary}", details) from None
+    except UnknownKind as e:
+        raise errors.BadRequest(str(e)) from None
+    return info, obj
+
+
+def fresh_status(obj: Object) -> Object:
+    """The object with the status a new object starts with (users do not write status)."""
+    for f in msgspec.structs.fields(type(obj)):
+        if f.name == "status":
+            if f.default is not msgspec.NODEFAULT:
+                return msgspec.structs.replace(obj, status=f.default)
+            if f.default_factory is not msgspec.NODEFAULT:
+                return msgspec.structs.replace(obj, status=f.default_factory())
+    return obj
+
+
+def with_last_applied(obj: Object, doc: dict[str, Any]) -> Object:
+    applied = json.dumps(_strip_last_applied(doc), sort_keys=True, separators=(",", ":"))
+    annotations = {**obj.metadata.annotations, LAST_APPLIED: applied}
+    return msgspec.structs.replace(obj, metadata=msgspec.structs.replace(obj.metadata, annotations=annotations))
+
+
+def _strip_last_applied(doc: dict[str, Any]) -> dict[str, Any]:
+    meta = doc.get("metadata")
+    if isinstance(meta, dict) and isinstance(meta.get("annotations"), dict) and LAST_APPLIED in meta["annotations"]:
+        anns = {k: v for k, v in meta["annotations"].items() if k != LAST_APPLIED}
+        doc = {**doc, "metadata": {**meta, "annotations": anns}}
+    return doc
+
+
+def _merge_map(live: dict[str, str], previous: dict[str, str], desired: dict[str, str]) -> dict[str, str]:
+    out = {k: v for k, v in live.items() if k not in previous or k in desired}
+    out.update(desired)
+    return out
+
+
+def merge_apply(current: Object, desired: Object, doc: dict[str, Any]) -> Object:
+    """The object to store when ``doc`` (admitted as ``desired``) is applied over ``current``."""
+    prev_doc: dict[str, Any] = {}
+    raw_prev = current.metadata.annotations.get(LAST_APPLIED)
+    if raw_prev:
+        try:
+            prev_doc = json.loads(raw_prev)
+        except ValueError:
+            prev_doc = {}
+    prev_meta = prev_doc.get("metadata") or {}
+    dm = desired.metadata
+    labels = _merge_map(current.metadata.labels, prev_meta.get("labels") or {}, dm.labels)
+    annotations = _merge_map(
+        {k: v for k, v in current.metadata.annotations.items() if k != LAST_APPLIED},
+        prev_meta.get("annotations") or {},
+        {k: v for k, v in dm.annotations.items() if k != LAST_APPLIED},
+    )
+    if LAST_APPLIED in dm.annotations:
+        annotations[LAST_APPLIED] = dm.annotations[LAST_APPLIED]
+    meta = msgspec.structs.replace(
+        current.metadata,
+        labels=labels,
+        annotations=annotations,
+        ownerReferences=dm.ownerReferences or current.metadata.ownerReferences,
+        finalizers=_union(current.metadata.finalizers, dm.finalizers),
+    )
+    changes: dict[str, Any] = {"metadata": meta}
+    for f in type(desired).__struct_fields__:
+        if f in ("metadata", "status", "apiVersion", "kind"):
+            continue
+        changes[f] = getattr(desired, f)
+    merged = msgspec.structs.replace(current, apiVersion=desired.apiVersion, **changes)
+    return _keep_unset_replicas(merged, current, doc, prev_doc)
+
+
+def _keep_unset_replicas(merged: Object, current: Object, doc: dict[str, Any], prev_doc: dict[str, Any]) -> Object:
+    spec = getattr(merged, "spec", None)
+    if spec is None or not hasattr(spec, "replicas"):
+        return merged
+    raw_spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
+    prev_spec = prev_doc.get("spec") if isinstance(prev_doc.get("spec"), dict) else {}
+    if "replicas" in raw_spec or "replicas" in prev_spec:
+        return merged
+    live = getattr(current.spec, "replicas", None)
+    if live is None:
+        return merged
+    return msgspec.structs.replace(merged, spec=msgspec.structs.replace(spec, replicas=live))
+
+
+def _union(a: list[str], b: list[str]) -> list[str]:
+    out = list(a)
+    for x in b:
+        if x not in out:
+            out.append(x)
+    return out
+
+
+def same_content(a: Object, b: Object) -> bool:
+    """Equal but for resourceVersion (what decides "unchanged")."""
+    strip = lambda o: msgspec.structs.replace(o, metadata=msgspec.structs.replace(o.metadata, resourceVersion=None))  # noqa: E731
+    return msgspec.json.encode(strip(a)) == msgspec.json.encode(strip(b))
+
+
+def replace_onto(current: Object, desired: Object) -> Object:
+    """`replace`: the user's object wholesale, system metadata and status from the live one."""
+    dm = desired.metadata
+    meta = msgspec.structs.replace(
+        current.metadata,
+        labels=dm.labels,
+        annotations=dm.annotations,
+        ownerReferences=dm.ownerReferences,
+        finalizers=dm.finalizers,
+    )
+    changes = {f: getattr(desired, f) for f in type(desired).__struct_fields__ if f not in ("metadata", "status")}
+    return msgspec.structs.replace(current, metadata=meta, **changes)

@@ -1,0 +1,340 @@
+"""The api service: answers kyb.api.{apply,create,replace,delete,get,list} as queue group
+``api`` (run as many replicas as you like). It validates, defaults and writes what users
+publish, with compare-and-set, and records an Event for each change.
+
+Replies: header ``Kyb-Status`` (HTTP-like code) and, for apply, ``Kyb-Result``
+(created | configured | unchanged); body = the stored object, or a Status error
+``{code, reason, message, details:[{field, message}]}`` in the same shape for every verb.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import msgspec
+import nats.errors
+import structlog
+from opentelemetry.trace import SpanKind
+
+from kyb import errors, telemetry
+from kyb.informer import Informer
+from kyb.render import to_dict
+from kyb.serve import ServiceContext
+from kyb.store import Store, kind_info
+from schemas.meta import Object
+from schemas.registry import KindInfo, all_kinds, by_kind
+from services.api import admission
+
+log = structlog.get_logger("api")
+
+SUBJECT_PREFIX = "kyb.api."
+QUEUE = "api"
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+BOOT_NAMESPACES = ("default", "kube-system")
+
+_encoder = msgspec.json.Encoder()
+
+
+class Query(msgspec.Struct, forbid_unknown_fields=True):
+    kind: str
+    namespace: str | None = None
+    name: str | None = None
+    labelSelector: str | None = None
+    fieldSelector: str | None = None
+    propagationPolicy: str | None = None
+    resourceVersion: str | None = None
+    gracePeriodSeconds: int | None = None
+
+
+class Api:
+    """The verbs, over a Store and a namespace cache."""
+
+    def __init__(self, store: Store, namespaces: Informer | None, *, nc: Any = None, source: str = "api") -> None:
+        self.store = store
+        self.namespaces = namespaces
+        self.nc = nc
+        self.source = source
+        self._ns_tasks: dict[str, asyncio.Task] = {}
+
+    # -- helpers --------------------------------------------------------------------------
+
+    async def _check_namespace(self, info: KindInfo, obj: Object) -> None:
+        if not info.namespaced:
+            return
+        ns = obj.metadata.namespace or "default"
+        current = None
+        if self.namespaces is not None:
+            current = self.namespaces.get(f"_.{ns}")
+        if current is None:
+            try:
+                current = await self.store.get("Namespace", None, ns)
+            except errors.NotFound:
+                raise errors.NotFound(
+                    f'namespaces "{ns}" not found', [errors.FieldError("metadata.namespace", f'namespace "{ns}" does not exist')]
+                ) from None
+        if current.metadata.deletionTimestamp:
+            raise errors.Forbidden(
+                f'unable to create new content in namespace {ns} because it is being terminated',
+                [errors.FieldError("metadata.namespace", "namespace is being terminated")],
+            )
+
+    async def _event(self, obj: Object, reason: str, message: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.store.record_event(obj, reason, message, source=self.source, nc=self.nc)
+
+    # -- verbs ----------------------------------------------------------------------------
+
+    async def apply(self, body: bytes, namespace: str) -> tuple[Object, str]:
+        doc = admission.parse_manifest(body)
+        info, desired = admission.admit(doc, namespace)
+        desired = admission.with_last_applied(desired, doc)
+        for _ in range(10):
+            try:
+                current = await self.store.get(info, desired.metadata.namespace, desired.metadata.name)
+            except errors.NotFound:
+                if not desired.metadata.name:
+                    raise errors.Invalid(
+                        "name is required for apply", [errors.FieldError("metadata.name", "Required value")]
+                    ) from None
+                await self._check_namespace(info, desired)
+                try:
+                    created = await self.store.create(admission.fresh_status(desired))
+                except errors.AlreadyExists:
+                    continue  # raced with another writer: merge onto theirs
+                await self._event(created, "Created", f"{info.kind} {created.metadata.name} created")
+                return created, "created"
+            if current.metadata.deletionTimestamp:
+                raise errors.Conflict(
+                    f'{info.plural} "{current.metadata.name}" is being deleted; apply again once it is gone'
+                )
+            merged = admission.merge_apply(current, desired, doc)
+            if admission.same_content(merged, current):
+                return current, "unchanged"
+            try:
+                updated = await self.store.update(merged, current=current)
+            except errors.Conflict:
+                continue  # re-read, re-merge
+            await self._event(updated, "Updated", f"{info.kind} {updated.metadata.name} configured")
+            return updated, "configured"
+        raise errors.Conflict(f'{info.plural} "{desired.metadata.name}": too many concurrent writers, try again')
+
+    async def create(self, body: bytes, namespace: str) -> Object:
+        doc = admission.parse_manifest(body)
+        info, desired = admission.admit(doc, namespace)
+        if not desired.metadata.name and not desired.metadata.generateName:
+            raise errors.Invalid("name or generateName is required", [errors.FieldError("metadata.name", "Required value")])
+        await self._check_namespace(info, desired)
+        created = await self.store.create(admission.fresh_status(desired))
+        await self._event(created, "Created", f"{info.kind} {created.metadata.name} created")
+        return created
+
+    async def replace(self, body: bytes, namespace: str) -> Object:
+        doc = admission.parse_manifest(body)
+        info, desired = admission.admit(doc, namespace)
+        current = await self.store.get(info, desired.metadata.namespace, desired.metadata.name)
+        rv = desired.metadata.resourceVersion
+        if rv is not None and rv != current.metadata.resourceVersion:
+            raise errors.Conflict(
+                f'Operation cannot be fulfilled on {info.plural} "{desired.metadata.name}": the object has been '
+                "modified; please apply your changes to the latest version and try again"
+            )
+        new = admission.replace_onto(current, desired)
+        if admission.same_content(new, current):
+            return current
+        updated = await self.store.update(new, current=current)
+        await self._event(updated, "Updated", f"{info.kind} {updated.metadata.name} replaced")
+        return updated
+
+    async def get(self, q: Query) -> Object:
+        info = kind_info(q.kind)
+        if not q.name:
+            raise errors.BadRequest("get needs a name", [errors.FieldError("name", "Required value")])
+        return await self.store.get(info, q.namespace or "default", q.name)
+
+    async def list(self, q: Query) -> list[Object]:
+        from schemas.selector import SelectorError, parse, parse_fields
+
+        info = kind_info(q.kind)
+        selector = None
+        if q.labelSelector:
+            try:
+                selector = parse(q.labelSelector)
+            except (SelectorError, ValueError) as e:
+                raise errors.BadRequest(
+                    f"invalid label selector: {e}", [errors.FieldError("labelSelector", str(e))]
+                ) from None
+        items = await self.store.list(info, q.namespace if info.namespaced else None, selector)
+        if q.fieldSelector:
+            try:
+                fields = parse_fields(q.fieldSelector)
+            except (SelectorError, ValueError) as e:
+                raise errors.BadRequest(
+                    f"invalid field selector: {e}", [errors.FieldError("fieldSelector", str(e))]
+                ) from None
+            items = [o for o in items if fields.matches(o)]
+        return items
+
+    async def delete(self, q: Query) -> Object:
+        info = kind_info(q.kind)
+        if not q.name:
+            raise errors.BadRequest("delete needs a name", [errors.FieldError("name", "Required value")])
+        policy = q.propagationPolicy or "Background"
+        if policy not in ("Background", "Foreground", "Orphan"):
+            raise errors.BadRequest(
+                f'propagationPolicy must be Background, Foreground or Orphan, not "{policy}"',
+                [errors.FieldError("propagationPolicy", "Unsupported value")],
+            )
+        if info.kind == "Namespace" and q.name in BOOT_NAMESPACES:
+            raise errors.Forbidden(f'namespaces "{q.name}" is forbidden: this namespace may not be deleted')
+        finalizers: tuple[str, ...] = ()
+        if policy == "Foreground":
+            finalizers = ("foregroundDeletion",)
+        elif policy == "Orphan":
+            finalizers = ("orphan",)
+        if info.kind == "Namespace":
+            finalizers = ("kubernetes",)
+        deleted = await self.store.delete(
+            info,
+            q.namespace or "default",
+            q.name,
+            resource_version=q.resourceVersion,
+            grace_period_seconds=q.gracePeriodSeconds,
+            add_finalizers=finalizers,
+        )
+        await self._event(deleted, "Deleted", f"{info.kind} {q.name} deleted")
+        if info.kind == "Namespace":
+            self.finish_namespace(q.name)
+        return deleted
+
+    # -- namespace deletion ----------------------------------------------------------------
+
+    def finish_namespace(self, name: str) -> None:
+        """Delete everything in a terminating namespace, then the namespace itself."""
+        task = self._ns_tasks.get(name)
+        if task is None or task.done():
+            self._ns_tasks[name] = asyncio.create_task(self._empty_namespace(name), name=f"ns-delete-{name}")
+
+    async def _empty_namespace(self, name: str) -> None:
+        delay = 0.1
+        while True:
+            remaining = 0
+            for info in all_kinds():
+                if not info.namespaced:
+                    continue
+                for obj in await self.store.list(info, name):
+                    remaining += 1
+                    if obj.metadata.deletionTimestamp:
+                        continue
+                    with contextlib.suppress(errors.NotFound, errors.Conflict):
+                        await self.store.delete(info, name, obj.metadata.name)
+            if remaining == 0:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+        def drop(ns: Object) -> Object:
+            fins = [f for f in ns.metadata.finalizers if f != "kubernetes"]
+            return msgspec.structs.replace(ns, metadata=msgspec.structs.replace(ns.metadata, finalizers=fins))
+
+        with contextlib.suppress(errors.NotFound):
+            await self.store.mutate("Namespace", None, name, drop)
+
+    async def ensure_namespaces(self) -> None:
+        ns_type = by_kind("Namespace").type
+        for name in BOOT_NAMESPACES:
+            obj = msgspec.convert({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}, ns_type)
+            with contextlib.suppress(errors.AlreadyExists):
+                await self.store.create(obj)
+        for ns in await self.store.list("Namespace"):
+            if ns.metadata.deletionTimestamp:
+                self.finish_namespace(ns.metadata.name)
+
+    async def close(self) -> None:
+        for t in self._ns_tasks.values():
+            t.cancel()
+        await asyncio.gather(*self._ns_tasks.values(), return_exceptions=True)
+
+
+# -- the NATS shell --------------------------------------------------------------------------
+
+
+def _reply_headers(code: int, result: str | None = None) -> dict[str, str]:
+    headers = {"Kyb-Status": str(code)}
+    if result:
+        headers["Kyb-Result"] = result
+    return headers
+
+
+async def handle(api: Api, verb: str, body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    """One request, one reply (body, headers); every failure becomes a Status."""
+    namespace = headers.get("Kyb-Namespace") or "default"
+    try:
+        if verb == "apply":
+            obj, result = await api.apply(body, namespace)
+            return _encoder.encode(to_dict(obj)), _reply_headers(201 if result == "created" else 200, result)
+        if verb == "create":
+            return _encoder.encode(to_dict(await api.create(body, namespace))), _reply_headers(201)
+        if verb == "replace":
+            return _encoder.encode(to_dict(await api.replace(body, namespace))), _reply_headers(200)
+        if len(body) > admission.MAX_PAYLOAD:
+            raise errors.TooLarge(f"request body of {len(body)} bytes exceeds the limit of 1 MiB")
+        try:
+            q = msgspec.json.decode(body, type=Query)
+        except msgspec.ValidationError as e:
+            raise errors.BadRequest(f"invalid query: {e}") from None
+        except msgspec.DecodeError as e:
+            raise errors.BadRequest(f"invalid query JSON: {e}") from None
+        if verb == "get":
+            return _encoder.encode(to_dict(await api.get(q))), _reply_headers(200)
+        if verb == "list":
+            items = await api.list(q)
+            out = {"apiVersion": "v1", "kind": "List", "metadata": {}, "items": [to_dict(i) for i in items]}
+            return _encoder.encode(out), _reply_headers(200)
+        if verb == "delete":
+            return _encoder.encode(to_dict(await api.delete(q))), _reply_headers(200)
+        raise errors.NotFound(f'unknown verb "{verb}": use apply, create, replace, get, list or delete')
+    except errors.KybError as e:
+        return _encoder.encode(e.to_status()), _reply_headers(e.code)
+    except Exception as e:  # a bug: still one reply in the one shape
+        log.exception("api request failed", verb=verb)
+        err = errors.Permanent(f"internal error: {type(e).__name__}: {e}")
+        return _encoder.encode(err.to_status()), _reply_headers(err.code)
+
+
+async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
+    namespaces = Informer(ctx.nc, "Namespace")
+    await namespaces.start()
+    api = Api(ctx.store, namespaces, nc=ctx.nc, source="api")
+    await api.ensure_namespaces()
+    await namespaces.wait_synced(30)
+    limit = asyncio.Semaphore(int(ctx.options.get("api_concurrency", 256)))
+    inflight: set[asyncio.Task] = set()
+
+    async def serve_one(msg) -> None:
+        async with limit:
+            verb = msg.subject[len(SUBJECT_PREFIX) :]
+            headers = msg.headers or {}
+            with telemetry.span_from_headers(f"api.{verb}", headers, SpanKind.SERVER, tracer_name="kyb.api"):
+                body, reply_headers = await handle(api, verb, msg.data, headers)
+            if msg.reply:
+                with contextlib.suppress(nats.errors.Error):
+                    await ctx.nc.publish(msg.reply, body, headers=reply_headers)
+
+    async def on_msg(msg) -> None:
+        task = asyncio.create_task(serve_one(msg))
+        inflight.add(task)
+        task.add_done_callback(inflight.discard)
+
+    sub = await ctx.nc.subscribe(SUBJECT_PREFIX + "*", queue=QUEUE, cb=on_msg, pending_msgs_limit=1_000_000)
+    ctx.log.info("api serving", subject=SUBJECT_PREFIX + "*", queue=QUEUE)
+    try:
+        await stop.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.drain()
+        if inflight:
+            await asyncio.wait(set(inflight), timeout=5)
+        await api.close()
+        await namespaces.stop()
