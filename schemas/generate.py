@@ -1,0 +1,53 @@
+"""Write the JSON Schema of every kind to ``schemas/jsonschema/<plural>.json``.
+
+Run ``python -m schemas.generate`` after changing a struct; a test fails while a checked-in
+file differs from what this would write. Editors and CI linters can validate manifests
+against these files.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from schemas.registry import KindInfo, all_kinds
+
+OUT_DIR = Path(__file__).parent / "jsonschema"
+
+
+def schema_for(info: KindInfo) -> dict[str, Any]:
+    schema: dict[str, Any] = msgspec.json.schema(info.type)
+    top = schema["$defs"][schema["$ref"].rsplit("/", 1)[1]]
+    top["properties"]["apiVersion"] = {"type": "string", "enum": list(info.api_versions)}
+    top["properties"]["kind"] = {"type": "string", "enum": [info.kind]}
+    top["required"] = sorted({*top.get("required", []), "apiVersion", "kind"})
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = f"{info.kind} ({', '.join(info.api_versions)})"
+    return schema
+
+
+def render(info: KindInfo) -> bytes:
+    return msgspec.json.format(msgspec.json.encode(schema_for(info), order="sorted"), indent=2) + b"\n"
+
+
+def expected_files() -> dict[str, bytes]:
+    return {f"{info.plural}.json": render(info) for info in all_kinds()}
+
+
+def main() -> int:
+    OUT_DIR.mkdir(exist_ok=True)
+    files = expected_files()
+    for name, content in files.items():
+        (OUT_DIR / name).write_bytes(content)
+    for stale in OUT_DIR.glob("*.json"):
+        if stale.name not in files:
+            stale.unlink()
+    print(f"wrote {len(files)} schemas to {OUT_DIR}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Small pure questions many services ask of objects: the KV key of an object, whether a pod
+is ready, what it requests from a node, who controls it, and RFC 3339 times.
+
+Time is always passed in (``now``), never read from the clock here.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+from schemas.meta import Object, OwnerReference
+from schemas.pod import Pod
+from schemas.quantity import cpu_millis, to_bytes
+from schemas.registry import by_kind
+
+CLUSTER_SCOPE = "_"
+
+
+def object_key(obj: Object) -> str:
+    """The KV key: ``<namespace>.<name>``, or ``_.<name>`` for cluster-scoped kinds.
+
+    A namespaced object without a namespace is keyed in ``default``.
+    """
+    return key_for(obj.kind, obj.metadata.namespace, obj.metadata.name)
+
+
+def key_for(kind: str, namespace: str | None, name: str) -> str:
+    if not by_kind(kind).namespaced:
+        return f"{CLUSTER_SCOPE}.{name}"
+    return f"{namespace or 'default'}.{name}"
+
+
+def split_key(key: str) -> tuple[str | None, str]:
+    """(namespace, name) of a KV key; the namespace is None for cluster-scoped keys."""
+    namespace, _, name = key.partition(".")
+    return (None if namespace == CLUSTER_SCOPE else namespace), name
+
+
+def pod_is_ready(pod: Pod) -> bool:
+    """True when the pod's Ready condition is True (as endpoints and rollouts count it)."""
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions)
+
+
+def pod_is_available(pod: Pod, min_ready_seconds: int, now: _dt.datetime) -> bool:
+    """Ready for at least ``min_ready_seconds`` (by the Ready condition's transition time)."""
+    for c in pod.status.conditions:
+        if c.type == "Ready" and c.status == "True":
+            if min_ready_seconds <= 0:
+                return True
+            if c.lastTransitionTime is None:
+                return False
+            since = parse_time(c.lastTransitionTime)
+            return since + _dt.timedelta(seconds=min_ready_seconds) <= now
+    return False
+
+
+def pod_is_terminal(pod: Pod) -> bool:
+    return pod.status.phase in ("Succeeded", "Failed")
+
+
+def pod_requests(pod: Pod) -> tuple[int, int]:
+    """(CPU millicores, memory bytes) the scheduler reserves for a pod: the larger of each
+    init container's request and the sum over app containers."""
+    cpu = sum(cpu_millis(c.resources.requests.get("cpu", "0")) for c in pod.spec.containers)
+    mem = sum(to_bytes(c.resources.requests.get("memory", "0")) for c in pod.spec.containers)
+    for c in pod.spec.initContainers:
+        cpu = max(cpu, cpu_millis(c.resources.requests.get("cpu", "0")))
+        mem = max(mem, to_bytes(c.resources.requests.get("memory", "0")))
+    return cpu, mem
+
+
+def controller_of(obj: Object) -> OwnerReference | None:
+    """The owner reference with ``controller: true``, if any."""
+    return next((r for r in obj.metadata.ownerReferences if r.controller), None)
+
+
+def owner_reference(owner: Object, controller: bool = True) -> OwnerReference:
+    """An owner reference pointing at ``owner`` (which must have a uid)."""
+    return OwnerReference(apiVersion=owner.apiVersion, kind=owner.kind, name=owner.metadata.name,
+                          uid=owner.metadata.uid or "", controller=controller, blockOwnerDeletion=True)
+
+
+def format_time(t: _dt.datetime) -> str:
+    """RFC 3339 in UTC with second precision, as Kubernetes writes: "2024-01-01T00:00:00Z"."""
+    if t.tzinfo is not None:
+        t = t.astimezone(_dt.UTC)
+    return t.replace(tzinfo=None, microsecond=0).isoformat() + "Z"
+
+
+def format_micro_time(t: _dt.datetime) -> str:
+    """RFC 3339 with microseconds (Lease times): "2024-01-01T00:00:00.000000Z"."""
+    if t.tzinfo is not None:
+        t = t.astimezone(_dt.UTC)
+    return t.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def now_rfc3339(now: _dt.datetime) -> str:
+    return format_time(now)
+
+
+def parse_time(text: str) -> _dt.datetime:
+    """An aware UTC datetime from an RFC 3339 string ("Z" or an offset, optional fraction)."""
+    t = _dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_dt.UTC)
+    return t.astimezone(_dt.UTC)
