@@ -83,7 +83,14 @@ class Controller:
     # -- running ----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Work until ``stop`` is set, then let in-flight reconciles finish (bounded) and return."""
+        """Work until ``stop`` is set, then let in-flight reconciles finish (bounded) and return.
+
+        ``run`` may be called again after it returned (e.g. each time leadership is won): it
+        starts from a fresh queue, and the first resync enqueues every key from ``keys()``.
+        """
+        if self.queue.shutting_down:
+            old = self.queue
+            self.queue = WorkQueue(base_delay=old.base_delay, max_delay=old.max_delay, clock=old.clock)
         self.log.info("controller started", workers=self.workers)
         serving = asyncio.create_task(self.queue.serve(self._process, workers=self.workers))
         resyncing = asyncio.create_task(self._resync_loop(stop)) if self._keys is not None else None

@@ -206,3 +206,23 @@ async def test_leader_steps_down_when_it_cannot_renew_before_the_deadline(candid
     await a.nc.close()  # the bus is gone for a: renewals fail
     await eventually(lambda: a.work_cancelled, timeout=3.0, what="a stepping down")
     assert board.current == set()
+
+
+async def test_a_controller_runs_only_while_its_replica_leads(nc) -> None:
+    from kyb.controller import Controller
+
+    reconciled: list[str] = []
+
+    async def reconcile(key: str, _ctx: object) -> None:
+        reconciled.append(key)
+
+    controller = Controller("replication", reconcile, resync_seconds=None, keys=lambda: ["default.web"])
+    elector = LeaderElector(nc, "kyb-scheduler", "a", **FAST)
+    stop = asyncio.Event()
+    task = asyncio.create_task(elector.run(stop, controller.run))
+    await eventually(lambda: reconciled == ["default.web"], what="the leader's controller to resync")
+    assert elector.is_leader
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert not elector.is_leader
+    assert (await stored(nc)).spec.holderIdentity == "", "a graceful stop releases the lease"

@@ -391,3 +391,19 @@ async def test_stop_is_bounded_when_a_reconcile_hangs() -> None:
     stop.set()
     await asyncio.wait_for(task, 5)
     assert cancelled.is_set()
+
+
+async def test_a_controller_can_run_again_after_a_stop() -> None:
+    """As when leadership is lost and won back: the second run starts with a full resync."""
+    rec = Recorder()
+    c = Controller("test", rec, resync_seconds=None, keys=lambda: ["default.a"])
+    for expected in (1, 2):
+        stop = asyncio.Event()
+        task = asyncio.create_task(c.run(stop))
+        await eventually(
+            lambda expected=expected: rec.count("default.a") == expected, what="the initial resync"
+        )
+        c.enqueue("default.b")
+        await eventually(lambda expected=expected: rec.count("default.b") == expected, what="an enqueued key")
+        stop.set()
+        await asyncio.wait_for(task, 5)
