@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 import uuid
 
@@ -207,3 +208,28 @@ async def test_remove_sandbox_kills_every_process(runtime, pod, tmp_path):
     with open(f"/proc/{pid}/stat") if os.path.exists(f"/proc/{pid}/stat") else open(os.devnull) as f:
         stat = f.read()
     assert stat == "" or stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")  # gone (or an unreaped zombie)
+
+
+async def test_memory_limit_is_enforced_as_address_space_when_asked(tmp_path):
+    rt = ProcessRuntime(tmp_path / "state", enforce_memory_limit=True)
+    uid = str(uuid.uuid4())
+    sandbox = await rt.create_sandbox(
+        SandboxConfig(pod_uid=uid, pod_name="hog", namespace="default", pod_ip="127.77.3.5", hostname="hog")
+    )
+    try:
+        hog = await rt.create_and_start(
+            sandbox,
+            uid,
+            ContainerConfig(
+                name="hog",
+                image="ignored",
+                command=(sys.executable, "-I", "-S", "-c", "b = bytearray(400_000_000); print('survived')"),
+                memory_limit_bytes=128 * 1024 * 1024,
+            ),
+        )
+        done = await wait_exited(rt, hog.id)
+        assert done.exit_code != 0
+        logs = await read_logs(rt, hog.id)
+        assert b"MemoryError" in logs and b"survived" not in logs
+    finally:
+        await rt.remove_sandbox(uid)
