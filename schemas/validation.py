@@ -94,12 +94,38 @@ def _scalar_to_str(v: Any) -> Any:
     return v
 
 
-def _field_from_msgspec(err: msgspec.ValidationError) -> tuple[str, str]:
+_PATH_PART = re.compile(r"\.?([^.\[]+)|\[(\d+|\.\.\.)\]")
+
+
+def _name_map_key(path: str, data: Any) -> str:
+    """msgspec reports a bad map value as ``labels[...]``; name the key, as Kubernetes does."""
+    cur = data
+    out = ""
+    for m in _PATH_PART.finditer(path):
+        name, index = m.group(1), m.group(2)
+        if name is not None:
+            out += f".{name}" if out else name
+            cur = cur.get(name) if isinstance(cur, dict) else None
+        elif index == "...":
+            bad = next((k for k, v in cur.items() if not isinstance(v, str)), None) if isinstance(cur, dict) else None
+            if bad is None:
+                return path
+            out += f"[{bad}]"
+            cur = cur[bad]
+        else:
+            out += f"[{index}]"
+            cur = cur[int(index)] if isinstance(cur, list) and int(index) < len(cur) else None
+    return out
+
+
+def _field_from_msgspec(err: msgspec.ValidationError, data: Any) -> tuple[str, str]:
     text = str(err)
     path, msg = "", text
     if m := _AT_PATH.match(text):
         msg, path = m["msg"], m["path"]
     path = path.lstrip(".")
+    if "[...]" in path:
+        path = _name_map_key(path, data)
     if m := _FIELD_IN_MSG.match(msg):
         path = f"{path}.{m['name']}" if path else m["name"]
         msg = "Required value" if m["what"] == "missing required" else f'unknown field "{m["name"]}"'
@@ -139,10 +165,11 @@ def decode(raw: dict[str, Any] | bytes | str, *, node_port_range: tuple[int, int
                           [(f, "Expected `str`") for f in ("apiVersion", "kind")])
     info = for_manifest(api_version, kind)
     name = (data.get("metadata") or {}).get("name", "") if isinstance(data.get("metadata"), dict) else ""
+    normalised = _normalise(data)
     try:
-        obj = msgspec.convert(_normalise(data), info.type)
+        obj = msgspec.convert(normalised, info.type)
     except msgspec.ValidationError as e:
-        raise SchemaError(f'{kind} "{name}" is invalid', [_field_from_msgspec(e)]) from None
+        raise SchemaError(f'{kind} "{name}" is invalid', [_field_from_msgspec(e, normalised)]) from None
     obj = apply_defaults(obj)
     errors = validate(obj, node_port_range=node_port_range)
     if errors:
@@ -220,7 +247,7 @@ def _selector_matches(errs: Errors, selector: LabelSelector | None, template: Po
         errs.append(("spec.selector", str(e)))
         return
     if sel.empty:
-        errs.append(("spec.selector", "empty selector is invalid for deployment"))
+        errs.append(("spec.selector", "empty selector is invalid: it would select every pod"))
     elif not sel.matches(template.metadata.labels):
         errs.append(("spec.template.metadata.labels", "Invalid value: selector does not match template labels"))
 

@@ -335,6 +335,11 @@ BAD = [
                            "metrics": [{"type": "Resource"}]}}, "spec.metrics", "autoscaling/v1",
                  id="v2-field-in-v1-hpa"),
     pytest.param({"kind": "Pod", "metadata": {"name": "p"}}, "apiVersion", "Required value", id="no-apiversion"),
+    pytest.param(_with(_pod(), ["metadata", "labels"], {"app": "web", "version": 2}), "metadata.labels[version]",
+                 "Expected `str`, got `int`", id="number-as-label-value"),
+    pytest.param({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1", "b": 2}},
+                 "data[b]", "Expected `str`", id="configmap-number-value"),
+    pytest.param(_deploy(selector={"matchLabels": {}}), "spec.selector", "empty selector", id="empty-selector"),
 ]
 
 
