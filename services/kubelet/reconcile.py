@@ -1,0 +1,501 @@
+"""What the kubelet should do about one pod, decided without touching anything.
+
+``plan(pod, observed, now, memory, ...)`` looks at the pod's spec, the containers the runtime
+reports for it and what the kubelet remembers between syncs (crash back-off, the last failed
+start of each container) and returns a :class:`Plan`: containers to start (init containers
+one after another to completion first, then every app container), containers to kill
+(liveness failures, leftovers), old attempts to remove, the status to report, the memory to
+keep and when to look again. The async shell (``sync.py``) applies it.
+
+Kubernetes semantics, as documented in "Pod Lifecycle":
+- restartPolicy Always / OnFailure / Never decides whether an exited container comes back;
+  init containers are restarted on failure unless the policy is Never (then the pod fails);
+- a crashed container is restarted at once the first time, then after a back-off doubling
+  from ``base_backoff`` to ``max_backoff`` (reported as waiting CrashLoopBackOff); a container
+  that ran ``reset_after`` seconds before exiting starts the sequence again;
+- a failed image pull is reported as ErrImagePull, then ImagePullBackOff while it waits;
+- phases Pending, Running, Succeeded, Failed and the conditions PodScheduled, Initialized,
+  ContainersReady and Ready follow the kubelet's rules (getPhase).
+
+No I/O, no asyncio: ``now`` is an argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import msgspec
+
+from schemas.helpers import format_time
+from schemas.pod import (
+    Container,
+    ContainerState,
+    ContainerStateRunning,
+    ContainerStateTerminated,
+    ContainerStateWaiting,
+    ContainerStatus,
+    HostIP,
+    Pod,
+    PodCondition,
+    PodIP,
+    PodStatus,
+)
+from services.kubelet.runtime.base import ContainerInfo
+
+IMAGE_PULL_ERRORS = ("ErrImagePull", "ErrImageNeverPull")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    base_backoff: float = 10.0  # first crash/pull back-off, seconds (Kubernetes: 10 s)
+    max_backoff: float = 300.0  # back-off cap (Kubernetes: 5 min)
+    reset_after: float = 600.0  # a container that ran this long before exiting resets its back-off
+    relist: float = 1.0  # how often a pod with live containers is looked at again
+    keep_attempts: int = 2  # exited attempts kept per container (the latest and the one before)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why the last attempt to start a container failed (kept by the shell between syncs)."""
+
+    reason: str  # ErrImagePull | ErrImageNeverPull | CreateContainerConfigError | CreateContainerError
+    message: str
+    at: datetime
+    backoff: float  # seconds after ``at`` before trying again
+
+
+@dataclass(frozen=True, slots=True)
+class PodMemory:
+    """What the kubelet remembers of one pod between syncs."""
+
+    crash_backoff: Mapping[str, float] = field(default_factory=dict)  # container -> back-off of the next restart
+    failures: Mapping[str, Failure] = field(default_factory=dict)  # container -> last failed start
+    fresh: frozenset[str] = frozenset()  # containers whose start failed in this very sync
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeView:
+    """The probe results of one running container, as the probe manager has them."""
+
+    ready: bool | None = None  # None: no readiness probe
+    started: bool | None = None  # None: no startup probe
+    liveness_failed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    name: str
+    attempt: int
+    init: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Kill:
+    container_id: str
+    name: str
+    reason: str  # event reason: Killing
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    start: tuple[Start, ...]
+    kill: tuple[Kill, ...]
+    remove: tuple[str, ...]  # exited containers nothing needs any more
+    status: PodStatus
+    memory: PodMemory
+    requeue_after: float | None
+    events: tuple[Event, ...] = ()
+
+    @property
+    def acts(self) -> bool:
+        return bool(self.start or self.kill)
+
+
+def duration(seconds: float) -> str:
+    """A Go-style duration, as kubelet messages print them: 10s, 2m40s, 500ms."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    whole = int(seconds)
+    frac = seconds - whole
+    minutes, secs = divmod(whole, 60)
+    tail = f"{secs}s" if frac < 1e-9 else f"{secs + frac:g}s"
+    return f"{minutes}m{tail}" if minutes else tail
+
+
+def container_id(runtime: str, info: ContainerInfo) -> str:
+    return f"{runtime}://{info.id}"
+
+
+def _time(t: datetime | None) -> str | None:
+    return format_time(t) if t is not None else None
+
+
+def _terminated(info: ContainerInfo, runtime: str) -> ContainerStateTerminated:
+    code = info.exit_code if info.exit_code is not None else 0
+    reason = info.reason or ("Completed" if code == 0 else "Error")
+    if info.oom_killed:
+        reason = "OOMKilled"
+    return ContainerStateTerminated(
+        exitCode=code,
+        reason=reason,
+        message=info.message or "",
+        startedAt=_time(info.started_at),
+        finishedAt=_time(info.finished_at),
+        containerID=container_id(runtime, info),
+    )
+
+
+def _should_restart(policy: str, info: ContainerInfo, init: bool) -> bool:
+    failed = (info.exit_code or 0) != 0
+    if init:
+        return failed and policy != "Never"
+    return policy == "Always" or (policy == "OnFailure" and failed)
+
+
+@dataclass
+class _Acc:
+    """The plan under construction (private, mutable while planning one pod)."""
+
+    start: list[Start] = field(default_factory=list)
+    kill: list[Kill] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    backoff: dict[str, float] = field(default_factory=dict)
+    waits: list[float] = field(default_factory=list)
+
+
+def _attempts(observed: Sequence[ContainerInfo], name: str) -> list[ContainerInfo]:
+    return sorted((c for c in observed if c.name == name), key=lambda c: c.attempt, reverse=True)
+
+
+def _failure_wait(
+    c: Container, fail: Failure | None, memory: PodMemory, now: datetime
+) -> tuple[ContainerStateWaiting, float] | None:
+    """The waiting state while a failed start backs off, with the seconds left; None if due."""
+    if fail is None:
+        return None
+    left = (fail.at + timedelta(seconds=fail.backoff) - now).total_seconds()
+    if c.name in memory.fresh or left > 0:
+        reason, message = fail.reason, fail.message
+        if fail.reason in IMAGE_PULL_ERRORS and c.name not in memory.fresh:
+            reason, message = "ImagePullBackOff", f'Back-off pulling image "{c.image}"'
+        return ContainerStateWaiting(reason=reason, message=message), max(left, 0.0)
+    return None
+
+
+def _one(
+    pod: Pod,
+    c: Container,
+    init: bool,
+    observed: Sequence[ContainerInfo],
+    now: datetime,
+    memory: PodMemory,
+    settings: Settings,
+    runtime: str,
+    probes: Mapping[str, ProbeView],
+    may_start: bool,
+    acc: _Acc,
+) -> tuple[ContainerStatus, str]:
+    """Status of one container and its verdict: running | done | failed | waiting | restarting."""
+    attempts = _attempts(observed, c.name)
+    for old in attempts[settings.keep_attempts :]:
+        if old.state == "exited":
+            acc.remove.append(old.id)
+    latest = attempts[0] if attempts else None
+    previous = next((a for a in attempts[1:] if a.state == "exited"), None)
+    last_state = ContainerState(terminated=_terminated(previous, runtime)) if previous else ContainerState()
+    base = ContainerStatus(
+        name=c.name,
+        image=c.image,
+        restartCount=latest.attempt if latest else 0,
+        lastState=last_state,
+        started=False,
+    )
+    fail = memory.failures.get(c.name)
+    policy = pod.spec.restartPolicy
+
+    if latest is not None and latest.state == "running":
+        view = probes.get(c.name, ProbeView())
+        ident = dict(containerID=container_id(runtime, latest), imageID=latest.image_id or "")
+        started = view.started is not False
+        ready = started and view.ready is not False
+        if view.liveness_failed and not init:
+            acc.kill.append(
+                Kill(latest.id, c.name, "Killing", f"Container {c.name} failed liveness probe, will be restarted")
+            )
+        status = msgspec.structs.replace(
+            base,
+            state=ContainerState(running=ContainerStateRunning(startedAt=_time(latest.started_at))),
+            ready=ready and not init,
+            started=started,
+            **ident,
+        )
+        return status, "running"
+
+    if latest is not None and latest.state == "exited":
+        term = _terminated(latest, runtime)
+        ident = dict(containerID=term.containerID, imageID=latest.image_id or "")
+        if not _should_restart(policy, latest, init):
+            status = msgspec.structs.replace(base, state=ContainerState(terminated=term), **ident)
+            return status, ("done" if term.exitCode == 0 else "failed")
+        # it comes back: after its back-off
+        last_run = (
+            (latest.finished_at - latest.started_at).total_seconds()
+            if latest.finished_at and latest.started_at
+            else 0.0
+        )
+        delay = memory.crash_backoff.get(c.name)
+        if last_run >= settings.reset_after:
+            delay = None
+        finished = latest.finished_at or now
+        left = (finished + timedelta(seconds=delay) - now).total_seconds() if delay else 0.0
+        restarting = msgspec.structs.replace(base, lastState=ContainerState(terminated=term), **ident)
+        waiting_fail = _failure_wait(c, fail, memory, now)
+        if waiting_fail is not None:
+            state, fail_left = waiting_fail
+            acc.waits.append(fail_left)
+            return msgspec.structs.replace(restarting, state=ContainerState(waiting=state)), "restarting"
+        if left > 0:
+            acc.waits.append(left)
+            msg = (
+                f"back-off {duration(delay or 0)} restarting failed container={c.name} "
+                f"pod={pod.metadata.name}_{pod.metadata.namespace or 'default'}({pod.metadata.uid})"
+            )
+            _note_backoff(pod, c.name, init, "CrashLoopBackOff", acc, f"Back-off restarting failed container {c.name} in pod {pod.metadata.name}")
+            waiting = ContainerStateWaiting(reason="CrashLoopBackOff", message=msg)
+            return msgspec.structs.replace(restarting, state=ContainerState(waiting=waiting)), "restarting"
+        if may_start:
+            acc.start.append(Start(c.name, latest.attempt + 1, init))
+            acc.backoff[c.name] = settings.base_backoff if delay is None else min(delay * 2, settings.max_backoff)
+        waiting = ContainerStateWaiting(reason="ContainerCreating" if not init else "PodInitializing")
+        return msgspec.structs.replace(restarting, state=ContainerState(waiting=waiting)), "restarting"
+
+    # never started (or created but not started)
+    waiting_fail = _failure_wait(c, fail, memory, now)
+    if waiting_fail is not None:
+        state, fail_left = waiting_fail
+        acc.waits.append(fail_left)
+        if state.reason == "ImagePullBackOff":
+            _note_backoff(pod, c.name, init, "ImagePullBackOff", acc, f'Back-off pulling image "{c.image}"')
+        return msgspec.structs.replace(base, state=ContainerState(waiting=state)), "waiting"
+    if may_start:
+        acc.start.append(Start(c.name, latest.attempt if latest else 0, init))
+    reason = "ContainerCreating" if may_start or init else "PodInitializing"
+    return msgspec.structs.replace(base, state=ContainerState(waiting=ContainerStateWaiting(reason=reason))), "waiting"
+
+
+def _note_backoff(pod: Pod, name: str, init: bool, reason: str, acc: _Acc, message: str) -> None:
+    """A BackOff event when a container enters a back-off wait (not on every sync of it)."""
+    statuses = pod.status.initContainerStatuses if init else pod.status.containerStatuses
+    before = next((s for s in statuses if s.name == name), None)
+    was = before.state.waiting.reason if before and before.state.waiting else None
+    if was != reason:
+        acc.events.append(Event("Warning", "BackOff", message))
+
+
+def _condition(pod: Pod, type_: str, ok: bool, now: datetime, reason: str = "", message: str = "") -> PodCondition:
+    status = "True" if ok else "False"
+    before = next((c for c in pod.status.conditions if c.type == type_), None)
+    since = before.lastTransitionTime if before is not None and before.status == status else format_time(now)
+    return PodCondition(type=type_, status=status, lastTransitionTime=since, reason=reason, message=message)
+
+
+def plan(
+    pod: Pod,
+    observed: Sequence[ContainerInfo],
+    now: datetime,
+    memory: PodMemory = PodMemory(),
+    *,
+    settings: Settings = Settings(),
+    runtime: str = "docker",
+    pod_ip: str = "",
+    host_ip: str = "127.0.0.1",
+    probes: Mapping[str, ProbeView] | None = None,
+) -> Plan:
+    """The plan for a live (not terminating) pod bound to this node; see the module docstring."""
+    probes = probes or {}
+    acc = _Acc()
+    spec = pod.spec
+    terminal = pod.status.phase in ("Succeeded", "Failed")
+    known = {c.name for c in spec.initContainers} | {c.name for c in spec.containers}
+    for info in observed:
+        if info.name not in known:
+            acc.kill.append(Kill(info.id, info.name, "Killing", f"Stopping container {info.name}: not in the pod spec"))
+
+    # init containers, one after another
+    init_statuses: list[ContainerStatus] = []
+    initialized = True
+    init_failed = False
+    may_start = not terminal
+    for c in spec.initContainers:
+        if not initialized:
+            waiting = ContainerStateWaiting(reason="PodInitializing")
+            prev = _attempts(observed, c.name)
+            init_statuses.append(
+                ContainerStatus(
+                    name=c.name,
+                    image=c.image,
+                    state=ContainerState(waiting=waiting),
+                    restartCount=prev[0].attempt if prev else 0,
+                    started=False,
+                )
+            )
+            continue
+        status, verdict = _one(pod, c, True, observed, now, memory, settings, runtime, probes, may_start, acc)
+        init_statuses.append(status)
+        if verdict != "done":
+            initialized = False
+            init_failed = init_failed or verdict == "failed"
+
+    # app containers
+    statuses: list[ContainerStatus] = []
+    verdicts: list[str] = []
+    for c in spec.containers:
+        if not initialized:
+            prev = _attempts(observed, c.name)
+            statuses.append(
+                ContainerStatus(
+                    name=c.name,
+                    image=c.image,
+                    state=ContainerState(waiting=ContainerStateWaiting(reason="PodInitializing")),
+                    restartCount=prev[0].attempt if prev else 0,
+                    started=False,
+                )
+            )
+            verdicts.append("waiting")
+            continue
+        status, verdict = _one(pod, c, False, observed, now, memory, settings, runtime, probes, may_start, acc)
+        statuses.append(status)
+        verdicts.append(verdict)
+
+    phase = _phase(pod, initialized, init_failed, verdicts)
+    if terminal:
+        phase = pod.status.phase  # a terminal phase never changes
+    if phase in ("Succeeded", "Failed"):
+        acc.start.clear()
+        for info in observed:
+            if info.state == "running" and all(k.container_id != info.id for k in acc.kill):
+                acc.kill.append(Kill(info.id, info.name, "Killing", f"Stopping container {info.name}: the pod is {phase.lower()}"))
+
+    containers_ready = initialized and all(s.ready for s in statuses) and bool(statuses)
+    not_ready = [s.name for s in statuses if not s.ready]
+    unready_msg = f"containers with unready status: [{' '.join(not_ready)}]" if not_ready else ""
+    pending_init = [s.name for s in init_statuses if not (s.state.terminated and s.state.terminated.exitCode == 0)]
+    conditions = [
+        _condition(pod, "PodScheduled", True, now),
+        _condition(
+            pod,
+            "Initialized",
+            initialized,
+            now,
+            "" if initialized else "ContainersNotInitialized",
+            "" if initialized else f"containers with incomplete status: [{' '.join(pending_init)}]",
+        ),
+        _condition(pod, "ContainersReady", containers_ready and phase == "Running", now,
+                   "" if containers_ready else "ContainersNotReady", unready_msg),
+        _condition(pod, "Ready", containers_ready and phase == "Running", now,
+                   "" if containers_ready else "ContainersNotReady", unready_msg),
+    ]
+    if phase in ("Succeeded", "Failed"):
+        conditions[2] = _condition(pod, "ContainersReady", False, now, "PodCompleted", "")
+        conditions[3] = _condition(pod, "Ready", False, now, "PodCompleted", "")
+
+    status = PodStatus(
+        phase=phase,
+        conditions=conditions,
+        hostIP=host_ip,
+        hostIPs=[HostIP(ip=host_ip)] if host_ip else [],
+        podIP=pod_ip,
+        podIPs=[PodIP(ip=pod_ip)] if pod_ip else [],
+        startTime=pod.status.startTime or format_time(now),
+        initContainerStatuses=init_statuses,
+        containerStatuses=statuses,
+        qosClass=pod.status.qosClass or qos_class(pod),
+        nominatedNodeName=pod.status.nominatedNodeName,
+    )
+
+    backoff = dict(memory.crash_backoff)
+    backoff.update(acc.backoff)
+    new_memory = PodMemory(crash_backoff=backoff, failures=dict(memory.failures), fresh=frozenset())
+    live = any(i.state == "running" for i in observed)
+    waits = [w for w in acc.waits if w > 0]
+    if live and phase not in ("Succeeded", "Failed"):
+        waits.append(settings.relist)
+    if any(name in memory.fresh for name in memory.failures):
+        waits.append(min(1.0, settings.base_backoff))  # show the back-off reason soon after the error
+    return Plan(
+        start=tuple(acc.start),
+        kill=tuple(acc.kill),
+        remove=tuple(acc.remove),
+        status=status,
+        memory=new_memory,
+        requeue_after=min(waits) if waits else None,
+        events=tuple(acc.events),
+    )
+
+
+def _phase(pod: Pod, initialized: bool, init_failed: bool, verdicts: list[str]) -> str:
+    """The kubelet's getPhase over the app containers' verdicts."""
+    if init_failed and pod.spec.restartPolicy == "Never":
+        return "Failed"
+    if not initialized:
+        return "Pending"
+    if "waiting" in verdicts:
+        return "Pending"
+    if "running" in verdicts:
+        return "Running"
+    if "restarting" in verdicts:
+        return "Running"
+    if not verdicts:
+        return "Pending"
+    if all(v == "done" for v in verdicts):
+        return "Succeeded"
+    return "Failed"
+
+
+def qos_class(pod: Pod) -> str:
+    """Guaranteed, Burstable or BestEffort, from the containers' requests and limits."""
+    cs = list(pod.spec.containers) + list(pod.spec.initContainers)
+    if not any(c.resources.requests or c.resources.limits for c in cs):
+        return "BestEffort"
+    for c in cs:
+        lim, req = c.resources.limits, c.resources.requests
+        if not all(k in lim for k in ("cpu", "memory")):
+            return "Burstable"
+        if any(req.get(k, lim[k]) != lim[k] for k in ("cpu", "memory")):
+            return "Burstable"
+    return "Guaranteed"
+
+
+def with_failure(memory: PodMemory, name: str, failure: Failure | None) -> PodMemory:
+    """``memory`` with the failed start of ``name`` recorded (or cleared with None)."""
+    failures = dict(memory.failures)
+    fresh = set(memory.fresh)
+    if failure is None:
+        failures.pop(name, None)
+        fresh.discard(name)
+    else:
+        failures[name] = failure
+        fresh.add(name)
+    return PodMemory(crash_backoff=memory.crash_backoff, failures=failures, fresh=frozenset(fresh))
+
+
+def next_failure_backoff(previous: Failure | None, reason: str, settings: Settings) -> float:
+    """Pull back-off: 10 s doubling to 5 min for the same kind of failure, like crash back-off."""
+    if previous is None or previous.reason != reason:
+        return settings.base_backoff
+    return min(previous.backoff * 2, settings.max_backoff)
+
+
+def status_differs(old: PodStatus, new: PodStatus) -> bool:
+    return msgspec.json.encode(old) != msgspec.json.encode(new)
