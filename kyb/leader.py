@@ -230,8 +230,8 @@ class LeaderElector:
         """Campaign until ``stop`` is set, running ``on_started_leading(stop_leading)`` while leader.
 
         ``stop_leading`` is set when leadership ends; the work is cancelled when the lease is lost,
-        and on a graceful stop it gets ``release_timeout`` seconds to finish before the lease is
-        released. After losing the lease the elector campaigns again. If the work returns by
+        and on a graceful stop it gets up to ``release_timeout`` seconds (never past the renew
+        deadline) to finish before the lease is released. After losing the lease the elector campaigns again. If the work returns by
         itself the lease is released and ``run`` returns (raising what the work raised).
         Cancelling ``run`` cancels the work and does not release: the lease expires.
         """
@@ -252,8 +252,10 @@ class LeaderElector:
                     self.is_leader = False
                     if not work.done():
                         # a graceful stop lets the work finish (bounded); a lost lease or a cancel stops it now
+                        # (never past the renew deadline: the lease is not renewed meanwhile)
                         if outcome == "stopped":
-                            await asyncio.wait({work}, timeout=self.release_timeout)
+                            left = (self._renewed_at or 0.0) + self.renew_deadline - self._clock()
+                            await asyncio.wait({work}, timeout=max(0.0, min(self.release_timeout, left)))
                         work.cancel()
                         await asyncio.gather(work, return_exceptions=True)
                 if outcome == "lost":
