@@ -55,8 +55,11 @@ class NatsServer:
         if self.config_file is not None:
             args += ["-c", str(self.config_file)]
         args += self.extra_args
-        log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        if self.log_file:
+            with open(self.log_file, "ab") as log:
+                self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        else:
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -137,7 +137,12 @@ async def run_services(
     """Run the named services until ``stop`` is set; a crash of one stops the rest."""
     from kyb import telemetry
 
+    from kyb.log import configure_logging
+
     names = list(names)
+    if (options or {}).get("configure_logging", True):
+        level = str((options or {}).get("log_level") or os.environ.get("KYB_LOG_LEVEL", "INFO")).upper()
+        configure_logging(names[0] if len(names) == 1 else "kybernetes", level=level)
     unknown = [n for n in names if n not in SERVICES]
     if unknown:
         raise errors.BadRequest(f"unknown service(s): {', '.join(unknown)}; known: {', '.join(SERVICES)}")

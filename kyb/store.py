@@ -452,7 +452,9 @@ async def ensure_bucket(js: JetStreamContext, info: KindInfo, *, replicas: int =
         raise errors.Unreachable(f"JetStream does not answer: {e}") from e
     try:
         return await js.create_key_value(
-            api.KeyValueConfig(bucket=info.bucket, history=1, storage=api.StorageType.FILE, replicas=replicas)
+            api.KeyValueConfig(
+                bucket=info.bucket, history=1, storage=api.StorageType.FILE, replicas=replicas, direct=True
+            )
         )
     except nats.js.errors.BadRequestError:
         return await js.key_value(info.bucket)

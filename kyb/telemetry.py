@@ -106,8 +106,14 @@ def _otlp_exporter() -> SpanExporter | None:
 
 
 def tracer(name: str) -> trace.Tracer:
-    """The tracer of one component (instrumentation scope ``name``)."""
-    return trace.get_tracer(name)
+    """The tracer of one component (instrumentation scope ``name``); looked up once per name."""
+    found = _tracers.get(name)
+    if found is None:
+        found = _tracers[name] = trace.get_tracer(name)
+    return found
+
+
+_tracers: dict[str, trace.Tracer] = {}
 
 
 def inject(headers: dict[str, str] | None = None, context: Context | None = None) -> dict[str, str]:

@@ -109,15 +109,33 @@ def admit(doc: dict[str, Any], default_namespace: str) -> tuple[KindInfo, Object
     return info, obj
 
 
+_STATUS_DEFAULTS: dict[type, Any] = {}
+_NO_STATUS = object()
+
+
+def _status_default(cls: type) -> Any:
+    found = _STATUS_DEFAULTS.get(cls)
+    if found is None:
+        found = _NO_STATUS
+        for f in msgspec.structs.fields(cls):
+            if f.name == "status":
+                if f.default is not msgspec.NODEFAULT:
+                    found = f.default
+                elif f.default_factory is not msgspec.NODEFAULT:
+                    found = f.default_factory
+        _STATUS_DEFAULTS[cls] = found
+    return found
+
+
 def fresh_status(obj: Object) -> Object:
     """The object with the status a new object starts with (users do not write status)."""
-    for f in msgspec.structs.fields(type(obj)):
-        if f.name == "status":
-            if f.default is not msgspec.NODEFAULT:
-                return msgspec.structs.replace(obj, status=f.default)
-            if f.default_factory is not msgspec.NODEFAULT:
-                return msgspec.structs.replace(obj, status=f.default_factory())
-    return obj
+    default = _status_default(type(obj))
+    if default is _NO_STATUS:
+        return obj
+    status = default() if callable(default) and not isinstance(default, msgspec.Struct) else default
+    if getattr(obj, "status", None) == status:
+        return obj
+    return msgspec.structs.replace(obj, status=status)
 
 
 def with_last_applied(obj: Object, doc: dict[str, Any]) -> Object:

@@ -90,15 +90,21 @@ class Api:
         doc = admission.parse_manifest(body)
         info, desired = admission.admit(doc, namespace)
         desired = admission.with_last_applied(desired, doc)
+        if not desired.metadata.name:
+            raise errors.Invalid("name is required for apply", [errors.FieldError("metadata.name", "Required value")])
+        await self._check_namespace(info, desired)
+        # Optimistic create first: one round trip for what is new, the merge path otherwise.
+        try:
+            created = await self.store.create(admission.fresh_status(desired))
+        except errors.AlreadyExists:
+            pass
+        else:
+            await self._event(created, "Created", f"{info.kind} {created.metadata.name} created")
+            return created, "created"
         for _ in range(10):
             try:
                 current = await self.store.get(info, desired.metadata.namespace, desired.metadata.name)
             except errors.NotFound:
-                if not desired.metadata.name:
-                    raise errors.Invalid(
-                        "name is required for apply", [errors.FieldError("metadata.name", "Required value")]
-                    ) from None
-                await self._check_namespace(info, desired)
                 try:
                     created = await self.store.create(admission.fresh_status(desired))
                 except errors.AlreadyExists:

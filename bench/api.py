@@ -1,0 +1,148 @@
+"""Apply throughput and latency through kyb.api.apply, beside raw kv.put of the same payloads.
+
+    python bench/api.py [--objects 10000] [--concurrency 64] [--replicas 1]
+
+Starts its own nats-server (free port, temp store) and the api service as separate processes
+(as `kyb serve api` runs in production), then from one client:
+  1. raw: kv.put of every payload into a bucket, `concurrency` in flight;
+  2. api: a request to kyb.api.apply per payload, `concurrency` in flight.
+Prints objects/s and p50/p99 latency of both and their ratio.
+Targets (issue "Foundation"): api throughput >= 0.5x raw put, api p99 <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kyb.natsd import NatsServer, free_port  # noqa: E402
+
+SERVE = (
+    "import asyncio, signal, sys, uvloop\n"
+    "from kyb.serve import run_services\n"
+    "async def main():\n"
+    "    stop = asyncio.Event()\n"
+    "    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)\n"
+    "    await run_services(['api'], sys.argv[1], {}, stop)\n"
+    "uvloop.run(main())\n"
+)
+
+
+def payload(i: int) -> bytes:
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": f"cm-{i}", "labels": {"app": "bench"}},
+            "data": {"key": f"value-{i}"},
+        }
+    ).encode()
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    k = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
+    return sorted_values[k]
+
+
+async def run_load(n: int, concurrency: int, one) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    next_i = 0
+
+    async def worker() -> None:
+        nonlocal next_i
+        while next_i < n:
+            i = next_i
+            next_i += 1
+            t0 = time.perf_counter()
+            await one(i)
+            latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - t0, sorted(latencies)
+
+
+async def wait_for_api(nc) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            msg = await nc.request("kyb.api.get", b'{"kind":"ns","name":"default"}', timeout=0.5)
+            if msg.headers and msg.headers.get("Kyb-Status") == "200":
+                return
+        except Exception:
+            pass
+        await asyncio.sleep(0.1)
+    raise SystemExit("api did not come up")
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--objects", type=int, default=10_000)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--replicas", type=int, default=1, help="api service processes (queue group)")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = NatsServer(store_dir=Path(tmp) / "js", port=free_port())
+        server.start()
+        procs = [
+            subprocess.Popen([sys.executable, "-c", SERVE, server.url], env={**os.environ, "PYTHONPATH": os.getcwd()},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(args.replicas)
+        ]
+        try:
+            nc = await nats.connect(server.url)
+            js = nc.jetstream()
+            await wait_for_api(nc)
+            payloads = [payload(i) for i in range(args.objects)]
+
+            raw_kv = await js.create_key_value(bucket="bench-raw", history=1)
+
+            async def raw(i: int) -> None:
+                await raw_kv.put(f"default.cm-{i}", payloads[i])
+
+            async def api(i: int) -> None:
+                msg = await nc.request("kyb.api.apply", payloads[i], timeout=30)
+                if msg.headers.get("Kyb-Status") not in ("200", "201"):
+                    raise SystemExit(f"apply failed: {msg.data[:300]!r}")
+
+            # warm both paths
+            await run_load(200, args.concurrency, raw)
+            await run_load(200, args.concurrency, api)
+            payloads = [payload(i + 1_000_000) for i in range(args.objects)]
+
+            raw_s, raw_lat = await run_load(args.objects, args.concurrency, raw)
+            api_s, api_lat = await run_load(args.objects, args.concurrency, api)
+            await nc.close()
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(10)
+            server.stop()
+
+    raw_rate, api_rate = args.objects / raw_s, args.objects / api_s
+    print(f"objects={args.objects} concurrency={args.concurrency} api_replicas={args.replicas}")
+    print(f"raw kv.put : {raw_rate:9.0f} obj/s  p50 {percentile(raw_lat, 50)*1e3:6.2f} ms  p99 {percentile(raw_lat, 99)*1e3:6.2f} ms")
+    print(f"kyb.api.apply: {api_rate:7.0f} obj/s  p50 {percentile(api_lat, 50)*1e3:6.2f} ms  p99 {percentile(api_lat, 99)*1e3:6.2f} ms")
+    ratio = api_rate / raw_rate
+    p99 = percentile(api_lat, 99) * 1e3
+    print(f"ratio api/raw = {ratio:.2f} (target >= 0.5)  api p99 = {p99:.1f} ms (target <= 50)")
+    print("PASS" if ratio >= 0.5 and p99 <= 50 else "MISS")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
