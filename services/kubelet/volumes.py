@@ -1,0 +1,468 @@
+"""Pod volumes on this node: make each volume of a pod exist as a host directory (or file)
+before its containers start, project ConfigMap, Secret and downward API contents into it,
+keep those projections current while the pod runs, and remove it all with the pod.
+
+Layout (``kind`` is empty-dir, configmap, secret, downward-api):
+
+    <base_dir>/pods/<uid>/volumes/<kind>/<name>      emptyDir, configMap, downwardAPI
+    <secret_dir>/pods/<uid>/volumes/<kind>/<name>    secret, emptyDir with medium Memory
+
+``secret_dir`` must be on tmpfs (default ``/dev/shm/kybernetes``): secret bytes never reach
+the node's disk. Projected volumes are written the way Kubernetes' AtomicWriter does: the
+files go into a fresh timestamped directory ``..<ts>``, a ``..data`` symlink to it is
+renamed over the old one in one step, and the entries a container sees are symlinks through
+``..data``. Containers bind-mount the volume directory, so an update appears in place,
+atomically, with no remount. Updates come from ``sync(pod)`` (the kubelet calls it on
+ConfigMap/Secret changes), from this manager's own informer handlers, and from a periodic
+resync every ``resync_period`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import shutil
+import stat
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+
+from kyb import errors
+from kyb.informer import Informer
+from kyb.store import Store
+from schemas.core import ConfigMap, Secret
+from schemas.meta import Object
+from schemas.pod import Container, KeyToPath, Pod, Volume
+from services.kubelet.runtime.base import Mount
+
+log = structlog.get_logger("kyb.kubelet.volumes")
+
+DEFAULT_MODE = 0o644
+DATA_DIR = "..data"
+DEFAULT_SECRET_DIR = Path("/dev/shm/kybernetes")
+
+Payload = dict[str, tuple[bytes, int]]  # relative path -> (content, mode)
+
+
+class VolumeNotReady(errors.NotFound):
+    """A volume's source (ConfigMap, Secret, key, claim) does not exist yet; retry later."""
+
+
+class VolumeSetupError(errors.Temporary):
+    """A volume could not be set up (hostPath type check, unsafe path); retry later."""
+
+
+# -- filesystem facts ---------------------------------------------------------------------------
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (or its nearest existing parent), from /proc/mounts."""
+    p = path.resolve()
+    while not p.exists():
+        p = p.parent
+    best, fstype = "", ""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 3:
+                continue
+            mnt = parts[1].replace("\\040", " ")
+            inside = str(p) == mnt or str(p).startswith(mnt.rstrip("/") + "/")
+            if inside and len(mnt) >= len(best):
+                best, fstype = mnt, parts[2]
+    return fstype
+
+
+def _safe_relative(path: str, what: str) -> str:
+    """A relative path that stays inside its volume ('..' and absolute paths are refused)."""
+    parts = Path(path).parts
+    if not path or Path(path).is_absolute() or ".." in parts or any(p.startswith("..") for p in parts):
+        raise VolumeSetupError(f"{what} {path!r} must be a relative path without '..'")
+    return path
+
+
+# -- the atomic writer --------------------------------------------------------------------------
+
+
+def read_payload(target: Path) -> Payload | None:
+    """What ``..data`` currently holds, or None before the first write."""
+    data = target / DATA_DIR
+    if not data.is_symlink():
+        return None
+    root = data.resolve()
+    found: Payload = {}
+    for dirpath, _, files in os.walk(root):
+        for fname in files:
+            full = Path(dirpath) / fname
+            found[str(full.relative_to(root))] = (full.read_bytes(), stat.S_IMODE(full.stat().st_mode))
+    return found
+
+
+def write_atomically(target: Path, payload: Payload) -> bool:
+    """Make ``target`` show exactly ``payload``, switching in one rename. True when it changed."""
+    target.mkdir(parents=True, exist_ok=True)
+    if read_payload(target) == payload:
+        return False
+    old = (target / DATA_DIR).resolve() if (target / DATA_DIR).is_symlink() else None
+    stamp = datetime.now(UTC).strftime("..%Y_%m_%d_%H_%M_%S.")
+    ts_dir = Path(tempfile.mkdtemp(prefix=stamp, dir=target))
+    ts_dir.chmod(0o755)
+    for rel, (content, mode) in payload.items():
+        path = ts_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        path.chmod(mode)
+    tmp_link = target / "..data_tmp"
+    with contextlib.suppress(FileNotFoundError):
+        tmp_link.unlink()
+    tmp_link.symlink_to(ts_dir.name)
+    os.rename(tmp_link, target / DATA_DIR)
+    visible = {Path(rel).parts[0] for rel in payload}
+    for top in visible:
+        link = target / top
+        if not link.is_symlink():
+            link.symlink_to(f"{DATA_DIR}/{top}")
+    for entry in target.iterdir():
+        if not entry.name.startswith("..") and entry.name not in visible and entry.is_symlink():
+            entry.unlink()
+    if old is not None and old.parent == target and old != ts_dir:
+        shutil.rmtree(old, ignore_errors=True)
+    return True
+
+
+# -- what a volume holds ------------------------------------------------------------------------
+
+
+def _project(
+    data: dict[str, bytes], items: list[KeyToPath], default_mode: int | None, source: str
+) -> Payload:
+    mode = DEFAULT_MODE if default_mode is None else default_mode
+    if not items:
+        return {_safe_relative(k, "key"): (v, mode) for k, v in data.items()}
+    out: Payload = {}
+    for item in items:
+        if item.key not in data:
+            raise VolumeNotReady(f'{source} references non-existent key "{item.key}"')
+        out[_safe_relative(item.path, "items path")] = (
+            data[item.key],
+            mode if item.mode is None else item.mode,
+        )
+    return out
+
+
+def configmap_bytes(cm: ConfigMap) -> dict[str, bytes]:
+    data = {k: v.encode() for k, v in cm.data.items()}
+    data.update({k: base64.b64decode(v) for k, v in cm.binaryData.items()})
+    return data
+
+
+def secret_bytes(secret: Secret) -> dict[str, bytes]:
+    data = {k: base64.b64decode(v) for k, v in secret.data.items()}
+    data.update({k: v.encode() for k, v in secret.stringData.items()})
+    return data
+
+
+def _format_map(m: dict[str, str]) -> bytes:
+    return "\n".join(f'{k}="{v}"' for k, v in sorted(m.items())).encode()
+
+
+def downward_payload(pod: Pod, volume: Volume) -> Payload:
+    src = volume.downwardAPI
+    assert src is not None
+    fields = {
+        "metadata.name": pod.metadata.name.encode(),
+        "metadata.namespace": (pod.metadata.namespace or "default").encode(),
+        "metadata.uid": (pod.metadata.uid or "").encode(),
+        "metadata.labels": _format_map(pod.metadata.labels),
+        "metadata.annotations": _format_map(pod.metadata.annotations),
+        "spec.nodeName": pod.spec.nodeName.encode(),
+        "spec.serviceAccountName": pod.spec.serviceAccountName.encode(),
+    }
+    mode = DEFAULT_MODE if src.defaultMode is None else src.defaultMode
+    out: Payload = {}
+    for item in src.items:
+        if item.fieldRef is None:
+            continue  # resourceFieldRef is not projected (yet)
+        path = item.fieldRef.fieldPath
+        if path.startswith("metadata.labels['") or path.startswith("metadata.annotations['"):
+            which, _, key = path.partition("['")
+            value = getattr(pod.metadata, which.split(".")[1]).get(key.rstrip("']"), "").encode()
+        elif path in fields:
+            value = fields[path]
+        else:
+            raise VolumeSetupError(f"downwardAPI fieldPath {path!r} is not supported")
+        out[_safe_relative(item.path, "items path")] = (value, mode if item.mode is None else item.mode)
+    return out
+
+
+def check_host_path(path: str, type_: str) -> None:
+    """hostPath ``type`` checks as the kubelet makes them (creating where the type says so)."""
+    p = Path(path)
+    if type_ == "DirectoryOrCreate":
+        if not p.exists():
+            p.mkdir(mode=0o755, parents=True)
+        if not p.is_dir():
+            raise VolumeSetupError(f"hostPath type check failed: {path} is not a directory")
+    elif type_ == "Directory":
+        if not p.is_dir():
+            raise VolumeSetupError(f"hostPath type check failed: {path} is not a directory")
+    elif type_ == "FileOrCreate":
+        if not p.exists():
+            if not p.parent.is_dir():  # Kubernetes does not create the parent either
+                raise VolumeSetupError(f"hostPath type check failed: {p.parent} is not a directory")
+            p.touch(mode=0o644)
+        if not p.is_file():
+            raise VolumeSetupError(f"hostPath type check failed: {path} is not a file")
+    elif type_ == "File":
+        if not p.is_file():
+            raise VolumeSetupError(f"hostPath type check failed: {path} is not a file")
+    elif type_ in ("Socket", "CharDevice", "BlockDevice"):
+        test = {"Socket": stat.S_ISSOCK, "CharDevice": stat.S_ISCHR, "BlockDevice": stat.S_ISBLK}[type_]
+        try:
+            ok = test(p.stat().st_mode)
+        except FileNotFoundError:
+            ok = False
+        if not ok:
+            raise VolumeSetupError(f"hostPath type check failed: {path} is not a {type_.lower()}")
+
+
+# -- the manager ------------------------------------------------------------------------------
+
+
+class VolumeManager:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        configmaps: Informer,
+        secrets: Informer,
+        base_dir: Path,
+        secret_dir: Path = DEFAULT_SECRET_DIR,
+        *,
+        resync_period: float = 3.0,  # seconds between two refreshes of every projected volume
+    ) -> None:
+        if filesystem_type(secret_dir) != "tmpfs":
+            raise ValueError(
+                f"secret_dir {secret_dir} is not on tmpfs; secrets must never reach the node's disk"
+            )
+        self.store = store
+        self.configmaps = configmaps
+        self.secrets = secrets
+        self.base_dir = Path(base_dir)
+        self.secret_dir = Path(secret_dir)
+        self.resync_period = resync_period
+        self._pods: dict[str, Pod] = {}  # uid -> the pod as last prepared or synced
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        configmaps.add_handler(self._on_source_change)
+        secrets.add_handler(self._on_source_change)
+
+    # -- paths --------------------------------------------------------------------------
+
+    def _dir(self, uid: str, kind: str, name: str, *, tmpfs: bool) -> Path:
+        root = self.secret_dir if tmpfs else self.base_dir
+        return root / "pods" / uid / "volumes" / kind / name
+
+    # -- the kubelet's side ---------------------------------------------------------------
+
+    async def prepare(self, pod: Pod) -> dict[str, str]:
+        """Set up every volume of ``pod``; returns volume name -> host path.
+
+        Raises VolumeNotReady (a missing ConfigMap/Secret/key) or VolumeSetupError."""
+        uid = _uid(pod)
+        prepared: dict[str, str] = {}
+        for volume in pod.spec.volumes:
+            prepared[volume.name] = await self._setup(pod, uid, volume)
+        self._pods[uid] = pod
+        self._ensure_resync()
+        return prepared
+
+    def mounts_for(self, pod: Pod, container: Container, prepared: dict[str, str]) -> list[Mount]:
+        """The container's volumeMounts as runtime mounts (subPath, readOnly)."""
+        by_name = {v.name: v for v in pod.spec.volumes}
+        mounts: list[Mount] = []
+        for vm in container.volumeMounts:
+            volume = by_name.get(vm.name)
+            if vm.name not in prepared or volume is None:
+                raise errors.Invalid(
+                    f'container "{container.name}" mounts volume "{vm.name}" that the pod does not declare',
+                    [errors.FieldError("spec.containers[].volumeMounts[].name", f"Not found: {vm.name!r}")],
+                )
+            host = Path(prepared[vm.name])
+            if vm.subPath:
+                host = self._sub_path(host, _safe_relative(vm.subPath, "subPath"))
+            projected = (
+                volume.configMap is not None or volume.secret is not None or volume.downwardAPI is not None
+            )
+            mounts.append(
+                Mount(host_path=str(host), container_path=vm.mountPath, read_only=vm.readOnly or projected)
+            )
+        return mounts
+
+    async def sync(self, pod: Pod) -> None:
+        """Refresh the projected files of a prepared pod (ConfigMap/Secret/labels changed)."""
+        uid = _uid(pod)
+        if uid not in self._pods:
+            return
+        self._pods[uid] = pod
+        for volume in pod.spec.volumes:
+            if volume.configMap or volume.secret or volume.downwardAPI:
+                try:
+                    await self._setup(pod, uid, volume)
+                except errors.KybError as e:  # keep the last good contents, as the kubelet does
+                    log.info("volume not refreshed", pod=pod.metadata.name, volume=volume.name, why=str(e))
+
+    async def cleanup(self, pod_uid: str) -> None:
+        """Remove every volume directory of a pod (hostPath contents are never touched)."""
+        self._pods.pop(pod_uid, None)
+        self._dirty.discard(pod_uid)
+        for root in (self.base_dir, self.secret_dir):
+            pod_dir = root / "pods" / pod_uid
+            await asyncio.to_thread(shutil.rmtree, pod_dir, True)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    # -- volume kinds ---------------------------------------------------------------------
+
+    async def _setup(self, pod: Pod, uid: str, volume: Volume) -> str:
+        if volume.hostPath is not None:
+            await asyncio.to_thread(check_host_path, volume.hostPath.path, volume.hostPath.type)
+            return volume.hostPath.path
+        if volume.configMap is not None:
+            src = volume.configMap
+            cm = await self._source(self.configmaps, "ConfigMap", pod, src.name)
+            if cm is None and not src.optional:
+                raise VolumeNotReady(f'configmap "{src.name}" not found')
+            data = configmap_bytes(cm) if isinstance(cm, ConfigMap) else {}
+            payload = _project(
+                data, src.items if cm is not None else [], src.defaultMode, f'configmap "{src.name}"'
+            )
+            return await self._write(self._dir(uid, "configmap", volume.name, tmpfs=False), payload)
+        if volume.secret is not None:
+            src = volume.secret
+            secret = await self._source(self.secrets, "Secret", pod, src.secretName)
+            if secret is None and not src.optional:
+                raise VolumeNotReady(f'secret "{src.secretName}" not found')
+            data = secret_bytes(secret) if isinstance(secret, Secret) else {}
+            payload = _project(
+                data, src.items if secret is not None else [], src.defaultMode, f'secret "{src.secretName}"'
+            )
+            return await self._write(self._dir(uid, "secret", volume.name, tmpfs=True), payload)
+        if volume.downwardAPI is not None:
+            payload = downward_payload(pod, volume)
+            return await self._write(self._dir(uid, "downward-api", volume.name, tmpfs=False), payload)
+        if volume.persistentVolumeClaim is not None:
+            return await self._claim_path(pod, volume.persistentVolumeClaim.claimName)
+        memory = volume.emptyDir is not None and volume.emptyDir.medium == "Memory"
+        path = self._dir(uid, "empty-dir", volume.name, tmpfs=memory)
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o777)  # any user in the container may write, as with Kubernetes' emptyDir
+        return str(path)
+
+    async def _source(self, informer: Informer, kind: str, pod: Pod, name: str) -> Object | None:
+        """The named ConfigMap/Secret from the watch cache, else straight from the store."""
+        namespace = pod.metadata.namespace or "default"
+        obj = informer.get_by_name(namespace, name)
+        if obj is not None:
+            return obj
+        try:
+            return await self.store.get(kind, namespace, name)
+        except errors.NotFound:
+            return None
+
+    async def _claim_path(self, pod: Pod, claim_name: str) -> str:
+        namespace = pod.metadata.namespace or "default"
+        try:
+            claim = await self.store.get("PersistentVolumeClaim", namespace, claim_name)
+        except errors.NotFound:
+            raise VolumeNotReady(f'persistentvolumeclaim "{claim_name}" not found') from None
+        volume_name = claim.spec.volumeName  # type: ignore[attr-defined]
+        if not volume_name:
+            raise VolumeNotReady(f'persistentvolumeclaim "{claim_name}" is not bound')
+        try:
+            pv = await self.store.get("PersistentVolume", None, volume_name)
+        except errors.NotFound:
+            raise VolumeNotReady(f'persistentvolume "{volume_name}" not found') from None
+        spec = pv.spec  # type: ignore[attr-defined]
+        source = getattr(spec, "hostPath", None) or getattr(spec, "local", None)
+        if source is None:
+            raise VolumeSetupError(f'persistentvolume "{volume_name}" has no hostPath or local source')
+        await asyncio.to_thread(check_host_path, source.path, "DirectoryOrCreate")
+        return str(source.path)
+
+    @staticmethod
+    async def _write(target: Path, payload: Payload) -> str:
+        changed = await asyncio.to_thread(write_atomically, target, payload)
+        if changed:
+            log.debug("volume contents updated", path=str(target), files=len(payload))
+        return str(target)
+
+    @staticmethod
+    def _sub_path(volume_dir: Path, sub: str) -> Path:
+        host = volume_dir / sub
+        if not host.exists() and not host.is_symlink():
+            host.mkdir(parents=True, exist_ok=True)  # Kubernetes creates a missing subPath directory
+        resolved = host.resolve()
+        if not (resolved == volume_dir.resolve() or volume_dir.resolve() in resolved.parents):
+            raise VolumeSetupError(f"subPath {sub!r} points outside its volume")
+        return resolved
+
+    # -- keeping projections current ------------------------------------------------------
+
+    def _on_source_change(
+        self, event: str, new: Object | None, old: Object | None, headers: dict[str, str]
+    ) -> None:
+        obj = new or old
+        if obj is None:
+            return
+        namespace, name = obj.metadata.namespace or "default", obj.metadata.name
+        for uid, pod in self._pods.items():
+            if (pod.metadata.namespace or "default") == namespace and _references(pod, obj.kind, name):
+                self._dirty.add(uid)
+        if self._dirty:
+            self._wake.set()
+
+    def _ensure_resync(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._resync_loop(), name="volume-resync")
+
+    async def _resync_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.resync_period)
+            self._wake.clear()
+            dirty, self._dirty = self._dirty, set()
+            everyone = not dirty
+            for uid, pod in list(self._pods.items()):
+                if everyone or uid in dirty:
+                    try:
+                        await self.sync(pod)
+                    except Exception:
+                        log.exception("volume resync failed", pod=pod.metadata.name)
+
+
+def _references(pod: Pod, kind: str, name: str) -> bool:
+    for v in pod.spec.volumes:
+        if kind == "ConfigMap" and v.configMap is not None and v.configMap.name == name:
+            return True
+        if kind == "Secret" and v.secret is not None and v.secret.secretName == name:
+            return True
+    return False
+
+
+def _uid(pod: Pod) -> str:
+    uid = pod.metadata.uid
+    if not uid:
+        raise errors.Invalid("pod has no uid", [errors.FieldError("metadata.uid", "Required value")])
+    return uid
