@@ -1,0 +1,502 @@
+"""The pod worker: the thin shell that applies :func:`services.kubelet.reconcile.plan`.
+
+For one pod key it re-reads the pod from the informer, lists the pod's containers from the
+runtime, asks the planner what to do, starts and kills containers through the runtime (each
+start in its own span, so the trace of the ``kyb apply`` that caused it reaches it), and
+writes the status back with a compare-and-set ``mutate`` only when it changed. Pods being
+deleted are stopped gracefully (preStop, SIGTERM, SIGKILL after the grace period) and only
+then removed from the store; containers of pods that are gone or bound elsewhere are removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+import structlog
+from opentelemetry.trace import Tracer
+
+from kyb import errors
+from kyb.informer import Informer
+from kyb.store import Store
+from schemas.core import ConfigMap, Secret
+from schemas.defaults import image_pull_policy
+from schemas.pod import Container, Pod
+from schemas.quantity import cpu_millis, to_bytes
+from services.kubelet.env import ConfigError, command_line, container_env
+from services.kubelet.ipam import PodIPAllocator
+from services.kubelet.reconcile import (
+    Failure,
+    Plan,
+    PodMemory,
+    ProbeView,
+    Settings,
+    Start,
+    next_failure_backoff,
+    plan,
+    status_differs,
+    with_failure,
+)
+from services.kubelet.runtime.base import (
+    ContainerConfig,
+    ContainerInfo,
+    ContainerRuntime,
+    Mount,
+    PortMapping,
+    SandboxConfig,
+)
+from services.kubelet.runtime.errors import ContainerRuntimeError, ImagePullError, RuntimeUnavailable
+
+HOST_IP = "127.0.0.1"
+SOURCE = "kubelet"
+MAX_ROUNDS = 4  # plan/apply rounds in one sync (an init container that ends at once, ...)
+
+
+class Volumes(Protocol):
+    """The volume manager seam (services/kubelet/volumes.py)."""
+
+    async def prepare(self, pod: Pod) -> dict[str, str]: ...
+
+    def mounts_for(self, pod: Pod, container: Container, prepared: dict[str, str]) -> list[Mount]: ...
+
+    async def cleanup(self, pod_uid: str) -> None: ...
+
+
+class Probes(Protocol):
+    """The probe manager seam (services/kubelet/probes.py)."""
+
+    def start(
+        self, pod_uid: str, container_name: str, container: Container, container_id: str, pod_ip: str,
+        on_change: Callable[[], None],
+    ) -> None: ...
+
+    def stop(self, pod_uid: str) -> None: ...
+
+    def readiness(self, pod_uid: str, name: str) -> bool: ...
+
+    def liveness_failed(self, pod_uid: str, name: str) -> bool: ...
+
+    def startup_done(self, pod_uid: str, name: str) -> bool: ...
+
+
+class HostDirVolumes:
+    """Fallback volumes until the volume manager is present: emptyDir and hostPath only."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = base_dir
+
+    async def prepare(self, pod: Pod) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for v in pod.spec.volumes:
+            if v.hostPath is not None:
+                out[v.name] = v.hostPath.path
+            else:
+                path = self.base_dir / (pod.metadata.uid or "") / v.name
+                path.mkdir(parents=True, exist_ok=True)
+                path.chmod(0o777)
+                out[v.name] = str(path)
+        return out
+
+    def mounts_for(self, pod: Pod, container: Container, prepared: dict[str, str]) -> list[Mount]:
+        return [
+            Mount(host_path=prepared[m.name], container_path=m.mountPath, read_only=m.readOnly)
+            for m in container.volumeMounts
+            if m.name in prepared
+        ]
+
+    async def cleanup(self, pod_uid: str) -> None:
+        import shutil
+
+        await asyncio.to_thread(shutil.rmtree, self.base_dir / pod_uid, True)
+
+
+def _container(pod: Pod, name: str) -> Container | None:
+    return next((c for c in [*pod.spec.initContainers, *pod.spec.containers] if c.name == name), None)
+
+
+class PodWorker:
+    """Syncs the pods bound to one node; ``reconcile`` is the controller's callback."""
+
+    def __init__(
+        self,
+        *,
+        node_name: str,
+        store: Store,
+        runtime: ContainerRuntime,
+        pods: Informer,
+        configmaps: Informer,
+        secrets: Informer,
+        allocator: PodIPAllocator,
+        volumes: Volumes,
+        probes: Probes | None,
+        settings: Settings,
+        tracer: Tracer,
+        allocatable: Mapping[str, str],
+        enqueue: Callable[[str], None],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.node_name = node_name
+        self.store = store
+        self.runtime = runtime
+        self.pods = pods
+        self.configmaps = configmaps
+        self.secrets = secrets
+        self.allocator = allocator
+        self.volumes = volumes
+        self.probes = probes
+        self.settings = settings
+        self.tracer = tracer
+        self.allocatable = dict(allocatable)
+        self.enqueue = enqueue
+        self.clock = clock
+        self.log = structlog.get_logger("kyb.kubelet")
+        self._uids: dict[str, str] = {}  # pod key -> uid of the pod whose containers we run
+        self._memory: dict[str, PodMemory] = {}  # uid -> what we remember
+        self._sandboxes: dict[str, str] = {}  # uid -> sandbox id
+        self._probed: dict[tuple[str, str], str] = {}  # (uid, container) -> container id probed
+
+    # -- lookups for the env resolver ------------------------------------------------------
+
+    def _configmap(self, namespace: str, name: str) -> ConfigMap | None:
+        obj = self.configmaps.get(f"{namespace}.{name}")
+        return obj if isinstance(obj, ConfigMap) else None
+
+    def _secret(self, namespace: str, name: str) -> Secret | None:
+        obj = self.secrets.get(f"{namespace}.{name}")
+        return obj if isinstance(obj, Secret) else None
+
+    def container_id(self, namespace: str, pod_name: str, container: str | None) -> tuple[str, str] | None:
+        """(runtime container id, container name) of a pod's container, for logs and exec."""
+        pod = self.pods.get(f"{namespace}.{pod_name}")
+        if not isinstance(pod, Pod):
+            return None
+        statuses = [*pod.status.containerStatuses, *pod.status.initContainerStatuses]
+        for s in statuses:
+            if (container is None or s.name == container) and s.containerID:
+                return s.containerID.partition("://")[2], s.name
+        return None
+
+    # -- the reconcile ---------------------------------------------------------------------
+
+    async def reconcile(self, key: str, _ctx: Any = None) -> float | None:
+        obj = self.pods.get(key)
+        pod = obj if isinstance(obj, Pod) else None
+        mine = pod is not None and pod.spec.nodeName == self.node_name
+        known = self._uids.get(key)
+        if known is not None and (not mine or pod is None or pod.metadata.uid != known):
+            await self.teardown(known)
+            self._uids.pop(key, None)
+        if pod is None or not mine:
+            return None
+        uid = pod.metadata.uid or ""
+        self._uids[key] = uid
+        try:
+            if pod.metadata.deletionTimestamp:
+                await self.terminate(pod)
+                return None
+            return await self._sync(pod)
+        except RuntimeUnavailable as e:
+            raise errors.Temporary(f"container runtime: {e}", delay=2.0) from e
+
+    async def _sync(self, pod: Pod) -> float | None:
+        uid = pod.metadata.uid or ""
+        ip = self._pod_ip(pod)
+        memory = self._memory.get(uid, PodMemory())
+        result: Plan | None = None
+        for round_ in range(MAX_ROUNDS):
+            observed = await self.runtime.list(uid)
+            self._watch_probes(pod, observed, ip)
+            result = plan(
+                pod,
+                observed,
+                self.clock(),
+                memory,
+                settings=self.settings,
+                runtime=self.runtime.name,
+                pod_ip=ip,
+                host_ip=HOST_IP,
+                probes=self._probe_views(pod),
+            )
+            memory = result.memory
+            if round_ == 0:
+                for ev in result.events:
+                    await self._event(pod, ev.reason, ev.message, ev.type)
+            if not result.acts or round_ == MAX_ROUNDS - 1:
+                break
+            memory = await self._apply(pod, result, memory, ip)
+        assert result is not None
+        self._memory[uid] = memory
+        await self._write_status(pod, result)
+        if result.acts:
+            return 0.05  # more to do (rounds ran out)
+        for cid in result.remove:
+            with contextlib.suppress(ContainerRuntimeError):
+                await self.runtime.remove(cid)
+        return result.requeue_after
+
+    def _pod_ip(self, pod: Pod) -> str:
+        uid = pod.metadata.uid or ""
+        if pod.status.podIP and self.allocator.reserve(uid, pod.status.podIP):
+            return pod.status.podIP
+        return self.allocator.allocate(uid)
+
+    # -- applying --------------------------------------------------------------------------
+
+    async def _apply(self, pod: Pod, p: Plan, memory: PodMemory, ip: str) -> PodMemory:
+        for k in p.kill:
+            await self._event(pod, k.reason, k.message, "Normal")
+            with contextlib.suppress(ContainerRuntimeError):
+                await self.runtime.stop(k.container_id, float(pod.spec.terminationGracePeriodSeconds))
+        if not p.start:
+            return memory
+        sandbox = await self._sandbox(pod, ip)
+        prepared: dict[str, str] | None = None
+        for s in p.start:
+            c = _container(pod, s.name)
+            if c is None:
+                continue
+            if prepared is None:
+                try:
+                    prepared = await self.volumes.prepare(pod)
+                except (errors.KybError, LookupError, OSError) as e:
+                    message = f"MountVolume.SetUp failed: {e}"
+                    await self._event(pod, "FailedMount", message, "Warning")
+                    previous = memory.failures.get(s.name)
+                    for other in p.start:
+                        memory = with_failure(
+                            memory, other.name,
+                            Failure("ContainerCreating", message, self.clock(),
+                                    next_failure_backoff(previous, "ContainerCreating", self.settings)),
+                        )
+                    return memory
+            memory = await self._start(pod, c, s, sandbox, prepared, memory, ip)
+        return memory
+
+    async def _sandbox(self, pod: Pod, ip: str) -> str:
+        uid = pod.metadata.uid or ""
+        ports = tuple(
+            PortMapping(
+                container_port=port.containerPort,
+                protocol=port.protocol if port.protocol != "SCTP" else "TCP",
+                host_port=port.hostPort,
+                host_ip=port.hostIP or None,
+            )
+            for c in pod.spec.containers
+            for port in c.ports
+        )
+        cfg = SandboxConfig(
+            pod_uid=uid,
+            pod_name=pod.metadata.name,
+            namespace=pod.metadata.namespace or "default",
+            pod_ip=ip,
+            hostname=pod.spec.hostname or pod.metadata.name,
+            ports=ports,
+        )
+        sandbox = await self.runtime.create_sandbox(cfg)
+        self._sandboxes[uid] = sandbox
+        return sandbox
+
+    async def _start(
+        self, pod: Pod, c: Container, s: Start, sandbox: str, prepared: dict[str, str], memory: PodMemory, ip: str
+    ) -> PodMemory:
+        uid = pod.metadata.uid or ""
+        attrs = {"k8s.pod.name": pod.metadata.name, "k8s.namespace.name": pod.metadata.namespace or "default",
+                 "k8s.pod.uid": uid, "k8s.container.name": c.name, "k8s.container.restart_count": s.attempt,
+                 "k8s.node.name": self.node_name}
+        with self.tracer.start_as_current_span(f"start container {c.name}", attributes=attrs) as span:
+            previous = memory.failures.get(c.name)
+            now = self.clock()
+            # the downward API sees this pod's address even before the status write
+            seen = msgspec.structs.replace(
+                pod, status=msgspec.structs.replace(pod.status, podIP=ip, hostIP=HOST_IP)
+            )
+            try:
+                env = container_env(seen, c, self._configmap, self._secret, self.allocatable)
+            except ConfigError as e:
+                span.set_attribute("kyb.error", str(e))
+                await self._event(pod, "Failed", f"Error: {e}", "Warning")
+                return with_failure(memory, c.name, Failure(ConfigError.reason, str(e), now, 0.0))
+            command, args = command_line(c, env)
+            policy = c.imagePullPolicy or image_pull_policy(c.image)
+            try:
+                if policy == "Always":
+                    await self._event(pod, "Pulling", f'Pulling image "{c.image}"')
+                await self.runtime.ensure_image(c.image, policy)
+            except ImagePullError as e:
+                span.set_attribute("kyb.error", str(e))
+                backoff = next_failure_backoff(previous, e.reason, self.settings)
+                await self._event(pod, "Failed", f'Failed to pull image "{c.image}": {e.message}', "Warning")
+                await self._event(pod, "Failed", f"Error: {e.reason}", "Warning")
+                return with_failure(memory, c.name, Failure(e.reason, e.message, now, backoff))
+            if policy == "Always":
+                await self._event(pod, "Pulled", f'Successfully pulled image "{c.image}"')
+            else:
+                await self._event(pod, "Pulled", f'Container image "{c.image}" already present on machine')
+            limits = c.resources.limits
+            cfg = ContainerConfig(
+                name=c.name,
+                image=c.image,
+                command=command,
+                args=args,
+                env=env,
+                working_dir=c.workingDir or None,
+                mounts=tuple(self.volumes.mounts_for(pod, c, prepared)),
+                cpu_limit_millis=cpu_millis(limits["cpu"]) if "cpu" in limits else None,
+                memory_limit_bytes=to_bytes(limits["memory"]) if "memory" in limits else None,
+                image_pull_policy=policy,
+                attempt=s.attempt,
+            )
+            try:
+                info = await self.runtime.create_and_start(sandbox, uid, cfg)
+            except RuntimeUnavailable:
+                raise
+            except ContainerRuntimeError as e:
+                span.set_attribute("kyb.error", str(e))
+                backoff = next_failure_backoff(previous, e.reason, self.settings)
+                await self._event(pod, "Failed", f"Error: {e.message}", "Warning")
+                return with_failure(memory, c.name, Failure(e.reason, e.message, now, backoff))
+            span.set_attribute("k8s.container.id", info.id)
+            await self._event(pod, "Created", f"Created container {c.name}")
+            await self._event(pod, "Started", f"Started container {c.name}")
+            self.log.info("container started", pod=f"{pod.metadata.namespace}/{pod.metadata.name}",
+                          container=c.name, attempt=s.attempt, id=info.id[:12])
+            self._start_probes(pod, c, info, ip)
+            return with_failure(memory, c.name, None)
+
+    # -- probes ----------------------------------------------------------------------------
+
+    def _start_probes(self, pod: Pod, c: Container, info: ContainerInfo, ip: str) -> None:
+        if self.probes is None:
+            return
+        uid = pod.metadata.uid or ""
+        key = f"{pod.metadata.namespace or 'default'}.{pod.metadata.name}"
+        if not (c.livenessProbe or c.readinessProbe or c.startupProbe):
+            return
+        self._probed[(uid, c.name)] = info.id
+        self.probes.start(uid, c.name, c, info.id, ip, lambda: self.enqueue(key))
+
+    def _watch_probes(self, pod: Pod, observed: list[ContainerInfo], ip: str) -> None:
+        """Probe running containers not probed yet (adopted after a restart, ...)."""
+        if self.probes is None:
+            return
+        uid = pod.metadata.uid or ""
+        for info in observed:
+            if info.state != "running" or self._probed.get((uid, info.name)) == info.id:
+                continue
+            c = _container(pod, info.name)
+            if c is not None and c in pod.spec.containers:
+                self._start_probes(pod, c, info, ip)
+
+    def _probe_views(self, pod: Pod) -> dict[str, ProbeView]:
+        if self.probes is None:
+            return {}
+        uid = pod.metadata.uid or ""
+        out = {}
+        for c in pod.spec.containers:
+            out[c.name] = ProbeView(
+                ready=self.probes.readiness(uid, c.name) if c.readinessProbe else None,
+                started=self.probes.startup_done(uid, c.name) if c.startupProbe else None,
+                liveness_failed=self.probes.liveness_failed(uid, c.name) if c.livenessProbe else False,
+            )
+        return out
+
+    # -- status and events -----------------------------------------------------------------
+
+    async def _write_status(self, pod: Pod, p: Plan) -> None:
+        if not status_differs(pod.status, p.status):
+            return
+        uid = pod.metadata.uid
+
+        def fn(current: Any) -> Any:
+            if current.metadata.uid != uid or current.metadata.deletionTimestamp and not pod.metadata.deletionTimestamp:
+                return None
+            if current.status.phase in ("Succeeded", "Failed") and p.status.phase != current.status.phase:
+                return None
+            if not status_differs(current.status, p.status):
+                return None
+            return msgspec.structs.replace(current, status=p.status)
+
+        with contextlib.suppress(errors.NotFound):
+            await self.store.mutate("Pod", pod.metadata.namespace, pod.metadata.name, fn)
+
+    async def _event(self, pod: Pod, reason: str, message: str, type_: str = "Normal") -> None:
+        with contextlib.suppress(Exception):
+            await self.store.record_event(pod, reason, message, type_, SOURCE)
+
+    # -- stopping --------------------------------------------------------------------------
+
+    async def terminate(self, pod: Pod) -> None:
+        """Graceful deletion: preStop hooks, SIGTERM, SIGKILL at the end of the grace period,
+        the sandbox removed, and only then the pod object deleted."""
+        uid = pod.metadata.uid or ""
+        grace = pod.metadata.deletionGracePeriodSeconds
+        if grace is None:
+            grace = pod.spec.terminationGracePeriodSeconds
+        deadline = time.monotonic() + max(0, grace)
+        if self.probes is not None:
+            self.probes.stop(uid)
+        running = [i for i in await self.runtime.list(uid) if i.state == "running"]
+
+        async def stop_one(info: ContainerInfo) -> None:
+            c = _container(pod, info.name)
+            await self._event(pod, "Killing", f"Stopping container {info.name}")
+            hook = c.lifecycle.preStop if c is not None and c.lifecycle is not None else None
+            if hook is not None:
+                left = deadline - time.monotonic()
+                with contextlib.suppress(ContainerRuntimeError, TimeoutError):
+                    if hook.exec is not None and hook.exec.command and left > 0:
+                        await asyncio.wait_for(self.runtime.exec(info.id, list(hook.exec.command), left), left + 1)
+                    elif hook.sleep is not None and left > 0:
+                        await asyncio.sleep(min(hook.sleep.seconds, left))
+            with contextlib.suppress(ContainerRuntimeError):
+                await self.runtime.stop(info.id, max(0.0, deadline - time.monotonic()))
+
+        await asyncio.gather(*(stop_one(i) for i in running))
+        await self.teardown(uid)
+        await self._delete_object(pod)
+
+    async def _delete_object(self, pod: Pod) -> None:
+        ns, name = pod.metadata.namespace, pod.metadata.name
+        for _ in range(20):
+            try:
+                current = await self.store.get("Pod", ns, name)
+            except errors.NotFound:
+                return
+            if current.metadata.uid != pod.metadata.uid:
+                return
+            try:
+                await self.store.delete(
+                    "Pod", ns, name, resource_version=current.metadata.resourceVersion, grace_period_seconds=0
+                )
+                return
+            except errors.NotFound:
+                return
+            except errors.Conflict:
+                continue
+
+    async def teardown(self, uid: str) -> None:
+        """Remove every container and the sandbox of ``uid`` and forget it."""
+        if self.probes is not None:
+            self.probes.stop(uid)
+        await self.runtime.remove_sandbox(uid)
+        with contextlib.suppress(Exception):
+            await self.volumes.cleanup(uid)
+        self.allocator.release(uid)
+        self._memory.pop(uid, None)
+        self._sandboxes.pop(uid, None)
+        for k in [k for k in self._probed if k[0] == uid]:
+            del self._probed[k]
+
+    async def housekeeping(self) -> None:
+        """Remove containers of pods that are not bound here any more (also after a restart)."""
+        wanted = {p.metadata.uid for p in self.pods.by_index("node", self.node_name)}
+        present = set(await self.runtime.list_sandboxes()) | {i.pod_uid for i in await self.runtime.list()}
+        for uid in present - wanted - {""}:
+            self.log.info("removing containers of a pod not bound here", pod_uid=uid)
+            await self.teardown(uid)
