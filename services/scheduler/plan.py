@@ -226,6 +226,9 @@ class NodeTable:
         self.pods: dict[str, _Bound] = {}
         self._pods_on: dict[str, set[str]] = {}
         self._static_cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        # Resource scores per pod shape, refreshed only on the rows changed since (the log).
+        self._resource_cache: dict[tuple[int, int], list] = {}
+        self._changed: list[int] = []
 
     # ---- nodes ---------------------------------------------------------------------------
 
@@ -279,6 +282,7 @@ class NodeTable:
             for key in self._pods_on.get(node.name, ()):
                 self._account(i, self.pods[key], +1)
         self.nodes[node.name] = node
+        self._touch(i)
         self.alloc_cpu[i], self.alloc_mem[i], self.alloc_pods[i] = node.cpu, node.memory, node.pods
         self.ready[i] = node.ready
         self.unschedulable[i] = node.unschedulable
@@ -315,11 +319,19 @@ class NodeTable:
                 counts[i] = 0
         for counts in self._owners.values():
             counts[i] = 0
+        self._touch(i)
         self._free.append(i)
 
     # ---- pods ----------------------------------------------------------------------------
 
+    def _touch(self, i: int) -> None:
+        self._changed.append(i)
+        if len(self._changed) > 4 * self._cap + 1024:
+            self._resource_cache.clear()
+            self._changed = []
+
     def _account(self, i: int, b: _Bound, sign: int) -> None:
+        self._touch(i)
         self.req_cpu[i] += sign * b.cpu
         self.req_mem[i] += sign * b.memory
         self.req_pods[i] += sign
@@ -505,7 +517,7 @@ class NodeTable:
                 out[reason] = k
         for col, k in zip(*np.unique(first_taint[code == 4], return_counts=True), strict=True):
             t = self._taint_list[int(col)]
-            out[f"node(s) had untolerated taint {{{t.key}: {t.value}}}"] = int(k)
+            out[f"node(s) had untolerated taint {{{t.key}: {t.value}}}"] += int(k)
         rest = code == 0
         ports = self._port_conflicts(pod, n)
         if ports is not None:
@@ -527,17 +539,38 @@ class NodeTable:
 
     # ---- scores --------------------------------------------------------------------------
 
-    def scores(self, pod: PodRequest, rows: np.ndarray) -> np.ndarray:
-        """Weighted total score of each of ``rows`` (feasible node rows), as integers."""
+    def _resource_scores(self, cpu: int, memory: int, rows: np.ndarray | slice) -> np.ndarray:
+        """LeastAllocated + BalancedAllocation (weighted) of ``rows`` for a pod asking cpu/memory."""
         cap_cpu = self.alloc_cpu[rows]
         cap_mem = self.alloc_mem[rows]
-        want_cpu = self.score_cpu[rows] + pod.score_cpu
-        want_mem = self.score_mem[rows] + pod.score_memory
-        total = (WEIGHTS["least"] * ((_least(want_cpu, cap_cpu) + _least(want_mem, cap_mem)) // 2)).astype(np.int64)
+        want_cpu = self.score_cpu[rows] + cpu
+        want_mem = self.score_mem[rows] + memory
+        total = WEIGHTS["least"] * ((_least(want_cpu, cap_cpu) + _least(want_mem, cap_mem)) // 2)
         with np.errstate(divide="ignore", invalid="ignore"):
             f_cpu = np.where(cap_cpu > 0, np.minimum(want_cpu / np.maximum(cap_cpu, 1), 1.0), 1.0)
             f_mem = np.where(cap_mem > 0, np.minimum(want_mem / np.maximum(cap_mem, 1), 1.0), 1.0)
         total += WEIGHTS["balanced"] * ((1.0 - np.abs(f_cpu - f_mem) / 2.0) * MAX_NODE_SCORE).astype(np.int64)
+        return total
+
+    def _resource_row_scores(self, pod: PodRequest) -> np.ndarray:
+        """``_resource_scores`` of every row, cached per pod shape and refreshed on changed rows."""
+        shape = (pod.score_cpu, pod.score_memory)
+        entry = self._resource_cache.get(shape)
+        log = self._changed
+        if entry is None or entry[0].size != self.n or entry[2] is not log:
+            arr = self._resource_scores(*shape, slice(0, self.n))
+            self._resource_cache[shape] = [arr, len(log), log]
+            return arr
+        arr, pos, _ = entry
+        if pos < len(log):
+            rows = np.unique(np.array(log[pos:], dtype=np.int64))
+            arr[rows] = self._resource_scores(*shape, rows)
+            entry[1] = len(log)
+        return arr
+
+    def scores(self, pod: PodRequest, rows: np.ndarray) -> np.ndarray:
+        """Weighted total score of each of ``rows`` (feasible node rows), as integers."""
+        total = self._resource_row_scores(pod)[rows]
         if pod.owner_uid:
             counts = self._owners.get(pod.owner_uid)
             if counts is not None:
