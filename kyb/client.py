@@ -1,0 +1,185 @@
+"""The client side of the api request protocol: what `kyb` (and any Python caller) uses to
+apply, read and delete objects over NATS, with errors rebuilt into the kyb.errors tree.
+
+Each verb is one request-reply on ``kyb.api.<verb>``. The reply carries ``Kyb-Status``
+(HTTP-like code) and, for apply, ``Kyb-Result`` (created | configured | unchanged);
+failures carry a Status body that ``kyb.errors.from_status`` turns back into a typed error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Literal
+
+import nats
+import nats.errors
+from nats.aio.client import Client as NatsClient
+
+from kyb.errors import KybError, TooLarge, Temporary, Unreachable, from_status
+
+MAX_PAYLOAD = 1024 * 1024  # bytes; the api service refuses larger bodies with 413
+DEFAULT_TIMEOUT = 5.0
+
+ApplyResult = Literal["created", "configured", "unchanged"]
+Propagation = Literal["Background", "Foreground", "Orphan"]
+
+
+async def connect(url: str, *, timeout: float = 2.0, **options: Any) -> NatsClient:
+    """A NATS connection, or Unreachable with a one-line reason when nothing answers at `url`.
+
+    The first failed attempt ends the call (no retry storm); once connected, the client
+    reconnects as usual.
+    """
+    first_error: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
+
+    async def on_error(e: Exception) -> None:
+        if not first_error.done():
+            first_error.set_result(e)
+
+    attempt = asyncio.ensure_future(
+        nats.connect(url, connect_timeout=timeout, error_cb=on_error, **options)
+    )
+    done, _ = await asyncio.wait({attempt, first_error}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    if attempt in done and attempt.exception() is None:
+        return attempt.result()
+    attempt.cancel()
+    try:
+        await attempt
+    except BaseException:  # the attempt was abandoned; its error is reported below
+        pass
+    if first_error.done():
+        cause: BaseException = first_error.result()
+    elif attempt in done and attempt.exception() is not None:
+        cause = attempt.exception()  # type: ignore[assignment]
+    else:
+        cause = TimeoutError()
+    raise Unreachable(f"cannot reach NATS at {url}: {_reason(cause)}") from cause
+
+
+def _reason(e: BaseException) -> str:
+    chain: list[BaseException] = []
+    cur: BaseException | None = e
+    while cur is not None and cur not in chain:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    for err in chain:
+        if isinstance(err, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(err, TimeoutError | nats.errors.TimeoutError):
+            return "connection timed out"
+        if isinstance(err, OSError) and err.strerror:
+            return err.strerror.lower()
+    text = str(e).strip().strip(":").strip()
+    if isinstance(e, nats.errors.NoServersError) or not text:
+        return "connection refused"
+    return text
+
+
+def _trace_headers(headers: dict[str, str]) -> dict[str, str]:
+    try:
+        from kyb import telemetry  # present once tracing is wired in
+    except ImportError:
+        return headers
+    inject = getattr(telemetry, "inject", None)
+    if inject is None:
+        return headers
+    result = inject(headers)
+    return result if isinstance(result, dict) else headers
+
+
+class ApiClient:
+    """Typed access to the api service. Objects travel as their JSON form (dicts)."""
+
+    def __init__(self, nc: NatsClient, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.nc = nc
+        self.timeout = timeout
+
+    async def _request(self, verb: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[Any, dict[str, str]]:
+        subject = f"kyb.api.{verb}"
+        if len(body) > MAX_PAYLOAD:
+            raise TooLarge(
+                f"request of {len(body)} bytes exceeds the {MAX_PAYLOAD} byte limit of {subject}"
+            )
+        hdrs = _trace_headers(dict(headers or {}))
+        try:
+            msg = await self.nc.request(subject, body, timeout=self.timeout, headers=hdrs or None)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
+            raise Temporary(f"no api service answered on {subject} within {self.timeout:g}s") from e
+        except nats.errors.ConnectionClosedError as e:
+            raise Temporary(f"NATS connection closed while waiting for {subject}") from e
+        reply_headers = dict(msg.headers or {})
+        try:
+            payload = json.loads(msg.data) if msg.data else None
+        except ValueError as e:
+            raise KybError(f"undecodable reply on {subject}: {msg.data[:200]!r}") from e
+        status = reply_headers.get("Kyb-Status", "")
+        failed = (status and not status.startswith("2")) or (
+            isinstance(payload, dict) and payload.get("kind") == "Status" and payload.get("status") == "Failure"
+        )
+        if failed:
+            if isinstance(payload, dict):
+                raise from_status(payload)
+            raise KybError(f"{subject} failed with status {status}")
+        return payload, reply_headers
+
+    @staticmethod
+    def _manifest_body(manifest: bytes | str | dict[str, Any]) -> bytes:
+        if isinstance(manifest, dict):
+            return json.dumps(manifest).encode()
+        if isinstance(manifest, str):
+            return manifest.encode()
+        return manifest
+
+    @staticmethod
+    def _ns_headers(namespace: str | None) -> dict[str, str]:
+        return {"Kyb-Namespace": namespace} if namespace else {}
+
+    async def apply(
+        self, manifest: bytes | str | dict[str, Any], namespace: str | None = None
+    ) -> tuple[dict[str, Any], ApplyResult]:
+        obj, headers = await self._request("apply", self._manifest_body(manifest), self._ns_headers(namespace))
+        result = headers.get("Kyb-Result", "configured")
+        return obj, result  # type: ignore[return-value]
+
+    async def create(self, manifest: bytes | str | dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
+        obj, _ = await self._request("create", self._manifest_body(manifest), self._ns_headers(namespace))
+        return obj
+
+    async def replace(self, manifest: bytes | str | dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
+        obj, _ = await self._request("replace", self._manifest_body(manifest), self._ns_headers(namespace))
+        return obj
+
+    async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
+        body = json.dumps({"kind": kind, "namespace": namespace, "name": name}).encode()
+        obj, _ = await self._request("get", body)
+        return obj
+
+    async def list(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        query = {"kind": kind, "namespace": namespace, "labelSelector": label_selector, "fieldSelector": field_selector}
+        reply, _ = await self._request("list", json.dumps(query).encode())
+        return list((reply or {}).get("items") or [])
+
+    async def delete(
+        self,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        propagation: Propagation = "Background",
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        query = {
+            "kind": kind,
+            "namespace": namespace,
+            "name": name,
+            "propagationPolicy": propagation,
+            "resourceVersion": resource_version,
+        }
+        obj, _ = await self._request("delete", json.dumps(query).encode())
+        return obj
