@@ -1,0 +1,200 @@
+"""The kubelet's node API over NATS: container logs and exec, the two things only the node
+running a pod can answer (what the kubelet's HTTPS port serves in Kubernetes).
+
+    kyb.node.<node>.logs    {namespace, pod, container, follow, previous, tail}
+                            -> chunks of output to the reply inbox, each its own message, then an
+                               empty message with header ``Kyb-EOF: 1``
+    kyb.node.<node>.exec    {namespace, pod, container, command: [...], timeout?}
+                            -> {exitCode, output}
+    kyb.node.<node>.cancel  {inbox}: stop the followed log stream answering to that inbox
+                            (a client sends it when it stops reading)
+
+Failures are a Status body (``kyb.errors`` wire shape) with header ``Kyb-Status`` = its code;
+for logs it also carries ``Kyb-EOF: 1``. Each request is handled in its own task, so a
+followed stream never holds up anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from kyb import errors
+from services.kubelet.runtime.base import ContainerRuntime
+from services.kubelet.runtime.errors import ContainerNotFound, ContainerRuntimeError, ExecTimeout
+
+log = structlog.get_logger("kyb.kubelet.nodeapi")
+
+CHUNK = 64 * 1024  # bytes per streamed message
+DEFAULT_EXEC_TIMEOUT = 300.0
+EOF_HEADER = "Kyb-EOF"
+STATUS_HEADER = "Kyb-Status"
+
+Lookup = Callable[[str, str, str | None, bool], "str | None | Awaitable[str | None]"]
+
+
+class LogsRequest(msgspec.Struct, kw_only=True, frozen=True):
+    pod: str
+    namespace: str = "default"
+    container: str | None = None
+    follow: bool = False
+    previous: bool = False
+    tail: int | None = None  # lines; None = all
+
+
+class ExecRequest(msgspec.Struct, kw_only=True, frozen=True):
+    pod: str
+    command: list[str]
+    namespace: str = "default"
+    container: str | None = None
+    timeout: float = DEFAULT_EXEC_TIMEOUT
+
+
+class ExecReply(msgspec.Struct, kw_only=True, frozen=True):
+    exitCode: int
+    output: str
+
+
+def subject(node_name: str, verb: str) -> str:
+    return f"kyb.node.{node_name}.{verb}"
+
+
+class NodeApi:
+    """The running node API: the subscriptions and the streams in flight. ``stop()`` ends them."""
+
+    def __init__(self, nc: NATS, node_name: str, runtime: ContainerRuntime, lookup: Lookup) -> None:
+        self.nc = nc
+        self.node_name = node_name
+        self.runtime = runtime
+        self.lookup = lookup
+        self._subs: list[Any] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._streams: dict[str, asyncio.Task[None]] = {}  # reply inbox -> the log stream feeding it
+
+    async def start(self) -> None:
+        for verb, handler in (("logs", self._logs), ("exec", self._exec), ("cancel", self._cancel)):
+            self._subs.append(await self.nc.subscribe(subject(self.node_name, verb), cb=self._spawn(handler)))
+
+    async def stop(self) -> None:
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    unsubscribe = stop
+
+    def _spawn(self, handler: Callable[[Msg], Awaitable[None]]) -> Callable[[Msg], Awaitable[None]]:
+        async def cb(msg: Msg) -> None:
+            task = asyncio.create_task(handler(msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return cb
+
+    async def _container_id(self, namespace: str, pod: str, container: str | None, previous: bool) -> str:
+        found = self.lookup(namespace, pod, container, previous)
+        if inspect.isawaitable(found):
+            found = await found
+        if not found:
+            what = f'previous terminated container "{container}"' if previous else f'container "{container}"'
+            if container is None:
+                what = "a container"
+            raise errors.NotFound(f'{what} in pod "{pod}" not found on node "{self.node_name}"')
+        return found
+
+    async def _reply_error(self, reply: str, err: errors.KybError, eof: bool) -> None:
+        headers = {STATUS_HEADER: str(err.code)}
+        if eof:
+            headers[EOF_HEADER] = "1"
+        await self.nc.publish(reply, json.dumps(err.to_status()).encode(), headers=headers)
+
+    # -- logs ------------------------------------------------------------------------------
+
+    async def _logs(self, msg: Msg) -> None:
+        if not msg.reply:
+            return
+        self._streams[msg.reply] = asyncio.current_task()  # type: ignore[assignment]
+        try:
+            req = msgspec.json.decode(msg.data, type=LogsRequest)
+            cid = await self._container_id(req.namespace, req.pod, req.container, req.previous)
+            async for chunk in self.runtime.logs(cid, tail=req.tail, follow=req.follow and not req.previous):
+                for i in range(0, len(chunk), CHUNK):
+                    await self.nc.publish(msg.reply, chunk[i : i + CHUNK])
+            await self.nc.publish(msg.reply, b"", headers={EOF_HEADER: "1", STATUS_HEADER: "200"})
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await self.nc.publish(msg.reply, b"", headers={EOF_HEADER: "1", STATUS_HEADER: "200"})
+            raise
+        except Exception as e:
+            await self._reply_error(msg.reply, _as_kyb(e), eof=True)
+        finally:
+            self._streams.pop(msg.reply, None)
+
+    async def _cancel(self, msg: Msg) -> None:
+        try:
+            inbox = str(json.loads(msg.data).get("inbox") or "")
+        except ValueError:
+            return
+        task = self._streams.get(inbox)
+        if task is not None:
+            task.cancel()
+
+    # -- exec ------------------------------------------------------------------------------
+
+    async def _exec(self, msg: Msg) -> None:
+        if not msg.reply:
+            return
+        try:
+            req = msgspec.json.decode(msg.data, type=ExecRequest)
+            if not req.command:
+                raise errors.BadRequest("you must specify at least one command for the container")
+            cid = await self._container_id(req.namespace, req.pod, req.container, False)
+            code, output = await self.runtime.exec(cid, list(req.command), req.timeout)
+            body = msgspec.json.encode(ExecReply(exitCode=code, output=output.decode(errors="replace")))
+            await self.nc.publish(msg.reply, body, headers={STATUS_HEADER: "200"})
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            await self._reply_error(msg.reply, _as_kyb(e), eof=False)
+
+
+def _as_kyb(e: Exception) -> errors.KybError:
+    if isinstance(e, errors.KybError):
+        return e
+    if isinstance(e, msgspec.DecodeError | msgspec.ValidationError):
+        return errors.BadRequest(f"undecodable request: {e}")
+    if isinstance(e, ContainerNotFound):
+        return errors.NotFound(e.message)
+    if isinstance(e, ExecTimeout):
+        return errors.Temporary(e.message)
+    if isinstance(e, ContainerRuntimeError):
+        return errors.Permanent(e.message)
+    log.exception("node api request failed")
+    return errors.Permanent(f"{type(e).__name__}: {e}")
+
+
+async def serve_node_api(nc: NATS, node_name: str, runtime: ContainerRuntime, lookup: Lookup) -> NodeApi:
+    """Answer ``kyb.node.<node_name>.logs|exec|cancel`` until the returned handle is stopped.
+
+    ``lookup(namespace, pod, container, previous)`` names the runtime container id (of the
+    previous, terminated instance when ``previous``), or None when there is none; it may be a
+    coroutine function and may raise a ``kyb.errors`` error with a better message.
+    """
+    api = NodeApi(nc, node_name, runtime, lookup)
+    await api.start()
+    return api
