@@ -26,6 +26,7 @@ from kyb.store import Store, kind_info
 from schemas.meta import Object
 from schemas.registry import KindInfo, all_kinds, by_kind
 from services.api import admission
+from services.api.allocator import Allocator, Ranges, held_keys, owner_of
 
 log = structlog.get_logger("api")
 
@@ -51,8 +52,17 @@ class Query(msgspec.Struct, forbid_unknown_fields=True):
 class Api:
     """The verbs, over a Store and a namespace cache."""
 
-    def __init__(self, store: Store, namespaces: Informer | None, *, nc: Any = None, source: str = "api") -> None:
+    def __init__(
+        self,
+        store: Store,
+        namespaces: Informer | None,
+        *,
+        nc: Any = None,
+        source: str = "api",
+        allocator: Allocator | None = None,
+    ) -> None:
         self.store = store
+        self.allocator = allocator or Allocator(store.js)
         self.namespaces = namespaces
         self.nc = nc
         self.source = source
@@ -80,6 +90,34 @@ class Api:
                 [errors.FieldError("metadata.namespace", "namespace is being terminated")],
             )
 
+    async def _create(self, info: KindInfo, obj: Object) -> Object:
+        obj = admission.fresh_status(obj)
+        if info.kind != "Service":
+            return await self.store.create(obj)
+        obj, claimed = await self.allocator.assign(obj, None)
+        try:
+            return await self.store.create(obj)
+        except BaseException:
+            await self.allocator.release_keys(claimed, owner_of(obj))
+            raise
+
+    async def _update(self, info: KindInfo, new: Object, current: Object) -> Object | None:
+        """Write ``new`` over ``current``; None when it would change nothing."""
+        claimed: set[str] = set()
+        if info.kind == "Service":
+            new, claimed = await self.allocator.assign(new, current)
+        if admission.same_content(new, current):
+            return None
+        try:
+            updated = await self.store.update(new, current=current)
+        except BaseException:
+            if claimed:
+                await self.allocator.release_keys(claimed, owner_of(new))
+            raise
+        if info.kind == "Service":
+            await self.allocator.release_keys(held_keys(current) - held_keys(updated), owner_of(updated))
+        return updated
+
     async def _event(self, obj: Object, reason: str, message: str) -> None:
         with contextlib.suppress(Exception):
             await self.store.record_event(obj, reason, message, source=self.source, nc=self.nc)
@@ -95,7 +133,7 @@ class Api:
         await self._check_namespace(info, desired)
         # Optimistic create first: one round trip for what is new, the merge path otherwise.
         try:
-            created = await self.store.create(admission.fresh_status(desired))
+            created = await self._create(info, desired)
         except errors.AlreadyExists:
             pass
         else:
@@ -106,7 +144,7 @@ class Api:
                 current = await self.store.get(info, desired.metadata.namespace, desired.metadata.name)
             except errors.NotFound:
                 try:
-                    created = await self.store.create(admission.fresh_status(desired))
+                    created = await self._create(info, desired)
                 except errors.AlreadyExists:
                     continue  # raced with another writer: merge onto theirs
                 await self._event(created, "Created", f"{info.kind} {created.metadata.name} created")
@@ -116,12 +154,12 @@ class Api:
                     f'{info.plural} "{current.metadata.name}" is being deleted; apply again once it is gone'
                 )
             merged = admission.merge_apply(current, desired, doc)
-            if admission.same_content(merged, current):
-                return current, "unchanged"
             try:
-                updated = await self.store.update(merged, current=current)
+                updated = await self._update(info, merged, current)
             except errors.Conflict:
                 continue  # re-read, re-merge
+            if updated is None:
+                return current, "unchanged"
             await self._event(updated, "Updated", f"{info.kind} {updated.metadata.name} configured")
             return updated, "configured"
         raise errors.Conflict(f'{info.plural} "{desired.metadata.name}": too many concurrent writers, try again')
@@ -132,7 +170,7 @@ class Api:
         if not desired.metadata.name and not desired.metadata.generateName:
             raise errors.Invalid("name or generateName is required", [errors.FieldError("metadata.name", "Required value")])
         await self._check_namespace(info, desired)
-        created = await self.store.create(admission.fresh_status(desired))
+        created = await self._create(info, desired)
         await self._event(created, "Created", f"{info.kind} {created.metadata.name} created")
         return created
 
@@ -147,9 +185,9 @@ class Api:
                 "modified; please apply your changes to the latest version and try again"
             )
         new = admission.replace_onto(current, desired)
-        if admission.same_content(new, current):
+        updated = await self._update(info, new, current)
+        if updated is None:
             return current
-        updated = await self.store.update(new, current=current)
         await self._event(updated, "Updated", f"{info.kind} {updated.metadata.name} replaced")
         return updated
 
@@ -210,6 +248,8 @@ class Api:
             add_finalizers=finalizers,
         )
         await self._event(deleted, "Deleted", f"{info.kind} {q.name} deleted")
+        if info.kind == "Service" and not deleted.metadata.deletionTimestamp:
+            await self.allocator.release(deleted)
         if info.kind == "Namespace":
             self.finish_namespace(q.name)
         return deleted
@@ -312,7 +352,8 @@ async def handle(api: Api, verb: str, body: bytes, headers: dict[str, str]) -> t
 async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     namespaces = Informer(ctx.nc, "Namespace")
     await namespaces.start()
-    api = Api(ctx.store, namespaces, nc=ctx.nc, source="api")
+    allocator = Allocator(ctx.js, Ranges.from_options(ctx.options))
+    api = Api(ctx.store, namespaces, nc=ctx.nc, source="api", allocator=allocator)
     await api.ensure_namespaces()
     await namespaces.wait_synced(30)
     limit = asyncio.Semaphore(int(ctx.options.get("api_concurrency", 256)))
@@ -335,9 +376,28 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
 
     sub = await ctx.nc.subscribe(SUBJECT_PREFIX + "*", queue=QUEUE, cb=on_msg, pending_msgs_limit=1_000_000)
     ctx.log.info("api serving", subject=SUBJECT_PREFIX + "*", queue=QUEUE)
+    repair_every = float(ctx.options.get("allocation_repair_seconds", 30))
+
+    async def repair() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), repair_every)
+            if stop.is_set():
+                return
+            try:
+                freed = await allocator.repair(await ctx.store.list("Service"), older_than=repair_every)
+                if freed:
+                    ctx.log.info("freed leaked service allocations", count=freed)
+            except Exception as e:
+                ctx.log.warning("allocation repair failed", error=repr(e))
+
+    repairer = asyncio.create_task(repair())
     try:
         await stop.wait()
     finally:
+        repairer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await repairer
         with contextlib.suppress(Exception):
             await sub.drain()
         if inflight:
