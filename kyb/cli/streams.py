@@ -1,0 +1,94 @@
+"""The CLI's reads that are not api requests: Events from the KYB_EVENTS stream (for
+`describe` and `kyb events`) and the change feed of a kind's bucket (for `get -w`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.js import api
+
+from kyb.store import events_subject
+from schemas.registry import KindInfo
+
+EVENTS_STREAM = "KYB_EVENTS"
+
+
+def events_filter(namespace: str | None, kind: str | None = None, name: str | None = None) -> str:
+    """Subject filter for the events of one object, of a namespace (None: all namespaces)."""
+    if kind and name:
+        return events_subject(namespace, kind, name)
+    return f"kyb.events.{namespace or '*'}.>"
+
+
+async def read_events(nc: NatsClient, subject: str, *, limit: int = 200) -> list[dict[str, Any]]:
+    """The stored Events on ``subject`` (oldest first, the last ``limit`` of them)."""
+    out: list[dict[str, Any]] = []
+    async for ev in _events(nc, subject, follow=False):
+        out.append(ev)
+    return out[-limit:]
+
+
+async def follow_events(nc: NatsClient, subject: str) -> AsyncIterator[dict[str, Any]]:
+    async for ev in _events(nc, subject, follow=True):
+        yield ev
+
+
+async def _events(nc: NatsClient, subject: str, *, follow: bool) -> AsyncIterator[dict[str, Any]]:
+    js = nc.jetstream()
+    try:
+        sub = await js.subscribe(subject, stream=EVENTS_STREAM, ordered_consumer=True,
+                                 deliver_policy=api.DeliverPolicy.ALL)
+    except (nats.js.errors.NotFoundError, nats.js.errors.Error, nats.errors.Error):
+        return  # no stream yet: no events were ever recorded
+    try:
+        info = await sub.consumer_info()
+        remaining = info.num_pending or 0
+        while follow or remaining > 0:
+            try:
+                msg = await sub.next_msg(timeout=None if follow else 2.0)
+            except nats.errors.TimeoutError:
+                break
+            if msg.metadata is not None:
+                remaining = msg.metadata.num_pending
+            with contextlib.suppress(ValueError):
+                yield json.loads(msg.data)
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+async def watch_kind(
+    nc: NatsClient, info: KindInfo, namespace: str | None
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """("ADDED"|"MODIFIED"|"DELETED", object as users see it) for every change of a kind,
+    starting with the current objects, until cancelled."""
+    from kyb.informer import Informer
+    from kyb.render import to_dict
+
+    queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+
+    def handler(event: str, new: Any, old: Any, _headers: dict[str, str]) -> None:
+        obj = new if new is not None else old
+        if obj is None:
+            return
+        ns = obj.metadata.namespace
+        if namespace is not None and info.namespaced and ns != namespace:
+            return
+        queue.put_nowait((event, to_dict(obj)))
+
+    informer = Informer(nc, info)
+    informer.add_handler(handler)
+    await informer.start()
+    try:
+        while True:
+            yield await queue.get()
+    finally:
+        await informer.stop()
