@@ -135,13 +135,14 @@ async def make_runtime(opts: KubeletOptions, state_dir: Path) -> tuple[Container
     return ProcessRuntime(state_dir / "process"), f"process://{platform.python_version()}"
 
 
-def _volume_manager(ctx: ServiceContext, configmaps: Informer, secrets: Informer, base: Path) -> Any:
+def _volume_manager(ctx: ServiceContext, node_name: str, configmaps: Informer, secrets: Informer, base: Path) -> Any:
     """The volume manager of services/kubelet/volumes.py, or the host-directory fallback."""
     try:
         module = importlib.import_module("services.kubelet.volumes")
     except ModuleNotFoundError:
         return HostDirVolumes(base)
-    return module.VolumeManager(configmaps, secrets, base)
+    secret_dir = Path(ctx.options.get("secret_dir") or module.DEFAULT_SECRET_DIR / node_name)
+    return module.VolumeManager(ctx.store, configmaps, secrets, base, secret_dir)
 
 
 async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
@@ -170,6 +171,7 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     secrets = Informer(ctx.nc, "Secret")
     informers = [pods, configmaps, secrets]
     probes = None
+    volumes: Any = None
     try:
         probes = importlib.import_module("services.kubelet.probes").ProbeManager(runtime)
     except ModuleNotFoundError:
@@ -190,6 +192,7 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
             if controller is not None:
                 controller.enqueue(key)
 
+        volumes = _volume_manager(ctx, node_name, configmaps, secrets, state_dir / "volumes")
         worker = PodWorker(
             node_name=node_name,
             store=ctx.store,
@@ -198,7 +201,7 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
             configmaps=configmaps,
             secrets=secrets,
             allocator=allocator,
-            volumes=_volume_manager(ctx, configmaps, secrets, state_dir / "volumes"),
+            volumes=volumes,
             probes=probes,
             settings=Settings(
                 base_backoff=opts.crash_backoff,
@@ -261,6 +264,9 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
         if probes is not None:
             with contextlib.suppress(Exception):
                 await probes.close()
+        if volumes is not None and hasattr(volumes, "close"):
+            with contextlib.suppress(Exception):
+                await volumes.close()
         await runtime.close()
 
 

@@ -267,13 +267,8 @@ class PodWorker:
                 except (errors.KybError, LookupError, OSError) as e:
                     message = f"MountVolume.SetUp failed: {e}"
                     await self._event(pod, "FailedMount", message, "Warning")
-                    previous = memory.failures.get(s.name)
                     for other in p.start:
-                        memory = with_failure(
-                            memory, other.name,
-                            Failure("ContainerCreating", message, self.clock(),
-                                    next_failure_backoff(previous, "ContainerCreating", self.settings)),
-                        )
+                        memory = with_failure(memory, other.name, Failure("ContainerCreating", message, self.clock(), 0.0))
                     return memory
             memory = await self._start(pod, c, s, sandbox, prepared, memory, ip)
         return memory
@@ -339,6 +334,11 @@ class PodWorker:
             else:
                 await self._event(pod, "Pulled", f'Container image "{c.image}" already present on machine')
             limits = c.resources.limits
+            try:
+                mounts = tuple(self.volumes.mounts_for(pod, c, prepared))
+            except (errors.KybError, OSError) as e:
+                await self._event(pod, "Failed", f"Error: {e}", "Warning")
+                return with_failure(memory, c.name, Failure(ConfigError.reason, str(e), now, 0.0))
             cfg = ContainerConfig(
                 name=c.name,
                 image=c.image,
@@ -346,7 +346,7 @@ class PodWorker:
                 args=args,
                 env=env,
                 working_dir=c.workingDir or None,
-                mounts=tuple(self.volumes.mounts_for(pod, c, prepared)),
+                mounts=mounts,
                 cpu_limit_millis=cpu_millis(limits["cpu"]) if "cpu" in limits else None,
                 memory_limit_bytes=to_bytes(limits["memory"]) if "memory" in limits else None,
                 image_pull_policy=policy,
