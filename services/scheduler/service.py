@@ -111,9 +111,14 @@ class Scheduler:
         self._attempts: dict[str, int] = {}
         self._reservations: dict[str, dict[str, float]] = {}  # pod -> {others' reservation: when}
         self._seen_seq: dict[str, int] = {}            # node -> last reservation applied
+        self._foreign_seq: dict[str, int] = {}         # node -> last reservation by another replica applied
         self._wake = asyncio.Event()
+        self._node_locks: dict[str, asyncio.Lock] = {}
+        self._writes: set[asyncio.Task] = set()        # batches being written
+        self.max_in_flight = 8192                      # pods being written at once
         self._sub: Any = None
         self.bound = 0                                 # pods this replica bound
+        self.bound_log: list[tuple[str, str]] = []
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -131,6 +136,8 @@ class Scheduler:
         await self.pods.wait_synced(30)
 
     async def stop(self) -> None:
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
@@ -191,7 +198,9 @@ class Scheduler:
                 continue  # reserved by another replica; its binding is on the way
             batch.append((pod, pod_request(pod, key)))
         if batch:
-            await self._schedule(batch, now)
+            while len(self._in_flight) + len(batch) > self.max_in_flight and self._writes:
+                await asyncio.wait(self._writes, return_when=asyncio.FIRST_COMPLETED)
+            self._schedule(batch, now)
 
     def _enqueue(self, key: str) -> None:
         if key not in self._queued and key not in self._in_flight:
@@ -262,6 +271,7 @@ class Scheduler:
         self._seen_seq[node] = max(self._seen_seq.get(node, 0), seq)
         if body.by == self.identity:
             return
+        self._foreign_seq[node] = max(self._foreign_seq.get(node, 0), seq)
         now = self.clock()
         for r in body.pods:
             pod = self.pods.get(r.key)
@@ -286,7 +296,7 @@ class Scheduler:
             return
         self._on_reservation_msg(node, msg.metadata.sequence.stream, body)
 
-    async def _reserve(self, node: str, reqs: list[PodRequest]) -> bool:
+    async def _reserve(self, node: str, reqs: list[PodRequest], foreign_seen: int) -> bool:
         body = ReservationMsg(
             by=self.identity,
             pods=[
@@ -294,6 +304,15 @@ class Scheduler:
                 for r in reqs
             ],
         )
+        lock = self._node_locks.get(node)
+        if lock is None:
+            lock = self._node_locks[node] = asyncio.Lock()
+        async with lock:  # one reservation per node in flight: the next names this one's sequence
+            if self._foreign_seq.get(node, 0) != foreign_seen:
+                return False  # another replica reserved here after we decided: decide again
+            return await self._reserve_locked(node, body)
+
+    async def _reserve_locked(self, node: str, body: ReservationMsg) -> bool:
         expected = self._seen_seq.get(node, 0)
         try:
             ack = await self.js.publish(
@@ -317,7 +336,8 @@ class Scheduler:
 
     # -- binding --------------------------------------------------------------------------
 
-    async def _schedule(self, batch: list[tuple[Pod, PodRequest]], now: float) -> None:
+    def _schedule(self, batch: list[tuple[Pod, PodRequest]], now: float) -> None:
+        """Decide the batch now (assuming each pod), write it in the background."""
         chosen: dict[str, list[tuple[Pod, PodRequest]]] = {}
         failed = []
         for pod, req in batch:
@@ -328,26 +348,39 @@ class Scheduler:
             self.table.assume(req, d.node_name)
             self._in_flight.add(req.key)
             chosen.setdefault(d.node_name, []).append((pod, req))
+        # What the decisions saw of other replicas' reservations on each node.
+        seen = {node: self._foreign_seq.get(node, 0) for node in chosen}
+        task = asyncio.create_task(self._write(chosen, failed, seen))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write(
+        self, chosen: dict[str, list[tuple[Pod, PodRequest]]], failed: list[tuple[Pod, str]], seen: dict[str, int]
+    ) -> None:
         if self.reserve and chosen:
             nodes = list(chosen)
             results = await asyncio.gather(
-                *(self._reserve(n, [r for _, r in chosen[n]]) for n in nodes), return_exceptions=True
+                *(self._reserve(n, [r for _, r in chosen[n]], seen[n]) for n in nodes), return_exceptions=True
             )
             for node, ok in zip(nodes, results, strict=True):
                 if ok is True:
                     continue
                 for _, req in chosen.pop(node):  # lost the race for this node: decide again
-                    self._unassume(req.key)
+                    self._unassume(req.key, node)
                     self._enqueue(req.key)
+                self._wake.set()
         binds = [(pod, req, node) for node, items in chosen.items() for pod, req in items]
         await asyncio.gather(*(self._bind(pod, req, node) for pod, req, node in binds))
         await asyncio.gather(*(self._unschedulable_status(pod, message) for pod, message in failed))
         if failed:
             self._wake.set()
 
-    def _unassume(self, key: str) -> None:
+    def _unassume(self, key: str, node: str) -> None:
+        """Our decision did not stick. If the informer has meanwhile shown the pod bound
+        elsewhere, the table already counts it there: leave that."""
         self._in_flight.discard(key)
-        self.table.forget(key)
+        if self.table.node_of(key) == node:
+            self.table.forget(key)
 
     async def _bind(self, pod: Pod, req: PodRequest, node: str) -> None:
         key = req.key
@@ -362,9 +395,10 @@ class Scheduler:
             self._in_flight.discard(key)
             self._attempts.pop(key, None)
             self.bound += 1
+            self.bound_log.append((key, node))
             return
         except errors.Conflict:
-            self._unassume(key)
+            self._unassume(key, node)
             try:
                 current = await self.store.get("Pod", pod.metadata.namespace, pod.metadata.name)
             except errors.NotFound:
@@ -374,9 +408,9 @@ class Scheduler:
             elif wants_scheduling(current, self.scheduler_name):
                 self._enqueue(key)
         except errors.NotFound:
-            self._unassume(key)
+            self._unassume(key, node)
         except errors.KybError as e:
-            self._unassume(key)
+            self._unassume(key, node)
             self._back_off(key)
             if self.log is not None:
                 self.log.warning("binding failed", pod=key, node=node, error=str(e))
