@@ -16,7 +16,7 @@ import nats
 import nats.errors
 from nats.aio.client import Client as NatsClient
 
-from kyb.errors import KybError, TooLarge, Temporary, Unreachable, from_status
+from kyb.errors import KybError, Temporary, TooLarge, Unreachable, from_status
 
 MAX_PAYLOAD = 1024 * 1024  # bytes; the api service refuses larger bodies with 413
 DEFAULT_TIMEOUT = 5.0
