@@ -32,7 +32,9 @@ class Cluster:
     url: str
     options: dict[str, Any]
     image: str
-    data: Path  # a directory for files pods write ("work" inside the pod for the process runtime)
+    data: Path  # a directory for files pods write (mounted at /data)
+    kubelet_stop: asyncio.Event | None = None
+    kubelet_task: asyncio.Task | None = None
 
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         msg = await self.nc.request("kyb.api.apply", json.dumps(manifest).encode(), timeout=10)
@@ -126,7 +128,7 @@ async def cluster_for(runtime: str, nats_url: str, tmp_path: Path, image: str) -
     options = kubelet_options(runtime, tmp_path)
     api_stop, api_task = await start_services(["api"], nats_url, {})
     nc = await nats.connect(nats_url)
-    kl_stop = kl_task = None
+    c: Cluster | None = None
     try:
         await wait_api(nc, api_task)
         kl_stop, kl_task = await start_services(["kubelet"], nats_url, options)
@@ -135,10 +137,11 @@ async def cluster_for(runtime: str, nats_url: str, tmp_path: Path, image: str) -
         data = tmp_path / "data"
         data.mkdir()
         data.chmod(0o777)
-        yield Cluster(nc, store, runtime, nats_url, options, image, data)
+        c = Cluster(nc, store, runtime, nats_url, options, image, data, kl_stop, kl_task)
+        yield c
     finally:
-        if kl_stop is not None and kl_task is not None:
-            await stop_services(kl_stop, kl_task)
+        if c is not None and c.kubelet_stop is not None and c.kubelet_task is not None:
+            await stop_services(c.kubelet_stop, c.kubelet_task)
         await stop_services(api_stop, api_task)
         await nc.close()
         await cleanup_runtime(runtime, options)

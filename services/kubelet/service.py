@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from kyb import errors
 from kyb.controller import Controller
 from kyb.informer import Informer, by_node_name
@@ -27,7 +29,7 @@ from kyb.serve import ServiceContext
 from schemas.coordination import Lease
 from schemas.core import Namespace, Node
 from schemas.meta import ObjectMeta
-from schemas.pod import Pod
+from schemas.pod import Pod, PodStatus
 from services.kubelet.env import referenced
 from services.kubelet.ipam import PodIPAllocator, check_cidr, default_cidr
 from services.kubelet.node import (
@@ -224,6 +226,8 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
         ctrl = controller
 
         def on_pod(event: str, new: Any, old: Any, headers: dict[str, str]) -> None:
+            if new is not None and old is not None and not spec_or_meta_changed(old, new):
+                return  # a status write (most often our own): nothing to act on
             for obj in (new, old):
                 if isinstance(obj, Pod) and obj.spec.nodeName == node_name:
                     ctrl.enqueue_from_headers(f"{obj.metadata.namespace}.{obj.metadata.name}", headers)
@@ -268,6 +272,16 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
             with contextlib.suppress(Exception):
                 await volumes.close()
         await runtime.close()
+
+
+def spec_or_meta_changed(old: Pod, new: Pod) -> bool:
+    """True unless only the status (and so the resourceVersion) differs."""
+
+    def strip(p: Pod) -> bytes:
+        meta = msgspec.structs.replace(p.metadata, resourceVersion=None)
+        return msgspec.json.encode(msgspec.structs.replace(p, metadata=meta, status=PodStatus()))
+
+    return strip(old) != strip(new)
 
 
 async def _seams(
