@@ -30,16 +30,24 @@ def _scalar(v: Any) -> str:
     return str(v)
 
 
-def _lines(value: Any, indent: int) -> list[str]:
+# Fields holding user maps: their keys are data, shown as written.
+_MAPS = frozenset({"labels", "matchLabels", "annotations", "data", "binaryData", "stringData", "nodeSelector",
+                   "capacity", "allocatable", "requests", "limits", "selector", "hard", "used", "parameters"})
+
+
+def _lines(value: Any, indent: int, verbatim: bool = False) -> list[str]:
     pad = "  " * indent
     out: list[str] = []
     if isinstance(value, dict):
         for k, v in value.items():
+            label = k if verbatim else title(k)
+            if v == "" or v is None:
+                continue  # unset, as kubectl leaves it out
             if isinstance(v, dict | list) and v:
-                out.append(f"{pad}{title(k)}:")
-                out.extend(_lines(v, indent + 1))
+                out.append(f"{pad}{label}:")
+                out.extend(_lines(v, indent + 1, verbatim=k in _MAPS and isinstance(v, dict)))
             else:
-                out.append(f"{pad}{title(k)}:  {_scalar(v) if v not in ({}, []) else '<none>'}")
+                out.append(f"{pad}{label}:  {_scalar(v) if v not in ({}, []) else '<none>'}")
     elif isinstance(value, list):
         for item in value:
             if isinstance(item, dict):

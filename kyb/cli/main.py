@@ -276,8 +276,13 @@ def get(obj: dict[str, Any], args: tuple[str, ...], namespace: str, all_namespac
                     where = ""
                 click.echo(f"No resources found{where}.", err=True)
         if watch:
-            await _watch(api, targets[0][0], _namespace(targets[0][0], namespace, all_namespaces),
-                         fmt, set(targets[0][1]), all_namespaces, listed)
+            info0 = targets[0][0]
+            head, rows = printers.table(info0.kind, found[0][1], _now(), wide=fmt == "wide",
+                                        all_namespaces=all_namespaces and info0.namespaced)
+            if not found[0][1] and fmt not in ("yaml", "json", "name"):
+                click.echo(output.render_table(head, []), nl=False)
+            await _watch(api, info0, _namespace(info0, namespace, all_namespaces), fmt, set(targets[0][1]),
+                         all_namespaces, listed, output.column_widths(head, rows))
         if failed:
             raise Failed
 
@@ -285,7 +290,7 @@ def get(obj: dict[str, Any], args: tuple[str, ...], namespace: str, all_namespac
 
 
 async def _watch(api: ApiClient, info: Any, ns: str | None, fmt: str | None, names: set[str],
-                 all_namespaces: bool, listed: set[tuple[Any, Any, Any]]) -> None:
+                 all_namespaces: bool, listed: set[tuple[Any, Any, Any]], widths: list[int]) -> None:
     from kyb.cli.streams import watch_kind
 
     async for event, o in watch_kind(api.nc, info, ns):
@@ -302,7 +307,7 @@ async def _watch(api: ApiClient, info: Any, ns: str | None, fmt: str | None, nam
         else:
             head, rows = printers.table(info.kind, [o], _now(), wide=fmt == "wide",
                                         all_namespaces=all_namespaces and info.namespaced)
-            line = output.render_table(head, rows, header=False).rstrip("\n")
+            line = output.render_table(head, rows, header=False, min_widths=widths).rstrip("\n")
             click.echo(line + ("   (deleted)" if event == "DELETED" else ""))
 
 
@@ -542,7 +547,8 @@ def version(obj: dict[str, Any], namespace: str) -> None:
     async def cluster() -> str:
         nc = await connect(obj["nats"])
         try:
-            server = nc.connected_server_version
+            v = nc.connected_server_version
+            server = f"v{v.major}.{v.minor}.{v.patch}"
             api = "answering"
             try:
                 await ApiClient(nc, timeout=2.0).list("namespaces")

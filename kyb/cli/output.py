@@ -24,12 +24,20 @@ def as_list(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}}
 
 
-def render_table(headers: list[str], rows: list[list[str]], *, header: bool = True) -> str:
-    """Columns separated by three spaces, no borders, no wrapping: what kubectl prints."""
+def column_widths(headers: list[str], rows: list[list[str]]) -> list[int]:
+    return [max([len(h)] + [len(r[i]) for r in rows if i < len(r)]) for i, h in enumerate(headers)]
+
+
+def render_table(
+    headers: list[str], rows: list[list[str]], *, header: bool = True, min_widths: list[int] | None = None
+) -> str:
+    """Columns separated by three spaces, no borders, no wrapping: what kubectl prints.
+    ``min_widths`` keeps later rows (a watch) aligned under an earlier table."""
     table = Table(box=None, show_edge=False, pad_edge=False, header_style="", padding=(0, 3, 0, 0),
                   show_header=header)
-    for h in headers:
-        table.add_column(h, no_wrap=True, overflow="ignore")
+    for i, h in enumerate(headers):
+        width = min_widths[i] if min_widths and i < len(min_widths) else None
+        table.add_column(h, no_wrap=True, overflow="ignore", min_width=width)
     for r in rows:
         table.add_row(*r)
     buf = io.StringIO()
