@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import msgspec  # noqa: E402
 import nats  # noqa: E402
-
 from hollow import HollowNodes  # noqa: E402
+
 from kyb.natsd import NatsServer, free_port  # noqa: E402
 from kyb.store import Store  # noqa: E402
 from schemas.pod import Pod  # noqa: E402

@@ -116,6 +116,7 @@ class Scheduler:
         self._node_locks: dict[str, asyncio.Lock] = {}
         self._writes: set[asyncio.Task] = set()        # batches being written
         self.max_in_flight = 8192                      # pods being written at once
+        self.linger = 0.005                            # pause after a short batch (seconds)
         self._sub: Any = None
         self.bound = 0                                 # pods this replica bound
         self.bound_log: list[tuple[str, str]] = []
@@ -166,7 +167,8 @@ class Scheduler:
                 await asyncio.wait([waker, stopper], timeout=self._next_timeout(), return_when=asyncio.FIRST_COMPLETED)
                 waker.cancel()
                 self._wake.clear()
-                await self.step()
+                if await self.step() and self.linger > 0:
+                    await asyncio.sleep(self.linger)  # let more pending pods arrive: bigger batches
         finally:
             stopper.cancel()
 
@@ -178,8 +180,8 @@ class Scheduler:
 
     # -- one iteration --------------------------------------------------------------------
 
-    async def step(self) -> None:
-        """Apply what changed, then schedule one batch."""
+    async def step(self) -> bool:
+        """Apply what changed, then schedule one batch; True when the batch was short but not empty."""
         now = self.clock()
         self._sync(now)
         self._sweep(now)
@@ -201,6 +203,7 @@ class Scheduler:
             while len(self._in_flight) + len(batch) > self.max_in_flight and self._writes:
                 await asyncio.wait(self._writes, return_when=asyncio.FIRST_COMPLETED)
             self._schedule(batch, now)
+        return 0 < len(batch) < self.batch_size
 
     def _enqueue(self, key: str) -> None:
         if key not in self._queued and key not in self._in_flight:
