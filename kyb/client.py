@@ -9,6 +9,7 @@ failures carry a Status body that ``kyb.errors.from_status`` turns back into a t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any, Literal
 
@@ -76,11 +77,26 @@ def _reason(e: BaseException) -> str:
     return text
 
 
-def _trace_headers(headers: dict[str, str]) -> dict[str, str]:
+def _telemetry() -> Any:
     try:
         from kyb import telemetry  # present once tracing is wired in
     except ImportError:
-        return headers
+        return None
+    return telemetry
+
+
+def _request_span(subject: str) -> contextlib.AbstractContextManager[Any]:
+    """A client span around one request, so the api's work joins the caller's trace."""
+    telemetry = _telemetry()
+    if telemetry is None or not hasattr(telemetry, "tracer"):
+        return contextlib.nullcontext()
+    from opentelemetry.trace import SpanKind
+
+    return telemetry.tracer("kyb.client").start_as_current_span(subject, kind=SpanKind.CLIENT)
+
+
+def _trace_headers(headers: dict[str, str]) -> dict[str, str]:
+    telemetry = _telemetry()
     inject = getattr(telemetry, "inject", None)
     if inject is None:
         return headers
@@ -101,13 +117,14 @@ class ApiClient:
             raise TooLarge(
                 f"request of {len(body)} bytes exceeds the {MAX_PAYLOAD} byte limit of {subject}"
             )
-        hdrs = _trace_headers(dict(headers or {}))
-        try:
-            msg = await self.nc.request(subject, body, timeout=self.timeout, headers=hdrs or None)
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
-            raise Temporary(f"no api service answered on {subject} within {self.timeout:g}s") from e
-        except nats.errors.ConnectionClosedError as e:
-            raise Temporary(f"NATS connection closed while waiting for {subject}") from e
+        with _request_span(subject):
+            hdrs = _trace_headers(dict(headers or {}))
+            try:
+                msg = await self.nc.request(subject, body, timeout=self.timeout, headers=hdrs or None)
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
+                raise Temporary(f"no api service answered on {subject} within {self.timeout:g}s") from e
+            except nats.errors.ConnectionClosedError as e:
+                raise Temporary(f"NATS connection closed while waiting for {subject}") from e
         reply_headers = dict(msg.headers or {})
         try:
             payload = json.loads(msg.data) if msg.data else None

@@ -44,6 +44,8 @@ class Failed(Exception):
 def _run(fn: Callable[[ApiClient], Awaitable[T]], nats_url: str, timeout: float = 5.0) -> T:
     """Connect, run ``fn`` with an ApiClient, close; errors become kubectl-style lines + exit 1."""
 
+    provider = _start_tracing()
+
     async def main() -> T:
         nc = await connect(nats_url)
         try:
@@ -66,7 +68,20 @@ def _run(fn: Callable[[ApiClient], Awaitable[T]], nats_url: str, timeout: float 
         _fail(server_error(e))
     except LookupError as e:  # schemas.registry.UnknownKind
         _fail(f"error: {e.args[0] if e.args else e}")
+    finally:
+        if provider is not None:
+            with contextlib.suppress(Exception):
+                provider.force_flush()  # hand spans to the OTLP endpoint, if one is set
     raise AssertionError("unreachable")
+
+
+def _start_tracing() -> Any:
+    """The CLI starts the trace of each request (exported when OTEL_EXPORTER_OTLP_ENDPOINT is set)."""
+    try:
+        from kyb import telemetry
+    except ImportError:
+        return None
+    return telemetry.init_telemetry("kyb")
 
 
 def _fail(message: str) -> None:
@@ -197,6 +212,10 @@ def apply(obj: dict[str, Any], filenames: tuple[str, ...], recursive: bool, name
 
     if not items:
         _fail("error: no objects passed to apply")
+    if not any(isinstance(i, manifests.Document) for i in items):
+        for item in items:  # nothing to send: report without contacting the cluster
+            click.echo(f"error: {item.message}", err=True)  # type: ignore[union-attr]
+        sys.exit(1)
     _run(go, obj["nats"])
 
 
