@@ -751,6 +751,11 @@ def _add_node_commands() -> None:
         from kyb.cli.top import top_group
 
         cli.add_command(top_group, "top")
+    with contextlib.suppress(ImportError):
+        from kyb.cli.rollout import rollout_group, set_group
+
+        cli.add_command(rollout_group, "rollout")
+        cli.add_command(set_group, "set")
 
 
 _add_node_commands()

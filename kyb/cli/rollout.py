@@ -1,0 +1,360 @@
+"""``kyb rollout status|history|undo|pause|resume|restart`` and ``kyb set image``: kubectl's
+rollout verbs for Deployments, over the api request protocol.
+
+Reads are ``get``/``list``; every change is a ``replace`` at the resourceVersion read (so the
+api validates it and a concurrent writer makes us re-read and retry, never overwrite).
+The messages are kubectl's, so scripts that grep them keep working. ``rollout status`` exits
+non-zero when the Deployment exceeds its progress deadline or the wait times out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as _dt
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+import yaml
+
+from kyb import errors
+from kyb.cli.main import Failed, _run, namespace_opt, resolve_kind
+from kyb.client import ApiClient
+
+REVISION = "deployment.kubernetes.io/revision"
+CHANGE_CAUSE = "kubernetes.io/change-cause"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+HASH_LABEL = "pod-template-hash"
+# Annotations of a ReplicaSet that never go back onto its Deployment on undo.
+_NOT_ROLLED_BACK = {REVISION, "deployment.kubernetes.io/revision-history", "deployment.kubernetes.io/desired-replicas",
+                    "deployment.kubernetes.io/max-replicas", "kubectl.kubernetes.io/last-applied-configuration"}
+
+
+# -- pure: what kubectl says --------------------------------------------------------------------
+
+
+def status_message(d: dict[str, Any]) -> tuple[str, bool]:
+    """(message, done) as kubectl's DeploymentStatusViewer; raises RolloutFailed past the deadline."""
+    name = d["metadata"]["name"]
+    spec, status = d.get("spec") or {}, d.get("status") or {}
+    if (d["metadata"].get("generation") or 0) > (status.get("observedGeneration") or 0):
+        return "Waiting for deployment spec update to be observed...", False
+    progressing = next((c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), None)
+    if progressing is not None and progressing.get("reason") == "ProgressDeadlineExceeded":
+        raise RolloutFailed(f'deployment "{name}" exceeded its progress deadline')
+    replicas = int(spec.get("replicas", 1))
+    updated = int(status.get("updatedReplicas", 0))
+    total = int(status.get("replicas", 0))
+    available = int(status.get("availableReplicas", 0))
+    if updated < replicas:
+        return (f'Waiting for deployment "{name}" rollout to finish: {updated} out of {replicas} '
+                "new replicas have been updated..."), False
+    if total > updated:
+        return f'Waiting for deployment "{name}" rollout to finish: {total - updated} old replicas are pending termination...', False
+    if available < updated:
+        return f'Waiting for deployment "{name}" rollout to finish: {available} of {updated} updated replicas are available...', False
+    return f'deployment "{name}" successfully rolled out', True
+
+
+class RolloutFailed(Exception):
+    pass
+
+
+def revision(obj: dict[str, Any]) -> int:
+    try:
+        return int(((obj.get("metadata") or {}).get("annotations") or {}).get(REVISION, "0"))
+    except ValueError:
+        return 0
+
+
+def owned_by(rs: dict[str, Any], d: dict[str, Any]) -> bool:
+    uid = d["metadata"].get("uid")
+    return any(r.get("controller") and r.get("uid") == uid for r in rs["metadata"].get("ownerReferences") or [])
+
+
+def history_table(rss: list[dict[str, Any]]) -> str:
+    rows = [(revision(rs), ((rs["metadata"].get("annotations") or {}).get(CHANGE_CAUSE) or "<none>")) for rs in rss]
+    rows = sorted(r for r in rows if r[0] > 0)
+    width = max([len("REVISION"), *(len(str(r)) for r, _ in rows)]) + 2
+    lines = [f"{'REVISION':<{width}}CHANGE-CAUSE"] + [f"{r:<{width}}{cause}" for r, cause in rows]
+    return "\n".join(lines)
+
+
+def template_without_hash(template: dict[str, Any]) -> dict[str, Any]:
+    t = copy.deepcopy(template)
+    labels = (t.get("metadata") or {}).get("labels") or {}
+    labels.pop(HASH_LABEL, None)
+    return t
+
+
+def undo_onto(d: dict[str, Any], rs: dict[str, Any]) -> dict[str, Any]:
+    """The Deployment with ``rs``'s template (hash label removed) and change-cause annotation."""
+    out = copy.deepcopy(d)
+    out["spec"]["template"] = template_without_hash(rs["spec"]["template"])
+    annotations = out["metadata"].setdefault("annotations", {})
+    for k, v in ((rs["metadata"].get("annotations") or {}).items()):
+        if k not in _NOT_ROLLED_BACK:
+            annotations[k] = v
+    out.pop("status", None)
+    return out
+
+
+def set_images(obj: dict[str, Any], images: dict[str, str]) -> list[str]:
+    """Set container images in a pod spec or template; returns the container names not found."""
+    spec = obj["spec"]["template"]["spec"] if "template" in (obj.get("spec") or {}) else obj["spec"]
+    containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+    missing = []
+    for name, image in images.items():
+        hit = [c for c in containers if name == "*" or c["name"] == name]
+        for c in hit:
+            c["image"] = image
+        if not hit:
+            missing.append(name)
+    return missing
+
+
+# -- plumbing -----------------------------------------------------------------------------------
+
+
+def _deployment_ref(arg: str, name: str | None) -> str:
+    """``deploy/web`` or ``deployment web`` -> "web" (Deployments only)."""
+    kind, _, rest = arg.partition("/")
+    if not rest:
+        if name is None:
+            raise click.UsageError("required resource not specified: give deployment/NAME")
+        rest = name
+    info = resolve_kind(kind)
+    if info.kind != "Deployment":
+        raise click.UsageError(f"rollout is supported for deployments only, not {info.plural}")
+    return rest
+
+
+async def _update(api: ApiClient, kind: str, ns: str, name: str,
+                  change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> dict[str, Any] | None:
+    """get -> change -> replace at that resourceVersion; re-read and retry on Conflict."""
+    for _ in range(10):
+        obj = await api.get(kind, ns, name)
+        new = change(copy.deepcopy(obj))
+        if new is None:
+            return None
+        new.pop("status", None)
+        try:
+            return await api.replace(new, ns)
+        except errors.Conflict:
+            continue
+    raise errors.Conflict(f'deployments.apps "{name}" kept changing; try again')
+
+
+async def _replica_sets(api: ApiClient, d: dict[str, Any], ns: str) -> list[dict[str, Any]]:
+    return [rs for rs in await api.list("replicasets", ns) if owned_by(rs, d)]
+
+
+def _rfc3339_now() -> str:
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+@click.group("rollout")
+def rollout_group() -> None:
+    """Manage the rollout of a Deployment."""
+
+
+@rollout_group.command("status")
+@click.argument("target")
+@click.argument("name", required=False)
+@namespace_opt
+@click.option("-w", "--watch/--no-watch", default=True, show_default=True, help="wait until the rollout finishes")
+@click.option("--timeout", type=float, default=0, help="seconds to wait before giving up (0: forever)")
+@click.pass_obj
+def status_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: str, watch: bool,
+               timeout: float) -> None:
+    """Show the status of the rollout; with --watch (default) wait for it to finish."""
+    dname = _deployment_ref(target, name)
+
+    async def go(api: ApiClient) -> None:
+        deadline = time.monotonic() + timeout if timeout > 0 else None
+        last = ""
+        while True:
+            d = await api.get("deployments", namespace, dname)
+            try:
+                message, done = status_message(d)
+            except RolloutFailed as e:
+                click.echo(f"error: {e}", err=True)
+                raise Failed from None
+            if message != last:
+                click.echo(message)
+                last = message
+            if done or not watch:
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                click.echo("error: timed out waiting for the condition", err=True)
+                raise Failed
+            await asyncio.sleep(0.25)
+
+    _run(go, obj["nats"])
+
+
+@rollout_group.command("history")
+@click.argument("target")
+@click.argument("name", required=False)
+@namespace_opt
+@click.option("--revision", "rev", type=int, default=0, help="show the pod template of this revision")
+@click.pass_obj
+def history_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: str, rev: int) -> None:
+    """The revisions of a Deployment and their change causes."""
+    dname = _deployment_ref(target, name)
+
+    async def go(api: ApiClient) -> None:
+        d = await api.get("deployments", namespace, dname)
+        rss = await _replica_sets(api, d, namespace)
+        if rev:
+            rs = next((r for r in rss if revision(r) == rev), None)
+            if rs is None:
+                click.echo(f"error: unable to find the specified revision {rev}", err=True)
+                raise Failed
+            click.echo(f"deployment.apps/{dname} with revision #{rev}")
+            click.echo("Pod Template:")
+            text = yaml.safe_dump(template_without_hash(rs["spec"]["template"]), sort_keys=False)
+            click.echo("\n".join("  " + line for line in text.splitlines()))
+            return
+        click.echo(f"deployment.apps/{dname}")
+        click.echo(history_table(rss))
+
+    _run(go, obj["nats"])
+
+
+@rollout_group.command("undo")
+@click.argument("target")
+@click.argument("name", required=False)
+@namespace_opt
+@click.option("--to-revision", type=int, default=0, help="the revision to go back to (0: the previous one)")
+@click.pass_obj
+def undo_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: str, to_revision: int) -> None:
+    """Roll back to an earlier revision: its ReplicaSet's template becomes the Deployment's."""
+    dname = _deployment_ref(target, name)
+
+    async def go(api: ApiClient) -> None:
+        d = await api.get("deployments", namespace, dname)
+        if (d.get("spec") or {}).get("paused"):
+            click.echo(f'error: you cannot rollback a paused deployment; resume it first with '
+                       f'\'kyb rollout resume deployment/{dname}\' and try again', err=True)
+            raise Failed
+        rss = sorted(await _replica_sets(api, d, namespace), key=revision)
+        if to_revision:
+            rs = next((r for r in rss if revision(r) == to_revision), None)
+            if rs is None:
+                click.echo(f"error: unable to find specified revision {to_revision} in history", err=True)
+                raise Failed
+        else:
+            current = revision(d)
+            earlier = [r for r in rss if 0 < revision(r) < current] or [r for r in rss if revision(r) != current]
+            if not earlier:
+                click.echo("error: no rollout history found for deployment " + f'"{dname}"', err=True)
+                raise Failed
+            rs = earlier[-1]
+        wanted = template_without_hash(rs["spec"]["template"])
+        if wanted == template_without_hash(d["spec"]["template"]):
+            click.echo(f"deployment.apps/{dname} skipped rollback (current template already matches revision "
+                       f"{revision(rs)})")
+            return
+        await _update(api, "deployments", namespace, dname, lambda cur: undo_onto(cur, rs))
+        click.echo(f"deployment.apps/{dname} rolled back")
+
+    _run(go, obj["nats"])
+
+
+def _toggle_pause(paused: bool) -> Callable[..., None]:
+    word = "paused" if paused else "resumed"
+
+    def command(obj: dict[str, Any], target: str, name: str | None, namespace: str) -> None:
+        dname = _deployment_ref(target, name)
+
+        async def go(api: ApiClient) -> None:
+            def change(d: dict[str, Any]) -> dict[str, Any] | None:
+                if bool((d.get("spec") or {}).get("paused")) == paused:
+                    return None
+                d["spec"]["paused"] = paused
+                return d
+
+            if await _update(api, "deployments", namespace, dname, change) is None:
+                click.echo(f'error: deployments.apps "{dname}" is {"already" if paused else "not"} paused', err=True)
+                raise Failed
+            click.echo(f"deployment.apps/{dname} {word}")
+
+        _run(go, obj["nats"])
+
+    return command
+
+
+for _paused, _name, _help in ((True, "pause", "Stop rollouts of a Deployment (scaling still works)."),
+                              (False, "resume", "Let a paused Deployment roll out again.")):
+    rollout_group.command(_name, help=_help)(
+        click.argument("target")(click.argument("name", required=False)(
+            namespace_opt(click.pass_obj(_toggle_pause(_paused)))))
+    )
+
+
+@rollout_group.command("restart")
+@click.argument("target")
+@click.argument("name", required=False)
+@namespace_opt
+@click.pass_obj
+def restart_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: str) -> None:
+    """Replace every pod by rolling out the same template with a new restartedAt annotation."""
+    dname = _deployment_ref(target, name)
+
+    async def go(api: ApiClient) -> None:
+        def change(d: dict[str, Any]) -> dict[str, Any]:
+            if (d.get("spec") or {}).get("paused"):
+                raise errors.BadRequest("can't restart paused deployment (run rollout resume first)")
+            meta = d["spec"]["template"].setdefault("metadata", {})
+            meta.setdefault("annotations", {})[RESTARTED_AT] = _rfc3339_now()
+            return d
+
+        await _update(api, "deployments", namespace, dname, change)
+        click.echo(f"deployment.apps/{dname} restarted")
+
+    _run(go, obj["nats"])
+
+
+@click.group("set")
+def set_group() -> None:
+    """Change specific fields of objects."""
+
+
+@set_group.command("image")
+@click.argument("target")
+@click.argument("images", nargs=-1, required=True)
+@namespace_opt
+@click.pass_obj
+def set_image_cmd(obj: dict[str, Any], target: str, images: tuple[str, ...], namespace: str) -> None:
+    """kyb set image deploy/NAME CONTAINER=IMAGE [CONTAINER=IMAGE...] (CONTAINER may be *)."""
+    kind, _, name = target.partition("/")
+    if not name:
+        raise click.UsageError("give the object as KIND/NAME, e.g. deploy/web")
+    info = resolve_kind(kind)
+    pairs: dict[str, str] = {}
+    for item in images:
+        cname, sep, image = item.partition("=")
+        if not sep or not cname or not image:
+            raise click.UsageError(f"expected CONTAINER=IMAGE, got {item!r}")
+        pairs[cname] = image
+
+    async def go(api: ApiClient) -> None:
+        def change(o: dict[str, Any]) -> dict[str, Any] | None:
+            missing = set_images(o, pairs)
+            if missing:
+                raise errors.NotFound(f'unable to find container named "{missing[0]}"')
+            return o
+
+        await _update(api, info.plural, namespace, name, change)
+        click.echo(f"{info.kind.lower()}{'.' + info.group if info.group else ''}/{name} image updated")
+
+    _run(go, obj["nats"])
+
+
+__all__ = ["rollout_group", "set_group", "status_message", "history_table", "undo_onto", "set_images"]
