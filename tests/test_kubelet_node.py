@@ -92,7 +92,7 @@ async def _restart_kubelet(c: Cluster) -> None:
     await wait_node(c.store, c.kubelet_task)
 
 
-async def test_missing_image_reports_errimagepull_then_backoff(nats_url, tmp_path, busybox_image):
+async def test_missing_image_reports_errimagepull_then_backoff(nats_url, tmp_path, busybox_image):  # noqa: F811
     async with cluster_for("docker", nats_url, tmp_path, busybox_image) as c:
         manifest: dict[str, Any] = c.pod_manifest(
             "noimage", [{"name": "main", "image": "127.0.0.1:9/kyb-missing:v1", "imagePullPolicy": "IfNotPresent",
