@@ -1,0 +1,501 @@
+"""What the Job controller should do next, as a pure function of the Job, its pods and the time.
+
+``plan(job, pods, now, settings) -> Plan`` never applies anything; the service shell writes
+the Job's status and tracking annotation first, then removes pod finalizers, then creates and
+deletes pods. Counting a finished pod exactly once follows Kubernetes' finalizer tracking:
+
+1. a finished pod that still carries ``batch.kubernetes.io/job-tracking`` and is not yet in the
+   Job's *uncounted* set is added to it (the Job is written before anything else);
+2. every pod in the uncounted set gets its finalizer removed;
+3. a uid in the uncounted set whose pod has no finalizer any more (or is gone) moves into
+   ``status.succeeded`` / ``status.failed`` and leaves the set.
+
+A crash between any two writes repeats at most an idempotent step, so no result is lost or
+counted twice. The uncounted set lives in the annotation ``UNCOUNTED_ANNOTATION`` (Kubernetes
+keeps it in ``status.uncountedTerminatedPods``).
+
+A pod is *finished* when its phase is Succeeded or Failed, or when it is being deleted (then it
+counts as failed unless it succeeded, as Kubernetes' job controller counts it). A terminating
+pod still holds its slot (and its completion index) until it is gone or terminal, so the Job
+never runs more than ``parallelism`` pods at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import msgspec
+from msgspec.structs import replace
+
+from schemas.batch import Job, JobStatus
+from schemas.helpers import format_time, owner_reference, parse_time
+from schemas.meta import Condition, LabelSelector, ObjectMeta
+from schemas.pod import EnvVar, EnvVarSource, ObjectFieldSelector, Pod
+
+LABEL_CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
+LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
+LEGACY_CONTROLLER_UID = "controller-uid"
+LEGACY_JOB_NAME = "job-name"
+INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+FINALIZER = "batch.kubernetes.io/job-tracking"
+UNCOUNTED_ANNOTATION = "kybernetes.io/uncounted-terminated-pods"
+INDEX_ENV = "JOB_COMPLETION_INDEX"
+
+
+@dataclass(frozen=True)
+class Settings:
+    backoff_base: float = 10.0  # seconds before recreating after the first failure
+    backoff_cap: float = 360.0  # the back-off doubles per failure up to this
+    max_creates: int = 500  # pods created by one reconcile at most (Kubernetes' burst)
+
+
+class Uncounted(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Uids of finished pods whose result is recorded but not yet in the counters."""
+
+    succeeded: list[str] = []
+    failed: list[str] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.succeeded or self.failed)
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    reason: str
+    message: str
+    type: str = "Normal"
+
+
+class Plan(msgspec.Struct, frozen=True, kw_only=True):
+    status: JobStatus
+    uncounted: Uncounted
+    create: list[Pod] = []  # new pods (generateName set; the store names them)
+    delete: list[str] = []  # pod names to delete, finalizer kept (their result is counted as failed)
+    release: list[str] = []  # pod names whose tracking finalizer goes (their result is recorded)
+    discard: list[str] = []  # pod names to delete uncounted: finalizer removed first (suspend, excess, TTL)
+    delete_job: bool = False  # ttlSecondsAfterFinished has passed
+    events: list[Event] = []
+    requeue_after: float | None = None
+
+
+# --- small questions -----------------------------------------------------------------------
+
+
+def is_finished(pod: Pod) -> bool:
+    return pod.status.phase in ("Succeeded", "Failed") or pod.metadata.deletionTimestamp is not None
+
+
+def is_terminal(pod: Pod) -> bool:
+    return pod.status.phase in ("Succeeded", "Failed")
+
+
+def succeeded(pod: Pod) -> bool:
+    return pod.status.phase == "Succeeded"
+
+
+def tracked(pod: Pod) -> bool:
+    return FINALIZER in pod.metadata.finalizers
+
+
+def pod_index(pod: Pod) -> int | None:
+    raw = pod.metadata.annotations.get(INDEX_KEY, pod.metadata.labels.get(INDEX_KEY))
+    if raw is None or not raw.isdigit():
+        return None
+    return int(raw)
+
+
+def condition(job: Job, type_: str) -> Condition | None:
+    return next((c for c in job.status.conditions if c.type == type_), None)
+
+
+def is_job_finished(job: Job) -> bool:
+    return any(c.type in ("Complete", "Failed") and c.status == "True" for c in job.status.conditions)
+
+
+def finish_time(job: Job) -> dt.datetime | None:
+    if job.status.completionTime:
+        return parse_time(job.status.completionTime)
+    for c in job.status.conditions:
+        if c.type in ("Complete", "Failed") and c.status == "True" and c.lastTransitionTime:
+            return parse_time(c.lastTransitionTime)
+    return None
+
+
+def read_uncounted(job: Job) -> Uncounted:
+    raw = job.metadata.annotations.get(UNCOUNTED_ANNOTATION)
+    if not raw:
+        return Uncounted()
+    try:
+        return msgspec.json.decode(raw, type=Uncounted)
+    except msgspec.DecodeError:
+        return Uncounted()
+
+
+def write_uncounted(meta: ObjectMeta, uncounted: Uncounted) -> ObjectMeta:
+    annotations = dict(meta.annotations)
+    if uncounted:
+        annotations[UNCOUNTED_ANNOTATION] = msgspec.json.encode(uncounted).decode()
+    else:
+        annotations.pop(UNCOUNTED_ANNOTATION, None)
+    return replace(meta, annotations=annotations)
+
+
+# --- completed indexes ("1,3-5") -----------------------------------------------------------
+
+
+def parse_indexes(text: str) -> set[int]:
+    out: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit() and (not hi or hi.isdigit()):
+            out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def format_indexes(indexes: set[int]) -> str:
+    parts: list[str] = []
+    ordered = sorted(indexes)
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+# --- selector setup -------------------------------------------------------------------------
+
+
+def with_generated_selector(job: Job) -> Job | None:
+    """The Job with selector ``controller-uid=<uid>`` and the template labels Kubernetes sets,
+    or None when nothing needs to change (a manual selector, or done already)."""
+    uid = job.metadata.uid or ""
+    if job.spec.manualSelector or not uid:
+        return None
+    labels = dict(job.spec.template.metadata.labels)
+    wanted = {
+        LABEL_CONTROLLER_UID: uid,
+        LABEL_JOB_NAME: job.metadata.name,
+        LEGACY_CONTROLLER_UID: uid,
+        LEGACY_JOB_NAME: job.metadata.name,
+    }
+    selector = job.spec.selector
+    if selector is not None and all(labels.get(k) == v for k, v in wanted.items()):
+        return None
+    labels.update(wanted)
+    template = replace(job.spec.template, metadata=replace(job.spec.template.metadata, labels=labels))
+    if selector is None:
+        selector = LabelSelector(matchLabels={LABEL_CONTROLLER_UID: uid})
+    return replace(job, spec=replace(job.spec, selector=selector, template=template))
+
+
+# --- pod building ----------------------------------------------------------------------------
+
+
+def new_pod(job: Job, index: int | None) -> Pod:
+    """A pod from the Job's template, owned by it and carrying the tracking finalizer."""
+    tmpl = job.spec.template
+    labels = dict(tmpl.metadata.labels)
+    annotations = dict(tmpl.metadata.annotations)
+    spec = tmpl.spec
+    generate = f"{job.metadata.name}-"
+    if index is not None:
+        labels[INDEX_KEY] = str(index)
+        annotations[INDEX_KEY] = str(index)
+        generate = f"{job.metadata.name}-{index}-"
+        env = EnvVar(
+            name=INDEX_ENV,
+            valueFrom=EnvVarSource(fieldRef=ObjectFieldSelector(fieldPath=f"metadata.annotations['{INDEX_KEY}']")),
+        )
+
+        def add_env(cs):  # noqa: ANN001, ANN202 - a local helper over containers
+            return [c if any(e.name == INDEX_ENV for e in c.env) else replace(c, env=[*c.env, env]) for c in cs]
+
+        spec = replace(
+            spec,
+            containers=add_env(spec.containers),
+            initContainers=add_env(spec.initContainers),
+            hostname=spec.hostname or f"{job.metadata.name}-{index}",
+        )
+    meta = ObjectMeta(
+        generateName=generate,
+        namespace=job.metadata.namespace,
+        labels=labels,
+        annotations=annotations,
+        ownerReferences=[owner_reference(job)],
+        finalizers=[FINALIZER],
+    )
+    return Pod(metadata=meta, spec=spec)
+
+
+# --- the plan --------------------------------------------------------------------------------
+
+
+def _set_condition(conds: list[Condition], type_: str, status: str, reason: str, message: str, now: str) -> list[Condition]:
+    out = [c for c in conds if c.type != type_]
+    old = next((c for c in conds if c.type == type_), None)
+    if old is not None and old.status == status and old.reason == reason:
+        return conds
+    out.append(
+        Condition(type=type_, status=status, reason=reason, message=message, lastProbeTime=now, lastTransitionTime=now)
+    )
+    return out
+
+
+def _failure_time(pod: Pod) -> dt.datetime:
+    times = [
+        s.state.terminated.finishedAt
+        for s in [*pod.status.containerStatuses, *pod.status.initContainerStatuses]
+        if s.state.terminated is not None and s.state.terminated.finishedAt
+    ]
+    if pod.metadata.deletionTimestamp:
+        times.append(pod.metadata.deletionTimestamp)
+    times += [c.lastTransitionTime for c in pod.status.conditions if c.lastTransitionTime]
+    if not times and pod.metadata.creationTimestamp:
+        times.append(pod.metadata.creationTimestamp)
+    return max((parse_time(t) for t in times), default=dt.datetime.min.replace(tzinfo=dt.UTC))
+
+
+def _restarts(pods: list[Pod]) -> int:
+    return sum(
+        s.restartCount
+        for p in pods
+        if p.status.phase in ("Pending", "Running")
+        for s in [*p.status.containerStatuses, *p.status.initContainerStatuses]
+    )
+
+
+def _deletion_order(pod: Pod) -> tuple:
+    """Kubernetes deletes the least useful pods first: unbound, pending, not ready, newest."""
+    ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions)
+    return (bool(pod.spec.nodeName), pod.status.phase == "Running", ready, "~" + (pod.metadata.creationTimestamp or ""))
+
+
+def plan(job: Job, pods: list[Pod], now: dt.datetime, settings: Settings = Settings()) -> Plan:
+    """See the module docstring. ``pods`` are the Job's own pods (controller owner = the Job)."""
+    spec = job.spec
+    now_s = format_time(now)
+    status = job.status
+    conds = list(status.conditions)
+    events: list[Event] = []
+    by_uid = {p.metadata.uid: p for p in pods if p.metadata.uid}
+    indexed = spec.completionMode == "Indexed"
+    completions = spec.completions
+    parallelism = spec.parallelism if spec.parallelism is not None else 1
+
+    # -- counting: steps 3 and 1 of the module docstring ------------------------------------
+    old = read_uncounted(job)
+    counted_s = counted_f = 0
+    keep_s: list[str] = []
+    keep_f: list[str] = []
+    for uid in old.succeeded:
+        p = by_uid.get(uid)
+        if p is None or not tracked(p):
+            counted_s += 1
+        else:
+            keep_s.append(uid)
+    for uid in old.failed:
+        p = by_uid.get(uid)
+        if p is None or not tracked(p):
+            counted_f += 1
+        else:
+            keep_f.append(uid)
+    known = set(old.succeeded) | set(old.failed)
+    completed = parse_indexes(status.completedIndexes)
+    for p in pods:
+        if not (is_finished(p) and tracked(p)) or p.metadata.uid in known or not p.metadata.uid:
+            continue
+        if succeeded(p):
+            keep_s.append(p.metadata.uid)
+        else:
+            keep_f.append(p.metadata.uid)
+    for p in pods:
+        if succeeded(p) and (tracked(p) or p.metadata.uid in known):
+            i = pod_index(p)
+            if indexed and i is not None and completions is not None and i < completions:
+                completed.add(i)
+    uncounted = Uncounted(succeeded=sorted(keep_s), failed=sorted(keep_f))
+    n_succeeded = status.succeeded + counted_s
+    n_failed = status.failed + counted_f
+    total_succeeded = n_succeeded + len(uncounted.succeeded)
+    total_failed = n_failed + len(uncounted.failed)
+    in_set = set(uncounted.succeeded) | set(uncounted.failed)
+    release = [p.metadata.name for p in pods if tracked(p) and p.metadata.uid in in_set]
+
+    # -- who is running -----------------------------------------------------------------------
+    occupying = [p for p in pods if not is_terminal(p)]  # includes terminating pods
+    active = [p for p in occupying if p.metadata.deletionTimestamp is None]
+    ready = sum(1 for p in active if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions))
+
+    create: list[Pod] = []
+    delete: list[str] = []
+    discard: list[str] = []
+    requeue: list[float] = []
+    start_time = status.startTime
+    completion_time = status.completionTime
+    finished = is_job_finished(job)
+
+    def requeue_in(seconds: float) -> None:
+        requeue.append(max(0.0, seconds))
+
+    if not finished:
+        suspended_before = (c := condition(job, "Suspended")) is not None and c.status == "True"
+        if spec.suspend:
+            discard += [p.metadata.name for p in active]
+            if not suspended_before:
+                conds = _set_condition(conds, "Suspended", "True", "JobSuspended", "Job suspended", now_s)
+                events.append(Event(reason="Suspended", message="Job suspended"))
+        else:
+            if suspended_before:
+                conds = _set_condition(conds, "Suspended", "False", "JobResumed", "Job resumed", now_s)
+                events.append(Event(reason="Resumed", message="Job resumed"))
+                start_time = now_s
+            if start_time is None:
+                start_time = now_s
+
+        # -- finishing ------------------------------------------------------------------------
+        failure: tuple[str, str] | None = None
+        if not spec.suspend:
+            past_on_failure = spec.template.spec.restartPolicy == "OnFailure" and (
+                _restarts(active) > 0 if spec.backoffLimit == 0 else _restarts(active) >= spec.backoffLimit
+            )
+            if total_failed > spec.backoffLimit or past_on_failure:
+                failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
+            elif spec.activeDeadlineSeconds is not None and start_time is not None:
+                deadline = parse_time(start_time) + dt.timedelta(seconds=spec.activeDeadlineSeconds)
+                if now >= deadline:
+                    failure = ("DeadlineExceeded", "Job was active longer than specified deadline")
+                else:
+                    requeue_in((deadline - now).total_seconds())
+        if failure is not None:
+            conds = _set_condition(conds, "Failed", "True", failure[0], failure[1], now_s)
+            events.append(Event(reason=failure[0], message=failure[1], type="Warning"))
+            delete += [p.metadata.name for p in active]
+            finished = True
+        elif not spec.suspend:
+            if indexed:
+                done = completions is not None and len(completed) >= completions
+            elif completions is None:
+                done = total_succeeded > 0 and not occupying
+            else:
+                done = total_succeeded >= completions
+            if done:
+                conds = _set_condition(
+                    conds, "Complete", "True", "CompletionsReached", "Reached expected number of succeeded pods", now_s
+                )
+                events.append(Event(reason="Completed", message="Job completed"))
+                completion_time = now_s
+                discard += [p.metadata.name for p in active]
+                finished = True
+            else:
+                c, d, wait = _manage(job, pods, occupying, active, completed, total_succeeded, total_failed, parallelism, now, settings)
+                create, discard = c, discard + d
+                if wait is not None:
+                    requeue_in(wait)
+    elif any(c.type == "Failed" and c.status == "True" for c in conds):
+        delete += [p.metadata.name for p in active]  # left over by an interrupted run
+    else:
+        discard += [p.metadata.name for p in active]
+
+    # -- TTL ------------------------------------------------------------------------------------
+    delete_job = False
+    if finished and spec.ttlSecondsAfterFinished is not None:
+        done_at = parse_time(completion_time) if completion_time else None
+        if done_at is None:
+            failed_c = next((c for c in conds if c.type == "Failed" and c.status == "True"), None)
+            done_at = parse_time(failed_c.lastTransitionTime) if failed_c and failed_c.lastTransitionTime else now
+        expires = done_at + dt.timedelta(seconds=spec.ttlSecondsAfterFinished)
+        if now >= expires:
+            delete_job = True
+            discard = sorted({*discard, *(p.metadata.name for p in pods if p.metadata.deletionTimestamp is None)} - set(delete))
+        else:
+            requeue_in((expires - now).total_seconds())
+
+    going = set(discard) | set(delete)
+    new_status = replace(
+        status,
+        active=sum(1 for p in active if p.metadata.name not in going),
+        succeeded=n_succeeded,
+        failed=n_failed,
+        ready=ready,
+        startTime=start_time,
+        completionTime=completion_time,
+        conditions=conds,
+        completedIndexes=format_indexes(completed) if indexed else status.completedIndexes,
+    )
+    return Plan(
+        status=new_status,
+        uncounted=uncounted,
+        create=create,
+        delete=delete,
+        release=release,
+        discard=sorted(set(discard)),
+        delete_job=delete_job,
+        events=events,
+        requeue_after=min(requeue) if requeue else None,
+    )
+
+
+def _manage(
+    job: Job,
+    pods: list[Pod],
+    occupying: list[Pod],
+    active: list[Pod],
+    completed: set[int],
+    total_succeeded: int,
+    total_failed: int,
+    parallelism: int,
+    now: dt.datetime,
+    settings: Settings,
+) -> tuple[list[Pod], list[str], float | None]:
+    """(pods to create, pod names to discard, seconds to wait before creating) for a running Job."""
+    spec = job.spec
+    completions = spec.completions
+    discard: list[str] = []
+    if spec.completionMode == "Indexed":
+        assert completions is not None
+        seen: set[int] = set()
+        keep: list[Pod] = []
+        for p in sorted(occupying, key=lambda p: (p.metadata.deletionTimestamp is None, p.metadata.creationTimestamp or "")):
+            i = pod_index(p)
+            if i is None or i >= completions or i in completed or i in seen:
+                if p.metadata.deletionTimestamp is None:
+                    discard.append(p.metadata.name)
+                elif i is not None:
+                    seen.add(i)
+                continue
+            seen.add(i)
+            keep.append(p)
+        if len(keep) > parallelism:
+            extra = sorted((p for p in keep if p.metadata.deletionTimestamp is None), key=_deletion_order)
+            discard += [p.metadata.name for p in extra[: len(keep) - parallelism]]
+        slots = parallelism - sum(1 for p in occupying if p.metadata.name not in discard)
+        pending = [i for i in range(completions) if i not in completed and i not in seen]
+        want = min(max(0, slots), len(pending), settings.max_creates)
+        targets: list[int | None] = list(pending[:want])
+    else:
+        if completions is None and total_succeeded > 0:
+            return [], discard, None  # work queue: no new pods once one succeeded; the rest run out
+        if completions is None:
+            want_active = parallelism
+        else:
+            want_active = max(0, min(parallelism, completions - total_succeeded))
+        terminating = len(occupying) - len(active)
+        if len(active) > want_active:
+            extra = sorted(active, key=_deletion_order)
+            discard += [p.metadata.name for p in extra[: len(active) - want_active]]
+        want = min(max(0, want_active - len(active) - terminating), settings.max_creates)
+        targets = [None] * want
+    if not targets:
+        return [], discard, None
+    if total_failed > 0:
+        failed_pods = [p for p in pods if is_finished(p) and not succeeded(p)]
+        if failed_pods:
+            last = max(_failure_time(p) for p in failed_pods)
+            delay = min(settings.backoff_base * 2 ** min(total_failed - 1, 30), settings.backoff_cap)
+            ready_at = last + dt.timedelta(seconds=delay)
+            if now < ready_at:
+                return [], discard, (ready_at - now).total_seconds()
+    return [new_pod(job, i) for i in targets], discard, None

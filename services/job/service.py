@@ -1,0 +1,237 @@
+"""The Job controller's async shell: informers on Jobs and Pods in, ``reconcile.plan`` out
+through the store.
+
+Per Job key: read the Job from the store (its revision is what every status write names),
+give it the generated selector on first sight, compute the plan from the cached pods, then
+write in the order that keeps counting exact: the Job (status + uncounted set) first, then
+finalizer removals, then pod deletions and creations. Pods created or deleted but not yet
+seen by the pod informer are *expected*; the Job waits for them before planning again, so
+a slow watch never leads to extra pods. Runs as the leader's work of lease ``kyb-job``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from msgspec.structs import replace
+from opentelemetry.context import Context
+
+from kyb import errors
+from kyb.controller import Controller
+from kyb.informer import Informer
+from kyb.leader import LeaderElector
+from kyb.store import Store, split_key
+from schemas.batch import Job
+from schemas.helpers import controller_of
+from schemas.meta import Object
+from schemas.pod import Pod
+from services.job import reconcile
+from services.job.reconcile import FINALIZER, Settings
+
+SOURCE = "job-controller"
+EXPECTATION_TIMEOUT = 30.0
+
+log = structlog.get_logger("job")
+
+
+def job_key_of_pod(pod: Object) -> list[str]:
+    """The key of the Job controlling ``pod`` (by name: it survives the Job's deletion)."""
+    ref = controller_of(pod)
+    if ref is None or ref.kind != "Job":
+        return []
+    return [f"{pod.metadata.namespace or 'default'}.{ref.name}"]
+
+
+class Expectations:
+    """Pod writes made but not yet seen by the informer, per Job key (client-go's
+    ControllerExpectations, keyed by pod name)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._pending: dict[str, tuple[set[str], set[str], float]] = {}
+        self._clock = clock
+
+    def expect(self, key: str, created: list[str], deleted: list[str]) -> None:
+        if created or deleted:
+            c, d, _ = self._pending.get(key, (set(), set(), 0.0))
+            self._pending[key] = (c | set(created), d | set(deleted), self._clock() + EXPECTATION_TIMEOUT)
+
+    def satisfied(self, key: str, pods: Informer) -> bool:
+        entry = self._pending.get(key)
+        if entry is None:
+            return True
+        created, deleted, deadline = entry
+        ns = split_key(key)[0]
+        created = {n for n in created if pods.get(f"{ns}.{n}") is None}
+        deleted = {
+            n for n in deleted if (p := pods.get(f"{ns}.{n}")) is not None and p.metadata.deletionTimestamp is None
+        }
+        if not created and not deleted or self._clock() > deadline:
+            self._pending.pop(key, None)
+            return True
+        self._pending[key] = (created, deleted, deadline)
+        return False
+
+    def forget(self, key: str) -> None:
+        self._pending.pop(key, None)
+
+
+class JobController:
+    """Reconciles every Job; see the module docstring."""
+
+    def __init__(
+        self,
+        nc: Any,
+        store: Store,
+        *,
+        settings: Settings = Settings(),
+        workers: int = 4,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.jobs = Informer(nc, "Job")
+        self.pods = Informer(nc, "Pod", indexers={"job": job_key_of_pod})
+        self.expectations = Expectations()
+        self.controller = Controller("job", self.reconcile, workers=workers, keys=self.jobs.keys, resync_seconds=60)
+        self.jobs.add_handler(self._on_job)
+        self.pods.add_handler(self._on_pod)
+
+    async def start(self) -> None:
+        await self.jobs.start()
+        await self.pods.start()
+        await self.jobs.wait_synced(30)
+        await self.pods.wait_synced(30)
+
+    async def stop(self) -> None:
+        await self.jobs.stop()
+        await self.pods.stop()
+
+    # -- handlers only enqueue ------------------------------------------------------------
+
+    def _on_job(self, event: str, new: Object | None, old: Object | None, headers: dict[str, str]) -> None:
+        obj = new or old
+        if obj is not None:
+            self.controller.enqueue_from_headers(f"{obj.metadata.namespace}.{obj.metadata.name}", headers)
+
+    def _on_pod(self, event: str, new: Object | None, old: Object | None, headers: dict[str, str]) -> None:
+        keys = set(job_key_of_pod(new) if new is not None else []) | set(job_key_of_pod(old) if old else [])
+        for key in keys:
+            self.controller.enqueue_from_headers(key, headers)
+
+    # -- one reconcile ----------------------------------------------------------------------
+
+    async def reconcile(self, key: str, _ctx: Context | None = None) -> float | None:
+        ns, name = split_key(key)
+        if not self.expectations.satisfied(key, self.pods):
+            return 0.1
+        try:
+            job: Job = await self.store.get("Job", ns, name)  # type: ignore[assignment]
+        except errors.NotFound:
+            self.expectations.forget(key)
+            await self._release_orphans(key, None)
+            return None
+        if job.metadata.deletionTimestamp is not None:
+            await self._release_orphans(key, None)
+            return None
+        fixed = reconcile.with_generated_selector(job)
+        if fixed is not None:
+            job = await self.store.update(fixed, current=job)  # type: ignore[assignment]
+        uid = job.metadata.uid or ""
+        await self._release_orphans(key, uid)
+        pods: list[Pod] = [p for p in self.pods.by_index("owner", uid) if _controlled_by(p, uid)]  # type: ignore[misc]
+        plan = reconcile.plan(job, pods, self.clock(), self.settings)
+
+        new_meta = reconcile.write_uncounted(job.metadata, plan.uncounted)
+        if plan.status != job.status or new_meta != job.metadata:
+            job = await self.store.update(replace(job, metadata=new_meta, status=plan.status), current=job)  # type: ignore[assignment]
+        for ev in plan.events:
+            await self._event(job, ev.reason, ev.message, ev.type)
+
+        await asyncio.gather(*(self._remove_finalizer(ns, n) for n in plan.release))
+        deleted = [n for n in await asyncio.gather(*(self._delete_pod(job, n, False) for n in plan.delete)) if n]
+        deleted += [n for n in await asyncio.gather(*(self._delete_pod(job, n, True) for n in plan.discard)) if n]
+        created = [n for n in await asyncio.gather(*(self._create_pod(job, p) for p in plan.create)) if n]
+        self.expectations.expect(key, created, deleted)
+        if plan.delete_job:
+            with contextlib.suppress(errors.NotFound):
+                await self.store.delete("Job", ns, name, resource_version=job.metadata.resourceVersion)
+            self.expectations.forget(key)
+            return None
+        return plan.requeue_after
+
+    # -- writes --------------------------------------------------------------------------------
+
+    async def _create_pod(self, job: Job, pod: Pod) -> str | None:
+        try:
+            created = await self.store.create(pod)
+        except errors.AlreadyExists:
+            return None
+        await self._event(job, "SuccessfulCreate", f"Created pod: {created.metadata.name}")
+        return created.metadata.name
+
+    async def _delete_pod(self, job: Job, name: str, release_first: bool) -> str | None:
+        ns = job.metadata.namespace
+        try:
+            if release_first:
+                await self._remove_finalizer(ns, name)
+            await self.store.delete("Pod", ns, name)
+        except errors.NotFound:
+            return None
+        await self._event(job, "SuccessfulDelete", f"Deleted pod: {name}")
+        return name
+
+    async def _remove_finalizer(self, ns: str | None, name: str) -> None:
+        def drop(pod: Object) -> Object | None:
+            if FINALIZER not in pod.metadata.finalizers:
+                return None
+            finalizers = [f for f in pod.metadata.finalizers if f != FINALIZER]
+            return replace(pod, metadata=replace(pod.metadata, finalizers=finalizers))
+
+        with contextlib.suppress(errors.NotFound):
+            pod = await self.store.mutate("Pod", ns, name, drop)
+            if pod.metadata.deletionTimestamp and pod.status.phase in ("Succeeded", "Failed"):  # type: ignore[attr-defined]
+                # A terminal pod runs nothing: once released it may go at once.
+                await self.store.delete("Pod", ns, name, grace_period_seconds=0)
+
+    async def _release_orphans(self, key: str, uid: str | None) -> None:
+        """Tracking finalizers of pods whose Job is gone (or was replaced) are removed."""
+        ns = split_key(key)[0]
+        for pod in self.pods.by_index("job", key):
+            ref = controller_of(pod)
+            if FINALIZER in pod.metadata.finalizers and ref is not None and ref.uid != uid:
+                await self._remove_finalizer(ns, pod.metadata.name)
+
+    async def _event(self, job: Job, reason: str, message: str, type_: str = "Normal") -> None:
+        with contextlib.suppress(Exception):
+            await self.store.record_event(job, reason, message, type_, SOURCE)
+
+
+def _controlled_by(pod: Object, uid: str) -> bool:
+    ref = controller_of(pod)
+    return ref is not None and ref.uid == uid
+
+
+def settings_from(options: dict[str, Any]) -> Settings:
+    base = Settings()
+    return Settings(
+        backoff_base=float(options.get("job_backoff_seconds", base.backoff_base)),
+        backoff_cap=float(options.get("job_backoff_cap_seconds", base.backoff_cap)),
+    )
+
+
+async def run(ctx: Any, stop: asyncio.Event) -> None:
+    """Entry point for ``kyb serve job``."""
+    jc = JobController(ctx.nc, ctx.store, settings=settings_from(ctx.options))
+    await jc.start()
+    try:
+        elector = LeaderElector(ctx.nc, "kyb-job", ctx.identity, **ctx.options.get("leader", {}))
+        await elector.run(stop, jc.controller.run)
+    finally:
+        await jc.stop()
