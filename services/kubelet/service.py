@@ -292,12 +292,23 @@ async def _seams(
     tasks = []
     with contextlib.suppress(ModuleNotFoundError):
         nodeapi = importlib.import_module("services.kubelet.nodeapi")
-        tasks.append(asyncio.create_task(
-            nodeapi.serve_node_api(ctx, node_name, runtime, worker.container_id), name="kubelet-nodeapi"))
+
+        async def serve_api() -> None:
+            handle = await nodeapi.serve_node_api(ctx.nc, node_name, runtime, worker.lookup)
+            try:
+                await stop.wait()
+            finally:
+                result = handle.stop()
+                if asyncio.iscoroutine(result):
+                    await result
+
+        tasks.append(asyncio.create_task(serve_api(), name="kubelet-nodeapi"))
     with contextlib.suppress(ModuleNotFoundError):
         metrics = importlib.import_module("services.kubelet.metrics")
+        interval = float(ctx.options.get("metrics_interval") or 15.0)
         tasks.append(asyncio.create_task(
-            metrics.publish_metrics(ctx, node_name, runtime, lambda: pods.by_index("node", node_name), stop),
+            metrics.publish_metrics(ctx.nc, node_name, runtime, lambda: pods.by_index("node", node_name), stop,
+                                    interval),
             name="kubelet-metrics"))
     return tasks
 

@@ -171,15 +171,21 @@ class PodWorker:
         obj = self.secrets.get(f"{namespace}.{name}")
         return obj if isinstance(obj, Secret) else None
 
-    def container_id(self, namespace: str, pod_name: str, container: str | None) -> tuple[str, str] | None:
-        """(runtime container id, container name) of a pod's container, for logs and exec."""
+    def lookup(self, namespace: str, pod_name: str, container: str | None, previous: bool = False) -> str | None:
+        """The runtime id of a pod's container (its previous, terminated one with ``previous``),
+        for logs and exec; the first container when none is named."""
         pod = self.pods.get(f"{namespace}.{pod_name}")
-        if not isinstance(pod, Pod):
+        if not isinstance(pod, Pod) or pod.spec.nodeName != self.node_name:
             return None
-        statuses = [*pod.status.containerStatuses, *pod.status.initContainerStatuses]
-        for s in statuses:
-            if (container is None or s.name == container) and s.containerID:
-                return s.containerID.partition("://")[2], s.name
+        for s in [*pod.status.containerStatuses, *pod.status.initContainerStatuses]:
+            if container is not None and s.name != container:
+                continue
+            if previous:
+                term = s.lastState.terminated
+                ref = term.containerID if term is not None else ""
+            else:
+                ref = s.containerID
+            return ref.partition("://")[2] or None
         return None
 
     # -- the reconcile ---------------------------------------------------------------------
