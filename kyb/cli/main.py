@@ -752,6 +752,11 @@ def _add_node_commands() -> None:
 
         cli.add_command(top_group, "top")
     with contextlib.suppress(ImportError):
+        from kyb.cli.nodes import COMMANDS
+
+        for command in COMMANDS:
+            cli.add_command(command)
+    with contextlib.suppress(ImportError):
         from kyb.cli.rollout import rollout_group, set_group
 
         cli.add_command(rollout_group, "rollout")

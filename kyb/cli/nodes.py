@@ -1,0 +1,228 @@
+"""``kyb cordon``, ``kyb uncordon`` and ``kyb drain``: take a node out of scheduling and empty it
+before maintenance, as kubectl does.
+
+Cordon and uncordon set ``spec.unschedulable`` with a compare-and-set replace through the api
+(the scheduler then leaves the node out). Drain cordons, decides with
+:mod:`kyb.cli.drainplan` which pods to evict, deletes them through the api (with their own
+grace period unless ``--grace-period``) and waits until they are gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from kyb import errors
+from kyb.cli.drainplan import DrainOptions, plan_drain, pod_ref
+from kyb.client import ApiClient
+
+Echo = Callable[[str], None]
+
+
+# -- the work, over an ApiClient -------------------------------------------------------------------
+
+
+async def set_unschedulable(api: ApiClient, node: str, value: bool, *, attempts: int = 20) -> bool:
+    """Set the node's spec.unschedulable; False when it already was so."""
+    for _ in range(attempts):
+        obj = await api.get("node", None, node)
+        spec = obj.setdefault("spec", {})
+        if bool(spec.get("unschedulable")) == value:
+            return False
+        if value:
+            spec["unschedulable"] = True
+        else:
+            spec.pop("unschedulable", None)
+        try:
+            await api.replace(obj)
+        except errors.Conflict:
+            continue  # someone wrote the node meanwhile (its kubelet, say): read again
+        return True
+    raise errors.Conflict(f'nodes "{node}": kept changing while being cordoned')
+
+
+async def delete_pod(api: ApiClient, pod: dict[str, Any], grace_period: int | None) -> None:
+    """Delete ``pod`` through the api, with ``grace_period`` seconds when given."""
+    meta = pod.get("metadata") or {}
+    query = {
+        "kind": "pods",
+        "namespace": meta.get("namespace") or "default",
+        "name": meta.get("name"),
+        "propagationPolicy": "Background",
+        "resourceVersion": None,
+        "gracePeriodSeconds": grace_period,
+    }
+    await api._request("delete", json.dumps(query).encode())  # ApiClient.delete has no grace period yet
+
+
+async def _gone(api: ApiClient, pod: dict[str, Any]) -> bool:
+    meta = pod.get("metadata") or {}
+    try:
+        now = await api.get("pods", meta.get("namespace") or "default", meta.get("name"))
+    except errors.NotFound:
+        return True
+    return (now.get("metadata") or {}).get("uid") != meta.get("uid")
+
+
+async def drain(
+    api: ApiClient,
+    node: str,
+    options: DrainOptions,
+    *,
+    grace_period: int | None = None,
+    timeout: float | None = None,
+    echo: Echo = click.echo,
+    warn: Echo = lambda line: click.echo(line, err=True),
+    poll: float = 0.2,
+) -> bool:
+    """Cordon ``node`` and evict its pods; True once it is drained, False when the filters
+    refused (the reasons were printed). Raises Temporary when ``timeout`` runs out."""
+    if await set_unschedulable(api, node, True):
+        echo(f"node/{node} cordoned")
+    else:
+        echo(f"node/{node} already cordoned")
+    pods = await api.list("pods", None, field_selector=f"spec.nodeName={node}")
+    plan = plan_drain(pods, options)
+    if plan.refused:
+        lines = plan.error_lines()
+        joined = lines[0] if len(lines) == 1 else f"[{', '.join(lines)}]"
+        warn(f'error: unable to drain node "{node}" due to error: {joined}, continuing command...')
+        warn("There are pending nodes to be drained:")
+        warn(f" {node}")
+        for line in lines:
+            warn(line)
+        return False
+    for line in plan.warning_lines():
+        warn(f"Warning: {line}")
+    deadline = time.monotonic() + timeout if timeout else None
+    for pod in plan.evict:
+        echo(f"evicting pod {pod_ref(pod)}")
+        try:
+            await delete_pod(api, pod, grace_period)
+        except errors.NotFound:
+            pass
+    pending = list(plan.evict)
+    while pending:
+        still = []
+        for pod in pending:
+            if await _gone(api, pod):
+                echo(f"pod/{pod['metadata']['name']} evicted")
+            else:
+                still.append(pod)
+        pending = still
+        if not pending:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            raise errors.Temporary(
+                f'unable to drain node "{node}": global timeout reached: {_duration(timeout or 0)}; '
+                f"still there: {', '.join(pod_ref(p) for p in pending)}"
+            )
+        await asyncio.sleep(poll)
+    echo(f"node/{node} drained")
+    return True
+
+
+# -- the commands ----------------------------------------------------------------------------------
+
+
+class Duration(click.ParamType):
+    """Seconds, or a Go-style duration as kubectl takes it: 90s, 2m, 1h30m, 0 (no limit)."""
+
+    name = "duration"
+    _part = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+    _scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        text = str(value).strip()
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        parts = self._part.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            self.fail(f"{value!r} is not a duration (e.g. 90s, 2m, 1h30m)", param, ctx)
+        return sum(float(n) * self._scale[u] for n, u in parts)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+def _set_nats(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.ensure_object(dict)["nats"] = value
+
+
+def _nats_opt(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--nats", default=None, hidden=True, expose_value=False, callback=_set_nats,
+                        is_eager=True)(fn)
+
+
+def _run(obj: dict[str, Any], work: Callable[[ApiClient], Any], timeout: float = 5.0) -> Any:
+    from kyb.cli.main import _run as run_with_client
+
+    return run_with_client(work, obj.get("nats") or "nats://127.0.0.1:4222", timeout)
+
+
+@click.command()
+@click.argument("node")
+@_nats_opt
+@click.pass_obj
+def cordon(obj: dict[str, Any], node: str) -> None:
+    """Mark NODE unschedulable: new pods are not placed on it."""
+
+    async def work(api: ApiClient) -> None:
+        changed = await set_unschedulable(api, node, True)
+        click.echo(f"node/{node} cordoned" if changed else f"node/{node} already cordoned")
+
+    _run(obj, work)
+
+
+@click.command()
+@click.argument("node")
+@_nats_opt
+@click.pass_obj
+def uncordon(obj: dict[str, Any], node: str) -> None:
+    """Mark NODE schedulable again."""
+
+    async def work(api: ApiClient) -> None:
+        changed = await set_unschedulable(api, node, False)
+        click.echo(f"node/{node} uncordoned" if changed else f"node/{node} already uncordoned")
+
+    _run(obj, work)
+
+
+@click.command(name="drain")
+@click.argument("node")
+@click.option("--ignore-daemonsets", is_flag=True, help="leave DaemonSet-managed pods on the node")
+@click.option("--delete-emptydir-data", is_flag=True, help="evict pods with emptyDir volumes (their data is lost)")
+@click.option("--force", is_flag=True, help="evict pods that no controller manages (they are not recreated)")
+@click.option("--grace-period", type=int, default=-1, show_default=True,
+              help="seconds each pod gets to stop; negative: the pod's own terminationGracePeriodSeconds")
+@click.option("--timeout", type=Duration(), default="0", show_default=True,
+              help="give up after this long (e.g. 90s, 5m); 0: wait as long as it takes")
+@_nats_opt
+@click.pass_obj
+def drain_command(obj: dict[str, Any], node: str, ignore_daemonsets: bool, delete_emptydir_data: bool,
+                  force: bool, grace_period: int, timeout: float) -> None:
+    """Cordon NODE, then evict its pods and wait until they are gone."""
+    options = DrainOptions(ignore_daemonsets=ignore_daemonsets, delete_emptydir_data=delete_emptydir_data, force=force)
+
+    async def work(api: ApiClient) -> bool:
+        return await drain(api, node, options, grace_period=grace_period if grace_period >= 0 else None,
+                           timeout=timeout or None)
+
+    if not _run(obj, work):
+        raise SystemExit(1)
+
+
+COMMANDS = (cordon, uncordon, drain_command)
