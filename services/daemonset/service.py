@@ -1,0 +1,200 @@
+"""The DaemonSet controller's async shell: informers on DaemonSets, Nodes and Pods in,
+``reconcile.plan`` out through the store.
+
+Any node change enqueues every DaemonSet (a node appeared, went, or its labels or taints
+changed); pod changes enqueue their controlling DaemonSet. Pods created or deleted but not yet
+seen by the pod informer are *expected*; the DaemonSet waits for them before planning again,
+so a slow watch never puts a second pod on a node. Runs as the leader's work of lease
+``kyb-daemonset``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from msgspec.structs import replace
+from opentelemetry.context import Context
+
+from kyb import errors
+from kyb.controller import Controller
+from kyb.informer import Informer
+from kyb.leader import LeaderElector
+from kyb.store import Store, split_key
+from schemas.apps import DaemonSet
+from schemas.helpers import controller_of
+from schemas.meta import Object
+from services.daemonset import reconcile
+from services.daemonset.reconcile import Settings
+
+SOURCE = "daemonset-controller"
+EXPECTATION_TIMEOUT = 30.0
+
+
+def ds_key_of_pod(pod: Object) -> list[str]:
+    ref = controller_of(pod)
+    if ref is None or ref.kind != "DaemonSet":
+        return []
+    return [f"{pod.metadata.namespace or 'default'}.{ref.name}"]
+
+
+class Expectations:
+    """Pod creations and deletions made but not yet seen by the informer, per DaemonSet key."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._pending: dict[str, tuple[set[str], set[str], float]] = {}
+        self._clock = clock
+
+    def expect(self, key: str, created: list[str], deleted: list[str]) -> None:
+        if created or deleted:
+            c, d, _ = self._pending.get(key, (set(), set(), 0.0))
+            self._pending[key] = (c | set(created), d | set(deleted), self._clock() + EXPECTATION_TIMEOUT)
+
+    def satisfied(self, key: str, pods: Informer) -> bool:
+        entry = self._pending.get(key)
+        if entry is None:
+            return True
+        created, deleted, deadline = entry
+        ns = split_key(key)[0]
+        created = {n for n in created if pods.get(f"{ns}.{n}") is None}
+        deleted = {
+            n for n in deleted if (p := pods.get(f"{ns}.{n}")) is not None and p.metadata.deletionTimestamp is None
+        }
+        if (not created and not deleted) or self._clock() > deadline:
+            self._pending.pop(key, None)
+            return True
+        self._pending[key] = (created, deleted, deadline)
+        return False
+
+    def forget(self, key: str) -> None:
+        self._pending.pop(key, None)
+
+
+class DaemonSetController:
+    """Reconciles every DaemonSet; see the module docstring."""
+
+    def __init__(
+        self,
+        nc: Any,
+        store: Store,
+        *,
+        settings: Settings = Settings(),
+        workers: int = 4,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.daemonsets = Informer(nc, "DaemonSet")
+        self.nodes = Informer(nc, "Node")
+        self.pods = Informer(nc, "Pod", indexers={"daemonset": ds_key_of_pod})
+        self.expectations = Expectations()
+        self.controller = Controller(
+            "daemonset", self.reconcile, workers=workers, keys=self.daemonsets.keys, resync_seconds=60
+        )
+        self.daemonsets.add_handler(self._on_ds)
+        self.nodes.add_handler(self._on_node)
+        self.pods.add_handler(self._on_pod)
+
+    async def start(self) -> None:
+        for inf in (self.daemonsets, self.nodes, self.pods):
+            await inf.start()
+        for inf in (self.daemonsets, self.nodes, self.pods):
+            await inf.wait_synced(30)
+
+    async def stop(self) -> None:
+        for inf in (self.daemonsets, self.nodes, self.pods):
+            await inf.stop()
+
+    # -- handlers only enqueue ------------------------------------------------------------
+
+    def _on_ds(self, event: str, new: Object | None, old: Object | None, headers: dict[str, str]) -> None:
+        obj = new or old
+        if obj is not None:
+            self.controller.enqueue_from_headers(f"{obj.metadata.namespace}.{obj.metadata.name}", headers)
+
+    def _on_node(self, event: str, new: Object | None, old: Object | None, headers: dict[str, str]) -> None:
+        if new is not None and old is not None and new.metadata.labels == old.metadata.labels:
+            if new.spec == old.spec and _ready(new) == _ready(old):  # type: ignore[attr-defined]
+                return  # a heartbeat: nothing a DaemonSet decides on changed
+        for key in self.daemonsets.keys():
+            self.controller.enqueue_from_headers(key, headers)
+
+    def _on_pod(self, event: str, new: Object | None, old: Object | None, headers: dict[str, str]) -> None:
+        keys = set(ds_key_of_pod(new) if new is not None else []) | set(ds_key_of_pod(old) if old else [])
+        for key in keys:
+            self.controller.enqueue_from_headers(key, headers)
+
+    # -- one reconcile ----------------------------------------------------------------------
+
+    async def reconcile(self, key: str, _ctx: Context | None = None) -> float | None:
+        ns, name = split_key(key)
+        if not self.expectations.satisfied(key, self.pods):
+            return 0.1
+        try:
+            ds: DaemonSet = await self.store.get("DaemonSet", ns, name)  # type: ignore[assignment]
+        except errors.NotFound:
+            self.expectations.forget(key)
+            return None
+        if ds.metadata.deletionTimestamp is not None:
+            return None
+        uid = ds.metadata.uid or ""
+        pods = [p for p in self.pods.by_index("owner", uid) if (r := controller_of(p)) is not None and r.uid == uid]
+        nodes = self.nodes.list()
+        plan = reconcile.plan(ds, nodes, pods, self.clock(), self.settings)  # type: ignore[arg-type]
+
+        deleted = [n for n in await asyncio.gather(*(self._delete_pod(ds, n) for n in plan.delete)) if n]
+        created = [n for n in await asyncio.gather(*(self._create_pod(ds, p) for p in plan.create)) if n]
+        self.expectations.expect(key, created, deleted)
+        if plan.status != ds.status:
+
+            def write_status(current: Object) -> Object | None:
+                if current.metadata.uid != uid or current.status == plan.status:  # type: ignore[attr-defined]
+                    return None
+                if current.metadata.generation != ds.metadata.generation:
+                    return None  # a newer spec: the next reconcile reports on it
+                return replace(current, status=plan.status)
+
+            with contextlib.suppress(errors.NotFound):
+                await self.store.mutate("DaemonSet", ns, name, write_status)
+        return plan.requeue_after
+
+    async def _create_pod(self, ds: DaemonSet, pod: Object) -> str | None:
+        node = reconcile.pinned_node(pod)  # type: ignore[arg-type]
+        try:
+            created = await self.store.create(pod)
+        except errors.AlreadyExists:
+            return None
+        await self._event(ds, "SuccessfulCreate", f"Created pod: {created.metadata.name} on node {node}")
+        return created.metadata.name
+
+    async def _delete_pod(self, ds: DaemonSet, name: str) -> str | None:
+        try:
+            await self.store.delete("Pod", ds.metadata.namespace, name)
+        except errors.NotFound:
+            return None
+        await self._event(ds, "SuccessfulDelete", f"Deleted pod: {name}")
+        return name
+
+    async def _event(self, ds: DaemonSet, reason: str, message: str, type_: str = "Normal") -> None:
+        with contextlib.suppress(Exception):
+            await self.store.record_event(ds, reason, message, type_, SOURCE)
+
+
+def _ready(node: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
+
+
+async def run(ctx: Any, stop: asyncio.Event) -> None:
+    """Entry point for ``kyb serve daemonset``."""
+    dc = DaemonSetController(ctx.nc, ctx.store)
+    await dc.start()
+    try:
+        elector = LeaderElector(ctx.nc, "kyb-daemonset", ctx.identity, **ctx.options.get("leader", {}))
+        await elector.run(stop, dc.controller.run)
+    finally:
+        await dc.stop()
