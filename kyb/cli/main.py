@@ -187,7 +187,7 @@ def namespace_opt(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.pass_obj
 def apply(obj: dict[str, Any], filenames: tuple[str, ...], recursive: bool, namespace: str) -> None:
     """Create or update objects from manifests."""
-    items = list(manifests.load(list(filenames), recursive=recursive, stdin=click.get_text_stream("stdin")))
+    items = list(manifests.load(list(filenames), recursive=recursive, stdin=sys.stdin))
 
     async def go(api: ApiClient) -> None:
         failed = False
@@ -389,7 +389,7 @@ def delete(obj: dict[str, Any], args: tuple[str, ...], filenames: tuple[str, ...
     plan: list[tuple[Any, str | None, str]] = []
     by_query: list[Any] = []
     if filenames:
-        for item in manifests.load(list(filenames), recursive=recursive, stdin=click.get_text_stream("stdin")):
+        for item in manifests.load(list(filenames), recursive=recursive, stdin=sys.stdin):
             if isinstance(item, manifests.ManifestError):
                 _fail(f"error: {item.message}")
                 return
