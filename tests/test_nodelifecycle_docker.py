@@ -1,0 +1,162 @@
+"""End to end on the real Docker engine: api, scheduler, replication, nodelifecycle and a docker
+kubelet. When the kubelet stops, its node turns Unknown and unreachable, the ReplicaSet's pod is
+force-deleted and its replacement waits (the node is tainted NoSchedule); when the kubelet comes
+back the taint goes, the replacement runs, and the evicted pod's container is cleaned up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import nats
+import pytest
+
+from kyb import errors
+from kyb.serve import run_services
+from kyb.store import Store
+from services.kubelet.runtime.base import LABEL_POD_UID
+from services.nodelifecycle.reconcile import UNREACHABLE
+from tests.images import busybox_image  # noqa: F401  (fixture)
+
+T = TypeVar("T")
+NODE = "lifecycle-dock"
+
+
+async def eventually(fn: Callable[[], Awaitable[T | None]], what: str, timeout: float = 40.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await fn()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        await asyncio.sleep(0.1)
+
+
+def containers_of(engine: Any, uid: str) -> list[Any]:
+    return engine.containers.list(all=True, filters={"label": f"{LABEL_POD_UID}={uid}"})
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("services.replication.service") is None, reason="no replication service"
+)
+async def test_lost_kubelet_gets_its_pods_replaced_and_comes_back_clean(nats_url, tmp_path, docker_engine, busybox_image):
+    common = {"configure_logging": False}
+    control = {**common, "node_monitor_grace_period": 2, "pod_eviction_timeout": 1}
+    kubelet_opts = {
+        **common,
+        "node_name": NODE,
+        "runtime": "docker",
+        "state_dir": str(tmp_path / "kubelet"),
+        "relist": 0.2,
+        "lease_interval": 0.3,
+        "status_interval": 5,
+        "pod_cidr": "127.78.0.0/16",
+    }
+    nc = await nats.connect(nats_url)
+    store = Store(nc.jetstream())
+    stop = asyncio.Event()
+    control_task = asyncio.create_task(
+        run_services(["api", "scheduler", "replication", "nodelifecycle"], nats_url, control, stop)
+    )
+    kl_stop = asyncio.Event()
+    kubelet = asyncio.create_task(run_services(["kubelet"], nats_url, kubelet_opts, kl_stop))
+    uids: set[str] = set()
+    try:
+
+        async def node_ready() -> bool:
+            with contextlib.suppress(errors.KybError):
+                n = await store.get("Node", None, NODE)
+                return any(c.type == "Ready" and c.status == "True" for c in n.status.conditions) and not n.spec.taints
+            return False
+
+        await eventually(node_ready, "kubelet registered a Ready node")
+        rs = {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {"name": "sleeper", "namespace": "default"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "sleeper"}},
+                "template": {
+                    "metadata": {"labels": {"app": "sleeper"}},
+                    "spec": {
+                        "terminationGracePeriodSeconds": 1,
+                        "containers": [
+                            {"name": "main", "image": busybox_image, "imagePullPolicy": "Never", "command": ["sleep", "3600"]}
+                        ],
+                    },
+                },
+            },
+        }
+
+        async def applied() -> bool:
+            with contextlib.suppress(Exception):
+                msg = await nc.request("kyb.api.apply", json.dumps(rs).encode(), timeout=5)
+                return msg.headers.get("Kyb-Status") in ("200", "201")
+            return False
+
+        await eventually(applied, "ReplicaSet applied")
+
+        async def running_pods() -> list[Any] | None:
+            pods = [p for p in await store.list("Pod", "default") if p.metadata.labels.get("app") == "sleeper"]
+            live = [p for p in pods if p.status.phase == "Running" and not p.metadata.deletionTimestamp]
+            return live or None
+
+        first = (await eventually(running_pods, "first pod running"))[0]
+        uids.add(first.metadata.uid)
+        assert containers_of(docker_engine, first.metadata.uid), "the pod runs in a container"
+
+        # The kubelet goes away (its containers stay, as when a kubelet process dies).
+        kl_stop.set()
+        await asyncio.wait_for(kubelet, 30)
+
+        async def unreachable() -> Any:
+            n = await store.get("Node", None, NODE)
+            return n if any(t.key == UNREACHABLE and t.effect == "NoExecute" for t in n.spec.taints) else None
+
+        node = await eventually(unreachable, "node tainted unreachable")
+        assert next(c for c in node.status.conditions if c.type == "Ready").status == "Unknown"
+
+        async def replaced() -> list[Any] | None:
+            pods = [p for p in await store.list("Pod", "default") if p.metadata.labels.get("app") == "sleeper"]
+            if any(p.metadata.uid == first.metadata.uid for p in pods):
+                return None
+            return pods or None
+
+        replacements = await eventually(replaced, "evicted pod force-deleted and replaced")
+        assert len(replacements) == 1
+        replacement = replacements[0]
+        uids.add(replacement.metadata.uid)
+        assert not replacement.spec.nodeName, "a replacement was bound to an unreachable node"
+
+        # The kubelet comes back: taint gone, the replacement runs, the evicted pod's container goes.
+        kl_stop = asyncio.Event()
+        kubelet = asyncio.create_task(run_services(["kubelet"], nats_url, kubelet_opts, kl_stop))
+        await eventually(node_ready, "node Ready and untainted again")
+
+        async def replacement_running() -> bool:
+            with contextlib.suppress(errors.NotFound):
+                p = await store.get("Pod", "default", replacement.metadata.name)
+                return p.status.phase == "Running" and p.spec.nodeName == NODE
+            return False
+
+        await eventually(replacement_running, "replacement running on the node")
+
+        async def old_container_gone() -> bool:
+            return not await asyncio.to_thread(containers_of, docker_engine, first.metadata.uid)
+
+        await eventually(old_container_gone, "the evicted pod's container removed by the returning kubelet")
+    finally:
+        stop.set()
+        kl_stop.set()
+        await asyncio.gather(control_task, kubelet, return_exceptions=True)
+        await nc.close()
+        for uid in uids:
+            for c in containers_of(docker_engine, uid):
+                with contextlib.suppress(Exception):
+                    c.remove(force=True)
