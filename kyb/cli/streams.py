@@ -50,7 +50,9 @@ async def _events(nc: NatsClient, subject: str, *, follow: bool) -> AsyncIterato
         return  # no stream yet: no events were ever recorded
     try:
         info = await sub.consumer_info()
-        remaining = info.num_pending or 0
+        # Messages already pushed to us are no longer "pending" on the server: count them too.
+        delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+        remaining = (info.num_pending or 0) + (delivered or 0)
         while follow or remaining > 0:
             try:
                 msg = await sub.next_msg(timeout=None if follow else 2.0)

@@ -32,8 +32,8 @@ log = structlog.get_logger("api")
 
 SUBJECT_PREFIX = "kyb.api."
 QUEUE = "api"
-SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-BOOT_NAMESPACES = ("default", "kube-system")
+
+BOOT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 _encoder = msgspec.json.Encoder()
 

@@ -399,6 +399,14 @@ class Scheduler:
             self._attempts.pop(key, None)
             self.bound += 1
             self.bound_log.append((key, node))
+            with contextlib.suppress(Exception):
+                await self.store.record_event(
+                    pod,
+                    "Scheduled",
+                    f"Successfully assigned {pod.metadata.namespace}/{pod.metadata.name} to {node}",
+                    source=self.scheduler_name,
+                    nc=self.nc,
+                )
             return
         except errors.Conflict:
             self._unassume(key, node)
