@@ -220,9 +220,8 @@ def apply(obj: dict[str, Any], filenames: tuple[str, ...], recursive: bool, name
 
 
 def _apply_error(item: manifests.Document, e: errors.KybError) -> str:
-    name = (item.body.get("metadata") or {}).get("name") or "<unnamed>"
-    lines = [f"error: {item.body.get('kind', '?')} \"{name}\" ({item.source}): {e.message}"]
-    lines += [f"  * {d.field}: {d.message}" for d in e.details]
+    lines = [f'error: error when applying "{item.source}": {e.message}']
+    lines += [f"* {d.field}: {d.message}" for d in e.details if f"{d.field}: {d.message}" not in e.message]
     return "\n".join(lines)
 
 
