@@ -222,6 +222,9 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
             resync_seconds=60,
             keys=lambda: [f"{p.metadata.namespace}.{p.metadata.name}" for p in pods.by_index("node", node_name)],
             max_backoff=30.0,
+            # A stopping kubelet leaves containers running (the next one adopts them), so
+            # it does not wait out graceful terminations in flight.
+            shutdown_timeout=3.0,
         )
         ctrl = controller
 
