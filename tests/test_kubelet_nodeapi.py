@@ -31,7 +31,7 @@ busybox_image = images.busybox_image
 pytestmark = pytest.mark.docker
 
 NODE = "node-a"
-SCRIPT = "for i in 1 2 3 4 5; do echo line$i; done; echo oops >&2; exec sleep 600"
+SCRIPT = "echo oops >&2; sleep 0.2; for i in 1 2 3 4 5; do echo line$i; done; exec sleep 600"
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ async def test_logs_reach_the_cli_through_the_node(nc, node):
     assert "oops" in text  # stderr too, as kubectl logs shows it
     tail = io.BytesIO()
     await write_logs(nc, "default", "web", tail, tail=2)
-    assert tail.getvalue().decode().splitlines() == ["line5", "oops"]
+    assert tail.getvalue().decode().splitlines() == ["line4", "line5"]
 
 
 async def test_follow_streams_until_the_container_exits(nc, node):
@@ -185,7 +185,9 @@ async def test_metrics_carry_container_memory_and_feed_top(nc, node):
     try:
         end = time.monotonic() + 20
         while not seen or not seen[-1]["pods"] or len(seen[-1]["pods"][0]["containers"]) < 2:
-            assert time.monotonic() < end, f"no usable sample: {seen[-1:]}"
+            if time.monotonic() > end:
+                states = [(i.name, i.state) for i in await rt.list(pod.metadata.uid)]
+                raise AssertionError(f"no usable sample: {seen[-1:]}; containers: {states}")
             await asyncio.sleep(0.1)
         sample = seen[-1]
         assert sample["node"] == NODE and sample["window"] > 0
@@ -248,3 +250,20 @@ def test_top_rows_sum_containers_and_compute_percentages():
         ["n1", "500m", "25%", "512Mi", "50%"]
     ]
     assert node_rows(samples, {}) == [["n1", "500m", "<unknown>", "512Mi", "<unknown>"]]
+
+
+async def test_cli_commands_print_and_exit_like_kubectl(nats_url, nc, node):
+    from click.testing import CliRunner
+
+    from kyb.cli.podio import exec_command_cli, logs_command
+
+    runner = CliRunner()
+    result = await asyncio.to_thread(
+        runner.invoke, exec_command_cli, ["web", "--nats", nats_url, "--", "sh", "-c", "echo out; exit 7"]
+    )
+    assert result.exit_code == 7 and result.output == "out\n"
+    assert "line5" in await logs_of(nc)  # everything is written
+    result = await asyncio.to_thread(runner.invoke, logs_command, ["web", "--nats", nats_url, "--tail", "1"])
+    assert result.exit_code == 0 and result.output == "line5\n"
+    result = await asyncio.to_thread(runner.invoke, logs_command, ["ghost", "--nats", nats_url])
+    assert result.exit_code == 1 and 'pods "ghost" not found' in result.output
