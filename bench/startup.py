@@ -49,11 +49,11 @@ PORT = 8080
 BASELINE_LABEL = "io.kybernetes.bench=startup"
 
 
-class _Phase(msgspec.Struct):
+class _Phase(msgspec.Struct, frozen=True):
     phase: str = ""
 
 
-class _Meta(msgspec.Struct):
+class _Meta(msgspec.Struct, frozen=True):
     uid: str = ""
 
 
