@@ -44,7 +44,7 @@ def containers_of(engine: Any, uid: str) -> list[Any]:
 @pytest.mark.skipif(
     __import__("importlib").util.find_spec("services.replication.service") is None, reason="no replication service"
 )
-async def test_lost_kubelet_gets_its_pods_replaced_and_comes_back_clean(nats_url, tmp_path, docker_engine, busybox_image):
+async def test_lost_kubelet_gets_its_pods_replaced_and_comes_back_clean(nats_url, tmp_path, docker_engine, busybox_image):  # noqa: F811
     common = {"configure_logging": False}
     control = {**common, "node_monitor_grace_period": 2, "pod_eviction_timeout": 1}
     kubelet_opts = {

@@ -71,11 +71,11 @@ class FakeKubelet:
                 spec=LeaseSpec(holderIdentity=self.node, leaseDurationSeconds=40, renewTime=format_micro_time(now)),
             )
             try:
-                await self.store.mutate("Lease", "kube-node-lease", self.node, lambda cur: msgspec.structs.replace(cur, spec=lease.spec))
+                await self.store.mutate("Lease", "kube-node-lease", self.node, lambda cur, spec=lease.spec: msgspec.structs.replace(cur, spec=spec))
             except errors.NotFound:
                 await self.store.create(lease)
 
-            def ready(cur: Any) -> Any:
+            def ready(cur: Any, now: datetime = now) -> Any:
                 old = next((c for c in cur.status.conditions if c.type == "Ready"), None)
                 if old is not None and old.status == "True":
                     return None

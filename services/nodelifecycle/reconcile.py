@@ -35,7 +35,7 @@ import msgspec
 from schemas.coordination import Lease
 from schemas.core import Node, NodeCondition, Taint
 from schemas.helpers import format_time, parse_time
-from schemas.pod import Pod, PodCondition, Toleration
+from schemas.pod import Pod, Toleration
 
 UNREACHABLE = "node.kubernetes.io/unreachable"
 NOT_READY = "node.kubernetes.io/not-ready"
