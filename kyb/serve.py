@@ -41,6 +41,7 @@ SERVICES: dict[str, str] = {
     "volumebinder": "services.volumebinder.service",
     "ingress": "services.ingress.service",
     "proxy": "services.proxy.service",
+    "dns": "services.dns.service",
     "kubelet": "services.kubelet.service",
 }
 
