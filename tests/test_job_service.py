@@ -1,0 +1,407 @@
+"""The Job controller on a real nats-server with the api and scheduler services, hollow nodes
+and a stand-in kubelet; and once on the real Docker engine with the real kubelet.
+
+The helpers here (``Services``, ``HollowKubelet``, ``hollow_node``, ``wait_for``) are shared with
+the DaemonSet service tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from msgspec.structs import replace
+
+from kyb import errors
+from kyb.serve import run_services
+from kyb.store import Store, now_rfc3339
+from schemas.core import Node
+from schemas.pod import ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodCondition
+
+Decide = Callable[[Pod], str | None]  # pod -> final phase ("Succeeded"/"Failed"), or None to keep it running
+
+
+async def wait_for(predicate: Callable[[], Awaitable[Any]], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        with contextlib.suppress(errors.NotFound):
+            last = await predicate()
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout}s (last: {last!r})")
+        await asyncio.sleep(0.05)
+
+
+class Services:
+    """``run_services`` in a task, stoppable and restartable."""
+
+    def __init__(self, names: list[str], url: str, options: dict[str, Any] | None = None) -> None:
+        self.names, self.url, self.options = names, url, dict(options or {})
+        self.stop_event = asyncio.Event()
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> Services:
+        self.stop_event = asyncio.Event()
+        self.task = asyncio.create_task(run_services(self.names, self.url, self.options, self.stop_event))
+        return self
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        if self.task is not None:
+            await asyncio.wait_for(self.task, 30)
+
+
+class HollowKubelet:
+    """Marks pods bound to its nodes Running and Ready, then terminal as ``decide`` says, and
+    removes pods being deleted (grace 0, like a kubelet once the containers are gone)."""
+
+    def __init__(self, store: Store, decide: Decide | None = None, interval: float = 0.1) -> None:
+        self.store = store
+        self.decide = decide or (lambda pod: None)
+        self.interval = interval
+        self.seen_running: dict[str, int] = {}  # max pods of a kind running at once, per label key
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> HollowKubelet:
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(errors.KybError):
+                await self.step()
+            await asyncio.sleep(self.interval)
+
+    async def step(self) -> None:
+        for pod in await self.store.list("pods"):
+            ns, name = pod.metadata.namespace, pod.metadata.name
+            if not pod.spec.nodeName:
+                continue
+            with contextlib.suppress(errors.NotFound, errors.Conflict):
+                if pod.metadata.deletionTimestamp:
+                    await self.store.delete("Pod", ns, name, grace_period_seconds=0)
+                elif pod.status.phase == "Pending":
+                    await self.store.mutate("Pod", ns, name, _running)
+                elif pod.status.phase == "Running":
+                    final = self.decide(pod)
+                    if final:
+                        await self.store.mutate("Pod", ns, name, lambda p, f=final: _terminal(p, f))
+
+
+def _running(pod: Pod) -> Pod | None:
+    if pod.status.phase != "Pending" or pod.metadata.deletionTimestamp:
+        return None
+    now = now_rfc3339()
+    conds = [PodCondition(type=t, status="True", lastTransitionTime=now) for t in ("Initialized", "ContainersReady", "Ready")]
+    conds = [*(c for c in pod.status.conditions if c.type == "PodScheduled"), *conds]
+    return replace(pod, status=replace(pod.status, phase="Running", conditions=conds, startTime=now))
+
+
+def _terminal(pod: Pod, phase: str) -> Pod | None:
+    if pod.status.phase != "Running":
+        return None
+    now = now_rfc3339()
+    code = 0 if phase == "Succeeded" else 1
+    cs = [
+        ContainerStatus(
+            name=c.name, state=ContainerState(terminated=ContainerStateTerminated(exitCode=code, finishedAt=now))
+        )
+        for c in pod.spec.containers
+    ]
+    conds = [replace(c, status="False") if c.type in ("Ready", "ContainersReady") else c for c in pod.status.conditions]
+    return replace(pod, status=replace(pod.status, phase=phase, containerStatuses=cs, conditions=conds))
+
+
+def hollow_node(name: str, labels: dict[str, str] | None = None, taints: list[dict] | None = None) -> Node:
+    import msgspec
+
+    resources = {"cpu": "8", "memory": "16Gi", "pods": "110"}
+    return msgspec.convert(
+        {
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})}},
+            "spec": {"taints": taints or []},
+            "status": {
+                "capacity": resources,
+                "allocatable": resources,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+            },
+        },
+        Node,
+    )
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+import pytest  # noqa: E402
+
+from kyb.client import ApiClient  # noqa: E402
+from services.job.reconcile import FINALIZER, INDEX_KEY  # noqa: E402
+
+FAST = {"job_backoff_seconds": 0.3, "job_backoff_cap_seconds": 1.0}
+
+
+def job_manifest(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "work", "image": "busybox"}]}},
+            **spec,
+        },
+    }
+
+
+class Cluster:
+    def __init__(self, nc: Any, store: Store, url: str) -> None:
+        self.nc, self.store, self.url = nc, store, url
+        self.api = ApiClient(nc)
+
+    async def job(self, name: str) -> Any:
+        return await self.store.get("Job", "default", name)
+
+    async def pods_of(self, name: str) -> list[Pod]:
+        return [p for p in await self.store.list("pods", "default") if p.metadata.labels.get("job-name") == name]
+
+    async def wait_condition(self, name: str, type_: str, timeout: float = 20.0) -> Any:
+        async def done():
+            job = await self.job(name)
+            return job if any(c.type == type_ and c.status == "True" for c in job.status.conditions) else None
+
+        return await wait_for(done, timeout, f"job {name} {type_}")
+
+
+@pytest.fixture
+async def cluster(nats_url, nc):
+    base = Services(["api", "scheduler"], nats_url, {"configure_logging": False}).start()
+    store = Store(nc.jetstream())
+    await wait_for(lambda: _api_up(nc), what="api up")
+    for i in range(2):
+        await store.create(hollow_node(f"n{i}"))
+    jobs = Services(["job"], nats_url, {"configure_logging": False, **FAST}).start()
+    c = Cluster(nc, store, nats_url)
+    c.jobs = jobs  # type: ignore[attr-defined]
+    try:
+        yield c
+    finally:
+        await jobs.stop()
+        await base.stop()
+
+
+async def _api_up(nc: Any) -> bool:
+    with contextlib.suppress(Exception):
+        msg = await nc.request("kyb.api.get", b'{"kind":"ns","name":"default"}', timeout=0.5)
+        return bool(msg.headers and msg.headers.get("Kyb-Status") == "200")
+    return False
+
+
+async def test_completions_with_parallelism_run_two_at_a_time_and_complete(cluster: Cluster):
+    running_at_once = 0
+
+    def decide(pod: Pod) -> str | None:
+        return "Succeeded"
+
+    kubelet = HollowKubelet(cluster.store, decide).start()
+    try:
+        await cluster.api.apply(job_manifest("pi", completions=4, parallelism=2))
+
+        async def observe():
+            nonlocal running_at_once
+            pods = await cluster.pods_of("pi")
+            running_at_once = max(running_at_once, sum(1 for p in pods if p.status.phase in ("Pending", "Running")))
+            job = await cluster.job("pi")
+            return job if any(c.type == "Complete" for c in job.status.conditions) else None
+
+        job = await wait_for(observe, 30, "job pi complete")
+    finally:
+        await kubelet.stop()
+    assert (job.status.succeeded, job.status.failed, job.status.active) == (4, 0, 0)
+    assert job.status.completionTime and job.status.startTime
+    assert job.spec.selector.matchLabels == {"batch.kubernetes.io/controller-uid": job.metadata.uid}
+    assert 1 <= running_at_once <= 2, f"{running_at_once} pods ran at once with parallelism 2"
+    pods = await cluster.pods_of("pi")
+    assert len(pods) == 4 and all(p.status.phase == "Succeeded" for p in pods)
+    assert not any(FINALIZER in p.metadata.finalizers for p in pods), "tracking finalizer left on a counted pod"
+
+
+async def test_indexed_job_retries_a_failed_index_after_back_off(cluster: Cluster):
+    failed_once: set[str] = set()
+
+    def decide(pod: Pod) -> str | None:
+        index = pod.metadata.annotations[INDEX_KEY]
+        if index == "1" and not failed_once:
+            failed_once.add(pod.metadata.name)
+            return "Failed"
+        return "Succeeded"
+
+    kubelet = HollowKubelet(cluster.store, decide).start()
+    try:
+        await cluster.api.apply(job_manifest("idx", completions=3, parallelism=3, completionMode="Indexed", backoffLimit=2))
+        job = await cluster.wait_condition("idx", "Complete", 30)
+    finally:
+        await kubelet.stop()
+    assert job.status.completedIndexes == "0-2"
+    assert (job.status.succeeded, job.status.failed) == (3, 1)
+    pods = await cluster.pods_of("idx")
+    assert sorted(p.metadata.annotations[INDEX_KEY] for p in pods) == ["0", "1", "1", "2"]
+    assert {p.spec.hostname for p in pods} == {"idx-0", "idx-1", "idx-2"}
+
+
+async def test_backoff_limit_fails_the_job(cluster: Cluster):
+    kubelet = HollowKubelet(cluster.store, lambda pod: "Failed").start()
+    try:
+        await cluster.api.apply(job_manifest("bad", completions=1, backoffLimit=1))
+        job = await cluster.wait_condition("bad", "Failed", 30)
+    finally:
+        await kubelet.stop()
+    cond = next(c for c in job.status.conditions if c.type == "Failed")
+    assert cond.reason == "BackoffLimitExceeded"
+    assert job.status.failed == 2 and not job.status.completionTime
+
+
+async def test_deadline_fails_the_job_and_deletes_its_running_pods(cluster: Cluster):
+    kubelet = HollowKubelet(cluster.store).start()  # pods run forever
+    try:
+        await cluster.api.apply(job_manifest("slow", completions=2, parallelism=2, activeDeadlineSeconds=2))
+        job = await cluster.wait_condition("slow", "Failed", 30)
+        assert next(c for c in job.status.conditions if c.type == "Failed").reason == "DeadlineExceeded"
+        await wait_for(lambda: _none_left(cluster, "slow"), 20, "pods of slow deleted")
+        job = await wait_for(lambda: _counted(cluster, "slow", 2), 20, "deleted pods counted as failed")
+    finally:
+        await kubelet.stop()
+    assert job.status.active == 0
+
+
+async def _none_left(cluster: Cluster, name: str) -> bool:
+    return not await cluster.pods_of(name)
+
+
+async def _counted(cluster: Cluster, name: str, failed: int) -> Any:
+    job = await cluster.job(name)
+    return job if job.status.failed == failed else None
+
+
+async def test_restarted_controller_converges_without_extra_pods(cluster: Cluster):
+    release = asyncio.Event()
+    kubelet = HollowKubelet(cluster.store, lambda pod: "Succeeded" if release.is_set() else None).start()
+    try:
+        await cluster.api.apply(job_manifest("steady", completions=3, parallelism=2))
+
+        async def two_running():
+            pods = await cluster.pods_of("steady")
+            return len(pods) == 2 and all(p.status.phase == "Running" for p in pods)
+
+        await wait_for(two_running, 20, "two pods running")
+        await cluster.jobs.stop()  # type: ignore[attr-defined]
+        cluster.jobs.start()  # type: ignore[attr-defined]
+        # the new controller reconciles the same pods; give it the chance to (wrongly) add one
+        job = await wait_for(lambda: _synced(cluster, "steady"), 20, "restarted controller reports")
+        assert len(await cluster.pods_of("steady")) == 2, "restart created an extra pod"
+        release.set()
+        job = await cluster.wait_condition("steady", "Complete", 30)
+    finally:
+        await kubelet.stop()
+    assert job.status.succeeded == 3
+    assert len(await cluster.pods_of("steady")) == 3, "more pods than completions were created"
+
+
+async def _synced(cluster: Cluster, name: str) -> Any:
+    """The Job as reported by a controller that has run since the restart: ready=2, active=2."""
+    job = await cluster.job(name)
+    return job if (job.status.active, job.status.ready) == (2, 2) else None
+
+
+async def test_ttl_after_finished_deletes_the_job_and_its_pods(cluster: Cluster):
+    kubelet = HollowKubelet(cluster.store, lambda pod: "Succeeded").start()
+    try:
+        await cluster.api.apply(job_manifest("brief", completions=1, ttlSecondsAfterFinished=1))
+        await cluster.wait_condition("brief", "Complete", 20)
+
+        async def gone():
+            try:
+                await cluster.job("brief")
+            except errors.NotFound:
+                return not await cluster.pods_of("brief")
+            return False
+
+        await wait_for(gone, 20, "job and pods deleted after the TTL")
+    finally:
+        await kubelet.stop()
+
+
+async def test_suspended_job_creates_nothing_until_resumed(cluster: Cluster):
+    kubelet = HollowKubelet(cluster.store).start()
+    try:
+        await cluster.api.apply(job_manifest("later", completions=1, suspend=True))
+        job = await cluster.wait_condition("later", "Suspended", 20)
+        assert not await cluster.pods_of("later") and job.status.startTime is None
+        await cluster.api.apply(job_manifest("later", completions=1, suspend=False))
+
+        async def one_pod():
+            return len(await cluster.pods_of("later")) == 1
+
+        await wait_for(one_pod, 20, "pod created after resume")
+        job = await cluster.job("later")
+        assert next(c for c in job.status.conditions if c.type == "Suspended").status == "False"
+    finally:
+        await kubelet.stop()
+
+
+# --- on the real Docker engine ----------------------------------------------------------------
+
+from tests.images import busybox_image  # noqa: E402,F401
+
+
+@pytest.mark.docker
+async def test_busybox_job_completes_on_docker(nats_url, nc, tmp_path, busybox_image):  # noqa: F811
+    node = "jobnode"
+    kubelet_opts = {
+        "node_name": node,
+        "runtime": "docker",
+        "state_dir": str(tmp_path / "kubelet"),
+        "relist": 0.2,
+        "pod_cidr": "127.78.0.0/16",
+        "configure_logging": False,
+    }
+    base = Services(["api", "scheduler", "job"], nats_url, {"configure_logging": False}).start()
+    kubelet = Services(["kubelet"], nats_url, kubelet_opts).start()
+    store = Store(nc.jetstream())
+    c = Cluster(nc, store, nats_url)
+    try:
+        await wait_for(lambda: _api_up(nc), what="api up")
+        manifest = job_manifest("hello", completions=3, parallelism=2)
+        manifest["spec"]["template"]["spec"]["containers"] = [
+            {"name": "work", "image": busybox_image, "imagePullPolicy": "Never", "command": ["sh", "-c", "exit 0"]}
+        ]
+        manifest["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 1
+        await c.api.apply(manifest)
+        job = await c.wait_condition("hello", "Complete", 90)
+        assert job.status.succeeded == 3 and job.status.failed == 0
+        pods = await c.pods_of("hello")
+        assert len(pods) == 3 and all(p.status.phase == "Succeeded" and p.spec.nodeName == node for p in pods)
+    finally:
+        await kubelet.stop()
+        await base.stop()
+        await _remove_containers()
+
+
+async def _remove_containers() -> None:
+    from services.kubelet.runtime.docker import DockerRuntime
+
+    rt = DockerRuntime()
+    try:
+        for uid in set(await rt.list_sandboxes()) | {i.pod_uid for i in await rt.list()}:
+            if uid:
+                with contextlib.suppress(Exception):
+                    await rt.remove_sandbox(uid)
+    finally:
+        await rt.close()
