@@ -99,6 +99,21 @@ class _ClientSide(_Side):
     def __init__(self, frontend: TcpFrontend) -> None:
         super().__init__()
         self.frontend = frontend
+        self.early: list[bytes] = []  # bytes read before the backend connected
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is None:
+            # Some loops (uvloop) start reading after connection_made despite the pause.
+            self.early.append(data)
+            self.transport.pause_reading()  # type: ignore[union-attr]
+            return
+        self.peer.transport.write(data)  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool:
+        if self.peer is None:
+            self.eof = True
+            return True  # forwarded once the backend is connected
+        return super().eof_received()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -133,7 +148,13 @@ class _ClientSide(_Side):
             side.peer, self.peer = self, side
             with contextlib.suppress(OSError):
                 transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.transport.resume_reading()  # type: ignore[union-attr]
+            if self.early:
+                transport.write(b"".join(self.early))
+                self.early.clear()
+            if self.eof:
+                transport.write_eof()
+            else:
+                self.transport.resume_reading()  # type: ignore[union-attr]
             return
         if not self.closed and self.transport is not None:
             self.closed = True
