@@ -147,7 +147,7 @@ def replicas_for_metric(
     for p in missing:
         req = _request(p, name)
         if ratio < 1.0:
-            full = req if utilization else int(target_value)
+            full = req * max(100, int(target_value)) // 100 if utilization else int(target_value)
             filled.append((full, req))
         else:
             filled.append((0, req))
@@ -252,19 +252,19 @@ def limit_rate(
     """(replicas, ScalingLimited reason, message) after the policies and the min/max bounds."""
     reason, message = "DesiredWithinRange", "the desired count is within the acceptable range"
     if desired > current:
-        allowed = min(max_replicas, max(current, scale_up_limit(current, events, up, now)))
-        if desired > allowed:
+        limit = max(current, scale_up_limit(current, events, up, now))
+        if desired > limit and limit < max_replicas:
+            desired = limit
             reason, message = "ScaleUpLimit", "the desired replica count is increasing faster than the maximum scale rate"
-            desired = allowed
     elif desired < current:
-        allowed = max(min_replicas, min(current, scale_down_limit(current, events, down, now)))
-        if desired < allowed:
+        limit = min(current, scale_down_limit(current, events, down, now))
+        if desired < limit and limit > min_replicas:
+            desired = limit
             reason, message = "ScaleDownLimit", "the desired replica count is decreasing faster than the maximum scale rate"
-            desired = allowed
-    if desired > max_replicas:
-        return max_replicas, "TooManyReplicas", "the desired replica count is more than the maximum replica count"
     if desired < min_replicas:
         return min_replicas, "TooFewReplicas", "the desired replica count is less than the minimum replica count"
+    if desired > max_replicas:
+        return max_replicas, "TooManyReplicas", "the desired replica count is more than the maximum replica count"
     return desired, reason, message
 
 
