@@ -251,6 +251,13 @@ def get(obj: dict[str, Any], args: tuple[str, ...], namespace: str, all_namespac
         sections: list[str] = []
         found: list[tuple[Any, list[dict[str, Any]]]] = []
         failed = False
+        watcher = None
+        if watch:  # watch first, list second: nothing changed in between goes unseen
+            from kyb.cli.streams import KindWatch
+
+            info0 = targets[0][0]
+            watcher = KindWatch(api.nc, info0, _namespace(info0, namespace, all_namespaces))
+            await watcher.start()
         for info, names in targets:
             ns = _namespace(info, namespace, all_namespaces)
             if names:
@@ -293,31 +300,29 @@ def get(obj: dict[str, Any], args: tuple[str, ...], namespace: str, all_namespac
                 if all(not info.namespaced for info, _ in found):
                     where = ""
                 click.echo(f"No resources found{where}.", err=True)
-        if watch:
+        if watcher is not None:
             info0 = targets[0][0]
             head, rows = printers.table(info0.kind, found[0][1], _now(), wide=fmt == "wide",
                                         all_namespaces=all_namespaces and info0.namespaced)
             if not found[0][1] and fmt not in ("yaml", "json", "name"):
                 click.echo(output.render_table(head, []), nl=False)
-            await _watch(api, info0, _namespace(info0, namespace, all_namespaces), fmt, set(targets[0][1]),
-                         all_namespaces, listed, output.column_widths(head, rows))
+            await _watch(watcher, info0, fmt, set(targets[0][1]), all_namespaces, listed,
+                         output.column_widths(head, rows))
         if failed:
             raise Failed
 
     _run(go, obj["nats"])
 
 
-async def _watch(api: ApiClient, info: Any, ns: str | None, fmt: str | None, names: set[str],
-                 all_namespaces: bool, listed: set[tuple[Any, Any, Any]], widths: list[int]) -> None:
-    from kyb.cli.streams import watch_kind
-
-    async for event, o in watch_kind(api.nc, info, ns):
+async def _watch(watcher: Any, info: Any, fmt: str | None, names: set[str], all_namespaces: bool,
+                 listed: set[tuple[Any, Any, Any]], widths: list[int]) -> None:
+    async for event, o in watcher.events():
         meta = o.get("metadata") or {}
         name = meta.get("name", "")
         if names and name not in names:
             continue
-        if event == "ADDED" and (meta.get("namespace"), name, meta.get("resourceVersion")) in listed:
-            continue  # the watch starts by replaying what the listing already showed
+        if event != "DELETED" and (meta.get("namespace"), name, meta.get("resourceVersion")) in listed:
+            continue  # already shown by the listing
         if fmt in ("yaml", "json"):
             click.echo(("---\n" + output.to_yaml(o)) if fmt == "yaml" else output.to_json(o), nl=False)
         elif fmt == "name":
@@ -760,6 +765,10 @@ def _add_node_commands() -> None:
 
         cli.add_command(rollout_group, "rollout")
         cli.add_command(set_group, "set")
+    with contextlib.suppress(ImportError):
+        from kyb.cli.autoscale import autoscale_cmd
+
+        cli.add_command(autoscale_cmd, "autoscale")
 
 
 _add_node_commands()
