@@ -61,7 +61,7 @@ async def test_cluster_ip_node_port_and_load_balancer_reach_every_pod(net):
         return set(await replies(ip, port, 6)) == expected
 
     for ip, port in [(cip, 80), (net.node, node_port), (lb, 80)]:
-        await wait_for(lambda: spread(ip, port), 15, f"traffic to {ip}:{port} spread over all pods")
+        await wait_for(lambda ip=ip, port=port: spread(ip, port), 15, f"traffic to {ip}:{port} spread over all pods")
     assert await ask(cip, 80, "hello") in {f"{n}:hello" for n in expected}
 
 

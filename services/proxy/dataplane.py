@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 
 from services.proxy.balancer import Address, Balancer
-from services.proxy.plan import Frontend, Route
+from services.proxy.plan import Frontend, Route, diff
 
 log = structlog.get_logger("proxy")
 
@@ -47,6 +47,7 @@ class _Side(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.peer: _Side | None = None
+        self.forward: Callable[[bytes], None] | None = None  # the peer transport's write
         self.eof = False
         self.closed = False
 
@@ -55,7 +56,7 @@ class _Side(asyncio.Protocol):
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
-        self.peer.transport.write(data)  # type: ignore[union-attr]
+        self.forward(data)  # type: ignore[misc]
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -107,7 +108,7 @@ class _ClientSide(_Side):
             self.early.append(data)
             self.transport.pause_reading()  # type: ignore[union-attr]
             return
-        self.peer.transport.write(data)  # type: ignore[union-attr]
+        self.forward(data)  # type: ignore[misc]
 
     def eof_received(self) -> bool:
         if self.peer is None:
@@ -146,6 +147,7 @@ class _ClientSide(_Side):
                 transport.close()
                 return
             side.peer, self.peer = self, side
+            side.forward, self.forward = self.transport.write, transport.write  # type: ignore[union-attr]
             with contextlib.suppress(OSError):
                 transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.early:
@@ -328,18 +330,18 @@ class DataPlane:
         self.on_error = on_error
 
     async def apply(self, routes: dict[Frontend, Route]) -> None:
-        for fe in [f for f in self.frontends if f not in routes]:
+        current = {fe: sock.route for fe, sock in self.frontends.items()}
+        changes = diff(current, routes)
+        for fe in changes.close:
             await self.frontends.pop(fe).close()
+        for fe in changes.retarget:
+            self.frontends[fe].update(routes[fe])
         self.failed = {f: why for f, why in self.failed.items() if f in routes}
-        for fe, route in routes.items():
-            current = self.frontends.get(fe)
-            if current is not None:
-                if current.route != route:
-                    current.update(route)
-                continue
-            sock: FrontendSocket = TcpFrontend(fe, route) if fe.protocol == "TCP" else UdpFrontend(fe, route)
+        for fe in changes.open:
             if fe.protocol not in ("TCP", "UDP"):
-                continue
+                continue  # SCTP is not served
+            route = routes[fe]
+            sock: FrontendSocket = TcpFrontend(fe, route) if fe.protocol == "TCP" else UdpFrontend(fe, route)
             try:
                 await sock.open()
             except OSError as e:
