@@ -262,3 +262,50 @@ def test_server_rejects_a_raw_publish_of_invalid_yaml(cluster) -> None:
             await nc.close()
 
     asyncio.run(raw())
+
+
+def test_get_watch_streams_changes_after_the_listing(kyb, cluster) -> None:
+    import subprocess
+
+    kyb("apply", "-f", "-", input=CM.format(name="watched", tier="w", value="1"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kyb.cli.main", "--nats", cluster, "get", "cm", "watched", "-w"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    import queue
+
+    lines: list[str] = []
+    printed: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [printed.put(line.rstrip("\n")) for line in proc.stdout], daemon=True).start()
+
+    def read_until(predicate, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(predicate(line) for line in lines):
+            try:
+                lines.append(printed.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                pytest.fail(f"watch printed only {lines!r}")
+
+    try:
+        read_until(lambda line: line.split()[:2] == ["watched", "1"])
+        assert lines[0].split() == ["NAME", "DATA", "AGE"]
+        kyb("delete", "cm", "watched", "--no-wait")
+        read_until(lambda line: line.endswith("(deleted)"))
+        assert lines[-1].split()[:2] == ["watched", "1"]
+        assert len([line for line in lines if line.startswith("watched")]) == 2  # listing, deletion
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_events_lists_a_namespace_and_one_object(kyb) -> None:
+    kyb("apply", "-f", "-", input=CM.format(name="eventful", tier="ev", value="1"))
+    everything = kyb("events", "-A")
+    assert everything.exit_code == 0, everything.output
+    assert everything.output.splitlines()[0].split()[:3] == ["NAMESPACE", "LAST", "SEEN"]
+    assert any("configmap/eventful" in line for line in everything.output.splitlines())
+    one = kyb("events", "--for", "cm/eventful")
+    rows = one.output.splitlines()[1:]
+    assert rows and all("configmap/eventful" in row for row in rows)
+    none = kyb("events", "-n", "quiet-ns")
+    assert none.output == "No events found in quiet-ns namespace.\n"

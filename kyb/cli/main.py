@@ -271,7 +271,7 @@ def get(obj: dict[str, Any], args: tuple[str, ...], namespace: str, all_namespac
             else:
                 objs = await api.list(info.plural, ns, selector, field_selector)
             found.append((info, objs))
-        listed = {(m.get("namespace"), m.get("name"), m.get("resourceVersion"))
+        listed = {(m.get("namespace"), m.get("name")): _revision(m)
                   for _, objs in found for m in (o.get("metadata") or {} for o in objs)}
         if fmt in ("yaml", "json"):
             items = [o for _, objs in found for o in objs]
@@ -315,14 +315,15 @@ def get(obj: dict[str, Any], args: tuple[str, ...], namespace: str, all_namespac
 
 
 async def _watch(watcher: Any, info: Any, fmt: str | None, names: set[str], all_namespaces: bool,
-                 listed: set[tuple[Any, Any, Any]], widths: list[int]) -> None:
+                 listed: dict[tuple[Any, Any], int], widths: list[int]) -> None:
     async for event, o in watcher.events():
         meta = o.get("metadata") or {}
         name = meta.get("name", "")
         if names and name not in names:
             continue
-        if event != "DELETED" and (meta.get("namespace"), name, meta.get("resourceVersion")) in listed:
-            continue  # already shown by the listing
+        shown = listed.get((meta.get("namespace"), name), 0)
+        if event != "DELETED" and _revision(meta) <= shown:
+            continue  # the listing already showed this or a later version
         if fmt in ("yaml", "json"):
             click.echo(("---\n" + output.to_yaml(o)) if fmt == "yaml" else output.to_json(o), nl=False)
         elif fmt == "name":
@@ -332,6 +333,13 @@ async def _watch(watcher: Any, info: Any, fmt: str | None, names: set[str], all_
                                         all_namespaces=all_namespaces and info.namespaced)
             line = output.render_table(head, rows, header=False, min_widths=widths).rstrip("\n")
             click.echo(line + ("   (deleted)" if event == "DELETED" else ""))
+
+
+def _revision(meta: dict[str, Any]) -> int:
+    try:
+        return int(meta.get("resourceVersion") or 0)
+    except ValueError:
+        return 0
 
 
 # -- describe --------------------------------------------------------------------------------

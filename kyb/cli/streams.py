@@ -67,30 +67,42 @@ async def _events(nc: NatsClient, subject: str, *, follow: bool) -> AsyncIterato
             await sub.unsubscribe()
 
 
-async def watch_kind(
-    nc: NatsClient, info: KindInfo, namespace: str | None
-) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """("ADDED"|"MODIFIED"|"DELETED", object as users see it) for every change of a kind,
-    starting with the current objects, until cancelled."""
-    from kyb.informer import Informer
-    from kyb.render import to_dict
+class KindWatch:
+    """Every change of a kind as ("ADDED"|"MODIFIED"|"DELETED", object as users see it).
 
-    queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+    ``start()`` returns once the current objects are known, so a listing taken after it
+    misses nothing: changes made meanwhile are queued and come out of ``events()``.
+    """
 
-    def handler(event: str, new: Any, old: Any, _headers: dict[str, str]) -> None:
+    def __init__(self, nc: NatsClient, info: KindInfo, namespace: str | None) -> None:
+        from kyb.informer import Informer
+
+        self.info = info
+        self.namespace = namespace
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self.informer = Informer(nc, info)
+        self.informer.add_handler(self._handle)
+
+    def _handle(self, event: str, new: Any, old: Any, _headers: dict[str, str]) -> None:
+        from kyb.render import to_dict
+
         obj = new if new is not None else old
         if obj is None:
             return
-        ns = obj.metadata.namespace
-        if namespace is not None and info.namespaced and ns != namespace:
+        if self.namespace is not None and self.info.namespaced and obj.metadata.namespace != self.namespace:
             return
-        queue.put_nowait((event, to_dict(obj)))
+        self.queue.put_nowait((event, to_dict(obj)))
 
-    informer = Informer(nc, info)
-    informer.add_handler(handler)
-    await informer.start()
-    try:
-        while True:
-            yield await queue.get()
-    finally:
-        await informer.stop()
+    async def start(self, timeout: float = 10.0) -> None:
+        await self.informer.start()
+        await self.informer.wait_synced(timeout)
+
+    async def events(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        try:
+            while True:
+                yield await self.queue.get()
+        finally:
+            await self.informer.stop()
+
+    async def stop(self) -> None:
+        await self.informer.stop()
