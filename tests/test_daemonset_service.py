@@ -168,4 +168,4 @@ async def test_daemonset_pod_runs_on_the_kubelet_node_on_docker(nats_url, nc, tm
             await ApiClient(nc).delete("DaemonSet", "default", "logger")
         await kubelet.stop()
         await base.stop()
-        await _remove_containers()
+        await _remove_containers(node)

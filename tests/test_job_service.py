@@ -391,13 +391,13 @@ async def test_busybox_job_completes_on_docker(nats_url, nc, tmp_path, busybox_i
     finally:
         await kubelet.stop()
         await base.stop()
-        await _remove_containers()
+        await _remove_containers(node)
 
 
-async def _remove_containers() -> None:
+async def _remove_containers(node: str) -> None:
     from services.kubelet.runtime.docker import DockerRuntime
 
-    rt = DockerRuntime()
+    rt = DockerRuntime(node_name=node)
     try:
         for uid in set(await rt.list_sandboxes()) | {i.pod_uid for i in await rt.list()}:
             if uid:

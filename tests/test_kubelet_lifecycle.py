@@ -152,7 +152,7 @@ async def cleanup_runtime(runtime: str, options: dict[str, Any]) -> None:
     if runtime == "docker":
         from services.kubelet.runtime.docker import DockerRuntime
 
-        rt: Any = DockerRuntime()
+        rt: Any = DockerRuntime(node_name=options["node_name"])
     else:
         from services.kubelet.runtime.process import ProcessRuntime
 
@@ -345,7 +345,7 @@ async def test_deletion_is_graceful_and_the_object_goes_last(cluster: Cluster):
     if cluster.runtime == "docker":
         from services.kubelet.runtime.docker import DockerRuntime
 
-        rt: Any = DockerRuntime()
+        rt: Any = DockerRuntime(node_name=cluster.options["node_name"])
     else:
         from services.kubelet.runtime.process import ProcessRuntime
 

@@ -35,9 +35,9 @@ def check_cidr(cidr: str) -> ipaddress.IPv4Network:
 
 
 class PodIPAllocator:
-    """Hands out addresses of one network, one per pod uid; the lowest free address first.
+    """Hands out addresses of one network, one per pod uid.
     The network address, the first host address (the node's) and the broadcast address are
-    never given out."""
+    never given out. Addresses are handed out round the range, so a released one is not reused at once."""
 
     def __init__(self, cidr: str) -> None:
         self.network = check_cidr(cidr)

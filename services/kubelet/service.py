@@ -106,7 +106,9 @@ def host_memory() -> str:
         return "0"
 
 
-async def make_runtime(opts: KubeletOptions, state_dir: Path) -> tuple[ContainerRuntime, str]:
+async def make_runtime(
+    opts: KubeletOptions, state_dir: Path, node_name: str | None = None
+) -> tuple[ContainerRuntime, str]:
     """The runtime the options ask for, and its version string for nodeInfo."""
     choice = opts.runtime
     if choice not in ("docker", "process", "auto"):
@@ -129,7 +131,10 @@ async def make_runtime(opts: KubeletOptions, state_dir: Path) -> tuple[Container
         else:
             from services.kubelet.runtime.docker import PAUSE_IMAGE, DockerRuntime
 
-            return DockerRuntime(pause_image=opts.sandbox_image or PAUSE_IMAGE), f"docker://{version}"
+            return (
+                DockerRuntime(pause_image=opts.sandbox_image or PAUSE_IMAGE, node_name=node_name),
+                f"docker://{version}",
+            )
     import platform
 
     from services.kubelet.runtime.process import ProcessRuntime
@@ -156,7 +161,7 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     cidr = opts.pod_cidr or default_cidr(node_name)
     check_cidr(cidr)
     taints = tuple(parse_taint(t) for t in opts.taints)
-    runtime, runtime_version = await make_runtime(opts, state_dir)
+    runtime, runtime_version = await make_runtime(opts, state_dir, node_name)
     settings = NodeSettings(
         name=node_name,
         cpu=opts.cpu or str(os.cpu_count() or 1),

@@ -22,6 +22,7 @@ LABEL_POD_NAMESPACE = "io.kybernetes.pod.namespace"
 LABEL_CONTAINER_NAME = "io.kybernetes.container.name"
 LABEL_CONTAINER_ATTEMPT = "io.kybernetes.container.attempt"
 LABEL_SANDBOX = "io.kybernetes.sandbox"
+LABEL_NODE = "io.kybernetes.node"  # the kubelet (node) that owns the container
 
 SANDBOX_CONTAINER_NAME = "POD"
 

@@ -32,6 +32,7 @@ from docker.utils import parse_repository_tag
 from .base import (
     LABEL_CONTAINER_ATTEMPT,
     LABEL_CONTAINER_NAME,
+    LABEL_NODE,
     LABEL_POD_NAME,
     LABEL_POD_NAMESPACE,
     LABEL_POD_UID,
@@ -209,7 +210,9 @@ class DockerRuntime:
         pause_image: str = PAUSE_IMAGE,
         pull_timeout: float = 300.0,  # an image pull taking longer than this fails with ErrImagePull
         workers: int = 16,  # threads for blocking docker-py calls (a followed log holds one)
+        node_name: str | None = None,  # when set, only containers labelled for this node are seen
     ) -> None:
+        self._node = node_name
         self._owns_client = client is None
         if client is None:
             try:
@@ -265,7 +268,11 @@ class DockerRuntime:
     # sandboxes
 
     async def _find(self, *labels: str) -> list[dict[str, Any]]:
-        return await self._call("engine", self._api.containers, all=True, filters={"label": list(labels)})
+        wanted = [*labels, f"{LABEL_NODE}={self._node}"] if self._node else list(labels)
+        return await self._call("engine", self._api.containers, all=True, filters={"label": wanted})
+
+    def _node_label(self) -> dict[str, str]:
+        return {LABEL_NODE: self._node} if self._node else {}
 
     async def create_sandbox(self, cfg: SandboxConfig) -> str:
         for c in await self._find(f"{LABEL_POD_UID}={cfg.pod_uid}", f"{LABEL_SANDBOX}=true"):
@@ -281,6 +288,7 @@ class DockerRuntime:
             LABEL_CONTAINER_NAME: SANDBOX_CONTAINER_NAME,
             LABEL_CONTAINER_ATTEMPT: "0",
             LABEL_SANDBOX: "true",
+            **self._node_label(),
         }
         name = container_name(cfg.namespace, cfg.pod_name, SANDBOX_CONTAINER_NAME, 0, cfg.pod_uid)
         bindings = port_bindings(cfg)
@@ -338,6 +346,7 @@ class DockerRuntime:
             LABEL_CONTAINER_NAME: cfg.name,
             LABEL_CONTAINER_ATTEMPT: str(cfg.attempt),
             LABEL_SANDBOX: "false",
+            **self._node_label(),
         }
         host_config = self._api.create_host_config(
             network_mode=f"container:{sandbox_id}",
