@@ -322,12 +322,16 @@ class Store:
         graceful = _is_graceful_pod(info, current, grace_period_seconds)
         key = key_of(info, meta.namespace, meta.name)
         if finalizers or graceful:
-            if meta.deletionTimestamp and finalizers == list(meta.finalizers):
+            shorten = grace_period_seconds == 0 and (meta.deletionGracePeriodSeconds or 0) > 0
+            if meta.deletionTimestamp and finalizers == list(meta.finalizers) and not shorten:
                 return current  # already marked
             grace = grace_period_seconds
             if graceful and grace is None:
                 grace = getattr(current.spec, "terminationGracePeriodSeconds", None)
                 grace = 30 if grace is None else grace
+            if shorten:
+                # A forced delete of a pod that only finalizers hold: it goes with the last one.
+                graceful, grace = True, 0
             marked = msgspec.structs.replace(
                 current,
                 metadata=msgspec.structs.replace(

@@ -159,3 +159,16 @@ async def test_update_without_revision_is_invalid(store):
     with pytest.raises(errors.Invalid) as e:
         await store.update(blind)
     assert e.value.details[0].field == "metadata.resourceVersion"
+
+
+async def test_forced_delete_of_a_marked_pod_with_finalizers_goes_with_the_last_finalizer(store):
+    created = await store.create(pod("a", finalizers=["example.com/hold"]))
+    await store.update(msgspec.structs.replace(created, spec=msgspec.structs.replace(created.spec, nodeName="n1")))
+    marked = await store.delete("Pod", "default", "a")
+    assert marked.metadata.deletionGracePeriodSeconds == 30
+    forced = await store.delete("Pod", "default", "a", grace_period_seconds=0)
+    assert forced.metadata.deletionGracePeriodSeconds == 0
+    await store.mutate("Pod", "default", "a", lambda o: msgspec.structs.replace(
+        o, metadata=msgspec.structs.replace(o.metadata, finalizers=[])))
+    with pytest.raises(errors.NotFound):
+        await store.get("Pod", "default", "a")
