@@ -7,7 +7,9 @@ request strings.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
 from schemas.core import Node
 from schemas.pod import NodeSelectorTerm, Pod
@@ -65,7 +67,8 @@ def _term(t: NodeSelectorTerm) -> Term:
     )
 
 
-def pod_request(pod: Pod, key: str) -> PodRequest:
+def pod_request(pod: Pod, key: str, volume_terms: tuple[Term, ...] | None = None) -> PodRequest:
+    """``volume_terms``: node terms the pod's volumes require, ANDed with its own node affinity."""
     cpu, mem = pod_requests(pod)
     spec = pod.spec
     required = None
@@ -77,6 +80,8 @@ def pod_request(pod: Pod, key: str) -> PodRequest:
         preferred = tuple(
             PreferredTerm(weight=p.weight, term=_term(p.preference)) for p in na.preferredDuringSchedulingIgnoredDuringExecution
         )
+    if volume_terms is not None:
+        required = _and_terms(required, volume_terms)
     ports = tuple(
         HostPort(port=p.hostPort, protocol=p.protocol, host_ip=p.hostIP or "0.0.0.0")
         for c in spec.containers
@@ -125,3 +130,74 @@ def node_info(node: Node) -> NodeInfo:
         ready=ready,
         unschedulable=node.spec.unschedulable,
     )
+
+
+# -- volumes: claims bound to volumes pinned to nodes ------------------------------------------
+
+UNBOUND_IMMEDIATE = "pod has unbound immediate PersistentVolumeClaims"
+
+
+def _and_terms(a: tuple[Term, ...] | None, b: tuple[Term, ...]) -> tuple[Term, ...]:
+    """Both node selectors at once: every pair of terms merged (terms are ORed, their parts ANDed)."""
+    if a is None:
+        return b
+    return tuple(
+        Term(match_expressions=x.match_expressions + y.match_expressions, match_fields=x.match_fields + y.match_fields)
+        for x in a
+        for y in b
+    )
+
+
+def volume_constraints(
+    pod: Pod, claims: Mapping[str, Any], volumes: Mapping[str, Any], classes: Mapping[str, Any]
+) -> tuple[tuple[Term, ...] | None, str]:
+    """(required node terms from the volumes the pod's claims are bound to, why the pod cannot be
+    scheduled yet or ""). ``claims`` are keyed ``<namespace>/<name>``, volumes and classes by name.
+
+    A claim bound to a volume with node affinity pins the pod to those nodes. An unbound claim
+    blocks the pod unless its class binds WaitForFirstConsumer (the binder then provisions on
+    the node chosen here)."""
+    required: tuple[Term, ...] | None = None
+    ns = pod.metadata.namespace or "default"
+    for v in pod.spec.volumes:
+        if v.persistentVolumeClaim is None:
+            continue
+        name = v.persistentVolumeClaim.claimName
+        claim = claims.get(f"{ns}/{name}")
+        if claim is None:
+            return None, f'persistentvolumeclaim "{name}" not found'
+        if claim.metadata.deletionTimestamp is not None:
+            return None, f'persistentvolumeclaim "{name}" is being deleted'
+        if not claim.spec.volumeName or claim.status.phase != "Bound":
+            cls = classes.get(claim.spec.storageClassName or "")
+            if cls is not None and cls.volumeBindingMode == "WaitForFirstConsumer":
+                continue
+            return None, UNBOUND_IMMEDIATE
+        pv = volumes.get(claim.spec.volumeName)
+        if pv is None:
+            return None, f'persistentvolume "{claim.spec.volumeName}" not found'
+        affinity = pv.spec.nodeAffinity
+        if affinity is not None and affinity.required is not None:
+            required = _and_terms(required, tuple(_term(t) for t in affinity.required.nodeSelectorTerms))
+    return required, ""
+
+
+def wait_for_first_consumer_claims(
+    pod: Pod, claims: Mapping[str, Any], classes: Mapping[str, Any]
+) -> list[tuple[str, str]]:
+    """(namespace, name) of the pod's unbound WaitForFirstConsumer claims without a selected node."""
+    ns = pod.metadata.namespace or "default"
+    out = []
+    for v in pod.spec.volumes:
+        if v.persistentVolumeClaim is None:
+            continue
+        claim = claims.get(f"{ns}/{v.persistentVolumeClaim.claimName}")
+        if claim is None or claim.spec.volumeName or SELECTED_NODE in claim.metadata.annotations:
+            continue
+        cls = classes.get(claim.spec.storageClassName or "")
+        if cls is not None and cls.volumeBindingMode == "WaitForFirstConsumer":
+            out.append((ns, claim.metadata.name))
+    return out
+
+
+SELECTED_NODE = "volume.kubernetes.io/selected-node"

@@ -38,9 +38,12 @@ from schemas.pod import Pod, PodCondition
 from services.scheduler.plan import HostPort, NodeTable, PodRequest, schedule_one
 from services.scheduler.podinfo import (
     DEFAULT_SCHEDULER,
+    SELECTED_NODE,
     node_info,
     occupies_node,
     pod_request,
+    volume_constraints,
+    wait_for_first_consumer_claims,
     wants_scheduling,
 )
 
@@ -102,6 +105,10 @@ class Scheduler:
         self.table = NodeTable(rng)
         self.pods = Informer(nc, "Pod")
         self.nodes = Informer(nc, "Node")
+        # Claims, volumes and classes: a pod's claims may pin it to nodes or keep it pending.
+        self.claims = Informer(nc, "PersistentVolumeClaim")
+        self.volumes = Informer(nc, "PersistentVolume")
+        self.classes = Informer(nc, "StorageClass")
         self._dirty_pods: set[str] = set()
         self._dirty_nodes: set[str] = set()
         self._queue: deque[str] = deque()
@@ -131,10 +138,13 @@ class Scheduler:
             self._sub = await self.js.subscribe(
                 f"{SUBJECT}.>", cb=self._on_reservation, ordered_consumer=True, deliver_policy=api.DeliverPolicy.ALL
             )
+        for inf in (self.claims, self.volumes, self.classes):
+            inf.add_handler(lambda _e, _n, _o, _h: self._storage_changed())
+            await inf.start()
         await self.nodes.start()
         await self.pods.start()
-        await self.nodes.wait_synced(30)
-        await self.pods.wait_synced(30)
+        for inf in (self.claims, self.volumes, self.classes, self.nodes, self.pods):
+            await inf.wait_synced(30)
 
     async def stop(self) -> None:
         if self._writes:
@@ -142,8 +152,19 @@ class Scheduler:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
-        await self.pods.stop()
-        await self.nodes.stop()
+        for inf in (self.pods, self.nodes, self.claims, self.volumes, self.classes):
+            await inf.stop()
+
+    def _storage_changed(self) -> None:
+        """A claim or volume changed: pods waiting for one try again now."""
+        now = self.clock()
+        for key in self._unschedulable:
+            self._unschedulable[key] = min(self._unschedulable[key], now)
+        self._wake.set()
+
+    def _storage_view(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        claims = {f"{c.metadata.namespace}/{c.metadata.name}": c for c in self.claims.list()}
+        return claims, {v.metadata.name: v for v in self.volumes.list()}, {c.metadata.name: c for c in self.classes.list()}
 
     async def _ensure_stream(self) -> None:
         cfg = api.StreamConfig(
@@ -190,6 +211,8 @@ class Scheduler:
                 del self._unschedulable[key]
                 self._enqueue(key)
         batch: list[tuple[Pod, PodRequest]] = []
+        blocked: list[tuple[Pod, str]] = []
+        storage = None
         while self._queue and len(batch) < self.batch_size:
             key = self._queue.popleft()
             self._queued.discard(key)
@@ -198,11 +221,18 @@ class Scheduler:
                 continue
             if key in self._reservations:
                 continue  # reserved by another replica; its binding is on the way
-            batch.append((pod, pod_request(pod, key)))
-        if batch:
+            terms = None
+            if any(v.persistentVolumeClaim is not None for v in pod.spec.volumes):
+                storage = storage or self._storage_view()
+                terms, why = volume_constraints(pod, *storage)
+                if why:
+                    blocked.append((pod, why))
+                    continue
+            batch.append((pod, pod_request(pod, key, terms)))
+        if batch or blocked:
             while len(self._in_flight) + len(batch) > self.max_in_flight and self._writes:
                 await asyncio.wait(self._writes, return_when=asyncio.FIRST_COMPLETED)
-            self._schedule(batch, now)
+            self._schedule(batch, now, blocked)
         return 0 < len(batch) < self.batch_size
 
     def _enqueue(self, key: str) -> None:
@@ -339,10 +369,10 @@ class Scheduler:
 
     # -- binding --------------------------------------------------------------------------
 
-    def _schedule(self, batch: list[tuple[Pod, PodRequest]], now: float) -> None:
+    def _schedule(self, batch: list[tuple[Pod, PodRequest]], now: float, blocked: list[tuple[Pod, str]] | None = None) -> None:
         """Decide the batch now (assuming each pod), write it in the background."""
         chosen: dict[str, list[tuple[Pod, PodRequest]]] = {}
-        failed = []
+        failed = list(blocked or [])
         for pod, req in batch:
             d = schedule_one(self.table, req, now)
             if d.node_name is None:
@@ -399,6 +429,7 @@ class Scheduler:
             self._attempts.pop(key, None)
             self.bound += 1
             self.bound_log.append((key, node))
+            await self._select_node_for_claims(pod, node)
             with contextlib.suppress(Exception):
                 await self.store.record_event(
                     pod,
@@ -425,6 +456,21 @@ class Scheduler:
             self._back_off(key)
             if self.log is not None:
                 self.log.warning("binding failed", pod=key, node=node, error=str(e))
+
+    async def _select_node_for_claims(self, pod: Pod, node: str) -> None:
+        """Tell the volume binder where to provision the pod's WaitForFirstConsumer claims."""
+        claims = {f"{c.metadata.namespace}/{c.metadata.name}": c for c in self.claims.list()}
+        classes = {c.metadata.name: c for c in self.classes.list()}
+        for ns, name in wait_for_first_consumer_claims(pod, claims, classes):
+
+            def annotate(claim: Any) -> Any:
+                if claim.spec.volumeName or SELECTED_NODE in claim.metadata.annotations:
+                    return None
+                annotations = {**claim.metadata.annotations, SELECTED_NODE: node}
+                return msgspec.structs.replace(claim, metadata=msgspec.structs.replace(claim.metadata, annotations=annotations))
+
+            with contextlib.suppress(errors.KybError):
+                await self.store.mutate("PersistentVolumeClaim", ns, name, annotate)
 
     def _back_off(self, key: str) -> float:
         attempts = self._attempts.get(key, 0)
