@@ -1,0 +1,321 @@
+"""The replication service on a real nats-server, with the api in front and hollow pods: a tiny
+in-test kubelet binds each new pod to a hollow node and reports it Running and Ready (unless
+its template says ``never-ready``), and removes terminating pods like a kubelet would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as _dt
+import os
+import signal
+import sys
+import time
+
+import msgspec
+import nats
+import pytest
+
+from kyb.client import ApiClient
+from kyb.informer import Informer
+from kyb.serve import run_services
+from kyb.store import Store
+from schemas.helpers import controller_of, format_time
+from schemas.pod import Pod, PodCondition
+
+FAST_LEASE = {"lease_seconds": 1.5, "renew_seconds": 0.3, "retry_seconds": 0.2, "configure_logging": False}
+
+
+async def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+class HollowKubelet:
+    """Binds pods to ``node`` and reports them Running/Ready; deletes terminating ones at once."""
+
+    def __init__(self, nc, store: Store, node: str = "hollow-0") -> None:
+        self.store = store
+        self.node = node
+        self.pods = Informer(nc, "Pod")
+        self.queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self.pods.add_handler(self._on_pod)
+        self.task: asyncio.Task | None = None
+        self.seen: set[str] = set()  # every pod name ever observed
+
+    def _on_pod(self, event, new, old, headers) -> None:
+        if new is not None:
+            self.seen.add(new.metadata.name)
+            self.queue.put_nowait((new.metadata.namespace, new.metadata.name))
+
+    async def start(self) -> None:
+        await self.pods.start()
+        await self.pods.wait_synced(10)
+        self.task = asyncio.create_task(self._work())
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await self.pods.stop()
+
+    async def _work(self) -> None:
+        while True:
+            ns, name = await self.queue.get()
+            with contextlib.suppress(Exception):
+                await self._sync(ns, name)
+
+    async def _sync(self, ns: str, name: str) -> None:
+        pod = self.pods.get(f"{ns}.{name}")
+        if pod is None:
+            return
+        if pod.metadata.deletionTimestamp is not None:
+            await self.store.delete("Pod", ns, name, grace_period_seconds=0)
+            return
+        if pod.status.phase == "Running" and pod.spec.nodeName:
+            return
+        ready = "False" if pod.metadata.labels.get("never-ready") else "True"
+        now = format_time(_dt.datetime.now(_dt.UTC))
+
+        def run(p: Pod) -> Pod | None:
+            if p.status.phase == "Running":
+                return None
+            status = msgspec.structs.replace(
+                p.status,
+                phase="Running",
+                conditions=[PodCondition(type="Ready", status=ready, lastTransitionTime=now)],
+            )
+            return msgspec.structs.replace(
+                p, spec=msgspec.structs.replace(p.spec, nodeName=p.spec.nodeName or self.node), status=status
+            )
+
+        await self.store.mutate("Pod", ns, name, run)
+
+
+def replicaset(name: str, replicas: int, labels: dict[str, str] | None = None, min_ready: int = 0) -> dict:
+    labels = labels or {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "minReadySeconds": min_ready,
+            "selector": {"matchLabels": {"app": labels["app"]}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "c", "image": "busybox", "imagePullPolicy": "Never"}]},
+            },
+        },
+    }
+
+
+class Cluster:
+    def __init__(self, nc, url: str) -> None:
+        self.nc = nc
+        self.url = url
+        self.store = Store(nc.jetstream())
+        self.api = ApiClient(nc)
+        self.services: dict[str, tuple[asyncio.Event, asyncio.Task]] = {}
+
+    def start(self, *names: str) -> None:
+        for name in names:
+            stop = asyncio.Event()
+            self.services[name] = (stop, asyncio.create_task(run_services([name], self.url, FAST_LEASE, stop)))
+
+    async def stop(self, name: str, *, kill: bool = False) -> None:
+        stop, task = self.services.pop(name)
+        if kill:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+    async def spawn(self, name: str) -> asyncio.subprocess.Process:
+        """The service in a process of its own, so it can be killed for real (SIGKILL)."""
+        code = (
+            "import asyncio, sys\n"
+            "from kyb.serve import run_services\n"
+            f"asyncio.run(run_services([{name!r}], {self.url!r}, {FAST_LEASE!r}, asyncio.Event()))\n"
+        )
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, cwd=os.getcwd(),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+
+    async def api_ready(self) -> None:
+        async def up():
+            with contextlib.suppress(Exception):
+                await self.api.get("ns", None, "default")
+                return True
+            return False
+
+        await wait_for(up, 20, "api up")
+
+    async def pods(self, app: str) -> list[Pod]:
+        return [p for p in await self.store.list("Pod", "default") if p.metadata.labels.get("app") == app]
+
+    async def active(self, app: str) -> list[Pod]:
+        return [p for p in await self.pods(app) if p.metadata.deletionTimestamp is None]
+
+    async def rs(self, name: str):
+        return await self.store.get("ReplicaSet", "default", name)
+
+
+@pytest.fixture
+async def cluster(nats_url):
+    nc = await nats.connect(nats_url)
+    c = Cluster(nc, nats_url)
+    c.start("api", "replication")
+    await c.api_ready()
+    kubelet = HollowKubelet(nc, c.store)
+    await kubelet.start()
+    c.kubelet = kubelet
+    try:
+        yield c
+    finally:
+        await kubelet.stop()
+        for name in list(c.services):
+            await c.stop(name)
+        await nc.close()
+
+
+async def test_scale_up_and_down_reports_status(cluster):
+    await cluster.api.apply(replicaset("web", 3))
+
+    async def ready(n: int):
+        rs = await cluster.rs("web")
+        s = rs.status
+        return s.replicas == n and s.readyReplicas == n and s.availableReplicas == n and s.fullyLabeledReplicas == n
+
+    await wait_for(lambda: ready(3), what="3 ready replicas")
+    pods = await cluster.active("web")
+    assert len(pods) == 3
+    rs = await cluster.rs("web")
+    assert rs.status.observedGeneration == rs.metadata.generation
+    for p in pods:
+        ref = controller_of(p)
+        assert ref is not None and ref.uid == rs.metadata.uid and ref.blockOwnerDeletion
+        assert p.metadata.name.startswith("web-") and len(p.metadata.name) == len("web-") + 5
+
+    await cluster.api.apply(replicaset("web", 5))
+    await wait_for(lambda: ready(5), what="5 ready replicas")
+    await cluster.api.apply(replicaset("web", 1))
+    await wait_for(lambda: ready(1), what="scaled down to 1")
+
+    async def one_pod_left():
+        return len(await cluster.pods("web")) == 1
+
+    await wait_for(one_pod_left, what="terminated pods removed")
+
+
+async def test_pods_that_never_become_ready_are_not_replaced_or_multiplied(cluster):
+    await cluster.api.apply(replicaset("broken", 6, labels={"app": "broken", "never-ready": "yes"}))
+
+    async def six_running():
+        pods = await cluster.active("broken")
+        return len(pods) == 6 and all(p.status.phase == "Running" for p in pods)
+
+    await wait_for(six_running, what="6 running pods")
+
+    async def status_counted():
+        s = (await cluster.rs("broken")).status
+        return s.replicas == 6 and s.readyReplicas == 0 and s.availableReplicas == 0
+
+    await wait_for(status_counted, what="status replicas 6, ready 0")
+    # Further reconciles (each pod write enqueues one) keep the count.
+    await cluster.api.apply(replicaset("broken", 6, labels={"app": "broken", "never-ready": "yes"}))
+    assert len(await cluster.pods("broken")) == 6
+    events = await cluster.nc.jetstream().subscribe("kyb.events.default.ReplicaSet.broken", ordered_consumer=True)
+    created = []
+    with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
+        while True:
+            msg = await events.next_msg(timeout=1)
+            created.append(msgspec.json.decode(msg.data)["reason"])
+    await events.unsubscribe()
+    assert created.count("SuccessfulCreate") == 6
+
+
+async def test_killed_controller_restarted_mid_scale_converges_without_extra_pods(cluster):
+    await cluster.stop("replication")
+    proc = await cluster.spawn("replication")
+    try:
+        await cluster.api.apply(replicaset("big", 60))
+
+        async def some_pods():
+            return len(await cluster.pods("big")) > 0
+
+        await wait_for(some_pods, what="scale-up started")
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        proc = await cluster.spawn("replication")
+
+        async def settled():
+            s = (await cluster.rs("big")).status
+            return s.replicas == 60 and s.readyReplicas == 60
+
+        await wait_for(settled, 30, "60 ready replicas after restart")
+        assert len(await cluster.pods("big")) == 60
+        assert len({n for n in cluster.kubelet.seen if n.startswith("big-")}) == 60, "a pod too many was created"
+        # Scale down and kill it again halfway.
+        await cluster.api.apply(replicaset("big", 10))
+
+        async def shrinking():
+            return len(await cluster.active("big")) < 60
+
+        await wait_for(shrinking, what="scale-down started")
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        proc = await cluster.spawn("replication")
+
+        async def ten():
+            s = (await cluster.rs("big")).status
+            return s.replicas == 10 and s.readyReplicas == 10 and len(await cluster.pods("big")) == 10
+
+        await wait_for(ten, 30, "10 replicas after the second restart")
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+
+
+async def test_adopts_matching_orphans_and_releases_relabelled_pods(cluster):
+    orphan = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "stray", "namespace": "default", "labels": {"app": "adopt"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "imagePullPolicy": "Never"}]},
+    }
+    await cluster.api.apply(orphan)
+    await cluster.api.apply(replicaset("adopt", 2))
+
+    async def two_with_stray():
+        pods = await cluster.active("adopt")
+        rs = await cluster.rs("adopt")
+        owned = [p for p in pods if (ref := controller_of(p)) is not None and ref.uid == rs.metadata.uid]
+        names = {p.metadata.name for p in owned}
+        return len(pods) == 2 and len(owned) == 2 and "stray" in names
+
+    await wait_for(two_with_stray, what="stray adopted and only one pod created")
+
+    # Relabel the stray: it is released and a replacement is created.
+    def relabel(p: Pod) -> Pod:
+        return msgspec.structs.replace(p, metadata=msgspec.structs.replace(p.metadata, labels={"app": "other"}))
+
+    await cluster.store.mutate("Pod", "default", "stray", relabel)
+
+    async def released():
+        stray = await cluster.store.get("Pod", "default", "stray")
+        s = (await cluster.rs("adopt")).status
+        return controller_of(stray) is None and len(await cluster.active("adopt")) == 2 and s.readyReplicas == 2
+
+    await wait_for(released, what="stray released and replaced")
