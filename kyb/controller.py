@@ -15,13 +15,14 @@ controller, key, trace_id and span_id.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import structlog
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from kyb import errors, telemetry
+from kyb import errors, metrics, telemetry
 from kyb.workqueue import Clock, WorkQueue
 
 __all__ = ["Controller", "Reconcile"]
@@ -52,8 +53,9 @@ class Controller:
         self._keys = keys
         self.shutdown_timeout = shutdown_timeout
         self.queue: WorkQueue[Context] = WorkQueue(
-            base_delay=base_backoff, max_delay=max_backoff, clock=clock
+            base_delay=base_backoff, max_delay=max_backoff, clock=clock, name=name
         )
+        self._latency = metrics.RECONCILE_SECONDS.labels(name)
         self._tracer = telemetry.tracer(f"kyb.controller.{name}")
         self.log = structlog.get_logger("kyb.controller").bind(controller=name)
 
@@ -90,7 +92,9 @@ class Controller:
         """
         if self.queue.shutting_down:
             old = self.queue
-            self.queue = WorkQueue(base_delay=old.base_delay, max_delay=old.max_delay, clock=old.clock)
+            self.queue = WorkQueue(
+                base_delay=old.base_delay, max_delay=old.max_delay, clock=old.clock, name=old.name
+            )
         self.log.info("controller started", workers=self.workers)
         serving = asyncio.create_task(self.queue.serve(self._process, workers=self.workers))
         resyncing = asyncio.create_task(self._resync_loop(stop)) if self._keys is not None else None
@@ -125,6 +129,13 @@ class Controller:
                 self.log.debug("resync", keys=n)
 
     async def _process(self, key: str, ctx: Context | None) -> None:
+        started = time.perf_counter()
+        result = await self._traced(key, ctx)
+        self._latency.observe(time.perf_counter() - started)
+        metrics.RECONCILES.labels(self.name, result).inc()
+
+    async def _traced(self, key: str, ctx: Context | None) -> str:
+        """One reconcile in its span; returns how it ended (the ``result`` label of the metrics)."""
         with self._tracer.start_as_current_span(
             f"reconcile {self.name}",
             context=ctx,
@@ -145,12 +156,14 @@ class Controller:
                     delay = self.queue.add_rate_limited(key, ctx)
                     span.set_attribute("kyb.requeue_after", delay)
                     self.log.debug("conflict; retrying", key=key, error=str(e), retry_in=delay)
+                    return "conflict"
                 except errors.Temporary as e:
                     self.queue.when(key)  # count the failure
                     self.queue.add_after(key, e.delay, ctx)
                     span.set_attribute("kyb.requeue_after", e.delay)
                     span.set_status(Status(StatusCode.ERROR, str(e)))
                     self.log.info("temporary failure; retrying", key=key, error=str(e), retry_in=e.delay)
+                    return "temporary"
                 except Exception as e:
                     delay = self.queue.add_rate_limited(key, ctx)
                     span.record_exception(e)
@@ -159,8 +172,11 @@ class Controller:
                     self.log.exception(
                         "reconcile failed", key=key, retry_in=delay, failures=self.queue.num_requeues(key)
                     )
+                    return "error"
                 else:
                     self.queue.forget(key)
                     if requeue is not None:
                         span.set_attribute("kyb.requeue_after", requeue)
                         self.queue.add_after(key, requeue)
+                        return "requeue"
+                    return "success"

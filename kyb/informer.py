@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
@@ -26,6 +27,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.js import api
 
+from kyb import metrics
 from kyb.store import decode, ensure_bucket, kind_info, split_key
 from schemas.meta import Object
 from schemas.registry import KindInfo
@@ -84,6 +86,7 @@ class Informer:
         self._task: asyncio.Task | None = None
         self._stopping = False
         self.restarts = 0  # how many times the consumer was remade (reconnects, gaps)
+        self._lag = metrics.WATCH_LAG.labels(self.info.kind)
 
     # -- public ---------------------------------------------------------------------------
 
@@ -190,6 +193,8 @@ class Informer:
                 expected_dseq += 1
                 self._apply(msg.subject, msg.data, headers, md.sequence.stream)
                 self._last_seq = md.sequence.stream
+                if self.synced and md.timestamp is not None:
+                    self._lag.observe(max(0.0, time.time() - md.timestamp.timestamp()))
                 if md.num_pending == 0 and not self.synced:
                     self._synced.set()
         finally:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import random
 import uuid
 from collections.abc import Callable, Iterable
@@ -25,8 +26,10 @@ import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
-from kyb import errors
+from kyb import errors, metrics
 from schemas.meta import Object, ObjectMeta
 from schemas.registry import KindInfo, UnknownKind, all_kinds, by_kind, resolve
 
@@ -80,11 +83,15 @@ def encode(obj: Object) -> bytes:
     """The stored form: the object without its resourceVersion (the KV revision is the truth)."""
     if obj.metadata.resourceVersion is not None:
         obj = msgspec.structs.replace(obj, metadata=msgspec.structs.replace(obj.metadata, resourceVersion=None))
+    if obj.kind == "Secret":
+        obj = secretbox.seal_object(obj)  # encryption at rest, when a key is configured
     return _encoder.encode(obj)
 
 
 def decode(info: KindInfo, data: bytes, revision: int) -> Object:
     obj = msgspec.json.decode(data, type=info.type)
+    if info.kind == "Secret":
+        obj = secretbox.open_object(obj)
     return with_revision(obj, revision)
 
 
@@ -94,6 +101,14 @@ def spec_of(obj: Object) -> bytes:
         return _encoder.encode(obj.spec)
     rest = {f: getattr(obj, f) for f in obj.__struct_fields__ if f not in ("metadata", "status", "apiVersion", "kind")}
     return _encoder.encode(rest)
+
+
+_tracer = trace.get_tracer("kyb.store")
+
+
+def _write_attributes(info: KindInfo, key: str, op: str) -> dict[str, str]:
+    ns, name = split_key(key)
+    return {"kyb.kind": info.kind, "kyb.namespace": ns or "", "kyb.name": name, "kyb.op": op}
 
 
 def _trace_headers() -> dict[str, str]:
@@ -159,7 +174,8 @@ class Store:
         kv = await self._bucket(info)
         key = key_of(info, namespace, name)
         try:
-            entry = await kv.get(key)
+            with metrics.KV_SECONDS.labels(info.bucket, "get").time():
+                entry = await kv.get(key)
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             raise errors.NotFound(f'{info.plural} "{name}" not found') from None
         except nats.errors.TimeoutError as e:
@@ -194,11 +210,26 @@ class Store:
 
     async def _publish(self, info: KindInfo, key: str, payload: bytes, expected: int, extra: dict[str, str] | None = None) -> int:
         await self._bucket(info)
+        op = "delete" if (extra or {}).get("KV-Operation") == "DEL" else ("create" if expected == 0 else "update")
+        # Inside a trace, the write is a span of its own naming the object, so `kyb trace`
+        # can find the traces that touched an object; watchers continue from this span.
+        span = (
+            _tracer.start_as_current_span(f"kv.{op} {info.plural}", kind=SpanKind.PRODUCER, attributes=_write_attributes(info, key, op))
+            if trace.get_current_span().is_recording()
+            else contextlib.nullcontext()
+        )
+        with span, metrics.KV_SECONDS.labels(info.bucket, op).time():
+            return await self._publish_now(info, key, payload, expected, op, extra)
+
+    async def _publish_now(
+        self, info: KindInfo, key: str, payload: bytes, expected: int, op: str, extra: dict[str, str] | None
+    ) -> int:
         headers = {"Nats-Expected-Last-Subject-Sequence": str(expected), **_trace_headers(), **(extra or {})}
         try:
             ack = await self.js.publish(f"$KV.{info.bucket}.{key}", payload, headers=headers)
         except nats.js.errors.APIError as e:
             if e.err_code == WRONG_LAST_SEQUENCE:
+                metrics.CONFLICTS.labels(info.bucket, op).inc()
                 raise errors.Conflict(
                     f'Operation cannot be fulfilled on {info.plural} "{split_key(key)[1]}": '
                     "the object has been modified; please apply your changes to the latest version and try again"
@@ -266,6 +297,7 @@ class Store:
         if current is None:
             current = await self.get(info, meta.namespace, meta.name)
         if current.metadata.resourceVersion != meta.resourceVersion:
+            metrics.CONFLICTS.labels(info.bucket, "update").inc()
             raise errors.Conflict(
                 f'Operation cannot be fulfilled on {info.plural} "{meta.name}": '
                 "the object has been modified; please apply your changes to the latest version and try again"

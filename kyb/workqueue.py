@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
@@ -108,8 +108,22 @@ class WorkQueue(Generic[C]):
     """Deduplicating, rate-limited, delaying queue of string keys (see the module docstring)."""
 
     def __init__(
-        self, *, base_delay: float = 0.005, max_delay: float = 60.0, clock: Clock | None = None
+        self,
+        *,
+        base_delay: float = 0.005,
+        max_delay: float = 60.0,
+        clock: Clock | None = None,
+        name: str | None = None,
     ) -> None:
+        self.name = name  # a named queue reports depth, adds and retries as Prometheus metrics
+        self._adds: Any = None
+        self._retries: Any = None
+        if name is not None:
+            from kyb import metrics
+
+            metrics.QUEUE_DEPTH.labels(name).set_function(lambda: len(self._queue))
+            self._adds = metrics.QUEUE_ADDS.labels(name)
+            self._retries = metrics.QUEUE_RETRIES.labels(name)
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.clock: Clock = clock or LoopClock()
@@ -138,6 +152,8 @@ class WorkQueue(Generic[C]):
         if key in self._dirty:
             return
         self._dirty.add(key)
+        if self._adds is not None:
+            self._adds.inc()
         if key in self._processing:
             return  # rerun once after done()
         self._queue.append(key)
@@ -165,6 +181,8 @@ class WorkQueue(Generic[C]):
         """The back-off for the next failure of ``key`` (and count that failure)."""
         failures = self._failures.get(key, 0)
         self._failures[key] = failures + 1
+        if self._retries is not None:
+            self._retries.inc()
         # exponent bounded so the float never overflows
         return min(self.base_delay * (2 ** min(failures, 62)), self.max_delay)
 
