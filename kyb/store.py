@@ -29,7 +29,7 @@ from nats.js.kv import KeyValue
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from kyb import errors, metrics
+from kyb import errors, metrics, secretbox
 from schemas.meta import Object, ObjectMeta
 from schemas.registry import KindInfo, UnknownKind, all_kinds, by_kind, resolve
 
@@ -151,6 +151,13 @@ class Store:
             num_replicas=self.replicas,
             discard=api.DiscardPolicy.OLD,
         )
+        # Look before creating: a restricted component may read the stream's info but not
+        # create or change it, and it must not stall on a request it may not make.
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            have = (await self.js.stream_info(EVENTS_STREAM)).config
+            if have.subjects == cfg.subjects and have.max_age == cfg.max_age and have.max_bytes == cfg.max_bytes:
+                self._ensured.add(EVENTS_STREAM)
+                return
         try:
             await self.js.add_stream(cfg)
         except nats.js.errors.BadRequestError:
