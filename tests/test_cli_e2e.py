@@ -309,3 +309,19 @@ def test_events_lists_a_namespace_and_one_object(kyb) -> None:
     assert rows and all("configmap/eventful" in row for row in rows)
     none = kyb("events", "-n", "quiet-ns")
     assert none.output == "No events found in quiet-ns namespace.\n"
+
+
+def test_delete_by_manifest_and_cluster_scoped_get(kyb, tmp_path: Path) -> None:
+    f = tmp_path / "ns.yaml"
+    f.write_text("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: scratch\n---\n"
+                 + CM.format(name="in-scratch", tier="s", value="1").replace("metadata:\n", "metadata:\n  namespace: scratch\n"))
+    assert kyb("apply", "-f", str(f)).output == "namespace/scratch created\nconfigmap/in-scratch created\n"
+    ns = kyb("get", "ns", "scratch", "-n", "elsewhere")
+    assert ns.exit_code == 0 and ns.output.splitlines()[1].split()[:2] == ["scratch", "Active"]
+    assert kyb("get", "cm", "-n", "scratch", "-o", "name").output == "configmap/in-scratch\n"
+    # Without the namespace and gc controllers running here, nothing would finish the deletion.
+    gone = kyb("delete", "-f", str(f), "--cascade=orphan", "--no-wait")
+    assert gone.exit_code == 0, gone.output
+    assert gone.output.splitlines() == ['namespace "scratch" deleted', 'configmap "in-scratch" deleted']
+    left = kyb("get", "cm", "in-scratch", "-n", "scratch", "-o", "json")
+    assert left.exit_code == 1 or json.loads(left.output)["metadata"].get("deletionTimestamp")

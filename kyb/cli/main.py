@@ -264,7 +264,7 @@ def get(obj: dict[str, Any], args: tuple[str, ...], namespace: str, all_namespac
                 objs = []
                 for name in names:
                     try:
-                        objs.append(await api.get(info.plural, ns or namespace, name))
+                        objs.append(await api.get(info.plural, namespace if info.namespaced else None, name))
                     except errors.NotFound:
                         click.echo(server_error(_not_found(info, name)), err=True)
                         failed = True
@@ -358,7 +358,7 @@ def describe(obj: dict[str, Any], args: tuple[str, ...], namespace: str) -> None
         texts = []
         for info, names in targets:
             ns = _namespace(info, namespace)
-            objs = ([await _get_or_not_found(api, info, ns or namespace, n) for n in names] if names
+            objs = ([await _get_or_not_found(api, info, ns, n) for n in names] if names
                     else await api.list(info.plural, ns))
             for o in objs:
                 meta = o.get("metadata") or {}
