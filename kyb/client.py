@@ -38,6 +38,9 @@ async def connect(url: str, *, timeout: float = 2.0, **options: Any) -> NatsClie
         if not first_error.done():
             first_error.set_result(e)
 
+    from kyb import auth
+
+    options = {**auth.client_options(), **options}  # the identity given by --creds/--user or the env
     attempt = asyncio.ensure_future(
         nats.connect(url, connect_timeout=timeout, error_cb=on_error, **options)
     )

@@ -43,17 +43,22 @@ class NatsServer:
     config_file: Path | None = None      # extra configuration (auth, cluster), included as-is
     log_file: Path | None = None
     extra_args: list[str] = field(default_factory=list)
+    tls_cert: Path | None = None         # with tls_key: clients must speak TLS (tls:// URL)
+    tls_key: Path | None = None
     proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        scheme = "tls" if self.tls_cert else "nats"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         args = [nats_server_binary(), "-js", "-a", self.host, "-p", str(self.port), "-sd", str(self.store_dir)]
         if self.config_file is not None:
             args += ["-c", str(self.config_file)]
+        if self.tls_cert and self.tls_key:
+            args += ["--tls", "--tlscert", str(self.tls_cert), "--tlskey", str(self.tls_key)]
         args += self.extra_args
         if self.log_file:
             with open(self.log_file, "ab") as log:

@@ -115,8 +115,14 @@ def _why(e: BaseException) -> str:
 async def context_for(name: str, nats_url: str, options: dict[str, Any] | None = None) -> ServiceContext:
     from kyb import telemetry
 
-    nc = await connect(nats_url, name=f"kyb-{name}")
+    from kyb import auth
+
+    identity = auth.for_service(name, options or {})
+    nc = await connect(nats_url, name=f"kyb-{name}", **identity.nats_options())
     js = nc.jetstream(timeout=10)
+    if identity.configured and name == "kubelet":
+        # With credentials, a kubelet writes its pods through the api's node-restricted verbs.
+        options = {"node_restricted": True, **(options or {})}
     store = Store(js, replicas=int((options or {}).get("replicas", 1)))
     return ServiceContext(
         name=name,
@@ -148,6 +154,9 @@ async def run_services(
     if unknown:
         raise errors.BadRequest(f"unknown service(s): {', '.join(unknown)}; known: {', '.join(SERVICES)}")
     telemetry.init_telemetry(names[0] if len(names) == 1 else "kybernetes")
+    from kyb import secretbox
+
+    secretbox.configure_from(options or {})  # Secrets encrypted at rest when a key is named
     first = await context_for("bootstrap", nats_url, options)
     try:
         await first.store.ensure_buckets()
