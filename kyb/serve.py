@@ -153,7 +153,7 @@ async def run_services(
     unknown = [n for n in names if n not in SERVICES]
     if unknown:
         raise errors.BadRequest(f"unknown service(s): {', '.join(unknown)}; known: {', '.join(SERVICES)}")
-    telemetry.init_telemetry(names[0] if len(names) == 1 else "kybernetes")
+    provider = telemetry.init_telemetry(names[0] if len(names) == 1 else "kybernetes")
     from kyb import secretbox
 
     secretbox.configure_from(options or {})  # Secrets encrypted at rest when a key is named
@@ -164,12 +164,15 @@ async def run_services(
         await first.nc.close()
     contexts: list[ServiceContext] = []
     tasks: list[asyncio.Task] = []
+    ops = _Operations(provider, options or {})
     try:
+        await ops.start(names, nats_url)
         for name in names:
             module = importlib.import_module(SERVICES[name])
-            ctx = await context_for(name, nats_url, options)
-            contexts.append(ctx)
-            tasks.append(asyncio.create_task(module.run(ctx, stop), name=f"service-{name}"))
+            for instance in _instances(name, options or {}):
+                ctx = await context_for(name, nats_url, instance)
+                contexts.append(ctx)
+                tasks.append(asyncio.create_task(module.run(ctx, stop), name=f"service-{name}"))
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         crashed = [t for t in done if t is not stopper and t.exception() is not None]
@@ -192,3 +195,65 @@ async def run_services(
         for ctx in contexts:
             with contextlib.suppress(Exception):
                 await ctx.nc.drain()
+        await ops.stop()
+
+
+def _instances(name: str, options: dict[str, Any]) -> list[dict[str, Any]]:
+    """The option sets ``name`` runs with: one per entry of ``options["instances"][name]``
+    (e.g. three kubelets of `kyb up --nodes 3`), each merged over the common options."""
+    per = (options.get("instances") or {}).get(name)
+    if not per:
+        return [options]
+    return [{**options, **one} for one in per]
+
+
+class _Operations:
+    """What a service process exposes for operating it: the trace stream exporter (option
+    ``traces``, default on; KYB_TRACES=0 turns it off), the Prometheus endpoint (option
+    ``metrics_port``; ``metrics_host`` default 127.0.0.1) and, with kubelets in the process,
+    their pod and container counts."""
+
+    def __init__(self, provider: Any, options: dict[str, Any]) -> None:
+        self.provider = provider
+        self.options = options
+        self.nc: NATS | None = None
+        self.server: Any = None
+        self.informer: Any = None
+        self.unregister: Any = None
+
+    async def start(self, names: list[str], nats_url: str) -> None:
+        from kyb import metrics, tracestore
+
+        traces = self.options.get("traces", os.environ.get("KYB_TRACES", "1") != "0")
+        if str(traces).lower() not in ("0", "false", "no", "off"):
+            self.nc = await connect(nats_url, name="kyb-traces")
+            await tracestore.ensure_stream(self.nc.jetstream(), replicas=int(self.options.get("replicas", 1)))
+            tracestore.bind(self.provider, self.nc)
+        port = self.options.get("metrics_port")
+        if port is None:
+            return
+        self.server = metrics.serve(int(port), host=str(self.options.get("metrics_host") or "127.0.0.1"))
+        if "kubelet" in names:
+            from kyb.informer import Informer
+
+            nodes = frozenset(
+                str(o.get("node_name") or socket.gethostname()).lower() for o in _instances("kubelet", self.options)
+            )
+            self.nc = self.nc or await connect(nats_url, name="kyb-metrics")
+            self.informer = Informer(self.nc, "Pod")
+            await self.informer.start()
+            self.unregister = metrics.register(metrics.PodCounts(self.informer.list, nodes))
+
+    async def stop(self) -> None:
+        from kyb import tracestore
+
+        if self.unregister is not None:
+            self.unregister()
+        if self.informer is not None:
+            await self.informer.stop()
+        if self.server is not None:
+            self.server.close()
+        if self.nc is not None:
+            await tracestore.unbind(self.provider, self.nc)
+            with contextlib.suppress(Exception):
+                await self.nc.drain()

@@ -673,7 +673,12 @@ def _run_until_signal(names: list[str], url: str, options: dict[str, Any]) -> No
 @click.option("--node-name", default=None, help="name of this machine's node (default: host name)")
 @click.option("--runtime", type=click.Choice(["docker", "process"]), default=None,
               help="container runtime of this machine's kubelet (default: docker when an engine answers)")
-def up(data_dir: Path, nats_port: int, node_name: str | None, runtime: str | None) -> None:
+@click.option("--nodes", type=click.IntRange(1, 155), default=1, show_default=True,
+              help="kubelets to run on this machine (node-1..node-N, each with its own pod range)")
+@click.option("--metrics-port", type=int, default=None,
+              help="serve Prometheus metrics of all services on 127.0.0.1:PORT/metrics (default: off)")
+def up(data_dir: Path, nats_port: int, node_name: str | None, runtime: str | None, nodes: int,
+       metrics_port: int | None) -> None:
     """Run a whole cluster on this machine: NATS with JetStream, then every service."""
     from kyb.natsd import NatsServer
     from kyb.serve import SERVICES, available_services
@@ -693,6 +698,12 @@ def up(data_dir: Path, nats_port: int, node_name: str | None, runtime: str | Non
         options["node_name"] = node_name
     if runtime:
         options["runtime"] = runtime
+    if nodes > 1:
+        from kyb.cli.multinode import kubelet_instances
+
+        options["instances"] = {"kubelet": kubelet_instances(nodes, data_dir)}
+    if metrics_port is not None:
+        options["metrics_port"] = metrics_port
     click.echo(f"kybernetes is up: NATS at {server.url} (data in {data_dir})")
     try:
         _run_until_signal(names, server.url, options)
@@ -732,8 +743,10 @@ def extra_options(args: list[str]) -> dict[str, Any]:
 @click.option("--nats", "nats_url", default=None, help="NATS URL (default: the global --nats)")
 @click.option("--node-name", default=None, help="kubelet: the node this process runs")
 @click.option("--runtime", type=click.Choice(["docker", "process"]), default=None, help="kubelet: container runtime")
+@click.option("--metrics-port", type=int, default=None, help="serve Prometheus metrics on 127.0.0.1:PORT/metrics")
 @click.pass_context
-def serve(ctx: click.Context, name: str, nats_url: str | None, node_name: str | None, runtime: str | None) -> None:
+def serve(ctx: click.Context, name: str, nats_url: str | None, node_name: str | None, runtime: str | None,
+          metrics_port: int | None) -> None:
     """Run one service alone (what compose and systemd units start)."""
     from kyb.serve import SERVICES
 
@@ -744,6 +757,8 @@ def serve(ctx: click.Context, name: str, nats_url: str | None, node_name: str | 
         options["node_name"] = node_name
     if runtime:
         options["runtime"] = runtime
+    if metrics_port is not None:
+        options["metrics_port"] = metrics_port
     url = nats_url or ctx.obj["nats"]
     try:
         _run_until_signal([name], url, options)
@@ -773,6 +788,10 @@ def _add_node_commands() -> None:
 
         cli.add_command(rollout_group, "rollout")
         cli.add_command(set_group, "set")
+    with contextlib.suppress(ImportError):
+        from kyb.cli.trace import trace_cmd
+
+        cli.add_command(trace_cmd, "trace")
     with contextlib.suppress(ImportError):
         from kyb.cli.autoscale import autoscale_cmd
 
