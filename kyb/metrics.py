@@ -32,6 +32,7 @@ __all__ = [
     "RECONCILE_SECONDS",
     "WATCH_LAG",
     "MetricsServer",
+    "POD_COUNTS",
     "PodCounts",
     "serve",
 ]
@@ -62,27 +63,33 @@ WATCH_LAG = Histogram(
 )
 
 
-@dataclass
 class PodCounts(Collector):
     """``kyb_kubelet_pods`` by node and phase and ``kyb_kubelet_containers`` by node and state,
-    counted at scrape time from ``pods()`` (the pod objects bound to ``nodes``)."""
+    counted at scrape time from the sources added: each a function returning pod objects and
+    the nodes (of kubelets in this process) whose pods it counts."""
 
-    pods: Callable[[], Iterable[Any]]
-    nodes: frozenset[str]
+    def __init__(self) -> None:
+        self._sources: list[tuple[Callable[[], Iterable[Any]], frozenset[str]]] = []
+
+    def add(self, pods: Callable[[], Iterable[Any]], nodes: Iterable[str]) -> Callable[[], None]:
+        source = (pods, frozenset(nodes))
+        self._sources.append(source)
+        return lambda: self._sources.remove(source)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         pods: Tally[tuple[str, str]] = Tally()
         containers: Tally[tuple[str, str]] = Tally()
-        for node in self.nodes:  # every node shows up, even with nothing on it
-            pods[(node, "Running")] += 0
-        for pod in self.pods():
-            node = getattr(pod.spec, "nodeName", None)
-            if node not in self.nodes:
-                continue
-            status = getattr(pod, "status", None)
-            pods[(node, getattr(status, "phase", None) or "Pending")] += 1
-            for cs in getattr(status, "containerStatuses", None) or ():
-                containers[(node, _container_state(cs))] += 1
+        for source, nodes in list(self._sources):
+            for node in nodes:  # every node shows up, even with nothing on it
+                pods[(node, "Running")] += 0
+            for pod in source():
+                node = getattr(pod.spec, "nodeName", None)
+                if node not in nodes:
+                    continue
+                status = getattr(pod, "status", None)
+                pods[(node, getattr(status, "phase", None) or "Pending")] += 1
+                for cs in getattr(status, "containerStatuses", None) or ():
+                    containers[(node, _container_state(cs))] += 1
         fam = GaugeMetricFamily("kyb_kubelet_pods", "Pods bound to this process's nodes, by phase", labels=["node", "phase"])
         for (node, phase), n in sorted(pods.items()):
             fam.add_metric([node, phase], n)
@@ -93,6 +100,10 @@ class PodCounts(Collector):
         for (node, state), n in sorted(containers.items()):
             fam.add_metric([node, state], n)
         yield fam
+
+
+POD_COUNTS = PodCounts()
+REGISTRY.register(POD_COUNTS)
 
 
 def _container_state(cs: Any) -> str:
@@ -127,9 +138,3 @@ def serve(port: int, host: str = "127.0.0.1") -> MetricsServer:
     (port 0 picks a free one)."""
     server, thread = start_http_server(port, addr=host, registry=REGISTRY)
     return MetricsServer(host=host, port=server.server_address[1], _server=server, _thread=thread)
-
-
-def register(collector: Collector) -> Callable[[], None]:
-    """Add a collector to the process registry; returns the function that removes it."""
-    REGISTRY.register(collector)
-    return lambda: REGISTRY.unregister(collector)

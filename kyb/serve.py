@@ -242,7 +242,7 @@ class _Operations:
             self.nc = self.nc or await connect(nats_url, name="kyb-metrics")
             self.informer = Informer(self.nc, "Pod")
             await self.informer.start()
-            self.unregister = metrics.register(metrics.PodCounts(self.informer.list, nodes))
+            self.unregister = metrics.POD_COUNTS.add(self.informer.list, nodes)
 
     async def stop(self) -> None:
         from kyb import tracestore
