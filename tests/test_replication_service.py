@@ -319,3 +319,50 @@ async def test_adopts_matching_orphans_and_releases_relabelled_pods(cluster):
         return controller_of(stray) is None and len(await cluster.active("adopt")) == 2 and s.readyReplicas == 2
 
     await wait_for(released, what="stray released and replaced")
+
+
+async def kyb(url: str, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kyb.cli.main", "--nats", url, *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_kyb_scale_resizes_replicasets_and_replication_controllers(cluster):
+    await cluster.api.apply(replicaset("sc", 2))
+    rc = {
+        "apiVersion": "v1",
+        "kind": "ReplicationController",
+        "metadata": {"name": "legacy", "namespace": "default"},
+        "spec": {"replicas": 1, "template": {"metadata": {"labels": {"app": "legacy"}},
+                                             "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+    }
+    await cluster.api.apply(rc)
+
+    code, out, err = await kyb(cluster.url, "scale", "rs/sc", "--replicas", "4")
+    assert code == 0, err
+    assert out.strip() == "replicaset.apps/sc scaled"
+    code, out, err = await kyb(cluster.url, "scale", "replicationcontroller", "legacy", "--replicas=3")
+    assert code == 0, err
+    assert out.strip() == "replicationcontroller/legacy scaled"
+
+    async def sized():
+        rcs = await cluster.store.get("ReplicationController", "default", "legacy")
+        return (
+            (await cluster.rs("sc")).status.readyReplicas == 4
+            and len(await cluster.active("sc")) == 4
+            and rcs.status.readyReplicas == 3
+            and len(await cluster.active("legacy")) == 3
+        )
+
+    await wait_for(sized, what="scaled to 4 and 3")
+
+    # A precondition that does not hold writes nothing.
+    code, out, err = await kyb(cluster.url, "scale", "rs/sc", "--replicas", "1", "--current-replicas", "2")
+    assert code == 1
+    assert "Expected replicas to be 2, was 4" in err
+    assert (await cluster.rs("sc")).spec.replicas == 4
+    code, _, err = await kyb(cluster.url, "scale", "pod/x", "--replicas", "1")
+    assert code == 1 and "not scalable" in err

@@ -796,6 +796,10 @@ def _add_node_commands() -> None:
         from kyb.cli.autoscale import autoscale_cmd
 
         cli.add_command(autoscale_cmd, "autoscale")
+    with contextlib.suppress(ImportError):
+        from kyb.cli.scale import scale_cmd
+
+        cli.add_command(scale_cmd, "scale")
 
 
 _add_node_commands()
