@@ -86,6 +86,10 @@ async def connect(url: str, *, name: str = "kyb", connect_timeout: float = 2.0, 
         reconnect_time_wait=0.25,
         error_cb=_quiet,
     )
+    if "user" not in kw:
+        from kyb import auth
+
+        params.update(auth.client_options())  # the process's identity (--creds, env, `kyb up`)
     params.update(kw)
     nc = NATS()
     try:
@@ -157,6 +161,10 @@ async def run_services(
     from kyb import secretbox
 
     secretbox.configure_from(options or {})  # Secrets encrypted at rest when a key is named
+    from kyb import auth
+
+    if (options or {}).get("auth_dir") and not auth.default().configured:
+        auth.set_default(auth.for_service(names[0], options or {}))  # helper connections of the process
     first = await context_for("bootstrap", nats_url, options)
     try:
         await first.store.ensure_buckets()
