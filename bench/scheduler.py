@@ -57,7 +57,7 @@ def make_pod(i: int) -> Pod:
     )
 
 
-def scheduler_process(url: str, ready, profile: str | None) -> None:
+def scheduler_process(url: str, ready, profile: str | None, reserve: bool = True) -> None:
     """Runs one scheduler replica until terminated."""
     import signal
 
@@ -67,7 +67,7 @@ def scheduler_process(url: str, ready, profile: str | None) -> None:
 
     async def main() -> None:
         nc = await nats.connect(url, pending_size=64 * 1024 * 1024)
-        sched = Scheduler(nc, Store(nc.jetstream(timeout=30)), identity="bench-scheduler")
+        sched = Scheduler(nc, Store(nc.jetstream(timeout=30)), identity="bench-scheduler", reserve=reserve)
         await sched.start()
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -138,7 +138,7 @@ async def run(args) -> None:
             print(f"registered {args.nodes} hollow nodes in {time.perf_counter() - t:.1f}s")
             ctx = mp.get_context("spawn")
             ready = ctx.Event()
-            proc = ctx.Process(target=scheduler_process, args=(server.url, ready, args.profile), daemon=True)
+            proc = ctx.Process(target=scheduler_process, args=(server.url, ready, args.profile, not args.no_reserve), daemon=True)
             proc.start()
             await asyncio.get_running_loop().run_in_executor(None, ready.wait, 120)
 
@@ -176,6 +176,7 @@ def main() -> None:
     p.add_argument("--nodes", type=int, default=5000)
     p.add_argument("--pods", type=int, default=10000)
     p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--no-reserve", action="store_true", help="skip node reservations (safe with one scheduler replica)")
     p.add_argument("--profile", help="write a cProfile of the scheduler process to this file")
     args = p.parse_args()
     import uvloop
