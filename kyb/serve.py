@@ -93,7 +93,8 @@ async def connect(url: str, *, name: str = "kyb", connect_timeout: float = 2.0, 
     params.update(kw)
     nc = NATS()
     try:
-        await _connect_once(nc, params)
+        # nats-py keeps retrying a refused first connect; bound it so a dead NATS is one error.
+        await asyncio.wait_for(_connect_once(nc, params), timeout=connect_timeout + 0.5)
     except (nats.errors.NoServersError, OSError, TimeoutError, nats.errors.Error) as e:
         with contextlib.suppress(Exception):
             await nc.close()
@@ -111,8 +112,8 @@ async def _connect_once(nc: NATS, params: dict[str, Any]) -> None:
 
 
 def _why(e: BaseException) -> str:
-    if isinstance(e, nats.errors.NoServersError):
-        return "connection refused"
+    if isinstance(e, nats.errors.NoServersError | TimeoutError):
+        return "connection refused or timed out"
     return str(e) or type(e).__name__
 
 
