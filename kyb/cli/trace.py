@@ -5,7 +5,8 @@ api request to the containers starting, read from the trace stream the services 
 Which trace: every KV write inside a trace is a span naming the object it wrote (attributes
 ``kyb.kind``, ``kyb.namespace``, ``kyb.name``); of the traces that wrote the object, the one
 that started latest with a request to the api wins (any trace that wrote it when none did).
-``--trace-id`` shows one trace directly. The tree logic here is pure; the command reads and prints.
+When a Pod created in that trace was later written in traces of its own (its binding, the
+kubelet starting it), those follow. ``--trace-id`` shows one trace directly. The tree logic here is pure; the command reads and prints.
 """
 
 from __future__ import annotations
@@ -52,6 +53,28 @@ def choose_trace(spans: Iterable[SpanRecord], kind: str, namespace: str | None, 
         return from_api, min(s.start for s in group)
 
     return max(candidates, key=rank)
+
+
+def follow_ups(spans: Iterable[SpanRecord], trace_id: str) -> list[tuple[str, str]]:
+    """Later traces that wrote a Pod created in ``trace_id`` (a binding, the kubelet starting its
+    containers, when those arrive in a trace of their own): ``[(pod "ns/name", trace id)]`` in
+    start order."""
+    spans = list(spans)
+    created = {
+        (str(s.attributes.get("kyb.namespace") or ""), str(s.attributes.get("kyb.name")))
+        for s in spans
+        if s.traceId == trace_id and s.attributes.get("kyb.kind") == "Pod" and s.attributes.get("kyb.op") == "create"
+    }
+    first: dict[tuple[str, str], tuple[int, str]] = {}
+    for s in spans:
+        if s.traceId == trace_id or s.attributes.get("kyb.kind") != "Pod":
+            continue
+        pod = (str(s.attributes.get("kyb.namespace") or ""), str(s.attributes.get("kyb.name")))
+        if pod in created:
+            seen = first.get((pod[0] + "/" + pod[1], s.traceId))
+            if seen is None or s.start < seen[0]:
+                first[(pod[0] + "/" + pod[1], s.traceId)] = (s.start, s.traceId)
+    return [key for key, _ in sorted(first.items(), key=lambda kv: kv[1][0])]
 
 
 def build_tree(spans: Iterable[SpanRecord]) -> list[SpanNode]:
@@ -149,6 +172,14 @@ def trace_cmd(obj: dict[str, Any], target: str | None, namespace: str, trace_id:
         if not spans:
             click.echo(f"No spans stored for trace {chosen}", err=True)
             raise SystemExit(1)
-        Console(soft_wrap=True, highlight=False).print(render(build_tree(spans), title))
+        console = Console(highlight=False)
+        if not console.is_terminal:  # piped: never crop lines
+            console = Console(highlight=False, width=240)
+        console.print(render(build_tree(spans), title))
+        if trace_id is None:
+            everything = await tracestore.read_spans(js)
+            for pod, later in follow_ups(everything, chosen):
+                group = [s for s in everything if s.traceId == later]
+                console.print(render(build_tree(group), f"continued for pod {pod}  trace {later}"))
 
     _run(go, obj["nats"])
