@@ -49,6 +49,7 @@ LEASE_BUCKET = "kyb-leases"
 ALLOCATIONS_BUCKET = "kyb-allocations"
 EVENTS_STREAM = "KYB_EVENTS"
 METRICS_STREAM = "KYB_METRICS"
+TRACES_STREAM = "KYB_TRACES"
 SCHEDULING_STREAM = "KYB_SCHEDULING"
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 CONTROLLER_LEASE_NAMESPACE = "kube-system"
@@ -147,7 +148,8 @@ def _buckets_of(kinds: tuple[str, ...]) -> list[str]:
 
 def _common(user: str) -> tuple[list[str], list[str]]:
     """Every component: record events, read the events stream's info, get its replies."""
-    publish = ["kyb.events.>", f"$JS.API.STREAM.INFO.{EVENTS_STREAM}"]
+    publish = ["kyb.events.>", f"$JS.API.STREAM.INFO.{EVENTS_STREAM}", "kyb.traces.>"]
+    publish += stream_read(TRACES_STREAM) + stream_manage(TRACES_STREAM)  # finished spans
     return publish, [inbox_prefix(user) + ".>"]
 
 

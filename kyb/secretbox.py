@@ -27,6 +27,8 @@ PREFIX = "enc:v1:"
 KEY_BYTES = 32
 NONCE_BYTES = 12
 ENV_KEY_FILE = "KYB_SECRET_KEY_FILE"
+# apply's record of the manifest: for a Secret it holds the values too, so it is sealed as well
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 T = TypeVar("T")
 
@@ -124,6 +126,10 @@ def seal_object(obj: T) -> T:
     changes: dict[str, Any] = {"data": {k: box.seal(v, ctx) for k, v in data.items()}}
     if getattr(obj, "stringData", None):
         changes["stringData"] = {}
+    meta = obj.metadata  # type: ignore[attr-defined]
+    if LAST_APPLIED in meta.annotations:
+        notes = {**meta.annotations, LAST_APPLIED: box.seal(meta.annotations[LAST_APPLIED], ctx)}
+        changes["metadata"] = msgspec.structs.replace(meta, annotations=notes)
     return msgspec.structs.replace(obj, **changes)  # type: ignore[type-var]
 
 
@@ -131,7 +137,15 @@ def open_object(obj: T) -> T:
     """The Secret as readers see it: ``data`` values in the clear."""
     box = _box
     data = getattr(obj, "data", None)
-    if box is None or not isinstance(data, dict) or not any(v.startswith(PREFIX) for v in data.values()):
+    if box is None or not isinstance(data, dict):
+        return obj
+    meta = obj.metadata  # type: ignore[attr-defined]
+    note = meta.annotations.get(LAST_APPLIED, "")
+    if not note.startswith(PREFIX) and not any(v.startswith(PREFIX) for v in data.values()):
         return obj
     ctx = _context(obj)
-    return msgspec.structs.replace(obj, data={k: box.open(v, ctx) for k, v in data.items()})  # type: ignore[type-var]
+    changes: dict[str, Any] = {"data": {k: box.open(v, ctx) for k, v in data.items()}}
+    if note.startswith(PREFIX):
+        notes = {**meta.annotations, LAST_APPLIED: box.open(note, ctx)}
+        changes["metadata"] = msgspec.structs.replace(meta, annotations=notes)
+    return msgspec.structs.replace(obj, **changes)  # type: ignore[type-var]

@@ -25,7 +25,7 @@ from kyb.serve import ServiceContext
 from kyb.store import Store, kind_info
 from schemas.meta import Object
 from schemas.registry import KindInfo, all_kinds, by_kind
-from services.api import admission
+from services.api import admission, noderestriction
 from services.api.allocator import Allocator, Ranges, held_keys, owner_of
 
 log = structlog.get_logger("api")
@@ -349,6 +349,40 @@ async def handle(api: Api, verb: str, body: bytes, headers: dict[str, str]) -> t
         return _encoder.encode(err.to_status()), _reply_headers(err.code)
 
 
+async def handle_node(api: Api, node: str, verb: str, body: bytes) -> tuple[bytes, dict[str, str]]:
+    """A kubelet's request on kyb.api.node.<node>.<verb> (see services/api/noderestriction.py)."""
+    try:
+        if len(body) > admission.MAX_PAYLOAD:
+            raise errors.TooLarge(f"request body of {len(body)} bytes exceeds the limit of 1 MiB")
+        try:
+            req = msgspec.json.decode(body, type=noderestriction.NodeRequest)
+        except msgspec.DecodeError as e:
+            raise errors.BadRequest(f"invalid node request: {e}") from None
+        store = api.store
+        if verb == "status":
+            updated = await store.mutate("Pod", req.namespace, req.name, lambda p: noderestriction.with_status(node, p, req))
+            return _encoder.encode(to_dict(updated)), _reply_headers(200)
+        if verb == "delete":
+            pod = await store.get("Pod", req.namespace, req.name)
+            noderestriction.check_delete(node, pod, req)
+            deleted = await store.delete(
+                "Pod", req.namespace, req.name, resource_version=req.resourceVersion or pod.metadata.resourceVersion,
+                grace_period_seconds=0,
+            )
+            return _encoder.encode(to_dict(deleted)), _reply_headers(200)
+        if verb == "secret":
+            pods = await store.list("Pod", req.namespace)
+            noderestriction.check_secret(node, req.namespace, req.name, pods)
+            return _encoder.encode(to_dict(await store.get("Secret", req.namespace, req.name))), _reply_headers(200)
+        raise errors.NotFound(f'unknown node verb "{verb}": use {", ".join(noderestriction.NODE_VERBS)}')
+    except errors.KybError as e:
+        return _encoder.encode(e.to_status()), _reply_headers(e.code)
+    except Exception as e:
+        log.exception("node request failed", verb=verb, node=node)
+        err = errors.Permanent(f"internal error: {type(e).__name__}: {e}")
+        return _encoder.encode(err.to_status()), _reply_headers(err.code)
+
+
 async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     namespaces = Informer(ctx.nc, "Namespace")
     await namespaces.start()
@@ -364,7 +398,11 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
             verb = msg.subject[len(SUBJECT_PREFIX) :]
             headers = msg.headers or {}
             with telemetry.span_from_headers(f"api.{verb}", headers, SpanKind.SERVER, tracer_name="kyb.api"):
-                body, reply_headers = await handle(api, verb, msg.data, headers)
+                if verb.startswith("node."):  # kyb.api.node.<node>.<verb>
+                    _, node, node_verb = verb.split(".", 2)
+                    body, reply_headers = await handle_node(api, node, node_verb, msg.data)
+                else:
+                    body, reply_headers = await handle(api, verb, msg.data, headers)
             if msg.reply:
                 with contextlib.suppress(nats.errors.Error):
                     await ctx.nc.publish(msg.reply, body, headers=reply_headers)
@@ -375,6 +413,7 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
         task.add_done_callback(inflight.discard)
 
     sub = await ctx.nc.subscribe(SUBJECT_PREFIX + "*", queue=QUEUE, cb=on_msg, pending_msgs_limit=1_000_000)
+    node_sub = await ctx.nc.subscribe(SUBJECT_PREFIX + "node.*.*", queue=QUEUE, cb=on_msg, pending_msgs_limit=1_000_000)
     ctx.log.info("api serving", subject=SUBJECT_PREFIX + "*", queue=QUEUE)
     repair_every = float(ctx.options.get("allocation_repair_seconds", 30))
 
@@ -400,6 +439,8 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
             await repairer
         with contextlib.suppress(Exception):
             await sub.drain()
+        with contextlib.suppress(Exception):
+            await node_sub.drain()
         if inflight:
             await asyncio.wait(set(inflight), timeout=5)
         await api.close()
