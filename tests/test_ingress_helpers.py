@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import h11
+import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -24,7 +25,8 @@ async def until(predicate, timeout: float = 15.0, what: str = "condition") -> An
     while True:
         try:
             last = await predicate()
-        except (OSError, AssertionError, asyncio.IncompleteReadError) as e:
+        except (OSError, AssertionError, asyncio.IncompleteReadError, httpx.TransportError) as e:
+            # httpx: an idle keep-alive connection closed by a reloading server
             last = e
         else:
             if last:

@@ -153,9 +153,24 @@ class KybGroup(click.Group):
 @click.group(cls=KybGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--nats", "nats_url", envvar="KYB_NATS_URL", default=DEFAULT_NATS, show_default=True,
               help="NATS URL of the cluster")
+@click.option("--creds", envvar="KYB_NATS_CREDS", default=None, help="NATS credentials file (kyb up: <data-dir>/auth/admin.creds)")
+@click.option("--user", envvar="KYB_NATS_USER", default=None, help="NATS user")
+@click.option("--password", envvar="KYB_NATS_PASSWORD", default=None, help="NATS password")
+@click.option("--tls-ca", envvar="KYB_NATS_TLS_CA", default=None, help="CA file to verify the NATS server with")
+@click.option("--tls-cert", envvar="KYB_NATS_TLS_CERT", default=None, help="client certificate file for NATS")
+@click.option("--tls-key", envvar="KYB_NATS_TLS_KEY", default=None, help="client key file for NATS")
 @click.pass_context
-def cli(ctx: click.Context, nats_url: str) -> None:
+def cli(ctx: click.Context, nats_url: str, creds: str | None, user: str | None, password: str | None,
+        tls_ca: str | None, tls_cert: str | None, tls_key: str | None) -> None:
     """kyb controls a kybernetes cluster."""
+    from kyb import auth
+
+    tls = {"tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key}
+    try:
+        identity = auth.ClientAuth.from_creds(creds, **tls) if creds else auth.ClientAuth(user=user, password=password, **tls)
+    except (OSError, ValueError) as e:
+        _fail(f"error: cannot read credentials: {e}")
+    auth.set_default(identity)  # every connection of this command, `kyb serve` included
     ctx.obj = {"nats": nats_url}
     # Commands with their own --nats option follow the global one.
     ctx.default_map = {name: {"nats_url": nats_url} for name in ("logs", "exec")} | {
@@ -687,15 +702,20 @@ def up(data_dir: Path, nats_port: int, node_name: str | None, runtime: str | Non
     if not _port_free("127.0.0.1", nats_port):
         _fail(f"error: port {nats_port} on 127.0.0.1 is already in use; choose another with --nats-port")
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = NatsServer(store_dir=data_dir / "jetstream", port=nats_port, log_file=data_dir / "nats.log")
+    from kyb import auth, secretbox
+
+    node = node_name or socket.gethostname().lower()
+    layout = auth.generate(data_dir / "auth", list(SERVICES), nodes=[node])
+    key_file = secretbox.generate_key_file(data_dir / "secret.key")
+    server = NatsServer(store_dir=data_dir / "jetstream", port=nats_port, log_file=data_dir / "nats.log",
+                        config_file=layout.server_config)
     try:
         server.start()
     except (RuntimeError, TimeoutError, FileNotFoundError) as e:
         _fail(f"error: cannot start nats-server: {e} (log: {data_dir / 'nats.log'})")
     names = [n for n in SERVICES if n in set(available_services())]
-    options: dict[str, Any] = {"data_dir": str(data_dir)}
-    if node_name:
-        options["node_name"] = node_name
+    options: dict[str, Any] = {"data_dir": str(data_dir), "auth_dir": str(layout.dir),
+                               "secret_key_file": str(key_file), "node_name": node}
     if runtime:
         options["runtime"] = runtime
     if nodes > 1:
@@ -705,6 +725,7 @@ def up(data_dir: Path, nats_port: int, node_name: str | None, runtime: str | Non
     if metrics_port is not None:
         options["metrics_port"] = metrics_port
     click.echo(f"kybernetes is up: NATS at {server.url} (data in {data_dir})")
+    click.echo(f"credentials: export KYB_NATS_CREDS={layout.creds['admin']}")
     try:
         _run_until_signal(names, server.url, options)
     except errors.KybError as e:
