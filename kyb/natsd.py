@@ -45,6 +45,10 @@ class NatsServer:
     extra_args: list[str] = field(default_factory=list)
     tls_cert: Path | None = None         # with tls_key: clients must speak TLS (tls:// URL)
     tls_key: Path | None = None
+    server_name: str | None = None       # unique per server; required in a JetStream cluster
+    cluster_port: int | None = None      # with routes: a member of a cluster (see start_cluster)
+    cluster_name: str = "kyb"
+    routes: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
 
     @property
@@ -59,6 +63,12 @@ class NatsServer:
             args += ["-c", str(self.config_file)]
         if self.tls_cert and self.tls_key:
             args += ["--tls", "--tlscert", str(self.tls_cert), "--tlskey", str(self.tls_key)]
+        if self.server_name:
+            args += ["-n", self.server_name]
+        if self.cluster_port is not None:
+            args += ["--cluster", f"nats://{self.host}:{self.cluster_port}", "--cluster_name", self.cluster_name]
+            if self.routes:
+                args += ["--routes", ",".join(self.routes)]
         args += self.extra_args
         if self.log_file:
             with open(self.log_file, "ab") as log:
@@ -90,3 +100,41 @@ class NatsServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def kill(self) -> None:
+        """SIGKILL, no goodbye (for failure tests)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def start_cluster(base_dir: Path, size: int = 3, *, name: str = "kyb", log: bool = True) -> list[NatsServer]:
+    """``size`` nats-servers with JetStream routed into one cluster, server i listening on
+    127.0.0.<i> (its own client and cluster port, store dir ``base_dir/n<i>``). Give clients
+    every member's URL; JetStream answers once the members elected a meta leader."""
+    hosts = [f"127.0.0.{i}" for i in range(1, size + 1)]
+    cluster_ports = [free_port(h) for h in hosts]
+    routes = [f"nats://{h}:{p}" for h, p in zip(hosts, cluster_ports, strict=True)]
+    servers = [
+        NatsServer(
+            store_dir=base_dir / f"n{i}",
+            host=h,
+            port=free_port(h),
+            log_file=(base_dir / f"n{i}.log") if log else None,
+            server_name=f"{name}-n{i}",
+            cluster_port=cp,
+            cluster_name=name,
+            routes=[r for r in routes if r != f"nats://{h}:{cp}"],
+        )
+        for i, (h, cp) in enumerate(zip(hosts, cluster_ports, strict=True), start=1)
+    ]
+    started: list[NatsServer] = []
+    try:
+        for server in servers:
+            server.start()
+            started.append(server)
+    except BaseException:
+        for server in started:
+            server.stop()
+        raise
+    return servers

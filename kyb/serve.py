@@ -73,12 +73,13 @@ class ServiceContext:
 
 async def connect(url: str, *, name: str = "kyb", connect_timeout: float = 2.0, **kw: Any) -> NATS:
     """A NATS connection that reconnects forever once established, and fails fast (one clear
-    error) when nothing answers at first."""
+    error) when nothing answers at first. ``url`` may list several servers of a cluster,
+    comma-separated; the client moves to another when its server goes away."""
     async def _quiet(_e: Exception) -> None:
         return None
 
     params: dict[str, Any] = dict(
-        servers=[url],
+        servers=[u.strip() for u in url.split(",") if u.strip()],
         name=name,
         connect_timeout=connect_timeout,
         allow_reconnect=True,
