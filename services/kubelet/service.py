@@ -175,7 +175,13 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     )
     pods = Informer(ctx.nc, "Pod", indexers={"node": by_node_name})
     configmaps = Informer(ctx.nc, "ConfigMap")
-    secrets = Informer(ctx.nc, "Secret")
+    node_api = None
+    secrets: Any = Informer(ctx.nc, "Secret")
+    if opts_bool(ctx.options.get("node_restricted")):
+        from services.kubelet.nodeclient import NodeApi, NodeSecrets
+
+        node_api = NodeApi(ctx.nc, node_name)
+        secrets = NodeSecrets(node_api)  # no read right on the Secrets bucket: ask the api
     informers = [pods, configmaps, secrets]
     probes = None
     volumes: Any = None
@@ -219,6 +225,7 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
             tracer=ctx.tracer,
             allocatable={"cpu": settings.cpu, "memory": settings.memory},
             enqueue=enqueue,
+            node_api=node_api,
         )
         controller = Controller(
             "kubelet",
@@ -354,8 +361,9 @@ async def node_loop(ctx: ServiceContext, settings: NodeSettings, opts: KubeletOp
     status_interval (nodeStatusUpdateFrequency)."""
     loop = asyncio.get_running_loop()
     last_status = loop.time()
-    with contextlib.suppress(Exception):
-        await ensure_lease_namespace(ctx)
+    if not opts_bool(ctx.options.get("node_restricted")):  # else the api made it; a kubelet may not
+        with contextlib.suppress(Exception):
+            await ensure_lease_namespace(ctx)
     while not stop.is_set():
         try:
             await renew_lease(ctx, settings.name)
@@ -389,3 +397,7 @@ async def housekeeping_loop(worker: PodWorker, stop: asyncio.Event, every: float
             await worker.housekeeping()
         except Exception as e:
             worker.log.warning("housekeeping failed", error=str(e))
+
+
+def opts_bool(value: Any) -> bool:
+    return str(value).lower() in ("1", "true", "yes", "on")

@@ -29,7 +29,7 @@ from schemas.core import ConfigMap, Secret
 from schemas.defaults import image_pull_policy
 from schemas.pod import Container, Pod
 from schemas.quantity import cpu_millis, to_bytes
-from services.kubelet.env import ConfigError, command_line, container_env
+from services.kubelet.env import ConfigError, command_line, container_env, referenced
 from services.kubelet.ipam import PodIPAllocator
 from services.kubelet.reconcile import (
     Failure,
@@ -140,8 +140,10 @@ class PodWorker:
         allocatable: Mapping[str, str],
         enqueue: Callable[[str], None],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        node_api: Any = None,
     ) -> None:
         self.node_name = node_name
+        self.node_api = node_api  # set: pods are written through the api's node-restricted verbs
         self.store = store
         self.runtime = runtime
         self.pods = pods
@@ -206,6 +208,8 @@ class PodWorker:
             if pod.metadata.deletionTimestamp:
                 await self.terminate(pod)
                 return None
+            if hasattr(self.secrets, "refresh"):  # node-restricted: fetch the Secrets it uses
+                await self.secrets.refresh(pod, referenced(pod)[1])
             return await self._sync(pod)
         except RuntimeUnavailable as e:
             raise errors.Temporary(f"container runtime: {e}", delay=2.0) from e
@@ -428,6 +432,13 @@ class PodWorker:
                 return None
             return msgspec.structs.replace(current, status=p.status)
 
+        if self.node_api is not None:
+            current = self.pods.get(f"{pod.metadata.namespace}.{pod.metadata.name}") or pod
+            new = fn(current)
+            with contextlib.suppress(errors.NotFound, errors.Conflict):
+                if new is not None:
+                    await self.node_api.write_status(pod, new.status)
+            return
         with contextlib.suppress(errors.NotFound):
             await self.store.mutate("Pod", pod.metadata.namespace, pod.metadata.name, fn)
 
@@ -477,6 +488,9 @@ class PodWorker:
             if current.metadata.uid != pod.metadata.uid:
                 return
             try:
+                if self.node_api is not None:
+                    await self.node_api.delete(current, current.metadata.resourceVersion)
+                    return
                 await self.store.delete(
                     "Pod", ns, name, resource_version=current.metadata.resourceVersion, grace_period_seconds=0
                 )
