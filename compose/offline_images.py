@@ -15,6 +15,7 @@ Run it with the project's virtualenv Python: ``.venv/bin/python compose/offline_
 from __future__ import annotations
 
 import argparse
+import ast
 import io
 import os
 import re
@@ -46,6 +47,37 @@ def project_requirements(pyproject: Path) -> list[str]:
     """The ``[project].dependencies`` of a pyproject.toml."""
     with pyproject.open("rb") as f:
         return list(tomllib.load(f)["project"]["dependencies"])
+
+
+def imported_modules(source_dirs: Iterable[Path]) -> dict[str, set[str]]:
+    """Third-party top-level module -> the project files importing it (found with ast; the
+    standard library and the project's own packages left out)."""
+    own = {Path(d).name for d in source_dirs}
+    out: dict[str, set[str]] = {}
+    for d in source_dirs:
+        for path in sorted(Path(d).rglob("*.py")):
+            try:
+                tree = ast.parse(path.read_text(), str(path))
+            except SyntaxError:
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    top = name.split(".")[0]
+                    if top not in own and top not in sys.stdlib_module_names and not top.startswith("_"):
+                        out.setdefault(top, set()).add(str(path))
+    return out
+
+
+def imported_distributions(source_dirs: Iterable[Path]) -> list[str]:
+    """The installed distributions providing the modules the project imports."""
+    providers = metadata.packages_distributions()
+    return sorted({dist for top in imported_modules(source_dirs) for dist in providers.get(top, [])})
 
 
 def requirement_closure(requirements: Iterable[str]) -> list[metadata.Distribution]:
@@ -204,7 +236,10 @@ def write_python_rootfs(out: Path, pyproject: Path = PYPROJECT) -> None:
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     stdlib = Path(sysconfig.get_paths(vars={"installed_base": str(prefix), "base": str(prefix)})["stdlib"])
     site = stdlib / "site-packages"
-    dists = requirement_closure(project_requirements(pyproject))
+    # What pyproject declares, plus what the sources import (so an undeclared import still
+    # runs here; tests/test_compose.py reports it separately).
+    sources = [pyproject.parent / d for d in ("kyb", "schemas", "services")]
+    dists = requirement_closure([*project_requirements(pyproject), *imported_distributions(sources)])
     dists += build_tools()
     elves: list[Path] = []
     with tarfile.open(out, "w") as tar:
