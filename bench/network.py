@@ -1,6 +1,7 @@
 """Proxy data-path throughput: requests/s and p99 latency through the kyb proxy to one
 backend, beside the same load straight to the backend and through nginx as a reverse proxy,
-all in one run.
+all in one run; and the same for the ingress: its builtin plane, its nginx plane, and a
+hand-written nginx configuration doing the same routing (host + path prefix, upstream keep-alive).
 
     python bench/network.py [--seconds 5] [--connections 64] [--threads 2]
 
@@ -9,7 +10,9 @@ static file; nginx (Debian package ``nginx``) also runs the reverse-proxy baseli
 upstream keep-alive; the kyb proxy's data plane runs in its own process under uvloop with a
 static route, exactly as the proxy service installs one. Load comes from ``wrk`` (Debian
 package ``wrk``) when present, else from a small asyncio HTTP/1.1 keep-alive client.
-Target (issue "Service networking"): proxy >= 0.5x direct.
+Targets (issue "Service networking"): proxy >= 0.5x direct; builtin ingress >= 0.35x the nginx
+reverse proxy; nginx-plane ingress >= 0.9x the hand-written nginx configuration. The two ingress
+planes and the hand-written configuration each get one process (one nginx worker), like the proxy.
 """
 
 from __future__ import annotations
@@ -46,6 +49,62 @@ PROXY = (
     "    await dp.close()\n"
     "uvloop.run(main())\n"
 )
+
+INGRESS = (
+    "import asyncio, signal, sys, uvloop\n"
+    "from services.ingress.plan import PathRule, Table, Target\n"
+    "async def main():\n"
+    "    kind, ip, port, bip, bport = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])\n"
+    "    stop = asyncio.Event()\n"
+    "    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)\n"
+    "    if kind == 'builtin':\n"
+    "        from services.ingress.builtin import BuiltinPlane as Plane\n"
+    "    else:\n"
+    "        from services.ingress.nginx import NginxPlane as Plane\n"
+    "    plane = Plane(ip, port, port + 1000)\n"
+    "    await plane.start()\n"
+    "    target = Target(namespace='bench', service='web', port='80', backends=((bip, bport),))\n"
+    "    await plane.apply(Table(exact={'bench.example': (PathRule(path='/', kind='Prefix', target=target),)}))\n"
+    "    print('ready', flush=True)\n"
+    "    await stop.wait()\n"
+    "    await plane.close()\n"
+    "uvloop.run(main())\n"
+)
+
+HAND_WRITTEN_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/hand.pid;
+error_log {dir}/hand-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 1000000;
+    upstream web {{ server {backend}; keepalive 64; }}
+    server {{
+        listen {listen} default_server;
+        server_name _;
+        location / {{ return 404; }}
+    }}
+    server {{
+        listen {listen};
+        server_name bench.example;
+        location / {{
+            proxy_pass http://web;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+    }}
+}}
+"""
 
 NGINX_CONF = """
 worker_processes 1;
@@ -88,9 +147,10 @@ def wait_port(ip: str, port: int, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def run_wrk(url: str, seconds: int, connections: int, threads: int) -> tuple[float, float]:
+def run_wrk(url: str, seconds: int, connections: int, threads: int, host: str | None = None) -> tuple[float, float]:
+    extra = ["-H", f"Host: {host}"] if host else []
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *extra, url],
         capture_output=True, text=True, timeout=seconds + 30, check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -100,8 +160,8 @@ def run_wrk(url: str, seconds: int, connections: int, threads: int) -> tuple[flo
     return rps, p99
 
 
-async def _py_load(ip: str, port: int, seconds: int, connections: int) -> tuple[float, float]:
-    request = f"GET /index.html HTTP/1.1\r\nHost: {ip}\r\n\r\n".encode()
+async def _py_load(ip: str, port: int, seconds: int, connections: int, host: str | None = None) -> tuple[float, float]:
+    request = f"GET /index.html HTTP/1.1\r\nHost: {host or ip}\r\n\r\n".encode()
     latencies: list[float] = []
     deadline = time.monotonic() + seconds
 
@@ -123,10 +183,10 @@ async def _py_load(ip: str, port: int, seconds: int, connections: int) -> tuple[
     return len(latencies) / elapsed, latencies[int(len(latencies) * 0.99) - 1] * 1000
 
 
-def load(ip: str, port: int, seconds: int, connections: int, threads: int) -> tuple[float, float]:
+def load(ip: str, port: int, seconds: int, connections: int, threads: int, host: str | None = None) -> tuple[float, float]:
     if shutil.which("wrk"):
-        return run_wrk(f"http://{ip}:{port}/index.html", seconds, connections, threads)
-    return asyncio.run(_py_load(ip, port, seconds, connections))
+        return run_wrk(f"http://{ip}:{port}/index.html", seconds, connections, threads, host)
+    return asyncio.run(_py_load(ip, port, seconds, connections, host))
 
 
 def main() -> None:
@@ -142,6 +202,7 @@ def main() -> None:
         raise SystemExit("nginx is required (apt-get install -y nginx)")
     net = f"127.{random.randint(100, 199)}.{random.randint(0, 255)}"
     backend, reverse, proxy = (f"{net}.1", 18080), (f"{net}.2", 18081), (f"{net}.3", 18082)
+    builtin, nginx_plane, hand = (f"{net}.4", 18083), (f"{net}.5", 18084), (f"{net}.6", 18085)
     with tempfile.TemporaryDirectory(prefix="kyb-bench-net-") as tmp:
         www = Path(tmp, "www")
         www.mkdir()
@@ -154,12 +215,24 @@ def main() -> None:
             [sys.executable, "-c", PROXY, proxy[0], str(proxy[1]), backend[0], str(backend[1])],
             env=env, stdout=subprocess.DEVNULL, cwd=ROOT,
         ))
+        for kind, (ip, port) in (("builtin", builtin), ("nginx", nginx_plane)):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-c", INGRESS, kind, ip, str(port), backend[0], str(backend[1])],
+                env=env, stdout=subprocess.DEVNULL, cwd=ROOT,
+            ))
+        hand_conf = Path(tmp, "hand.conf")
+        hand_conf.write_text(HAND_WRITTEN_CONF.format(dir=tmp, backend=f"{backend[0]}:{backend[1]}", listen=f"{hand[0]}:{hand[1]}"))
+        procs.append(subprocess.Popen([nginx, "-c", str(hand_conf), "-p", tmp], stderr=subprocess.DEVNULL))
         try:
-            for ip, port in (backend, reverse, proxy):
+            for ip, port in (backend, reverse, proxy, builtin, nginx_plane, hand):
                 wait_port(ip, port)
             rows = []
-            for label, (ip, port) in [("direct", backend), ("kyb proxy", proxy), ("nginx proxy", reverse)]:
-                rows.append((label, *load(ip, port, args.seconds, args.connections, args.threads)))
+            for label, (ip, port), host in [
+                ("direct", backend, None), ("kyb proxy", proxy, None), ("nginx proxy", reverse, None),
+                ("builtin ingress", builtin, "bench.example"), ("nginx-plane ingress", nginx_plane, "bench.example"),
+                ("hand-written nginx", hand, "bench.example"),
+            ]:
+                rows.append((label, *load(ip, port, args.seconds, args.connections, args.threads, host)))
         finally:
             for p in procs:
                 p.terminate()
@@ -168,12 +241,15 @@ def main() -> None:
                     p.wait(10)
     tool = "wrk" if shutil.which("wrk") else "python"
     print(f"load: {tool}, {args.connections} connections, {args.seconds}s each, small static file from nginx")
-    print(f"{'path':<12} {'req/s':>10} {'p99 ms':>8} {'x direct':>9}")
+    print(f"{'path':<20} {'req/s':>10} {'p99 ms':>8} {'x direct':>9}")
     direct = rows[0][1]
     for label, rps, p99 in rows:
-        print(f"{label:<12} {rps:>10.0f} {p99:>8.2f} {rps / direct:>9.2f}")
-    ratio = rows[1][1] / direct
-    print(f"kyb proxy / direct = {ratio:.2f} (target >= 0.5); kyb proxy / nginx proxy = {rows[1][1] / rows[2][1]:.2f}")
+        print(f"{label:<20} {rps:>10.0f} {p99:>8.2f} {rps / direct:>9.2f}")
+    rps = {label: r for label, r, _ in rows}
+    ratio = rps["kyb proxy"] / direct
+    print(f"kyb proxy / direct = {ratio:.2f} (target >= 0.5); kyb proxy / nginx proxy = {rps['kyb proxy'] / rps['nginx proxy']:.2f}")
+    print(f"builtin ingress / nginx proxy = {rps['builtin ingress'] / rps['nginx proxy']:.2f} (target >= 0.35)")
+    print(f"nginx-plane ingress / hand-written nginx = {rps['nginx-plane ingress'] / rps['hand-written nginx']:.2f} (target >= 0.9)")
 
 
 if __name__ == "__main__":
