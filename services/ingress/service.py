@@ -146,8 +146,21 @@ class IngressController:
                 self.log.warning("cannot write ingress status", ingress=ing.metadata.name, error=str(e))
             self.changed.set()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        await self.plane.start()
+    async def _start_plane(self, stop: asyncio.Event, retry_seconds: float) -> None:
+        """Start the data plane; while its address cannot be bound, say so and try again
+        (the rest of a `kyb up` keeps running)."""
+        while not stop.is_set():
+            try:
+                await self.plane.start()
+                return
+            except OSError as e:
+                if self.log is not None:
+                    self.log.warning("ingress cannot listen; retrying", address=self.address, error=str(e))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), retry_seconds)
+
+    async def run(self, stop: asyncio.Event, *, retry_seconds: float = 5.0) -> None:
+        await self._start_plane(stop, retry_seconds)
         try:
             for inf in self.informers:
                 await inf.start()
