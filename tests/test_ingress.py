@@ -253,3 +253,17 @@ async def test_tls_terminated_with_the_certificate_chosen_by_sni(h):
     await until(lambda: served("a.example", "a"), 10, "TLS for a.example")
     assert await served("b.example", "b")
     assert h.errors == []
+
+
+async def test_a_broken_tls_secret_is_reported_and_routing_still_updates(h):
+    await h.pod("web")
+    h.objects["secrets"].append(decode({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "broken", "namespace": "default"},
+        "data": {"tls.crt": base64.b64encode(b"not a certificate").decode(),
+                 "tls.key": base64.b64encode(b"not a key").decode()},
+    }))
+    await h.apply(ingress("i", [rule("web.example", ("/", "Prefix", "web"))],
+                          tls=[{"hosts": ["web.example"], "secretName": "broken"}]))
+    await h.expect("/", "web.example", "web")
+    assert any("default/broken" in e for e in h.errors)

@@ -15,11 +15,14 @@ import contextlib
 import os
 import shutil
 import signal
+import ssl
 import tempfile
 from collections.abc import Callable
 
-from services.ingress.nginxconf import Listen, certificates, render
-from services.ingress.plan import Table
+import msgspec
+
+from services.ingress.nginxconf import Listen, certificate_file, certificates, render
+from services.ingress.plan import Certificate, Table
 
 
 def nginx_binary() -> str | None:
@@ -45,6 +48,7 @@ class NginxPlane:
         self.proc: asyncio.subprocess.Process | None = None
         self.rendered = ""
         self.reloads = 0
+        self._checked: dict[str, bool] = {}  # certificate file name -> loads
         for sub in ("certs", "tmp"):
             os.makedirs(os.path.join(self.workdir, sub), mode=0o700, exist_ok=True)
 
@@ -95,8 +99,27 @@ class NginxPlane:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
 
+    def _usable(self, cert: Certificate) -> bool:
+        """Whether ``cert`` loads (PEM certificate and matching key); a bad Secret must not
+        make nginx refuse the whole configuration."""
+        name = certificate_file(cert)
+        if name not in self._checked:
+            self._write_certificates({name + ".crt": cert.cert, name + ".key": cert.key})
+            base = os.path.join(self.workdir, "certs", name)
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(base + ".crt", base + ".key")
+                self._checked[name] = True
+            except (ssl.SSLError, OSError, ValueError) as e:
+                self._checked[name] = False
+                if self.on_error is not None:
+                    self.on_error(f"certificate {cert.secret}", e)
+        return self._checked[name]
+
     async def apply(self, table: Table) -> bool:
         """Move nginx to ``table``; True when it reloaded."""
+        usable = {h: c for h, c in table.certificates.items() if self._usable(c)}
+        if len(usable) != len(table.certificates):
+            table = msgspec.structs.replace(table, certificates=usable)
         text = render(table, self.listen, self.workdir, worker_processes=self.worker_processes)
         if text == self.rendered:
             return False
