@@ -321,7 +321,8 @@ def decide(
         return Decision(scale_to=None, reason="", status=status(current, metrics, conds, False),
                         recommendations=list(recommendations), events=kept_events)
     best = max(valid, key=lambda r: r.replicas or 0)
-    proposal = best.replicas or current
+    proposal = best.replicas  # 0 when every pod is idle: the min bound applies below
+    assert proposal is not None
     up, down = rules(spec.behavior)
     stabilized, history = stabilize(current, proposal, recommendations, up, down, t)
     desired, lim_reason, lim_message = limit_rate(current, stabilized, min_r, spec.maxReplicas, kept_events, up, down, t)
@@ -333,12 +334,15 @@ def decide(
     reason = ""
     if scale_to is not None:
         kept_events = [*kept_events, ScaleEvent(t, desired - current)]
-        if lim_reason == "TooFewReplicas" and proposal < min_r:
-            reason = "Current number of replicas below Spec.MinReplicas"
-        elif lim_reason == "TooManyReplicas" and proposal > spec.maxReplicas:
+        # Kubernetes' wording: the bounds are named only when the current count is outside them.
+        if current > spec.maxReplicas:
             reason = "Current number of replicas above Spec.MaxReplicas"
+        elif current < min_r:
+            reason = "Current number of replicas below Spec.MinReplicas"
+        elif desired > current:
+            reason = f"{best.description} above target"
         else:
-            reason = f"{best.description} {'above' if desired > current else 'below'} target"
+            reason = "All metrics below target"
         able = _condition(old, "AbleToScale", "True", "SucceededRescale",
                           f"the HPA controller was able to update the target scale to {desired}", stamp)
     else:
