@@ -148,7 +148,7 @@ def _buckets_of(kinds: tuple[str, ...]) -> list[str]:
 
 def _common(user: str) -> tuple[list[str], list[str]]:
     """Every component: record events, read the events stream's info, get its replies."""
-    publish = ["kyb.events.>", f"$JS.API.STREAM.INFO.{EVENTS_STREAM}", "kyb.traces.>"]
+    publish = ["kyb.events.>", f"$JS.API.STREAM.INFO.{EVENTS_STREAM}", "kyb.traces.>", "$JS.API.STREAM.NAMES", "$JS.API.INFO"]
     publish += stream_read(TRACES_STREAM) + stream_manage(TRACES_STREAM)  # finished spans
     return publish, [inbox_prefix(user) + ".>"]
 
