@@ -267,3 +267,22 @@ async def test_a_broken_tls_secret_is_reported_and_routing_still_updates(h):
                           tls=[{"hosts": ["web.example"], "secretName": "broken"}]))
     await h.expect("/", "web.example", "web")
     assert any("default/broken" in e for e in h.errors)
+
+
+async def test_head_pipelined_requests_and_a_large_body(h):
+    await h.pod("web")
+    await h.apply(ingress("i", [rule("", ("/", "Prefix", "web"))]))
+    await h.expect("/", "a", "web")
+    head = await h.client.head(h.url + "/x", headers={"Host": "a"})
+    assert head.status_code == 200 and int(head.headers["content-length"]) > 0
+    assert (await h.get("/after-head", "a")).json()["path"] == "/after-head"
+    reader, writer = await asyncio.open_connection(h.ip, h.http_port)
+    writer.write(b"GET /p1 HTTP/1.1\r\nHost: a\r\n\r\nGET /p2 HTTP/1.1\r\nHost: a\r\n\r\n"
+                 b"GET /p3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert data.count(b"HTTP/1.1 200") == 3
+    assert data.index(b'"/p1"') < data.index(b'"/p2"') < data.index(b'"/p3"')
+    big = b"x" * (8 << 20)
+    r = await h.client.post(h.url + "/big", headers={"Host": "a"}, content=big)
+    assert r.status_code == 200 and len(r.json()["body"]) == len(big)

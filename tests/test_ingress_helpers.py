@@ -120,7 +120,8 @@ class HttpBackend:
         }).encode()
         writer.write(conn.send(h11.Response(status_code=200, headers=[
             ("content-type", "application/json"), ("content-length", str(len(payload)))])))
-        writer.write(conn.send(h11.Data(data=payload)))
+        if request.method != b"HEAD":
+            writer.write(conn.send(h11.Data(data=payload)))
         writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
 

@@ -105,6 +105,7 @@ def render(table: Table, listen: Listen, workdir: str, *, worker_processes: int 
         f"    uwsgi_temp_path {workdir}/tmp/uwsgi;",
         f"    scgi_temp_path {workdir}/tmp/scgi;",
         "    keepalive_requests 1000000;",
+        "    client_max_body_size 0;  # bodies stream; no limit, as the builtin plane",
         "    server_names_hash_bucket_size 128;",
         "    map $http_upgrade $connection_upgrade { default upgrade; '' ''; }",
         "    proxy_http_version 1.1;",
