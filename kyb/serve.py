@@ -119,9 +119,7 @@ def _why(e: BaseException) -> str:
 
 
 async def context_for(name: str, nats_url: str, options: dict[str, Any] | None = None) -> ServiceContext:
-    from kyb import telemetry
-
-    from kyb import auth
+    from kyb import auth, telemetry
 
     identity = auth.for_service(name, options or {})
     nc = await connect(nats_url, name=f"kyb-{name}", **identity.nats_options())
@@ -147,9 +145,9 @@ async def run_services(
     options: dict[str, Any] | None,
     stop: asyncio.Event,
 ) -> None:
-    """Run the named services until ``stop`` is set; a crash of one stops the rest."""
+    """Run the named services until ``stop`` is set. Several in one process are supervised
+    (a crashed one is restarted); a single service's crash is raised."""
     from kyb import telemetry
-
     from kyb.log import configure_logging
 
     names = list(names)
@@ -182,7 +180,8 @@ async def run_services(
             for instance in _instances(name, options or {}):
                 ctx = await context_for(name, nats_url, instance)
                 contexts.append(ctx)
-                tasks.append(asyncio.create_task(module.run(ctx, stop), name=f"service-{name}"))
+                supervised = len(names) > 1 or bool((options or {}).get("supervise"))
+                tasks.append(asyncio.create_task(_supervise(module, ctx, stop, supervised), name=f"service-{name}"))
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         crashed = [t for t in done if t is not stopper and t.exception() is not None]
@@ -206,6 +205,29 @@ async def run_services(
             with contextlib.suppress(Exception):
                 await ctx.nc.drain()
         await ops.stop()
+
+
+async def _supervise(module: Any, ctx: ServiceContext, stop: asyncio.Event, restart: bool) -> None:
+    """Run one service; when several share a process (`kyb up`), a crash of one is logged and
+    that service alone is restarted with back-off (1 s doubling to 30 s), as systemd would
+    restart its unit. Alone (`kyb serve`), a crash ends the process with the error."""
+    delay = 1.0
+    while True:
+        try:
+            await module.run(ctx, stop)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            if not restart or stop.is_set():
+                raise
+            log = ctx.log or structlog.get_logger(ctx.name)
+            log.error("service crashed; restarting", service=ctx.name, error=repr(e), restart_in=delay)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return
+            delay = min(delay * 2, 30.0)
 
 
 def _instances(name: str, options: dict[str, Any]) -> list[dict[str, Any]]:
