@@ -158,7 +158,12 @@ async def publish_metrics(
         try:
             seen: set[str] = set()
             node = sampler.node_usage()
-            results = [await sampler.pod(p, seen) for p in pods()]
+            # Concurrently: the engine answers a stats request on its next collection tick
+            # (about a second), so reading pods one after another would stretch the interval.
+            results = await asyncio.gather(*(sampler.pod(p, seen) for p in pods()), return_exceptions=True)
+            failed = next((r for r in results if isinstance(r, BaseException)), None)
+            if failed is not None:
+                raise failed
             for gone in set(sampler.prev) - seen:
                 del sampler.prev[gone]
             if last is not None:
@@ -167,7 +172,7 @@ async def publish_metrics(
                     timestamp=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                     window=round(started - last, 3),
                     node_usage=node,
-                    pods=[r for r in results if r is not None],
+                    pods=[r for r in results if isinstance(r, PodMetrics)],
                 )
                 await nc.publish(subject, msgspec.json.encode(sample))
             last = started
