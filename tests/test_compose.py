@@ -141,7 +141,7 @@ def test_compose_up_runs_a_pod_applied_from_the_host(compose, docker_engine, tmp
     from tests.images import build_busybox_image
 
     tools = _offline_images()
-    tools.ensure_images(docker_engine)
+    base_image, nats_image = tools.ensure_images(docker_engine)
     busybox = build_busybox_image(docker_engine)
     source = tmp_path / "src"
     source.mkdir()
@@ -154,9 +154,9 @@ def test_compose_up_runs_a_pod_applied_from_the_host(compose, docker_engine, tmp
         os.environ,
         KYB_SOURCE=str(source),
         KYB_IMAGE=KYB_IMAGE,
-        KYB_BASE_IMAGE=tools.PYTHON_TAG,
+        KYB_BASE_IMAGE=base_image,
         KYB_PIP_OPTIONS="--no-deps --no-index --no-build-isolation",
-        KYB_NATS_IMAGE=tools.NATS_TAG,
+        KYB_NATS_IMAGE=nats_image,
         KYB_NATS_PORT=str(nats_port),
         KYB_NATS_MONITOR_PORT=str(free_port()),
         KYB_DNS_PORT=str(free_port()),
