@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as _dt
+import random
 from typing import Any
 
 import msgspec
@@ -38,6 +39,8 @@ from services.replication.reconcile import (
 )
 
 SOURCE = "replicaset-controller"
+NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' generateName suffix alphabet (no vowels)
+NAME_ATTEMPTS = 5
 KINDS = ("ReplicaSet", "ReplicationController")
 
 
@@ -155,14 +158,16 @@ class Replication:
         pod = pod_from_template(owner, now)
         created = 0
         for batch in slow_start_batches(count):
-            results = await asyncio.gather(*(self.store.create(pod) for _ in range(batch)), return_exceptions=True)
+            results = await asyncio.gather(*(self._create_one(pod) for _ in range(batch)), return_exceptions=True)
             failures = [r for r in results if isinstance(r, BaseException)]
             created += batch - len(failures)
-            for r in results:
-                if not isinstance(r, BaseException):
-                    await self.store.record_event(
-                        obj, "SuccessfulCreate", f"Created pod: {r.metadata.name}", source=SOURCE
-                    )
+            await asyncio.gather(
+                *(
+                    self.store.record_event(obj, "SuccessfulCreate", f"Created pod: {r.metadata.name}", source=SOURCE)
+                    for r in results
+                    if not isinstance(r, BaseException)
+                )
+            )
             if failures:
                 self.expectations.creation_skipped(key, count - created)
                 err = failures[0]
@@ -172,6 +177,21 @@ class Replication:
                 if isinstance(err, errors.KybError):
                     raise err
                 raise errors.Temporary(f"creating pods for {key}: {err}") from err
+
+    async def _create_one(self, pod: Pod) -> Object:
+        """Create ``pod`` under ``<generateName><5 random chars>``, drawing again on a name clash."""
+        ns = pod.metadata.namespace or "default"
+        for attempt in range(NAME_ATTEMPTS):
+            name = (pod.metadata.generateName or "") + "".join(random.choices(NAME_ALPHABET, k=5))
+            if self.pods.get_by_name(ns, name) is not None:
+                continue
+            named = msgspec.structs.replace(pod, metadata=msgspec.structs.replace(pod.metadata, name=name))
+            try:
+                return await self.store.create(named)
+            except errors.AlreadyExists:
+                if attempt == NAME_ATTEMPTS - 1:
+                    raise
+        raise errors.Temporary(f"no free pod name for {pod.metadata.generateName}", delay=0.1)
 
     async def _delete(self, key: str, obj: Workload, ns: str, names: list[str], now: _dt.datetime) -> None:
         self.expectations.expect(key, now, deleting=names)
