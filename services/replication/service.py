@@ -58,6 +58,7 @@ class Replication:
     """Informers, expectations and the reconcile that applies plans."""
 
     def __init__(self, nc: Any, store: Store, *, workers: int = 4, clock: Any = None) -> None:
+        self.nc = nc
         self.store = store
         self.clock = clock or (lambda: _dt.datetime.now(_dt.UTC))
         self.owners = {kind: Informer(nc, kind) for kind in KINDS}
@@ -163,7 +164,9 @@ class Replication:
             created += batch - len(failures)
             await asyncio.gather(
                 *(
-                    self.store.record_event(obj, "SuccessfulCreate", f"Created pod: {r.metadata.name}", source=SOURCE)
+                    self.store.record_event(
+                        obj, "SuccessfulCreate", f"Created pod: {r.metadata.name}", source=SOURCE, nc=self.nc
+                    )
                     for r in results
                     if not isinstance(r, BaseException)
                 )
@@ -205,7 +208,9 @@ class Replication:
             except errors.KybError as e:
                 self.expectations.deletion_observed(key, pod_name)
                 return e
-            await self.store.record_event(obj, "SuccessfulDelete", f"Deleted pod: {pod_name}", source=SOURCE)
+            await self.store.record_event(
+                obj, "SuccessfulDelete", f"Deleted pod: {pod_name}", source=SOURCE, nc=self.nc
+            )
             return None
 
         failures = [e for e in await asyncio.gather(*(one(n) for n in names)) if e is not None]
