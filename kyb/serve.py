@@ -256,9 +256,14 @@ class _Operations:
     async def start(self, names: list[str], nats_url: str) -> None:
         from kyb import metrics, tracestore
 
+        from kyb import auth
+
+        # the process's own connection, as the runner's bootstrap does it (the system identity
+        # when kyb up wrote credentials; else whatever identity the process was given)
+        identity = auth.for_service("bootstrap", self.options).nats_options()
         traces = self.options.get("traces", os.environ.get("KYB_TRACES", "1") != "0")
         if str(traces).lower() not in ("0", "false", "no", "off"):
-            self.nc = await connect(nats_url, name="kyb-traces")
+            self.nc = await connect(nats_url, name="kyb-traces", **identity)
             await tracestore.ensure_stream(self.nc.jetstream(), replicas=int(self.options.get("replicas", 1)))
             tracestore.bind(self.provider, self.nc)
         port = self.options.get("metrics_port")
@@ -271,7 +276,7 @@ class _Operations:
             nodes = frozenset(
                 str(o.get("node_name") or socket.gethostname()).lower() for o in _instances("kubelet", self.options)
             )
-            self.nc = self.nc or await connect(nats_url, name="kyb-metrics")
+            self.nc = self.nc or await connect(nats_url, name="kyb-metrics", **identity)
             self.informer = Informer(self.nc, "Pod")
             await self.informer.start()
             self.unregister = metrics.POD_COUNTS.add(self.informer.list, nodes)

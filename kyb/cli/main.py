@@ -705,7 +705,10 @@ def up(data_dir: Path, nats_port: int, node_name: str | None, runtime: str | Non
     from kyb import auth, secretbox
 
     node = node_name or socket.gethostname().lower()
-    layout = auth.generate(data_dir / "auth", list(SERVICES), nodes=[node])
+    from kyb.cli.multinode import node_name as nth_node
+
+    node_names = [node] if nodes == 1 else [nth_node(i) for i in range(1, nodes + 1)]
+    layout = auth.generate(data_dir / "auth", list(SERVICES), nodes=node_names)
     key_file = secretbox.generate_key_file(data_dir / "secret.key")
     server = NatsServer(store_dir=data_dir / "jetstream", port=nats_port, log_file=data_dir / "nats.log",
                         config_file=layout.server_config)
