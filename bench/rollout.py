@@ -52,7 +52,11 @@ def replicaset(replicas: int) -> ReplicaSet:
                     "metadata": {"labels": {"app": "rollout"}},
                     "spec": {
                         "containers": [
-                            {"name": "app", "image": "bench:1", "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}
+                            {
+                                "name": "app",
+                                "image": "bench:1",
+                                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                            }
                         ]
                     },
                 },
@@ -111,7 +115,12 @@ def kubelet_process(url: str, ready) -> None:
                     pass  # a newer revision comes through the informer again
 
         def on_pod(event, new, old, headers) -> None:
-            if new is not None and new.spec.nodeName and new.status.phase == "Pending" and not new.metadata.deletionTimestamp:
+            if (
+                new is not None
+                and new.spec.nodeName
+                and new.status.phase == "Pending"
+                and not new.metadata.deletionTimestamp
+            ):
                 t = asyncio.create_task(report(new))
                 tasks.add(t)
                 t.add_done_callback(tasks.discard)
@@ -152,9 +161,17 @@ async def baseline(js, template: Pod, count: int) -> float:
             *(
                 js.publish(
                     f"$KV.kyb-pods.baseline.rollout-{j:05d}",
-                    encode(msgspec.structs.replace(
-                        template, metadata=msgspec.structs.replace(template.metadata, name=f"rollout-{j:05d}",
-                                                                   namespace="baseline", generateName=None))),
+                    encode(
+                        msgspec.structs.replace(
+                            template,
+                            metadata=msgspec.structs.replace(
+                                template.metadata,
+                                name=f"rollout-{j:05d}",
+                                namespace="baseline",
+                                generateName=None,
+                            ),
+                        )
+                    ),
                     headers={"Nats-Expected-Last-Subject-Sequence": "0"},
                 )
                 for j in range(i, min(i + CONCURRENCY, count))
@@ -189,7 +206,11 @@ async def run(args) -> None:
             await store.ensure_buckets(all_kinds())
             await HollowNodes(args.nodes).register(store)
             ctx = mp.get_context("spawn")
-            for target, extra in ((scheduler_process, (None, False)), (replication_process, ()), (kubelet_process, ())):
+            for target, extra in (
+                (scheduler_process, (None, False)),
+                (replication_process, ()),
+                (kubelet_process, ()),
+            ):
                 ready = ctx.Event()
                 proc = ctx.Process(target=target, args=(server.url, ready, *extra), daemon=True)
                 proc.start()
@@ -206,8 +227,10 @@ async def run(args) -> None:
             await watcher
             elapsed = out["done_at"] - start
             verdict = "ok" if elapsed <= TARGET_SECONDS else "over target"
-            print(f"ReplicaSet of {args.replicas} on {args.nodes} hollow nodes: all bound and Running in "
-                  f"{elapsed:.2f}s (target <= {TARGET_SECONDS:.0f}s: {verdict})")
+            print(
+                f"ReplicaSet of {args.replicas} on {args.nodes} hollow nodes: all bound and Running in "
+                f"{elapsed:.2f}s (target <= {TARGET_SECONDS:.0f}s: {verdict})"
+            )
             stop_all(procs)
             procs = []
             base = await baseline(js, pod_from_template(Owner.of(rs), None), args.replicas)  # type: ignore[arg-type]

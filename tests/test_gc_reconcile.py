@@ -35,7 +35,12 @@ class World:
             node = self.nodes.get(uid)
             if node is None:
                 continue
-            actions = plan(node, self.dependents(uid), lambda r: r.uid in self.nodes, lambda n: bool(self.dependents(n.uid)))
+            actions = plan(
+                node,
+                self.dependents(uid),
+                lambda r: r.uid in self.nodes,
+                lambda n: bool(self.dependents(n.uid)),
+            )
             for a in actions:
                 target = self.nodes.get(a.uid)
                 if target is None:
@@ -46,7 +51,9 @@ class World:
                     ), "collected a dependent whose owner lives"
                     self.remove_or_mark(a.uid, (FOREGROUND,) if a.policy == "Foreground" else ())
                 elif a.verb == "strip-owners":
-                    self.nodes[a.uid] = replace(target, owners=tuple(r for r in target.owners if r.uid not in a.owner_uids))
+                    self.nodes[a.uid] = replace(
+                        target, owners=tuple(r for r in target.owners if r.uid not in a.owner_uids)
+                    )
                 else:
                     fins = tuple(f for f in target.finalizers if f != a.finalizer)
                     if target.deleting and not fins:
@@ -64,7 +71,9 @@ class World:
 
 
 def ref(uid: str, block: bool) -> OwnerReference:
-    return OwnerReference(apiVersion="v1", kind="Thing", name=uid, uid=uid, controller=True, blockOwnerDeletion=block)
+    return OwnerReference(
+        apiVersion="v1", kind="Thing", name=uid, uid=uid, controller=True, blockOwnerDeletion=block
+    )
 
 
 forests = st.lists(st.tuples(st.integers(0, 30), st.booleans()), min_size=1, max_size=14)
@@ -77,8 +86,15 @@ def build(spec: list[tuple[int, bool]]) -> World:
         owners: tuple[OwnerReference, ...] = ()
         if i > 0 and parent % (i + 1) != i:
             owners = (ref(f"n{parent % i}", block),)
-        w.nodes[f"n{i}"] = Node(kind="Thing", namespace="default", name=f"n{i}", uid=f"n{i}",
-                                owners=owners, deleting=False, finalizers=())
+        w.nodes[f"n{i}"] = Node(
+            kind="Thing",
+            namespace="default",
+            name=f"n{i}",
+            uid=f"n{i}",
+            owners=owners,
+            deleting=False,
+            finalizers=(),
+        )
     return w
 
 
@@ -95,7 +111,9 @@ def descendants(w: World, uid: str) -> set[str]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(spec=forests, victim=st.integers(0, 100), policy=st.sampled_from(["Background", "Foreground", "Orphan"]))
+@given(
+    spec=forests, victim=st.integers(0, 100), policy=st.sampled_from(["Background", "Foreground", "Orphan"])
+)
 def test_cascades_remove_descendants_or_orphan_them(spec, victim, policy):
     w = build(spec)
     w.settle()  # a consistent world is left alone
@@ -124,16 +142,38 @@ def test_cascades_remove_descendants_or_orphan_them(spec, victim, policy):
 
 @given(block=st.booleans())
 def test_foreground_owner_waits_for_blocking_dependents_only(block):
-    owner = Node(kind="Thing", namespace="default", name="o", uid="o", owners=(), deleting=True, finalizers=(FOREGROUND,))
-    dep = Node(kind="Thing", namespace="default", name="d", uid="d", owners=(ref("o", block),), deleting=True,
-               finalizers=())
+    owner = Node(
+        kind="Thing",
+        namespace="default",
+        name="o",
+        uid="o",
+        owners=(),
+        deleting=True,
+        finalizers=(FOREGROUND,),
+    )
+    dep = Node(
+        kind="Thing",
+        namespace="default",
+        name="d",
+        uid="d",
+        owners=(ref("o", block),),
+        deleting=True,
+        finalizers=(),
+    )
     actions = plan(owner, [dep], lambda r: True)
     released = any(a.verb == "remove-finalizer" for a in actions)
     assert released == (not block)
 
 
 def test_dangling_reference_is_stripped_when_another_owner_lives():
-    node = Node(kind="Thing", namespace="default", name="d", uid="d",
-                owners=(ref("alive", True), ref("dead", True)), deleting=False, finalizers=())
+    node = Node(
+        kind="Thing",
+        namespace="default",
+        name="d",
+        uid="d",
+        owners=(ref("alive", True), ref("dead", True)),
+        deleting=False,
+        finalizers=(),
+    )
     actions = plan(node, [], lambda r: r.uid == "alive")
     assert [(a.verb, a.owner_uids) for a in actions] == [("strip-owners", ("dead",))]

@@ -81,12 +81,21 @@ async def test_foreground_cascade_is_recursive(cluster):
         "spec": {
             "replicas": 0,
             "selector": {"matchLabels": {"app": "mid"}},
-            "template": {"metadata": {"labels": {"app": "mid"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}},
+            "template": {
+                "metadata": {"labels": {"app": "mid"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            },
         },
     }
     d, _ = await cluster.api.apply(deploy)
-    ref = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "top", "uid": d["metadata"]["uid"],
-           "controller": True, "blockOwnerDeletion": True}
+    ref = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "top",
+        "uid": d["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
     rs = replicaset("mid", 3)
     rs["metadata"]["ownerReferences"] = [ref]
     await cluster.api.apply(rs)
@@ -116,17 +125,53 @@ async def test_orphan_leaves_pods_running_without_owner(cluster):
 
 
 async def test_dangling_dependents_are_collected_and_others_kept(cluster):
-    ghost = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "ghost",
-             "uid": "00000000-0000-0000-0000-000000000000", "controller": True}
-    foreign = {"apiVersion": "example.com/v1", "kind": "Widget", "name": "w", "uid": "11111111-1111-1111-1111-111111111111"}
-    base = {"apiVersion": "v1", "kind": "Pod",
-            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
-    await cluster.api.apply({**base, "metadata": {"name": "dangling", "namespace": "default",
-                                                   "labels": {"app": "loose"}, "ownerReferences": [ghost]}})
-    await cluster.api.apply({**base, "metadata": {"name": "foreign", "namespace": "default",
-                                                   "labels": {"app": "loose"}, "ownerReferences": [foreign]}})
-    await cluster.api.apply({**base, "metadata": {"name": "half", "namespace": "default",
-                                                   "labels": {"app": "loose"}, "ownerReferences": [ghost, foreign]}})
+    ghost = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "name": "ghost",
+        "uid": "00000000-0000-0000-0000-000000000000",
+        "controller": True,
+    }
+    foreign = {
+        "apiVersion": "example.com/v1",
+        "kind": "Widget",
+        "name": "w",
+        "uid": "11111111-1111-1111-1111-111111111111",
+    }
+    base = {"apiVersion": "v1", "kind": "Pod", "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+    await cluster.api.apply(
+        {
+            **base,
+            "metadata": {
+                "name": "dangling",
+                "namespace": "default",
+                "labels": {"app": "loose"},
+                "ownerReferences": [ghost],
+            },
+        }
+    )
+    await cluster.api.apply(
+        {
+            **base,
+            "metadata": {
+                "name": "foreign",
+                "namespace": "default",
+                "labels": {"app": "loose"},
+                "ownerReferences": [foreign],
+            },
+        }
+    )
+    await cluster.api.apply(
+        {
+            **base,
+            "metadata": {
+                "name": "half",
+                "namespace": "default",
+                "labels": {"app": "loose"},
+                "ownerReferences": [ghost, foreign],
+            },
+        }
+    )
 
     async def collected():
         return await gone(cluster, "Pod", "dangling")

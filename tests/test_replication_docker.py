@@ -39,7 +39,10 @@ def containers_of(engine: Any, uid: str) -> list[Any]:
 
 
 async def test_replicaset_of_busybox_pods_is_ready_and_replaces_a_deleted_pod(
-    nats_url, tmp_path, docker_engine, busybox_image  # noqa: F811
+    nats_url,
+    tmp_path,
+    docker_engine,
+    busybox_image,  # noqa: F811
 ):
     common = {"configure_logging": False}
     kubelet_opts = {
@@ -79,8 +82,12 @@ async def test_replicaset_of_busybox_pods_is_ready_and_replaces_a_deleted_pod(
                     "spec": {
                         "terminationGracePeriodSeconds": 1,
                         "containers": [
-                            {"name": "main", "image": busybox_image, "imagePullPolicy": "Never",
-                             "command": ["sleep", "3600"]}
+                            {
+                                "name": "main",
+                                "image": busybox_image,
+                                "imagePullPolicy": "Never",
+                                "command": ["sleep", "3600"],
+                            }
                         ],
                     },
                 },
@@ -99,21 +106,27 @@ async def test_replicaset_of_busybox_pods_is_ready_and_replaces_a_deleted_pod(
             got = await store.get("ReplicaSet", "default", "sleepers")
             if got.status.readyReplicas != 2:
                 return None
-            pods = [p for p in await store.list("Pod", "default") if p.metadata.labels.get("app") == "sleepers"]
+            pods = [
+                p for p in await store.list("Pod", "default") if p.metadata.labels.get("app") == "sleepers"
+            ]
             live = [p for p in pods if p.status.phase == "Running" and not p.metadata.deletionTimestamp]
             return live if len(live) == 2 else None
 
         pods = await eventually(two_ready, "readyReplicas 2")
         for p in pods:
             uids.add(p.metadata.uid)
-            assert await asyncio.to_thread(containers_of, docker_engine, p.metadata.uid), "each pod runs in containers"
+            assert await asyncio.to_thread(containers_of, docker_engine, p.metadata.uid), (
+                "each pod runs in containers"
+            )
 
         victim = pods[0]
         await api.delete("Pod", "default", victim.metadata.name)
 
         async def replaced() -> list[Any] | None:
             got = await store.get("ReplicaSet", "default", "sleepers")
-            pods = [p for p in await store.list("Pod", "default") if p.metadata.labels.get("app") == "sleepers"]
+            pods = [
+                p for p in await store.list("Pod", "default") if p.metadata.labels.get("app") == "sleepers"
+            ]
             live = [p for p in pods if p.status.phase == "Running" and not p.metadata.deletionTimestamp]
             names = {p.metadata.name for p in live}
             if victim.metadata.name in names or len(live) != 2 or got.status.readyReplicas != 2:

@@ -30,7 +30,9 @@ NOW = _dt.datetime(2025, 1, 1, 12, 0, 0, tzinfo=_dt.UTC)
 KEY = "ReplicaSet/default.web"
 
 
-def rs(replicas: int, *, uid: str = "rs-uid", match: dict[str, str] | None = None, min_ready: int = 0) -> ReplicaSet:
+def rs(
+    replicas: int, *, uid: str = "rs-uid", match: dict[str, str] | None = None, min_ready: int = 0
+) -> ReplicaSet:
     match = match if match is not None else {"app": "web"}
     return msgspec.convert(
         {
@@ -41,8 +43,10 @@ def rs(replicas: int, *, uid: str = "rs-uid", match: dict[str, str] | None = Non
                 "replicas": replicas,
                 "minReadySeconds": min_ready,
                 "selector": {"matchLabels": match},
-                "template": {"metadata": {"labels": {"app": "web", "tier": "fe"}},
-                             "spec": {"containers": [{"name": "c", "image": "busybox"}]}},
+                "template": {
+                    "metadata": {"labels": {"app": "web", "tier": "fe"}},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+                },
             },
         },
         ReplicaSet,
@@ -64,7 +68,15 @@ def make_pod(
 ) -> Pod:
     refs = []
     if owner_uid is not None:
-        refs = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": owner_uid, "controller": True}]
+        refs = [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": "web",
+                "uid": owner_uid,
+                "controller": True,
+            }
+        ]
     meta = {
         "name": name,
         "namespace": "default",
@@ -76,14 +88,22 @@ def make_pod(
         meta["deletionTimestamp"] = format_time(NOW)
     conditions = []
     if ready:
-        conditions = [{"type": "Ready", "status": "True",
-                       "lastTransitionTime": format_time(NOW - _dt.timedelta(seconds=500 - ready_since))}]
+        conditions = [
+            {
+                "type": "Ready",
+                "status": "True",
+                "lastTransitionTime": format_time(NOW - _dt.timedelta(seconds=500 - ready_since)),
+            }
+        ]
     return msgspec.convert(
         {
             "metadata": meta,
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]},
-            "status": {"phase": phase, "conditions": conditions,
-                       "containerStatuses": [{"name": "c", "restartCount": restarts}]},
+            "status": {
+                "phase": phase,
+                "conditions": conditions,
+                "containerStatuses": [{"name": "c", "restartCount": restarts}],
+            },
         },
         Pod,
     )
@@ -210,20 +230,27 @@ def test_among_equal_pods_the_newest_goes_first():
 
 # -- adoption and release ---------------------------------------------------------------------
 
-labels = st.dictionaries(st.sampled_from(["app", "tier", "env"]), st.sampled_from(["web", "db", "fe"]), max_size=3)
+labels = st.dictionaries(
+    st.sampled_from(["app", "tier", "env"]), st.sampled_from(["web", "db", "fe"]), max_size=3
+)
 
 
 @settings(max_examples=200, deadline=None)
 @given(
-    selector=st.dictionaries(st.sampled_from(["app", "tier"]), st.sampled_from(["web", "fe"]), min_size=1, max_size=2),
-    pods=st.lists(st.tuples(labels, st.sampled_from([None, "rs-uid", "other-uid"]), st.booleans()), max_size=12),
+    selector=st.dictionaries(
+        st.sampled_from(["app", "tier"]), st.sampled_from(["web", "fe"]), min_size=1, max_size=2
+    ),
+    pods=st.lists(
+        st.tuples(labels, st.sampled_from([None, "rs-uid", "other-uid"]), st.booleans()), max_size=12
+    ),
     deleting=st.booleans(),
 )
 def test_adoption_and_release_follow_the_selector(selector, pods, deleting):
     owner_obj = rs(3, match=selector)
     if deleting:
         owner_obj = msgspec.structs.replace(
-            owner_obj, metadata=msgspec.structs.replace(owner_obj.metadata, deletionTimestamp=format_time(NOW))
+            owner_obj,
+            metadata=msgspec.structs.replace(owner_obj.metadata, deletionTimestamp=format_time(NOW)),
         )
     owner = Owner.of(owner_obj)
     objs = [make_pod(f"p{i}", labels=lb, owner_uid=uid, terminating=t) for i, (lb, uid, t) in enumerate(pods)]
@@ -235,7 +262,9 @@ def test_adoption_and_release_follow_the_selector(selector, pods, deleting):
 
     for name in adopt:
         p = by_name[name]
-        assert controller_of(p) is None and matches(p) and not deleting and p.metadata.deletionTimestamp is None
+        assert (
+            controller_of(p) is None and matches(p) and not deleting and p.metadata.deletionTimestamp is None
+        )
     for name in release:
         p = by_name[name]
         assert controller_of(p).uid == "rs-uid" and not matches(p)
@@ -247,16 +276,29 @@ def test_adoption_and_release_follow_the_selector(selector, pods, deleting):
         ref = controller_of(p)
         if ref is None and matches(p) and not deleting and p.metadata.deletionTimestamp is None:
             assert p.metadata.name in adopt
-        if ref is not None and ref.uid == "rs-uid" and not matches(p) and p.metadata.deletionTimestamp is None:
+        if (
+            ref is not None
+            and ref.uid == "rs-uid"
+            and not matches(p)
+            and p.metadata.deletionTimestamp is None
+        ):
             assert p.metadata.name in release
 
 
 def test_replication_controller_selector_defaults_to_template_labels():
     rc = msgspec.convert(
-        {"apiVersion": "v1", "kind": "ReplicationController",
-         "metadata": {"name": "rc", "namespace": "default", "uid": "rc-uid"},
-         "spec": {"replicas": 2, "template": {"metadata": {"labels": {"app": "x"}},
-                                              "spec": {"containers": [{"name": "c", "image": "i"}]}}}},
+        {
+            "apiVersion": "v1",
+            "kind": "ReplicationController",
+            "metadata": {"name": "rc", "namespace": "default", "uid": "rc-uid"},
+            "spec": {
+                "replicas": 2,
+                "template": {
+                    "metadata": {"labels": {"app": "x"}},
+                    "spec": {"containers": [{"name": "c", "image": "i"}]},
+                },
+            },
+        },
         ReplicationController,
     )
     plan = reconcile(rc, [make_pod("orphan", owner_uid=None, labels={"app": "x"})], True, NOW)
@@ -272,7 +314,7 @@ def test_slow_start_batches_double_from_one(count):
     assert sum(batches) == count
     if batches:
         assert batches[0] == 1
-    for a, b in zip(batches, batches[1:]):
+    for a, b in zip(batches, batches[1:], strict=False):
         assert b <= 2 * a
 
 
@@ -295,7 +337,9 @@ def test_status_counts_are_consistent(shapes, min_ready):
     "pods, expected",
     [
         pytest.param([make_pod("a", terminating=True)], 3, id="terminating-not-counted"),
-        pytest.param([make_pod("a", phase="Failed"), make_pod("b", phase="Succeeded")], 3, id="finished-not-counted"),
+        pytest.param(
+            [make_pod("a", phase="Failed"), make_pod("b", phase="Succeeded")], 3, id="finished-not-counted"
+        ),
         pytest.param([make_pod(f"p{i}") for i in range(3)], 0, id="enough"),
     ],
 )
@@ -313,8 +357,14 @@ def test_pod_from_template_is_controlled_and_named_after_the_owner():
     assert pod.metadata.generateName == "web-"
     assert pod.metadata.labels == {"app": "web", "tier": "fe"}
     ref = controller_of(pod)
-    assert ref == OwnerReference(apiVersion="apps/v1", kind="ReplicaSet", name="web", uid="rs-uid",
-                                 controller=True, blockOwnerDeletion=True)
+    assert ref == OwnerReference(
+        apiVersion="apps/v1",
+        kind="ReplicaSet",
+        name="web",
+        uid="rs-uid",
+        controller=True,
+        blockOwnerDeletion=True,
+    )
 
 
 def test_expectations_expire():

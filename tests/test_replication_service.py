@@ -128,7 +128,10 @@ class Cluster:
     def start(self, *names: str) -> None:
         for name in names:
             stop = asyncio.Event()
-            self.services[name] = (stop, asyncio.create_task(run_services([name], self.url, FAST_LEASE, stop)))
+            self.services[name] = (
+                stop,
+                asyncio.create_task(run_services([name], self.url, FAST_LEASE, stop)),
+            )
 
     async def stop(self, name: str, *, kill: bool = False) -> None:
         stop, task = self.services.pop(name)
@@ -148,8 +151,12 @@ class Cluster:
             f"asyncio.run(run_services([{name!r}], {self.url!r}, {FAST_LEASE!r}, asyncio.Event()))\n"
         )
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-c", code, cwd=os.getcwd(),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            sys.executable,
+            "-c",
+            code,
+            cwd=os.getcwd(),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )
 
     async def api_ready(self) -> None:
@@ -195,7 +202,12 @@ async def test_scale_up_and_down_reports_status(cluster):
     async def ready(n: int):
         rs = await cluster.rs("web")
         s = rs.status
-        return s.replicas == n and s.readyReplicas == n and s.availableReplicas == n and s.fullyLabeledReplicas == n
+        return (
+            s.replicas == n
+            and s.readyReplicas == n
+            and s.availableReplicas == n
+            and s.fullyLabeledReplicas == n
+        )
 
     await wait_for(lambda: ready(3), what="3 ready replicas")
     pods = await cluster.active("web")
@@ -235,7 +247,9 @@ async def test_pods_that_never_become_ready_are_not_replaced_or_multiplied(clust
     # Further reconciles (each pod write enqueues one) keep the count.
     await cluster.api.apply(replicaset("broken", 6, labels={"app": "broken", "never-ready": "yes"}))
     assert len(await cluster.pods("broken")) == 6
-    events = await cluster.nc.jetstream().subscribe("kyb.events.default.ReplicaSet.broken", ordered_consumer=True)
+    events = await cluster.nc.jetstream().subscribe(
+        "kyb.events.default.ReplicaSet.broken", ordered_consumer=True
+    )
     created = []
     with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
         while True:
@@ -265,7 +279,9 @@ async def test_killed_controller_restarted_mid_scale_converges_without_extra_pod
 
         await wait_for(settled, 30, "60 ready replicas after restart")
         assert len(await cluster.pods("big")) == 60
-        assert len({n for n in cluster.kubelet.seen if n.startswith("big-")}) == 60, "a pod too many was created"
+        assert len({n for n in cluster.kubelet.seen if n.startswith("big-")}) == 60, (
+            "a pod too many was created"
+        )
         # Scale down and kill it again halfway.
         await cluster.api.apply(replicaset("big", 10))
 
@@ -309,22 +325,32 @@ async def test_adopts_matching_orphans_and_releases_relabelled_pods(cluster):
 
     # Relabel the stray: it is released and a replacement is created.
     def relabel(p: Pod) -> Pod:
-        return msgspec.structs.replace(p, metadata=msgspec.structs.replace(p.metadata, labels={"app": "other"}))
+        return msgspec.structs.replace(
+            p, metadata=msgspec.structs.replace(p.metadata, labels={"app": "other"})
+        )
 
     await cluster.store.mutate("Pod", "default", "stray", relabel)
 
     async def released():
         stray = await cluster.store.get("Pod", "default", "stray")
         s = (await cluster.rs("adopt")).status
-        return controller_of(stray) is None and len(await cluster.active("adopt")) == 2 and s.readyReplicas == 2
+        return (
+            controller_of(stray) is None and len(await cluster.active("adopt")) == 2 and s.readyReplicas == 2
+        )
 
     await wait_for(released, what="stray released and replaced")
 
 
 async def kyb(url: str, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "kyb.cli.main", "--nats", url, *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "kyb.cli.main",
+        "--nats",
+        url,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     return proc.returncode, out.decode(), err.decode()
@@ -336,8 +362,13 @@ async def test_kyb_scale_resizes_replicasets_and_replication_controllers(cluster
         "apiVersion": "v1",
         "kind": "ReplicationController",
         "metadata": {"name": "legacy", "namespace": "default"},
-        "spec": {"replicas": 1, "template": {"metadata": {"labels": {"app": "legacy"}},
-                                             "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+        "spec": {
+            "replicas": 1,
+            "template": {
+                "metadata": {"labels": {"app": "legacy"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            },
+        },
     }
     await cluster.api.apply(rc)
 

@@ -22,8 +22,12 @@ SCALABLE = ("Deployment", "ReplicaSet", "ReplicationController")
 ATTEMPTS = 5
 
 
-def scaled(obj: dict[str, Any], replicas: int, current_replicas: int | None = None,
-           resource_version: str | None = None) -> dict[str, Any]:
+def scaled(
+    obj: dict[str, Any],
+    replicas: int,
+    current_replicas: int | None = None,
+    resource_version: str | None = None,
+) -> dict[str, Any]:
     """``obj`` with ``spec.replicas`` set, keeping its resourceVersion for the compare-and-set;
     raises Conflict when a precondition does not hold."""
     meta = obj.get("metadata") or {}
@@ -40,8 +44,16 @@ def scaled(obj: dict[str, Any], replicas: int, current_replicas: int | None = No
     return out
 
 
-async def scale(api: ApiClient, kind: str, namespace: str | None, name: str, replicas: int, *,
-                current_replicas: int | None = None, resource_version: str | None = None) -> dict[str, Any]:
+async def scale(
+    api: ApiClient,
+    kind: str,
+    namespace: str | None,
+    name: str,
+    replicas: int,
+    *,
+    current_replicas: int | None = None,
+    resource_version: str | None = None,
+) -> dict[str, Any]:
     """Set ``spec.replicas`` of one object; returns the stored object."""
     retry = current_replicas is None and resource_version is None
     for attempt in range(ATTEMPTS):
@@ -56,14 +68,26 @@ async def scale(api: ApiClient, kind: str, namespace: str | None, name: str, rep
 
 @click.command("scale")
 @click.argument("args", nargs=-1, required=True)
-@click.option("--replicas", type=click.IntRange(min=0), required=True, help="the new desired number of replicas")
-@click.option("--current-replicas", type=int, default=None,
-              help="precondition: scale only if the current number of replicas is this")
+@click.option(
+    "--replicas", type=click.IntRange(min=0), required=True, help="the new desired number of replicas"
+)
+@click.option(
+    "--current-replicas",
+    type=int,
+    default=None,
+    help="precondition: scale only if the current number of replicas is this",
+)
 @click.option("--resource-version", default=None, help="precondition: scale only at this resourceVersion")
 @namespace_opt
 @click.pass_obj
-def scale_cmd(obj: dict[str, Any], args: tuple[str, ...], replicas: int, current_replicas: int | None,
-              resource_version: str | None, namespace: str) -> None:
+def scale_cmd(
+    obj: dict[str, Any],
+    args: tuple[str, ...],
+    replicas: int,
+    current_replicas: int | None,
+    resource_version: str | None,
+    namespace: str,
+) -> None:
     """Set a new size for a Deployment, ReplicaSet or ReplicationController."""
     targets = _targets(args)
     for info, names in targets:
@@ -75,8 +99,15 @@ def scale_cmd(obj: dict[str, Any], args: tuple[str, ...], replicas: int, current
     async def go(api: ApiClient) -> None:
         for info, names in targets:
             for name in names:
-                await scale(api, info.plural, namespace, name, replicas,
-                            current_replicas=current_replicas, resource_version=resource_version)
+                await scale(
+                    api,
+                    info.plural,
+                    namespace,
+                    name,
+                    replicas,
+                    current_replicas=current_replicas,
+                    resource_version=resource_version,
+                )
                 click.echo(f"{kind_ref(info.kind, info.group)}/{name} scaled")
 
     _run(go, obj["nats"])

@@ -74,7 +74,11 @@ class Collector:
             await inf.stop()
 
     def keys(self) -> list[str]:
-        return [gc_key(o.kind, o.metadata.namespace, o.metadata.name) for inf in self.informers.values() for o in inf.list()]
+        return [
+            gc_key(o.kind, o.metadata.namespace, o.metadata.name)
+            for inf in self.informers.values()
+            for o in inf.list()
+        ]
 
     # -- the graph --------------------------------------------------------------------------
 
@@ -138,7 +142,9 @@ class Collector:
             except errors.BadRequest:
                 return True
             try:
-                owner = await self.store.get(info, obj.metadata.namespace if info.namespaced else None, ref.name)
+                owner = await self.store.get(
+                    info, obj.metadata.namespace if info.namespaced else None, ref.name
+                )
             except errors.NotFound:
                 continue
             if owner.metadata.uid == ref.uid:
@@ -153,13 +159,20 @@ class Collector:
                     return
                 finalizers = (FOREGROUND,) if a.policy == "Foreground" else ()
                 await self.store.delete(
-                    a.kind, a.namespace, a.name,
-                    resource_version=current.metadata.resourceVersion, add_finalizers=finalizers,
+                    a.kind,
+                    a.namespace,
+                    a.name,
+                    resource_version=current.metadata.resourceVersion,
+                    add_finalizers=finalizers,
                 )
             elif a.verb == "strip-owners":
-                await self.store.mutate(a.kind, a.namespace, a.name, lambda o: without_owners(o, a.owner_uids, a.uid))
+                await self.store.mutate(
+                    a.kind, a.namespace, a.name, lambda o: without_owners(o, a.owner_uids, a.uid)
+                )
             else:
-                await self.store.mutate(a.kind, a.namespace, a.name, lambda o: without_finalizer(o, a.finalizer, a.uid))
+                await self.store.mutate(
+                    a.kind, a.namespace, a.name, lambda o: without_finalizer(o, a.finalizer, a.uid)
+                )
         except errors.NotFound:
             return
 

@@ -280,7 +280,9 @@ def reconcile(
     current = msgspec.structs.asdict(obj.status)
     changed = any(current.get(k) != v for k, v in counts.items())
     status = msgspec.structs.replace(obj.status, **counts) if changed else None
-    return Plan(adopt=adopt, release=release, create=create, delete=delete, status=status, requeue_after=next_check)
+    return Plan(
+        adopt=adopt, release=release, create=create, delete=delete, status=status, requeue_after=next_check
+    )
 
 
 def slow_start_batches(count: int, initial: int = 1) -> list[int]:

@@ -65,7 +65,7 @@ class Replication:
         self.pods = Informer(nc, "Pod")
         self.expectations = Expectations()
         self.controller = Controller("replication", self.reconcile, workers=workers, keys=self.keys)
-        for kind, inf in self.owners.items():
+        for inf in self.owners.values():
             inf.add_handler(self._on_owner)
         self.pods.add_handler(self._on_pod)
 
@@ -82,12 +82,18 @@ class Replication:
             await inf.stop()
 
     def keys(self) -> list[str]:
-        return [owner_key(o.kind, o.metadata.namespace, o.metadata.name) for inf in self.owners.values() for o in inf.list()]
+        return [
+            owner_key(o.kind, o.metadata.namespace, o.metadata.name)
+            for inf in self.owners.values()
+            for o in inf.list()
+        ]
 
     def _on_owner(self, event: str, new: Object | None, old: Object | None, headers: dict[str, str]) -> None:
         obj = new or old
         if obj is not None:
-            self.controller.enqueue_from_headers(owner_key(obj.kind, obj.metadata.namespace, obj.metadata.name), headers)
+            self.controller.enqueue_from_headers(
+                owner_key(obj.kind, obj.metadata.namespace, obj.metadata.name), headers
+            )
 
     def _on_pod(self, event: str, new: Object | None, old: Object | None, headers: dict[str, str]) -> None:
         if event == "ADDED" and new is not None:
@@ -95,7 +101,8 @@ class Replication:
             if ref is not None and ref.kind in KINDS:
                 self.expectations.creation_observed(owner_key(ref.kind, new.metadata.namespace, ref.name))
         gone = event == "DELETED" or (
-            new is not None and new.metadata.deletionTimestamp is not None
+            new is not None
+            and new.metadata.deletionTimestamp is not None
             and (old is None or old.metadata.deletionTimestamp is None)
         )
         if gone:
@@ -159,7 +166,9 @@ class Replication:
         pod = pod_from_template(owner, now)
         created = 0
         for batch in slow_start_batches(count):
-            results = await asyncio.gather(*(self._create_one(pod) for _ in range(batch)), return_exceptions=True)
+            results = await asyncio.gather(
+                *(self._create_one(pod) for _ in range(batch)), return_exceptions=True
+            )
             failures = [r for r in results if isinstance(r, BaseException)]
             created += batch - len(failures)
             await asyncio.gather(
