@@ -372,3 +372,21 @@ def test_expectations_expire():
     exp.expect(KEY, NOW, adds=2)
     assert not exp.satisfied(KEY, NOW)
     assert exp.satisfied(KEY, NOW + _dt.timedelta(minutes=6))
+
+
+def test_replica_failure_condition_is_set_once_and_cleared():
+    from services.replication.reconcile import with_replica_failure
+
+    status = rs(3).status
+    failed = with_replica_failure(status, "FailedCreate", "quota exceeded", NOW)
+    [cond] = failed.conditions
+    assert (cond.type, cond.status, cond.reason, cond.message) == (
+        "ReplicaFailure",
+        "True",
+        "FailedCreate",
+        "quota exceeded",
+    )
+    later = NOW + _dt.timedelta(minutes=1)
+    assert with_replica_failure(failed, "FailedCreate", "again", later) is failed
+    assert with_replica_failure(failed, None, "", later).conditions == []
+    assert with_replica_failure(status, None, "", later) is status

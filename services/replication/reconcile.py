@@ -21,8 +21,8 @@ import msgspec
 
 from schemas.apps import ReplicaSet, ReplicaSetStatus
 from schemas.core import ReplicationController, ReplicationControllerStatus
-from schemas.helpers import controller_of, parse_time, pod_is_available, pod_is_ready
-from schemas.meta import ObjectMeta, OwnerReference
+from schemas.helpers import controller_of, format_time, parse_time, pod_is_available, pod_is_ready
+from schemas.meta import Condition, ObjectMeta, OwnerReference
 from schemas.pod import Pod, PodTemplateSpec
 from schemas.selector import Selector, from_label_selector, from_labels
 
@@ -30,6 +30,7 @@ BURST_REPLICAS = 500  # most creates or deletes asked for in one reconcile (Kube
 EXPECTATIONS_TTL = _dt.timedelta(minutes=5)  # unmet expectations older than this are dropped
 
 Workload = ReplicaSet | ReplicationController
+Status = ReplicaSetStatus | ReplicationControllerStatus
 
 _PHASE_RANK = {"Pending": 0, "Unknown": 1, "Running": 2}
 
@@ -143,7 +144,7 @@ class Plan(msgspec.Struct, kw_only=True, frozen=True):
     release: list[str] = []  # pod names whose ownerReference to this owner goes
     create: int = 0  # pods to create from the template (in slow-start batches)
     delete: list[str] = []  # pod names to delete, least valuable first
-    status: ReplicaSetStatus | ReplicationControllerStatus | None = None  # None: unchanged
+    status: Status | None = None  # None: unchanged
     requeue_after: float | None = None
 
 
@@ -283,6 +284,29 @@ def reconcile(
     return Plan(
         adopt=adopt, release=release, create=create, delete=delete, status=status, requeue_after=next_check
     )
+
+
+def with_replica_failure(status: Status, reason: str | None, message: str, now: _dt.datetime) -> Status:
+    """``status`` with the ``ReplicaFailure`` condition set (``reason`` given: creates or deletes
+    failed) or removed (``reason`` None), as Kubernetes reports it."""
+    rest = [c for c in status.conditions if c.type != "ReplicaFailure"]
+    if reason is None:
+        return (
+            status
+            if len(rest) == len(status.conditions)
+            else msgspec.structs.replace(status, conditions=rest)
+        )
+    current = next((c for c in status.conditions if c.type == "ReplicaFailure"), None)
+    if current is not None and current.reason == reason:
+        return status
+    cond = Condition(
+        type="ReplicaFailure",
+        status="True",
+        reason=reason,
+        message=message,
+        lastTransitionTime=format_time(now),
+    )
+    return msgspec.structs.replace(status, conditions=[*rest, cond])
 
 
 def slow_start_batches(count: int, initial: int = 1) -> list[int]:

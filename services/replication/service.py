@@ -36,6 +36,7 @@ from services.replication.reconcile import (
     reconcile,
     released,
     slow_start_batches,
+    with_replica_failure,
 )
 
 SOURCE = "replicaset-controller"
@@ -148,12 +149,24 @@ class Replication:
             *(self._claim(ns, n, owner, adopt=True) for n in plan.adopt),
             *(self._claim(ns, n, owner, adopt=False) for n in plan.release),
         )
-        if plan.create:
-            await self._create(key, obj, owner, plan.create, now)
-        if plan.delete:
-            await self._delete(key, obj, ns, plan.delete, now)
-        if plan.status is not None:
-            await self._write_status(obj, plan.status)
+        failure: errors.KybError | None = None
+        reason: str | None = None
+        try:
+            if plan.create:
+                reason = "FailedCreate"
+                await self._create(key, obj, owner, plan.create, now)
+            if plan.delete:
+                reason = "FailedDelete"
+                await self._delete(key, obj, ns, plan.delete, now)
+        except errors.KybError as e:
+            failure = e
+        status = with_replica_failure(
+            plan.status or obj.status, reason if failure else None, str(failure or ""), now
+        )
+        if status != obj.status:
+            await self._write_status(obj, status)
+        if failure is not None:
+            raise failure
         return plan.requeue_after
 
     async def _claim(self, ns: str, pod_name: str, owner: Owner, *, adopt: bool) -> None:
