@@ -384,6 +384,18 @@ class ClientAuth:
         return out
 
 
+def default_admin_creds(env: dict[str, str] | None = None) -> Path | None:
+    """``$KYB_DATA_DIR/auth/admin.creds`` (default data dir ``~/.local/share/kybernetes``)
+    when it exists and is readable."""
+    env = dict(os.environ if env is None else env)
+    base = Path(env.get("KYB_DATA_DIR") or Path("~/.local/share/kybernetes").expanduser())
+    path = base / "auth" / "admin.creds"
+    try:
+        return path if path.is_file() and os.access(path, os.R_OK) else None
+    except OSError:
+        return None
+
+
 _default: ClientAuth | None = None
 
 

@@ -168,6 +168,11 @@ def cli(ctx: click.Context, nats_url: str, creds: str | None, user: str | None, 
     tls = {"tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key}
     try:
         identity = auth.ClientAuth.from_creds(creds, **tls) if creds else auth.ClientAuth(user=user, password=password, **tls)
+        local = auth.default_admin_creds()
+        if not creds and not user and local is not None and ctx.invoked_subcommand not in ("up", "serve"):
+            # Like kubectl's ~/.kube/config: the admin credentials `kyb up` wrote in its data
+            # directory ($KYB_DATA_DIR, default ~/.local/share/kybernetes) serve when none are named.
+            identity = auth.ClientAuth.from_creds(local, **tls)
     except (OSError, ValueError) as e:
         _fail(f"error: cannot read credentials: {e}")
     auth.set_default(identity)  # every connection of this command, `kyb serve` included
