@@ -184,3 +184,16 @@ async def test_dangling_dependents_are_collected_and_others_kept(cluster):
 
     await wait_for(half_stripped, what="dangling reference removed")
     assert not await gone(cluster, "Pod", "foreign")
+
+
+async def test_kyb_delete_cascade_foreground_waits_for_the_pods(cluster):
+    from tests.test_replication_service import kyb
+
+    await cluster.api.apply(replicaset("cli", 3))
+    await three_ready(cluster, "cli")
+    code, out, err = await kyb(cluster.url, "delete", "rs", "cli", "--cascade=foreground")
+    assert code == 0, err
+    assert 'replicaset.apps "cli" deleted' in out
+    # --wait (the default) returned once the owner was gone, which foreground allows only without pods.
+    assert await gone(cluster, "ReplicaSet", "cli")
+    assert await cluster.pods("cli") == []
