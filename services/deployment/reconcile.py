@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 import msgspec
 from msgspec.structs import replace
 
+from kyb.render import to_dict
 from schemas.apps import Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec
 from schemas.helpers import format_time, owner_reference, parse_time
 from schemas.meta import Condition, LabelSelector, ObjectMeta
@@ -83,7 +84,8 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
 
 def template_hash(template: PodTemplateSpec, collision_count: int | None = None) -> str:
     """A stable, label-safe hash of a pod template (and the collision count, if any)."""
-    h = hashlib.blake2s(msgspec.json.encode(template, order="sorted"), digest_size=4)
+    # to_dict keeps defaults and drops unset fields, so equal templates always hash alike.
+    h = hashlib.blake2s(msgspec.json.encode(to_dict(template), order="sorted"), digest_size=4)
     if collision_count:
         h.update(collision_count.to_bytes(4, "little"))
     return "".join(_SAFE[b % len(_SAFE)] for b in str(int.from_bytes(h.digest(), "little")).encode())
@@ -95,8 +97,7 @@ def without_hash(template: PodTemplateSpec) -> PodTemplateSpec:
 
 
 def same_template(a: PodTemplateSpec, b: PodTemplateSpec) -> bool:
-    enc = msgspec.json.encode
-    return enc(without_hash(a), order="sorted") == enc(without_hash(b), order="sorted")
+    return without_hash(a) == without_hash(b)
 
 
 def surge_and_unavailable(d: Deployment) -> tuple[int, int]:
