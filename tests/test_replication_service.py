@@ -48,8 +48,18 @@ class HollowKubelet:
         self.pods.add_handler(self._on_pod)
         self.task: asyncio.Task | None = None
         self.seen: set[str] = set()  # every pod name ever observed
+        self.triggers: list[tuple[object, asyncio.Event]] = []
+
+    def when(self, predicate) -> asyncio.Event:
+        """An event set as soon as the watch shows a pod for which ``predicate(pod)`` holds."""
+        ev = asyncio.Event()
+        self.triggers.append((predicate, ev))
+        return ev
 
     def _on_pod(self, event, new, old, headers) -> None:
+        for predicate, ev in self.triggers:
+            if new is not None and predicate(new):
+                ev.set()
         if new is not None:
             self.seen.add(new.metadata.name)
             self.queue.put_nowait((new.metadata.namespace, new.metadata.name))
@@ -260,35 +270,34 @@ async def test_pods_that_never_become_ready_are_not_replaced_or_multiplied(clust
 
 
 async def test_killed_controller_restarted_mid_scale_converges_without_extra_pods(cluster):
+    replicas = 200
     await cluster.stop("replication")
     proc = await cluster.spawn("replication")
     try:
-        await cluster.api.apply(replicaset("big", 60))
-
-        async def some_pods():
-            return len(await cluster.pods("big")) > 0
-
-        await wait_for(some_pods, what="scale-up started")
-        proc.send_signal(signal.SIGKILL)
+        first = cluster.kubelet.when(lambda p: p.metadata.name.startswith("big-"))
+        await cluster.api.apply(replicaset("big", replicas))
+        await asyncio.wait_for(first.wait(), 30)
+        proc.send_signal(signal.SIGKILL)  # as soon as the first pod shows: creates still in flight
         await proc.wait()
+        at_kill = len(await cluster.pods("big"))
+        assert 0 < at_kill < replicas, "the controller was not killed mid-scale"
         proc = await cluster.spawn("replication")
 
         async def settled():
             s = (await cluster.rs("big")).status
-            return s.replicas == 60 and s.readyReplicas == 60
+            return s.replicas == replicas and s.readyReplicas == replicas
 
-        await wait_for(settled, 30, "60 ready replicas after restart")
-        assert len(await cluster.pods("big")) == 60
-        assert len({n for n in cluster.kubelet.seen if n.startswith("big-")}) == 60, (
-            "a pod too many was created"
+        await wait_for(settled, 40, f"{replicas} ready replicas after restart")
+        assert len(await cluster.pods("big")) == replicas
+        created = {n for n in cluster.kubelet.seen if n.startswith("big-")}
+        assert len(created) == replicas, "a pod too many was created"
+
+        # Scale down and kill it as soon as the first pod is marked for deletion.
+        doomed = cluster.kubelet.when(
+            lambda p: p.metadata.name.startswith("big-") and p.metadata.deletionTimestamp is not None
         )
-        # Scale down and kill it again halfway.
         await cluster.api.apply(replicaset("big", 10))
-
-        async def shrinking():
-            return len(await cluster.active("big")) < 60
-
-        await wait_for(shrinking, what="scale-down started")
+        await asyncio.wait_for(doomed.wait(), 30)
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
         proc = await cluster.spawn("replication")
@@ -297,7 +306,10 @@ async def test_killed_controller_restarted_mid_scale_converges_without_extra_pod
             s = (await cluster.rs("big")).status
             return s.replicas == 10 and s.readyReplicas == 10 and len(await cluster.pods("big")) == 10
 
-        await wait_for(ten, 30, "10 replicas after the second restart")
+        await wait_for(ten, 40, "10 replicas after the second restart")
+        assert {n for n in cluster.kubelet.seen if n.startswith("big-")} == created, (
+            "a pod was created on scale-down"
+        )
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGKILL)
