@@ -407,5 +407,23 @@ async def test_kyb_scale_resizes_replicasets_and_replication_controllers(cluster
     assert code == 1
     assert "Expected replicas to be 2, was 4" in err
     assert (await cluster.rs("sc")).spec.replicas == 4
+    deploy = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "front", "namespace": "default"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "front"}},
+            "template": {
+                "metadata": {"labels": {"app": "front"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            },
+        },
+    }
+    await cluster.api.apply(deploy)
+    code, out, err = await kyb(cluster.url, "scale", "deploy/front", "--replicas", "5")
+    assert code == 0, err
+    assert out.strip() == "deployment.apps/front scaled"
+    assert (await cluster.store.get("Deployment", "default", "front")).spec.replicas == 5
     code, _, err = await kyb(cluster.url, "scale", "pod/x", "--replicas", "1")
     assert code == 1 and "not scalable" in err
