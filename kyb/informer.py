@@ -200,9 +200,10 @@ class Informer:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-            if consumer_name is not None and self.nc.is_connected:
-                with contextlib.suppress(Exception):
-                    await self.js.delete_consumer(f"KV_{self.info.bucket}", consumer_name)
+            if consumer_name is not None and self.nc.is_connected and not self._stopping:
+                # Best effort and bounded: the server drops it after inactive_threshold anyway.
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(self.js.delete_consumer(f"KV_{self.info.bucket}", consumer_name), 0.5)
 
     # -- cache ----------------------------------------------------------------------------
 

@@ -42,6 +42,13 @@ STREAM_NOT_FOUND = 10059
 _encoder = msgspec.json.Encoder()
 
 
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' utilrand alphabet: no vowels, no look-alikes
+
+
+def generated_name(prefix: str, length: int = 5) -> str:
+    return prefix + "".join(random.choice(_NAME_ALPHABET) for _ in range(length))
+
+
 def kind_info(kind: str | KindInfo) -> KindInfo:
     if isinstance(kind, KindInfo):
         return kind
@@ -252,7 +259,13 @@ class Store:
         info = kind_info(obj.kind)
         meta = obj.metadata
         if meta.name == "" and meta.generateName:
-            meta = msgspec.structs.replace(meta, name=meta.generateName + uuid.uuid4().hex[:5])
+            for _ in range(8):  # a clash of the random suffix: draw again, as Kubernetes does
+                named = msgspec.structs.replace(obj, metadata=msgspec.structs.replace(meta, name=generated_name(meta.generateName)))
+                try:
+                    return await self.create(named)
+                except errors.AlreadyExists:
+                    continue
+            raise errors.AlreadyExists(f'{info.plural}: no free name for generateName "{meta.generateName}"')
         if info.namespaced and not meta.namespace:
             meta = msgspec.structs.replace(meta, namespace="default")
         if not info.namespaced and meta.namespace:

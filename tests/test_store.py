@@ -172,3 +172,15 @@ async def test_forced_delete_of_a_marked_pod_with_finalizers_goes_with_the_last_
         o, metadata=msgspec.structs.replace(o.metadata, finalizers=[])))
     with pytest.raises(errors.NotFound):
         await store.get("Pod", "default", "a")
+
+
+async def test_generate_name_gives_distinct_kubernetes_style_names(store):
+    template = msgspec.convert(
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-", "namespace": "default"},
+         "spec": {"containers": [{"name": "c", "image": "busybox"}]}},
+        Pod,
+    )
+    made = await asyncio.gather(*(store.create(template) for _ in range(50)))
+    names = {p.metadata.name for p in made}
+    assert len(names) == 50
+    assert all(n.startswith("web-") and len(n) == 9 and set(n[4:]) <= set("bcdfghjklmnpqrstvwxz2456789") for n in names)
