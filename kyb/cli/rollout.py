@@ -20,7 +20,6 @@ import click
 import yaml
 
 from kyb import errors
-from kyb.cli.main import Failed, _run, namespace_opt, resolve_kind
 from kyb.client import ApiClient
 
 REVISION = "deployment.kubernetes.io/revision"
@@ -116,6 +115,35 @@ def set_images(obj: dict[str, Any], images: dict[str, str]) -> list[str]:
 
 
 # -- plumbing -----------------------------------------------------------------------------------
+# kyb.cli.main registers these commands while it is being imported, so its helpers are looked up
+# when a command runs, not when this module loads.
+
+
+class Failed(Exception):
+    """Reported already; exit 1 (kyb.cli.main's Failed is raised in its place)."""
+
+
+def _run(go: Callable[[ApiClient], Any], nats_url: str) -> None:
+    from kyb.cli import main
+
+    async def wrapped(api: ApiClient) -> None:
+        try:
+            await go(api)
+        except Failed:
+            raise main.Failed from None
+
+    main._run(wrapped, nats_url)
+
+
+def resolve_kind(name: str) -> Any:
+    from kyb.cli import main
+
+    return main.resolve_kind(name)
+
+
+def namespace_opt(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("-n", "--namespace", default="default", show_default=True, help="namespace")(fn)
+
 
 
 def _deployment_ref(arg: str, name: str | None) -> str:
