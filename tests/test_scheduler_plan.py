@@ -48,9 +48,11 @@ def ref_req(r: Requirement, labels: dict[str, str]) -> bool:
         return v is not None
     if r.operator == "DoesNotExist":
         return v is None
+    if len(r.values) != 1:  # Gt/Lt take exactly one integer (Kubernetes rejects anything else)
+        return False
     try:
         a, b = int(v), int(r.values[0])  # type: ignore[arg-type]
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError):
         return False
     return a > b if r.operator == "Gt" else a < b
 
