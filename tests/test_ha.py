@@ -30,7 +30,10 @@ KYB = str(Path(sys.executable).parent / "kyb")
 LEASE = {"lease_seconds": "3", "renew_seconds": "1", "retry_seconds": "0.5"}
 
 
-def deployment(name: str, replicas: int, image: str) -> dict[str, Any]:
+def deployment(name: str, replicas: int, image: str, command: list[str] | None = None) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "main", "image": image}
+    if command:
+        container["command"] = command
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -41,7 +44,7 @@ def deployment(name: str, replicas: int, image: str) -> dict[str, Any]:
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}},
             "template": {
                 "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "main", "image": image}]},
+                "spec": {"containers": [container]},
             },
         },
     }
