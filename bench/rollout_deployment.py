@@ -1,0 +1,187 @@
+"""Rolling-update speed: a Deployment of 100 replicas (maxSurge 25%, maxUnavailable 25%) on hollow
+nodes, rolled to a new template, against the ideal for that budget.
+
+Pods go through the whole pipeline (deployment -> replication -> scheduler -> a hollow kubelet
+that reports each bound pod Running and Ready at once), so the only waits are the cluster's own.
+Baseline in the same run: the per-wave pod start time, measured by starting one wave's worth
+of pods (maxSurge + maxUnavailable) as a fresh Deployment until all are available. The ideal
+rollout is waves x that time, with waves = ceil(replicas / (maxSurge + maxUnavailable)).
+Prints both, and their ratio (target <= 1.5). Starts its own nats-server in a temp directory.
+
+    python bench/rollout_deployment.py [--replicas 100] [--nodes 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as _dt
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import msgspec  # noqa: E402
+import nats  # noqa: E402
+from hollow import HollowNodes  # noqa: E402
+
+from kyb.client import ApiClient  # noqa: E402
+from kyb.informer import Informer  # noqa: E402
+from kyb.natsd import NatsServer, free_port  # noqa: E402
+from kyb.serve import run_services  # noqa: E402
+from kyb.store import Store  # noqa: E402
+from schemas.helpers import format_time  # noqa: E402
+from schemas.pod import Pod, PodCondition  # noqa: E402
+from schemas.quantity import scaled_int_or_percent  # noqa: E402
+
+OPTIONS = {"configure_logging": True, "log_level": "WARNING", "lease_seconds": 2, "renew_seconds": 0.5,
+           "retry_seconds": 0.2, "replication_workers": 8, "deployment_workers": 4}
+
+
+class HollowKubelet:
+    """Reports every bound pod Running and Ready at once; removes terminating pods at once."""
+
+    def __init__(self, nc, store: Store) -> None:
+        self.store = store
+        self.pods = Informer(nc, "Pod")
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self.pods.add_handler(lambda ev, new, old, h: new is not None and self.queue.put_nowait(
+            f"{new.metadata.namespace}.{new.metadata.name}"))
+        self.tasks: list[asyncio.Task] = []
+
+    async def start(self, workers: int = 64) -> None:
+        await self.pods.start()
+        await self.pods.wait_synced(30)
+        self.tasks = [asyncio.create_task(self._work()) for _ in range(workers)]
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.pods.stop()
+
+    async def _work(self) -> None:
+        while True:
+            key = await self.queue.get()
+            with contextlib.suppress(Exception):
+                await self._sync(key)
+
+    async def _sync(self, key: str) -> None:
+        pod = self.pods.get(key)
+        if pod is None:
+            return
+        ns, name = pod.metadata.namespace, pod.metadata.name
+        if pod.metadata.deletionTimestamp is not None:
+            await self.store.delete("Pod", ns, name, grace_period_seconds=0)
+            return
+        if not pod.spec.nodeName or pod.status.phase == "Running":
+            return
+        now = format_time(_dt.datetime.now(_dt.UTC))
+
+        def run(p: Pod) -> Pod | None:
+            if p.status.phase == "Running":
+                return None
+            status = msgspec.structs.replace(
+                p.status, phase="Running", conditions=[PodCondition(type="Ready", status="True", lastTransitionTime=now)])
+            return msgspec.structs.replace(p, status=status)
+
+        await self.store.mutate("Pod", ns, name, run)
+
+
+def manifest(name: str, replicas: int, image: str) -> dict:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "strategy": {"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": image,
+                                         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]},
+            },
+        },
+    }
+
+
+async def wait_rolled_out(api: ApiClient, name: str, timeout: float = 300) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        d = await api.get("deployments", "default", name)
+        s = d.get("status") or {}
+        r = d["spec"]["replicas"]
+        if (s.get("observedGeneration") == d["metadata"]["generation"]
+                and s.get("updatedReplicas") == s.get("availableReplicas") == s.get("replicas") == r):
+            return time.monotonic()
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"deployment {name} did not finish within {timeout}s")
+
+
+async def bench(url: str, replicas: int, nodes: int) -> None:
+    stop = asyncio.Event()
+    services = asyncio.create_task(run_services(["api", "scheduler", "replication", "deployment"], url, OPTIONS, stop))
+    nc = await nats.connect(url)
+    store = Store(nc.jetstream())
+    api = ApiClient(nc, timeout=10)
+    kubelet = HollowKubelet(nc, store)
+    try:
+        for _ in range(200):
+            with contextlib.suppress(Exception):
+                await api.get("namespaces", None, "default")
+                break
+            await asyncio.sleep(0.05)
+        await HollowNodes(count=nodes).register(store)
+        await kubelet.start()
+
+        surge = scaled_int_or_percent("25%", replicas, True)
+        unavailable = scaled_int_or_percent("25%", replicas, False)
+        wave = surge + unavailable
+        waves = math.ceil(replicas / wave)
+
+        # Baseline: one wave of pods started through the same pipeline.
+        t0 = time.monotonic()
+        await api.apply(manifest("wave", wave, "bench:1"))
+        wave_time = await wait_rolled_out(api, "wave") - t0
+
+        await api.apply(manifest("web", replicas, "bench:1"))
+        await wait_rolled_out(api, "web")
+        t0 = time.monotonic()
+        await api.apply(manifest("web", replicas, "bench:2"))
+        rollout = await wait_rolled_out(api, "web") - t0
+
+        ideal = waves * wave_time
+        print(f"replicas={replicas} maxSurge={surge} maxUnavailable={unavailable} waves={waves}")
+        print(f"per-wave pod start time (baseline, {wave} pods): {wave_time:.2f} s")
+        print(f"ideal rollout (waves x wave time):          {ideal:.2f} s")
+        print(f"measured rollout:                           {rollout:.2f} s")
+        print(f"ratio measured / ideal: {rollout / ideal:.2f} (target <= 1.5)")
+    finally:
+        await kubelet.stop()
+        stop.set()
+        await asyncio.wait_for(services, 30)
+        await nc.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replicas", type=int, default=100)
+    parser.add_argument("--nodes", type=int, default=20)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = NatsServer(store_dir=Path(tmp) / "js", port=free_port(), log_file=Path(tmp) / "nats.log")
+        server.start()
+        try:
+            asyncio.run(bench(server.url, args.replicas, args.nodes))
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
