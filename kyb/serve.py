@@ -254,9 +254,7 @@ class _Operations:
         self.unregister: Any = None
 
     async def start(self, names: list[str], nats_url: str) -> None:
-        from kyb import metrics, tracestore
-
-        from kyb import auth
+        from kyb import auth, metrics, tracestore
 
         # the process's own connection, as the runner's bootstrap does it (the system identity
         # when kyb up wrote credentials; else whatever identity the process was given)
