@@ -67,6 +67,7 @@ class Api:
         self.nc = nc
         self.source = source
         self._ns_tasks: dict[str, asyncio.Task] = {}
+        self._closing = False
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -264,7 +265,7 @@ class Api:
 
     async def _empty_namespace(self, name: str) -> None:
         delay = 0.1
-        while True:
+        while not self._closing:
             remaining = 0
             for info in all_kinds():
                 if not info.namespaced:
@@ -277,8 +278,13 @@ class Api:
                         await self.store.delete(info, name, obj.metadata.name)
             if remaining == 0:
                 break
+            # A cancellation swallowed inside a library's wait_for must still end this loop.
+            if self._closing:
+                return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+        if self._closing:
+            return  # the next api to start finishes the job
 
         def drop(ns: Object) -> Object:
             fins = [f for f in ns.metadata.finalizers if f != "kubernetes"]
@@ -298,6 +304,7 @@ class Api:
                 self.finish_namespace(ns.metadata.name)
 
     async def close(self) -> None:
+        self._closing = True
         for t in self._ns_tasks.values():
             t.cancel()
         await asyncio.gather(*self._ns_tasks.values(), return_exceptions=True)
