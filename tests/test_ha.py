@@ -159,11 +159,6 @@ async def test_standby_deployment_controller_takes_over_after_kill_9_and_finishe
         await svc.stop()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="found by this test: two scheduler replicas at once sometimes put 11 pods on a node whose "
-    "allocatable pods is 10 (and 9 on another) - the node reservations do not fully serialise them",
-)
 async def test_two_apis_and_two_schedulers_bind_every_pod_once_within_capacity(nats_url, nc):
     store = Store(nc.jetstream())
     await store.ensure_buckets()
@@ -192,7 +187,14 @@ async def test_two_apis_and_two_schedulers_bind_every_pod_once_within_capacity(n
             return pods if len(pods) == 30 and all(p.spec.nodeName for p in pods) else None
 
         pods = await wait_for(all_bound, timeout=30, what="30 pods bound")
-        assert Counter(p.spec.nodeName for p in pods) == {"cap-0": 10, "cap-1": 10, "cap-2": 10}
+        assert sorted(p.metadata.name for p in pods) == sorted(f"p{i}" for i in range(30))
+        assert all(any(c.type == "PodScheduled" and c.status == "True" for c in p.status.conditions) for p in pods)
+        per_node = Counter(p.spec.nodeName for p in pods)
+        if per_node != {"cap-0": 10, "cap-1": 10, "cap-2": 10}:
+            pytest.xfail(
+                f"found by this test: two scheduler replicas at once overfill a node past its allocatable "
+                f"pods (10 each): {dict(per_node)}"
+            )
     finally:
         await asyncio.gather(a.stop(), b.stop())
 

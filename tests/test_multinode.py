@@ -141,7 +141,7 @@ def test_up_with_three_nodes_spreads_a_deployment_and_runs_a_daemon_on_each(tmp_
             return pods if len(running(pods, "spread")) == 6 and len(running(pods, "everywhere")) == 3 else []
 
         try:
-            pods = poll(all_running, 30, "all 9 pods running")
+            pods = poll(all_running, 15, "all 9 pods running")
         except AssertionError:
             pytest.xfail("found here: kyb up runs on uvloop, where the process runtime never returns from "
                          "starting a container (the keeper's launch waits forever), so pods stay Pending")
