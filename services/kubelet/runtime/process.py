@@ -250,17 +250,27 @@ class ProcessRuntime:
             memory_limit_bytes=cfg.memory_limit_bytes if self._enforce_memory else None,
         )
         path.write_bytes(msgspec.json.encode(record))
-        launcher = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-I",
-            "-S",
-            str(SHIM),
-            str(path),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        _, err = await launcher.communicate()
+        # The launcher's errors go to a file, not a pipe: the keeper it forks outlives it, and
+        # some event loops (uvloop) wait for every inherited end of a pipe before they call
+        # the launcher done.
+        err_path = container_dir / f"{cfg.attempt}.launch.err"
+        with open(err_path, "wb") as err_file:
+            launcher = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-I",
+                "-S",
+                str(SHIM),
+                str(path),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err_file,
+            )
+        await launcher.wait()
+        try:
+            err = err_path.read_bytes()
+            err_path.unlink()
+        except OSError:
+            err = b""
         record = self._read(container_id)
         if launcher.returncode != 0 or record.state == "pending":
             raise ContainerCreateError(
