@@ -75,8 +75,11 @@ def owner_of(svc: Service) -> str:
 
 
 class Allocator:
-    def __init__(self, js: JetStreamContext, ranges: Ranges | None = None, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, js: JetStreamContext, ranges: Ranges | None = None, *, rng: random.Random | None = None, replicas: int = 1
+    ) -> None:
         self.js = js
+        self.replicas = replicas
         self.ranges = ranges or Ranges()
         self.rng = rng or random.Random()
         self._kv = None
@@ -91,7 +94,9 @@ class Allocator:
             except nats.js.errors.BucketNotFoundError:
                 try:
                     self._kv = await self.js.create_key_value(
-                        api.KeyValueConfig(bucket=BUCKET, history=1, storage=api.StorageType.FILE, direct=True)
+                        api.KeyValueConfig(
+                            bucket=BUCKET, history=1, storage=api.StorageType.FILE, direct=True, replicas=self.replicas
+                        )
                     )
                 except nats.js.errors.BadRequestError:
                     self._kv = await self.js.key_value(BUCKET)

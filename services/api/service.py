@@ -393,7 +393,7 @@ async def handle_node(api: Api, node: str, verb: str, body: bytes) -> tuple[byte
 async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     namespaces = Informer(ctx.nc, "Namespace")
     await namespaces.start()
-    allocator = Allocator(ctx.js, Ranges.from_options(ctx.options))
+    allocator = Allocator(ctx.js, Ranges.from_options(ctx.options), replicas=ctx.store.replicas)
     api = Api(ctx.store, namespaces, nc=ctx.nc, source="api", allocator=allocator)
     await api.ensure_namespaces()
     await namespaces.wait_synced(30)
