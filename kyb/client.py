@@ -42,7 +42,7 @@ async def connect(url: str, *, timeout: float = 2.0, **options: Any) -> NatsClie
 
     options = {**auth.client_options(), **options}  # the identity given by --creds/--user or the env
     attempt = asyncio.ensure_future(
-        nats.connect(url, connect_timeout=timeout, error_cb=on_error, **options)
+        nats.connect([u.strip() for u in url.split(",") if u.strip()], connect_timeout=timeout, error_cb=on_error, **options)
     )
     done, _ = await asyncio.wait({attempt, first_error}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     if attempt in done and attempt.exception() is None:
