@@ -103,6 +103,8 @@ async def test_two_replicas_never_double_bind_nor_overcommit(cluster):
         assert any(c.type == "PodScheduled" and c.status == "True" for c in p.status.conditions)
     assert per_node == {"n0": 10, "n1": 10, "n2": 10}  # 10 x 100m fill 1 cpu, never more
     assert sum(r.bound for r in replicas) == 30, "a pod was bound twice"
+    assert all(r.reserving() for r in replicas), "each replica sees the other one"
+    assert sum(r.reservations_published for r in replicas) > 0
     msg = next(c.message for c in unschedulable[0].status.conditions if c.type == "PodScheduled")
     assert msg == "0/4 nodes are available: 1 node(s) were not ready, 3 Insufficient cpu."
     assert all(p.status.phase == "Pending" for p in unschedulable)
@@ -130,3 +132,72 @@ async def test_unschedulable_pod_gets_event_and_is_retried_when_a_node_appears(c
         return p.spec.nodeName
 
     assert await wait_for(bound) == "large"
+
+
+async def test_a_lone_scheduler_publishes_no_reservations_until_a_second_one_starts(nats_url):
+    import nats
+
+    from schemas.registry import resolve
+
+    clients = [await nats.connect(nats_url) for _ in range(3)]
+    store = Store(clients[0].jetstream())
+    await store.ensure_buckets([resolve("pods"), resolve("nodes")])
+    js = clients[0].jetstream()
+    stop = asyncio.Event()
+    first = Scheduler(clients[1], Store(clients[1].jetstream()), identity="alone", rng=np.random.default_rng(0))
+    await first.start()
+    tasks = [asyncio.create_task(first.run(stop))]
+    second = None
+    try:
+        for i in range(2):
+            await store.create(node(f"n{i}", cpu="1"))
+        await asyncio.gather(*(store.create(pod(f"a{i}", cpu="100m")) for i in range(10)))
+
+        async def bound(prefix: str, count: int):
+            pods = [p for p in await store.list("pods") if p.metadata.name.startswith(prefix)]
+            return len([p for p in pods if p.spec.nodeName]) == count
+
+        await wait_for(lambda: bound("a", 10))
+        assert not first.reserving()
+        assert first.reservations_published == 0
+        info = await js.stream_info("KYB_SCHEDULING")
+        assert info.state.messages == 0, "a lone scheduler published node reservations"
+
+        # A second replica announces itself: from then on both reserve, and no node is overcommitted.
+        second = Scheduler(clients[2], Store(clients[2].jetstream()), identity="second", rng=np.random.default_rng(1))
+        await second.start()
+        assert first.reserving() and second.reserving()
+        stop_second = asyncio.Event()
+        second_run = asyncio.create_task(second.run(stop_second))
+        await asyncio.gather(*(store.create(pod(f"b{i}", cpu="100m")) for i in range(14)))
+        await wait_for(lambda: bound("b", 10))
+        pods = await store.list("pods")
+        per_node: dict[str, int] = {}
+        for p in pods:
+            if p.spec.nodeName:
+                per_node[p.spec.nodeName] = per_node.get(p.spec.nodeName, 0) + 1
+        assert per_node == {"n0": 10, "n1": 10}
+        info = await js.stream_info("KYB_SCHEDULING")
+        assert info.state.messages > 0
+
+        # The second one stops gracefully (its presence Lease goes): the first one stops reserving.
+        stop_second.set()
+        await second_run
+        await second.stop()
+        second = None
+        await wait_for(_async(lambda: not first.reserving()))
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await first.stop()
+        if second is not None:
+            await second.stop()
+        for c in clients:
+            await c.close()
+
+
+def _async(fn):
+    async def call():
+        return fn()
+
+    return call

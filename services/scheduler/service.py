@@ -3,9 +3,11 @@
 Each loop iteration takes a batch of pending pods, decides each against the in-memory
 ``NodeTable`` (assuming it on the chosen node so the next pod sees it), then writes:
 
-1. a node reservation per chosen node on ``kyb.scheduling.<node>`` (stream ``KYB_SCHEDULING``),
-   compare-and-set on the last message of that subject. Every replica follows this stream and
-   counts the pods others reserved, so two replicas never fill the same room on a node;
+1. while another replica is alive (its presence Lease, see ``presence``), a node reservation per
+   chosen node on ``kyb.scheduling.<node>`` (stream ``KYB_SCHEDULING``), compare-and-set on the
+   last message of that subject. Every replica follows this stream and counts the pods others
+   reserved, so two replicas never fill the same room on a node. A lone replica skips this; a
+   new replica waits a grace and the others' acknowledgement before its first binding;
 2. the binding: a CAS update of each pod (spec.nodeName + PodScheduled=True) at the revision
    read, many in flight at once. A pod bound by someone else meanwhile loses with Conflict:
    it is re-read and counted where it went.
@@ -46,6 +48,7 @@ from services.scheduler.podinfo import (
     wait_for_first_consumer_claims,
     wants_scheduling,
 )
+from services.scheduler.presence import PresenceLease
 
 STREAM = "KYB_SCHEDULING"
 SUBJECT = "kyb.scheduling"
@@ -90,7 +93,8 @@ class Scheduler:
         identity: str,
         scheduler_name: str = DEFAULT_SCHEDULER,
         batch_size: int = 1024,
-        reserve: bool = True,
+        reserve: bool | None = None,
+        grace: float = 1.0,
         rng: np.random.Generator | None = None,
         clock: Callable[[], float] = time.monotonic,
         log: Any = None,
@@ -99,7 +103,13 @@ class Scheduler:
         self.identity = identity
         self.scheduler_name = scheduler_name
         self.batch_size = batch_size
-        self.reserve = reserve
+        self.reserve = reserve                         # None: only while another replica is alive
+        self.grace = grace                             # wait after announcing, before the first binding
+        self.presence = (
+            PresenceLease(self.js, identity, drain=self._drain_unreserved, clock=clock, log=log) if reserve is not False else None
+        )
+        self._unreserved: set[asyncio.Task] = set()    # batches being written without reservations
+        self.reservations_published = 0                # node reservations this replica published
         self.clock = clock
         self.log = log
         self.table = NodeTable(rng)
@@ -133,7 +143,10 @@ class Scheduler:
     async def start(self) -> None:
         self.pods.add_handler(lambda _e, new, old, _h: self._note(self._dirty_pods, new or old))
         self.nodes.add_handler(lambda _e, new, old, _h: self._note(self._dirty_nodes, new or old))
-        if self.reserve:
+        announced = self.clock()
+        if self.presence is not None:
+            await self.presence.start()
+        if self.reserve is not False:
             await self._ensure_stream()
             self._sub = await self.js.subscribe(
                 f"{SUBJECT}.>", cb=self._on_reservation, ordered_consumer=True, deliver_policy=api.DeliverPolicy.ALL
@@ -145,6 +158,26 @@ class Scheduler:
         await self.pods.start()
         for inf in (self.claims, self.volumes, self.classes, self.nodes, self.pods):
             await inf.wait_synced(30)
+        if self.presence is not None:
+            # Running replicas see us within the watch latency and switch to reserving; each says
+            # so in its record once its unreserved bindings are stored. Only then do we bind.
+            left = announced + self.grace - self.clock()
+            if left > 0:
+                await asyncio.sleep(left)
+            if self.presence.peers.live(self.clock()):
+                await self.presence.wait_acknowledged(2.0 * self.presence.lease_seconds)
+
+    def reserving(self) -> bool:
+        """Whether the next batch reserves its nodes before binding."""
+        if self.presence is None or self.reserve is not None:
+            return bool(self.reserve)
+        return self.presence.reserving
+
+    async def _drain_unreserved(self) -> None:
+        """Until every batch decided without reservations is written."""
+        pending = set(self._unreserved)
+        if pending:
+            await asyncio.wait(pending)
 
     async def stop(self) -> None:
         if self._writes:
@@ -152,6 +185,8 @@ class Scheduler:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
+        if self.presence is not None:
+            await self.presence.stop()
         for inf in (self.pods, self.nodes, self.claims, self.volumes, self.classes):
             await inf.stop()
 
@@ -365,6 +400,7 @@ class Scheduler:
             raise errors.Temporary(f"reserving on {node}: {type(e).__name__}") from e
         if self._seen_seq.get(node, 0) == expected:
             self._seen_seq[node] = ack.seq
+        self.reservations_published += 1
         return True
 
     # -- binding --------------------------------------------------------------------------
@@ -383,14 +419,22 @@ class Scheduler:
             chosen.setdefault(d.node_name, []).append((pod, req))
         # What the decisions saw of other replicas' reservations on each node.
         seen = {node: self._foreign_seq.get(node, 0) for node in chosen}
-        task = asyncio.create_task(self._write(chosen, failed, seen))
+        reserve = self.reserving()
+        task = asyncio.create_task(self._write(chosen, failed, seen, reserve))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
+        if not reserve and chosen:
+            self._unreserved.add(task)
+            task.add_done_callback(self._unreserved.discard)
 
     async def _write(
-        self, chosen: dict[str, list[tuple[Pod, PodRequest]]], failed: list[tuple[Pod, str]], seen: dict[str, int]
+        self,
+        chosen: dict[str, list[tuple[Pod, PodRequest]]],
+        failed: list[tuple[Pod, str]],
+        seen: dict[str, int],
+        reserve: bool,
     ) -> None:
-        if self.reserve and chosen:
+        if reserve and chosen:
             nodes = list(chosen)
             results = await asyncio.gather(
                 *(self._reserve(n, [r for _, r in chosen[n]], seen[n]) for n in nodes), return_exceptions=True
