@@ -601,10 +601,14 @@ def reconcile(d: Deployment, rss: Sequence[ReplicaSet], pods: Iterable[Pod], now
             elif complete(d, calculate_status(d, new, rss, counts, now)):
                 history = cleanup(d, olds, counts)
     elif new is not None:
-        if not _rolling_new(d, work.rs[new.metadata.name], work):
-            if not _rolling_old(d, work.rs[new.metadata.name], olds, work, counts):
-                if complete(d, calculate_status(d, new, rss, counts, now)):
-                    history = cleanup(d, olds, counts)
+        # Scale up, then down, then up again while the budgets allow: one step does what
+        # Kubernetes spreads over several syncs, with the same bounds at every point.
+        moved = False
+        while (_rolling_new(d, work.rs[new.metadata.name], work)
+               | _rolling_old(d, work.rs[new.metadata.name], olds, work, counts)):
+            moved = True
+        if not moved and complete(d, calculate_status(d, new, rss, counts, now)):
+            history = cleanup(d, olds, counts)
 
     current_new = work.rs.get(new.metadata.name) if new is not None else to_create
     status = calculate_status(d, current_new, [*work.rs.values()], counts, now)
