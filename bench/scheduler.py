@@ -6,7 +6,7 @@ bindings (update at the revision read, no scheduling, same concurrency). Prints 
 their ratio. Starts its own nats-server on a free port in a temporary directory; the
 scheduler runs in its own process, as it does in a deployment.
 
-    python bench/scheduler.py [--nodes 5000] [--pods 10000] [--profile out.prof]
+    python bench/scheduler.py [--nodes 5000] [--pods 10000] [--reserve auto|always|never] [--profile out.prof]
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def make_pod(i: int) -> Pod:
     )
 
 
-def scheduler_process(url: str, ready, profile: str | None, reserve: bool = True) -> None:
+def scheduler_process(url: str, ready, profile: str | None, reserve: bool | None = None) -> None:
     """Runs one scheduler replica until terminated."""
     import signal
 
@@ -138,7 +138,8 @@ async def run(args) -> None:
             print(f"registered {args.nodes} hollow nodes in {time.perf_counter() - t:.1f}s")
             ctx = mp.get_context("spawn")
             ready = ctx.Event()
-            proc = ctx.Process(target=scheduler_process, args=(server.url, ready, args.profile, not args.no_reserve), daemon=True)
+            reserve = {"auto": None, "always": True, "never": False}[args.reserve]
+            proc = ctx.Process(target=scheduler_process, args=(server.url, ready, args.profile, reserve), daemon=True)
             proc.start()
             await asyncio.get_running_loop().run_in_executor(None, ready.wait, 120)
 
@@ -176,7 +177,12 @@ def main() -> None:
     p.add_argument("--nodes", type=int, default=5000)
     p.add_argument("--pods", type=int, default=10000)
     p.add_argument("--timeout", type=float, default=300.0)
-    p.add_argument("--no-reserve", action="store_true", help="skip node reservations (safe with one scheduler replica)")
+    p.add_argument(
+        "--reserve",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="node reservations: only while another replica is alive (auto, the default), always, or never",
+    )
     p.add_argument("--profile", help="write a cProfile of the scheduler process to this file")
     args = p.parse_args()
     import uvloop

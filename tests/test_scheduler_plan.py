@@ -22,6 +22,7 @@ from services.scheduler.plan import (
     Taint,
     Term,
     Toleration,
+    num_feasible_nodes_to_find,
     schedule_one,
 )
 
@@ -368,3 +369,88 @@ def test_node_changes_update_rows_and_keep_bound_pods_accounted():
     assert schedule_one(t, PodRequest(key="d.q", cpu=800)).reasons == Counter({"Insufficient cpu": 1})
     t.set_node(NodeInfo(name="a", cpu=2000, memory=GiB))  # resized
     assert schedule_one(t, PodRequest(key="d.q", cpu=800)).node_name == "a"
+
+
+# ---- partial scoring on large clusters (kube-scheduler's percentageOfNodesToScore) ---------------
+
+
+@pytest.mark.parametrize(
+    ("nodes_", "percentage", "expected"),
+    [
+        pytest.param(50, 0, 50, id="under-100-nodes-all"),
+        pytest.param(100, 0, 100, id="100-nodes-at-least-100"),
+        pytest.param(1000, 0, 420, id="1000-nodes-42pct"),
+        pytest.param(5000, 0, 500, id="5000-nodes-10pct"),
+        pytest.param(6000, 0, 300, id="6000-nodes-floor-5pct"),
+        pytest.param(5000, 30, 1500, id="configured-30pct"),
+        pytest.param(5000, 100, 5000, id="configured-all"),
+    ],
+)
+def test_nodes_to_find_follow_kube_scheduler(nodes_, percentage, expected):
+    assert num_feasible_nodes_to_find(nodes_, percentage) == expected
+
+
+@st.composite
+def big_clusters(draw) -> list[NodeInfo]:
+    k = draw(st.integers(100, 400))
+    cpus = draw(st.lists(st.sampled_from([0, 500, 4000]), min_size=k, max_size=k))
+    return [NodeInfo(name=f"n{i}", cpu=c, memory=8 * GiB, pods=draw(st.integers(0, 3)) if i % 7 == 0 else 110) for i, c in enumerate(cpus)]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cluster=big_clusters(),
+    cpus=st.lists(st.sampled_from([0, 100, 600]), min_size=1, max_size=40),
+    percentage=st.sampled_from([0, 5, 30]),
+    seed=st.integers(0, 2**16),
+)
+def test_partial_scoring_binds_only_where_it_fits_and_walks_on(cluster, cpus, percentage, seed):
+    t = NodeTable(np.random.default_rng(seed), percentage_of_nodes_to_score=percentage)
+    for n in cluster:
+        t.set_node(n)
+    bound: dict[str, list[PodRequest]] = {n.name: [] for n in cluster}
+    want = num_feasible_nodes_to_find(len(cluster), percentage)
+    for i, cpu in enumerate(cpus):
+        pod = PodRequest(key=f"d.p{i}", cpu=cpu, memory=GiB // 8, owner_uid="rs")
+        fits = {n.name for n in cluster if ref_fits(pod, n, bound[n.name])}
+        start = t.next_start
+        rows, walked = t.find_feasible(pod, want)
+        found = [t.names[r] for r in rows]
+        # as many feasible nodes as asked for (or every one), each once, each one that fits
+        assert len(found) == len(set(found)) == min(want, len(fits))
+        assert set(found) <= fits
+        # the walk starts where the previous pod stopped and ends at the last node found
+        if found and len(fits) > want:
+            assert int(rows[-1]) == (start + walked - 1) % t.n
+        d = schedule_one(t, pod)
+        assert t.next_start == (start + walked) % t.n
+        if d.node_name is None:
+            assert fits == set(), d.message
+            continue
+        assert d.node_name in found
+        t.assume(pod, d.node_name)
+        bound[d.node_name].append(pod)
+    for n in cluster:
+        assert sum(p.cpu for p in bound[n.name]) <= n.cpu
+        assert len(bound[n.name]) <= n.pods
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cluster=nodes(count=6),
+    steps=st.lists(st.tuples(st.integers(0, 9), st.integers(0, 5), st.booleans()), max_size=60),
+    shape=st.tuples(st.sampled_from([0, 100, 250]), st.sampled_from([0, GiB // 3])),
+)
+def test_cached_resource_scores_equal_fresh_ones(cluster, steps, shape):
+    """Scores kept per pod shape and refreshed row by row equal a full recomputation."""
+    t = table_of(*cluster)
+    probe = PodRequest(key="d.probe", cpu=shape[0], memory=shape[1])
+    for k, node, add in steps:
+        pod = PodRequest(key=f"d.p{k}", cpu=100 * (k + 1), memory=GiB // (k + 1))
+        if add:
+            t.assume(pod, f"n{node}")
+        else:
+            t.forget(pod.key)
+        cached = t._resource_row_scores(probe)
+        fresh = t._resource_scores(probe.score_cpu, probe.score_memory, slice(0, t.n))
+        assert cached.tolist() == fresh.tolist()

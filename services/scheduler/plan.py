@@ -12,6 +12,12 @@ profile): NodeResourcesLeastAllocated (1), NodeResourcesBalancedAllocation (1), 
 one owner's pods (2), preferred node affinity (2), TaintToleration for PreferNoSchedule (3).
 Ties are broken with the injected random generator.
 
+Like kube-scheduler, a pod is scored on only part of a large cluster: nodes are walked from
+where the previous pod stopped (wrapping around) until ``num_feasible_nodes_to_find`` feasible
+ones are found (all of them below 100 nodes; otherwise ``percentageOfNodesToScore``, adaptive by
+default: 50% minus 1% per 125 nodes, at least 5% and at least 100 nodes), and the best of those
+wins. Spreading over successive pods comes from the moving start.
+
 Pure: no I/O, no clock (``now`` is an argument), no randomness but the injected generator.
 """
 
@@ -44,6 +50,22 @@ REASON_MEMORY = "Insufficient memory"
 Effect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 _HARD_EFFECTS = ("NoSchedule", "NoExecute")
 _ABSENT = np.int16(32767)  # taint position of a taint a node does not carry
+MIN_FEASIBLE_NODES_TO_FIND = 100
+MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND = 5
+_SCALAR_REFRESH = 32  # changed rows re-scored one by one in Python below this many (numpy call overhead)
+
+
+def num_feasible_nodes_to_find(nodes: int, percentage: int = 0) -> int:
+    """kube-scheduler's numFeasibleNodesToFind: how many feasible nodes to find, then score.
+
+    ``percentage`` is percentageOfNodesToScore; 0 means adaptive (50 - nodes/125, at least 5)."""
+    if nodes < MIN_FEASIBLE_NODES_TO_FIND:
+        return nodes
+    if percentage <= 0:
+        percentage = max(50 - nodes // 125, MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND)
+    if percentage >= 100:
+        return nodes
+    return max(nodes * percentage // 100, MIN_FEASIBLE_NODES_TO_FIND)
 
 
 class _Data(msgspec.Struct, kw_only=True, frozen=True):
@@ -202,8 +224,12 @@ def _grow(a: np.ndarray, capacity: int, fill: object) -> np.ndarray:
 class NodeTable:
     """Every node as one row of arrays, plus the pods bound or assumed to each node."""
 
-    def __init__(self, rng: np.random.Generator | None = None, capacity: int = 64) -> None:
+    def __init__(
+        self, rng: np.random.Generator | None = None, capacity: int = 64, *, percentage_of_nodes_to_score: int = 0
+    ) -> None:
         self.rng = rng if rng is not None else np.random.default_rng()
+        self.percentage_of_nodes_to_score = percentage_of_nodes_to_score  # 0: adaptive, as kube-scheduler
+        self.next_start = 0                         # row the next pod's walk over nodes starts at
         self._cap = capacity
         self.n = 0                                  # rows in use (high-water mark)
         self.names: list[str | None] = []
@@ -478,7 +504,7 @@ class NodeTable:
         self._static_cache[sig] = out
         return out
 
-    def _port_conflicts(self, pod: PodRequest, n: int) -> np.ndarray | None:
+    def _port_conflicts(self, pod: PodRequest, lo: int, hi: int) -> np.ndarray | None:
         conflict = None
         for hp in pod.host_ports:
             by_ip = self._ports.get((hp.protocol, hp.port))
@@ -486,24 +512,52 @@ class NodeTable:
                 continue
             for ip, counts in by_ip.items():
                 if hp.host_ip == "0.0.0.0" or ip == "0.0.0.0" or ip == hp.host_ip:
-                    c = counts[:n] > 0
+                    c = counts[lo:hi] > 0
                     conflict = c if conflict is None else (conflict | c)
         return conflict
 
     def feasible(self, pod: PodRequest) -> np.ndarray:
         """Per node row: does the pod pass every filter."""
-        n = self.n
+        return self._feasible_range(pod, 0, self.n)
+
+    def _feasible_range(self, pod: PodRequest, lo: int, hi: int) -> np.ndarray:
         code, _ = self._static(pod)
-        ok = code == 0
-        ports = self._port_conflicts(pod, n)
+        ok = code[lo:hi] == 0
+        ports = self._port_conflicts(pod, lo, hi)
         if ports is not None:
             ok &= ~ports
-        ok &= self.req_pods[:n] < self.alloc_pods[:n]
+        ok &= self.req_pods[lo:hi] < self.alloc_pods[lo:hi]
         if pod.cpu > 0:
-            ok &= self.alloc_cpu[:n] - self.req_cpu[:n] >= pod.cpu
+            ok &= self.alloc_cpu[lo:hi] - self.req_cpu[lo:hi] >= pod.cpu
         if pod.memory > 0:
-            ok &= self.alloc_mem[:n] - self.req_mem[:n] >= pod.memory
+            ok &= self.alloc_mem[lo:hi] - self.req_mem[lo:hi] >= pod.memory
         return ok
+
+    def find_feasible(self, pod: PodRequest, want: int) -> tuple[np.ndarray, int]:
+        """kube-scheduler's findNodesThatPassFilters: walk rows from ``next_start`` (wrapping)
+        until ``want`` feasible nodes are found. Returns (their rows in walk order, rows walked)."""
+        n = self.n
+        if want >= len(self) or n == 0:
+            return np.flatnonzero(self.feasible(pod)), n
+        start = self.next_start % n
+        chunk = max(want + want // 4, 256)
+        parts: list[np.ndarray] = []
+        have = walked = 0
+        for seg_lo, seg_hi in ((start, n), (0, start)):
+            lo = seg_lo
+            while lo < seg_hi:
+                hi = min(lo + chunk, seg_hi)
+                rows = np.flatnonzero(self._feasible_range(pod, lo, hi))
+                if have + rows.size >= want:
+                    rows = rows[: want - have] + lo
+                    parts.append(rows)
+                    return np.concatenate(parts) if len(parts) > 1 else rows, walked + int(rows[-1]) - lo + 1
+                if rows.size:
+                    parts.append(rows + lo)
+                    have += rows.size
+                walked += hi - lo
+                lo = hi
+        return (np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)), walked
 
     def reasons(self, pod: PodRequest) -> Counter:
         """Why each node rejects the pod, counted per message as kube-scheduler reports it."""
@@ -519,7 +573,7 @@ class NodeTable:
             t = self._taint_list[int(col)]
             out[f"node(s) had untolerated taint {{{t.key}: {t.value}}}"] += int(k)
         rest = code == 0
-        ports = self._port_conflicts(pod, n)
+        ports = self._port_conflicts(pod, 0, n)
         if ports is not None:
             k = int((rest & ports).sum())
             if k:
@@ -563,27 +617,40 @@ class NodeTable:
             return arr
         arr, pos, _ = entry
         if pos < len(log):
-            rows = np.unique(np.array(log[pos:], dtype=np.int64))
-            arr[rows] = self._resource_scores(*shape, rows)
+            if len(log) - pos <= _SCALAR_REFRESH:
+                for i in set(log[pos:]):
+                    arr[i] = self._resource_score(*shape, i)
+            else:
+                rows = np.unique(np.array(log[pos:], dtype=np.int64))
+                arr[rows] = self._resource_scores(*shape, rows)
             entry[1] = len(log)
         return arr
+
+    def _resource_score(self, cpu: int, memory: int, i: int) -> int:
+        """``_resource_scores`` of one row, in plain Python (the same integer and float steps)."""
+        cap_cpu, cap_mem = int(self.alloc_cpu[i]), int(self.alloc_mem[i])
+        want_cpu, want_mem = int(self.score_cpu[i]) + cpu, int(self.score_mem[i]) + memory
+        least = WEIGHTS["least"] * ((_least_one(want_cpu, cap_cpu) + _least_one(want_mem, cap_mem)) // 2)
+        f_cpu = min(want_cpu / max(cap_cpu, 1), 1.0) if cap_cpu > 0 else 1.0
+        f_mem = min(want_mem / max(cap_mem, 1), 1.0) if cap_mem > 0 else 1.0
+        return least + WEIGHTS["balanced"] * int((1.0 - abs(f_cpu - f_mem) / 2.0) * MAX_NODE_SCORE)
 
     def scores(self, pod: PodRequest, rows: np.ndarray) -> np.ndarray:
         """Weighted total score of each of ``rows`` (feasible node rows), as integers."""
         total = self._resource_row_scores(pod)[rows]
-        if pod.owner_uid:
-            counts = self._owners.get(pod.owner_uid)
-            if counts is not None:
-                c = counts[rows]
-                top = int(c.max()) if c.size else 0
-                if top > 0:
-                    total += WEIGHTS["spread"] * (MAX_NODE_SCORE * (top - c) / top).astype(np.int64)
-                else:
-                    total += WEIGHTS["spread"] * MAX_NODE_SCORE
-            else:
-                total += WEIGHTS["spread"] * MAX_NODE_SCORE
+        const = 0  # scores equal on every row are added once at the end
+        counts = self._owners.get(pod.owner_uid) if pod.owner_uid else None
+        c = counts[rows] if counts is not None else None
+        top = int(c.max()) if c is not None and c.size else 0
+        if top > 0:
+            # (top - c) * 100 // top: exactly what kube-scheduler's float division truncates to
+            np.subtract(top, c, out=c)
+            c *= MAX_NODE_SCORE
+            c //= top
+            c *= WEIGHTS["spread"]
+            total += c
         else:
-            total += WEIGHTS["spread"] * MAX_NODE_SCORE
+            const += WEIGHTS["spread"] * MAX_NODE_SCORE
         if pod.preferred:
             raw = np.zeros(rows.size, dtype=np.int64)
             n = self.n
@@ -598,9 +665,11 @@ class NodeTable:
                 raw = (self.taint_pos[rows][:, cols] != _ABSENT).sum(axis=1).astype(np.int64)
                 total += WEIGHTS["taint"] * _normalize(raw, reverse=True)
             else:
-                total += WEIGHTS["taint"] * MAX_NODE_SCORE
+                const += WEIGHTS["taint"] * MAX_NODE_SCORE
         else:
-            total += WEIGHTS["taint"] * MAX_NODE_SCORE
+            const += WEIGHTS["taint"] * MAX_NODE_SCORE
+        if const:
+            total += const
         return total
 
 
@@ -609,6 +678,11 @@ def _least(requested: np.ndarray, capacity: np.ndarray) -> np.ndarray:
     safe = np.maximum(capacity, 1)
     score = (capacity - requested) * MAX_NODE_SCORE // safe
     return np.where((capacity > 0) & (requested <= capacity), score, 0)
+
+
+def _least_one(requested: int, capacity: int) -> int:
+    """``_least`` of one value."""
+    return (capacity - requested) * MAX_NODE_SCORE // capacity if capacity > 0 and requested <= capacity else 0
 
 
 def _normalize(raw: np.ndarray, *, reverse: bool) -> np.ndarray:
@@ -624,14 +698,16 @@ def schedule_one(table: NodeTable, pod: PodRequest, now: float = 0.0) -> Decisio
     """Pick the best node for ``pod`` (highest weighted score, ties broken by ``table.rng``),
     or say why none fits. Does not assume the pod: the caller does once it decides to bind."""
     del now  # filters and scores here do not depend on time
-    ok = table.feasible(pod)
-    rows = np.flatnonzero(ok)
+    nodes = len(table)
+    rows, walked = table.find_feasible(pod, num_feasible_nodes_to_find(nodes, table.percentage_of_nodes_to_score))
+    if table.n:
+        table.next_start = (table.next_start + walked) % table.n
     if rows.size == 0:
-        return Decision(node_name=None, reasons=table.reasons(pod), nodes=len(table))
+        return Decision(node_name=None, reasons=table.reasons(pod), nodes=nodes)
     if rows.size == 1:
-        best = rows
+        pick = int(rows[0])
     else:
         total = table.scores(pod, rows)
-        best = rows[total == total.max()]
-    pick = best[0] if best.size == 1 else best[int(table.rng.integers(best.size))]
-    return Decision(node_name=table.names[int(pick)], nodes=len(table))
+        best = np.flatnonzero(total == total.max())
+        pick = int(rows[best[0] if best.size == 1 else best[int(table.rng.integers(best.size))]])
+    return Decision(node_name=table.names[pick], nodes=nodes)
