@@ -49,6 +49,7 @@ class World:
         self.ever_failed: set[str] = set()
         self.max_occupying = 0
         self.plans = 0
+        self.finished = False  # a Complete or Failed condition has been seen
 
     def occupying(self) -> list[Pod]:
         return [p for p in self.pods.values() if p.status.phase not in ("Succeeded", "Failed")]
@@ -76,6 +77,14 @@ class World:
         st_ = self.job.status
         assert st_.succeeded + len(un.succeeded) <= len(self.ever_succeeded), "a success counted twice"
         assert st_.failed + len(un.failed) <= len(self.ever_failed), "a failure counted twice"
+        if reconcile.is_job_finished(self.job) and not self.finished:
+            assert not un, f"finished with results still uncounted: {un}"
+            self.finished = True
+        complete = reconcile.condition(self.job, "Complete")
+        if complete is not None and complete.status == "True" and self.job.spec.completions is not None:
+            assert st_.succeeded >= self.job.spec.completions, (
+                f"Complete with succeeded={st_.succeeded} of completions={self.job.spec.completions}"
+            )
 
     def reconcile(self, steps: int = 99) -> reconcile.Plan:
         """Plan and apply the first ``steps`` writes (in the service's order)."""
@@ -86,7 +95,7 @@ class World:
         writes += [lambda n=n: self._release(n) for n in p.release]
         writes += [lambda n=n: self._delete(n) for n in p.delete]
         for n in p.discard:
-            writes += [lambda n=n: self._release(n), lambda n=n: self._delete(n)]
+            writes += [lambda n=n: self._release_unfinished(n), lambda n=n: self._delete(n)]
         writes += [lambda pod=pod: self._create(pod) for pod in p.create]
         for w in writes[:steps]:
             w()
@@ -103,6 +112,13 @@ class World:
             fin = [f for f in pod.metadata.finalizers if f != FINALIZER]
             self.pods[name] = replace(pod, metadata=replace(pod.metadata, finalizers=fin))
             self._gc(name)
+
+    def _release_unfinished(self, name: str) -> None:
+        """A discarded pod's finalizer goes, as the service does it: unless the stored pod has
+        finished meanwhile (then its result is recorded like any other)."""
+        pod = self.pods.get(name)
+        if pod is not None and pod.status.phase not in ("Succeeded", "Failed"):
+            self._release(name)
 
     def _delete(self, name: str) -> None:
         self.observe()
@@ -208,6 +224,147 @@ def test_never_over_parallelism_never_double_counted_and_completes(shape, acts):
         assert parse_indexes(status.completedIndexes) == set(range(shape["completions"]))
     elif "completions" in shape:
         assert status.succeeded >= shape["completions"]
+
+
+class LaggingWorld(World):
+    """The service's view: the Job read from the store (fresh: every write names its revision),
+    the pods from a watch cache that lags the store by any number of writes but never goes
+    back, and expectations: a plan waits until the cache shows the pods it created and deleted."""
+
+    def __init__(self, j: Job) -> None:
+        super().__init__(j)
+        self.history: list[dict[str, Pod]] = [{}]
+        self.seen = 0  # history index of the cache
+        self.floor = 0  # expectations: the cache must have reached this index
+
+    def check(self) -> None:
+        super().check()
+        if self.history[-1] != self.pods:
+            self.history.append(dict(self.pods))
+
+    def reconcile_lagging(self, lag: int) -> reconcile.Plan:
+        self.seen = max(self.seen, self.floor, len(self.history) - 1 - lag)
+        view = list(self.history[self.seen].values())
+        p = reconcile.plan(self.job, view, self.now, FAST)
+        self._write_job(p)
+        self.check()
+        writes = [lambda n=n: self._release(n) for n in p.release]
+        expected = [lambda n=n: self._delete(n) for n in p.delete]
+        for n in p.discard:
+            expected += [lambda n=n: self._release_unfinished(n), lambda n=n: self._delete(n)]
+        expected += [lambda pod=pod: self._create(pod) for pod in p.create]
+        for w in writes:
+            w()
+            self.check()
+        for w in expected:
+            w()
+            self.check()
+            self.floor = len(self.history) - 1
+        return p
+
+
+lagging_actions = st.lists(
+    st.one_of(
+        st.tuples(st.just("finish"), st.integers(0, 20), st.booleans()),
+        st.tuples(st.just("reconcile"), st.integers(0, 6), st.none()),
+        st.tuples(st.just("tick"), st.integers(1, 20), st.none()),
+        st.tuples(st.just("kubelet"), st.none(), st.none()),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shape=job_shapes, acts=lagging_actions)
+def test_a_lagging_pod_cache_never_counts_twice_nor_completes_short(shape, acts):
+    """Kubelets finish pods and finalizer removals land while the controller plans from an
+    older view of the pods: no result is counted twice, a Job is never Complete with fewer
+    succeeded than completions, and in the end every result is counted once."""
+    w = LaggingWorld(job(backoffLimit=1000, **shape))
+    for kind, a, b in acts:
+        if kind == "finish":
+            w.finish(a, b)
+        elif kind == "reconcile":
+            w.reconcile_lagging(lag=a)
+        elif kind == "tick":
+            w.now += dt.timedelta(seconds=a)
+        else:
+            w.kubelet_removes_terminating()
+        w.check()
+    for _ in range(400):
+        p = w.reconcile_lagging(lag=0)
+        if reconcile.is_job_finished(w.job) and not p.release and not w.occupying() and not reconcile.read_uncounted(w.job):
+            break
+        w.finish(0, True)
+        w.kubelet_removes_terminating()
+        w.check()
+        w.now += dt.timedelta(seconds=10)
+    w.reconcile_lagging(lag=0)
+    status = w.job.status
+    assert reconcile.condition(w.job, "Complete") is not None
+    assert status.succeeded == len(w.ever_succeeded)
+    assert status.failed == len(w.ever_failed)
+
+
+def _released(pods: dict[str, Pod]) -> dict[str, Pod]:
+    return {n: replace(p, metadata=replace(p.metadata, finalizers=[])) for n, p in pods.items()}
+
+
+def test_the_last_success_completes_the_job_only_once_it_is_counted():
+    """The race behind an early Complete: the plan that records the last successes in the
+    uncounted set must not also declare the Job Complete, whatever the pod cache shows next."""
+    w = World(job(completions=2, parallelism=2))
+    w.reconcile()
+    w.finish(0, True)
+    w.finish(0, True)
+    done = dict(w.pods)  # both Succeeded, both still tracked
+    first = reconcile.plan(w.job, list(done.values()), w.now, FAST)
+    assert sorted(first.release) == sorted(done) and len(first.uncounted.succeeded) == 2
+    assert first.status.succeeded == 0 and reconcile.condition(replace(w.job, status=first.status), "Complete") is None
+    recorded = replace(w.job, metadata=reconcile.write_uncounted(w.job.metadata, first.uncounted), status=first.status)
+
+    # the cache has not seen the finalizer removals yet: nothing changes, nothing new is started
+    again = reconcile.plan(recorded, list(done.values()), w.now, FAST)
+    assert again.status.succeeded == 0 and not again.create and again.uncounted == first.uncounted
+    assert not reconcile.is_job_finished(replace(recorded, status=again.status))
+
+    # one removal seen: one counted, still not Complete
+    (a, b) = sorted(done)
+    half = {**done, a: _released(done)[a]}
+    step = reconcile.plan(recorded, list(half.values()), w.now, FAST)
+    assert step.status.succeeded == 1 and step.uncounted.succeeded == [done[b].metadata.uid]
+    assert not reconcile.is_job_finished(replace(recorded, status=step.status))
+
+    # both seen, from the Job as recorded before either count: each counted once, and the
+    # Complete condition goes out in the same write as the counts that reach completions
+    final = reconcile.plan(recorded, list(_released(done).values()), w.now, FAST)
+    counted = replace(recorded, metadata=reconcile.write_uncounted(recorded.metadata, final.uncounted), status=final.status)
+    complete = reconcile.condition(counted, "Complete")
+    assert final.status.succeeded == 2 and not final.uncounted
+    assert complete is not None and complete.reason == "CompletionsReached"
+    assert not final.create and not final.release
+    # and a later look counts nothing again
+    assert reconcile.plan(counted, list(_released(done).values()), w.now, FAST).status == final.status
+
+
+def test_a_pod_that_finished_before_its_discard_is_counted_not_dropped():
+    """Suspension discards the pods the cache shows running; one that succeeded meanwhile keeps
+    its finalizer (the service checks the stored pod) and its success is counted."""
+    w = World(job(completions=2, parallelism=2))
+    w.reconcile()
+    stale = list(w.pods.values())  # both running in the cache
+    w.finish(0, True)
+    w.job = replace(w.job, spec=replace(w.job.spec, suspend=True))
+    p = reconcile.plan(w.job, stale, w.now, FAST)
+    assert sorted(p.discard) == sorted(w.pods)
+    w._write_job(p)
+    for n in p.discard:
+        w._release_unfinished(n)
+        w._delete(n)
+    w.kubelet_removes_terminating()
+    w.reconcile()
+    w.reconcile()
+    assert (w.job.status.succeeded, w.job.status.failed) == (1, 0)
 
 
 @given(st.sets(st.integers(0, 60)))

@@ -11,7 +11,11 @@ deletes pods. Counting a finished pod exactly once follows Kubernetes' finalizer
    ``status.succeeded`` / ``status.failed`` and leaves the set.
 
 A crash between any two writes repeats at most an idempotent step, so no result is lost or
-counted twice. The uncounted set lives in the annotation ``UNCOUNTED_ANNOTATION`` (Kubernetes
+counted twice. A finished condition (Complete, Failed) is only written once the uncounted set is
+empty, in the same write as the counts that decided it: the plan that records the last success
+must not also complete the Job, or the Job reads Complete with ``succeeded`` short of
+``completions`` until the finalizer removals are seen (as Kubernetes holds its condition until
+``uncountedTerminatedPods`` is empty). The uncounted set lives in the annotation ``UNCOUNTED_ANNOTATION`` (Kubernetes
 keeps it in ``status.uncountedTerminatedPods``).
 
 A pod is *finished* when its phase is Succeeded or Failed, or when it is being deleted (then it
@@ -369,7 +373,12 @@ def plan(job: Job, pods: list[Pod], now: dt.datetime, settings: Settings = Setti
                     failure = ("DeadlineExceeded", "Job was active longer than specified deadline")
                 else:
                     requeue_in((deadline - now).total_seconds())
-        if failure is not None:
+        # A finished condition waits until every recorded result is in the counters, so a
+        # Job is never seen Complete (or Failed) with counts short of what decided it; the
+        # finalizer removals of this plan bring the next reconcile.
+        if failure is not None and uncounted:
+            pass  # hold: no new pods; the active ones are deleted with the condition
+        elif failure is not None:
             conds = _set_condition(conds, "Failed", "True", failure[0], failure[1], now_s)
             events.append(Event(reason=failure[0], message=failure[1], type="Warning"))
             delete += [p.metadata.name for p in active]
@@ -381,7 +390,9 @@ def plan(job: Job, pods: list[Pod], now: dt.datetime, settings: Settings = Setti
                 done = total_succeeded > 0 and not occupying
             else:
                 done = total_succeeded >= completions
-            if done:
+            if done and uncounted:
+                discard += [p.metadata.name for p in active]  # no longer needed; Complete follows
+            elif done:
                 conds = _set_condition(
                     conds, "Complete", "True", "CompletionsReached", "Reached expected number of succeeded pods", now_s
                 )

@@ -180,16 +180,22 @@ class JobController:
         ns = job.metadata.namespace
         try:
             if release_first:
-                await self._remove_finalizer(ns, name)
+                await self._remove_finalizer(ns, name, unless_finished=True)
             await self.store.delete("Pod", ns, name)
         except errors.NotFound:
             return None
         await self._event(job, "SuccessfulDelete", f"Deleted pod: {name}")
         return name
 
-    async def _remove_finalizer(self, ns: str | None, name: str) -> None:
+    async def _remove_finalizer(self, ns: str | None, name: str, *, unless_finished: bool = False) -> None:
+        """``unless_finished``: a pod discarded uncounted (suspend, excess, TTL) as the cache
+        showed it running keeps its finalizer if the stored pod has finished meanwhile, so its
+        result is recorded like any other instead of being lost."""
+
         def drop(pod: Object) -> Object | None:
             if FINALIZER not in pod.metadata.finalizers:
+                return None
+            if unless_finished and reconcile.is_terminal(pod):  # type: ignore[arg-type]
                 return None
             finalizers = [f for f in pod.metadata.finalizers if f != FINALIZER]
             return replace(pod, metadata=replace(pod.metadata, finalizers=finalizers))
