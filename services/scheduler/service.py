@@ -74,8 +74,16 @@ _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder(ReservationMsg)
 
 
+_stamp: tuple[int, str] = (0, "")
+
+
 def _now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Now, to the second (formatted once per second: thousands of bindings share it)."""
+    global _stamp
+    second = int(time.time())
+    if _stamp[0] != second:
+        _stamp = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return _stamp[1]
 
 
 def _with_condition(pod: Pod, cond: PodCondition) -> list[PodCondition]:
@@ -473,7 +481,8 @@ class Scheduler:
             self._attempts.pop(key, None)
             self.bound += 1
             self.bound_log.append((key, node))
-            await self._select_node_for_claims(pod, node)
+            if any(v.persistentVolumeClaim is not None for v in pod.spec.volumes):
+                await self._select_node_for_claims(pod, node)
             with contextlib.suppress(Exception):
                 await self.store.record_event(
                     pod,
