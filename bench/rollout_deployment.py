@@ -8,7 +8,7 @@ of pods (maxSurge + maxUnavailable) as a fresh Deployment until all are availabl
 rollout is waves x that time, with waves = ceil(replicas / (maxSurge + maxUnavailable)).
 Prints both, and their ratio (target <= 1.5). Starts its own nats-server in a temp directory.
 
-    python bench/rollout_deployment.py [--replicas 100] [--nodes 20]
+    python bench/rollout_deployment.py [--replicas 100] [--nodes 20] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import datetime as _dt
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -124,7 +125,7 @@ async def wait_rolled_out(api: ApiClient, name: str, timeout: float = 300) -> fl
     raise TimeoutError(f"deployment {name} did not finish within {timeout}s")
 
 
-async def bench(url: str, replicas: int, nodes: int) -> None:
+async def bench(url: str, replicas: int, nodes: int, rounds: int) -> None:
     stop = asyncio.Event()
     services = asyncio.create_task(run_services(["api", "scheduler", "replication", "deployment"], url, OPTIONS, stop))
     nc = await nats.connect(url)
@@ -145,22 +146,29 @@ async def bench(url: str, replicas: int, nodes: int) -> None:
         wave = surge + unavailable
         waves = math.ceil(replicas / wave)
 
-        # Baseline: one wave of pods started through the same pipeline.
-        t0 = time.monotonic()
-        await api.apply(manifest("wave", wave, "bench:1"))
-        wave_time = await wait_rolled_out(api, "wave") - t0
+        # Baseline: one wave of pods started through the same pipeline (median of `rounds`).
+        wave_times = []
+        for i in range(rounds):
+            t0 = time.monotonic()
+            await api.apply(manifest(f"wave-{i}", wave, "bench:1"))
+            wave_times.append(await wait_rolled_out(api, f"wave-{i}") - t0)
+            await api.delete("deployments", "default", f"wave-{i}")
+        wave_time = statistics.median(wave_times)
 
         await api.apply(manifest("web", replicas, "bench:1"))
         await wait_rolled_out(api, "web")
-        t0 = time.monotonic()
-        await api.apply(manifest("web", replicas, "bench:2"))
-        rollout = await wait_rolled_out(api, "web") - t0
+        rollouts = []
+        for i in range(rounds):
+            t0 = time.monotonic()
+            await api.apply(manifest("web", replicas, f"bench:{i + 2}"))
+            rollouts.append(await wait_rolled_out(api, "web") - t0)
+        rollout = statistics.median(rollouts)
 
         ideal = waves * wave_time
         print(f"replicas={replicas} maxSurge={surge} maxUnavailable={unavailable} waves={waves}")
-        print(f"per-wave pod start time (baseline, {wave} pods): {wave_time:.2f} s")
+        print(f"per-wave pod start time (baseline, {wave} pods, median of {rounds}): {wave_time:.2f} s")
         print(f"ideal rollout (waves x wave time):          {ideal:.2f} s")
-        print(f"measured rollout:                           {rollout:.2f} s")
+        print(f"measured rollout (median of {rounds}):          {rollout:.2f} s")
         print(f"ratio measured / ideal: {rollout / ideal:.2f} (target <= 1.5)")
     finally:
         await kubelet.stop()
@@ -173,12 +181,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replicas", type=int, default=100)
     parser.add_argument("--nodes", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="measurements of each; medians are compared")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server = NatsServer(store_dir=Path(tmp) / "js", port=free_port(), log_file=Path(tmp) / "nats.log")
         server.start()
         try:
-            asyncio.run(bench(server.url, args.replicas, args.nodes))
+            asyncio.run(bench(server.url, args.replicas, args.nodes, args.rounds))
         finally:
             server.stop()
 

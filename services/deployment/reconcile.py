@@ -600,14 +600,24 @@ def reconcile(d: Deployment, rss: Sequence[ReplicaSet], pods: Iterable[Pod], now
                 work.scale(new.metadata.name, d, d.spec.replicas)
             elif complete(d, calculate_status(d, new, rss, counts, now)):
                 history = cleanup(d, olds, counts)
-    elif new is not None:
+    elif new is not None or to_create is not None:
         # Scale up, then down, then up again while the budgets allow: one step does what
         # Kubernetes spreads over several syncs, with the same bounds at every point.
+        target = new or to_create
+        assert target is not None
+        name = target.metadata.name
+        work.rs[name] = work.rs.get(name, target)
         moved = False
-        while (_rolling_new(d, work.rs[new.metadata.name], work)
-               | _rolling_old(d, work.rs[new.metadata.name], olds, work, counts)):
+        while _rolling_new(d, work.rs[name], work) | _rolling_old(d, work.rs[name], olds, work, counts):
             moved = True
-        if not moved and complete(d, calculate_status(d, new, rss, counts, now)):
+        if to_create is not None:  # the ReplicaSet to create is created at its final size
+            to_create = work.changed.pop(name, to_create)
+            work.rs.pop(name)
+            events = [e for e in events if "from 0 to" not in e.message]
+            work.events = [e for e in work.events if name not in e.message]
+            events.append(Action(reason="ScalingReplicaSet",
+                                 message=f"Scaled up replica set {name} from 0 to {to_create.spec.replicas}"))
+        elif not moved and complete(d, calculate_status(d, new, rss, counts, now)):
             history = cleanup(d, olds, counts)
 
     current_new = work.rs.get(new.metadata.name) if new is not None else to_create

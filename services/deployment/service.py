@@ -104,15 +104,17 @@ class Deployments:
         return plan.requeue_after
 
     async def apply(self, d: Deployment, plan: Plan) -> None:
+        written: list[tuple[Informer, Object]] = []
         if plan.create is not None:
             try:
-                await self.store.create(plan.create)
+                written.append((self.replicasets, await self.store.create(plan.create)))
             except errors.AlreadyExists:
                 # Ours, not yet in the cache, or a hash collision the next step will see.
                 raise errors.Temporary(f'replicasets "{plan.create.metadata.name}" already exists', delay=0.1) from None
         if plan.updates:
             results = await asyncio.gather(*(self.store.update(rs) for rs in plan.updates), return_exceptions=True)
             failed = [r for r in results if isinstance(r, BaseException)]
+            written += [(self.replicasets, r) for r in results if not isinstance(r, BaseException)]
             if failed:
                 raise failed[0]
         for rs in plan.deletes:
@@ -121,11 +123,24 @@ class Deployments:
                                         resource_version=rs.metadata.resourceVersion)
         if plan.deployment is not None:
             try:
-                await self.store.update(plan.deployment)
+                written.append((self.deployments, await self.store.update(plan.deployment)))
             except errors.NotFound:
                 return
         for ev in plan.events:
             await self.store.record_event(d, ev.reason, ev.message, ev.type, source=SOURCE)
+        await self._observed(written)
+
+    async def _observed(self, written: list[tuple[Informer, Object]], timeout: float = 2.0) -> None:
+        """Wait (bounded) until the caches hold what we just wrote, so the next step of this
+        Deployment plans from it instead of losing a compare-and-set on a stale copy."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        for informer, obj in written:
+            want = int(obj.metadata.resourceVersion or 0)
+            while asyncio.get_running_loop().time() < deadline:
+                seen = informer.get(object_key(obj))
+                if seen is not None and int(seen.metadata.resourceVersion or 0) >= want:
+                    break
+                await asyncio.sleep(0.002)
 
 
 async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
