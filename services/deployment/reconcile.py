@@ -321,15 +321,19 @@ def _scale(d: Deployment, new: ReplicaSet | None, olds: Sequence[ReplicaSet], wo
             work.scale(name, d, size)
 
 
-def _rolling_new(d: Deployment, new: ReplicaSet, work: _Work) -> bool:
-    """Scale the new ReplicaSet up as far as maxSurge allows (or down to spec.replicas)."""
+def _rolling_new(d: Deployment, new: ReplicaSet, work: _Work, counts: dict[str, PodCount]) -> bool:
+    """Scale the new ReplicaSet up as far as maxSurge allows (or down to spec.replicas).
+
+    An old ReplicaSet counts with its pods still active when they outnumber its spec (scaled
+    down, not yet deleted), so the pods themselves stay within replicas + maxSurge too."""
     want = d.spec.replicas
     if new.spec.replicas == want:
         return False
     if new.spec.replicas > want:
         return work.scale(new.metadata.name, d, want)
     surge, _ = surge_and_unavailable(d)
-    current = sum(r.spec.replicas for r in work.rs.values())
+    current = sum(max(r.spec.replicas, counts.get(r.metadata.uid or "", PodCount()).replicas)
+                  if r.metadata.name != new.metadata.name else r.spec.replicas for r in work.rs.values())
     room = d.spec.replicas + surge - current
     if room <= 0:
         return False
@@ -608,7 +612,7 @@ def reconcile(d: Deployment, rss: Sequence[ReplicaSet], pods: Iterable[Pod], now
         name = target.metadata.name
         work.rs[name] = work.rs.get(name, target)
         moved = False
-        while _rolling_new(d, work.rs[name], work) | _rolling_old(d, work.rs[name], olds, work, counts):
+        while _rolling_new(d, work.rs[name], work, counts) | _rolling_old(d, work.rs[name], olds, work, counts):
             moved = True
         if to_create is not None:  # the ReplicaSet to create is created at its final size
             to_create = work.changed.pop(name, to_create)
