@@ -251,7 +251,12 @@ class WorkQueue(Generic[C]):
             raise ValueError("workers must be at least 1")
 
         async def worker() -> None:
+            me = asyncio.current_task()
             while True:
+                if me is not None and me.cancelling():
+                    # A cancellation that a library swallowed (asyncio.wait_for in 3.11 can)
+                    # must still end this worker, or cancelling ``serve`` would hang forever.
+                    raise asyncio.CancelledError()
                 try:
                     key, ctx = await self.get()
                 except ShutDown:

@@ -407,3 +407,24 @@ async def test_a_controller_can_run_again_after_a_stop() -> None:
         await eventually(lambda expected=expected: rec.count("default.b") == expected, what="an enqueued key")
         stop.set()
         await asyncio.wait_for(task, 5)
+
+
+async def test_cancelling_serve_ends_even_when_a_handler_swallows_the_cancellation():
+    from kyb.workqueue import WorkQueue
+
+    q: WorkQueue[None] = WorkQueue()
+    started = asyncio.Event()
+
+    async def stubborn(key, ctx):
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            pass  # what a library's wait_for may do on 3.11
+
+    q.add("a")
+    task = asyncio.create_task(q.serve(stubborn, workers=1))
+    await started.wait()
+    task.cancel()
+    await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 5)
+    assert task.done()

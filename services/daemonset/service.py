@@ -23,7 +23,7 @@ from opentelemetry.context import Context
 from kyb import errors
 from kyb.controller import Controller
 from kyb.informer import Informer
-from kyb.leader import LeaderElector
+from kyb.leading import run_as_leader
 from kyb.store import Store, split_key
 from schemas.apps import DaemonSet
 from schemas.helpers import controller_of
@@ -192,9 +192,4 @@ def _ready(node: Any) -> bool:
 async def run(ctx: Any, stop: asyncio.Event) -> None:
     """Entry point for ``kyb serve daemonset``."""
     dc = DaemonSetController(ctx.nc, ctx.store)
-    await dc.start()
-    try:
-        elector = LeaderElector(ctx.nc, "kyb-daemonset", ctx.identity, **ctx.options.get("leader", {}))
-        await elector.run(stop, dc.controller.run)
-    finally:
-        await dc.stop()
+    await run_as_leader(ctx, "kyb-daemonset", dc, stop)

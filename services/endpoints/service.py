@@ -19,7 +19,7 @@ from opentelemetry.context import Context
 from kyb import errors
 from kyb.controller import Controller
 from kyb.informer import Informer, by_label
-from kyb.leader import LeaderElector
+from kyb.leading import run_as_leader
 from kyb.serve import ServiceContext
 from kyb.store import Store
 from schemas.core import Endpoints, Service
@@ -137,17 +137,4 @@ class EndpointsController:
 async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     opts = ctx.options
     controller = EndpointsController(ctx.nc, ctx.store, workers=int(opts.get("endpoints_workers", 4)))
-    await controller.start()
-    elector = LeaderElector(
-        ctx.nc,
-        "kyb-endpoints",
-        ctx.identity,
-        lease_seconds=float(opts.get("lease_seconds", 15)),
-        renew_seconds=float(opts.get("renew_seconds", 5)),
-        retry_seconds=float(opts.get("retry_seconds", 2)),
-    )
-    ctx.log.info("endpoints started")
-    try:
-        await elector.run(stop, controller.controller.run)
-    finally:
-        await controller.stop()
+    await run_as_leader(ctx, "kyb-endpoints", controller, stop)

@@ -20,7 +20,7 @@ from opentelemetry.context import Context
 from kyb import errors
 from kyb.controller import Controller
 from kyb.informer import Informer
-from kyb.leader import LeaderElector
+from kyb.leading import run_as_leader
 from kyb.serve import ServiceContext
 from kyb.store import Store, kind_info
 from schemas.meta import Object, OwnerReference
@@ -180,17 +180,4 @@ class Collector:
 async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     opts = ctx.options
     collector = Collector(ctx.nc, ctx.store, workers=int(opts.get("gc_workers", 4)))
-    await collector.start()
-    elector = LeaderElector(
-        ctx.nc,
-        "kyb-gc",
-        ctx.identity,
-        lease_seconds=float(opts.get("lease_seconds", 15)),
-        renew_seconds=float(opts.get("renew_seconds", 5)),
-        retry_seconds=float(opts.get("retry_seconds", 2)),
-    )
-    ctx.log.info("gc started", kinds=sorted(collector.informers))
-    try:
-        await elector.run(stop, collector.controller.run)
-    finally:
-        await collector.stop()
+    await run_as_leader(ctx, "kyb-gc", collector, stop, kinds=sorted(collector.informers))

@@ -22,7 +22,7 @@ from kyb import errors
 from kyb.cli.nodeclient import latest_samples
 from kyb.controller import Controller
 from kyb.informer import Informer
-from kyb.leader import LeaderElector
+from kyb.leading import run_as_leader
 from kyb.serve import ServiceContext
 from kyb.store import Store
 from schemas.autoscaling import HorizontalPodAutoscaler
@@ -190,17 +190,4 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     opts = ctx.options
     scaler = Autoscaler(ctx.nc, ctx.store, sync_period=float(opts.get("hpa_sync_period", 15)),
                         workers=int(opts.get("hpa_workers", 4)))
-    await scaler.start()
-    elector = LeaderElector(
-        ctx.nc,
-        "kyb-hpa",
-        ctx.identity,
-        lease_seconds=float(opts.get("lease_seconds", 15)),
-        renew_seconds=float(opts.get("renew_seconds", 5)),
-        retry_seconds=float(opts.get("retry_seconds", 2)),
-    )
-    ctx.log.info("hpa started", sync_period=scaler.sync_period)
-    try:
-        await elector.run(stop, scaler.controller.run)
-    finally:
-        await scaler.stop()
+    await run_as_leader(ctx, "kyb-hpa", scaler, stop, sync_period=scaler.sync_period)

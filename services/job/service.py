@@ -25,7 +25,7 @@ from opentelemetry.context import Context
 from kyb import errors
 from kyb.controller import Controller
 from kyb.informer import Informer
-from kyb.leader import LeaderElector
+from kyb.leading import run_as_leader
 from kyb.store import Store, split_key
 from schemas.batch import Job
 from schemas.helpers import controller_of
@@ -235,9 +235,4 @@ def settings_from(options: dict[str, Any]) -> Settings:
 async def run(ctx: Any, stop: asyncio.Event) -> None:
     """Entry point for ``kyb serve job``."""
     jc = JobController(ctx.nc, ctx.store, settings=settings_from(ctx.options))
-    await jc.start()
-    try:
-        elector = LeaderElector(ctx.nc, "kyb-job", ctx.identity, **ctx.options.get("leader", {}))
-        await elector.run(stop, jc.controller.run)
-    finally:
-        await jc.stop()
+    await run_as_leader(ctx, "kyb-job", jc, stop)

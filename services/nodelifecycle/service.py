@@ -23,7 +23,7 @@ from opentelemetry.context import Context
 from kyb import errors
 from kyb.controller import Controller
 from kyb.informer import Informer, by_node_name
-from kyb.leader import LeaderElector
+from kyb.leading import run_as_leader
 from kyb.serve import ServiceContext
 from kyb.store import Store, split_key
 from schemas.core import Node
@@ -222,17 +222,4 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
         workers=int(opts.get("nodelifecycle_workers", 4)),
         log=ctx.log,
     )
-    await lifecycle.start()
-    elector = LeaderElector(
-        ctx.nc,
-        "kyb-nodelifecycle",
-        ctx.identity,
-        lease_seconds=float(opts.get("lease_seconds", 15)),
-        renew_seconds=float(opts.get("renew_seconds", 5)),
-        retry_seconds=float(opts.get("retry_seconds", 2)),
-    )
-    ctx.log.info("nodelifecycle started", **dataclasses.asdict(lifecycle.settings))
-    try:
-        await elector.run(stop, lifecycle.lead)
-    finally:
-        await lifecycle.stop()
+    await run_as_leader(ctx, "kyb-nodelifecycle", lifecycle, stop, work=lifecycle.lead, **dataclasses.asdict(lifecycle.settings))

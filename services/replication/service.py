@@ -21,7 +21,7 @@ from opentelemetry.context import Context
 from kyb import errors
 from kyb.controller import Controller
 from kyb.informer import Informer
-from kyb.leader import LeaderElector
+from kyb.leading import run_as_leader
 from kyb.serve import ServiceContext
 from kyb.store import Store
 from schemas.helpers import controller_of
@@ -252,17 +252,4 @@ class Replication:
 async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     opts = ctx.options
     replication = Replication(ctx.nc, ctx.store, workers=int(opts.get("replication_workers", 8)))
-    await replication.start()
-    elector = LeaderElector(
-        ctx.nc,
-        "kyb-replication",
-        ctx.identity,
-        lease_seconds=float(opts.get("lease_seconds", 15)),
-        renew_seconds=float(opts.get("renew_seconds", 5)),
-        retry_seconds=float(opts.get("retry_seconds", 2)),
-    )
-    ctx.log.info("replication started")
-    try:
-        await elector.run(stop, replication.controller.run)
-    finally:
-        await replication.stop()
+    await run_as_leader(ctx, "kyb-replication", replication, stop)

@@ -24,7 +24,7 @@ from opentelemetry.context import Context
 from kyb import errors
 from kyb.controller import Controller
 from kyb.informer import Informer
-from kyb.leader import LeaderElector
+from kyb.leading import run_as_leader
 from kyb.serve import ServiceContext
 from kyb.store import Store
 from schemas.core import PersistentVolume, PersistentVolumeClaim
@@ -276,17 +276,4 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
         ctx.nc, ctx.store, volume_dir=default_volume_dir(opts), workers=int(opts.get("volumebinder_workers", 4)),
         resync=float(opts.get("volumebinder_resync", 30)),
     )
-    await binder.start()
-    elector = LeaderElector(
-        ctx.nc,
-        "kyb-volumebinder",
-        ctx.identity,
-        lease_seconds=float(opts.get("lease_seconds", 15)),
-        renew_seconds=float(opts.get("renew_seconds", 5)),
-        retry_seconds=float(opts.get("retry_seconds", 2)),
-    )
-    ctx.log.info("volumebinder started", volume_dir=binder.volume_dir)
-    try:
-        await elector.run(stop, binder.controller.run)
-    finally:
-        await binder.stop()
+    await run_as_leader(ctx, "kyb-volumebinder", binder, stop, volume_dir=binder.volume_dir)
