@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kyb.expectations import Expectations
 from schemas.apps import ReplicaSet
 from schemas.core import ReplicationController
 from schemas.helpers import controller_of, format_time
 from schemas.meta import OwnerReference
 from schemas.pod import Pod
 from services.replication.reconcile import (
-    Expectations,
     Owner,
     claims,
     deletion_rank,
@@ -25,6 +25,7 @@ from services.replication.reconcile import (
     reconcile,
     slow_start_batches,
 )
+from services.replication.service import EXPECTATIONS_TTL
 
 NOW = _dt.datetime(2025, 1, 1, 12, 0, 0, tzinfo=_dt.UTC)
 KEY = "ReplicaSet/default.web"
@@ -127,7 +128,7 @@ def test_never_more_pods_than_replicas_however_late_the_watch(replicas, initial,
     for i in range(initial):
         p = make_pod(f"init-{i}", phase="Running", node="n", ready=True, created=i)
         actual[p.metadata.name] = observed[p.metadata.name] = p
-    exp = Expectations()
+    exp = Expectations(EXPECTATIONS_TTL)
     owner = rs(replicas)
     seq = 0
     bound = max(replicas, initial)
@@ -138,9 +139,9 @@ def test_never_more_pods_than_replicas_however_late_the_watch(replicas, initial,
     def step(kind: str, n: int) -> None:
         nonlocal seq
         if kind == "reconcile":
-            plan = reconcile(owner, list(observed.values()), exp.satisfied(KEY, NOW), NOW)
+            plan = reconcile(owner, list(observed.values()), exp.satisfied(KEY, NOW.timestamp()), NOW)
             if plan.create:
-                exp.expect(KEY, NOW, adds=plan.create)
+                exp.expect(KEY, NOW.timestamp(), adds=plan.create)
                 for _ in range(plan.create):
                     seq += 1
                     p = msgspec.structs.replace(
@@ -152,7 +153,7 @@ def test_never_more_pods_than_replicas_however_late_the_watch(replicas, initial,
                     actual[p.metadata.name] = p
                     in_flight.append(("add", p.metadata.name))
             if plan.delete:
-                exp.expect(KEY, NOW, deleting=plan.delete)
+                exp.expect(KEY, NOW.timestamp(), deleting=plan.delete)
                 for name in plan.delete:
                     p = actual[name]
                     actual[name] = msgspec.structs.replace(
@@ -368,10 +369,10 @@ def test_pod_from_template_is_controlled_and_named_after_the_owner():
 
 
 def test_expectations_expire():
-    exp = Expectations()
-    exp.expect(KEY, NOW, adds=2)
-    assert not exp.satisfied(KEY, NOW)
-    assert exp.satisfied(KEY, NOW + _dt.timedelta(minutes=6))
+    exp = Expectations(EXPECTATIONS_TTL)
+    exp.expect(KEY, NOW.timestamp(), adds=2)
+    assert not exp.satisfied(KEY, NOW.timestamp())
+    assert exp.satisfied(KEY, (NOW + _dt.timedelta(minutes=6)).timestamp())
 
 
 def test_replica_failure_condition_is_set_once_and_cleared():

@@ -22,6 +22,7 @@ from opentelemetry.context import Context
 
 from kyb import errors
 from kyb.controller import Controller
+from kyb.expectations import Expectations
 from kyb.informer import Informer
 from kyb.leading import run_as_leader
 from kyb.store import Store, split_key
@@ -42,38 +43,6 @@ def ds_key_of_pod(pod: Object) -> list[str]:
     return [f"{pod.metadata.namespace or 'default'}.{ref.name}"]
 
 
-class Expectations:
-    """Pod creations and deletions made but not yet seen by the informer, per DaemonSet key."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._pending: dict[str, tuple[set[str], set[str], float]] = {}
-        self._clock = clock
-
-    def expect(self, key: str, created: list[str], deleted: list[str]) -> None:
-        if created or deleted:
-            c, d, _ = self._pending.get(key, (set(), set(), 0.0))
-            self._pending[key] = (c | set(created), d | set(deleted), self._clock() + EXPECTATION_TIMEOUT)
-
-    def satisfied(self, key: str, pods: Informer) -> bool:
-        entry = self._pending.get(key)
-        if entry is None:
-            return True
-        created, deleted, deadline = entry
-        ns = split_key(key)[0]
-        created = {n for n in created if pods.get(f"{ns}.{n}") is None}
-        deleted = {
-            n for n in deleted if (p := pods.get(f"{ns}.{n}")) is not None and p.metadata.deletionTimestamp is None
-        }
-        if (not created and not deleted) or self._clock() > deadline:
-            self._pending.pop(key, None)
-            return True
-        self._pending[key] = (created, deleted, deadline)
-        return False
-
-    def forget(self, key: str) -> None:
-        self._pending.pop(key, None)
-
-
 class DaemonSetController:
     """Reconciles every DaemonSet; see the module docstring."""
 
@@ -92,7 +61,7 @@ class DaemonSetController:
         self.daemonsets = Informer(nc, "DaemonSet")
         self.nodes = Informer(nc, "Node")
         self.pods = Informer(nc, "Pod", indexers={"daemonset": ds_key_of_pod})
-        self.expectations = Expectations()
+        self.expectations = Expectations(EXPECTATION_TIMEOUT)
         self.controller = Controller(
             "daemonset", self.reconcile, workers=workers, keys=self.daemonsets.keys, resync_seconds=60
         )
@@ -133,7 +102,8 @@ class DaemonSetController:
 
     async def reconcile(self, key: str, _ctx: Context | None = None) -> float | None:
         ns, name = split_key(key)
-        if not self.expectations.satisfied(key, self.pods):
+        self.expectations.settle(key, lambda pod_name: self.pods.get_by_name(ns, pod_name))
+        if not self.expectations.satisfied(key, time.monotonic()):
             return 0.1
         try:
             ds: DaemonSet = await self.store.get("DaemonSet", ns, name)  # type: ignore[assignment]
@@ -149,7 +119,7 @@ class DaemonSetController:
 
         deleted = [n for n in await asyncio.gather(*(self._delete_pod(ds, n) for n in plan.delete)) if n]
         created = [n for n in await asyncio.gather(*(self._create_pod(ds, p) for p in plan.create)) if n]
-        self.expectations.expect(key, created, deleted)
+        self.expectations.expect(key, time.monotonic(), creating=created, deleting=deleted)
         if plan.status != ds.status:
 
             def write_status(current: Object) -> Object | None:

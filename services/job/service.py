@@ -24,6 +24,7 @@ from opentelemetry.context import Context
 
 from kyb import errors
 from kyb.controller import Controller
+from kyb.expectations import Expectations
 from kyb.informer import Informer
 from kyb.leading import run_as_leader
 from kyb.store import Store, split_key
@@ -48,39 +49,6 @@ def job_key_of_pod(pod: Object) -> list[str]:
     return [f"{pod.metadata.namespace or 'default'}.{ref.name}"]
 
 
-class Expectations:
-    """Pod writes made but not yet seen by the informer, per Job key (client-go's
-    ControllerExpectations, keyed by pod name)."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._pending: dict[str, tuple[set[str], set[str], float]] = {}
-        self._clock = clock
-
-    def expect(self, key: str, created: list[str], deleted: list[str]) -> None:
-        if created or deleted:
-            c, d, _ = self._pending.get(key, (set(), set(), 0.0))
-            self._pending[key] = (c | set(created), d | set(deleted), self._clock() + EXPECTATION_TIMEOUT)
-
-    def satisfied(self, key: str, pods: Informer) -> bool:
-        entry = self._pending.get(key)
-        if entry is None:
-            return True
-        created, deleted, deadline = entry
-        ns = split_key(key)[0]
-        created = {n for n in created if pods.get(f"{ns}.{n}") is None}
-        deleted = {
-            n for n in deleted if (p := pods.get(f"{ns}.{n}")) is not None and p.metadata.deletionTimestamp is None
-        }
-        if not created and not deleted or self._clock() > deadline:
-            self._pending.pop(key, None)
-            return True
-        self._pending[key] = (created, deleted, deadline)
-        return False
-
-    def forget(self, key: str) -> None:
-        self._pending.pop(key, None)
-
-
 class JobController:
     """Reconciles every Job; see the module docstring."""
 
@@ -98,7 +66,7 @@ class JobController:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.jobs = Informer(nc, "Job")
         self.pods = Informer(nc, "Pod", indexers={"job": job_key_of_pod})
-        self.expectations = Expectations()
+        self.expectations = Expectations(EXPECTATION_TIMEOUT)
         self.controller = Controller("job", self.reconcile, workers=workers, keys=self.jobs.keys, resync_seconds=60)
         self.jobs.add_handler(self._on_job)
         self.pods.add_handler(self._on_pod)
@@ -129,7 +97,8 @@ class JobController:
 
     async def reconcile(self, key: str, _ctx: Context | None = None) -> float | None:
         ns, name = split_key(key)
-        if not self.expectations.satisfied(key, self.pods):
+        self.expectations.settle(key, lambda pod_name: self.pods.get_by_name(ns, pod_name))
+        if not self.expectations.satisfied(key, time.monotonic()):
             return 0.1
         try:
             job: Job = await self.store.get("Job", ns, name)  # type: ignore[assignment]
@@ -158,7 +127,7 @@ class JobController:
         deleted = [n for n in await asyncio.gather(*(self._delete_pod(job, n, False) for n in plan.delete)) if n]
         deleted += [n for n in await asyncio.gather(*(self._delete_pod(job, n, True) for n in plan.discard)) if n]
         created = [n for n in await asyncio.gather(*(self._create_pod(job, p) for p in plan.create)) if n]
-        self.expectations.expect(key, created, deleted)
+        self.expectations.expect(key, time.monotonic(), creating=created, deleting=deleted)
         if plan.delete_job:
             with contextlib.suppress(errors.NotFound):
                 await self.store.delete("Job", ns, name, resource_version=job.metadata.resourceVersion)

@@ -7,15 +7,16 @@ first), the status to report and when to look again. The service applies it.
 
 Expectations are the guard against watch lag: after asking for N creates (or deletes) the
 controller waits until its informer has seen them before it counts pods again, so a slow
-watch never makes it create twice. They live in memory (:class:`Expectations`); after a
-restart the informer is synced before the first reconcile, so the counts start right.
+watch never makes it create twice. They live in memory (:class:`kyb.expectations.Expectations`,
+kept by the service; here they are the ``expectations_satisfied`` flag); after a restart the
+informer is synced before the first reconcile, so the counts start right.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import msgspec
 
@@ -27,7 +28,6 @@ from schemas.pod import Pod, PodTemplateSpec
 from schemas.selector import Selector, from_label_selector, from_labels
 
 BURST_REPLICAS = 500  # most creates or deletes asked for in one reconcile (Kubernetes' burstReplicas)
-EXPECTATIONS_TTL = _dt.timedelta(minutes=5)  # unmet expectations older than this are dropped
 
 Workload = ReplicaSet | ReplicationController
 Status = ReplicaSetStatus | ReplicationControllerStatus
@@ -82,58 +82,6 @@ class Owner:
             controller=True,
             blockOwnerDeletion=True,
         )
-
-
-# -- expectations ----------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Expectation:
-    adds: int = 0
-    deletes: int = 0
-    deleting: set[str] = field(default_factory=set)  # names of pods whose deletion is awaited
-    since: _dt.datetime | None = None
-
-
-class Expectations:
-    """Per owner key: creates and deletes asked for but not yet seen by the informer."""
-
-    def __init__(self) -> None:
-        self._by_key: dict[str, Expectation] = {}
-
-    def expect(self, key: str, now: _dt.datetime, *, adds: int = 0, deleting: Iterable[str] = ()) -> None:
-        names = set(deleting)
-        self._by_key[key] = Expectation(adds=adds, deletes=len(names), deleting=names, since=now)
-
-    def creation_observed(self, key: str) -> None:
-        e = self._by_key.get(key)
-        if e is not None and e.adds > 0:
-            e.adds -= 1
-
-    def creation_skipped(self, key: str, count: int = 1) -> None:
-        """Creates that were asked for but will never happen (the write failed)."""
-        e = self._by_key.get(key)
-        if e is not None:
-            e.adds = max(0, e.adds - count)
-
-    def deletion_observed(self, key: str, pod_name: str) -> None:
-        e = self._by_key.get(key)
-        if e is not None and pod_name in e.deleting:
-            e.deleting.discard(pod_name)
-            e.deletes = max(0, e.deletes - 1)
-
-    def pending(self, key: str) -> tuple[int, int]:
-        e = self._by_key.get(key)
-        return (0, 0) if e is None else (e.adds, e.deletes)
-
-    def satisfied(self, key: str, now: _dt.datetime) -> bool:
-        e = self._by_key.get(key)
-        if e is None or (e.adds <= 0 and e.deletes <= 0):
-            return True
-        return e.since is not None and now - e.since > EXPECTATIONS_TTL
-
-    def forget(self, key: str) -> None:
-        self._by_key.pop(key, None)
 
 
 # -- the plan --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from opentelemetry.context import Context
 
 from kyb import errors
 from kyb.controller import Controller
+from kyb.expectations import Expectations
 from kyb.informer import Informer
 from kyb.leading import run_as_leader
 from kyb.serve import ServiceContext
@@ -28,7 +29,6 @@ from schemas.helpers import controller_of
 from schemas.meta import Object
 from schemas.pod import Pod
 from services.replication.reconcile import (
-    Expectations,
     Owner,
     Workload,
     adopted,
@@ -43,6 +43,7 @@ SOURCE = "replicaset-controller"
 NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' generateName suffix alphabet (no vowels)
 NAME_ATTEMPTS = 5
 KINDS = ("ReplicaSet", "ReplicationController")
+EXPECTATIONS_TTL = 300.0  # seconds after which unmet expectations are dropped (a lost watch event)
 
 
 def owner_key(kind: str, namespace: str | None, name: str) -> str:
@@ -64,7 +65,7 @@ class Replication:
         self.clock = clock or (lambda: _dt.datetime.now(_dt.UTC))
         self.owners = {kind: Informer(nc, kind) for kind in KINDS}
         self.pods = Informer(nc, "Pod")
-        self.expectations = Expectations()
+        self.expectations = Expectations(EXPECTATIONS_TTL)
         self.controller = Controller("replication", self.reconcile, workers=workers, keys=self.keys)
         for inf in self.owners.values():
             inf.add_handler(self._on_owner)
@@ -143,7 +144,7 @@ class Replication:
             return None
         now = self.clock()
         pods = self.pods.list(ns)
-        plan = reconcile(obj, pods, self.expectations.satisfied(key, now), now)  # type: ignore[arg-type]
+        plan = reconcile(obj, pods, self.expectations.satisfied(key, now.timestamp()), now)  # type: ignore[arg-type]
         owner = Owner.of(obj)
         await asyncio.gather(
             *(self._claim(ns, n, owner, adopt=True) for n in plan.adopt),
@@ -175,7 +176,7 @@ class Replication:
             await self.store.mutate("Pod", ns, pod_name, lambda pod: change(pod, owner))  # type: ignore[arg-type]
 
     async def _create(self, key: str, obj: Workload, owner: Owner, count: int, now: _dt.datetime) -> None:
-        self.expectations.expect(key, now, adds=count)
+        self.expectations.expect(key, now.timestamp(), adds=count)
         pod = pod_from_template(owner, now)
         created = 0
         for batch in slow_start_batches(count):
@@ -219,7 +220,7 @@ class Replication:
         raise errors.Temporary(f"no free pod name for {pod.metadata.generateName}", delay=0.1)
 
     async def _delete(self, key: str, obj: Workload, ns: str, names: list[str], now: _dt.datetime) -> None:
-        self.expectations.expect(key, now, deleting=names)
+        self.expectations.expect(key, now.timestamp(), deleting=names)
 
         async def one(pod_name: str) -> BaseException | None:
             try:
