@@ -63,12 +63,13 @@ def scheduler_process(url: str, ready, profile: str | None, reserve: bool | None
 
     import uvloop
 
-    from services.scheduler.service import Scheduler
+    from services.scheduler.service import Scheduler, tune_gc
 
     async def main() -> None:
         nc = await nats.connect(url, pending_size=64 * 1024 * 1024)
         sched = Scheduler(nc, Store(nc.jetstream(timeout=30)), identity="bench-scheduler", reserve=reserve)
         await sched.start()
+        tune_gc()  # as the service's entry point does
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         ready.set()
