@@ -568,6 +568,7 @@ async def run(ctx: Any, stop: asyncio.Event) -> None:
         identity=ctx.identity,
         scheduler_name=str(opts.get("scheduler_name", DEFAULT_SCHEDULER)),
         batch_size=int(opts.get("scheduler_batch", 1024)),
+        reserve={"auto": None, "always": True, "never": False}[str(opts.get("scheduler_reserve", "auto"))],
         log=ctx.log,
     )
     await sched.start()
