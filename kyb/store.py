@@ -102,12 +102,15 @@ def decode(info: KindInfo, data: bytes, revision: int) -> Object:
     return with_revision(obj, revision)
 
 
-def spec_of(obj: Object) -> bytes:
-    """What generation tracks: spec, or everything but metadata and status for kinds without one."""
+def spec_of(obj: Object) -> Any:
+    """What generation tracks: spec, or everything but metadata and status for kinds without one.
+
+    Compared by value (``==``), never by encoded bytes: the encoding leaves out fields equal to
+    their defaults only when they are the very default object, so equal objects decoded along
+    different paths (a manifest, a rendered object sent back) may encode differently."""
     if hasattr(obj, "spec"):
-        return _encoder.encode(obj.spec)
-    rest = {f: getattr(obj, f) for f in obj.__struct_fields__ if f not in ("metadata", "status", "apiVersion", "kind")}
-    return _encoder.encode(rest)
+        return obj.spec
+    return {f: getattr(obj, f) for f in obj.__struct_fields__ if f not in ("metadata", "status", "apiVersion", "kind")}
 
 
 _tracer = trace.get_tracer("kyb.store")

@@ -4,7 +4,6 @@ to kyb.api.*; every bad input gets a Status naming the field and nothing is writ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 
@@ -14,6 +13,7 @@ import pytest
 
 from kyb.serve import run_services
 from kyb.store import Store
+from tests.cluster import wait_api
 
 DEPLOYMENT = """
 apiVersion: apps/v1
@@ -42,16 +42,7 @@ async def cluster(nats_url):
     stop = asyncio.Event()
     task = asyncio.create_task(run_services(["api"], nats_url, {}, stop))
     client = await nats.connect(nats_url)
-    deadline = time.monotonic() + 20
-    while True:  # ready once the api answers
-        with contextlib.suppress(Exception):
-            msg = await client.request("kyb.api.get", b'{"kind":"ns","name":"default"}', timeout=0.5)
-            if msg.headers and msg.headers.get("Kyb-Status") == "200":
-                break
-        if task.done():
-            task.result()
-        assert time.monotonic() < deadline, "api did not come up"
-        await asyncio.sleep(0.05)
+    await wait_api(client, task)
     yield client
     stop.set()
     await asyncio.wait_for(task, 20)
@@ -229,3 +220,20 @@ async def test_writes_into_a_terminating_namespace_are_refused(cluster):
         await call(cluster, "delete", {"kind": "cm", "namespace": "going", "name": "c"})
         await asyncio.sleep(0.05)
     assert code == 403 and "terminated" in status["message"]
+
+
+async def test_replacing_an_object_with_what_get_returned_changes_nothing(cluster):
+    """A `kyb edit` with no change, or a read-modify-write tool sending the object back, keeps
+    the generation and the revision; applying the manifest again is then still unchanged."""
+    code, applied = await call(cluster, "apply", DEPLOYMENT.encode())
+    assert code == 201
+    code, got = await call(cluster, "get", {"kind": "deploy", "namespace": "default", "name": "web"})
+    code, same = await call(cluster, "replace", json.dumps(got).encode())
+    assert code == 200
+    assert same["metadata"]["resourceVersion"] == applied["metadata"]["resourceVersion"]
+    assert same["metadata"]["generation"] == 1
+    msg = await cluster.request("kyb.api.apply", DEPLOYMENT.encode(), timeout=10)
+    assert msg.headers["Kyb-Result"] == "unchanged"
+    got["spec"]["replicas"] = 5
+    code, changed = await call(cluster, "replace", json.dumps(got).encode())
+    assert code == 200 and changed["metadata"]["generation"] == 2
