@@ -63,6 +63,7 @@ class _Worker:
         self.specs = specs
         self.task: asyncio.Task[None] | None = None
         self.last_failure: str | None = None
+        self.failures = 0  # failed probe runs so far (each is an Unhealthy event)
 
 
 class ProbeManager:
@@ -149,6 +150,11 @@ class ProbeManager:
         worker = self._workers.get((pod_uid, name))
         return worker.last_failure if worker is not None else None
 
+    def failure_count(self, pod_uid: str, name: str) -> int:
+        """Failed probe runs of this container's current probes (the kubelet reports each)."""
+        worker = self._workers.get((pod_uid, name))
+        return worker.failures if worker is not None else 0
+
     # -- the worker -----------------------------------------------------------------------
 
     async def _run(
@@ -170,8 +176,9 @@ class ProbeManager:
                 w.probes = ContainerProbes(**{**_states(w.probes), kind: new})
                 if not ok:
                     w.last_failure = f"{KIND_TITLE[kind]} probe failed: {message}"  # type: ignore[index]
+                    w.failures += 1
                 after = (w.probes.ready(), w.probes.liveness_failed(), w.probes.startup_done())
-                if after != before:
+                if after != before or not ok:
                     log.info(
                         "probe result changed", container=container.name, probe=kind, ok=ok, message=message
                     )

@@ -82,6 +82,10 @@ class Probes(Protocol):
 
     def liveness_failed(self, pod_uid: str, name: str) -> bool: ...
 
+    def failure_count(self, pod_uid: str, name: str) -> int: ...
+
+    def last_failure(self, pod_uid: str, name: str) -> str | None: ...
+
     def startup_done(self, pod_uid: str, name: str) -> bool: ...
 
 
@@ -162,6 +166,7 @@ class PodWorker:
         self._memory: dict[str, PodMemory] = {}  # uid -> what we remember
         self._sandboxes: dict[str, str] = {}  # uid -> sandbox id
         self._probed: dict[tuple[str, str], str] = {}  # (uid, container) -> container id probed
+        self._probe_failures: dict[tuple[str, str], int] = {}  # failed probe runs already reported
 
     # -- lookups for the env resolver ------------------------------------------------------
 
@@ -235,6 +240,7 @@ class PodWorker:
             )
             memory = result.memory
             if round_ == 0:
+                await self._probe_events(pod)
                 for ev in result.events:
                     await self._event(pod, ev.reason, ev.message, ev.type)
             if not result.acts or round_ == MAX_ROUNDS - 1:
@@ -402,6 +408,25 @@ class PodWorker:
             c = _container(pod, info.name)
             if c is not None and c in pod.spec.containers:
                 self._start_probes(pod, c, info, ip)
+
+    async def _probe_events(self, pod: Pod) -> None:
+        """A Warning event Unhealthy for probe failures not reported yet, as the kubelet does."""
+        if self.probes is None:
+            return
+        uid = pod.metadata.uid or ""
+        for c in pod.spec.containers:
+            if not (c.livenessProbe or c.readinessProbe or c.startupProbe):
+                continue
+            count = self.probes.failure_count(uid, c.name)
+            seen = self._probe_failures.get((uid, c.name), 0)
+            if count < seen:
+                seen = 0  # new probes (a restarted container) count from zero again
+            if count > seen:
+                self._probe_failures[(uid, c.name)] = count
+                message = self.probes.last_failure(uid, c.name) or "probe failed"
+                await self._event(pod, "Unhealthy", message, "Warning")
+            else:
+                self._probe_failures[(uid, c.name)] = count
 
     def _probe_views(self, pod: Pod) -> dict[str, ProbeView]:
         if self.probes is None:
