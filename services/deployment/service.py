@@ -21,7 +21,7 @@ from opentelemetry.context import Context
 from kyb import errors
 from kyb.controller import Controller
 from kyb.informer import Informer
-from kyb.leader import LeaderElector
+from kyb.leading import run_as_leader
 from kyb.serve import ServiceContext
 from kyb.store import Store
 from schemas.apps import Deployment, ReplicaSet
@@ -146,17 +146,4 @@ class Deployments:
 async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     opts = ctx.options
     deployments = Deployments(ctx.nc, ctx.store, workers=int(opts.get("deployment_workers", 4)))
-    await deployments.start()
-    elector = LeaderElector(
-        ctx.nc,
-        "kyb-deployment",
-        ctx.identity,
-        lease_seconds=float(opts.get("lease_seconds", 15)),
-        renew_seconds=float(opts.get("renew_seconds", 5)),
-        retry_seconds=float(opts.get("retry_seconds", 2)),
-    )
-    ctx.log.info("deployment controller started")
-    try:
-        await elector.run(stop, deployments.controller.run)
-    finally:
-        await deployments.stop()
+    await run_as_leader(ctx, "kyb-deployment", deployments, stop)
