@@ -145,7 +145,7 @@ class PresenceLease:
                 await self.drain()  # from here on every binding is reserved: the new peer may start
             try:
                 await self._write(live)
-            except _TRANSIENT as e:
+            except Exception as e:  # keep renewing whatever happened: peers rely on it
                 if self.log is not None:
                     self.log.info("presence not renewed", error=repr(e))
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -182,8 +183,12 @@ class Scheduler:
             left = announced + self.grace - self.clock()
             if left > 0:
                 await asyncio.sleep(left)
-            if self.presence.peers.live(self.clock()):
-                await self.presence.wait_acknowledged(2.0 * self.presence.lease_seconds)
+            peers = self.presence.peers.live(self.clock())
+            if peers:
+                began = self.clock()
+                acked = await self.presence.wait_acknowledged(2.0 * self.presence.lease_seconds)
+                if self.log is not None:
+                    self.log.info("other schedulers running", peers=sorted(peers), acknowledged=acked, waited=round(self.clock() - began, 3))
 
     def reserving(self) -> bool:
         """Whether the next batch reserves its nodes before binding."""
@@ -565,7 +570,9 @@ async def run(ctx: Any, stop: asyncio.Event) -> None:
     sched = Scheduler(
         ctx.nc,
         ctx.store,
-        identity=ctx.identity,
+        # Unique per replica, even for two in one process (kyb up, tests): reservations and
+        # presence Leases tell replicas apart by it.
+        identity=f"{ctx.identity}-{secrets.token_hex(3)}",
         scheduler_name=str(opts.get("scheduler_name", DEFAULT_SCHEDULER)),
         batch_size=int(opts.get("scheduler_batch", 1024)),
         reserve={"auto": None, "always": True, "never": False}[str(opts.get("scheduler_reserve", "auto"))],
