@@ -17,8 +17,8 @@ from pathlib import Path
 from kyb import errors
 from kyb.client import ApiClient
 from kyb.store import Store
+from tests.cluster import wait_for
 from tests.test_ha import LEASE, deployment, reap, rolled_out, spawn
-from tests.test_job_service import wait_for
 
 NODE = "chaos"
 SLEEP = ["sleep", "300"]

@@ -12,8 +12,9 @@ from msgspec.structs import replace
 from kyb.client import ApiClient
 from kyb.store import Store
 from services.daemonset.reconcile import HASH_LABEL
+from tests.cluster import QUIET, Services, docker_kubelet_options, remove_containers, wait_api, wait_for
 from tests.images import busybox_image  # noqa: F401
-from tests.test_job_service import HollowKubelet, Services, _api_up, _remove_containers, hollow_node, wait_for
+from tests.test_job_service import HollowKubelet, hollow_node
 
 
 def ds_manifest(name: str, image: str = "agent:1", **podspec: Any) -> dict[str, Any]:
@@ -43,10 +44,10 @@ async def placement(store: Store, app: str) -> dict[str, list[str]]:
 
 @pytest.fixture
 async def env(nats_url, nc):
-    base = Services(["api", "scheduler"], nats_url, {"configure_logging": False}).start()
+    base = Services(["api", "scheduler"], nats_url, QUIET).start()
     store = Store(nc.jetstream())
-    await wait_for(lambda: _api_up(nc), what="api up")
-    ds = Services(["daemonset"], nats_url, {"configure_logging": False}).start()
+    await wait_api(nc)
+    ds = Services(["daemonset"], nats_url, QUIET).start()
     kubelet = HollowKubelet(store).start()
     try:
         yield store, ApiClient(nc), ds
@@ -135,19 +136,12 @@ async def _updated(store: Store, name: str, n: int) -> bool:
 @pytest.mark.docker
 async def test_daemonset_pod_runs_on_the_kubelet_node_on_docker(nats_url, nc, tmp_path, busybox_image):  # noqa: F811
     node = "dsnode"
-    kubelet_opts = {
-        "node_name": node,
-        "runtime": "docker",
-        "state_dir": str(tmp_path / "kubelet"),
-        "relist": 0.2,
-        "pod_cidr": "127.79.0.0/16",
-        "configure_logging": False,
-    }
-    base = Services(["api", "scheduler", "daemonset"], nats_url, {"configure_logging": False}).start()
+    kubelet_opts = docker_kubelet_options(node, tmp_path, "127.79.0.0/16")
+    base = Services(["api", "scheduler", "daemonset"], nats_url, QUIET).start()
     kubelet = Services(["kubelet"], nats_url, kubelet_opts).start()
     store = Store(nc.jetstream())
     try:
-        await wait_for(lambda: _api_up(nc), what="api up")
+        await wait_api(nc)
         manifest = ds_manifest("logger")
         manifest["spec"]["template"]["spec"]["containers"] = [
             {"name": "c", "image": busybox_image, "imagePullPolicy": "Never", "command": ["sh", "-c", "sleep 3600"]}
@@ -168,4 +162,4 @@ async def test_daemonset_pod_runs_on_the_kubelet_node_on_docker(nats_url, nc, tm
             await ApiClient(nc).delete("DaemonSet", "default", "logger")
         await kubelet.stop()
         await base.stop()
-        await _remove_containers(node)
+        await remove_containers(node)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from kyb import errors
-from tests.test_replication_service import Cluster, HollowKubelet, replicaset, wait_for
+from tests.cluster import wait_for
+from tests.test_replication_service import Cluster, HollowKubelet, replicaset
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ from kyb.client import ApiClient
 from kyb.natsd import start_cluster
 from kyb.serve import connect
 from kyb.store import Store
-from tests.test_job_service import HollowKubelet, Services, hollow_node, wait_for
+from tests.cluster import Services, wait_for
+from tests.test_job_service import HollowKubelet, hollow_node
 
 KYB = str(Path(sys.executable).parent / "kyb")
 LEASE = {"lease_seconds": "3", "renew_seconds": "1", "retry_seconds": "0.5"}

@@ -4,53 +4,28 @@ builtin ingress, with the Ingress's status showing the address it is served on."
 
 from __future__ import annotations
 
-import contextlib
 import random
 
 import httpx
-import nats
 import pytest
 
 from tests.images import busybox_image  # noqa: F401  (fixture)
-from tests.test_proxy_docker import web_pod
-from tests.test_proxy_helpers import FAST, NetCluster, wait_for
+from tests.test_proxy_docker import docker_net_cluster, web_pod
+from tests.test_proxy_helpers import wait_for
 
 NODE = "ingress-e2e"
 
 
 @pytest.fixture
 async def cluster(nats_url, tmp_path, busybox_image):  # noqa: F811
-    nc = await nats.connect(nats_url)
     address = f"127.{random.randint(60, 90)}.{random.randint(0, 255)}.1"
-    options = {
-        **FAST,
-        "node_name": NODE,
-        "runtime": "docker",
-        "state_dir": str(tmp_path / "kubelet"),
-        "relist": 0.2,
-        "pod_cidr": f"127.{random.randint(200, 249)}.0.0/16",
-        "ingress_address": address,
-        "ingress_http_port": 18080,
-        "ingress_https_port": 18443,
-    }
-    c = NetCluster(nc, nats_url, options)
-    c.address = address
-    c.image = busybox_image
-    await c.start("api", "scheduler", "kubelet", "endpoints", "ingress")
-    try:
+    services = ("api", "scheduler", "kubelet", "endpoints", "ingress")
+    ports = {"ingress_http_port": 18080, "ingress_https_port": 18443}
+    async with docker_net_cluster(
+        nats_url, tmp_path, busybox_image, NODE, services, ingress_address=address, **ports
+    ) as c:
+        c.address = address
         yield c
-    finally:
-        for name in ("web-0", "web-1"):
-            with contextlib.suppress(Exception):
-                await c.api.delete("pod", "default", name)
-
-        async def pods_gone():
-            return not [p for p in await c.store.list("Pod", "default")]
-
-        with contextlib.suppress(AssertionError):
-            await wait_for(pods_gone, 30, "pods removed")
-        await c.close()
-        await nc.close()
 
 
 async def test_busybox_pods_answer_through_the_ingress(cluster):

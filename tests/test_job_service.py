@@ -1,58 +1,25 @@
 """The Job controller on a real nats-server with the api and scheduler services, hollow nodes
 and a stand-in kubelet; and once on the real Docker engine with the real kubelet.
 
-The helpers here (``Services``, ``HollowKubelet``, ``hollow_node``, ``wait_for``) are shared with
-the DaemonSet service tests."""
+The helpers here (``HollowKubelet``, ``hollow_node``) are shared with the DaemonSet service and
+high-availability tests."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from msgspec.structs import replace
 
 from kyb import errors
-from kyb.serve import run_services
 from kyb.store import Store, now_rfc3339
 from schemas.core import Node
 from schemas.pod import ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodCondition
+from tests.cluster import QUIET, Services, docker_kubelet_options, remove_containers, wait_api, wait_for
 
 Decide = Callable[[Pod], str | None]  # pod -> final phase ("Succeeded"/"Failed"), or None to keep it running
-
-
-async def wait_for(predicate: Callable[[], Awaitable[Any]], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        with contextlib.suppress(errors.NotFound):
-            last = await predicate()
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s (last: {last!r})")
-        await asyncio.sleep(0.05)
-
-
-class Services:
-    """``run_services`` in a task, stoppable and restartable."""
-
-    def __init__(self, names: list[str], url: str, options: dict[str, Any] | None = None) -> None:
-        self.names, self.url, self.options = names, url, dict(options or {})
-        self.stop_event = asyncio.Event()
-        self.task: asyncio.Task | None = None
-
-    def start(self) -> Services:
-        self.stop_event = asyncio.Event()
-        self.task = asyncio.create_task(run_services(self.names, self.url, self.options, self.stop_event))
-        return self
-
-    async def stop(self) -> None:
-        self.stop_event.set()
-        if self.task is not None:
-            await asyncio.wait_for(self.task, 30)
 
 
 class HollowKubelet:
@@ -182,12 +149,12 @@ class Cluster:
 
 @pytest.fixture
 async def cluster(nats_url, nc):
-    base = Services(["api", "scheduler"], nats_url, {"configure_logging": False}).start()
+    base = Services(["api", "scheduler"], nats_url, QUIET).start()
     store = Store(nc.jetstream())
-    await wait_for(lambda: _api_up(nc), what="api up")
+    await wait_api(nc)
     for i in range(2):
         await store.create(hollow_node(f"n{i}"))
-    jobs = Services(["job"], nats_url, {"configure_logging": False, **FAST}).start()
+    jobs = Services(["job"], nats_url, {**QUIET, **FAST}).start()
     c = Cluster(nc, store, nats_url)
     c.jobs = jobs  # type: ignore[attr-defined]
     try:
@@ -195,13 +162,6 @@ async def cluster(nats_url, nc):
     finally:
         await jobs.stop()
         await base.stop()
-
-
-async def _api_up(nc: Any) -> bool:
-    with contextlib.suppress(Exception):
-        msg = await nc.request("kyb.api.get", b'{"kind":"ns","name":"default"}', timeout=0.5)
-        return bool(msg.headers and msg.headers.get("Kyb-Status") == "200")
-    return False
 
 
 async def test_completions_with_parallelism_run_two_at_a_time_and_complete(cluster: Cluster):
@@ -364,20 +324,13 @@ from tests.images import busybox_image  # noqa: E402,F401
 @pytest.mark.docker
 async def test_busybox_job_completes_on_docker(nats_url, nc, tmp_path, busybox_image):  # noqa: F811
     node = "jobnode"
-    kubelet_opts = {
-        "node_name": node,
-        "runtime": "docker",
-        "state_dir": str(tmp_path / "kubelet"),
-        "relist": 0.2,
-        "pod_cidr": "127.78.0.0/16",
-        "configure_logging": False,
-    }
-    base = Services(["api", "scheduler", "job"], nats_url, {"configure_logging": False}).start()
+    kubelet_opts = docker_kubelet_options(node, tmp_path, "127.78.0.0/16")
+    base = Services(["api", "scheduler", "job"], nats_url, QUIET).start()
     kubelet = Services(["kubelet"], nats_url, kubelet_opts).start()
     store = Store(nc.jetstream())
     c = Cluster(nc, store, nats_url)
     try:
-        await wait_for(lambda: _api_up(nc), what="api up")
+        await wait_api(nc)
         manifest = job_manifest("hello", completions=3, parallelism=2)
         manifest["spec"]["template"]["spec"]["containers"] = [
             {"name": "work", "image": busybox_image, "imagePullPolicy": "Never", "command": ["sh", "-c", "exit 0"]}
@@ -391,17 +344,4 @@ async def test_busybox_job_completes_on_docker(nats_url, nc, tmp_path, busybox_i
     finally:
         await kubelet.stop()
         await base.stop()
-        await _remove_containers(node)
-
-
-async def _remove_containers(node: str) -> None:
-    from services.kubelet.runtime.docker import DockerRuntime
-
-    rt = DockerRuntime(node_name=node)
-    try:
-        for uid in set(await rt.list_sandboxes()) | {i.pod_uid for i in await rt.list()}:
-            if uid:
-                with contextlib.suppress(Exception):
-                    await rt.remove_sandbox(uid)
-    finally:
-        await rt.close()
+        await remove_containers(node)

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kyb import errors
 from kyb.natsd import free_port
 from kyb.store import Store
-from tests.test_job_service import Services, wait_for
+from tests.cluster import Services, wait_for
 
 RS = {
     "apiVersion": "apps/v1",

@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import nats
 import pytest
@@ -18,45 +16,19 @@ import pytest
 from kyb import errors
 from kyb.serve import run_services
 from kyb.store import Store
-from services.kubelet.runtime.base import LABEL_POD_UID
 from services.nodelifecycle.reconcile import UNREACHABLE
+from tests.cluster import QUIET, containers_of, docker_kubelet_options, eventually, node_ready
 from tests.images import busybox_image  # noqa: F401  (fixture)
 
-T = TypeVar("T")
 NODE = "lifecycle-dock"
-
-
-async def eventually(fn: Callable[[], Awaitable[T | None]], what: str, timeout: float = 40.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await fn()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        await asyncio.sleep(0.1)
-
-
-def containers_of(engine: Any, uid: str) -> list[Any]:
-    return engine.containers.list(all=True, filters={"label": f"{LABEL_POD_UID}={uid}"})
 
 
 @pytest.mark.skipif(
     __import__("importlib").util.find_spec("services.replication.service") is None, reason="no replication service"
 )
 async def test_lost_kubelet_gets_its_pods_replaced_and_comes_back_clean(nats_url, tmp_path, docker_engine, busybox_image):  # noqa: F811
-    common = {"configure_logging": False}
-    control = {**common, "node_monitor_grace_period": 2, "pod_eviction_timeout": 1}
-    kubelet_opts = {
-        **common,
-        "node_name": NODE,
-        "runtime": "docker",
-        "state_dir": str(tmp_path / "kubelet"),
-        "relist": 0.2,
-        "lease_interval": 0.3,
-        "status_interval": 5,
-        "pod_cidr": "127.78.0.0/16",
-    }
+    control = {**QUIET, "node_monitor_grace_period": 2, "pod_eviction_timeout": 1}
+    kubelet_opts = docker_kubelet_options(NODE, tmp_path, "127.78.0.0/16", lease_interval=0.3, status_interval=5)
     nc = await nats.connect(nats_url)
     store = Store(nc.jetstream())
     stop = asyncio.Event()
@@ -68,13 +40,7 @@ async def test_lost_kubelet_gets_its_pods_replaced_and_comes_back_clean(nats_url
     uids: set[str] = set()
     try:
 
-        async def node_ready() -> bool:
-            with contextlib.suppress(errors.KybError):
-                n = await store.get("Node", None, NODE)
-                return any(c.type == "Ready" and c.status == "True" for c in n.status.conditions) and not n.spec.taints
-            return False
-
-        await eventually(node_ready, "kubelet registered a Ready node")
+        await eventually(lambda: node_ready(store, NODE, untainted=True), "kubelet registered a Ready node")
         rs = {
             "apiVersion": "apps/v1",
             "kind": "ReplicaSet",
@@ -137,7 +103,7 @@ async def test_lost_kubelet_gets_its_pods_replaced_and_comes_back_clean(nats_url
         # The kubelet comes back: taint gone, the replacement runs, the evicted pod's container goes.
         kl_stop = asyncio.Event()
         kubelet = asyncio.create_task(run_services(["kubelet"], nats_url, kubelet_opts, kl_stop))
-        await eventually(node_ready, "node Ready and untainted again")
+        await eventually(lambda: node_ready(store, NODE, untainted=True), "node Ready and untainted again")
 
         async def replacement_running() -> bool:
             with contextlib.suppress(errors.NotFound):

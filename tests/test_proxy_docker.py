@@ -6,34 +6,30 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import AsyncIterator
 
 import httpx
 import nats
 import pytest
 
+from tests.cluster import docker_kubelet_options
 from tests.images import busybox_image  # noqa: F401  (fixture)
 from tests.test_proxy_helpers import FAST, NetCluster, wait_for
 
 NODE = "net-e2e"
 
 
-@pytest.fixture
-async def cluster(nats_url, tmp_path, busybox_image):  # noqa: F811
+@contextlib.asynccontextmanager
+async def docker_net_cluster(
+    nats_url: str, tmp_path, image: str, node: str, services: tuple[str, ...], **options
+) -> AsyncIterator[NetCluster]:
+    """``services`` with a docker kubelet for ``node`` in-process; on the way out the web pods
+    are deleted (and awaited, bounded) before the services stop."""
     nc = await nats.connect(nats_url)
-    node_address = f"127.{random.randint(60, 90)}.{random.randint(0, 255)}.1"
-    options = {
-        **FAST,
-        "node_name": NODE,
-        "runtime": "docker",
-        "state_dir": str(tmp_path / "kubelet"),
-        "relist": 0.2,
-        "pod_cidr": f"127.{random.randint(200, 249)}.0.0/16",
-        "node_address": node_address,
-    }
-    c = NetCluster(nc, nats_url, options)
-    c.node_address = node_address
-    c.image = busybox_image
-    await c.start("api", "scheduler", "kubelet", "endpoints", "proxy")
+    pod_cidr = f"127.{random.randint(200, 249)}.0.0/16"
+    c = NetCluster(nc, nats_url, docker_kubelet_options(node, tmp_path, pod_cidr, **FAST, **options))
+    c.image = image
+    await c.start(*services)
     try:
         yield c
     finally:
@@ -48,6 +44,15 @@ async def cluster(nats_url, tmp_path, busybox_image):  # noqa: F811
             await wait_for(pods_gone, 30, "pods removed")
         await c.close()
         await nc.close()
+
+
+@pytest.fixture
+async def cluster(nats_url, tmp_path, busybox_image):  # noqa: F811
+    node_address = f"127.{random.randint(60, 90)}.{random.randint(0, 255)}.1"
+    services = ("api", "scheduler", "kubelet", "endpoints", "proxy")
+    async with docker_net_cluster(nats_url, tmp_path, busybox_image, NODE, services, node_address=node_address) as c:
+        c.node_address = node_address
+        yield c
 
 
 def web_pod(name: str, image: str) -> dict:

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import nats
 
@@ -16,26 +14,10 @@ from kyb import errors
 from kyb.client import ApiClient
 from kyb.serve import run_services
 from kyb.store import Store
-from services.kubelet.runtime.base import LABEL_POD_UID
+from tests.cluster import QUIET, containers_of, docker_kubelet_options, eventually, node_ready
 from tests.images import busybox_image  # noqa: F401  (fixture)
 
-T = TypeVar("T")
 NODE = "replication-dock"
-
-
-async def eventually(fn: Callable[[], Awaitable[T | None]], what: str, timeout: float = 40.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await fn()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        await asyncio.sleep(0.1)
-
-
-def containers_of(engine: Any, uid: str) -> list[Any]:
-    return engine.containers.list(all=True, filters={"label": f"{LABEL_POD_UID}={uid}"})
 
 
 async def test_replicaset_of_busybox_pods_is_ready_and_replaces_a_deleted_pod(
@@ -44,32 +26,17 @@ async def test_replicaset_of_busybox_pods_is_ready_and_replaces_a_deleted_pod(
     docker_engine,
     busybox_image,  # noqa: F811
 ):
-    common = {"configure_logging": False}
-    kubelet_opts = {
-        **common,
-        "node_name": NODE,
-        "runtime": "docker",
-        "state_dir": str(tmp_path / "kubelet"),
-        "relist": 0.2,
-        "lease_interval": 0.5,
-        "pod_cidr": "127.79.0.0/16",
-    }
+    kubelet_opts = docker_kubelet_options(NODE, tmp_path, "127.79.0.0/16", lease_interval=0.5)
     nc = await nats.connect(nats_url)
     store = Store(nc.jetstream())
     api = ApiClient(nc)
     stop = asyncio.Event()
-    control = asyncio.create_task(run_services(["api", "scheduler", "replication"], nats_url, common, stop))
+    control = asyncio.create_task(run_services(["api", "scheduler", "replication"], nats_url, QUIET, stop))
     kubelet = asyncio.create_task(run_services(["kubelet"], nats_url, kubelet_opts, stop))
     uids: set[str] = set()
     try:
 
-        async def node_ready() -> bool:
-            with contextlib.suppress(errors.KybError):
-                n = await store.get("Node", None, NODE)
-                return any(c.type == "Ready" and c.status == "True" for c in n.status.conditions)
-            return False
-
-        await eventually(node_ready, "kubelet registered a Ready node")
+        await eventually(lambda: node_ready(store, NODE), "kubelet registered a Ready node")
         rs = {
             "apiVersion": "apps/v1",
             "kind": "ReplicaSet",

@@ -10,7 +10,6 @@ import datetime as _dt
 import os
 import signal
 import sys
-import time
 
 import msgspec
 import nats
@@ -22,19 +21,7 @@ from kyb.serve import run_services
 from kyb.store import Store
 from schemas.helpers import controller_of, format_time
 from schemas.pod import Pod, PodCondition
-
-FAST_LEASE = {"lease_seconds": 1.5, "renew_seconds": 0.3, "retry_seconds": 0.2, "configure_logging": False}
-
-
-async def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        await asyncio.sleep(0.05)
+from tests.cluster import FAST_LEASE, wait_api, wait_for
 
 
 class HollowKubelet:
@@ -170,13 +157,7 @@ class Cluster:
         )
 
     async def api_ready(self) -> None:
-        async def up():
-            with contextlib.suppress(Exception):
-                await self.api.get("ns", None, "default")
-                return True
-            return False
-
-        await wait_for(up, 20, "api up")
+        await wait_api(self.nc)
 
     async def pods(self, app: str) -> list[Pod]:
         return [p for p in await self.store.list("Pod", "default") if p.metadata.labels.get("app") == app]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import time
 
@@ -22,6 +21,7 @@ from kyb.store import Store
 from schemas.coordination import Lease
 from schemas.core import Node
 from schemas.meta import ObjectMeta
+from tests.cluster import wait_api
 
 NODES = ["n1", "n2"]
 COMPONENTS = ["api", "scheduler", "deployment"]
@@ -48,16 +48,7 @@ async def cluster(secured, tmp_path):
     opts = {"auth_dir": str(layout.dir), "secret_key_file": str(key), "configure_logging": False}
     task = asyncio.create_task(run_services(["api"], server.url, opts, stop))
     admin = await nats.connect(server.url, **auth.ClientAuth.from_creds(layout.creds["admin"]).nats_options())
-    deadline = time.monotonic() + 20
-    while True:  # ready once the api answers
-        with contextlib.suppress(Exception):
-            msg = await admin.request("kyb.api.get", b'{"kind":"ns","name":"default"}', timeout=0.5)
-            if msg.headers and msg.headers.get("Kyb-Status") == "200":
-                break
-        if task.done():
-            task.result()
-        assert time.monotonic() < deadline, "api did not come up"
-        await asyncio.sleep(0.05)
+    await wait_api(admin, task)
     yield server, layout, ApiClient(admin)
     stop.set()
     await asyncio.wait_for(task, 20)

@@ -15,7 +15,7 @@ from kyb.cli.main import cli
 from kyb.cli.trace import build_tree, choose_trace
 from kyb.store import Store
 from kyb.tracestore import SpanRecord
-from tests.test_job_service import Services, wait_for
+from tests.cluster import Services, wait_for
 
 DEPLOY = {
     "apiVersion": "apps/v1",
