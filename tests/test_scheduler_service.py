@@ -167,6 +167,11 @@ async def test_a_lone_scheduler_publishes_no_reservations_until_a_second_one_sta
         second = Scheduler(clients[2], Store(clients[2].jetstream()), identity="second", rng=np.random.default_rng(1))
         await second.start()
         assert first.reserving() and second.reserving()
+        # the first one said so in its presence Lease before the second one bound anything
+        leases = await js.key_value("kyb-leases")
+        record = msgspec.json.decode((await leases.get("kube-system.kyb-scheduler-alone")).value)
+        assert record["kind"] == "Lease" and record["spec"]["holderIdentity"] == "alone"
+        assert record["metadata"]["annotations"]["scheduler.kyb.io/reserving-for"] == "second"
         stop_second = asyncio.Event()
         second_run = asyncio.create_task(second.run(stop_second))
         await asyncio.gather(*(store.create(pod(f"b{i}", cpu="100m")) for i in range(14)))

@@ -179,7 +179,8 @@ class Scheduler:
             await inf.wait_synced(30)
         if self.presence is not None:
             # Running replicas see us within the watch latency and switch to reserving; each says
-            # so in its record once its unreserved bindings are stored. Only then do we bind.
+            # so in its record once its unreserved bindings are stored. We bind only after that,
+            # and after a further half grace for those bindings to reach our pod cache.
             left = announced + self.grace - self.clock()
             if left > 0:
                 await asyncio.sleep(left)
@@ -187,6 +188,7 @@ class Scheduler:
             if peers:
                 began = self.clock()
                 acked = await self.presence.wait_acknowledged(2.0 * self.presence.lease_seconds)
+                await asyncio.sleep(self.grace / 2)
                 if self.log is not None:
                     self.log.info("other schedulers running", peers=sorted(peers), acknowledged=acked, waited=round(self.clock() - began, 3))
 
