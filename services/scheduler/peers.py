@@ -37,7 +37,7 @@ class PresenceSpec(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True
     renewTime: str | None = None
 
 
-class Presence(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+class Presence(msgspec.Struct, kw_only=True, frozen=True):
     """A coordination.k8s.io/v1 Lease saying "scheduler replica <holderIdentity> is running"."""
 
     apiVersion: str = "coordination.k8s.io/v1"
