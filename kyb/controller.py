@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 import structlog
 from opentelemetry.context import Context
@@ -68,6 +69,17 @@ class Controller:
     def enqueue_from_headers(self, key: str, headers: Mapping[str, str] | None) -> None:
         """``enqueue`` with the trace context carried in NATS message headers."""
         self.enqueue(key, telemetry.extract(headers) if headers else None)
+
+    def handler(self, keys_of: Callable[[Any], Iterable[str]]) -> Callable[[str, Any, Any, Mapping[str, str]], None]:
+        """An informer handler that only enqueues: the keys ``keys_of`` gives for the new and the
+        old object (each once), with the trace the change came with."""
+
+        def on_change(_event: str, new: Any, old: Any, headers: Mapping[str, str]) -> None:
+            keys = {k for obj in (new, old) if obj is not None for k in keys_of(obj)}
+            for key in keys:
+                self.enqueue_from_headers(key, headers)
+
+        return on_change
 
     def enqueue_after(self, key: str, delay: float, ctx: Context | None = None) -> None:
         self.queue.add_after(key, delay, ctx if telemetry.has_trace(ctx) else None)

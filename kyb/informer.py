@@ -259,5 +259,21 @@ class Informer:
                 log.exception("informer handler failed", kind=self.info.plural)
 
 
+
+async def start_all(informers: Iterable[Informer], timeout: float | None = 30) -> None:
+    """Start every informer, then wait until each holds its initial list (all are started
+    before the first wait, so their listings overlap)."""
+    informers = list(informers)
+    for inf in informers:
+        await inf.start()
+    for inf in informers:
+        await inf.wait_synced(timeout)
+
+
+async def stop_all(informers: Iterable[Informer]) -> None:
+    for inf in informers:
+        await inf.stop()
+
+
 class _Restart(Exception):
     """Make a new consumer after the last applied sequence."""

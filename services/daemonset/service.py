@@ -23,11 +23,11 @@ from opentelemetry.context import Context
 from kyb import errors
 from kyb.controller import Controller
 from kyb.expectations import Expectations
-from kyb.informer import Informer
+from kyb.informer import Informer, start_all, stop_all
 from kyb.leading import run_as_leader
 from kyb.store import Store, split_key
 from schemas.apps import DaemonSet
-from schemas.helpers import controller_of
+from schemas.helpers import controller_of, object_key
 from schemas.meta import Object
 from services.daemonset import reconcile
 from services.daemonset.reconcile import Settings
@@ -65,37 +65,23 @@ class DaemonSetController:
         self.controller = Controller(
             "daemonset", self.reconcile, workers=workers, keys=self.daemonsets.keys, resync_seconds=60
         )
-        self.daemonsets.add_handler(self._on_ds)
+        self.daemonsets.add_handler(self.controller.handler(lambda ds: [object_key(ds)]))
         self.nodes.add_handler(self._on_node)
-        self.pods.add_handler(self._on_pod)
+        self.pods.add_handler(self.controller.handler(ds_key_of_pod))
 
     async def start(self) -> None:
-        for inf in (self.daemonsets, self.nodes, self.pods):
-            await inf.start()
-        for inf in (self.daemonsets, self.nodes, self.pods):
-            await inf.wait_synced(30)
+        await start_all((self.daemonsets, self.nodes, self.pods))
 
     async def stop(self) -> None:
-        for inf in (self.daemonsets, self.nodes, self.pods):
-            await inf.stop()
+        await stop_all((self.daemonsets, self.nodes, self.pods))
 
     # -- handlers only enqueue ------------------------------------------------------------
-
-    def _on_ds(self, event: str, new: Object | None, old: Object | None, headers: dict[str, str]) -> None:
-        obj = new or old
-        if obj is not None:
-            self.controller.enqueue_from_headers(f"{obj.metadata.namespace}.{obj.metadata.name}", headers)
 
     def _on_node(self, event: str, new: Object | None, old: Object | None, headers: dict[str, str]) -> None:
         if new is not None and old is not None and new.metadata.labels == old.metadata.labels:
             if new.spec == old.spec and _ready(new) == _ready(old):  # type: ignore[attr-defined]
                 return  # a heartbeat: nothing a DaemonSet decides on changed
         for key in self.daemonsets.keys():
-            self.controller.enqueue_from_headers(key, headers)
-
-    def _on_pod(self, event: str, new: Object | None, old: Object | None, headers: dict[str, str]) -> None:
-        keys = set(ds_key_of_pod(new) if new is not None else []) | set(ds_key_of_pod(old) if old else [])
-        for key in keys:
             self.controller.enqueue_from_headers(key, headers)
 
     # -- one reconcile ----------------------------------------------------------------------

@@ -20,7 +20,7 @@ from opentelemetry.context import Context
 
 from kyb import errors
 from kyb.controller import Controller
-from kyb.informer import Informer
+from kyb.informer import Informer, start_all, stop_all
 from kyb.leading import run_as_leader
 from kyb.serve import ServiceContext
 from kyb.store import Store
@@ -42,7 +42,7 @@ class Deployments:
         self.replicasets = Informer(nc, "ReplicaSet")
         self.pods = Informer(nc, "Pod")
         self.controller = Controller("deployment", self.reconcile, workers=workers, keys=self.deployments.keys)
-        self.deployments.add_handler(self._on_deployment)
+        self.deployments.add_handler(self.controller.handler(lambda d: [object_key(d)]))
         self.replicasets.add_handler(self._on_replicaset)
         self.pods.add_handler(self._on_pod)
 
@@ -51,21 +51,12 @@ class Deployments:
         return (self.deployments, self.replicasets, self.pods)
 
     async def start(self, timeout: float = 30) -> None:
-        for inf in self.informers:
-            await inf.start()
-        for inf in self.informers:
-            await inf.wait_synced(timeout)
+        await start_all(self.informers, timeout)
 
     async def stop(self) -> None:
-        for inf in self.informers:
-            await inf.stop()
+        await stop_all(self.informers)
 
     # -- handlers only enqueue keys -------------------------------------------------------------
-
-    def _on_deployment(self, event: str, new: Object | None, old: Object | None, headers: dict[str, str]) -> None:
-        obj = new or old
-        if obj is not None:
-            self.controller.enqueue_from_headers(object_key(obj), headers)
 
     def _on_replicaset(self, event: str, new: Object | None, old: Object | None, headers: dict[str, str]) -> None:
         for rs in {id(o): o for o in (new, old) if o is not None}.values():

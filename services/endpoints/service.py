@@ -18,7 +18,7 @@ from opentelemetry.context import Context
 
 from kyb import errors
 from kyb.controller import Controller
-from kyb.informer import Informer, by_label
+from kyb.informer import Informer, by_label, start_all, stop_all
 from kyb.leading import run_as_leader
 from kyb.serve import ServiceContext
 from kyb.store import Store
@@ -51,14 +51,10 @@ class EndpointsController:
         return (self.services, self.pods, self.endpoints, self.slices)
 
     async def start(self, timeout: float = 30) -> None:
-        for inf in self.informers:
-            await inf.start()
-        for inf in self.informers:
-            await inf.wait_synced(timeout)
+        await start_all(self.informers, timeout)
 
     async def stop(self) -> None:
-        for inf in self.informers:
-            await inf.stop()
+        await stop_all(self.informers)
 
     def keys(self) -> list[str]:
         keys = set(self.services.keys()) | set(self.endpoints.keys())

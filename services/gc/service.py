@@ -19,7 +19,7 @@ from opentelemetry.context import Context
 
 from kyb import errors
 from kyb.controller import Controller
-from kyb.informer import Informer
+from kyb.informer import Informer, start_all, stop_all
 from kyb.leading import run_as_leader
 from kyb.serve import ServiceContext
 from kyb.store import Store, kind_info
@@ -64,14 +64,10 @@ class Collector:
             inf.add_handler(self._on_event)
 
     async def start(self, timeout: float = 30) -> None:
-        for inf in self.informers.values():
-            await inf.start()
-        for inf in self.informers.values():
-            await inf.wait_synced(timeout)
+        await start_all(self.informers.values(), timeout)
 
     async def stop(self) -> None:
-        for inf in self.informers.values():
-            await inf.stop()
+        await stop_all(self.informers.values())
 
     def keys(self) -> list[str]:
         return [

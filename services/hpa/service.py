@@ -21,7 +21,7 @@ from opentelemetry.context import Context
 from kyb import errors
 from kyb.cli.nodeclient import latest_samples
 from kyb.controller import Controller
-from kyb.informer import Informer
+from kyb.informer import Informer, start_all, stop_all
 from kyb.leading import run_as_leader
 from kyb.serve import ServiceContext
 from kyb.store import Store
@@ -102,14 +102,10 @@ class Autoscaler:
         self.hpas.add_handler(self._on_hpa)
 
     async def start(self, timeout: float = 30) -> None:
-        for inf in (self.hpas, self.pods):
-            await inf.start()
-        for inf in (self.hpas, self.pods):
-            await inf.wait_synced(timeout)
+        await start_all((self.hpas, self.pods), timeout)
 
     async def stop(self) -> None:
-        for inf in (self.hpas, self.pods):
-            await inf.stop()
+        await stop_all((self.hpas, self.pods))
 
     def _on_hpa(self, event: str, new: Object | None, old: Object | None, headers: dict[str, str]) -> None:
         if new is not None and old is not None and new.metadata.generation == old.metadata.generation:

@@ -25,11 +25,11 @@ from opentelemetry.context import Context
 from kyb import errors
 from kyb.controller import Controller
 from kyb.expectations import Expectations
-from kyb.informer import Informer
+from kyb.informer import Informer, start_all, stop_all
 from kyb.leading import run_as_leader
 from kyb.store import Store, split_key
 from schemas.batch import Job
-from schemas.helpers import controller_of
+from schemas.helpers import controller_of, object_key
 from schemas.meta import Object
 from schemas.pod import Pod
 from services.job import reconcile
@@ -68,30 +68,14 @@ class JobController:
         self.pods = Informer(nc, "Pod", indexers={"job": job_key_of_pod})
         self.expectations = Expectations(EXPECTATION_TIMEOUT)
         self.controller = Controller("job", self.reconcile, workers=workers, keys=self.jobs.keys, resync_seconds=60)
-        self.jobs.add_handler(self._on_job)
-        self.pods.add_handler(self._on_pod)
+        self.jobs.add_handler(self.controller.handler(lambda job: [object_key(job)]))
+        self.pods.add_handler(self.controller.handler(job_key_of_pod))
 
     async def start(self) -> None:
-        await self.jobs.start()
-        await self.pods.start()
-        await self.jobs.wait_synced(30)
-        await self.pods.wait_synced(30)
+        await start_all((self.jobs, self.pods))
 
     async def stop(self) -> None:
-        await self.jobs.stop()
-        await self.pods.stop()
-
-    # -- handlers only enqueue ------------------------------------------------------------
-
-    def _on_job(self, event: str, new: Object | None, old: Object | None, headers: dict[str, str]) -> None:
-        obj = new or old
-        if obj is not None:
-            self.controller.enqueue_from_headers(f"{obj.metadata.namespace}.{obj.metadata.name}", headers)
-
-    def _on_pod(self, event: str, new: Object | None, old: Object | None, headers: dict[str, str]) -> None:
-        keys = set(job_key_of_pod(new) if new is not None else []) | set(job_key_of_pod(old) if old else [])
-        for key in keys:
-            self.controller.enqueue_from_headers(key, headers)
+        await stop_all((self.jobs, self.pods))
 
     # -- one reconcile ----------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from opentelemetry.context import Context
 
 from kyb import errors
 from kyb.controller import Controller
-from kyb.informer import Informer, by_node_name
+from kyb.informer import Informer, by_node_name, start_all, stop_all
 from kyb.leading import run_as_leader
 from kyb.serve import ServiceContext
 from kyb.store import Store, split_key
@@ -85,14 +85,10 @@ class NodeLifecycle:
         self.pods.add_handler(self._on_pod)
 
     async def start(self) -> None:
-        for inf in (self.nodes, self.leases, self.pods):
-            await inf.start()
-        for inf in (self.nodes, self.leases, self.pods):
-            await inf.wait_synced()
+        await start_all((self.nodes, self.leases, self.pods), timeout=None)
 
     async def stop(self) -> None:
-        for inf in (self.nodes, self.leases, self.pods):
-            await inf.stop()
+        await stop_all((self.nodes, self.leases, self.pods))
 
     async def lead(self, stop_leading: asyncio.Event) -> None:
         """The leader's work: what a previous term saw of heartbeats is not trusted."""

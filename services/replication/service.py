@@ -21,7 +21,7 @@ from opentelemetry.context import Context
 from kyb import errors
 from kyb.controller import Controller
 from kyb.expectations import Expectations
-from kyb.informer import Informer
+from kyb.informer import Informer, start_all, stop_all
 from kyb.leading import run_as_leader
 from kyb.serve import ServiceContext
 from kyb.store import Store
@@ -74,14 +74,10 @@ class Replication:
     # -- informers --------------------------------------------------------------------------
 
     async def start(self, timeout: float = 30) -> None:
-        for inf in (*self.owners.values(), self.pods):
-            await inf.start()
-        for inf in (*self.owners.values(), self.pods):
-            await inf.wait_synced(timeout)
+        await start_all((*self.owners.values(), self.pods), timeout)
 
     async def stop(self) -> None:
-        for inf in (*self.owners.values(), self.pods):
-            await inf.stop()
+        await stop_all((*self.owners.values(), self.pods))
 
     def keys(self) -> list[str]:
         return [

@@ -23,7 +23,7 @@ from opentelemetry.context import Context
 
 from kyb import errors
 from kyb.controller import Controller
-from kyb.informer import Informer
+from kyb.informer import Informer, start_all, stop_all
 from kyb.leading import run_as_leader
 from kyb.serve import ServiceContext
 from kyb.store import Store
@@ -82,14 +82,10 @@ class VolumeBinder:
         return (self.claims, self.volumes, self.classes, self.pods, self.nodes)
 
     async def start(self, timeout: float = 30) -> None:
-        for inf in self.informers:
-            await inf.start()
-        for inf in self.informers:
-            await inf.wait_synced(timeout)
+        await start_all(self.informers, timeout)
 
     async def stop(self) -> None:
-        for inf in self.informers:
-            await inf.stop()
+        await stop_all(self.informers)
 
     def keys(self) -> list[str]:
         return [f"pvc/{k}" for k in self.claims.keys()] + [f"pv/{k.partition('.')[2]}" for k in self.volumes.keys()]
