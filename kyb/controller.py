@@ -25,10 +25,25 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from kyb import errors, metrics, telemetry
 from kyb.workqueue import Clock, WorkQueue
+from schemas.helpers import controller_of
+from schemas.meta import Object
 
-__all__ = ["Controller", "Reconcile"]
+__all__ = ["Controller", "Reconcile", "controller_keys"]
 
 Reconcile = Callable[[str, Context | None], Awaitable[float | None]]
+
+
+def controller_keys(kind: str) -> Callable[[Object], list[str]]:
+    """``keys_of`` for ``Controller.handler``: an object's controller of ``kind``, as the key
+    ``<namespace>.<name>`` (by name, so it still names a controller that was deleted)."""
+
+    def keys_of(obj: Object) -> list[str]:
+        ref = controller_of(obj)
+        if ref is None or ref.kind != kind:
+            return []
+        return [f"{obj.metadata.namespace or 'default'}.{ref.name}"]
+
+    return keys_of
 
 
 class Controller:

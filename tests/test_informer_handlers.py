@@ -7,11 +7,11 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kyb.controller import Controller
+from kyb.controller import Controller, controller_keys
 from kyb.informer import Informer, start_all, stop_all
 from kyb.store import Store
 from schemas.helpers import object_key
-from schemas.meta import ObjectMeta
+from schemas.meta import ObjectMeta, OwnerReference
 from schemas.pod import Pod
 
 
@@ -45,6 +45,19 @@ def test_handler_follows_deletions_and_an_objects_own_key():
     controller.handler(lambda o: [object_key(o)])("DELETED", None, pod("gone"), {})
     item = controller.queue.try_get()
     assert item is not None and item[0] == "default.gone"
+
+
+def owned(name: str, kind: str, owner: str, *, controller: bool = True) -> Pod:
+    ref = OwnerReference(apiVersion="batch/v1", kind=kind, name=owner, uid="u1", controller=controller)
+    return Pod(metadata=ObjectMeta(name=name, namespace="ns1", ownerReferences=[ref]))
+
+
+def test_controller_keys_name_the_controller_of_that_kind_only():
+    job_keys = controller_keys("Job")
+    assert job_keys(owned("p", "Job", "pi")) == ["ns1.pi"]
+    assert job_keys(owned("p", "ReplicaSet", "web")) == []
+    assert job_keys(owned("p", "Job", "pi", controller=False)) == []  # an owner that does not control it
+    assert job_keys(pod("free")) == []
 
 
 async def test_start_all_returns_with_every_cache_listed(nc):

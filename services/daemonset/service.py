@@ -21,7 +21,7 @@ from msgspec.structs import replace
 from opentelemetry.context import Context
 
 from kyb import errors
-from kyb.controller import Controller
+from kyb.controller import Controller, controller_keys
 from kyb.expectations import Expectations
 from kyb.informer import Informer, start_all, stop_all
 from kyb.leading import run_as_leader
@@ -36,11 +36,7 @@ SOURCE = "daemonset-controller"
 EXPECTATION_TIMEOUT = 30.0
 
 
-def ds_key_of_pod(pod: Object) -> list[str]:
-    ref = controller_of(pod)
-    if ref is None or ref.kind != "DaemonSet":
-        return []
-    return [f"{pod.metadata.namespace or 'default'}.{ref.name}"]
+ds_key_of_pod = controller_keys("DaemonSet")
 
 
 class DaemonSetController:

@@ -19,7 +19,7 @@ from typing import Any
 from opentelemetry.context import Context
 
 from kyb import errors
-from kyb.controller import Controller
+from kyb.controller import Controller, controller_keys
 from kyb.informer import Informer, start_all, stop_all
 from kyb.leading import run_as_leader
 from kyb.serve import ServiceContext
@@ -43,7 +43,7 @@ class Deployments:
         self.pods = Informer(nc, "Pod")
         self.controller = Controller("deployment", self.reconcile, workers=workers, keys=self.deployments.keys)
         self.deployments.add_handler(self.controller.handler(lambda d: [object_key(d)]))
-        self.replicasets.add_handler(self._on_replicaset)
+        self.replicasets.add_handler(self.controller.handler(controller_keys("Deployment")))
         self.pods.add_handler(self._on_pod)
 
     @property
@@ -57,12 +57,6 @@ class Deployments:
         await stop_all(self.informers)
 
     # -- handlers only enqueue keys -------------------------------------------------------------
-
-    def _on_replicaset(self, event: str, new: Object | None, old: Object | None, headers: dict[str, str]) -> None:
-        for rs in {id(o): o for o in (new, old) if o is not None}.values():
-            ref = controller_of(rs)
-            if ref is not None and ref.kind == "Deployment":
-                self.controller.enqueue_from_headers(f"{rs.metadata.namespace or 'default'}.{ref.name}", headers)
 
     def _on_pod(self, event: str, new: Object | None, old: Object | None, headers: dict[str, str]) -> None:
         for pod in {id(o): o for o in (new, old) if o is not None}.values():

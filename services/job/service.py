@@ -23,7 +23,7 @@ from msgspec.structs import replace
 from opentelemetry.context import Context
 
 from kyb import errors
-from kyb.controller import Controller
+from kyb.controller import Controller, controller_keys
 from kyb.expectations import Expectations
 from kyb.informer import Informer, start_all, stop_all
 from kyb.leading import run_as_leader
@@ -41,12 +41,7 @@ EXPECTATION_TIMEOUT = 30.0
 log = structlog.get_logger("job")
 
 
-def job_key_of_pod(pod: Object) -> list[str]:
-    """The key of the Job controlling ``pod`` (by name: it survives the Job's deletion)."""
-    ref = controller_of(pod)
-    if ref is None or ref.kind != "Job":
-        return []
-    return [f"{pod.metadata.namespace or 'default'}.{ref.name}"]
+job_key_of_pod = controller_keys("Job")  # by name: it survives the Job's deletion
 
 
 class JobController:
