@@ -50,9 +50,9 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
-async def eventually(fn: Callable[[], Awaitable[T | None]], what: str, timeout: float = 40.0) -> T:
-    """``wait_for`` with the patience of a Docker end-to-end test."""
-    return await wait_for(fn, timeout, what, interval=0.1, ignoring=())
+async def eventually(fn: Callable[[], Awaitable[T | None]], what: str, timeout: float = 20.0) -> T:
+    """``wait_for`` with the description first; any exception of ``fn`` fails at once."""
+    return await wait_for(fn, timeout, what, ignoring=())
 
 
 class Services:

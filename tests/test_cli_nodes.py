@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -33,6 +31,7 @@ from kyb.store import Store
 from schemas.core import Node, NodeCondition, NodeStatus
 from schemas.meta import ObjectMeta, OwnerReference
 from schemas.pod import Container, EmptyDirVolumeSource, Pod, PodCondition, PodSpec, PodStatus, Volume
+from tests.cluster import eventually
 
 T = TypeVar("T")
 
@@ -105,17 +104,6 @@ def test_duration(text, seconds):
 
 
 # -- against a cluster ------------------------------------------------------------------------------
-
-
-async def eventually(fn: Callable[[], Awaitable[T | None]], what: str, timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await fn()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        await asyncio.sleep(0.05)
 
 
 async def stand_in_kubelet(store: Store, nodes: set[str], stop: asyncio.Event) -> None:

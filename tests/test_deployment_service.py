@@ -24,6 +24,7 @@ from kyb.serve import run_services
 from kyb.store import Store
 from schemas.helpers import format_time
 from schemas.pod import Pod, PodCondition
+from tests.cluster import FAST_LEASE, wait_for
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("services.replication.service") is None,
@@ -31,17 +32,7 @@ pytestmark = [
     pytest.mark.timeout(90),
 ]
 
-FAST = {"lease_seconds": 1.5, "renew_seconds": 0.3, "retry_seconds": 0.2, "configure_logging": False}
-
-
-async def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} not met within {timeout}s"
-        await asyncio.sleep(0.05)
+FAST = FAST_LEASE
 
 
 class HollowKubelet:

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import datetime as _dt
 import json
-import time
 
 import nats
 from click.testing import CliRunner
@@ -21,6 +20,7 @@ from kyb.serve import run_services
 from kyb.store import Store, events_subject
 from schemas.meta import ObjectMeta
 from schemas.pod import Container, Pod, PodCondition, PodSpec, PodStatus, ResourceRequirements
+from tests.cluster import wait_for
 
 OPTIONS = {"lease_seconds": 1.5, "renew_seconds": 0.3, "retry_seconds": 0.2, "configure_logging": False,
            "hpa_sync_period": 0.5}
@@ -33,16 +33,6 @@ DEPLOYMENT = {
                           "spec": {"containers": [{"name": "c", "image": "busybox",
                                                    "resources": {"requests": {"cpu": "100m"}}}]}}},
 }
-
-
-async def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} not met within {timeout}s"
-        await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -24,6 +23,7 @@ from schemas.helpers import format_micro_time, format_time
 from schemas.meta import ObjectMeta
 from schemas.pod import Container, Pod, PodCondition, PodSpec, PodStatus, Toleration
 from services.nodelifecycle.reconcile import UNREACHABLE
+from tests.cluster import eventually
 
 T = TypeVar("T")
 
@@ -33,17 +33,6 @@ OPTIONS = {
     "orphan_quarantine": 0.5,
     "configure_logging": False,
 }
-
-
-async def eventually(fn: Callable[[], Awaitable[T | None]], what: str, timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await fn()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        await asyncio.sleep(0.05)
 
 
 class FakeKubelet:

@@ -19,8 +19,9 @@ from kyb.serve import run_services
 from kyb.store import Store
 from schemas.helpers import format_time
 from schemas.pod import Pod, PodCondition, PodStatus
+from tests.cluster import FAST_LEASE
 
-FAST = {"lease_seconds": 1.5, "renew_seconds": 0.3, "retry_seconds": 0.2, "configure_logging": False}
+FAST = FAST_LEASE
 
 
 async def wait_for(predicate, timeout: float = 15.0, what: str = "condition") -> Any:

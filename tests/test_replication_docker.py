@@ -36,7 +36,7 @@ async def test_replicaset_of_busybox_pods_is_ready_and_replaces_a_deleted_pod(
     uids: set[str] = set()
     try:
 
-        await eventually(lambda: node_ready(store, NODE), "kubelet registered a Ready node")
+        await eventually(lambda: node_ready(store, NODE), "kubelet registered a Ready node", 40)
         rs = {
             "apiVersion": "apps/v1",
             "kind": "ReplicaSet",
@@ -67,7 +67,7 @@ async def test_replicaset_of_busybox_pods_is_ready_and_replaces_a_deleted_pod(
                 return True
             return False
 
-        await eventually(applied, "ReplicaSet applied")
+        await eventually(applied, "ReplicaSet applied", 40)
 
         async def two_ready() -> list[Any] | None:
             got = await store.get("ReplicaSet", "default", "sleepers")
@@ -79,7 +79,7 @@ async def test_replicaset_of_busybox_pods_is_ready_and_replaces_a_deleted_pod(
             live = [p for p in pods if p.status.phase == "Running" and not p.metadata.deletionTimestamp]
             return live if len(live) == 2 else None
 
-        pods = await eventually(two_ready, "readyReplicas 2")
+        pods = await eventually(two_ready, "readyReplicas 2", 40)
         for p in pods:
             uids.add(p.metadata.uid)
             assert await asyncio.to_thread(containers_of, docker_engine, p.metadata.uid), (
@@ -100,7 +100,7 @@ async def test_replicaset_of_busybox_pods_is_ready_and_replaces_a_deleted_pod(
                 return None
             return live
 
-        live = await eventually(replaced, "deleted pod replaced and ready")
+        live = await eventually(replaced, "deleted pod replaced and ready", 40)
         new = next(p for p in live if p.metadata.uid not in uids)
         uids.add(new.metadata.uid)
         assert await asyncio.to_thread(containers_of, docker_engine, new.metadata.uid)
@@ -108,7 +108,7 @@ async def test_replicaset_of_busybox_pods_is_ready_and_replaces_a_deleted_pod(
         async def victim_container_gone() -> bool:
             return not await asyncio.to_thread(containers_of, docker_engine, victim.metadata.uid)
 
-        await eventually(victim_container_gone, "the deleted pod's containers removed")
+        await eventually(victim_container_gone, "the deleted pod's containers removed", 40)
     finally:
         stop.set()
         await asyncio.gather(control, kubelet, return_exceptions=True)

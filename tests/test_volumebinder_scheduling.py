@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
 from kyb.serve import run_services
 from kyb.store import Store
@@ -16,19 +15,10 @@ from schemas.pod import Container, PersistentVolumeClaimVolumeSource, Pod, PodSp
 from schemas.storage import StorageClass
 from services.scheduler.podinfo import UNBOUND_IMMEDIATE
 from services.volumebinder.reconcile import LOCAL_PATH, SELECTED_NODE, volume_node
+from tests.cluster import FAST_LEASE, wait_for
 from tests.test_volumebinder_service import claim
 
-OPTIONS = {"lease_seconds": 1.5, "renew_seconds": 0.3, "retry_seconds": 0.2, "configure_logging": False}
-
-
-async def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} not met within {timeout}s"
-        await asyncio.sleep(0.05)
+OPTIONS = FAST_LEASE
 
 
 def node(name: str) -> Node:
