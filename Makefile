@@ -29,6 +29,10 @@ lint: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(PY) bench/api.py
 	$(PY) bench/scheduler.py
+	$(PY) bench/startup.py
+	$(PY) bench/rollout.py
+	$(PY) bench/rollout_deployment.py
+	$(PY) bench/network.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
