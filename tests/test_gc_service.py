@@ -7,27 +7,13 @@ import pytest
 
 from kyb import errors
 from tests.cluster import wait_for
-from tests.test_replication_service import Cluster, HollowKubelet, replicaset
+from tests.test_replication_service import hollow_cluster, replicaset
 
 
 @pytest.fixture
 async def cluster(nats_url):
-    import nats
-
-    nc = await nats.connect(nats_url)
-    c = Cluster(nc, nats_url)
-    c.start("api", "replication", "gc")
-    await c.api_ready()
-    kubelet = HollowKubelet(nc, c.store)
-    await kubelet.start()
-    c.kubelet = kubelet
-    try:
+    async with hollow_cluster(nats_url, "api", "replication", "gc") as c:
         yield c
-    finally:
-        await kubelet.stop()
-        for name in list(c.services):
-            await c.stop(name)
-        await nc.close()
 
 
 async def three_ready(cluster, name: str) -> None:

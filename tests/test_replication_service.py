@@ -10,6 +10,7 @@ import datetime as _dt
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 
 import msgspec
 import nats
@@ -169,11 +170,12 @@ class Cluster:
         return await self.store.get("ReplicaSet", "default", name)
 
 
-@pytest.fixture
-async def cluster(nats_url):
+@contextlib.asynccontextmanager
+async def hollow_cluster(nats_url: str, *services: str) -> AsyncIterator[Cluster]:
+    """``services`` in-process once the api answers, with the hollow kubelet running pods."""
     nc = await nats.connect(nats_url)
     c = Cluster(nc, nats_url)
-    c.start("api", "replication")
+    c.start(*services)
     await c.api_ready()
     kubelet = HollowKubelet(nc, c.store)
     await kubelet.start()
@@ -185,6 +187,12 @@ async def cluster(nats_url):
         for name in list(c.services):
             await c.stop(name)
         await nc.close()
+
+
+@pytest.fixture
+async def cluster(nats_url):
+    async with hollow_cluster(nats_url, "api", "replication") as c:
+        yield c
 
 
 async def test_scale_up_and_down_reports_status(cluster):
