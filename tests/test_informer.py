@@ -9,7 +9,6 @@ from collections import Counter
 
 import msgspec
 import nats
-import pytest
 
 from kyb.informer import Informer, by_label, by_node_name
 from kyb.store import Store
@@ -86,7 +85,7 @@ async def test_survives_server_restart_mid_watch_nothing_missed_or_duplicated(na
 
         await asyncio.to_thread(nats_server.restart)
         # Writes after the restart, while the informer's consumer is gone.
-        for attempt in range(100):
+        for _attempt in range(100):
             try:
                 await store.delete("Pod", "default", "p0")
                 break

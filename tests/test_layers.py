@@ -1,0 +1,20 @@
+"""The layering rules of STYLE.md, checked by import-linter against pyproject.toml's contracts:
+services -> kyb -> schemas only point down, and pure reconcile/plan modules import neither
+nats, docker nor asyncio."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_import_contracts_are_kept():
+    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
+    assert exe, "import-linter (lint-imports) is part of the test extras"
+    result = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
