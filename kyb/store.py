@@ -203,25 +203,53 @@ class Store:
         info = kind_info(kind)
         kv = await self._bucket(info)
         pattern = f"{namespace}.>" if (namespace and info.namespaced) else ">"
-        out: list[Object] = []
-        try:
-            watcher = await kv.watch(pattern, ignore_deletes=True)
+        for attempt in range(8):
             try:
-                while True:
-                    entry = await watcher.updates(timeout=10)
-                    if entry is None:
-                        break
-                    if entry.operation is not None:
-                        continue
-                    out.append(decode(info, entry.value, entry.revision))
-            finally:
-                await watcher.stop()
-        except nats.errors.TimeoutError as e:
-            raise errors.Temporary(f"listing {info.plural}: timeout") from e
+                out, seen = await self._snapshot(info, kv, pattern)
+                # A listing taken while a clustered stream elects a new leader can come back
+                # short; the stream's own count of keys (deleted ones included) tells.
+                expected = await self._key_count(info, pattern)
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.Error) as e:
+                if attempt == 7:
+                    raise errors.Temporary(f"listing {info.plural}: {type(e).__name__}") from e
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+                continue
+            if expected is None or seen >= expected:
+                break
+            if attempt == 7:
+                raise errors.Temporary(f"listing {info.plural}: saw {seen} of {expected} keys")
+            await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
         if selector is not None:
             out = [o for o in out if selector.matches(o.metadata.labels)]
         out.sort(key=lambda o: (o.metadata.namespace or "", o.metadata.name))
         return out
+
+    async def _snapshot(self, info: KindInfo, kv: KeyValue, pattern: str) -> tuple[list[Object], int]:
+        """The live objects under ``pattern`` and how many keys (deleted ones too) were seen."""
+        out: list[Object] = []
+        seen = 0
+        watcher = await kv.watch(pattern)
+        try:
+            while True:
+                entry = await watcher.updates(timeout=10)
+                if entry is None:
+                    break
+                seen += 1
+                if entry.operation is not None:
+                    continue
+                out.append(decode(info, entry.value, entry.revision))
+        finally:
+            await watcher.stop()
+        return out, seen
+
+    async def _key_count(self, info: KindInfo, pattern: str) -> int | None:
+        """Keys under ``pattern`` the stream holds now (None when it does not say)."""
+        subject = f"$KV.{info.bucket}.{pattern}"
+        si = await self.js.stream_info(f"KV_{info.bucket}", subjects_filter=subject)
+        subjects = si.state.subjects
+        if subjects is None:
+            return 0 if si.state.messages == 0 else None
+        return len(subjects)
 
     # -- writes ----------------------------------------------------------------------------
 

@@ -228,7 +228,12 @@ class Scheduler:
 
     async def _ensure_stream(self) -> None:
         cfg = api.StreamConfig(
-            name=STREAM, subjects=[f"{SUBJECT}.>"], max_age=600.0, storage=api.StorageType.FILE, discard=api.DiscardPolicy.OLD
+            name=STREAM,
+            subjects=[f"{SUBJECT}.>"],
+            max_age=600.0,
+            storage=api.StorageType.FILE,
+            discard=api.DiscardPolicy.OLD,
+            num_replicas=getattr(self.store, "replicas", 1),  # as durable as the buckets it guards
         )
         try:
             await self.js.add_stream(cfg)
