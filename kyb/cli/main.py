@@ -661,6 +661,9 @@ def events(obj: dict[str, Any], namespace: str, all_namespaces: bool, for_obj: s
 
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as s:
+        # As the server will: connections of a previous run lingering in TIME_WAIT do not
+        # make the port taken, only a listener does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
