@@ -20,7 +20,7 @@ up: $(VENV)/.installed
 	$(VENV)/bin/kyb up $(ARGS)
 
 test: $(VENV)/.installed-test
-	$(VENV)/bin/pytest -q -x --durations=15 $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q --durations=15 $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check kyb schemas services tests bench
