@@ -39,7 +39,7 @@ NATS_TAG = "kybernetes/nats:offline"
 BUSYBOX_APPLETS = ("sh", "wget", "cat", "ls", "sleep", "env", "grep", "true", "false")
 # Parts of the standard library no service ever imports; leaving them out keeps the image small.
 STDLIB_SKIP = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "site-packages"}
-BUILD_TOOLS = ("pip", "setuptools", "wheel")
+BUILD_TOOLS = ("pip", "setuptools", "wheel", "packaging")  # wheel >= 0.41 imports packaging
 SYSTEM_DIST_PACKAGES = "/usr/lib/python3/dist-packages"  # Debian's python3-wheel lives here
 LDD_PATH = re.compile(r"(/\S+)\s+\(0x")
 
