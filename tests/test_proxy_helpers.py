@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import nats
 
+from kyb import errors
 from kyb.client import ApiClient
 from kyb.serve import run_services
 from kyb.store import Store
@@ -30,7 +31,7 @@ async def wait_for(predicate, timeout: float = 15.0, what: str = "condition") ->
     while True:
         try:
             last = await predicate()
-        except (OSError, AssertionError) as e:
+        except (OSError, AssertionError, errors.NotFound) as e:  # not there yet
             last = e
         else:
             if last:
