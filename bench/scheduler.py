@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing as mp
 import sys
 import tempfile
@@ -75,7 +76,8 @@ def scheduler_process(url: str, ready, profile: str | None, reserve: bool | None
         ready.set()
         await sched.run(stop)
         await sched.stop()
-        await nc.close()
+        with contextlib.suppress(Exception):  # the loop may be closing under us
+            await nc.close()
 
     if profile:
         import cProfile
