@@ -229,9 +229,13 @@ class Store:
         out: list[Object] = []
         seen = 0
         watcher = await kv.watch(pattern)
+        me = asyncio.current_task()
         try:
             while True:
                 entry = await watcher.updates(timeout=10)
+                if me is not None and me.cancelling():
+                    # nats-py's wait_for can swallow a cancellation (Python 3.11): honour it.
+                    raise asyncio.CancelledError()
                 if entry is None:
                     break
                 seen += 1

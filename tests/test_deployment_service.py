@@ -64,7 +64,8 @@ class HollowKubelet:
         await self.pods.stop()
 
     async def _work(self) -> None:
-        while True:
+        me = asyncio.current_task()
+        while me is None or not me.cancelling():  # ends even if a library swallowed the cancel
             key = await self.queue.get()
             with contextlib.suppress(Exception):
                 await self._sync(key)

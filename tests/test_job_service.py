@@ -43,7 +43,9 @@ class HollowKubelet:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _loop(self) -> None:
-        while True:
+        me = asyncio.current_task()
+        # A cancellation a library swallowed (asyncio.wait_for on 3.11) still ends the loop.
+        while me is None or not me.cancelling():
             with contextlib.suppress(errors.KybError):
                 await self.step()
             await asyncio.sleep(self.interval)
