@@ -190,21 +190,35 @@ async def run_services(
         pending = [t for t in tasks if not t.done()]
         if pending:
             _, still = await asyncio.wait(pending, timeout=float((options or {}).get("shutdown_timeout", 20)))
-            for t in still:
-                t.cancel()
-            await asyncio.gather(*still, return_exceptions=True)
+            await _cancel_bounded(still)
         stopper.cancel()
         if crashed:
             raise crashed[0].exception()
     finally:
-        for t in tasks:
-            if not t.done():
-                t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _cancel_bounded([t for t in tasks if not t.done()])
         for ctx in contexts:
             with contextlib.suppress(Exception):
-                await ctx.nc.drain()
+                await asyncio.wait_for(ctx.nc.drain(), 5)
         await ops.stop()
+
+
+async def _cancel_bounded(tasks: Iterable[asyncio.Task], timeout: float = 5.0) -> None:
+    """Cancel ``tasks`` and wait for them a bounded time: a task whose cancellation a library
+    swallowed (asyncio.wait_for on Python 3.11) is cancelled again, then left behind, so a
+    stopping process never hangs on it."""
+    tasks = [t for t in tasks if not t.done()]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while tasks:
+        for t in tasks:
+            t.cancel()
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            structlog.get_logger("kyb.serve").warning(
+                "tasks did not stop when cancelled", tasks=[t.get_name() for t in tasks]
+            )
+            return
+        _, pending = await asyncio.wait(tasks, timeout=min(0.5, left))
+        tasks = list(pending)
 
 
 async def _supervise(module: Any, ctx: ServiceContext, stop: asyncio.Event, restart: bool) -> None:

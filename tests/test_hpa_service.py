@@ -99,6 +99,11 @@ async def test_autoscale_scales_a_deployment_up_on_load_and_down_after(nats_url)
             return d["spec"]["replicas"] == n
 
         await wait_for(lambda: replicas(4), what="scaled up to 4")
+
+        async def status_written():  # the HPA writes its status after it scales the target
+            return (await api.get("hpa", "default", "web"))["status"].get("desiredReplicas") == 4
+
+        await wait_for(status_written, what="HPA status shows the rescale")
         hpa = await api.get("hpa", "default", "web")
         assert hpa["status"]["desiredReplicas"] == 4 and hpa["status"]["currentCPUUtilizationPercentage"] == 100
         conds = {c["type"]: c for c in hpa["status"]["conditions"]}
