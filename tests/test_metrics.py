@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kyb import errors
 from kyb.natsd import free_port
 from kyb.store import Store
-from tests.cluster import Services, wait_for
+from tests.cluster import Services, wait_api, wait_for
 
 RS = {
     "apiVersion": "apps/v1",
@@ -62,6 +62,7 @@ async def test_services_expose_reconcile_queue_kv_watch_and_pod_metrics(nats_url
 
         api = ApiClient(nc, timeout=5)
         await wait_for(lambda: store.get("Node", None, "metrics-node"), what="node registered")
+        await wait_api(nc)  # the api may come up after the kubelet
         await api.apply(RS, "default")
 
         async def running() -> bool:
