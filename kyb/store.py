@@ -195,8 +195,8 @@ class Store:
                 entry = await kv.get(key)
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             raise errors.NotFound(f'{info.plural} "{name}" not found') from None
-        except nats.errors.TimeoutError as e:
-            raise errors.Temporary(f"reading {info.plural} {key}: timeout") from e
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
+            raise errors.Temporary(f"reading {info.plural} {key}: {type(e).__name__}", delay=0.5) from e
         return decode(info, entry.value, entry.revision)
 
     async def list(self, kind: str | KindInfo, namespace: str | None = None, selector: Any = None) -> list[Object]:
@@ -283,11 +283,15 @@ class Store:
                     f'Operation cannot be fulfilled on {info.plural} "{split_key(key)[1]}": '
                     "the object has been modified; please apply your changes to the latest version and try again"
                 ) from None
+            if e.code == 503:  # JetStream unavailable for now (a stream electing its leader)
+                raise errors.Temporary(f"writing {info.plural} {key}: {e}", delay=0.5) from e
             raise errors.Permanent(f"writing {info.plural} {key}: {e}") from e
         except nats.errors.MaxPayloadError as e:
             raise errors.TooLarge(f"{info.plural} {key}: object too large to store") from e
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
-            raise errors.Temporary(f"writing {info.plural} {key}: {type(e).__name__}") from e
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError) as e:
+            # No stream answered (a clustered stream electing a new leader, a reconnect):
+            # retry soon rather than with a growing back-off.
+            raise errors.Temporary(f"writing {info.plural} {key}: {type(e).__name__}", delay=0.5) from e
         return ack.seq
 
     async def create(self, obj: Object) -> Object:
