@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import nats
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -48,6 +49,15 @@ def payload(i: int) -> bytes:
             "data": {"key": f"value-{i}"},
         }
     ).encode()
+
+
+def cpu_seconds(procs: dict[str, psutil.Process]) -> dict[str, float]:
+    return {name: sum(p.cpu_times()[:2]) for name, p in procs.items()}
+
+
+def cpu_line(before: dict[str, float], after: dict[str, float], n: int) -> str:
+    """CPU time each process spent per object, in microseconds."""
+    return "  ".join(f"{name} {(after[name] - before[name]) / n * 1e6:.0f}" for name in before)
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -124,8 +134,13 @@ async def main() -> None:
             await run_load(200, args.concurrency, api)
             payloads = [payload(i + 1_000_000) for i in range(args.objects)]
 
+            watched = {"client": psutil.Process(), "nats-server": psutil.Process(server.proc.pid)}
+            watched.update({f"api-{i}": psutil.Process(p.pid) for i, p in enumerate(procs)})
+            c0 = cpu_seconds(watched)
             raw_s, raw_lat = await run_load(args.objects, args.concurrency, raw)
+            c1 = cpu_seconds(watched)
             api_s, api_lat = await run_load(args.objects, args.concurrency, api)
+            c2 = cpu_seconds(watched)
             await nc.close()
         finally:
             for p in procs:
@@ -138,6 +153,8 @@ async def main() -> None:
     print(f"objects={args.objects} concurrency={args.concurrency} api_replicas={args.replicas}")
     print(f"raw kv.put : {raw_rate:9.0f} obj/s  p50 {percentile(raw_lat, 50)*1e3:6.2f} ms  p99 {percentile(raw_lat, 99)*1e3:6.2f} ms")
     print(f"kyb.api.apply: {api_rate:7.0f} obj/s  p50 {percentile(api_lat, 50)*1e3:6.2f} ms  p99 {percentile(api_lat, 99)*1e3:6.2f} ms")
+    print(f"CPU us/object, raw : {cpu_line(c0, c1, args.objects)}")
+    print(f"CPU us/object, api : {cpu_line(c1, c2, args.objects)}")
     ratio = api_rate / raw_rate
     p99 = percentile(api_lat, 99) * 1e3
     print(f"ratio api/raw = {ratio:.2f} (target >= 0.5)  api p99 = {p99:.1f} ms (target <= 50)")

@@ -31,6 +31,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 __all__ = [
     "Context",
     "SpanKind",
+    "carries_context",
     "current_ids",
     "extract",
     "init_telemetry",
@@ -126,6 +127,13 @@ def inject(headers: dict[str, str] | None = None, context: Context | None = None
 def extract(headers: Mapping[str, str] | None) -> Context:
     """The trace context carried in ``headers`` (an empty context when there is none)."""
     return _PROPAGATOR.extract(headers or {}, context=Context(), getter=_GETTER)
+
+
+def carries_context(headers: Mapping[str, str] | None) -> bool:
+    """True when ``headers`` hold a W3C ``traceparent`` (whatever the case of its name)."""
+    if not headers:
+        return False
+    return "traceparent" in headers or any(k.lower() == "traceparent" for k in headers)
 
 
 def has_trace(ctx: Context | None) -> bool:

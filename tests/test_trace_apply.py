@@ -71,3 +71,43 @@ async def test_apply_and_resulting_reconcile_share_one_trace(nats_url, nc, expor
         stop.set()
         await asyncio.wait_for(asyncio.gather(services, ctl, return_exceptions=True), 30)
         await informer.stop()
+
+
+@pytest.mark.parametrize("ratio", ["0", "1"])
+async def test_plain_request_is_traced_only_as_the_sampling_ratio_says(nats_url, nc, exporter, ratio):
+    """Like Kubernetes' apiserver: a request inside a trace is always traced; one from a
+    plain NATS client without a traceparent starts a trace at `trace_sample_ratio`."""
+    stop = asyncio.Event()
+    services = asyncio.create_task(run_services(["api"], nats_url, {"trace_sample_ratio": ratio}, stop))
+    try:
+        name = f"plain-{ratio}"
+        manifest = f'{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}}}}'.encode()
+        for _ in range(100):  # until the api answers
+            try:
+                reply = await nc.request("kyb.api.apply", manifest, timeout=1)
+                break
+            except Exception:
+                await asyncio.sleep(0.1)
+        assert reply.headers["Kyb-Status"] == "201"
+        # A traced request from the same client is traced whatever the ratio.
+        with telemetry.tracer("test").start_as_current_span("caller") as caller:
+            traced = await nc.request(
+                "kyb.api.apply", manifest.replace(name.encode(), b"traced-" + ratio.encode()), timeout=5,
+                headers=telemetry.inject({}),
+            )
+        assert traced.headers["Kyb-Status"] == "201"
+        trace_id = caller.get_span_context().trace_id
+        writes = {s.attributes.get("kyb.name"): s for s in exporter.get_finished_spans() if s.name == "kv.create configmaps"}
+        assert writes[f"traced-{ratio}"].context.trace_id == trace_id
+        assert (name in writes) is (ratio == "1")
+    finally:
+        stop.set()
+        await asyncio.wait_for(services, 30)
+
+
+@pytest.mark.parametrize("raw", ["abc", "1.5", "-0.1"])
+def test_a_bad_sampling_ratio_is_refused_by_name(raw):
+    from services.api.service import _sample_ratio
+
+    with pytest.raises(ValueError, match="trace_sample_ratio"):
+        _sample_ratio(raw)

@@ -22,6 +22,7 @@ from schemas.meta import Object
 from schemas.registry import KindInfo, UnknownKind, for_manifest
 
 MAX_PAYLOAD = 1024 * 1024
+_sorted_json = msgspec.json.Encoder(order="sorted").encode
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 try:
@@ -139,7 +140,7 @@ def fresh_status(obj: Object) -> Object:
 
 
 def with_last_applied(obj: Object, doc: dict[str, Any]) -> Object:
-    applied = json.dumps(_strip_last_applied(doc), sort_keys=True, separators=(",", ":"))
+    applied = _sorted_json(_strip_last_applied(doc)).decode()
     annotations = {**obj.metadata.annotations, LAST_APPLIED: applied}
     return msgspec.structs.replace(obj, metadata=msgspec.structs.replace(obj.metadata, annotations=annotations))
 

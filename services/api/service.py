@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import random
 from typing import Any
 
 import msgspec
@@ -390,6 +392,16 @@ async def handle_node(api: Api, node: str, verb: str, body: bytes) -> tuple[byte
         return _encoder.encode(err.to_status()), _reply_headers(err.code)
 
 
+def _sample_ratio(raw: Any) -> float:
+    try:
+        ratio = float(raw)
+    except (TypeError, ValueError):
+        ratio = -1.0
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"trace_sample_ratio (KYB_TRACE_SAMPLE_RATIO) must be a number from 0 to 1, not {raw!r}")
+    return ratio
+
+
 async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     namespaces = Informer(ctx.nc, "Namespace")
     await namespaces.start()
@@ -398,13 +410,23 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     await api.ensure_namespaces()
     await namespaces.wait_synced(30)
     limit = asyncio.Semaphore(int(ctx.options.get("api_concurrency", 256)))
+    # Like Kubernetes' apiserver (samplingRatePerMillion, default 0): a request that arrives
+    # inside a trace (every `kyb` command and ApiClient sends one) is always traced; one from
+    # a plain NATS client without a traceparent starts a trace with this probability.
+    root_ratio = _sample_ratio(ctx.options.get("trace_sample_ratio", os.environ.get("KYB_TRACE_SAMPLE_RATIO", "0")))
     inflight: set[asyncio.Task] = set()
 
     async def serve_one(msg) -> None:
         async with limit:
             verb = msg.subject[len(SUBJECT_PREFIX) :]
             headers = msg.headers or {}
-            with telemetry.span_from_headers(f"api.{verb}", headers, SpanKind.SERVER, tracer_name="kyb.api"):
+            traced = telemetry.carries_context(headers) or (root_ratio > 0 and random.random() < root_ratio)
+            span = (
+                telemetry.span_from_headers(f"api.{verb}", headers, SpanKind.SERVER, tracer_name="kyb.api")
+                if traced
+                else contextlib.nullcontext()
+            )
+            with span:
                 if verb.startswith("node."):  # kyb.api.node.<node>.<verb>
                     _, node, node_verb = verb.split(".", 2)
                     body, reply_headers = await handle_node(api, node, node_verb, msg.data)
