@@ -103,6 +103,8 @@ async def main() -> None:
     ap.add_argument("--objects", type=int, default=10_000)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--replicas", type=int, default=1, help="api service processes (queue group)")
+    ap.add_argument("--traced", action="store_true",
+                    help="every request carries a sampled traceparent, as `kyb apply` sends (default: a plain client)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,7 +127,8 @@ async def main() -> None:
                 await raw_kv.put(f"default.cm-{i}", payloads[i])
 
             async def api(i: int) -> None:
-                msg = await nc.request("kyb.api.apply", payloads[i], timeout=30)
+                headers = {"traceparent": f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"} if args.traced else None
+                msg = await nc.request("kyb.api.apply", payloads[i], timeout=30, headers=headers)
                 if msg.headers.get("Kyb-Status") not in ("200", "201"):
                     raise SystemExit(f"apply failed: {msg.data[:300]!r}")
 
@@ -150,11 +153,18 @@ async def main() -> None:
             server.stop()
 
     raw_rate, api_rate = args.objects / raw_s, args.objects / api_s
-    print(f"objects={args.objects} concurrency={args.concurrency} api_replicas={args.replicas}")
+    print(f"objects={args.objects} concurrency={args.concurrency} api_replicas={args.replicas} traced={args.traced}")
     print(f"raw kv.put : {raw_rate:9.0f} obj/s  p50 {percentile(raw_lat, 50)*1e3:6.2f} ms  p99 {percentile(raw_lat, 99)*1e3:6.2f} ms")
     print(f"kyb.api.apply: {api_rate:7.0f} obj/s  p50 {percentile(api_lat, 50)*1e3:6.2f} ms  p99 {percentile(api_lat, 99)*1e3:6.2f} ms")
     print(f"CPU us/object, raw : {cpu_line(c0, c1, args.objects)}")
     print(f"CPU us/object, api : {cpu_line(c1, c2, args.objects)}")
+    # What the machine allows: the api path spends this much CPU per object in all processes
+    # together (client, nats-server, api), so on this many cores it cannot go faster.
+    cores = len(os.sched_getaffinity(0))
+    api_cpu = sum(c2[k] - c1[k] for k in c1) / args.objects
+    bound = cores / api_cpu
+    print(f"api path: {api_cpu * 1e6:.0f} us CPU per object in all processes; on {cores} cores at most "
+          f"{bound:.0f} obj/s = {bound / raw_rate:.2f}x raw")
     ratio = api_rate / raw_rate
     p99 = percentile(api_lat, 99) * 1e3
     print(f"ratio api/raw = {ratio:.2f} (target >= 0.5)  api p99 = {p99:.1f} ms (target <= 50)")

@@ -23,19 +23,25 @@ def _fields(cls: type) -> tuple[tuple[str, str], ...]:
     return names
 
 
+_SCALARS = (str, int, float, bool)
+
+
 def to_dict(value: Any) -> Any:
     if isinstance(value, msgspec.Struct):
         out: dict[str, Any] = {}
         for name, wire in _fields(type(value)):
             v = getattr(value, name)
-            if v is None or (isinstance(v, (list, dict)) and not v):
+            if v is None:
                 continue
-            out[wire] = to_dict(v)
+            if v.__class__ in _SCALARS:  # most fields: no call needed
+                out[wire] = v
+            elif not (isinstance(v, (list, dict)) and not v):
+                out[wire] = to_dict(v)
         return out
     if isinstance(value, list):
-        return [to_dict(v) for v in value]
+        return [v if v.__class__ in _SCALARS else to_dict(v) for v in value]
     if isinstance(value, dict):
-        return {k: to_dict(v) for k, v in value.items()}
+        return {k: v if v.__class__ in _SCALARS else to_dict(v) for k, v in value.items()}
     return value
 
 

@@ -67,12 +67,14 @@ _FIELD_IN_MSG = re.compile(r"^Object (?P<what>missing required|contains unknown)
 
 def _normalise(value: Any, key: str = "") -> Any:
     """YAML reads timestamps as datetimes and ``cpu: 1`` as a number; Kubernetes reads strings."""
+    if value.__class__ is str:
+        return value
     if isinstance(value, dict):
         if key in _QUANTITY_MAPS:
             return {k: _scalar_to_str(v) for k, v in value.items()}
-        return {k: _normalise(v, str(k)) for k, v in value.items()}
+        return {k: v if v.__class__ is str else _normalise(v, str(k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [_normalise(v, key) for v in value]
+        return [v if v.__class__ is str else _normalise(v, key) for v in value]
     if isinstance(value, _dt.datetime):
         if value.tzinfo is not None:
             value = value.astimezone(_dt.UTC).replace(tzinfo=None)
