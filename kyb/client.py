@@ -17,6 +17,7 @@ import nats
 import nats.errors
 from nats.aio.client import Client as NatsClient
 
+from kyb import telemetry
 from kyb.errors import KybError, Temporary, TooLarge, Unreachable, from_status
 
 MAX_PAYLOAD = 1024 * 1024  # bytes; the api service refuses larger bodies with 413
@@ -26,32 +27,51 @@ ApplyResult = Literal["created", "configured", "unchanged"]
 Propagation = Literal["Background", "Foreground", "Orphan"]
 
 
-async def connect(url: str, *, timeout: float = 2.0, **options: Any) -> NatsClient:
-    """A NATS connection, or Unreachable with a one-line reason when nothing answers at `url`.
+async def connect(url: str, *, timeout: float = 2.0, name: str = "kyb", **options: Any) -> NatsClient:
+    """A NATS connection, or Unreachable with a one-line reason when nothing answers at ``url``.
 
-    The first failed attempt ends the call (no retry storm); once connected, the client
-    reconnects as usual.
+    ``url`` may list the servers of a cluster, comma-separated. Every server failing once (or
+    ``timeout``) ends the first attempt (a dead NATS is one clear error, not a retry storm); once
+    connected, the client reconnects for as long as it lives, moving to another server of
+    the list when its own goes away. The identity is the process's (--creds/--user, the
+    environment, `kyb up`'s admin) unless ``options`` name a user or credentials.
     """
+    servers = [u.strip() for u in url.split(",") if u.strip()]
     first_error: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
+    failures = 0
 
     async def on_error(e: Exception) -> None:
-        if not first_error.done():
+        # Every server failing once ends the attempt; errors after connecting are quiet.
+        nonlocal failures
+        failures += 1
+        if failures >= len(servers) and not first_error.done():
             first_error.set_result(e)
 
-    from kyb import auth
-
-    options = {**auth.client_options(), **options}  # the identity given by --creds/--user or the env
-    attempt = asyncio.ensure_future(
-        nats.connect([u.strip() for u in url.split(",") if u.strip()], connect_timeout=timeout, error_cb=on_error, **options)
+    params: dict[str, Any] = dict(
+        servers=servers,
+        name=name,
+        connect_timeout=timeout,
+        reconnect_time_wait=0.25,
+        error_cb=on_error,
     )
+    if "user" not in options:
+        from kyb import auth
+
+        params.update(auth.client_options())
+    params.update(options)
+    nc = NatsClient()
+    attempt = asyncio.ensure_future(nc.connect(**params))
     done, _ = await asyncio.wait({attempt, first_error}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     if attempt in done and attempt.exception() is None:
-        return attempt.result()
+        # Connected: from now on, reconnect for the life of the connection.
+        nc.options["allow_reconnect"] = True
+        nc.options["max_reconnect_attempts"] = -1
+        return nc
     attempt.cancel()
-    try:
+    with contextlib.suppress(BaseException):  # the attempt was abandoned; its error is reported below
         await attempt
-    except BaseException:  # the attempt was abandoned; its error is reported below
-        pass
+    with contextlib.suppress(Exception):
+        await nc.close()
     if first_error.done():
         cause: BaseException = first_error.result()
     elif attempt in done and attempt.exception() is not None:
@@ -80,31 +100,9 @@ def _reason(e: BaseException) -> str:
     return text
 
 
-def _telemetry() -> Any:
-    try:
-        from kyb import telemetry  # present once tracing is wired in
-    except ImportError:
-        return None
-    return telemetry
-
-
 def _request_span(subject: str) -> contextlib.AbstractContextManager[Any]:
     """A client span around one request, so the api's work joins the caller's trace."""
-    telemetry = _telemetry()
-    if telemetry is None or not hasattr(telemetry, "tracer"):
-        return contextlib.nullcontext()
-    from opentelemetry.trace import SpanKind
-
-    return telemetry.tracer("kyb.client").start_as_current_span(subject, kind=SpanKind.CLIENT)
-
-
-def _trace_headers(headers: dict[str, str]) -> dict[str, str]:
-    telemetry = _telemetry()
-    inject = getattr(telemetry, "inject", None)
-    if inject is None:
-        return headers
-    result = inject(headers)
-    return result if isinstance(result, dict) else headers
+    return telemetry.tracer("kyb.client").start_as_current_span(subject, kind=telemetry.SpanKind.CLIENT)
 
 
 class ApiClient:
@@ -121,7 +119,7 @@ class ApiClient:
                 f"request of {len(body)} bytes exceeds the {MAX_PAYLOAD} byte limit of {subject}"
             )
         with _request_span(subject):
-            hdrs = _trace_headers(dict(headers or {}))
+            hdrs = telemetry.inject(dict(headers or {}))
             try:
                 msg = await self.nc.request(subject, body, timeout=self.timeout, headers=hdrs or None)
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:

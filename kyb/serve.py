@@ -17,13 +17,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats
-import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from kyb import errors
+from kyb.client import connect
 from kyb.store import Store
 
 # name -> module; the order is the start order of `kyb up`.
@@ -69,53 +68,6 @@ class ServiceContext:
     @property
     def identity(self) -> str:
         return f"{socket.gethostname()}-{os.getpid()}-{self.name}"
-
-
-async def connect(url: str, *, name: str = "kyb", connect_timeout: float = 2.0, **kw: Any) -> NATS:
-    """A NATS connection that reconnects forever once established, and fails fast (one clear
-    error) when nothing answers at first. ``url`` may list several servers of a cluster,
-    comma-separated; the client moves to another when its server goes away."""
-    async def _quiet(_e: Exception) -> None:
-        return None
-
-    params: dict[str, Any] = dict(
-        servers=[u.strip() for u in url.split(",") if u.strip()],
-        name=name,
-        connect_timeout=connect_timeout,
-        allow_reconnect=True,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.25,
-        error_cb=_quiet,
-    )
-    if "user" not in kw:
-        from kyb import auth
-
-        params.update(auth.client_options())  # the process's identity (--creds, env, `kyb up`)
-    params.update(kw)
-    nc = NATS()
-    try:
-        # nats-py keeps retrying a refused first connect; bound it so a dead NATS is one error.
-        await asyncio.wait_for(_connect_once(nc, params), timeout=connect_timeout + 0.5)
-    except (nats.errors.NoServersError, OSError, TimeoutError, nats.errors.Error) as e:
-        with contextlib.suppress(Exception):
-            await nc.close()
-        raise errors.Unreachable(f"cannot reach NATS at {url}: {_why(e)}") from None
-    return nc
-
-
-async def _connect_once(nc: NATS, params: dict[str, Any]) -> None:
-    # nats-py retries the first connect as often as reconnects unless told otherwise.
-    first = dict(params, allow_reconnect=False, max_reconnect_attempts=0)
-    await nc.connect(**first)
-    # Now connected: switch on reconnecting for the life of the connection.
-    nc.options["allow_reconnect"] = True
-    nc.options["max_reconnect_attempts"] = -1
-
-
-def _why(e: BaseException) -> str:
-    if isinstance(e, nats.errors.NoServersError | TimeoutError):
-        return "connection refused or timed out"
-    return str(e) or type(e).__name__
 
 
 async def context_for(name: str, nats_url: str, options: dict[str, Any] | None = None) -> ServiceContext:

@@ -114,3 +114,20 @@ async def test_connect_to_nothing_fails_fast_with_one_line() -> None:
         await asyncio.wait_for(connect(url), 10)
     assert str(e.value) == f"cannot reach NATS at {url}: connection refused"
     assert time.monotonic() - started < 5
+
+
+async def test_connect_moves_past_a_dead_server_of_a_cluster_list(nats_url) -> None:
+    """With several servers listed, one that refuses is skipped rather than the whole connect failing."""
+    dead = f"nats://127.0.0.1:{free_port()}"
+    for order in ((dead, nats_url), (nats_url, dead)):
+        nc = await asyncio.wait_for(connect(",".join(order), dont_randomize=True), 10)
+        try:
+            assert nc.is_connected
+        finally:
+            await nc.close()
+
+
+async def test_connect_to_a_list_of_dead_servers_names_the_list() -> None:
+    url = f"nats://127.0.0.1:{free_port()},nats://127.0.0.1:{free_port()}"
+    with pytest.raises(errors.Unreachable, match=f"cannot reach NATS at {url}: "):
+        await asyncio.wait_for(connect(url), 10)
