@@ -56,3 +56,44 @@ def docker_engine():
     client = docker.from_env()
     yield client
     client.close()
+
+
+# -- no test leaks tasks ---------------------------------------------------------------------
+
+LEAK_GRACE_S = 2.0
+
+
+def pytest_collection_modifyitems(items):
+    """Every async test runs under ``no_task_leaks``."""
+    import inspect
+
+    for item in items:
+        fn = getattr(item, "function", None)
+        if fn is not None and inspect.iscoroutinefunction(fn) and "no_task_leaks" not in item.fixturenames:
+            item.fixturenames.insert(0, "no_task_leaks")  # first set up, so last torn down
+
+
+@pytest.fixture
+async def no_task_leaks():
+    """Fail a test that leaves tasks running after it and its fixtures are done.
+
+    Set up before (so torn down after) the test's other fixtures: what is still pending here,
+    and was not before the test began, was started by the test and never ended. A task gets
+    ``LEAK_GRACE_S`` to finish what it was cancelled or closed into."""
+    import asyncio
+
+    before = asyncio.all_tasks()
+    yield
+    me = asyncio.current_task()
+    deadline = asyncio.get_running_loop().time() + LEAK_GRACE_S
+    while True:
+        leaked = [t for t in asyncio.all_tasks() if t is not me and t not in before and not t.done()]
+        if not leaked or asyncio.get_running_loop().time() >= deadline:
+            break
+        await asyncio.wait(leaked, timeout=0.05)
+    if leaked:
+        for t in leaked:
+            t.cancel()
+        await asyncio.wait(leaked, timeout=1)
+        names = ", ".join(sorted(f"{t.get_name()} ({t.get_coro().__qualname__})" for t in leaked))
+        pytest.fail(f"the test left {len(leaked)} task(s) running: {names}", pytrace=False)

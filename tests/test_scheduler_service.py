@@ -114,8 +114,11 @@ async def test_unschedulable_pod_gets_event_and_is_retried_when_a_node_appears(c
     store, _ = cluster
     await store.create(node("small", cpu="1"))
     events = await nc.jetstream().subscribe("kyb.events.default.Pod.big", ordered_consumer=True)
-    await store.create(pod("big", cpu="2"))
-    msg = await events.next_msg(timeout=10)
+    try:
+        await store.create(pod("big", cpu="2"))
+        msg = await events.next_msg(timeout=10)
+    finally:
+        await events.unsubscribe()
     event = msgspec.json.decode(msg.data)
     assert event["reason"] == "FailedScheduling"
     assert event["message"] == "0/1 nodes are available: 1 Insufficient cpu."

@@ -15,7 +15,7 @@ from kyb.cli.main import cli
 from kyb.cli.trace import build_tree, choose_trace
 from kyb.store import Store
 from kyb.tracestore import SpanRecord
-from tests.cluster import Services, wait_for
+from tests.cluster import Services, wait_api, wait_for
 
 DEPLOY = {
     "apiVersion": "apps/v1",
@@ -46,6 +46,7 @@ async def test_kyb_trace_prints_the_path_from_apply_to_container_start(nats_url,
         from kyb.client import ApiClient
 
         await wait_for(lambda: store.get("Node", None, "trace-node"), what="node registered")
+        await wait_api(nc)  # the kubelet may register before the api answers
         await ApiClient(nc, timeout=5).apply(DEPLOY, "default")
 
         async def running() -> bool:
