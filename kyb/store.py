@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 import nats.errors
@@ -174,8 +174,9 @@ class Store:
         self.clock = clock or (lambda: datetime.now(UTC))
         self._kv: dict[str, KeyValue] = {}
         self._ensured: set[str] = set()
-        self._nc = getattr(js, "_nc", None)  # writes go out as plain requests (see _publish_now)
-        self._timeout = float(getattr(js, "_timeout", 5.0))
+        # Writes go out as plain requests on the context's connection, within its timeout.
+        self._nc = js._nc
+        self._timeout = float(js._timeout)
 
     # -- buckets ---------------------------------------------------------------------------
 
@@ -313,16 +314,11 @@ class Store:
         # A plain request rather than JetStreamContext.publish: the same message, with the
         # acknowledgement decoded by msgspec (the hot path of every write).
         try:
-            if self._nc is None:
-                seq = (await self.js.publish(subject, payload, headers=headers)).seq
-                return seq
             msg = await self._nc.request(subject, payload, timeout=self._timeout, headers=headers)
             ack = _decode_ack(msg.data) if msg.data else _PubAck()
-        except nats.js.errors.APIError as e:
-            self._write_failed(info, key, op, e.code, e.err_code, str(e))
         except nats.errors.MaxPayloadError as e:
             raise errors.TooLarge(f"{info.plural} {key}: object too large to store") from e
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError) as e:
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
             # No stream answered (a clustered stream electing a new leader, a reconnect):
             # retry soon rather than with a growing back-off.
             raise errors.Temporary(f"writing {info.plural} {key}: {type(e).__name__}", delay=0.5) from e
@@ -334,7 +330,7 @@ class Store:
             raise errors.Temporary(f"writing {info.plural} {key}: no acknowledgement from the stream", delay=0.5)
         return ack.seq
 
-    def _write_failed(self, info: KindInfo, key: str, op: str, code: int, err_code: int, description: str) -> None:
+    def _write_failed(self, info: KindInfo, key: str, op: str, code: int, err_code: int, description: str) -> NoReturn:
         if err_code == WRONG_LAST_SEQUENCE:
             metrics.CONFLICTS.labels(info.bucket, op).inc()
             raise errors.Conflict(
