@@ -1,6 +1,7 @@
 """The Deployment controller's decisions as pure functions: which ReplicaSet is new, how far
 each ReplicaSet may be scaled this step, which old ones are history to delete, and the status
-the Deployment reports.
+the Deployment reports; and, before any of that, which ReplicaSets of the namespace are the
+Deployment's to manage.
 
 It follows Kubernetes' deployment controller (sync.go, rolling.go, recreate.go, progress.go):
 one ReplicaSet per pod-template hash; a rolling update scales the new one up while the total
@@ -9,27 +10,31 @@ stays within ``replicas + maxSurge`` and the old ones down while at least
 and waits until none of their pods runs before scaling the new one up; a change of
 ``spec.replicas`` in the middle of a rollout is spread over the active ReplicaSets in proportion
 to their sizes. Availability is counted from the pods themselves, so a step never trusts a
-ReplicaSet status that has not caught up yet.
+ReplicaSet status that has not caught up yet. ``claim`` is Kubernetes' ControllerRefManager
+for ReplicaSets: selected orphans are adopted, owned ones that are no longer selected are
+released, those of other controllers are left alone.
 
-``reconcile(deployment, replica_sets, pods, now) -> Plan`` never writes anything: the service
-applies the plan (creates, CAS updates at the revision read, deletes) and calls again.
+``claim(deployment, replica_sets) -> Claims`` and ``reconcile(deployment, replica_sets, pods,
+now) -> Plan`` never write anything: the service applies the claims and the plan (creates, CAS
+updates at the revision read, deletes) and calls again.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 import msgspec
 from msgspec.structs import replace
 
 from kyb.render import to_dict
 from schemas.apps import Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec
-from schemas.helpers import format_time, owner_reference, parse_time
+from schemas.helpers import controller_of, format_time, owner_reference, parse_time
 from schemas.meta import Condition, LabelSelector, ObjectMeta
 from schemas.pod import Pod, PodTemplateSpec
 from schemas.quantity import scaled_int_or_percent
+from schemas.selector import Selector, from_label_selector
 
 HASH_LABEL = "pod-template-hash"
 REVISION = "deployment.kubernetes.io/revision"
@@ -241,6 +246,84 @@ class _Work:
                                       message=f"Scaled {verb} replica set {name} from {old} to {replicas}"))
             return True
         return False
+
+
+# -- claims: which ReplicaSets are the Deployment's -----------------------------------------------
+
+
+class Claims(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of claiming a namespace's ReplicaSets for one Deployment (Kubernetes'
+    ControllerRefManager.ClaimReplicaSets). Adopt and release entries carry the resourceVersion
+    they were read at, so each is written compare-and-set."""
+
+    owned: list[ReplicaSet] = []    # controlled by the Deployment and selected, adopted ones included
+    adopt: list[ReplicaSet] = []    # orphans that match, each with the controller reference added
+    release: list[ReplicaSet] = []  # controlled ones that no longer match, the reference removed
+    taken: list[str] = []           # names held by ReplicaSets the Deployment does not control
+
+
+def selector_of(d: Deployment) -> Selector:
+    """The Deployment's selector (its template labels when it has none, as its ReplicaSets get)."""
+    return from_label_selector(d.spec.selector or LabelSelector(matchLabels=dict(d.spec.template.metadata.labels)))
+
+
+def _in_namespace(rs: ReplicaSet, d: Deployment) -> bool:
+    return (rs.metadata.namespace or "default") == (d.metadata.namespace or "default")
+
+
+def adopted(rs: ReplicaSet, d: Deployment) -> ReplicaSet | None:
+    """``rs`` with ``d`` as its controller, or None when it may not be adopted: it has a
+    controller, is being deleted, lives in another namespace or is not selected, or ``d`` is
+    being deleted."""
+    if d.metadata.deletionTimestamp or rs.metadata.deletionTimestamp or controller_of(rs) is not None:
+        return None
+    if not _in_namespace(rs, d) or not selector_of(d).matches(rs.metadata.labels):
+        return None
+    refs = [r for r in rs.metadata.ownerReferences if r.uid != d.metadata.uid] + [owner_reference(d)]
+    return replace(rs, metadata=replace(rs.metadata, ownerReferences=refs))
+
+
+def released(rs: ReplicaSet, d: Deployment) -> ReplicaSet | None:
+    """``rs`` without its controller reference to ``d``, or None when there is nothing to
+    release: ``d`` does not control it, it is still selected, or ``d`` is being deleted."""
+    ref = controller_of(rs)
+    if ref is None or ref.uid != d.metadata.uid or d.metadata.deletionTimestamp:
+        return None
+    if selector_of(d).matches(rs.metadata.labels):
+        return None
+    refs = [r for r in rs.metadata.ownerReferences if r.uid != d.metadata.uid]
+    return replace(rs, metadata=replace(rs.metadata, ownerReferences=refs))
+
+
+def claim(d: Deployment, rss: Iterable[ReplicaSet]) -> Claims:
+    """Which of a namespace's ReplicaSets ``d`` manages, and which to adopt or release first.
+
+    A ReplicaSet ``d`` controls stays ``d``'s while its labels match the selector and is
+    released once they do not; an orphan that matches is adopted; one controlled by anyone
+    else is never touched. While ``d`` is being deleted nothing is adopted or released.
+    """
+    owned: list[ReplicaSet] = []
+    adopt: list[ReplicaSet] = []
+    release: list[ReplicaSet] = []
+    taken: list[str] = []
+    uid = d.metadata.uid
+    selector = selector_of(d)
+    for rs in rss:
+        if not _in_namespace(rs, d):
+            continue
+        ref = controller_of(rs)
+        if ref is not None and ref.uid == uid:
+            if selector.matches(rs.metadata.labels):
+                owned.append(rs)
+                continue
+            if (free := released(rs, d)) is not None:
+                release.append(free)
+        elif ref is None and (mine := adopted(rs, d)) is not None:
+            adopt.append(mine)
+            owned.append(mine)
+            continue
+        taken.append(rs.metadata.name)
+    return Claims(owned=owned, adopt=adopt, release=release, taken=taken)
 
 
 # -- scaling ------------------------------------------------------------------------------------
@@ -505,7 +588,8 @@ def rollout_status(d: Deployment, new: ReplicaSet | None, status: DeploymentStat
 
 
 def _with_new_rs(d: Deployment, rss: Sequence[ReplicaSet], olds: Sequence[ReplicaSet], create: bool,
-                 now: _dt.datetime) -> tuple[ReplicaSet | None, ReplicaSet | None, Deployment, list[Action]]:
+                 now: _dt.datetime, taken: Collection[str] = ()
+                 ) -> tuple[ReplicaSet | None, ReplicaSet | None, Deployment, list[Action]]:
     """(existing new RS updated, RS to create, Deployment with revision/collision/condition, events)."""
     max_old = max((revision_of(r) for r in olds), default=0)
     existing = find_new(d, rss)
@@ -530,8 +614,8 @@ def _with_new_rs(d: Deployment, rss: Sequence[ReplicaSet], olds: Sequence[Replic
     count = d.status.collisionCount
     hash_ = template_hash(d.spec.template, count)
     name = f"{d.metadata.name}-{hash_}"
-    clash = next((r for r in rss if r.metadata.name == name), None)
-    if clash is not None:  # a different template already holds this name: bump and retry
+    clash = name in taken or any(r.metadata.name == name for r in rss)
+    if clash:  # a different template, or a ReplicaSet not ours, holds this name: bump and retry
         d = replace(d, status=replace(d.status, collisionCount=(count or 0) + 1))
         return None, None, d, events
     if d.spec.strategy.type == "Recreate":
@@ -567,8 +651,11 @@ def _paused_conditions(d: Deployment, now: _dt.datetime) -> Deployment:
     return replace(d, status=replace(d.status, conditions=_set_condition(list(d.status.conditions), cond)))
 
 
-def reconcile(d: Deployment, rss: Sequence[ReplicaSet], pods: Iterable[Pod], now: _dt.datetime) -> Plan:
-    """One step of the Deployment controller for ``d``, its ReplicaSets and their pods."""
+def reconcile(d: Deployment, rss: Sequence[ReplicaSet], pods: Iterable[Pod], now: _dt.datetime,
+              taken: Collection[str] = ()) -> Plan:
+    """One step of the Deployment controller for ``d``, the ReplicaSets it owns (see
+    :func:`claim`) and their pods. ``taken`` are names held by ReplicaSets it does not own: the
+    new ReplicaSet's name must avoid them (a clash bumps ``collisionCount``)."""
     counts = count_pods(pods, d.spec.minReadySeconds, now)
     original = d
     rss = sorted(rss, key=_created)
@@ -581,7 +668,7 @@ def reconcile(d: Deployment, rss: Sequence[ReplicaSet], pods: Iterable[Pod], now
     olds = [r for r in rss if existing_new is None or r.metadata.name != existing_new.metadata.name]
     scaling = d.spec.paused or is_scaling_event(d, rss)
     rolling = d.spec.strategy.type == "RollingUpdate"
-    new, to_create, d, events = _with_new_rs(d, rss, olds, rolling and not scaling, now)
+    new, to_create, d, events = _with_new_rs(d, rss, olds, rolling and not scaling, now, taken)
     work = _Work(rss)
     if new is not None:
         work.set(new)
@@ -596,7 +683,7 @@ def reconcile(d: Deployment, rss: Sequence[ReplicaSet], pods: Iterable[Pod], now
     elif not rolling:
         if _recreate_may_start_new(d, new, olds, work, counts):
             if new is None:
-                _, to_create, d, more = _with_new_rs(d, rss, olds, True, now)
+                _, to_create, d, more = _with_new_rs(d, rss, olds, True, now, taken)
                 events += more
                 if d.status.collisionCount != original.status.collisionCount:
                     return _finish(original, d, work, None, events, [], 0.0)
