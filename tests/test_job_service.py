@@ -1,111 +1,31 @@
 """The Job controller on a real nats-server with the api and scheduler services, hollow nodes
-and a stand-in kubelet; and once on the real Docker engine with the real kubelet.
+and the hollow kubelet of tests/cluster.py finishing pods as each test decides; and once on the
+real Docker engine with the real kubelet.
 
-The helpers here (``HollowKubelet``, ``hollow_node``) are shared with the DaemonSet service and
-high-availability tests."""
+``HollowKubelet`` and ``hollow_node`` are imported from here by the DaemonSet service and
+high-availability tests too."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Callable
 from typing import Any
 
-from msgspec.structs import replace
-
 from kyb import errors
-from kyb.store import Store, now_rfc3339
-from schemas.core import Node
-from schemas.pod import ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodCondition
-from tests.cluster import QUIET, Services, docker_kubelet_options, remove_containers, wait_api, wait_for
+from kyb.store import Store
+from schemas.pod import Pod
+from tests.cluster import (
+    QUIET,
+    Finish,
+    HollowKubelet,
+    Services,
+    docker_kubelet_options,
+    hollow_node,
+    remove_containers,
+    wait_api,
+    wait_for,
+)
 
-Decide = Callable[[Pod], str | None]  # pod -> final phase ("Succeeded"/"Failed"), or None to keep it running
-
-
-class HollowKubelet:
-    """Marks pods bound to its nodes Running and Ready, then terminal as ``decide`` says, and
-    removes pods being deleted (grace 0, like a kubelet once the containers are gone)."""
-
-    def __init__(self, store: Store, decide: Decide | None = None, interval: float = 0.1) -> None:
-        self.store = store
-        self.decide = decide or (lambda pod: None)
-        self.interval = interval
-        self.seen_running: dict[str, int] = {}  # max pods of a kind running at once, per label key
-        self._task: asyncio.Task | None = None
-
-    def start(self) -> HollowKubelet:
-        self._task = asyncio.create_task(self._loop())
-        return self
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _loop(self) -> None:
-        me = asyncio.current_task()
-        # A cancellation a library swallowed (asyncio.wait_for on 3.11) still ends the loop.
-        while me is None or not me.cancelling():
-            with contextlib.suppress(errors.KybError):
-                await self.step()
-            await asyncio.sleep(self.interval)
-
-    async def step(self) -> None:
-        for pod in await self.store.list("pods"):
-            ns, name = pod.metadata.namespace, pod.metadata.name
-            if not pod.spec.nodeName:
-                continue
-            with contextlib.suppress(errors.NotFound, errors.Conflict):
-                if pod.metadata.deletionTimestamp:
-                    await self.store.delete("Pod", ns, name, grace_period_seconds=0)
-                elif pod.status.phase == "Pending":
-                    await self.store.mutate("Pod", ns, name, _running)
-                elif pod.status.phase == "Running":
-                    final = self.decide(pod)
-                    if final:
-                        await self.store.mutate("Pod", ns, name, lambda p, f=final: _terminal(p, f))
-
-
-def _running(pod: Pod) -> Pod | None:
-    if pod.status.phase != "Pending" or pod.metadata.deletionTimestamp:
-        return None
-    now = now_rfc3339()
-    conds = [PodCondition(type=t, status="True", lastTransitionTime=now) for t in ("Initialized", "ContainersReady", "Ready")]
-    conds = [*(c for c in pod.status.conditions if c.type == "PodScheduled"), *conds]
-    return replace(pod, status=replace(pod.status, phase="Running", conditions=conds, startTime=now))
-
-
-def _terminal(pod: Pod, phase: str) -> Pod | None:
-    if pod.status.phase != "Running":
-        return None
-    now = now_rfc3339()
-    code = 0 if phase == "Succeeded" else 1
-    cs = [
-        ContainerStatus(
-            name=c.name, state=ContainerState(terminated=ContainerStateTerminated(exitCode=code, finishedAt=now))
-        )
-        for c in pod.spec.containers
-    ]
-    conds = [replace(c, status="False") if c.type in ("Ready", "ContainersReady") else c for c in pod.status.conditions]
-    return replace(pod, status=replace(pod.status, phase=phase, containerStatuses=cs, conditions=conds))
-
-
-def hollow_node(name: str, labels: dict[str, str] | None = None, taints: list[dict] | None = None) -> Node:
-    import msgspec
-
-    resources = {"cpu": "8", "memory": "16Gi", "pods": "110"}
-    return msgspec.convert(
-        {
-            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})}},
-            "spec": {"taints": taints or []},
-            "status": {
-                "capacity": resources,
-                "allocatable": resources,
-                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
-            },
-        },
-        Node,
-    )
+__all__ = ["HollowKubelet", "hollow_node"]
 
 
 # --- tests -----------------------------------------------------------------------------------
@@ -134,6 +54,10 @@ class Cluster:
     def __init__(self, nc: Any, store: Store, url: str) -> None:
         self.nc, self.store, self.url = nc, store, url
         self.api = ApiClient(nc)
+
+    def kubelet(self, finish: Finish | None = None) -> HollowKubelet:
+        """A hollow kubelet for every node, ending running pods as ``finish`` says (never by default)."""
+        return HollowKubelet(self.store, self.nc, finish=finish).start()
 
     async def job(self, name: str) -> Any:
         return await self.store.get("Job", "default", name)
@@ -172,7 +96,7 @@ async def test_completions_with_parallelism_run_two_at_a_time_and_complete(clust
     def decide(pod: Pod) -> str | None:
         return "Succeeded"
 
-    kubelet = HollowKubelet(cluster.store, decide).start()
+    kubelet = cluster.kubelet(decide)
     try:
         await cluster.api.apply(job_manifest("pi", completions=4, parallelism=2))
 
@@ -205,7 +129,7 @@ async def test_indexed_job_retries_a_failed_index_after_back_off(cluster: Cluste
             return "Failed"
         return "Succeeded"
 
-    kubelet = HollowKubelet(cluster.store, decide).start()
+    kubelet = cluster.kubelet(decide)
     try:
         await cluster.api.apply(job_manifest("idx", completions=3, parallelism=3, completionMode="Indexed", backoffLimit=2))
         job = await cluster.wait_condition("idx", "Complete", 30)
@@ -219,7 +143,7 @@ async def test_indexed_job_retries_a_failed_index_after_back_off(cluster: Cluste
 
 
 async def test_backoff_limit_fails_the_job(cluster: Cluster):
-    kubelet = HollowKubelet(cluster.store, lambda pod: "Failed").start()
+    kubelet = cluster.kubelet(lambda pod: "Failed")
     try:
         await cluster.api.apply(job_manifest("bad", completions=1, backoffLimit=1))
         job = await cluster.wait_condition("bad", "Failed", 30)
@@ -231,7 +155,7 @@ async def test_backoff_limit_fails_the_job(cluster: Cluster):
 
 
 async def test_deadline_fails_the_job_and_deletes_its_running_pods(cluster: Cluster):
-    kubelet = HollowKubelet(cluster.store).start()  # pods run forever
+    kubelet = cluster.kubelet()  # pods run forever
     try:
         await cluster.api.apply(job_manifest("slow", completions=2, parallelism=2, activeDeadlineSeconds=2))
         job = await cluster.wait_condition("slow", "Failed", 30)
@@ -254,7 +178,7 @@ async def _counted(cluster: Cluster, name: str, failed: int) -> Any:
 
 async def test_restarted_controller_converges_without_extra_pods(cluster: Cluster):
     release = asyncio.Event()
-    kubelet = HollowKubelet(cluster.store, lambda pod: "Succeeded" if release.is_set() else None).start()
+    kubelet = cluster.kubelet(lambda pod: "Succeeded" if release.is_set() else None)
     try:
         await cluster.api.apply(job_manifest("steady", completions=3, parallelism=2))
 
@@ -269,6 +193,7 @@ async def test_restarted_controller_converges_without_extra_pods(cluster: Cluste
         job = await wait_for(lambda: _synced(cluster, "steady"), 20, "restarted controller reports")
         assert len(await cluster.pods_of("steady")) == 2, "restart created an extra pod"
         release.set()
+        kubelet.resync()
         job = await cluster.wait_condition("steady", "Complete", 30)
     finally:
         await kubelet.stop()
@@ -283,7 +208,7 @@ async def _synced(cluster: Cluster, name: str) -> Any:
 
 
 async def test_ttl_after_finished_deletes_the_job_and_its_pods(cluster: Cluster):
-    kubelet = HollowKubelet(cluster.store, lambda pod: "Succeeded").start()
+    kubelet = cluster.kubelet(lambda pod: "Succeeded")
     try:
         await cluster.api.apply(job_manifest("brief", completions=1, ttlSecondsAfterFinished=1))
         await cluster.wait_condition("brief", "Complete", 20)
@@ -301,7 +226,7 @@ async def test_ttl_after_finished_deletes_the_job_and_its_pods(cluster: Cluster)
 
 
 async def test_suspended_job_creates_nothing_until_resumed(cluster: Cluster):
-    kubelet = HollowKubelet(cluster.store).start()
+    kubelet = cluster.kubelet()
     try:
         await cluster.api.apply(job_manifest("later", completions=1, suspend=True))
         job = await cluster.wait_condition("later", "Suspended", 20)
