@@ -1,12 +1,17 @@
 """The deployment service: rolls Deployments out through ReplicaSets.
 
 Informers on Deployments, ReplicaSets and Pods feed one controller keyed by the Deployment's
-KV key. ReplicaSet and pod events enqueue the Deployment that controls them (a pod through its
-ReplicaSet). The worker re-reads the caches, asks :func:`services.deployment.reconcile.reconcile`
-for one step and applies it: the new ReplicaSet is created, scaled ReplicaSets and the
-Deployment (revision annotation and status) are written compare-and-set at the revision read,
-history beyond ``revisionHistoryLimit`` is deleted at its revision. A lost compare-and-set
-raises Conflict and the key is retried on fresh caches. Runs as the leader's work.
+KV key. A ReplicaSet event enqueues the Deployment that controls it, or, for an orphan, every
+Deployment of its namespace that selects it; a pod event enqueues the Deployment of its
+ReplicaSet. The worker re-reads the caches and first claims the namespace's ReplicaSets
+(:func:`services.deployment.reconcile.claim`): selected orphans are adopted and owned ones no
+longer selected are released, each compare-and-set on a fresh read (and an adoption only after
+a fresh read of the Deployment shows it is not being deleted, as Kubernetes' canAdopt). Then it
+asks :func:`services.deployment.reconcile.reconcile` for one step over the ReplicaSets it owns
+and applies it: the new ReplicaSet is created, scaled ReplicaSets and the Deployment (revision
+annotation and status) are written compare-and-set at the revision read, history beyond
+``revisionHistoryLimit`` is deleted at its revision. A lost compare-and-set raises Conflict and
+the key is retried on fresh caches. Runs as the leader's work.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 from opentelemetry.context import Context
 
 from kyb import errors
-from kyb.controller import Controller, controller_keys
+from kyb.controller import Controller
 from kyb.informer import Informer, start_all, stop_all
 from kyb.leading import run_as_leader
 from kyb.serve import ServiceContext
@@ -27,7 +32,8 @@ from kyb.store import Store
 from schemas.apps import Deployment, ReplicaSet
 from schemas.helpers import controller_of, object_key
 from schemas.meta import Object
-from services.deployment.reconcile import Plan, reconcile
+from schemas.selector import SelectorError
+from services.deployment.reconcile import Claims, Plan, adopted, claim, reconcile, released, selector_of
 
 SOURCE = "deployment-controller"
 
@@ -43,7 +49,7 @@ class Deployments:
         self.pods = Informer(nc, "Pod")
         self.controller = Controller("deployment", self.reconcile, workers=workers, keys=self.deployments.keys)
         self.deployments.add_handler(self.controller.handler(lambda d: [object_key(d)]))
-        self.replicasets.add_handler(self.controller.handler(controller_keys("Deployment")))
+        self.replicasets.add_handler(self.controller.handler(self._deployments_of))
         self.pods.add_handler(self._on_pod)
 
     @property
@@ -58,6 +64,19 @@ class Deployments:
 
     # -- handlers only enqueue keys -------------------------------------------------------------
 
+    def _deployments_of(self, rs: Object) -> list[str]:
+        """The Deployment controlling ``rs``; for an orphan, every Deployment that selects it."""
+        ns = rs.metadata.namespace or "default"
+        ref = controller_of(rs)
+        if ref is not None:
+            return [f"{ns}.{ref.name}"] if ref.kind == "Deployment" else []
+        keys = []
+        for d in self.deployments.list(ns):
+            with contextlib.suppress(SelectorError):
+                if selector_of(d).matches(rs.metadata.labels):  # type: ignore[arg-type]
+                    keys.append(object_key(d))
+        return keys
+
     def _on_pod(self, event: str, new: Object | None, old: Object | None, headers: dict[str, str]) -> None:
         for pod in {id(o): o for o in (new, old) if o is not None}.values():
             ref = controller_of(pod)
@@ -70,23 +89,66 @@ class Deployments:
 
     # -- the worker ------------------------------------------------------------------------------
 
-    def snapshot(self, d: Deployment) -> tuple[list[ReplicaSet], list[Object]]:
-        """The ReplicaSets ``d`` controls and their pods, from the caches."""
-        uid = d.metadata.uid or ""
-        rss = [rs for rs in self.replicasets.by_index("owner", uid)
-               if (ref := controller_of(rs)) is not None and ref.uid == uid]
-        pods = [p for rs in rss for p in self.pods.by_index("owner", rs.metadata.uid or "")]
-        return rss, pods  # type: ignore[return-value]
+    def pods_of(self, rss: list[ReplicaSet]) -> list[Object]:
+        """The pods the ReplicaSets ``rss`` control, from the cache."""
+        return [p for rs in rss for p in self.pods.by_index("owner", rs.metadata.uid or "")]
 
     async def reconcile(self, key: str, ctx: Context | None = None) -> float | None:
         d = self.deployments.get(key)
         if d is None:
             return None
         assert isinstance(d, Deployment)
-        rss, pods = self.snapshot(d)
-        plan = reconcile(d, rss, pods, self.clock())  # type: ignore[arg-type]
+        claims = claim(d, self.replicasets.list(d.metadata.namespace or "default"))  # type: ignore[arg-type]
+        owned, taken = await self.apply_claims(d, claims)
+        plan = reconcile(d, owned, self.pods_of(owned), self.clock(), taken)  # type: ignore[arg-type]
         await self.apply(d, plan)
         return plan.requeue_after
+
+    async def apply_claims(self, d: Deployment, claims: Claims) -> tuple[list[ReplicaSet], list[str]]:
+        """Adopt and release as ``claims`` says, each re-checked on a fresh read and written at its
+        revision; returns the ReplicaSets ``d`` now owns and the names it must not take."""
+        if not claims.adopt and not claims.release:
+            return claims.owned, claims.taken
+        ns = d.metadata.namespace or "default"
+        if claims.adopt:
+            # Kubernetes' canAdopt: never adopt for a Deployment that is gone or being deleted,
+            # however stale the cache that said otherwise.
+            try:
+                fresh = await self.store.get("Deployment", ns, d.metadata.name)
+            except errors.NotFound:
+                raise errors.Conflict(f'deployments "{d.metadata.name}" is gone') from None
+            if fresh.metadata.uid != d.metadata.uid or fresh.metadata.deletionTimestamp:
+                raise errors.Conflict(f'deployments "{d.metadata.name}" changed before adopting')
+        written: list[tuple[Informer, Object]] = []
+        results: dict[str, ReplicaSet | None] = {}
+
+        async def write(rs: ReplicaSet, change: Any) -> None:
+            try:
+                obj = await self.store.mutate("ReplicaSet", ns, rs.metadata.name, lambda cur: change(cur, d))
+            except errors.NotFound:
+                results[rs.metadata.name] = None
+                return
+            assert isinstance(obj, ReplicaSet)
+            results[rs.metadata.name] = obj
+            written.append((self.replicasets, obj))
+
+        await asyncio.gather(*(write(rs, adopted) for rs in claims.adopt),
+                             *(write(rs, released) for rs in claims.release))
+        await self._observed(written)
+        adopting = {rs.metadata.name for rs in claims.adopt}
+        owned: list[ReplicaSet] = []
+        taken = list(claims.taken)
+        for rs in claims.owned:
+            if rs.metadata.name not in adopting:
+                owned.append(rs)
+                continue
+            now_rs = results.get(rs.metadata.name)
+            ref = controller_of(now_rs) if now_rs is not None else None
+            if now_rs is not None and ref is not None and ref.uid == d.metadata.uid:
+                owned.append(now_rs)
+            elif now_rs is not None:  # someone else took it first, or it stopped matching
+                taken.append(rs.metadata.name)
+        return owned, taken
 
     async def apply(self, d: Deployment, plan: Plan) -> None:
         written: list[tuple[Informer, Object]] = []

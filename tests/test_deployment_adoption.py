@@ -1,0 +1,248 @@
+"""A Deployment adopts and releases ReplicaSets as Kubernetes' does, on a real nats-server with
+the api, replication and deployment services in-process and hollow pods (a small in-test
+kubelet reports each pod Running and Ready and removes terminating ones): an orphan ReplicaSet
+with the Deployment's template becomes its ReplicaSet instead of a duplicate, an orphan with
+another template is adopted and rolled down to zero, and a ReplicaSet relabelled out of the
+selector is let go and replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as _dt
+import json
+from typing import Any
+
+import msgspec
+import pytest
+
+from kyb.client import ApiClient
+from kyb.informer import Informer
+from kyb.store import Store
+from schemas.helpers import format_time
+from schemas.pod import Pod, PodCondition
+from tests.cluster import FAST_LEASE, Services, wait_api, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+TEMPLATE = {
+    "metadata": {"labels": {"app": "web"}},
+    "spec": {"containers": [{"name": "app", "image": "img:1", "imagePullPolicy": "Never"}]},
+}
+
+
+class HollowPods:
+    """Pods Running and Ready as soon as they exist; terminating pods removed at once."""
+
+    def __init__(self, nc: Any, store: Store) -> None:
+        self.store = store
+        self.pods = Informer(nc, "Pod")
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self.pods.add_handler(lambda ev, new, old, h: self.queue.put_nowait(
+            f"{(new or old).metadata.namespace}.{(new or old).metadata.name}"))
+        self.task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.pods.start()
+        await self.pods.wait_synced(10)
+        self.task = asyncio.create_task(self._work())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await self.pods.stop()
+
+    async def _work(self) -> None:
+        me = asyncio.current_task()
+        while me is None or not me.cancelling():
+            key = await self.queue.get()
+            with contextlib.suppress(Exception):
+                await self._sync(key)
+
+    async def _sync(self, key: str) -> None:
+        pod = self.pods.get(key)
+        if pod is None:
+            return
+        ns, name = pod.metadata.namespace, pod.metadata.name
+        if pod.metadata.deletionTimestamp is not None:
+            await self.store.delete("Pod", ns, name, grace_period_seconds=0)
+            return
+        if pod.status.phase == "Running":
+            return
+        now = format_time(_dt.datetime.now(_dt.UTC))
+
+        def run(p: Pod) -> Pod | None:
+            if p.status.phase == "Running":
+                return None
+            status = msgspec.structs.replace(
+                p.status, phase="Running", conditions=[PodCondition(type="Ready", status="True", lastTransitionTime=now)])
+            return msgspec.structs.replace(p, spec=msgspec.structs.replace(p.spec, nodeName="hollow-0"), status=status)
+
+        await self.store.mutate("Pod", ns, name, run)
+
+
+class Cluster:
+    def __init__(self, nc: Any) -> None:
+        self.nc = nc
+        self.store = Store(nc.jetstream())
+        self.api = ApiClient(nc)
+
+    async def deployment(self, name: str = "web") -> dict:
+        return await self.api.get("deployments", "default", name)
+
+    async def replica_sets(self) -> dict[str, dict]:
+        return {r["metadata"]["name"]: r for r in await self.api.list("replicasets", "default")}
+
+    async def pods(self) -> list[Pod]:
+        return [p for p in await self.store.list("Pod", "default") if not p.metadata.deletionTimestamp]  # type: ignore[misc]
+
+    async def ready_pods(self, n: int) -> list[Pod] | None:
+        pods = await self.pods()
+        ok = len(pods) == n and all(p.status.phase == "Running" for p in pods)
+        return pods if ok else None
+
+    async def rolled_out(self, name: str = "web", timeout: float = 20) -> dict:
+        async def done() -> dict | None:
+            d = await self.deployment(name)
+            s = d.get("status") or {}
+            conds = {c["type"]: c for c in s.get("conditions") or []}
+            ok = (s.get("observedGeneration") == d["metadata"]["generation"]
+                  and s.get("updatedReplicas") == s.get("availableReplicas") == s.get("replicas") == d["spec"]["replicas"]
+                  and conds.get("Progressing", {}).get("reason") == "NewReplicaSetAvailable")
+            return d if ok else None
+
+        return await wait_for(done, timeout, f"deployment {name} rolled out")
+
+    async def events(self, kind: str, name: str) -> list[dict]:
+        sub = await self.nc.jetstream().subscribe(f"kyb.events.default.{kind}.{name}", ordered_consumer=True)
+        out = []
+        try:
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    msg = await sub.next_msg(timeout=0.5)
+                    out.append(json.loads(msg.data))
+        finally:
+            await sub.unsubscribe()
+        return out
+
+
+@pytest.fixture
+async def cluster(nats_url, nc):
+    services = Services(["api", "replication", "deployment"], nats_url, FAST_LEASE).start()
+    pods: HollowPods | None = None
+    try:
+        await wait_api(nc, services.task)
+        c = Cluster(nc)
+        pods = HollowPods(nc, c.store)
+        await pods.start()
+        yield c
+    finally:
+        if pods is not None:
+            await pods.stop()
+        await services.stop()
+
+
+def deployment(replicas: int, image: str = "img:1") -> dict:
+    template = json.loads(json.dumps(TEMPLATE))
+    template["spec"]["containers"][0]["image"] = image
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}},
+            "template": template,
+        },
+    }
+
+
+def replica_set(name: str, replicas: int, image: str) -> dict:
+    template = json.loads(json.dumps(TEMPLATE))
+    template["spec"]["containers"][0]["image"] = image
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"}},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}}, "template": template},
+    }
+
+
+def controller(obj: dict) -> dict | None:
+    return next((r for r in obj["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
+
+
+async def test_an_orphan_with_the_deployments_template_is_adopted_instead_of_duplicated(cluster):
+    await cluster.api.apply(replica_set("web-legacy", 2, "img:1"))
+    before = {p.metadata.name for p in await wait_for(lambda: cluster.ready_pods(2), 20, "the orphan's pods")}
+
+    await cluster.api.apply(deployment(replicas=3))
+    d = await cluster.rolled_out()
+
+    rss = await cluster.replica_sets()
+    assert list(rss) == ["web-legacy"], "a second ReplicaSet was created next to the adoptable one"
+    rs = rss["web-legacy"]
+    ref = controller(rs)
+    assert ref is not None and ref["kind"] == "Deployment" and ref["uid"] == d["metadata"]["uid"]
+    assert rs["spec"]["replicas"] == 3
+    assert rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
+    pods = await wait_for(lambda: cluster.ready_pods(3), 20, "three pods")
+    assert before <= {p.metadata.name for p in pods}, "the adopted ReplicaSet's pods were replaced"
+
+
+async def test_an_orphan_with_another_template_is_adopted_and_rolled_down_to_zero(cluster):
+    await cluster.api.apply(replica_set("legacy", 2, "img:0"))
+    await wait_for(lambda: cluster.ready_pods(2), 20, "the orphan's pods")
+
+    await cluster.api.apply(deployment(replicas=2, image="img:1"))
+    d = await cluster.rolled_out()
+
+    async def legacy_at_zero() -> dict | None:
+        rs = (await cluster.replica_sets())["legacy"]
+        return rs if rs["spec"]["replicas"] == 0 else None
+
+    legacy = await wait_for(legacy_at_zero, 20, "the adopted ReplicaSet scaled to 0")
+    ref = controller(legacy)
+    assert ref is not None and ref["uid"] == d["metadata"]["uid"]
+    rss = await cluster.replica_sets()
+    assert len(rss) == 2
+    pods = await wait_for(lambda: cluster.ready_pods(2), 20, "two pods")
+    assert {p.spec.containers[0].image for p in pods} == {"img:1"}
+    events = await cluster.events("Deployment", "web")
+    assert any(e["reason"] == "ScalingReplicaSet" and e["message"].startswith("Scaled down replica set legacy")
+               for e in events), [e["message"] for e in events]
+
+
+async def test_a_replicaset_relabelled_out_of_the_selector_is_released_and_replaced(cluster):
+    await cluster.api.apply(deployment(replicas=2))
+    d = await cluster.rolled_out()
+    (name, rs), = (await cluster.replica_sets()).items()
+    kept = {p.metadata.name for p in await cluster.pods()}
+
+    rs = {k: v for k, v in rs.items() if k != "status"}
+    rs["metadata"]["labels"] = {**rs["metadata"]["labels"], "app": "retired"}
+    await cluster.api.replace(rs)
+
+    async def released() -> dict | None:
+        cur = (await cluster.replica_sets())[name]
+        return cur if controller(cur) is None else None
+
+    gone = await wait_for(released, 20, "the relabelled ReplicaSet released")
+    assert not any(r["uid"] == d["metadata"]["uid"] for r in gone["metadata"].get("ownerReferences") or [])
+
+    async def replaced() -> dict | None:
+        ours = [r for r in (await cluster.replica_sets()).values()
+                if (ref := controller(r)) is not None and ref["uid"] == d["metadata"]["uid"]]
+        return ours[0] if len(ours) == 1 and ours[0]["metadata"]["name"] != name else None
+
+    new = await wait_for(replaced, 20, "a new ReplicaSet for the Deployment")
+    d = await cluster.rolled_out()
+    assert d["status"].get("collisionCount") == 1  # the released one still holds the first name
+    assert new["spec"]["replicas"] == 2
+    # No longer managed: the released ReplicaSet keeps its size and its pods.
+    assert (await cluster.replica_sets())[name]["spec"]["replicas"] == 2
+    pods = await wait_for(lambda: cluster.ready_pods(4), 20, "old and new pods side by side")
+    assert kept <= {p.metadata.name for p in pods}
