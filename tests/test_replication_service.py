@@ -1,12 +1,12 @@
 """The replication service on a real nats-server, with the api in front and hollow pods: a tiny
-in-test kubelet binds each new pod to a hollow node and reports it Running and Ready (unless
-its template says ``never-ready``), and removes terminating pods like a kubelet would."""
+in-test kubelet (tests/cluster.py) binds each new pod to a hollow node and reports it Running
+and Ready (unless its template says ``never-ready``), and removes terminating pods like a
+kubelet would."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as _dt
 import os
 import signal
 import sys
@@ -17,84 +17,15 @@ import nats
 import pytest
 
 from kyb.client import ApiClient
-from kyb.informer import Informer
-from kyb.serve import run_services
 from kyb.store import Store
-from schemas.helpers import controller_of, format_time
-from schemas.pod import Pod, PodCondition
-from tests.cluster import FAST_LEASE, wait_api, wait_for
+from schemas.helpers import controller_of
+from schemas.pod import Pod
+from tests.cluster import FAST_LEASE, HollowKubelet, ServiceTasks, wait_api, wait_for
 
 
-class HollowKubelet:
-    """Binds pods to ``node`` and reports them Running/Ready; deletes terminating ones at once."""
-
-    def __init__(self, nc, store: Store, node: str = "hollow-0") -> None:
-        self.store = store
-        self.node = node
-        self.pods = Informer(nc, "Pod")
-        self.queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-        self.pods.add_handler(self._on_pod)
-        self.task: asyncio.Task | None = None
-        self.seen: set[str] = set()  # every pod name ever observed
-        self.triggers: list[tuple[object, asyncio.Event]] = []
-
-    def when(self, predicate) -> asyncio.Event:
-        """An event set as soon as the watch shows a pod for which ``predicate(pod)`` holds."""
-        ev = asyncio.Event()
-        self.triggers.append((predicate, ev))
-        return ev
-
-    def _on_pod(self, event, new, old, headers) -> None:
-        for predicate, ev in self.triggers:
-            if new is not None and predicate(new):
-                ev.set()
-        if new is not None:
-            self.seen.add(new.metadata.name)
-            self.queue.put_nowait((new.metadata.namespace, new.metadata.name))
-
-    async def start(self) -> None:
-        await self.pods.start()
-        await self.pods.wait_synced(10)
-        self.task = asyncio.create_task(self._work())
-
-    async def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        await self.pods.stop()
-
-    async def _work(self) -> None:
-        while True:
-            ns, name = await self.queue.get()
-            with contextlib.suppress(Exception):
-                await self._sync(ns, name)
-
-    async def _sync(self, ns: str, name: str) -> None:
-        pod = self.pods.get(f"{ns}.{name}")
-        if pod is None:
-            return
-        if pod.metadata.deletionTimestamp is not None:
-            await self.store.delete("Pod", ns, name, grace_period_seconds=0)
-            return
-        if pod.status.phase == "Running" and pod.spec.nodeName:
-            return
-        ready = "False" if pod.metadata.labels.get("never-ready") else "True"
-        now = format_time(_dt.datetime.now(_dt.UTC))
-
-        def run(p: Pod) -> Pod | None:
-            if p.status.phase == "Running":
-                return None
-            status = msgspec.structs.replace(
-                p.status,
-                phase="Running",
-                conditions=[PodCondition(type="Ready", status=ready, lastTransitionTime=now)],
-            )
-            return msgspec.structs.replace(
-                p, spec=msgspec.structs.replace(p.spec, nodeName=p.spec.nodeName or self.node), status=status
-            )
-
-        await self.store.mutate("Pod", ns, name, run)
+def never_ready(pod: Pod) -> bool:
+    """Readiness of the hollow kubelet: pods labelled ``never-ready`` never pass it."""
+    return not pod.metadata.labels.get("never-ready")
 
 
 def replicaset(name: str, replicas: int, labels: dict[str, str] | None = None, min_ready: int = 0) -> dict:
@@ -115,31 +46,13 @@ def replicaset(name: str, replicas: int, labels: dict[str, str] | None = None, m
     }
 
 
-class Cluster:
+class Cluster(ServiceTasks):
     def __init__(self, nc, url: str) -> None:
+        super().__init__(url, FAST_LEASE)
         self.nc = nc
-        self.url = url
         self.store = Store(nc.jetstream())
         self.api = ApiClient(nc)
-        self.services: dict[str, tuple[asyncio.Event, asyncio.Task]] = {}
-
-    def start(self, *names: str) -> None:
-        for name in names:
-            stop = asyncio.Event()
-            self.services[name] = (
-                stop,
-                asyncio.create_task(run_services([name], self.url, FAST_LEASE, stop)),
-            )
-
-    async def stop(self, name: str, *, kill: bool = False) -> None:
-        stop, task = self.services.pop(name)
-        if kill:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            return
-        stop.set()
-        await asyncio.wait_for(task, 20)
+        self.kubelet = HollowKubelet(self.store, nc, node="hollow-0", ready=never_ready)
 
     async def spawn(self, name: str) -> asyncio.subprocess.Process:
         """The service in a process of its own, so it can be killed for real (SIGKILL)."""
@@ -177,15 +90,13 @@ async def hollow_cluster(nats_url: str, *services: str) -> AsyncIterator[Cluster
     c = Cluster(nc, nats_url)
     c.start(*services)
     await c.api_ready()
-    kubelet = HollowKubelet(nc, c.store)
-    await kubelet.start()
-    c.kubelet = kubelet
+    c.kubelet.start()
     try:
+        await c.kubelet.wait_synced()
         yield c
     finally:
-        await kubelet.stop()
-        for name in list(c.services):
-            await c.stop(name)
+        await c.kubelet.stop()
+        await c.stop_all()
         await nc.close()
 
 
