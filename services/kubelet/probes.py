@@ -21,13 +21,14 @@ import httpx
 import structlog
 
 from schemas.pod import Container, HTTPGetAction, Probe
+from services.kubelet.handlers import PROBE_USER_AGENT, http_request, resolve_port
 from services.kubelet.probestate import ContainerProbes, ProbeKind, ProbeState, Timing, initial, observe
 from services.kubelet.runtime.base import ContainerRuntime
 from services.kubelet.runtime.errors import ContainerRuntimeError, ExecTimeout
 
 log = structlog.get_logger("kyb.kubelet.probes")
 
-USER_AGENT = "kube-probe/1.30"
+USER_AGENT = PROBE_USER_AGENT
 KIND_TITLE: dict[ProbeKind, str] = {"liveness": "Liveness", "readiness": "Readiness", "startup": "Startup"}
 MIN_TICK = 0.05  # seconds; lower bound of a worker's sleep
 
@@ -41,18 +42,6 @@ def timing_of(kind: ProbeKind, probe: Probe) -> Timing:
         success_threshold=1 if kind != "readiness" else max(1, probe.successThreshold),
         failure_threshold=max(1, probe.failureThreshold),
     )
-
-
-def resolve_port(port: int | str, container: Container) -> int:
-    """A probe port: a number, or the name of one of the container's ports."""
-    if isinstance(port, int):
-        return port
-    if port.isdigit():
-        return int(port)
-    for p in container.ports:
-        if p.name == port:
-            return p.containerPort
-    raise ValueError(f"port {port!r} is not a named port of container {container.name!r}")
 
 
 class _Worker:
@@ -215,43 +204,19 @@ class ProbeManager:
         return True, None
 
     async def _exec(self, command: list[str], timeout: float, container_id: str) -> tuple[bool, str | None]:
-        try:
-            code, output = await self.runtime.exec(container_id, list(command), timeout)
-        except ExecTimeout:
-            return False, f"command {command!r} timed out"
-        except ContainerRuntimeError as e:
-            return False, e.message
-        if code == 0:
-            return True, None
-        text = output.decode(errors="replace").strip()
-        return False, text or f"command {command!r} exited with {code}"
+        return await exec_command(self.runtime, container_id, command, timeout)
 
     async def _http_get(
         self, action: HTTPGetAction, timeout: float, container: Container, pod_ip: str
     ) -> tuple[bool, str | None]:
-        port = resolve_port(action.port, container)
-        host = action.host or pod_ip
-        path = action.path or "/"
-        if not path.startswith("/"):
-            path = "/" + path
-        url = f"{action.scheme.lower()}://{host}:{port}{path}"
-        headers = {"User-Agent": USER_AGENT, "Accept": "*/*"}
-        for h in action.httpHeaders:
-            headers[h.name] = h.value
         if self._http is None:
-            self._http = httpx.AsyncClient(verify=False, follow_redirects=False, trust_env=False)
-        try:
-            resp = await self._http.get(url, headers=headers, timeout=timeout)
-        except httpx.TimeoutException:
-            return (
-                False,
-                f'Get "{url}": context deadline exceeded (Client.Timeout exceeded while awaiting headers)',
-            )
-        except httpx.HTTPError as e:
-            return False, f'Get "{url}": {_why(e)}'
-        if 200 <= resp.status_code < 400:
+            self._http = new_http_client()
+        code, message = await send_get(self._http, action, container, pod_ip, timeout, USER_AGENT)
+        if code is None:
+            return False, message
+        if 200 <= code < 400:
             return True, None
-        return False, f"HTTP probe failed with statuscode: {resp.status_code}"
+        return False, f"HTTP probe failed with statuscode: {code}"
 
     @staticmethod
     async def _tcp(host: str, port: int, timeout: float) -> tuple[bool, str | None]:
@@ -266,6 +231,50 @@ class ProbeManager:
         with contextlib.suppress(OSError):
             await writer.wait_closed()
         return True, None
+
+
+def new_http_client() -> httpx.AsyncClient:
+    """The client handlers send with: no certificate checks, no redirects, no proxies."""
+    return httpx.AsyncClient(verify=False, follow_redirects=False, trust_env=False)
+
+
+async def exec_command(
+    runtime: ContainerRuntime, container_id: str, command: list[str], timeout: float
+) -> tuple[bool, str | None]:
+    """Run an exec handler in the container: (succeeded, why not: its output or exit code)."""
+    try:
+        code, output = await runtime.exec(container_id, list(command), timeout)
+    except ExecTimeout:
+        return False, f"command {command!r} timed out"
+    except ContainerRuntimeError as e:
+        return False, e.message
+    if code == 0:
+        return True, None
+    text = output.decode(errors="replace").strip()
+    return False, text or f"command {command!r} exited with {code}"
+
+
+async def send_get(
+    client: httpx.AsyncClient,
+    action: HTTPGetAction,
+    container: Container,
+    pod_ip: str,
+    timeout: float | None,
+    user_agent: str,
+) -> tuple[int | None, str | None]:
+    """Send an httpGet handler's request: (status code, None) when anything answered,
+    (None, why) when nothing did (a bad port, a refused connection, a timeout)."""
+    try:
+        req = http_request(action, container, pod_ip, user_agent)
+    except ValueError as e:
+        return None, str(e)
+    try:
+        resp = await client.get(req.url, headers=req.headers, timeout=timeout)
+    except httpx.TimeoutException:
+        return None, f'Get "{req.url}": context deadline exceeded (Client.Timeout exceeded while awaiting headers)'
+    except httpx.HTTPError as e:
+        return None, f'Get "{req.url}": {_why(e)}'
+    return resp.status_code, None
 
 
 def _states(probes: ContainerProbes) -> dict[str, ProbeState | None]:

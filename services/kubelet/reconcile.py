@@ -15,7 +15,9 @@ Kubernetes semantics, as documented in "Pod Lifecycle":
   that ran ``reset_after`` seconds before exiting starts the sequence again;
 - a failed image pull is reported as ErrImagePull, then ImagePullBackOff while it waits;
 - phases Pending, Running, Succeeded, Failed and the conditions PodScheduled, Initialized,
-  ContainersReady and Ready follow the kubelet's rules (getPhase).
+  ContainersReady and Ready follow the kubelet's rules (getPhase);
+- a pod active longer than ``spec.activeDeadlineSeconds`` (from ``status.startTime``) is
+  Failed with reason DeadlineExceeded and its containers are killed.
 
 No I/O, no asyncio: ``now`` is an argument.
 """
@@ -42,6 +44,7 @@ from schemas.pod import (
     PodIP,
     PodStatus,
 )
+from services.kubelet.handlers import DEADLINE_MESSAGE, DEADLINE_REASON, deadline_left
 from services.kubelet.runtime.base import ContainerInfo
 
 IMAGE_PULL_ERRORS = ("ErrImagePull", "ErrImageNeverPull")
@@ -327,6 +330,8 @@ def plan(
     acc = _Acc()
     spec = pod.spec
     terminal = pod.status.phase in ("Succeeded", "Failed")
+    left = deadline_left(pod, now)
+    past_deadline = left is not None and left <= 0 and not terminal
     known = {c.name for c in spec.initContainers} | {c.name for c in spec.containers}
     for info in observed:
         if info.name not in known:
@@ -336,7 +341,7 @@ def plan(
     init_statuses: list[ContainerStatus] = []
     initialized = True
     init_failed = False
-    may_start = not terminal
+    may_start = not terminal and not past_deadline
     for c in spec.initContainers:
         if not initialized:
             waiting = ContainerStateWaiting(reason="PodInitializing")
@@ -379,8 +384,14 @@ def plan(
         verdicts.append(verdict)
 
     phase = _phase(pod, initialized, init_failed, verdicts)
+    reason, message = "", ""
+    if past_deadline:
+        phase, reason, message = "Failed", DEADLINE_REASON, DEADLINE_MESSAGE
+        if pod.status.reason != DEADLINE_REASON:
+            acc.events.append(Event("Warning", DEADLINE_REASON, DEADLINE_MESSAGE))
     if terminal:
-        phase = pod.status.phase  # a terminal phase never changes
+        phase = pod.status.phase  # a terminal phase never changes, nor why it was reached
+        reason, message = pod.status.reason, pod.status.message
     if phase in ("Succeeded", "Failed"):
         acc.start.clear()
         for info in observed:
@@ -413,6 +424,8 @@ def plan(
     status = PodStatus(
         phase=phase,
         conditions=conditions,
+        reason=reason,
+        message=message,
         hostIP=host_ip,
         hostIPs=[HostIP(ip=host_ip)] if host_ip else [],
         podIP=pod_ip,
@@ -431,6 +444,8 @@ def plan(
     waits = [w for w in acc.waits if w > 0]
     if live and phase not in ("Succeeded", "Failed"):
         waits.append(settings.relist)
+    if left is not None and left > 0 and phase not in ("Succeeded", "Failed"):
+        waits.append(left)  # look again when the active deadline passes
     if any(name in memory.fresh for name in memory.failures):
         waits.append(min(1.0, settings.base_backoff))  # show the back-off reason soon after the error
     return Plan(

@@ -190,6 +190,7 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     except ModuleNotFoundError:
         probes = None
     controller: Controller | None = None
+    worker: PodWorker | None = None
     tasks: list[asyncio.Task] = []
     try:
         await register_node(ctx, settings)
@@ -283,6 +284,9 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
         if probes is not None:
             with contextlib.suppress(Exception):
                 await probes.close()
+        if worker is not None:
+            with contextlib.suppress(Exception):
+                await worker.close()
         if volumes is not None and hasattr(volumes, "close"):
             with contextlib.suppress(Exception):
                 await volumes.close()

@@ -6,6 +6,12 @@ start in its own span, so the trace of the ``kyb apply`` that caused it reaches 
 writes the status back with a compare-and-set ``mutate`` only when it changed. Pods being
 deleted are stopped gracefully (preStop, SIGTERM, SIGKILL after the grace period) and only
 then removed from the store; containers of pods that are gone or bound elsewhere are removed.
+
+Lifecycle hooks: a container's postStart hook runs right after it started and holds the
+pod's sync (the container stays Waiting/ContainerCreating) until it completes; a failed one
+kills the container, which then restarts as its restartPolicy says. Every kill, whether a
+deletion, a liveness failure or a pod past its activeDeadlineSeconds, runs the preStop hook
+first, within the grace period.
 """
 
 from __future__ import annotations
@@ -27,12 +33,14 @@ from kyb.informer import Informer
 from kyb.store import Store
 from schemas.core import ConfigMap, Secret
 from schemas.defaults import image_pull_policy
-from schemas.pod import Container, Pod
+from schemas.pod import Container, LifecycleHandler, Pod
 from schemas.quantity import cpu_millis, to_bytes
 from services.kubelet.env import ConfigError, command_line, container_env, referenced
+from services.kubelet.hooks import HookRunner
 from services.kubelet.ipam import PodIPAllocator
 from services.kubelet.reconcile import (
     Failure,
+    Kill,
     Plan,
     PodMemory,
     ProbeView,
@@ -56,6 +64,7 @@ from services.kubelet.runtime.errors import ContainerRuntimeError, ImagePullErro
 HOST_IP = "127.0.0.1"
 SOURCE = "kubelet"
 MAX_ROUNDS = 4  # plan/apply rounds in one sync (an init container that ends at once, ...)
+HOOK_WATCH = 0.5  # seconds between checks that a running postStart hook is still wanted
 
 
 class Volumes(Protocol):
@@ -124,6 +133,10 @@ def _container(pod: Pod, name: str) -> Container | None:
     return next((c for c in [*pod.spec.initContainers, *pod.spec.containers] if c.name == name), None)
 
 
+def _post_start(c: Container | None) -> LifecycleHandler | None:
+    return c.lifecycle.postStart if c is not None and c.lifecycle is not None else None
+
+
 class PodWorker:
     """Syncs the pods bound to one node; ``reconcile`` is the controller's callback."""
 
@@ -145,6 +158,7 @@ class PodWorker:
         enqueue: Callable[[str], None],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         node_api: Any = None,
+        hooks: HookRunner | None = None,
     ) -> None:
         self.node_name = node_name
         self.node_api = node_api  # set: pods are written through the api's node-restricted verbs
@@ -161,6 +175,7 @@ class PodWorker:
         self.allocatable = dict(allocatable)
         self.enqueue = enqueue
         self.clock = clock
+        self.hooks = hooks if hooks is not None else HookRunner(runtime)
         self.log = structlog.get_logger("kyb.kubelet")
         self._uids: dict[str, str] = {}  # pod key -> uid of the pod whose containers we run
         self._memory: dict[str, PodMemory] = {}  # uid -> what we remember
@@ -245,6 +260,8 @@ class PodWorker:
                     await self._event(pod, ev.reason, ev.message, ev.type)
             if not result.acts or round_ == MAX_ROUNDS - 1:
                 break
+            if round_ == 0 and any(_post_start(_container(pod, st.name)) for st in result.start):
+                await self._write_status(pod, result)  # Waiting/ContainerCreating while the hook runs
             memory = await self._apply(pod, result, memory, ip)
         assert result is not None
         self._memory[uid] = memory
@@ -265,10 +282,9 @@ class PodWorker:
     # -- applying --------------------------------------------------------------------------
 
     async def _apply(self, pod: Pod, p: Plan, memory: PodMemory, ip: str) -> PodMemory:
-        for k in p.kill:
-            await self._event(pod, k.reason, k.message, "Normal")
-            with contextlib.suppress(ContainerRuntimeError):
-                await self.runtime.stop(k.container_id, float(pod.spec.terminationGracePeriodSeconds))
+        if p.kill:
+            deadline = time.monotonic() + max(0, pod.spec.terminationGracePeriodSeconds)
+            await asyncio.gather(*(self._kill(pod, k, ip, deadline) for k in p.kill))
         if not p.start:
             return memory
         sandbox = await self._sandbox(pod, ip)
@@ -382,8 +398,78 @@ class PodWorker:
             await self._event(pod, "Started", f"Started container {c.name}")
             self.log.info("container started", pod=f"{pod.metadata.namespace}/{pod.metadata.name}",
                           container=c.name, attempt=s.attempt, id=info.id[:12])
+            hook = _post_start(c)
+            if hook is not None:
+                outcome, message = await self._post_start(pod, c, hook, info.id, ip)
+                if outcome == "failed":
+                    span.set_attribute("kyb.error", message)
+                    await self._event(pod, "FailedPostStartHook", message, "Warning")
+                    kill = Kill(info.id, c.name, "Killing", f"Stopping container {c.name}: its postStart hook failed")
+                    deadline = time.monotonic() + max(0, pod.spec.terminationGracePeriodSeconds)
+                    await self._kill(pod, kill, ip, deadline)
+                    return with_failure(memory, c.name, None)
+                if outcome == "aborted":
+                    return with_failure(memory, c.name, None)
             self._start_probes(pod, c, info, ip)
             return with_failure(memory, c.name, None)
+
+    # -- lifecycle hooks -------------------------------------------------------------------
+
+    async def _post_start(
+        self, pod: Pod, c: Container, hook: LifecycleHandler, container_id: str, ip: str
+    ) -> tuple[str, str]:
+        """Run a postStart hook: ("ok" | "failed" | "aborted", failure message). The hook is
+        abandoned when the pod is deleted or replaced, or the container exits, meanwhile."""
+        task = asyncio.create_task(
+            self.hooks.run(hook, pod, c, container_id, ip), name=f"poststart-{(pod.metadata.uid or '')[:8]}-{c.name}"
+        )
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=HOOK_WATCH)
+                if done:
+                    message = task.result()
+                    return ("ok", "") if message is None else ("failed", message)
+                if not self._wanted(pod):
+                    return "aborted", ""
+                try:
+                    info = await self.runtime.inspect(container_id)
+                except ContainerRuntimeError:
+                    return "aborted", ""
+                if info.state != "running":
+                    return "aborted", ""
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+
+    def _wanted(self, pod: Pod) -> bool:
+        """Whether ``pod`` is still the live pod of its key (not deleted, not replaced)."""
+        current = self.pods.get(f"{pod.metadata.namespace}.{pod.metadata.name}")
+        return (
+            isinstance(current, Pod)
+            and current.metadata.uid == pod.metadata.uid
+            and not current.metadata.deletionTimestamp
+            and current.spec.nodeName == self.node_name
+        )
+
+    async def _kill(self, pod: Pod, k: Kill, ip: str, deadline: float) -> None:
+        await self._event(pod, k.reason, k.message, "Normal")
+        await self._stop_container(pod, k.container_id, k.name, ip, deadline)
+
+    async def _stop_container(self, pod: Pod, container_id: str, name: str, ip: str, deadline: float) -> None:
+        """preStop hook (a failure is a FailedPreStopHook event), then SIGTERM, then SIGKILL at
+        ``deadline`` (monotonic): the hook's time counts against the grace period."""
+        c = _container(pod, name)
+        hook = c.lifecycle.preStop if c is not None and c.lifecycle is not None else None
+        left = deadline - time.monotonic()
+        if c is not None and hook is not None and left > 0:
+            message: str | None = None
+            with contextlib.suppress(TimeoutError):  # out of grace: Kubernetes moves on silently
+                message = await asyncio.wait_for(self.hooks.run(hook, pod, c, container_id, ip, left), left)
+            if message is not None:
+                await self._event(pod, "FailedPreStopHook", message, "Warning")
+        with contextlib.suppress(ContainerRuntimeError):
+            await self.runtime.stop(container_id, max(0.0, deadline - time.monotonic()))
 
     # -- probes ----------------------------------------------------------------------------
 
@@ -484,20 +570,11 @@ class PodWorker:
         if self.probes is not None:
             self.probes.stop(uid)
         running = [i for i in await self.runtime.list(uid) if i.state == "running"]
+        ip = pod.status.podIP
 
         async def stop_one(info: ContainerInfo) -> None:
-            c = _container(pod, info.name)
             await self._event(pod, "Killing", f"Stopping container {info.name}")
-            hook = c.lifecycle.preStop if c is not None and c.lifecycle is not None else None
-            if hook is not None:
-                left = deadline - time.monotonic()
-                with contextlib.suppress(ContainerRuntimeError, TimeoutError):
-                    if hook.exec is not None and hook.exec.command and left > 0:
-                        await asyncio.wait_for(self.runtime.exec(info.id, list(hook.exec.command), left), left + 1)
-                    elif hook.sleep is not None and left > 0:
-                        await asyncio.sleep(min(hook.sleep.seconds, left))
-            with contextlib.suppress(ContainerRuntimeError):
-                await self.runtime.stop(info.id, max(0.0, deadline - time.monotonic()))
+            await self._stop_container(pod, info.id, info.name, ip, deadline)
 
         await asyncio.gather(*(stop_one(i) for i in running))
         await self.teardown(uid)
@@ -537,6 +614,9 @@ class PodWorker:
         self._sandboxes.pop(uid, None)
         for k in [k for k in self._probed if k[0] == uid]:
             del self._probed[k]
+
+    async def close(self) -> None:
+        await self.hooks.close()
 
     async def housekeeping(self) -> None:
         """Remove containers of pods that are not bound here any more (also after a restart)."""
