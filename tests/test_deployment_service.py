@@ -1,30 +1,25 @@
 """The deployment service on a real nats-server, with the api, the replication service and
-hollow pods: a tiny in-test kubelet reports each pod Running and Ready (unless readiness is held
-or its image is "bad") and removes terminating pods at once. Driven by the `kyb` commands a
-user would type."""
+hollow pods: the in-test kubelet of tests/cluster.py reports each pod Running and Ready (unless
+readiness is held or its image is "bad") and removes terminating pods at once. Driven by the
+`kyb` commands a user would type."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as _dt
 import importlib.util
 import json
 import sys
 import time
 
-import msgspec
 import pytest
 from click.testing import CliRunner
 
 from kyb.cli.main import cli
 from kyb.client import ApiClient
-from kyb.informer import Informer
-from kyb.serve import run_services
 from kyb.store import Store
-from schemas.helpers import format_time
-from schemas.pod import Pod, PodCondition
-from tests.cluster import FAST_LEASE, wait_for
+from schemas.pod import Pod
+from tests.cluster import FAST_LEASE, HollowKubelet, ServiceTasks, wait_for
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("services.replication.service") is None,
@@ -35,62 +30,9 @@ pytestmark = [
 FAST = FAST_LEASE
 
 
-class HollowKubelet:
-    """Pods Running + Ready at once (unless held or ``bad`` in the image); terminating pods removed."""
-
-    def __init__(self, nc, store: Store) -> None:
-        self.store = store
-        self.pods = Informer(nc, "Pod")
-        self.queue: asyncio.Queue[str] = asyncio.Queue()
-        self.pods.add_handler(lambda ev, new, old, h: self.queue.put_nowait(f"{(new or old).metadata.namespace}.{(new or old).metadata.name}"))
-        self.held = False
-        self.task: asyncio.Task | None = None
-
-    async def start(self) -> None:
-        await self.pods.start()
-        await self.pods.wait_synced(10)
-        self.task = asyncio.create_task(self._work())
-
-    def release(self) -> None:
-        self.held = False
-        for key in self.pods.keys():
-            self.queue.put_nowait(key)
-
-    async def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        await self.pods.stop()
-
-    async def _work(self) -> None:
-        me = asyncio.current_task()
-        while me is None or not me.cancelling():  # ends even if a library swallowed the cancel
-            key = await self.queue.get()
-            with contextlib.suppress(Exception):
-                await self._sync(key)
-
-    async def _sync(self, key: str) -> None:
-        pod = self.pods.get(key)
-        if pod is None:
-            return
-        ns, name = pod.metadata.namespace, pod.metadata.name
-        if pod.metadata.deletionTimestamp is not None:
-            await self.store.delete("Pod", ns, name, grace_period_seconds=0)
-            return
-        ready = not self.held and "bad" not in pod.spec.containers[0].image
-        if pod.status.phase == "Running" and (not ready or any(c.type == "Ready" for c in pod.status.conditions)):
-            return
-        now = format_time(_dt.datetime.now(_dt.UTC))
-
-        def run(p: Pod) -> Pod | None:
-            conds = [PodCondition(type="Ready", status="True", lastTransitionTime=now)] if ready else []
-            if p.status.phase == "Running" and p.status.conditions == conds:
-                return None
-            status = msgspec.structs.replace(p.status, phase="Running", conditions=conds)
-            return msgspec.structs.replace(p, spec=msgspec.structs.replace(p.spec, nodeName="hollow-0"), status=status)
-
-        await self.store.mutate("Pod", ns, name, run)
+def good_image(pod: Pod) -> bool:
+    """Readiness of the hollow kubelet: a pod whose image is "bad" never passes it."""
+    return "bad" not in pod.spec.containers[0].image
 
 
 def deployment(name: str = "web", replicas: int = 4, image: str = "img:1", **spec) -> dict:
@@ -111,29 +53,13 @@ def deployment(name: str = "web", replicas: int = 4, image: str = "img:1", **spe
     }
 
 
-class Cluster:
+class Cluster(ServiceTasks):
     def __init__(self, nc, url: str) -> None:
+        super().__init__(url, FAST)
         self.nc = nc
-        self.url = url
         self.store = Store(nc.jetstream())
         self.api = ApiClient(nc)
-        self.services: dict[str, tuple[asyncio.Event, asyncio.Task]] = {}
-        self.kubelet = HollowKubelet(nc, self.store)
-
-    def start(self, *names: str) -> None:
-        for name in names:
-            stop = asyncio.Event()
-            self.services[name] = (stop, asyncio.create_task(run_services([name], self.url, FAST, stop)))
-
-    async def stop(self, name: str, *, kill: bool = False) -> None:
-        stop, task = self.services.pop(name)
-        if kill:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            return
-        stop.set()
-        await asyncio.wait_for(task, 20)
+        self.kubelet = HollowKubelet(self.store, nc, node="hollow-0", ready=good_image)
 
     async def kyb(self, *args: str) -> tuple[int, str]:
         """Run a `kyb` command as a user would (in a thread: it has its own event loop)."""
@@ -166,12 +92,14 @@ class Cluster:
 async def cluster(nats_url, nc):
     c = Cluster(nc, nats_url)
     c.start("api", "replication", "deployment")
-    await wait_for(lambda: _answers(c.api), 20, "api up")
-    await c.kubelet.start()
-    yield c
-    await c.kubelet.stop()
-    for name in list(c.services):
-        await c.stop(name)
+    c.kubelet.start()
+    try:
+        await wait_for(lambda: _answers(c.api), 20, "api up")
+        await c.kubelet.wait_synced()
+        yield c
+    finally:
+        await c.kubelet.stop()
+        await c.stop_all()
 
 
 async def _answers(api: ApiClient) -> bool:
@@ -314,7 +242,7 @@ async def test_controller_killed_mid_rollout_converges_without_extra_pods(cluste
     try:
         await cluster.api.apply(deployment(replicas=6))
         await cluster.rolled_out()
-        cluster.kubelet.held = True  # new pods stay unready: the rollout stops half way
+        cluster.kubelet.hold()  # new pods stay unready: the rollout stops half way
         code, _ = await cluster.kyb("set", "image", "deploy/web", "app=img:2")
         assert code == 0
 
