@@ -1,8 +1,9 @@
 """Rolling-update speed: a Deployment of 100 replicas (maxSurge 25%, maxUnavailable 25%) on hollow
 nodes, rolled to a new template, against the ideal for that budget.
 
-Pods go through the whole pipeline (deployment -> replication -> scheduler -> a hollow kubelet
-that reports each bound pod Running and Ready at once), so the only waits are the cluster's own.
+Pods go through the whole pipeline (deployment -> replication -> scheduler -> the hollow kubelet
+of tests/cluster.py, reporting each bound pod Running and Ready at once), so the only waits are the
+cluster's own.
 Baseline in the same run: the per-wave pod start time, measured by starting one wave's worth
 of pods (maxSurge + maxUnavailable) as a fresh Deployment until all are available. The ideal
 rollout is waves x that time, with waves = ceil(replicas / (maxSurge + maxUnavailable)).
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as _dt
 import math
 import statistics
 import sys
@@ -27,71 +27,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import msgspec  # noqa: E402
 import nats  # noqa: E402
 from hollow import HollowNodes  # noqa: E402
 
 from kyb.client import ApiClient  # noqa: E402
-from kyb.informer import Informer  # noqa: E402
 from kyb.natsd import NatsServer, free_port  # noqa: E402
 from kyb.serve import run_services  # noqa: E402
 from kyb.store import Store  # noqa: E402
-from schemas.helpers import format_time  # noqa: E402
-from schemas.pod import Pod, PodCondition  # noqa: E402
 from schemas.quantity import scaled_int_or_percent  # noqa: E402
+from tests.cluster import HollowKubelet  # noqa: E402
 
 OPTIONS = {"configure_logging": True, "log_level": "WARNING", "lease_seconds": 2, "renew_seconds": 0.5,
            "retry_seconds": 0.2, "replication_workers": 8, "deployment_workers": 4}
-
-
-class HollowKubelet:
-    """Reports every bound pod Running and Ready at once; removes terminating pods at once."""
-
-    def __init__(self, nc, store: Store) -> None:
-        self.store = store
-        self.pods = Informer(nc, "Pod")
-        self.queue: asyncio.Queue[str] = asyncio.Queue()
-        self.pods.add_handler(lambda ev, new, old, h: new is not None and self.queue.put_nowait(
-            f"{new.metadata.namespace}.{new.metadata.name}"))
-        self.tasks: list[asyncio.Task] = []
-
-    async def start(self, workers: int = 64) -> None:
-        await self.pods.start()
-        await self.pods.wait_synced(30)
-        self.tasks = [asyncio.create_task(self._work()) for _ in range(workers)]
-
-    async def stop(self) -> None:
-        for t in self.tasks:
-            t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.pods.stop()
-
-    async def _work(self) -> None:
-        while True:
-            key = await self.queue.get()
-            with contextlib.suppress(Exception):
-                await self._sync(key)
-
-    async def _sync(self, key: str) -> None:
-        pod = self.pods.get(key)
-        if pod is None:
-            return
-        ns, name = pod.metadata.namespace, pod.metadata.name
-        if pod.metadata.deletionTimestamp is not None:
-            await self.store.delete("Pod", ns, name, grace_period_seconds=0)
-            return
-        if not pod.spec.nodeName or pod.status.phase == "Running":
-            return
-        now = format_time(_dt.datetime.now(_dt.UTC))
-
-        def run(p: Pod) -> Pod | None:
-            if p.status.phase == "Running":
-                return None
-            status = msgspec.structs.replace(
-                p.status, phase="Running", conditions=[PodCondition(type="Ready", status="True", lastTransitionTime=now)])
-            return msgspec.structs.replace(p, status=status)
-
-        await self.store.mutate("Pod", ns, name, run)
 
 
 def manifest(name: str, replicas: int, image: str) -> dict:
@@ -131,7 +78,7 @@ async def bench(url: str, replicas: int, nodes: int, rounds: int) -> None:
     nc = await nats.connect(url)
     store = Store(nc.jetstream())
     api = ApiClient(nc, timeout=10)
-    kubelet = HollowKubelet(nc, store)
+    kubelet = HollowKubelet(store, nc, workers=64)  # the kubelet of every node: owns each bound pod
     try:
         for _ in range(200):
             with contextlib.suppress(Exception):
@@ -139,7 +86,7 @@ async def bench(url: str, replicas: int, nodes: int, rounds: int) -> None:
                 break
             await asyncio.sleep(0.05)
         await HollowNodes(count=nodes).register(store)
-        await kubelet.start()
+        await kubelet.start().wait_synced(30)
 
         surge = scaled_int_or_percent("25%", replicas, True)
         unavailable = scaled_int_or_percent("25%", replicas, False)
