@@ -3,7 +3,9 @@ the rest of the cluster: a ReplicaSet controller that creates and deletes pods t
 ReplicaSet (deleting pods that are not available first), and pods that become available at
 random moments. Properties: a rolling update stays within replicas + maxSurge pods and never
 below replicas - maxUnavailable available ones; Recreate never runs old and new pods together;
-scaling mid-rollout keeps the sum right; every rollout finishes on the new template."""
+scaling mid-rollout keeps the sum right; every rollout finishes on the new template. Claims:
+orphans are adopted and owned ReplicaSets released exactly by the selector, never one another
+controller holds, nothing while the Deployment is being deleted."""
 
 from __future__ import annotations
 
@@ -15,8 +17,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from msgspec.structs import replace
 
-from schemas.apps import Deployment, DeploymentSpec, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment
-from schemas.meta import LabelSelector, ObjectMeta, OwnerReference
+from schemas.apps import (
+    Deployment,
+    DeploymentSpec,
+    DeploymentStrategy,
+    ReplicaSet,
+    ReplicaSetSpec,
+    RollingUpdateDeployment,
+)
+from schemas.meta import LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference
 from schemas.pod import Container, Pod, PodCondition, PodSpec, PodStatus, PodTemplateSpec
 from services.deployment import reconcile as rc
 
@@ -279,3 +288,136 @@ def test_min_ready_seconds_delays_availability_and_asks_to_look_again():
     plan = c.step()
     assert c.d.status.availableReplicas == 0 and c.d.status.readyReplicas == 1
     assert plan.requeue_after is not None and 28 <= plan.requeue_after <= 31
+
+
+# -- claims: adoption and release ---------------------------------------------------------------
+
+OWNERS = {"mine": "d-uid", "theirs": "other-uid"}
+
+
+@st.composite
+def namespace_replica_sets(draw) -> list[ReplicaSet]:
+    """ReplicaSets of two namespaces: orphans, the Deployment's, another controller's; some with a
+    non-controller reference too; some being deleted; labels around the selector."""
+    out = []
+    for i in range(draw(st.integers(0, 8))):
+        labels = draw(st.dictionaries(st.sampled_from(["app", "tier"]), st.sampled_from(["web", "api", "front"])))
+        owner = draw(st.sampled_from([None, "mine", "theirs"]))
+        refs = []
+        if draw(st.booleans()):
+            refs.append(OwnerReference(apiVersion="v1", kind="ConfigMap", name="cm", uid="cm-uid"))
+        if owner is not None:
+            refs.append(OwnerReference(apiVersion="apps/v1", kind="Deployment", name=owner,
+                                       uid=OWNERS[owner], controller=True))
+        meta = ObjectMeta(name=f"rs{i}", namespace=draw(st.sampled_from(["default", "default", "other"])),
+                          uid=f"rs-uid-{i}", resourceVersion="7", labels=labels, ownerReferences=refs,
+                          deletionTimestamp="2026-01-01T00:00:00Z" if draw(st.booleans()) else None)
+        out.append(ReplicaSet(metadata=meta))
+    return out
+
+
+selectors = st.sampled_from([
+    LabelSelector(matchLabels={"app": "web"}),
+    LabelSelector(matchLabels={"app": "web"},
+                  matchExpressions=[LabelSelectorRequirement(key="tier", operator="In", values=["front"])]),
+    LabelSelector(matchExpressions=[LabelSelectorRequirement(key="app", operator="NotIn", values=["api"])]),
+])
+
+
+def _selected(sel: LabelSelector, labels: dict[str, str]) -> bool:
+    """The generated selectors, evaluated by hand (independently of schemas.selector)."""
+    for k, v in sel.matchLabels.items():
+        if labels.get(k) != v:
+            return False
+    for e in sel.matchExpressions:
+        if e.operator == "In" and labels.get(e.key) not in e.values:
+            return False
+        if e.operator == "NotIn" and e.key in labels and labels[e.key] in e.values:
+            return False
+    return True
+
+
+def _controller_uid(rs: ReplicaSet) -> str | None:
+    return next((r.uid for r in rs.metadata.ownerReferences if r.controller), None)
+
+
+def _claiming(sel: LabelSelector, deleting: bool) -> Deployment:
+    d = deployment(2)
+    meta = replace(d.metadata, deletionTimestamp="2026-01-01T00:00:00Z" if deleting else None)
+    return replace(d, metadata=meta, spec=replace(d.spec, selector=sel))
+
+
+@settings(max_examples=300, deadline=None)
+@given(rss=namespace_replica_sets(), sel=selectors, deleting=st.booleans())
+def test_claims_adopt_and_release_exactly_by_the_selector_and_never_touch_another_controllers(rss, sel, deleting):
+    d = _claiming(sel, deleting)
+    claims = rc.claim(d, rss)
+    here = [r for r in rss if r.metadata.namespace == "default"]
+    names = lambda xs: {r.metadata.name for r in xs}  # noqa: E731
+    orphans = [r for r in here if _controller_uid(r) is None]
+    mine = [r for r in here if _controller_uid(r) == "d-uid"]
+    theirs = names(r for r in here if _controller_uid(r) == "other-uid")
+
+    want_adopt = set() if deleting else names(
+        r for r in orphans if not r.metadata.deletionTimestamp and _selected(sel, r.metadata.labels))
+    want_release = set() if deleting else names(r for r in mine if not _selected(sel, r.metadata.labels))
+    assert names(claims.adopt) == want_adopt
+    assert names(claims.release) == want_release
+    assert names(claims.owned) == names(r for r in mine if _selected(sel, r.metadata.labels)) | want_adopt
+    assert not theirs & (names(claims.owned) | names(claims.adopt) | names(claims.release))
+    # Every ReplicaSet of the namespace is either managed or its name is off limits; no other namespace's.
+    assert sorted([*names(claims.owned), *claims.taken]) == sorted(names(here))
+    for rs in claims.adopt:
+        before = next(r for r in rss if r.metadata.name == rs.metadata.name)
+        assert _controller_uid(rs) == "d-uid" and rs.metadata.resourceVersion == before.metadata.resourceVersion
+        assert [r for r in rs.metadata.ownerReferences if not r.controller] == before.metadata.ownerReferences
+    for rs in claims.release:
+        before = next(r for r in rss if r.metadata.name == rs.metadata.name)
+        assert _controller_uid(rs) is None
+        assert rs.metadata.ownerReferences == [r for r in before.metadata.ownerReferences if not r.controller]
+
+
+@settings(max_examples=200, deadline=None)
+@given(rss=namespace_replica_sets(), sel=selectors)
+def test_nothing_is_adopted_or_released_while_the_deployment_is_being_deleted(rss, sel):
+    d = _claiming(sel, deleting=True)
+    claims = rc.claim(d, rss)
+    assert claims.adopt == [] and claims.release == []
+    assert all(rc.adopted(r, d) is None and rc.released(r, d) is None for r in rss)
+    assert all(_controller_uid(r) == "d-uid" for r in claims.owned)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rss=namespace_replica_sets(), sel=selectors)
+def test_claiming_again_after_the_writes_changes_nothing(rss, sel):
+    d = _claiming(sel, deleting=False)
+    first = rc.claim(d, rss)
+    written = {r.metadata.name: r for r in [*first.adopt, *first.release]}
+    again = rc.claim(d, [written.get(r.metadata.name, r) for r in rss])
+    assert again.adopt == [] and again.release == []
+    assert [r.metadata.name for r in again.owned] == [r.metadata.name for r in first.owned]
+
+
+def test_a_name_held_by_a_replicaset_it_does_not_own_bumps_the_collision_count():
+    d = deployment(2)
+    name = f"web-{rc.template_hash(d.spec.template)}"
+    plan = rc.reconcile(d, [], [], T0, taken=[name])
+    assert plan.create is None
+    assert plan.deployment is not None and plan.deployment.status.collisionCount == 1
+    plan = rc.reconcile(plan.deployment, [], [], T0, taken=[name])
+    assert plan.create is not None and plan.create.metadata.name not in (name, "")
+    assert plan.create.metadata.labels["pod-template-hash"] == rc.template_hash(d.spec.template, 1)
+
+
+def test_an_adopted_replicaset_with_the_deployments_template_is_the_new_one():
+    d = deployment(3)
+    orphan = ReplicaSet(metadata=ObjectMeta(name="legacy", namespace="default", uid="rs-1", resourceVersion="4",
+                                            labels={"app": "web"}, creationTimestamp="2025-01-01T00:00:00Z"),
+                        spec=ReplicaSetSpec(replicas=1, selector=LabelSelector(matchLabels={"app": "web"}),
+                                            template=template("img:1")))
+    claims = rc.claim(d, [orphan])
+    plan = rc.reconcile(d, claims.owned, [], T0, taken=claims.taken)
+    assert plan.create is None
+    (rs,) = plan.updates
+    assert rs.metadata.name == "legacy" and rs.spec.replicas == 3
+    assert rs.metadata.annotations[rc.REVISION] == "1" and _controller_uid(rs) == "d-uid"
