@@ -17,6 +17,7 @@ import msgspec
 from msgspec.structs import replace
 
 from kyb import errors
+from kyb.client import ApiClient
 from kyb.informer import Informer
 from kyb.serve import run_services
 from kyb.store import Store, now_rfc3339
@@ -110,6 +111,28 @@ class ServiceTasks:
     async def stop_all(self) -> None:
         for name in list(self.services):
             await self.stop(name)
+
+
+def deployment_manifest(
+    name: str, replicas: int, image: str, *, container: dict[str, Any] | None = None, **spec: Any
+) -> dict[str, Any]:
+    """A Deployment in ``default`` of ``replicas`` pods labelled ``app: name`` running one
+    container ``app`` of ``image``; ``container`` adds to that container, ``spec`` to the spec
+    (``strategy``, ``paused``, ``progressDeadlineSeconds``...)."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": image, **(container or {})}]},
+            },
+            **spec,
+        },
+    }
 
 
 async def api_up(nc: Any) -> bool:
@@ -333,3 +356,15 @@ def _finished(pod: Pod, phase: Phase, now: str) -> Pod | None:
     statuses = [ContainerStatus(name=c.name, state=terminated) for c in pod.spec.containers]
     conds = [replace(c, status="False") if c.type in ("Ready", "ContainersReady") else c for c in pod.status.conditions]
     return replace(pod, status=replace(pod.status, phase=phase, containerStatuses=statuses, conditions=conds))
+
+
+class HollowCluster(ServiceTasks):
+    """Services started by name on ``url``, a store and an api client on ``nc``, and a hollow
+    kubelet (not started) that binds pods to ``hollow-0`` and readies them as ``ready`` says."""
+
+    def __init__(self, nc: Any, url: str, *, ready: Ready | None = None, options: dict[str, Any] | None = None) -> None:
+        super().__init__(url, options)
+        self.nc = nc
+        self.store = Store(nc.jetstream())
+        self.api = ApiClient(nc)
+        self.kubelet = HollowKubelet(self.store, nc, node="hollow-0", ready=ready)

@@ -17,9 +17,8 @@ from click.testing import CliRunner
 
 from kyb.cli.main import cli
 from kyb.client import ApiClient
-from kyb.store import Store
 from schemas.pod import Pod
-from tests.cluster import FAST_LEASE, HollowKubelet, ServiceTasks, wait_for
+from tests.cluster import FAST_LEASE, HollowCluster, deployment_manifest, wait_for
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("services.replication.service") is None,
@@ -28,6 +27,7 @@ pytestmark = [
 ]
 
 FAST = FAST_LEASE
+ROLLING_ONE_BY_ONE = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}}
 
 
 def good_image(pod: Pod) -> bool:
@@ -36,30 +36,14 @@ def good_image(pod: Pod) -> bool:
 
 
 def deployment(name: str = "web", replicas: int = 4, image: str = "img:1", **spec) -> dict:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": image, "imagePullPolicy": "Never"}]},
-            },
-            **spec,
-        },
-    }
+    return deployment_manifest(
+        name, replicas, image, container={"imagePullPolicy": "Never"}, strategy=ROLLING_ONE_BY_ONE, **spec
+    )
 
 
-class Cluster(ServiceTasks):
+class Cluster(HollowCluster):
     def __init__(self, nc, url: str) -> None:
-        super().__init__(url, FAST)
-        self.nc = nc
-        self.store = Store(nc.jetstream())
-        self.api = ApiClient(nc)
-        self.kubelet = HollowKubelet(self.store, nc, node="hollow-0", ready=good_image)
+        super().__init__(nc, url, ready=good_image, options=FAST)
 
     async def kyb(self, *args: str) -> tuple[int, str]:
         """Run a `kyb` command as a user would (in a thread: it has its own event loop)."""

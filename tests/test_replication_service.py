@@ -16,11 +16,9 @@ import msgspec
 import nats
 import pytest
 
-from kyb.client import ApiClient
-from kyb.store import Store
 from schemas.helpers import controller_of
 from schemas.pod import Pod
-from tests.cluster import FAST_LEASE, HollowKubelet, ServiceTasks, wait_api, wait_for
+from tests.cluster import FAST_LEASE, HollowCluster, deployment_manifest, wait_api, wait_for
 
 
 def never_ready(pod: Pod) -> bool:
@@ -46,13 +44,9 @@ def replicaset(name: str, replicas: int, labels: dict[str, str] | None = None, m
     }
 
 
-class Cluster(ServiceTasks):
+class Cluster(HollowCluster):
     def __init__(self, nc, url: str) -> None:
-        super().__init__(url, FAST_LEASE)
-        self.nc = nc
-        self.store = Store(nc.jetstream())
-        self.api = ApiClient(nc)
-        self.kubelet = HollowKubelet(self.store, nc, node="hollow-0", ready=never_ready)
+        super().__init__(nc, url, ready=never_ready, options=FAST_LEASE)
 
     async def spawn(self, name: str) -> asyncio.subprocess.Process:
         """The service in a process of its own, so it can be killed for real (SIGKILL)."""
@@ -307,19 +301,7 @@ async def test_kyb_scale_resizes_replicasets_and_replication_controllers(cluster
     assert code == 1
     assert "Expected replicas to be 2, was 4" in err
     assert (await cluster.rs("sc")).spec.replicas == 4
-    deploy = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "front", "namespace": "default"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "front"}},
-            "template": {
-                "metadata": {"labels": {"app": "front"}},
-                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
-            },
-        },
-    }
+    deploy = deployment_manifest("front", 1, "busybox")
     await cluster.api.apply(deploy)
     code, out, err = await kyb(cluster.url, "scale", "deploy/front", "--replicas", "5")
     assert code == 0, err
