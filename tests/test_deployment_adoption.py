@@ -2,8 +2,9 @@
 the api, replication and deployment services in-process and hollow pods (a small in-test
 kubelet reports each pod Running and Ready and removes terminating ones): an orphan ReplicaSet
 with the Deployment's template becomes its ReplicaSet instead of a duplicate, an orphan with
-another template is adopted and rolled down to zero, and a ReplicaSet relabelled out of the
-selector is let go and replaced."""
+another template is adopted and rolled down to zero, a Deployment deleted with
+``--cascade=orphan`` and applied again takes its ReplicaSet back, and a ReplicaSet relabelled
+out of the selector is let go and replaced."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from kyb import errors
 from kyb.client import ApiClient
 from kyb.informer import Informer
 from kyb.store import Store
@@ -130,7 +132,7 @@ class Cluster:
 
 @pytest.fixture
 async def cluster(nats_url, nc):
-    services = Services(["api", "replication", "deployment"], nats_url, FAST_LEASE).start()
+    services = Services(["api", "replication", "deployment", "gc"], nats_url, FAST_LEASE).start()
     pods: HollowPods | None = None
     try:
         await wait_api(nc, services.task)
@@ -246,3 +248,31 @@ async def test_a_replicaset_relabelled_out_of_the_selector_is_released_and_repla
     assert (await cluster.replica_sets())[name]["spec"]["replicas"] == 2
     pods = await wait_for(lambda: cluster.ready_pods(4), 20, "old and new pods side by side")
     assert kept <= {p.metadata.name for p in pods}
+
+
+async def test_a_deployment_deleted_with_orphan_cascade_takes_its_replicaset_back_when_applied_again(cluster):
+    await cluster.api.apply(deployment(replicas=2))
+    first = await cluster.rolled_out()
+    (name,) = await cluster.replica_sets()
+    kept = {p.metadata.name for p in await cluster.pods()}
+
+    await cluster.api.delete("deployments", "default", "web", propagation="Orphan")
+
+    async def orphaned() -> bool:
+        try:
+            await cluster.deployment()
+            return False
+        except errors.NotFound:
+            rs = (await cluster.replica_sets())[name]
+            return not rs["metadata"].get("ownerReferences")
+
+    await wait_for(orphaned, 20, "the Deployment gone and its ReplicaSet orphaned", ignoring=())
+    await cluster.api.apply(deployment(replicas=2))
+    second = await cluster.rolled_out()
+    assert second["metadata"]["uid"] != first["metadata"]["uid"]
+
+    rss = await cluster.replica_sets()
+    assert list(rss) == [name], "the orphaned ReplicaSet was not taken back"
+    ref = controller(rss[name])
+    assert ref is not None and ref["uid"] == second["metadata"]["uid"]
+    assert {p.metadata.name for p in await cluster.pods()} == kept  # nothing restarted
