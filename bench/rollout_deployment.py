@@ -35,15 +35,15 @@ from kyb.natsd import NatsServer, free_port  # noqa: E402
 from kyb.serve import run_services  # noqa: E402
 from kyb.store import Store  # noqa: E402
 from schemas.quantity import scaled_int_or_percent  # noqa: E402
-from tests.cluster import HollowKubelet, deployment_manifest  # noqa: E402
+from tests.cluster import HollowKubelet, workload_manifest  # noqa: E402
 
 OPTIONS = {"configure_logging": True, "log_level": "WARNING", "lease_seconds": 2, "renew_seconds": 0.5,
            "retry_seconds": 0.2, "replication_workers": 8, "deployment_workers": 4}
 
 
 def manifest(name: str, replicas: int, image: str) -> dict:
-    return deployment_manifest(
-        name, replicas, image, container={"resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}},
+    return workload_manifest(
+        "Deployment", name, replicas, image, container={"resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}},
         strategy={"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
     )
 

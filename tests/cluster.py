@@ -113,26 +113,53 @@ class ServiceTasks:
             await self.stop(name)
 
 
-def deployment_manifest(
-    name: str, replicas: int, image: str, *, container: dict[str, Any] | None = None, **spec: Any
+def workload_manifest(
+    kind: str,
+    name: str,
+    replicas: int,
+    image: str,
+    *,
+    labels: dict[str, str] | None = None,
+    container: dict[str, Any] | None = None,
+    **spec: Any,
 ) -> dict[str, Any]:
-    """A Deployment in ``default`` of ``replicas`` pods labelled ``app: name`` running one
-    container ``app`` of ``image``; ``container`` adds to that container, ``spec`` to the spec
-    (``strategy``, ``paused``, ``progressDeadlineSeconds``...)."""
+    """A Deployment or ReplicaSet (``kind``) in ``default`` of ``replicas`` pods labelled
+    ``labels`` (``app: name`` by default; selected by their ``app``) running one container
+    ``app`` of ``image``; ``container`` adds to that container, ``spec`` to the spec
+    (``strategy``, ``minReadySeconds``, ``progressDeadlineSeconds``...)."""
+    labels = labels or {"app": name}
     return {
         "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "kind": kind,
         "metadata": {"name": name, "namespace": "default"},
         "spec": {
             "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
+            "selector": {"matchLabels": {"app": labels["app"]}},
             "template": {
-                "metadata": {"labels": {"app": name}},
+                "metadata": {"labels": labels},
                 "spec": {"containers": [{"name": "app", "image": image, **(container or {})}]},
             },
             **spec,
         },
     }
+
+
+async def deployment_rolled_out(api: ApiClient, name: str, timeout: float = 30) -> dict[str, Any]:
+    """Wait until Deployment ``name`` in ``default`` has rolled out as ``kyb rollout status``
+    would say (every replica updated and available, Progressing: NewReplicaSetAvailable)."""
+
+    async def done() -> dict[str, Any] | None:
+        d = await api.get("deployments", "default", name)
+        s = d.get("status") or {}
+        conds = {c["type"]: c for c in s.get("conditions") or []}
+        ok = (
+            s.get("observedGeneration") == d["metadata"]["generation"]
+            and s.get("updatedReplicas") == s.get("availableReplicas") == s.get("replicas") == d["spec"]["replicas"]
+            and conds.get("Progressing", {}).get("reason") == "NewReplicaSetAvailable"
+        )
+        return d if ok else None
+
+    return await wait_for(done, timeout, f"deployment {name} rolled out")
 
 
 async def api_up(nc: Any) -> bool:

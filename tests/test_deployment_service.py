@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from kyb.cli.main import cli
 from kyb.client import ApiClient
 from schemas.pod import Pod
-from tests.cluster import FAST_LEASE, HollowCluster, deployment_manifest, wait_for
+from tests.cluster import FAST_LEASE, HollowCluster, deployment_rolled_out, wait_for, workload_manifest
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("services.replication.service") is None,
@@ -36,8 +36,8 @@ def good_image(pod: Pod) -> bool:
 
 
 def deployment(name: str = "web", replicas: int = 4, image: str = "img:1", **spec) -> dict:
-    return deployment_manifest(
-        name, replicas, image, container={"imagePullPolicy": "Never"}, strategy=ROLLING_ONE_BY_ONE, **spec
+    return workload_manifest(
+        "Deployment", name, replicas, image, container={"imagePullPolicy": "Never"}, strategy=ROLLING_ONE_BY_ONE, **spec
     )
 
 
@@ -60,16 +60,7 @@ class Cluster(HollowCluster):
         return [p for p in await self.store.list("Pod", "default") if not p.metadata.deletionTimestamp]
 
     async def rolled_out(self, name: str = "web", timeout: float = 30) -> dict:
-        async def done():
-            d = await self.deployment(name)
-            s = d.get("status") or {}
-            conds = {c["type"]: c for c in s.get("conditions") or []}
-            ok = (s.get("observedGeneration") == d["metadata"]["generation"]
-                  and s.get("updatedReplicas") == s.get("availableReplicas") == s.get("replicas") == d["spec"]["replicas"]
-                  and conds.get("Progressing", {}).get("reason") == "NewReplicaSetAvailable")
-            return d if ok else None
-
-        return await wait_for(done, timeout, f"deployment {name} rolled out")
+        return await deployment_rolled_out(self.api, name, timeout)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 
 from schemas.helpers import controller_of
 from schemas.pod import Pod
-from tests.cluster import FAST_LEASE, HollowCluster, deployment_manifest, wait_api, wait_for
+from tests.cluster import FAST_LEASE, HollowCluster, wait_api, wait_for, workload_manifest
 
 
 def never_ready(pod: Pod) -> bool:
@@ -27,21 +27,10 @@ def never_ready(pod: Pod) -> bool:
 
 
 def replicaset(name: str, replicas: int, labels: dict[str, str] | None = None, min_ready: int = 0) -> dict:
-    labels = labels or {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "replicas": replicas,
-            "minReadySeconds": min_ready,
-            "selector": {"matchLabels": {"app": labels["app"]}},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "c", "image": "busybox", "imagePullPolicy": "Never"}]},
-            },
-        },
-    }
+    return workload_manifest(
+        "ReplicaSet", name, replicas, "busybox", labels=labels, container={"imagePullPolicy": "Never"},
+        minReadySeconds=min_ready,
+    )
 
 
 class Cluster(HollowCluster):
@@ -301,7 +290,7 @@ async def test_kyb_scale_resizes_replicasets_and_replication_controllers(cluster
     assert code == 1
     assert "Expected replicas to be 2, was 4" in err
     assert (await cluster.rs("sc")).spec.replicas == 4
-    deploy = deployment_manifest("front", 1, "busybox")
+    deploy = workload_manifest("Deployment", "front", 1, "busybox")
     await cluster.api.apply(deploy)
     code, out, err = await kyb(cluster.url, "scale", "deploy/front", "--replicas", "5")
     assert code == 0, err
