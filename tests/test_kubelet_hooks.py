@@ -171,6 +171,7 @@ async def test_post_start_runs_before_the_container_counts_as_running(docker_eng
         # ... while the hook still runs, the container is not Running yet
         pod = await c.pod("hooked")
         assert pod is not None and pod.status.phase == "Pending"
+        assert pod.status.containerStatuses, "no container status while the postStart hook runs"
         waiting = status_of(pod, "main").state.waiting
         assert waiting is not None and waiting.reason == "ContainerCreating", status_of(pod, "main").state
 

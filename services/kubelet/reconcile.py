@@ -248,7 +248,7 @@ def _one(
     if latest is not None and latest.state == "exited":
         term = _terminated(latest, runtime)
         ident = dict(containerID=term.containerID, imageID=latest.image_id or "")
-        if not _should_restart(policy, latest, init):
+        if not may_start or not _should_restart(policy, latest, init):  # a failed pod restarts nothing
             status = msgspec.structs.replace(base, state=ContainerState(terminated=term), **ident)
             return status, ("done" if term.exitCode == 0 else "failed")
         # it comes back: after its back-off
