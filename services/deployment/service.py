@@ -135,6 +135,11 @@ class Deployments:
         await asyncio.gather(*(write(rs, adopted) for rs in claims.adopt),
                              *(write(rs, released) for rs in claims.release))
         await self._observed(written)
+        for rs in claims.release:
+            kept = results.get(rs.metadata.name)
+            if kept is not None and (ref := controller_of(kept)) is not None and ref.uid == d.metadata.uid:
+                # Selected again since the cache was read: plan from fresh caches, not without it.
+                raise errors.Conflict(f'replicasets "{rs.metadata.name}" changed before it was released')
         adopting = {rs.metadata.name for rs in claims.adopt}
         owned: list[ReplicaSet] = []
         taken = list(claims.taken)
