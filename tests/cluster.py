@@ -261,12 +261,12 @@ class HollowKubelet:
 
     Level-triggered like a controller: the pod watch only enqueues keys and the workers re-read
     the watch cache, so ``resync()`` after anything ``ready``/``finish`` depend on has changed
-    brings every pod up to date. ``nc`` is the connection to watch on (by default the store's)."""
+    brings every pod up to date. ``nc`` is the connection to watch pods on."""
 
     def __init__(
         self,
         store: Store,
-        nc: Any = None,
+        nc: Any,
         *,
         node: str | None = None,
         ready: Ready | None = None,
@@ -280,7 +280,7 @@ class HollowKubelet:
         self.workers = workers
         self.held = False
         self.seen: set[str] = set()
-        self.pods = Informer(nc if nc is not None else store.js._nc, "Pod")
+        self.pods = Informer(nc, "Pod")
         self.pods.add_handler(self._on_pod)
         self.queue: WorkQueue[None] = WorkQueue()
         self._triggers: list[tuple[Callable[[Pod], bool], asyncio.Event]] = []

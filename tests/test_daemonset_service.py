@@ -12,9 +12,17 @@ from msgspec.structs import replace
 from kyb.client import ApiClient
 from kyb.store import Store
 from services.daemonset.reconcile import HASH_LABEL
-from tests.cluster import QUIET, Services, docker_kubelet_options, remove_containers, wait_api, wait_for
+from tests.cluster import (
+    QUIET,
+    HollowKubelet,
+    Services,
+    docker_kubelet_options,
+    hollow_node,
+    remove_containers,
+    wait_api,
+    wait_for,
+)
 from tests.images import busybox_image  # noqa: F401
-from tests.test_job_service import HollowKubelet, hollow_node
 
 
 def ds_manifest(name: str, image: str = "agent:1", **podspec: Any) -> dict[str, Any]:
@@ -48,7 +56,7 @@ async def env(nats_url, nc):
     store = Store(nc.jetstream())
     await wait_api(nc)
     ds = Services(["daemonset"], nats_url, QUIET).start()
-    kubelet = HollowKubelet(store).start()
+    kubelet = HollowKubelet(store, nc).start()
     try:
         yield store, ApiClient(nc), ds
     finally:

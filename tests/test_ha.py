@@ -24,8 +24,7 @@ from kyb.client import ApiClient
 from kyb.natsd import start_cluster
 from kyb.serve import connect
 from kyb.store import Store
-from tests.cluster import Services, wait_for
-from tests.test_job_service import HollowKubelet, hollow_node
+from tests.cluster import HollowKubelet, Services, hollow_node, wait_for
 
 KYB = str(Path(sys.executable).parent / "kyb")
 LEASE = {"lease_seconds": "3", "renew_seconds": "1", "retry_seconds": "0.5"}
@@ -116,7 +115,7 @@ async def hollow(nats_url, nc) -> AsyncIterator[Store]:
     await store.ensure_buckets()
     for i in range(3):
         await store.create(hollow_node(f"ha-{i}"))
-    kubelet = HollowKubelet(store).start()
+    kubelet = HollowKubelet(store, nc).start()
     yield store
     await kubelet.stop()
 
@@ -221,7 +220,7 @@ async def test_r3_cluster_loses_nothing_when_a_server_dies_during_a_rollout(nats
     await wait_for(lambda: _ensure(store), timeout=30, what="R3 buckets created")
     for i in range(3):
         await store.create(hollow_node(f"r3-{i}"))
-    kubelet = HollowKubelet(store).start()
+    kubelet = HollowKubelet(store, nc).start()
     svc = Services(["api", "scheduler", "deployment", "replication"], url, {"replicas": 3, **LEASE}).start()
     try:
         api = ApiClient(nc, timeout=5)

@@ -1,18 +1,19 @@
 """The Job controller on a real nats-server with the api and scheduler services, hollow nodes
 and the hollow kubelet of tests/cluster.py finishing pods as each test decides; and once on the
-real Docker engine with the real kubelet.
-
-``HollowKubelet`` and ``hollow_node`` are imported from here by the DaemonSet service and
-high-availability tests too."""
+real Docker engine with the real kubelet."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import pytest
+
 from kyb import errors
+from kyb.client import ApiClient
 from kyb.store import Store
 from schemas.pod import Pod
+from services.job.reconcile import FINALIZER, INDEX_KEY
 from tests.cluster import (
     QUIET,
     Finish,
@@ -24,16 +25,6 @@ from tests.cluster import (
     wait_api,
     wait_for,
 )
-
-__all__ = ["HollowKubelet", "hollow_node"]
-
-
-# --- tests -----------------------------------------------------------------------------------
-
-import pytest  # noqa: E402
-
-from kyb.client import ApiClient  # noqa: E402
-from services.job.reconcile import FINALIZER, INDEX_KEY  # noqa: E402
 
 FAST = {"job_backoff_seconds": 0.3, "job_backoff_cap_seconds": 1.0}
 
