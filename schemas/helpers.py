@@ -7,11 +7,16 @@ Time is always passed in (``now``), never read from the clock here.
 from __future__ import annotations
 
 import datetime as _dt
+from typing import TypeVar
+
+import msgspec
 
 from schemas.meta import Object, OwnerReference
 from schemas.pod import Pod
 from schemas.quantity import cpu_millis, to_bytes
 from schemas.registry import by_kind
+
+ObjT = TypeVar("ObjT", bound=Object)
 
 CLUSTER_SCOPE = "_"
 
@@ -78,6 +83,18 @@ def owner_reference(owner: Object, controller: bool = True) -> OwnerReference:
     """An owner reference pointing at ``owner`` (which must have a uid)."""
     return OwnerReference(apiVersion=owner.apiVersion, kind=owner.kind, name=owner.metadata.name,
                           uid=owner.metadata.uid or "", controller=controller, blockOwnerDeletion=True)
+
+
+def with_controller(obj: ObjT, ref: OwnerReference) -> ObjT:
+    """``obj`` adopted: ``ref`` as its controller, other references to the same owner dropped."""
+    refs = [r for r in obj.metadata.ownerReferences if r.uid != ref.uid] + [ref]
+    return msgspec.structs.replace(obj, metadata=msgspec.structs.replace(obj.metadata, ownerReferences=refs))
+
+
+def without_owner(obj: ObjT, uid: str) -> ObjT:
+    """``obj`` released: every reference to the owner ``uid`` dropped."""
+    refs = [r for r in obj.metadata.ownerReferences if r.uid != uid]
+    return msgspec.structs.replace(obj, metadata=msgspec.structs.replace(obj.metadata, ownerReferences=refs))
 
 
 def format_time(t: _dt.datetime) -> str:

@@ -268,7 +268,7 @@ def test_adoption_and_release_follow_the_selector(selector, pods, deleting):
         )
     for name in release:
         p = by_name[name]
-        assert controller_of(p).uid == "rs-uid" and not matches(p)
+        assert controller_of(p).uid == "rs-uid" and not matches(p) and not deleting
     for p in owned:
         assert matches(p)
         ref = controller_of(p)
@@ -282,6 +282,7 @@ def test_adoption_and_release_follow_the_selector(selector, pods, deleting):
             and ref.uid == "rs-uid"
             and not matches(p)
             and p.metadata.deletionTimestamp is None
+            and not deleting
         ):
             assert p.metadata.name in release
 

@@ -30,7 +30,14 @@ from msgspec.structs import replace
 
 from kyb.render import to_dict
 from schemas.apps import Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec
-from schemas.helpers import controller_of, format_time, owner_reference, parse_time
+from schemas.helpers import (
+    controller_of,
+    format_time,
+    owner_reference,
+    parse_time,
+    with_controller,
+    without_owner,
+)
 from schemas.meta import Condition, LabelSelector, ObjectMeta
 from schemas.pod import Pod, PodTemplateSpec
 from schemas.quantity import scaled_int_or_percent
@@ -279,8 +286,7 @@ def adopted(rs: ReplicaSet, d: Deployment) -> ReplicaSet | None:
         return None
     if not _in_namespace(rs, d) or not selector_of(d).matches(rs.metadata.labels):
         return None
-    refs = [r for r in rs.metadata.ownerReferences if r.uid != d.metadata.uid] + [owner_reference(d)]
-    return replace(rs, metadata=replace(rs.metadata, ownerReferences=refs))
+    return with_controller(rs, owner_reference(d))
 
 
 def released(rs: ReplicaSet, d: Deployment) -> ReplicaSet | None:
@@ -291,8 +297,7 @@ def released(rs: ReplicaSet, d: Deployment) -> ReplicaSet | None:
         return None
     if selector_of(d).matches(rs.metadata.labels):
         return None
-    refs = [r for r in rs.metadata.ownerReferences if r.uid != d.metadata.uid]
-    return replace(rs, metadata=replace(rs.metadata, ownerReferences=refs))
+    return without_owner(rs, d.metadata.uid)
 
 
 def claim(d: Deployment, rss: Iterable[ReplicaSet]) -> Claims:

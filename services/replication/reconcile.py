@@ -22,7 +22,15 @@ import msgspec
 
 from schemas.apps import ReplicaSet, ReplicaSetStatus
 from schemas.core import ReplicationController, ReplicationControllerStatus
-from schemas.helpers import controller_of, format_time, parse_time, pod_is_available, pod_is_ready
+from schemas.helpers import (
+    controller_of,
+    format_time,
+    parse_time,
+    pod_is_available,
+    pod_is_ready,
+    with_controller,
+    without_owner,
+)
 from schemas.meta import Condition, ObjectMeta, OwnerReference
 from schemas.pod import Pod, PodTemplateSpec
 from schemas.selector import Selector, from_label_selector, from_labels
@@ -104,9 +112,9 @@ def is_active(pod: Pod) -> bool:
 def claims(owner: Owner, pods: Iterable[Pod]) -> tuple[list[Pod], list[str], list[str]]:
     """The pods ``owner`` controls once adoptions and releases are done, and those two lists.
 
-    A pod controlled by ``owner`` whose labels no longer match is released; an orphan that
-    matches is adopted unless it or the owner is being deleted; a pod another controller
-    holds is never touched.
+    A pod controlled by ``owner`` whose labels no longer match is released, unless the owner
+    is being deleted; an orphan that matches is adopted unless it or the owner is being
+    deleted; a pod another controller holds is never touched (Kubernetes' ClaimObject).
     """
     owned: list[Pod] = []
     adopt: list[str] = []
@@ -119,8 +127,8 @@ def claims(owner: Owner, pods: Iterable[Pod]) -> tuple[list[Pod], list[str], lis
                 continue
             if matches:
                 owned.append(pod)
-            elif pod.metadata.deletionTimestamp is None:
-                release.append(pod.metadata.name)
+            elif pod.metadata.deletionTimestamp is None and not owner.deleting:
+                release.append(pod.metadata.name)  # never while the owner itself is going
             continue
         if matches and not owner.deleting and pod.metadata.deletionTimestamp is None and is_active(pod):
             adopt.append(pod.metadata.name)
@@ -294,14 +302,13 @@ def adopted(pod: Pod, owner: Owner) -> Pod | None:
         return None
     if not owner.selector.matches(pod.metadata.labels):
         return None
-    refs = [r for r in pod.metadata.ownerReferences if r.uid != owner.uid] + [owner.reference()]
-    return msgspec.structs.replace(pod, metadata=msgspec.structs.replace(pod.metadata, ownerReferences=refs))
+    return with_controller(pod, owner.reference())
 
 
 def released(pod: Pod, owner: Owner) -> Pod | None:
-    """``pod`` without its reference to ``owner``, or None when there is nothing to release."""
+    """``pod`` without its reference to ``owner``, or None when there is nothing to release
+    (``owner`` does not control it, still selects it, or is being deleted)."""
     ref = controller_of(pod)
-    if ref is None or ref.uid != owner.uid or owner.selector.matches(pod.metadata.labels):
+    if ref is None or ref.uid != owner.uid or owner.deleting or owner.selector.matches(pod.metadata.labels):
         return None
-    refs = [r for r in pod.metadata.ownerReferences if r.uid != owner.uid]
-    return msgspec.structs.replace(pod, metadata=msgspec.structs.replace(pod.metadata, ownerReferences=refs))
+    return without_owner(pod, owner.uid)
