@@ -1,9 +1,10 @@
 """apps/v1 workloads: ReplicaSet, Deployment, DaemonSet, with the status fields their
-controllers report and ``kubectl rollout status`` reads."""
+controllers report and ``kubectl rollout status`` reads, and ControllerRevision, the history a
+DaemonSet's controller keeps of its templates (what ``kubectl rollout history|undo`` read)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from schemas.meta import Base, Condition, LabelSelector, Object
 from schemas.pod import PodTemplateSpec
@@ -110,3 +111,15 @@ class DaemonSet(Object, kw_only=True):
 
     spec: DaemonSetSpec = DaemonSetSpec()
     status: DaemonSetStatus = DaemonSetStatus()
+
+
+class ControllerRevision(Object, kw_only=True):
+    """One template a controller has rolled out. ``data`` is the patch that restores it (for a
+    DaemonSet ``{"spec": {"template": ...}}``, as Kubernetes stores it); ``revision`` orders the
+    history, the current template having the highest."""
+
+    API_VERSION = "apps/v1"
+    KIND = "ControllerRevision"
+
+    data: dict[str, Any] = {}
+    revision: int = 0

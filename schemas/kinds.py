@@ -25,6 +25,7 @@ register(KindInfo("Event", ("v1",), "events", events.Event, short_names=("ev",))
 register(KindInfo("ReplicaSet", ("apps/v1",), "replicasets", apps.ReplicaSet, short_names=("rs",)))
 register(KindInfo("Deployment", ("apps/v1",), "deployments", apps.Deployment, short_names=("deploy",)))
 register(KindInfo("DaemonSet", ("apps/v1",), "daemonsets", apps.DaemonSet, short_names=("ds",)))
+register(KindInfo("ControllerRevision", ("apps/v1",), "controllerrevisions", apps.ControllerRevision))
 register(KindInfo("Job", ("batch/v1",), "jobs", batch.Job))
 register(KindInfo("HorizontalPodAutoscaler", ("autoscaling/v2", "autoscaling/v1"), "horizontalpodautoscalers",
                   autoscaling.HorizontalPodAutoscaler, short_names=("hpa",)))
