@@ -12,6 +12,13 @@ Pods of the current template carry ``controller-revision-hash`` (a hash of the t
 maxUnavailable eligible nodes without an available pod (maxSurge > 0: the new pod starts next
 to the old one, which goes once the new one is available); OnDelete replaces only pods that
 someone deleted.
+
+The DaemonSet's history is kept as Kubernetes keeps it: one ControllerRevision per distinct
+template, named ``<ds>-<hash>``, controlled by the DaemonSet, holding ``{"spec": {"template":
+...}}``. The current one has the highest ``revision`` (a template that comes back has its old
+revision renumbered, not copied); old revisions beyond ``revisionHistoryLimit`` go, oldest
+first, unless a live pod still runs them. :func:`history` says what to do, before
+:func:`plan` places pods with the current revision's hash.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from dataclasses import dataclass
 import msgspec
 from msgspec.structs import replace
 
-from schemas.apps import DaemonSet, DaemonSetStatus
+from schemas.apps import ControllerRevision, DaemonSet, DaemonSetStatus
 from schemas.core import Node, Taint
 from schemas.helpers import owner_reference, pod_is_available, pod_is_ready
 from schemas.meta import ObjectMeta
@@ -34,6 +41,7 @@ from schemas.pod import (
     NodeSelectorRequirement,
     NodeSelectorTerm,
     Pod,
+    PodTemplateSpec,
     Toleration,
 )
 from schemas.quantity import scaled_int_or_percent
@@ -79,6 +87,88 @@ def is_updated(pod: Pod, ds: DaemonSet, hash_: str) -> bool:
     if HASH_LABEL in labels:
         return labels[HASH_LABEL] == hash_
     return labels.get(GENERATION_LABEL) == str(ds.metadata.generation or 1)
+
+
+# --- history: ControllerRevisions ----------------------------------------------------------
+
+
+class History(msgspec.Struct, frozen=True, kw_only=True):
+    """What to do with the DaemonSet's ControllerRevisions before placing pods."""
+
+    current_hash: str  # the controller-revision-hash of the current revision (what new pods get)
+    create: ControllerRevision | None = None  # the current revision, when none exists yet
+    renumber: ControllerRevision | None = None  # the current revision with its new, highest revision
+    delete: list[str] = []  # duplicates of the current revision and old ones past the limit
+
+
+def revision_name(ds: DaemonSet, hash_: str) -> str:
+    return f"{ds.metadata.name}-{hash_}"
+
+
+def revision_data(template: PodTemplateSpec) -> dict:
+    """The patch a ControllerRevision of a DaemonSet holds (Kubernetes' ``getPatch``)."""
+    return {"spec": {"template": msgspec.to_builtins(template)}}
+
+
+def revision_template(rev: ControllerRevision) -> PodTemplateSpec | None:
+    """The pod template a revision restores, or None when its data holds none."""
+    spec = rev.data.get("spec")
+    raw = spec.get("template") if isinstance(spec, dict) else None
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return msgspec.convert(raw, PodTemplateSpec)
+    except msgspec.ValidationError:
+        return None
+
+
+def matches(rev: ControllerRevision, ds: DaemonSet) -> bool:
+    """True when ``rev`` restores exactly the DaemonSet's current template."""
+    return revision_template(rev) == ds.spec.template
+
+
+def new_revision(ds: DaemonSet, hash_: str, number: int) -> ControllerRevision:
+    meta = ObjectMeta(
+        name=revision_name(ds, hash_),
+        namespace=ds.metadata.namespace,
+        labels={**ds.spec.template.metadata.labels, HASH_LABEL: hash_},
+        ownerReferences=[owner_reference(ds)],
+    )
+    return ControllerRevision(metadata=meta, data=revision_data(ds.spec.template), revision=number)
+
+
+def _by_revision(rev: ControllerRevision) -> tuple[int, str]:
+    return (rev.revision, rev.metadata.name)
+
+
+def history(ds: DaemonSet, revisions: list[ControllerRevision], pods: list[Pod]) -> History:
+    """Kubernetes' constructHistory and cleanupHistory. ``revisions`` are the DaemonSet's own
+    (controller owner = it); ``pods`` its pods, whose hash labels keep old revisions alive."""
+    hash_ = template_hash(ds)
+    current = [r for r in revisions if r.metadata.labels.get(HASH_LABEL) == hash_ or matches(r, ds)]
+    old = sorted((r for r in revisions if r not in current), key=_by_revision)
+    number = max((r.revision for r in old), default=0) + 1
+    delete: list[str] = []
+    create = renumber = None
+    if not current:
+        create = new_revision(ds, hash_, number)
+        current_hash = hash_
+    else:
+        keep, *dupes = sorted(current, key=_by_revision, reverse=True)
+        delete += [r.metadata.name for r in dupes]
+        current_hash = keep.metadata.labels.get(HASH_LABEL) or hash_
+        if keep.revision < number:
+            renumber = replace(keep, revision=number)
+    live = {p.metadata.labels.get(HASH_LABEL) for p in pods if p.metadata.deletionTimestamp is None}
+    to_kill = len(old) - max(0, ds.spec.revisionHistoryLimit)
+    for r in old:
+        if to_kill <= 0:
+            break
+        if r.metadata.labels.get(HASH_LABEL) in live:
+            continue
+        delete.append(r.metadata.name)
+        to_kill -= 1
+    return History(current_hash=current_hash, create=create, renumber=renumber, delete=delete)
 
 
 # --- eligibility ---------------------------------------------------------------------------
@@ -193,9 +283,19 @@ def _oldest_first(pod: Pod) -> tuple:
     return (pod.metadata.creationTimestamp or "", pod.metadata.name)
 
 
-def plan(ds: DaemonSet, nodes: list[Node], pods: list[Pod], now: dt.datetime, settings: Settings = Settings()) -> Plan:
-    """See the module docstring. ``pods`` are the DaemonSet's own pods (controller owner = it)."""
-    hash_ = template_hash(ds)
+def plan(
+    ds: DaemonSet,
+    nodes: list[Node],
+    pods: list[Pod],
+    now: dt.datetime,
+    settings: Settings = Settings(),
+    *,
+    current_hash: str | None = None,
+) -> Plan:
+    """See the module docstring. ``pods`` are the DaemonSet's own pods (controller owner = it);
+    ``current_hash`` is the current revision's (:attr:`History.current_hash`), by default the
+    template's own hash."""
+    hash_ = current_hash or template_hash(ds)
     min_ready = ds.spec.minReadySeconds
     strategy = ds.spec.updateStrategy
     node_names = {n.metadata.name for n in nodes}

@@ -1,10 +1,12 @@
-"""The DaemonSet controller's async shell: informers on DaemonSets, Nodes and Pods in,
-``reconcile.plan`` out through the store.
+"""The DaemonSet controller's async shell: informers on DaemonSets, Nodes, Pods and
+ControllerRevisions in, ``reconcile.history`` and ``reconcile.plan`` out through the store.
 
 Any node change enqueues every DaemonSet (a node appeared, went, or its labels or taints
 changed); pod changes enqueue their controlling DaemonSet. Pods created or deleted but not yet
 seen by the pod informer are *expected*; the DaemonSet waits for them before planning again,
-so a slow watch never puts a second pod on a node. Runs as the leader's work of lease
+so a slow watch never puts a second pod on a node. The history is settled before any pod is
+placed: a revision that already exists under the current name but holds another template (a
+hash collision) bumps ``status.collisionCount``, which changes the hash. Runs as the leader's work of lease
 ``kyb-daemonset``.
 """
 
@@ -26,11 +28,11 @@ from kyb.expectations import Expectations
 from kyb.informer import Informer, start_all, stop_all
 from kyb.leading import run_as_leader
 from kyb.store import Store, split_key
-from schemas.apps import DaemonSet
+from schemas.apps import ControllerRevision, DaemonSet
 from schemas.helpers import controller_of, object_key
 from schemas.meta import Object
 from services.daemonset import reconcile
-from services.daemonset.reconcile import Settings
+from services.daemonset.reconcile import History, Settings
 
 SOURCE = "daemonset-controller"
 EXPECTATION_TIMEOUT = 30.0
@@ -57,6 +59,7 @@ class DaemonSetController:
         self.daemonsets = Informer(nc, "DaemonSet")
         self.nodes = Informer(nc, "Node")
         self.pods = Informer(nc, "Pod", indexers={"daemonset": ds_key_of_pod})
+        self.revisions = Informer(nc, "ControllerRevision")
         self.expectations = Expectations(EXPECTATION_TIMEOUT)
         self.controller = Controller(
             "daemonset", self.reconcile, workers=workers, keys=self.daemonsets.keys, resync_seconds=60
@@ -64,12 +67,13 @@ class DaemonSetController:
         self.daemonsets.add_handler(self.controller.handler(lambda ds: [object_key(ds)]))
         self.nodes.add_handler(self._on_node)
         self.pods.add_handler(self.controller.handler(ds_key_of_pod))
+        self.revisions.add_handler(self.controller.handler(ds_key_of_pod))
 
     async def start(self) -> None:
-        await start_all((self.daemonsets, self.nodes, self.pods))
+        await start_all((self.daemonsets, self.nodes, self.pods, self.revisions))
 
     async def stop(self) -> None:
-        await stop_all((self.daemonsets, self.nodes, self.pods))
+        await stop_all((self.daemonsets, self.nodes, self.pods, self.revisions))
 
     # -- handlers only enqueue ------------------------------------------------------------
 
@@ -96,8 +100,12 @@ class DaemonSetController:
             return None
         uid = ds.metadata.uid or ""
         pods = [p for p in self.pods.by_index("owner", uid) if (r := controller_of(p)) is not None and r.uid == uid]
+        revisions = [r for r in self.revisions.by_index("owner", uid) if (c := controller_of(r)) is not None and c.uid == uid]
+        current_hash = await self._settle_history(ds, reconcile.history(ds, revisions, pods))  # type: ignore[arg-type]
+        if current_hash is None:
+            return 0.1  # collisionCount bumped: the next reconcile hashes again
         nodes = self.nodes.list()
-        plan = reconcile.plan(ds, nodes, pods, self.clock(), self.settings)  # type: ignore[arg-type]
+        plan = reconcile.plan(ds, nodes, pods, self.clock(), self.settings, current_hash=current_hash)  # type: ignore[arg-type]
 
         deleted = [n for n in await asyncio.gather(*(self._delete_pod(ds, n) for n in plan.delete)) if n]
         created = [n for n in await asyncio.gather(*(self._create_pod(ds, p) for p in plan.create)) if n]
@@ -114,6 +122,51 @@ class DaemonSetController:
             with contextlib.suppress(errors.NotFound):
                 await self.store.mutate("DaemonSet", ns, name, write_status)
         return plan.requeue_after
+
+    async def _settle_history(self, ds: DaemonSet, hist: History) -> str | None:
+        """Apply ``hist``; the current revision's hash, or None after a collision."""
+        ns = ds.metadata.namespace
+        current_hash = hist.current_hash
+        if hist.create is not None:
+            try:
+                await self.store.create(hist.create)
+            except errors.AlreadyExists:
+                existing: ControllerRevision = await self.store.get(  # type: ignore[assignment]
+                    "ControllerRevision", ns, hist.create.metadata.name
+                )
+                ours = (c := controller_of(existing)) is not None and c.uid == ds.metadata.uid
+                if not (ours and reconcile.matches(existing, ds)):
+                    await self._bump_collision_count(ds)
+                    return None
+                if existing.revision < hist.create.revision:  # the watch had not shown it yet
+                    await self._renumber(ns, existing.metadata.name, hist.create.revision)
+        if hist.renumber is not None:
+            await self._renumber(ns, hist.renumber.metadata.name, hist.renumber.revision)
+        for name in hist.delete:
+            with contextlib.suppress(errors.NotFound):
+                await self.store.delete("ControllerRevision", ns, name)
+        return current_hash
+
+    async def _renumber(self, ns: str | None, name: str, revision: int) -> None:
+        def change(current: Object) -> Object | None:
+            if current.revision >= revision:  # type: ignore[attr-defined]
+                return None
+            return replace(current, revision=revision)
+
+        with contextlib.suppress(errors.NotFound):
+            await self.store.mutate("ControllerRevision", ns, name, change)
+
+    async def _bump_collision_count(self, ds: DaemonSet) -> None:
+        def change(current: Object) -> Object | None:
+            if current.metadata.uid != ds.metadata.uid:
+                return None
+            status = current.status  # type: ignore[attr-defined]
+            if (status.collisionCount or 0) != (ds.status.collisionCount or 0):
+                return None  # already bumped since we read it
+            return replace(current, status=replace(status, collisionCount=(status.collisionCount or 0) + 1))
+
+        with contextlib.suppress(errors.NotFound):
+            await self.store.mutate("DaemonSet", ds.metadata.namespace, ds.metadata.name, change)
 
     async def _create_pod(self, ds: DaemonSet, pod: Object) -> str | None:
         node = reconcile.pinned_node(pod)  # type: ignore[arg-type]
