@@ -1,12 +1,49 @@
-"""batch/v1 Job: run pods to completion, with retries (backoffLimit), parallelism and
-indexed completions."""
+"""batch/v1 Job: run pods to completion, with retries (backoffLimit, or per index with
+backoffLimitPerIndex), parallelism, indexed completions and a pod failure policy that decides
+per failed pod whether it fails the Job, fails its index, is ignored or counts as usual."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from schemas.meta import Base, Condition, LabelSelector, Object
+from msgspec.structs import force_setattr
+
+from schemas.meta import Base, Condition, ConditionStatus, LabelSelector, Object
 from schemas.pod import PodTemplateSpec
+
+DEFAULT_BACKOFF_LIMIT = 6
+UNLIMITED_BACKOFF = 2**31 - 1  # Kubernetes' backoffLimit default when backoffLimitPerIndex is set
+
+PodFailurePolicyAction = Literal["FailJob", "FailIndex", "Ignore", "Count"]
+
+
+class PodFailurePolicyOnExitCodesRequirement(Base, kw_only=True):
+    """Matches a failed pod by the exit code of a terminated container (exit code 0 never matches)."""
+
+    containerName: str | None = None  # unset: any container or init container
+    operator: Literal["In", "NotIn"]
+    values: list[int]  # ordered, no duplicates, at most 255; no 0 with In
+
+
+class PodFailurePolicyOnPodConditionsPattern(Base, kw_only=True):
+    """Matches a failed pod carrying a condition of this type and status."""
+
+    type: str
+    status: ConditionStatus = "True"
+
+
+class PodFailurePolicyRule(Base, kw_only=True):
+    """One rule: exactly one of onExitCodes and onPodConditions; its action when it matches."""
+
+    action: PodFailurePolicyAction
+    onExitCodes: PodFailurePolicyOnExitCodesRequirement | None = None
+    onPodConditions: list[PodFailurePolicyOnPodConditionsPattern] = []
+
+
+class PodFailurePolicy(Base, kw_only=True):
+    """Rules evaluated in order for each failed pod; the first that matches decides."""
+
+    rules: list[PodFailurePolicyRule]
 
 
 class JobSpec(Base, kw_only=True):
@@ -14,12 +51,20 @@ class JobSpec(Base, kw_only=True):
     parallelism: int | None = None  # defaulted to 1
     completions: int | None = None  # unset: any one success completes the job (when parallelism unset: 1)
     completionMode: Literal["NonIndexed", "Indexed"] = "NonIndexed"
-    backoffLimit: int = 6
+    backoffLimit: int | None = None  # defaulted to 6, or 2147483647 when backoffLimitPerIndex is set
+    backoffLimitPerIndex: int | None = None  # Indexed only: failures allowed per index before it fails
+    maxFailedIndexes: int | None = None  # with backoffLimitPerIndex: more failed indexes fail the Job
+    podFailurePolicy: PodFailurePolicy | None = None  # requires restartPolicy Never
     activeDeadlineSeconds: int | None = None
     ttlSecondsAfterFinished: int | None = None
     suspend: bool = False
     selector: LabelSelector | None = None  # generated from the controller-uid when unset
     manualSelector: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.backoffLimit is None:
+            limit = DEFAULT_BACKOFF_LIMIT if self.backoffLimitPerIndex is None else UNLIMITED_BACKOFF
+            force_setattr(self, "backoffLimit", limit)
 
 
 class JobStatus(Base, kw_only=True):
@@ -29,9 +74,9 @@ class JobStatus(Base, kw_only=True):
     ready: int | None = None
     startTime: str | None = None
     completionTime: str | None = None
-    conditions: list[Condition] = []  # Complete, Failed, Suspended
+    conditions: list[Condition] = []  # Complete, Failed, FailureTarget, Suspended
     completedIndexes: str = ""  # "1,3-5"
-    failedIndexes: str | None = None
+    failedIndexes: str | None = None  # "1,3-5"; set ("" when none) only with backoffLimitPerIndex
 
 
 class Job(Object, kw_only=True):

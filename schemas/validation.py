@@ -327,13 +327,86 @@ def _replication_controller(errs: Errors, rc: ReplicationController) -> None:
 
 def _job(errs: Errors, job: Job) -> None:
     spec = job.spec
-    for name in ("parallelism", "completions", "backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished"):
+    for name in ("parallelism", "completions", "backoffLimit", "backoffLimitPerIndex", "maxFailedIndexes",
+                 "activeDeadlineSeconds", "ttlSecondsAfterFinished"):
         _non_negative(errs, f"spec.{name}", getattr(spec, name))
-    if spec.completionMode == "Indexed" and spec.completions is None:
+    indexed = spec.completionMode == "Indexed"
+    if indexed and spec.completions is None:
         errs.append(("spec.completions", "Required value: when completion mode is Indexed"))
+    if spec.backoffLimitPerIndex is not None and not indexed:
+        errs.append(("spec.backoffLimitPerIndex",
+                     f"Invalid value: {spec.backoffLimitPerIndex}: requires indexed completion mode"))
+    if spec.maxFailedIndexes is not None:
+        if spec.backoffLimitPerIndex is None:
+            errs.append(("spec.backoffLimitPerIndex", "Required value: when maxFailedIndexes is specified"))
+        if indexed and spec.completions is not None and spec.maxFailedIndexes > spec.completions:
+            errs.append(("spec.maxFailedIndexes",
+                         f"Invalid value: {spec.maxFailedIndexes}: must be less than or equal to completions"))
+        if spec.maxFailedIndexes > _MAX_INDEXES:
+            errs.append(("spec.maxFailedIndexes",
+                         f"Invalid value: {spec.maxFailedIndexes}: must be less than or equal to {_MAX_INDEXES}"))
+    if (indexed and spec.backoffLimitPerIndex is not None and spec.completions is not None
+            and spec.completions > _MAX_INDEXES):
+        errs.append(("spec.completions", f"Invalid value: {spec.completions}: must be less than or equal to "
+                                         f"{_MAX_INDEXES} when backoffLimitPerIndex is specified"))
+    if spec.podFailurePolicy is not None:
+        _pod_failure_policy(errs, job)
     if spec.selector is not None:
         _selector_matches(errs, spec.selector, spec.template)
     _template(errs, "spec.template", spec.template, ("OnFailure", "Never"))
+
+
+_MAX_INDEXES = 100_000  # completions (with backoffLimitPerIndex) and maxFailedIndexes
+_MAX_RULES = 20
+_MAX_CONDITION_PATTERNS = 20
+_MAX_EXIT_CODES = 255
+
+
+def _pod_failure_policy(errs: Errors, job: Job) -> None:
+    """The checks Kubernetes runs on ``spec.podFailurePolicy``."""
+    spec = job.spec
+    policy = spec.podFailurePolicy
+    assert policy is not None
+    path = "spec.podFailurePolicy.rules"
+    if spec.template.spec.restartPolicy != "Never":
+        errs.append(("spec.template.spec.restartPolicy", f'Invalid value: "{spec.template.spec.restartPolicy}": '
+                                                         'only "Never" is supported when podFailurePolicy is specified'))
+    if len(policy.rules) > _MAX_RULES:
+        errs.append((path, f"Too many: {len(policy.rules)}: must have at most {_MAX_RULES} items"))
+    containers = {c.name for c in [*spec.template.spec.containers, *spec.template.spec.initContainers]}
+    for i, rule in enumerate(policy.rules):
+        rp = f"{path}[{i}]"
+        if rule.action == "FailIndex" and spec.backoffLimitPerIndex is None:
+            errs.append((f"{rp}.action", 'Invalid value: "FailIndex": requires the backoffLimitPerIndex to be set'))
+        on_exit = rule.onExitCodes
+        if on_exit is not None:
+            ep = f"{rp}.onExitCodes"
+            if on_exit.containerName is not None and on_exit.containerName not in containers:
+                errs.append((f"{ep}.containerName", f'Invalid value: "{on_exit.containerName}": must be one of the '
+                                                    "container or initContainer names in the pod template"))
+            values = on_exit.values
+            if not values:
+                errs.append((f"{ep}.values", "Invalid value: []: at least one value is required"))
+            elif len(values) > _MAX_EXIT_CODES:
+                errs.append((f"{ep}.values", f"Too many: {len(values)}: must have at most {_MAX_EXIT_CODES} items"))
+            else:
+                for j, v in enumerate(values):
+                    if on_exit.operator == "In" and v == 0:
+                        errs.append((f"{ep}.values[{j}]", "Invalid value: 0: must not be 0 for the In operator"))
+                    if v in values[:j]:
+                        errs.append((f"{ep}.values[{j}]", f"Duplicate value: {v}"))
+                if any(a > b for a, b in zip(values, values[1:], strict=False)):
+                    errs.append((f"{ep}.values", f"Invalid value: {values}: must be ordered"))
+        patterns = rule.onPodConditions
+        cp = f"{rp}.onPodConditions"
+        if len(patterns) > _MAX_CONDITION_PATTERNS:
+            errs.append((cp, f"Too many: {len(patterns)}: must have at most {_MAX_CONDITION_PATTERNS} items"))
+        for j, pattern in enumerate(patterns):
+            errs.extend((f"{cp}[{j}].type", m) for m in names.qualified_name(pattern.type))
+        if on_exit is not None and patterns:
+            errs.append((rp, "Invalid value: specifying both OnExitCodes and OnPodConditions is not supported"))
+        if on_exit is None and not patterns:
+            errs.append((rp, "Invalid value: specifying one of OnExitCodes and OnPodConditions is required"))
 
 
 def _service(errs: Errors, svc: Service, node_port_range: tuple[int, int]) -> None:
