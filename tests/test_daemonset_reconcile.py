@@ -217,3 +217,76 @@ def test_on_delete_replaces_only_deleted_pods():
     assert len(p.create) == 1 and p.status.updatedNumberScheduled == 0
     w.kubelet(10)
     assert w.reconcile().status.updatedNumberScheduled == 1
+
+
+# --- history: ControllerRevisions ----------------------------------------------------------------
+
+
+def with_image(ds: DaemonSet, image: str, limit: int) -> DaemonSet:
+    spec = ds.spec
+    containers = [replace(spec.template.spec.containers[0], image=image)]
+    template = replace(spec.template, spec=replace(spec.template.spec, containers=containers))
+    return replace(ds, spec=replace(spec, template=template, revisionHistoryLimit=limit))
+
+
+def pod_of(hash_: str, name: str) -> Pod:
+    return msgspec.convert({"metadata": {"name": name, "labels": {"app": "agent", HASH_LABEL: hash_}}}, Pod)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    steps=st.lists(st.tuples(st.sampled_from("abcdef"), st.sets(st.integers(0, 5), max_size=3)), min_size=1, max_size=12),
+    limit=st.integers(0, 3),
+)
+def test_history_keeps_one_revision_per_template_the_current_highest_trimmed_but_never_one_a_pod_runs(steps, limit):
+    base = daemonset()
+    revisions: dict[str, reconcile.ControllerRevision] = {}
+    for image, running in steps:
+        ds = with_image(base, f"agent:{image}", limit)
+        # pods still running some earlier revisions (by index into what exists now)
+        existing = sorted(revisions.values(), key=lambda r: r.revision)
+        live_hashes = {existing[i].metadata.labels[HASH_LABEL] for i in running if i < len(existing)}
+        pods = [pod_of(h, f"p{i}") for i, h in enumerate(sorted(live_hashes))]
+        h = reconcile.history(ds, list(revisions.values()), pods)
+        assert set(h.delete) <= set(revisions)
+        for name in h.delete:
+            assert revisions[name].metadata.labels[HASH_LABEL] not in live_hashes or reconcile.matches(revisions[name], ds)
+            del revisions[name]
+        if h.create is not None:
+            assert h.create.metadata.name not in revisions
+            revisions[h.create.metadata.name] = h.create
+        if h.renumber is not None:
+            revisions[h.renumber.metadata.name] = h.renumber
+        current = [r for r in revisions.values() if reconcile.matches(r, ds)]
+        assert len(current) == 1, "exactly one revision holds the current template"
+        (cur,) = current
+        assert cur.metadata.labels[HASH_LABEL] == h.current_hash
+        assert cur.metadata.name == f"agent-{h.current_hash}"
+        assert cur.metadata.ownerReferences[0].uid == "ds-uid" and cur.metadata.ownerReferences[0].controller
+        assert all(r.revision < cur.revision for r in revisions.values() if r is not cur), "current is highest"
+        templates = [msgspec.json.encode(reconcile.revision_template(r)) for r in revisions.values()]
+        assert len(templates) == len(set(templates)), "one revision per distinct template"
+        old = [r for r in revisions.values() if r is not cur]
+        kept_for_pods = [r for r in old if r.metadata.labels[HASH_LABEL] in live_hashes]
+        assert len(old) <= max(limit, len(kept_for_pods)), "history trimmed to the limit"
+        assert all(r.metadata.name in revisions for r in kept_for_pods)
+        # a revision a live pod runs is never deleted
+        assert live_hashes <= {r.metadata.labels[HASH_LABEL] for r in revisions.values()}
+
+
+def test_a_template_that_comes_back_is_renumbered_not_copied():
+    a, b = with_image(daemonset(), "agent:a", 10), with_image(daemonset(), "agent:b", 10)
+    first = reconcile.history(a, [], []).create
+    second = reconcile.history(b, [first], []).create
+    assert (first.revision, second.revision) == (1, 2)
+    back = reconcile.history(a, [first, second], [])
+    assert back.create is None and back.delete == []
+    assert back.renumber is not None and back.renumber.metadata.name == first.metadata.name and back.renumber.revision == 3
+    assert reconcile.revision_template(back.renumber) == a.spec.template
+    assert back.current_hash == first.metadata.labels[HASH_LABEL]
+
+
+def test_pods_are_placed_with_the_current_revisions_hash():
+    ds = daemonset()
+    p = reconcile.plan(ds, [node("n1")], [], T0, current_hash="fromhistory")
+    assert [pod.metadata.labels[HASH_LABEL] for pod in p.create] == ["fromhistory"]
