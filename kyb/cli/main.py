@@ -77,10 +77,8 @@ def _run(fn: Callable[[ApiClient], Awaitable[T]], nats_url: str, timeout: float 
 
 def _start_tracing() -> Any:
     """The CLI starts the trace of each request (exported when OTEL_EXPORTER_OTLP_ENDPOINT is set)."""
-    try:
-        from kyb import telemetry
-    except ImportError:
-        return None
+    from kyb import telemetry
+
     return telemetry.init_telemetry("kyb")
 
 
