@@ -1,10 +1,15 @@
 """``kyb rollout status|history|undo|pause|resume|restart`` and ``kyb set image``: kubectl's
-rollout verbs for Deployments, over the api request protocol.
+rollout verbs for Deployments and DaemonSets, over the api request protocol.
+
+A Deployment's history is its ReplicaSets (``deployment.kubernetes.io/revision``); a
+DaemonSet's is the ControllerRevisions its controller keeps (``revision``, and ``data`` holding
+``{"spec": {"template": ...}}``). ``pause``/``resume`` are for Deployments only, as in kubectl.
 
 Reads are ``get``/``list``; every change is a ``replace`` at the resourceVersion read (so the
 api validates it and a concurrent writer makes us re-read and retry, never overwrite).
 The messages are kubectl's, so scripts that grep them keep working. ``rollout status`` exits
-non-zero when the Deployment exceeds its progress deadline or the wait times out.
+non-zero when a Deployment exceeds its progress deadline, for a DaemonSet that does not roll
+(OnDelete), or when the wait times out.
 """
 
 from __future__ import annotations
@@ -57,6 +62,25 @@ def status_message(d: dict[str, Any]) -> tuple[str, bool]:
     return f'deployment "{name}" successfully rolled out', True
 
 
+def daemonset_status_message(ds: dict[str, Any]) -> tuple[str, bool]:
+    """(message, done) as kubectl's DaemonSetStatusViewer; raises RolloutFailed for OnDelete."""
+    name = ds["metadata"]["name"]
+    spec, status = ds.get("spec") or {}, ds.get("status") or {}
+    if ((spec.get("updateStrategy") or {}).get("type") or "RollingUpdate") != "RollingUpdate":
+        raise RolloutFailed("rollout status is only available for RollingUpdate strategy type")
+    if (ds["metadata"].get("generation") or 0) > (status.get("observedGeneration") or 0):
+        return "Waiting for daemon set spec update to be observed...", False
+    desired = int(status.get("desiredNumberScheduled", 0))
+    updated = int(status.get("updatedNumberScheduled", 0))
+    available = int(status.get("numberAvailable", 0))
+    if updated < desired:
+        return (f'Waiting for daemon set "{name}" rollout to finish: {updated} out of {desired} '
+                "new pods have been updated..."), False
+    if available < desired:
+        return f'Waiting for daemon set "{name}" rollout to finish: {available} of {desired} updated pods are available...', False
+    return f'daemon set "{name}" successfully rolled out', True
+
+
 class RolloutFailed(Exception):
     pass
 
@@ -73,8 +97,21 @@ def owned_by(rs: dict[str, Any], d: dict[str, Any]) -> bool:
     return any(r.get("controller") and r.get("uid") == uid for r in rs["metadata"].get("ownerReferences") or [])
 
 
+def _change_cause(obj: dict[str, Any]) -> str:
+    return (obj["metadata"].get("annotations") or {}).get(CHANGE_CAUSE) or "<none>"
+
+
 def history_table(rss: list[dict[str, Any]]) -> str:
-    rows = [(revision(rs), ((rs["metadata"].get("annotations") or {}).get(CHANGE_CAUSE) or "<none>")) for rs in rss]
+    """A Deployment's history from its ReplicaSets."""
+    return _table([(revision(rs), _change_cause(rs)) for rs in rss])
+
+
+def revisions_table(revs: list[dict[str, Any]]) -> str:
+    """A DaemonSet's history from its ControllerRevisions."""
+    return _table([(int(r.get("revision") or 0), _change_cause(r)) for r in revs])
+
+
+def _table(rows: list[tuple[int, str]]) -> str:
     rows = sorted(r for r in rows if r[0] > 0)
     width = max([len("REVISION"), *(len(str(r)) for r, _ in rows)]) + 2
     lines = [f"{'REVISION':<{width}}CHANGE-CAUSE"] + [f"{r:<{width}}{cause}" for r, cause in rows]
@@ -96,6 +133,27 @@ def undo_onto(d: dict[str, Any], rs: dict[str, Any]) -> dict[str, Any]:
     for k, v in ((rs["metadata"].get("annotations") or {}).items()):
         if k not in _NOT_ROLLED_BACK:
             annotations[k] = v
+    out.pop("status", None)
+    return out
+
+
+def revision_template(rev: dict[str, Any]) -> dict[str, Any]:
+    """The pod template a ControllerRevision restores."""
+    return copy.deepcopy(((rev.get("data") or {}).get("spec") or {}).get("template") or {})
+
+
+def find_revision(revs: list[dict[str, Any]], to_revision: int) -> dict[str, Any] | None:
+    """kubectl's findHistory: revision ``to_revision``, or with 0 the one before the latest."""
+    ordered = sorted(revs, key=lambda r: int(r.get("revision") or 0))
+    if to_revision == 0:
+        return ordered[-2] if len(ordered) > 1 else None
+    return next((r for r in ordered if int(r.get("revision") or 0) == to_revision), None)
+
+
+def restore_revision(ds: dict[str, Any], rev: dict[str, Any]) -> dict[str, Any]:
+    """The DaemonSet with ``rev``'s template, as kubectl patches the revision's data onto it."""
+    out = copy.deepcopy(ds)
+    out["spec"]["template"] = revision_template(rev)
     out.pop("status", None)
     return out
 
@@ -146,17 +204,37 @@ def namespace_opt(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 
-def _deployment_ref(arg: str, name: str | None) -> str:
-    """``deploy/web`` or ``deployment web`` -> "web" (Deployments only)."""
+ROLLABLE = ("Deployment", "DaemonSet")
+
+
+def _target(arg: str, name: str | None) -> tuple[str, str]:
+    """``deploy/web``, ``ds web`` ... -> ("Deployment"|"DaemonSet", "web")."""
     kind, _, rest = arg.partition("/")
     if not rest:
         if name is None:
-            raise click.UsageError("required resource not specified: give deployment/NAME")
+            raise click.UsageError("required resource not specified: give deployment/NAME or daemonset/NAME")
         rest = name
     info = resolve_kind(kind)
-    if info.kind != "Deployment":
-        raise click.UsageError(f"rollout is supported for deployments only, not {info.plural}")
+    if info.kind not in ROLLABLE:
+        raise click.UsageError(f"rollout is supported for daemonsets and deployments only, not {info.plural}")
+    return info.kind, rest
+
+
+def _deployment_ref(arg: str, name: str | None) -> str:
+    """``deploy/web`` or ``deployment web`` -> "web"; kubectl's refusal for a DaemonSet."""
+    kind, rest = _target(arg, name)
+    if kind != "Deployment":
+        raise _NotPausable(rest)
     return rest
+
+
+class _NotPausable(Exception):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _ref(kind: str, name: str) -> str:
+    return f"{kind.lower()}.apps/{name}"
 
 
 async def _update(api: ApiClient, kind: str, ns: str, name: str,
@@ -172,11 +250,15 @@ async def _update(api: ApiClient, kind: str, ns: str, name: str,
             return await api.replace(new, ns)
         except errors.Conflict:
             continue
-    raise errors.Conflict(f'deployments.apps "{name}" kept changing; try again')
+    raise errors.Conflict(f'{kind}.apps "{name}" kept changing; try again')
 
 
 async def _replica_sets(api: ApiClient, d: dict[str, Any], ns: str) -> list[dict[str, Any]]:
     return [rs for rs in await api.list("replicasets", ns) if owned_by(rs, d)]
+
+
+async def _controller_revisions(api: ApiClient, ds: dict[str, Any], ns: str) -> list[dict[str, Any]]:
+    return [r for r in await api.list("controllerrevisions", ns) if owned_by(r, ds)]
 
 
 def _rfc3339_now() -> str:
@@ -201,15 +283,16 @@ def rollout_group() -> None:
 def status_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: str, watch: bool,
                timeout: float) -> None:
     """Show the status of the rollout; with --watch (default) wait for it to finish."""
-    dname = _deployment_ref(target, name)
+    kind, dname = _target(target, name)
+    plural, viewer = ("daemonsets", daemonset_status_message) if kind == "DaemonSet" else ("deployments", status_message)
 
     async def go(api: ApiClient) -> None:
         deadline = time.monotonic() + timeout if timeout > 0 else None
         last = ""
         while True:
-            d = await api.get("deployments", namespace, dname)
+            d = await api.get(plural, namespace, dname)
             try:
-                message, done = status_message(d)
+                message, done = viewer(d)
             except RolloutFailed as e:
                 click.echo(f"error: {e}", err=True)
                 raise Failed from None
@@ -233,8 +316,11 @@ def status_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: st
 @click.option("--revision", "rev", type=int, default=0, help="show the pod template of this revision")
 @click.pass_obj
 def history_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: str, rev: int) -> None:
-    """The revisions of a Deployment and their change causes."""
-    dname = _deployment_ref(target, name)
+    """The revisions of a Deployment or DaemonSet and their change causes."""
+    kind, dname = _target(target, name)
+    if kind == "DaemonSet":
+        _run(lambda api: _daemonset_history(api, namespace, dname, rev), obj["nats"])
+        return
 
     async def go(api: ApiClient) -> None:
         d = await api.get("deployments", namespace, dname)
@@ -255,6 +341,38 @@ def history_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: s
     _run(go, obj["nats"])
 
 
+async def _daemonset_history(api: ApiClient, namespace: str, name: str, rev: int) -> None:
+    ds = await api.get("daemonsets", namespace, name)
+    revs = await _controller_revisions(api, ds, namespace)
+    if rev:
+        found = next((r for r in revs if int(r.get("revision") or 0) == rev), None)
+        if found is None:
+            click.echo(f"error: unable to find the specified revision {rev}", err=True)
+            raise Failed
+        click.echo(f"daemonset.apps/{name} with revision #{rev}")
+        click.echo("Pod Template:")
+        text = yaml.safe_dump(revision_template(found), sort_keys=False)
+        click.echo("\n".join("  " + line for line in text.splitlines()))
+        return
+    click.echo(f"daemonset.apps/{name}")
+    click.echo(revisions_table(revs))
+
+
+async def _daemonset_undo(api: ApiClient, namespace: str, name: str, to_revision: int) -> None:
+    ds = await api.get("daemonsets", namespace, name)
+    revs = await _controller_revisions(api, ds, namespace)
+    rev = find_revision(revs, to_revision)
+    if rev is None:
+        click.echo(f"error: unable to find specified revision {to_revision} in history", err=True)
+        raise Failed
+    number = int(rev.get("revision") or 0)
+    if revision_template(rev) == ds["spec"]["template"]:
+        click.echo(f"daemonset.apps/{name} skipped rollback (current template already matches revision {number})")
+        return
+    await _update(api, "daemonsets", namespace, name, lambda cur: restore_revision(cur, rev))
+    click.echo(f"daemonset.apps/{name} rolled back")
+
+
 @rollout_group.command("undo")
 @click.argument("target")
 @click.argument("name", required=False)
@@ -262,8 +380,11 @@ def history_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: s
 @click.option("--to-revision", type=int, default=0, help="the revision to go back to (0: the previous one)")
 @click.pass_obj
 def undo_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: str, to_revision: int) -> None:
-    """Roll back to an earlier revision: its ReplicaSet's template becomes the Deployment's."""
-    dname = _deployment_ref(target, name)
+    """Roll back to an earlier revision: its template becomes the Deployment's or DaemonSet's."""
+    kind, dname = _target(target, name)
+    if kind == "DaemonSet":
+        _run(lambda api: _daemonset_undo(api, namespace, dname, to_revision), obj["nats"])
+        return
 
     async def go(api: ApiClient) -> None:
         d = await api.get("deployments", namespace, dname)
@@ -299,7 +420,11 @@ def _toggle_pause(paused: bool) -> Callable[..., None]:
     word = "paused" if paused else "resumed"
 
     def command(obj: dict[str, Any], target: str, name: str | None, namespace: str) -> None:
-        dname = _deployment_ref(target, name)
+        try:
+            dname = _deployment_ref(target, name)
+        except _NotPausable as e:
+            raise click.ClickException(f'daemonsets.apps "{e.name}" {"pausing" if paused else "resuming"} '
+                                       "is not supported") from None
 
         async def go(api: ApiClient) -> None:
             def change(d: dict[str, Any]) -> dict[str, Any] | None:
@@ -333,7 +458,8 @@ for _paused, _name, _help in ((True, "pause", "Stop rollouts of a Deployment (sc
 @click.pass_obj
 def restart_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: str) -> None:
     """Replace every pod by rolling out the same template with a new restartedAt annotation."""
-    dname = _deployment_ref(target, name)
+    kind, dname = _target(target, name)
+    plural = "daemonsets" if kind == "DaemonSet" else "deployments"
 
     async def go(api: ApiClient) -> None:
         def change(d: dict[str, Any]) -> dict[str, Any]:
@@ -343,8 +469,8 @@ def restart_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: s
             meta.setdefault("annotations", {})[RESTARTED_AT] = _rfc3339_now()
             return d
 
-        await _update(api, "deployments", namespace, dname, change)
-        click.echo(f"deployment.apps/{dname} restarted")
+        await _update(api, plural, namespace, dname, change)
+        click.echo(f"{_ref(kind, dname)} restarted")
 
     _run(go, obj["nats"])
 
@@ -385,4 +511,5 @@ def set_image_cmd(obj: dict[str, Any], target: str, images: tuple[str, ...], nam
     _run(go, obj["nats"])
 
 
-__all__ = ["rollout_group", "set_group", "status_message", "history_table", "undo_onto", "set_images"]
+__all__ = ["rollout_group", "set_group", "status_message", "daemonset_status_message", "history_table",
+           "revisions_table", "undo_onto", "restore_revision", "find_revision", "set_images"]

@@ -132,6 +132,7 @@ def new_revision(ds: DaemonSet, hash_: str, number: int) -> ControllerRevision:
         name=revision_name(ds, hash_),
         namespace=ds.metadata.namespace,
         labels={**ds.spec.template.metadata.labels, HASH_LABEL: hash_},
+        annotations=dict(ds.metadata.annotations),  # the change-cause `rollout history` shows
         ownerReferences=[owner_reference(ds)],
     )
     return ControllerRevision(metadata=meta, data=revision_data(ds.spec.template), revision=number)
