@@ -32,10 +32,18 @@ from dataclasses import dataclass
 import msgspec
 from msgspec.structs import replace
 
-from schemas.batch import Job, JobStatus
+from schemas.batch import DEFAULT_BACKOFF_LIMIT, Job, JobSpec, JobStatus
 from schemas.helpers import format_time, owner_reference, parse_time
 from schemas.meta import Condition, LabelSelector, ObjectMeta
 from schemas.pod import EnvVar, EnvVarSource, ObjectFieldSelector, Pod
+from services.job.failure_policy import (
+    COUNT,
+    INDEX_FAILURES_KEY,
+    INDEX_IGNORED_KEY,
+    Verdict,
+    failure_counts,
+    judge,
+)
 
 LABEL_CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
 LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
@@ -198,11 +206,16 @@ def with_generated_selector(job: Job) -> Job | None:
 # --- pod building ----------------------------------------------------------------------------
 
 
-def new_pod(job: Job, index: int | None) -> Pod:
-    """A pod from the Job's template, owned by it and carrying the tracking finalizer."""
+def new_pod(job: Job, index: int | None, failures: tuple[int, int] | None = None) -> Pod:
+    """A pod from the Job's template, owned by it and carrying the tracking finalizer;
+    ``failures``: the (counted, ignored) failures of its index so far, kept in its annotations
+    when the Job limits failures per index."""
     tmpl = job.spec.template
     labels = dict(tmpl.metadata.labels)
     annotations = dict(tmpl.metadata.annotations)
+    if failures is not None:
+        annotations[INDEX_FAILURES_KEY] = str(failures[0])
+        annotations[INDEX_IGNORED_KEY] = str(failures[1])
     spec = tmpl.spec
     generate = f"{job.metadata.name}-"
     if index is not None:
@@ -277,6 +290,19 @@ def _deletion_order(pod: Pod) -> tuple:
     return (bool(pod.spec.nodeName), pod.status.phase == "Running", ready, "~" + (pod.metadata.creationTimestamp or ""))
 
 
+def backoff_limit(spec: JobSpec) -> int:
+    return spec.backoffLimit if spec.backoffLimit is not None else DEFAULT_BACKOFF_LIMIT
+
+
+def _backoff_delay(failures: int, settings: Settings) -> float:
+    return min(settings.backoff_base * 2 ** min(failures - 1, 30), settings.backoff_cap)
+
+
+def failed(pod: Pod) -> bool:
+    """The pod ended without succeeding (a pod being deleted counts)."""
+    return is_finished(pod) and not succeeded(pod)
+
+
 def plan(job: Job, pods: list[Pod], now: dt.datetime, settings: Settings = Settings()) -> Plan:
     """See the module docstring. ``pods`` are the Job's own pods (controller owner = the Job)."""
     spec = job.spec
@@ -286,14 +312,20 @@ def plan(job: Job, pods: list[Pod], now: dt.datetime, settings: Settings = Setti
     events: list[Event] = []
     by_uid = {p.metadata.uid: p for p in pods if p.metadata.uid}
     indexed = spec.completionMode == "Indexed"
+    per_index = indexed and spec.backoffLimitPerIndex is not None
     completions = spec.completions
     parallelism = spec.parallelism if spec.parallelism is not None else 1
+    verdicts: dict[str, Verdict] = {p.metadata.name: judge(spec.podFailurePolicy, p) for p in pods if failed(p)}
+
+    def verdict(pod: Pod) -> Verdict:
+        return verdicts.get(pod.metadata.name, COUNT)
 
     # -- counting: steps 3 and 1 of the module docstring ------------------------------------
     old = read_uncounted(job)
     counted_s = counted_f = 0
     keep_s: list[str] = []
     keep_f: list[str] = []
+    ignored: list[str] = []  # failed pods an Ignore rule matched: released, never counted
     for uid in old.succeeded:
         p = by_uid.get(uid)
         if p is None or not tracked(p):
@@ -313,8 +345,10 @@ def plan(job: Job, pods: list[Pod], now: dt.datetime, settings: Settings = Setti
             continue
         if succeeded(p):
             keep_s.append(p.metadata.uid)
-        else:
+        elif verdict(p).counts:
             keep_f.append(p.metadata.uid)
+        else:
+            ignored.append(p.metadata.name)
     for p in pods:
         if succeeded(p) and (tracked(p) or p.metadata.uid in known):
             i = pod_index(p)
@@ -326,7 +360,26 @@ def plan(job: Job, pods: list[Pod], now: dt.datetime, settings: Settings = Setti
     total_succeeded = n_succeeded + len(uncounted.succeeded)
     total_failed = n_failed + len(uncounted.failed)
     in_set = set(uncounted.succeeded) | set(uncounted.failed)
-    release = [p.metadata.name for p in pods if tracked(p) and p.metadata.uid in in_set]
+    release = [p.metadata.name for p in pods if tracked(p) and p.metadata.uid in in_set] + ignored
+
+    # -- failures per index (backoffLimitPerIndex) ----------------------------------------------
+    # A failure being recorded (tracked or in the uncounted set) decides whether its index
+    # fails; status.failedIndexes keeps the decision, written with the uncounted set.
+    failed_indexes = parse_indexes(status.failedIndexes or "") if per_index else set()
+    index_failures: dict[int, tuple[int, int]] = {}
+    for p in pods:
+        i = pod_index(p)
+        if i is None:
+            continue
+        counts = failure_counts(p, failed(p), verdict(p))
+        prev = index_failures.get(i, (0, 0))
+        index_failures[i] = (max(prev[0], counts[0]), max(prev[1], counts[1]))
+        if per_index and failed(p) and (tracked(p) or p.metadata.uid in known) and completions is not None:
+            limit = spec.backoffLimitPerIndex
+            assert limit is not None
+            if i < completions and (verdict(p).action == "FailIndex" or counts[0] > limit):
+                failed_indexes.add(i)
+    failed_indexes -= completed
 
     # -- who is running -----------------------------------------------------------------------
     occupying = [p for p in pods if not is_terminal(p)]  # includes terminating pods
@@ -360,12 +413,28 @@ def plan(job: Job, pods: list[Pod], now: dt.datetime, settings: Settings = Setti
                 start_time = now_s
 
         # -- finishing ------------------------------------------------------------------------
+        # A FailJob rule's decision is kept in the FailureTarget condition, written with the
+        # uncounted set that holds the pod, so it survives the pod's release (as in Kubernetes).
         failure: tuple[str, str] | None = None
-        if not spec.suspend:
-            past_on_failure = spec.template.spec.restartPolicy == "OnFailure" and (
-                _restarts(active) > 0 if spec.backoffLimit == 0 else _restarts(active) >= spec.backoffLimit
+        target = condition(job, "FailureTarget")
+        if target is None or target.status != "True":
+            fail_job = sorted(
+                (p for p in pods if failed(p) and (tracked(p) or p.metadata.uid in known) and verdict(p).action == "FailJob"),
+                key=lambda p: (_failure_time(p), p.metadata.name),
             )
-            if total_failed > spec.backoffLimit or past_on_failure:
+            if fail_job:
+                message = verdict(fail_job[0]).message
+                conds = _set_condition(conds, "FailureTarget", "True", "PodFailurePolicy", message, now_s)
+                target = condition(replace(job, status=replace(status, conditions=conds)), "FailureTarget")
+        if target is not None and target.status == "True":
+            failure = (target.reason or "PodFailurePolicy", target.message or "")
+            delete += [p.metadata.name for p in active]  # FailJob terminates the other pods at once
+        elif not spec.suspend:
+            limit = backoff_limit(spec)
+            past_on_failure = spec.template.spec.restartPolicy == "OnFailure" and (
+                _restarts(active) > 0 if limit == 0 else _restarts(active) >= limit
+            )
+            if total_failed > limit or past_on_failure:
                 failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
             elif spec.activeDeadlineSeconds is not None and start_time is not None:
                 deadline = parse_time(start_time) + dt.timedelta(seconds=spec.activeDeadlineSeconds)
@@ -373,6 +442,11 @@ def plan(job: Job, pods: list[Pod], now: dt.datetime, settings: Settings = Setti
                     failure = ("DeadlineExceeded", "Job was active longer than specified deadline")
                 else:
                     requeue_in((deadline - now).total_seconds())
+            if failure is None and per_index and completions is not None:
+                if spec.maxFailedIndexes is not None and len(failed_indexes) > spec.maxFailedIndexes:
+                    failure = ("MaxFailedIndexesExceeded", "Job has exceeded the specified maximal number of failed indexes")
+                elif failed_indexes and len(failed_indexes) + len(completed) >= completions:
+                    failure = ("FailedIndexes", "Job has failed indexes")
         # A finished condition waits until every recorded result is in the counters, so a
         # Job is never seen Complete (or Failed) with counts short of what decided it; the
         # finalizer removals of this plan bring the next reconcile.
@@ -401,8 +475,23 @@ def plan(job: Job, pods: list[Pod], now: dt.datetime, settings: Settings = Setti
                 discard += [p.metadata.name for p in active]
                 finished = True
             else:
-                c, d, wait = _manage(job, pods, occupying, active, completed, total_succeeded, total_failed, parallelism, now, settings)
-                create, discard = c, discard + d
+                # the pods of a failed index stop (counted as failed); the index is not retried
+                delete += [p.metadata.name for p in active if pod_index(p) in failed_indexes]
+                counted_failures = [p for p in pods if failed(p) and verdict(p).counts]
+                ready_at: dict[int | None, dt.datetime] = {}
+                if per_index:
+                    for i, (n, _) in index_failures.items():
+                        times = [_failure_time(p) for p in counted_failures if pod_index(p) == i]
+                        if n > 0 and times:
+                            ready_at[i] = max(times) + dt.timedelta(seconds=_backoff_delay(n, settings))
+                elif total_failed > 0 and counted_failures:
+                    last = max(_failure_time(p) for p in counted_failures)
+                    ready_at[None] = last + dt.timedelta(seconds=_backoff_delay(total_failed, settings))
+                c, d, wait = _manage(
+                    job, occupying, active, completed | failed_indexes, total_succeeded, parallelism, now, settings, ready_at
+                )
+                create = [new_pod(job, i, index_failures.get(i, (0, 0)) if per_index else None) for i in c]
+                discard += d
                 if wait is not None:
                     requeue_in(wait)
     elif any(c.type == "Failed" and c.status == "True" for c in conds):
@@ -424,6 +513,7 @@ def plan(job: Job, pods: list[Pod], now: dt.datetime, settings: Settings = Setti
         else:
             requeue_in((expires - now).total_seconds())
 
+    delete = sorted(set(delete))
     going = set(discard) | set(delete)
     new_status = replace(
         status,
@@ -435,6 +525,7 @@ def plan(job: Job, pods: list[Pod], now: dt.datetime, settings: Settings = Setti
         completionTime=completion_time,
         conditions=conds,
         completedIndexes=format_indexes(completed) if indexed else status.completedIndexes,
+        failedIndexes=format_indexes(failed_indexes) if per_index else status.failedIndexes,
     )
     return Plan(
         status=new_status,
@@ -442,7 +533,7 @@ def plan(job: Job, pods: list[Pod], now: dt.datetime, settings: Settings = Setti
         create=create,
         delete=delete,
         release=release,
-        discard=sorted(set(discard)),
+        discard=sorted(set(discard) - set(delete)),
         delete_job=delete_job,
         events=events,
         requeue_after=min(requeue) if requeue else None,
@@ -451,17 +542,18 @@ def plan(job: Job, pods: list[Pod], now: dt.datetime, settings: Settings = Setti
 
 def _manage(
     job: Job,
-    pods: list[Pod],
     occupying: list[Pod],
     active: list[Pod],
-    completed: set[int],
+    done_indexes: set[int],
     total_succeeded: int,
-    total_failed: int,
     parallelism: int,
     now: dt.datetime,
     settings: Settings,
-) -> tuple[list[Pod], list[str], float | None]:
-    """(pods to create, pod names to discard, seconds to wait before creating) for a running Job."""
+    ready_at: dict[int | None, dt.datetime],
+) -> tuple[list[int | None], list[str], float | None]:
+    """(indexes of the pods to create — None when not Indexed —, pod names to discard, seconds
+    to wait before creating more) for a running Job. ``done_indexes``: completed or failed;
+    ``ready_at``: when the back-off after failures ends, per index (None: for the whole Job)."""
     spec = job.spec
     completions = spec.completions
     discard: list[str] = []
@@ -471,7 +563,7 @@ def _manage(
         keep: list[Pod] = []
         for p in sorted(occupying, key=lambda p: (p.metadata.deletionTimestamp is None, p.metadata.creationTimestamp or "")):
             i = pod_index(p)
-            if i is None or i >= completions or i in completed or i in seen:
+            if i is None or i >= completions or i in done_indexes or i in seen:
                 if p.metadata.deletionTimestamp is None:
                     discard.append(p.metadata.name)
                 elif i is not None:
@@ -483,9 +575,7 @@ def _manage(
             extra = sorted((p for p in keep if p.metadata.deletionTimestamp is None), key=_deletion_order)
             discard += [p.metadata.name for p in extra[: len(keep) - parallelism]]
         slots = parallelism - sum(1 for p in occupying if p.metadata.name not in discard)
-        pending = [i for i in range(completions) if i not in completed and i not in seen]
-        want = min(max(0, slots), len(pending), settings.max_creates)
-        targets: list[int | None] = list(pending[:want])
+        pending: list[int | None] = [i for i in range(completions) if i not in done_indexes and i not in seen]
     else:
         if completions is None and total_succeeded > 0:
             return [], discard, None  # work queue: no new pods once one succeeded; the rest run out
@@ -497,16 +587,13 @@ def _manage(
         if len(active) > want_active:
             extra = sorted(active, key=_deletion_order)
             discard += [p.metadata.name for p in extra[: len(active) - want_active]]
-        want = min(max(0, want_active - len(active) - terminating), settings.max_creates)
-        targets = [None] * want
-    if not targets:
-        return [], discard, None
-    if total_failed > 0:
-        failed_pods = [p for p in pods if is_finished(p) and not succeeded(p)]
-        if failed_pods:
-            last = max(_failure_time(p) for p in failed_pods)
-            delay = min(settings.backoff_base * 2 ** min(total_failed - 1, 30), settings.backoff_cap)
-            ready_at = last + dt.timedelta(seconds=delay)
-            if now < ready_at:
-                return [], discard, (ready_at - now).total_seconds()
-    return [new_pod(job, i) for i in targets], discard, None
+        slots = want_active - len(active) - terminating
+        pending = [None] * max(0, slots)
+    waiting = [ready_at[i] for i in pending if i in ready_at and now < ready_at[i]]
+    if None in ready_at and now < ready_at[None]:
+        waiting.append(ready_at[None])
+        pending = []
+    pending = [i for i in pending if not (i in ready_at and now < ready_at[i])]
+    targets = pending[: min(max(0, slots), settings.max_creates)]
+    wait = (min(waiting) - now).total_seconds() if waiting and slots > len(targets) else None
+    return targets, discard, wait
