@@ -22,10 +22,12 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+import msgspec
 import yaml
 
 from kyb import errors
 from kyb.client import ApiClient
+from schemas.pod import PodTemplateSpec
 
 REVISION = "deployment.kubernetes.io/revision"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
@@ -140,6 +142,14 @@ def undo_onto(d: dict[str, Any], rs: dict[str, Any]) -> dict[str, Any]:
 def revision_template(rev: dict[str, Any]) -> dict[str, Any]:
     """The pod template a ControllerRevision restores."""
     return copy.deepcopy(((rev.get("data") or {}).get("spec") or {}).get("template") or {})
+
+
+def same_template(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal as pod templates (a revision's data leaves out fields at their defaults; the api does not)."""
+    try:
+        return msgspec.convert(a, PodTemplateSpec) == msgspec.convert(b, PodTemplateSpec)
+    except msgspec.ValidationError:
+        return False
 
 
 def find_revision(revs: list[dict[str, Any]], to_revision: int) -> dict[str, Any] | None:
@@ -277,12 +287,15 @@ def rollout_group() -> None:
 @click.argument("target")
 @click.argument("name", required=False)
 @namespace_opt
-@click.option("-w", "--watch/--no-watch", default=True, show_default=True, help="wait until the rollout finishes")
+@click.option("-w", "--watch", type=click.BOOL, default=True, is_flag=False, flag_value=True, show_default=True,
+              help="wait until the rollout finishes (--watch=false: report once)")
+@click.option("--no-watch", "no_watch", is_flag=True, hidden=True)
 @click.option("--timeout", type=float, default=0, help="seconds to wait before giving up (0: forever)")
 @click.pass_obj
-def status_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: str, watch: bool,
+def status_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: str, watch: bool, no_watch: bool,
                timeout: float) -> None:
     """Show the status of the rollout; with --watch (default) wait for it to finish."""
+    watch = watch and not no_watch
     kind, dname = _target(target, name)
     plural, viewer = ("daemonsets", daemonset_status_message) if kind == "DaemonSet" else ("deployments", status_message)
 
@@ -366,7 +379,7 @@ async def _daemonset_undo(api: ApiClient, namespace: str, name: str, to_revision
         click.echo(f"error: unable to find specified revision {to_revision} in history", err=True)
         raise Failed
     number = int(rev.get("revision") or 0)
-    if revision_template(rev) == ds["spec"]["template"]:
+    if same_template(revision_template(rev), ds["spec"]["template"]):
         click.echo(f"daemonset.apps/{name} skipped rollback (current template already matches revision {number})")
         return
     await _update(api, "daemonsets", namespace, name, lambda cur: restore_revision(cur, rev))
