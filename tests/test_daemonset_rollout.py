@@ -16,7 +16,6 @@ from kyb.cli.rollout import same_template
 from kyb.client import ApiClient
 from kyb.store import Store
 from services.daemonset.reconcile import HASH_LABEL
-from services.gc.service import KINDS as GC_KINDS
 from tests.cluster import QUIET, HollowKubelet, Services, hollow_node, wait_api, wait_for
 from tests.test_daemonset_service import ds_manifest
 
@@ -149,11 +148,6 @@ async def test_on_delete_daemonset_has_no_rollout_status(env):
     assert code == 1 and "rollout status is only available for RollingUpdate strategy type" in out, out
 
 
-@pytest.mark.xfail(
-    "ControllerRevision" not in GC_KINDS,
-    reason="services/gc does not watch ControllerRevisions yet (its KINDS lacks the kind)",
-    strict=True,
-)
 async def test_deleting_the_daemonset_removes_its_controller_revisions(env):
     await env.api.apply(versioned("agent:1"))
     await env.api.apply(versioned("agent:2"))

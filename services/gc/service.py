@@ -35,6 +35,7 @@ KINDS = (
     "Deployment",
     "Job",
     "DaemonSet",
+    "ControllerRevision",
     "Endpoints",
     "EndpointSlice",
     "PersistentVolumeClaim",
