@@ -18,6 +18,12 @@ must not also complete the Job, or the Job reads Complete with ``succeeded`` sho
 ``uncountedTerminatedPods`` is empty). The uncounted set lives in the annotation ``UNCOUNTED_ANNOTATION`` (Kubernetes
 keeps it in ``status.uncountedTerminatedPods``).
 
+A failed pod that an ``Ignore`` rule of ``spec.podFailurePolicy`` matches never enters the
+uncounted set: its finalizer is removed straight away, the verdict being the same whenever it is
+asked. A ``FailJob`` match is kept in the ``FailureTarget`` condition, written with the uncounted
+set that holds the pod; ``Failed`` follows once it is counted. With ``backoffLimitPerIndex``, an
+index whose recorded failures pass the limit joins ``status.failedIndexes`` in that same write.
+
 A pod is *finished* when its phase is Succeeded or Failed, or when it is being deleted (then it
 counts as failed unless it succeeded, as Kubernetes' job controller counts it). A terminating
 pod still holds its slot (and its completion index) until it is gone or terminal, so the Job
