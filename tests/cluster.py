@@ -243,7 +243,9 @@ def hollow_node(name: str, labels: dict[str, str] | None = None, taints: list[di
 
 
 Phase = Literal["Succeeded", "Failed"]
-Finish = Callable[[Pod], Phase | None]  # a Running pod -> the phase it ends in now, or None: it runs on
+# A Running pod -> how it ends now: a phase (exit code 0 or 1) or a container exit code
+# (0: Succeeded, else Failed); None: it runs on.
+Finish = Callable[[Pod], Phase | int | None]
 Ready = Callable[[Pod], bool]  # whether a running pod passes its readiness probe
 
 
@@ -351,8 +353,8 @@ class HollowKubelet:
         with contextlib.suppress(errors.NotFound, errors.Conflict):
             if pod.metadata.deletionTimestamp is not None:
                 await self.store.delete("Pod", ns, name, grace_period_seconds=0)
-            elif pod.status.phase == "Running" and (phase := self.finish(pod)):
-                await self.store.mutate("Pod", ns, name, lambda p: _finished(p, phase, now_rfc3339()))
+            elif pod.status.phase == "Running" and (end := self.finish(pod)) is not None:
+                await self.store.mutate("Pod", ns, name, lambda p: _finished(p, end, now_rfc3339()))
             elif self._running(pod) is not None:
                 await self.store.mutate("Pod", ns, name, self._running)
 
@@ -374,11 +376,15 @@ class HollowKubelet:
         return replace(pod, spec=replace(pod.spec, nodeName=node), status=status)
 
 
-def _finished(pod: Pod, phase: Phase, now: str) -> Pod | None:
-    """``pod`` ended in ``phase``: its containers terminated (exit 0 or 1), no longer Ready."""
+def _finished(pod: Pod, end: Phase | int, now: str) -> Pod | None:
+    """``pod`` ended as ``end`` says (a phase, or an exit code): its containers terminated,
+    no longer Ready."""
     if pod.status.phase != "Running":
         return None
-    code = 0 if phase == "Succeeded" else 1
+    if isinstance(end, int):
+        code, phase = end, ("Succeeded" if end == 0 else "Failed")
+    else:
+        code, phase = (0 if end == "Succeeded" else 1), end
     terminated = ContainerState(terminated=ContainerStateTerminated(exitCode=code, finishedAt=now))
     statuses = [ContainerStatus(name=c.name, state=terminated) for c in pod.spec.containers]
     conds = [replace(c, status="False") if c.type in ("Ready", "ContainersReady") else c for c in pod.status.conditions]

@@ -4,7 +4,6 @@ with pods ending in the exit codes each test needs."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from collections.abc import Callable
 from typing import Any
@@ -15,8 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from msgspec.structs import replace
 
-from kyb import errors
-from kyb.store import Store
 from schemas.batch import PodFailurePolicy
 from schemas.helpers import format_time
 from schemas.pod import ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodCondition
@@ -375,34 +372,6 @@ def test_a_valid_policy_and_the_backoff_limit_default():
 # --- on a real nats-server --------------------------------------------------------------------
 
 
-class ExitCodeKubelet(HollowKubelet):
-    """The hollow kubelet, where a running pod ends with the exit code ``exit_code`` gives it
-    (0: Succeeded, else Failed; None: it runs on)."""
-
-    def __init__(self, store: Store, nc: Any, exit_code: Callable[[Pod], int | None]) -> None:
-        super().__init__(store, nc)
-        self.exit_code = exit_code
-
-    async def _sync(self, key: str, _ctx: None) -> None:
-        pod = self.pods.get(key)
-        if pod is not None and self._owns(pod) and pod.status.phase == "Running" and pod.metadata.deletionTimestamp is None:
-            code = self.exit_code(pod)
-            if code is not None:
-                with contextlib.suppress(errors.NotFound, errors.Conflict):
-                    await self.store.mutate("Pod", pod.metadata.namespace, pod.metadata.name, lambda p: _ended(p, code))
-                return
-        await super()._sync(key, _ctx)
-
-
-def _ended(pod: Pod, code: int) -> Pod | None:
-    if pod.status.phase != "Running":
-        return None
-    now = format_time(dt.datetime.now(dt.UTC))
-    term = ContainerState(terminated=ContainerStateTerminated(exitCode=code, finishedAt=now))
-    statuses = [ContainerStatus(name=c.name, state=term) for c in pod.spec.containers]
-    return replace(pod, status=replace(pod.status, phase="Succeeded" if code == 0 else "Failed", containerStatuses=statuses))
-
-
 async def test_exit_code_42_fails_the_job_at_once_despite_backoff_limit(cluster: Cluster):  # noqa: F811
     ended: list[str] = []
 
@@ -412,7 +381,7 @@ async def test_exit_code_42_fails_the_job_at_once_despite_backoff_limit(cluster:
             return 42
         return None  # the others run until the Job terminates them
 
-    kubelet = ExitCodeKubelet(cluster.store, cluster.nc, exit_code).start()
+    kubelet = HollowKubelet(cluster.store, cluster.nc, finish=exit_code).start()
     try:
         await cluster.api.apply(job_manifest("fj", completions=4, parallelism=2, backoffLimit=6, **FAIL_POLICY))
         job = await cluster.wait_condition("fj", "Failed", 30)
@@ -443,7 +412,7 @@ async def test_ignored_exit_code_137_retries_past_the_backoff_limit(cluster: Clu
             return 137
         return 0
 
-    kubelet = ExitCodeKubelet(cluster.store, cluster.nc, exit_code).start()
+    kubelet = HollowKubelet(cluster.store, cluster.nc, finish=exit_code).start()
     try:
         await cluster.api.apply(job_manifest(
             "oom", completions=1, backoffLimit=1,
@@ -461,7 +430,7 @@ async def test_an_index_past_backoff_limit_per_index_fails_alone(cluster: Cluste
     def exit_code(pod: Pod) -> int | None:
         return 3 if pod.metadata.annotations[INDEX_KEY] == "1" else 0
 
-    kubelet = ExitCodeKubelet(cluster.store, cluster.nc, exit_code).start()
+    kubelet = HollowKubelet(cluster.store, cluster.nc, finish=exit_code).start()
     try:
         await cluster.api.apply(job_manifest("per", completions=3, parallelism=3, completionMode="Indexed",
                                              backoffLimitPerIndex=1))
