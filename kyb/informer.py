@@ -174,11 +174,16 @@ class Informer:
             if ci.num_pending == 0 and not self.synced:
                 self._synced.set()
             expected_dseq = 1
+            me = asyncio.current_task()
             while True:
                 try:
                     msg = await sub.next_msg(timeout=self.heartbeat * 3)
                 except nats.errors.TimeoutError:
                     raise _Restart("no heartbeat") from None
+                if self._stopping or (me is not None and me.cancelling()):
+                    # next_msg's wait_for can swallow a cancellation (Python 3.11); without this
+                    # check stop() would wait for ever on a watch that keeps delivering.
+                    raise asyncio.CancelledError()
                 headers = msg.headers or {}
                 if msg.data == b"" and headers.get("Status") == "100":
                     if msg.reply:  # flow control request

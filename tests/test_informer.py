@@ -109,3 +109,34 @@ async def test_survives_server_restart_mid_watch_nothing_missed_or_duplicated(na
     finally:
         await client.close()
         await writer.close()
+
+
+async def test_a_stop_whose_cancellation_never_arrives_still_ends_a_busy_watch(nc):
+    """nats-py's next_msg can swallow the cancellation stop() sends (Python 3.11's wait_for):
+    the watch must still end once stopping, though changes keep arriving, or stop() hangs."""
+    store = Store(nc.jetstream())
+    await store.ensure_buckets()
+    inf = Informer(nc, "Pod")
+    await inf.start()
+    writes = 0
+
+    async def writer() -> None:
+        nonlocal writes
+        while True:
+            await store.create(pod(f"w{writes}"))
+            writes += 1
+            await asyncio.sleep(0.02)
+
+    busy = asyncio.create_task(writer())
+    try:
+        await inf.wait_synced(10)
+        task = inf._task
+        assert task is not None
+        inf._stopping = True  # what stop() sets; its cancel is the part that can be lost
+        started = writes
+        await eventually(lambda: task.done(), 10, "the watch ends while changes keep coming")
+        assert writes > started, "no change arrived, so the test proved nothing"
+    finally:
+        busy.cancel()
+        await asyncio.gather(busy, return_exceptions=True)
+        await inf.stop()
