@@ -1,29 +1,24 @@
 """A Deployment adopts and releases ReplicaSets as Kubernetes' does, on a real nats-server with
-the api, replication and deployment services in-process and hollow pods (a small in-test
-kubelet reports each pod Running and Ready and removes terminating ones): an orphan ReplicaSet
-with the Deployment's template becomes its ReplicaSet instead of a duplicate, an orphan with
-another template is adopted and rolled down to zero, a Deployment deleted with
-``--cascade=orphan`` and applied again takes its ReplicaSet back, and a ReplicaSet relabelled
-out of the selector is let go and replaced."""
+the api, replication, deployment and gc services in-process and hollow pods (the hollow
+kubelet of tests/cluster.py reports each pod Running and Ready and removes terminating ones):
+an orphan ReplicaSet with the Deployment's template becomes its ReplicaSet instead of a
+duplicate, an orphan with another template is adopted and rolled down to zero, a Deployment
+deleted with ``--cascade=orphan`` and applied again takes its ReplicaSet back, and a
+ReplicaSet relabelled out of the selector is let go and replaced."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import datetime as _dt
 import json
 from typing import Any
 
-import msgspec
 import pytest
 
 from kyb import errors
 from kyb.client import ApiClient
-from kyb.informer import Informer
 from kyb.store import Store
-from schemas.helpers import format_time
-from schemas.pod import Pod, PodCondition
-from tests.cluster import FAST_LEASE, Services, wait_api, wait_for
+from schemas.pod import Pod
+from tests.cluster import FAST_LEASE, HollowKubelet, Services, wait_api, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,58 +26,6 @@ TEMPLATE = {
     "metadata": {"labels": {"app": "web"}},
     "spec": {"containers": [{"name": "app", "image": "img:1", "imagePullPolicy": "Never"}]},
 }
-
-
-class HollowPods:
-    """Pods Running and Ready as soon as they exist; terminating pods removed at once."""
-
-    def __init__(self, nc: Any, store: Store) -> None:
-        self.store = store
-        self.pods = Informer(nc, "Pod")
-        self.queue: asyncio.Queue[str] = asyncio.Queue()
-        self.pods.add_handler(lambda ev, new, old, h: self.queue.put_nowait(
-            f"{(new or old).metadata.namespace}.{(new or old).metadata.name}"))
-        self.task: asyncio.Task | None = None
-
-    async def start(self) -> None:
-        await self.pods.start()
-        await self.pods.wait_synced(10)
-        self.task = asyncio.create_task(self._work())
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        await self.pods.stop()
-
-    async def _work(self) -> None:
-        me = asyncio.current_task()
-        while me is None or not me.cancelling():
-            key = await self.queue.get()
-            with contextlib.suppress(Exception):
-                await self._sync(key)
-
-    async def _sync(self, key: str) -> None:
-        pod = self.pods.get(key)
-        if pod is None:
-            return
-        ns, name = pod.metadata.namespace, pod.metadata.name
-        if pod.metadata.deletionTimestamp is not None:
-            await self.store.delete("Pod", ns, name, grace_period_seconds=0)
-            return
-        if pod.status.phase == "Running":
-            return
-        now = format_time(_dt.datetime.now(_dt.UTC))
-
-        def run(p: Pod) -> Pod | None:
-            if p.status.phase == "Running":
-                return None
-            status = msgspec.structs.replace(
-                p.status, phase="Running", conditions=[PodCondition(type="Ready", status="True", lastTransitionTime=now)])
-            return msgspec.structs.replace(p, spec=msgspec.structs.replace(p.spec, nodeName="hollow-0"), status=status)
-
-        await self.store.mutate("Pod", ns, name, run)
 
 
 class Cluster:
@@ -133,12 +76,12 @@ class Cluster:
 @pytest.fixture
 async def cluster(nats_url, nc):
     services = Services(["api", "replication", "deployment", "gc"], nats_url, FAST_LEASE).start()
-    pods: HollowPods | None = None
+    pods: HollowKubelet | None = None
     try:
         await wait_api(nc, services.task)
         c = Cluster(nc)
-        pods = HollowPods(nc, c.store)
-        await pods.start()
+        pods = HollowKubelet(c.store, nc, node="hollow-0").start()
+        await pods.wait_synced()
         yield c
     finally:
         if pods is not None:
