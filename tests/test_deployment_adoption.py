@@ -18,14 +18,11 @@ from kyb import errors
 from kyb.client import ApiClient
 from kyb.store import Store
 from schemas.pod import Pod
-from tests.cluster import FAST_LEASE, HollowKubelet, Services, wait_api, wait_for
+from tests.cluster import FAST_LEASE, HollowKubelet, Services, wait_api, wait_for, workload_manifest
 
 pytestmark = pytest.mark.timeout(60)
 
-TEMPLATE = {
-    "metadata": {"labels": {"app": "web"}},
-    "spec": {"containers": [{"name": "app", "image": "img:1", "imagePullPolicy": "Never"}]},
-}
+NEVER_PULL = {"imagePullPolicy": "Never"}
 
 
 class Cluster:
@@ -90,30 +87,15 @@ async def cluster(nats_url, nc):
 
 
 def deployment(replicas: int, image: str = "img:1") -> dict:
-    template = json.loads(json.dumps(TEMPLATE))
-    template["spec"]["containers"][0]["image"] = image
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": "web"}},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}},
-            "template": template,
-        },
-    }
+    return workload_manifest("Deployment", "web", replicas, image, container=NEVER_PULL,
+                             strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}})
 
 
 def replica_set(name: str, replicas: int, image: str) -> dict:
-    template = json.loads(json.dumps(TEMPLATE))
-    template["spec"]["containers"][0]["image"] = image
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"}},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}}, "template": template},
-    }
+    """A ReplicaSet of its own whose labels and pod template are those ``deployment`` makes."""
+    rs = workload_manifest("ReplicaSet", name, replicas, image, labels={"app": "web"}, container=NEVER_PULL)
+    rs["metadata"]["labels"] = {"app": "web"}
+    return rs
 
 
 def controller(obj: dict) -> dict | None:
