@@ -11,6 +11,7 @@ import nats
 
 from kyb.client import ApiClient
 from kyb.serve import run_services
+from tests.cluster import remove_containers
 from tests.images import busybox_image  # noqa: F401  (fixture)
 
 NODE = "vb-node"
@@ -95,3 +96,4 @@ async def test_data_outlives_the_pod(nats_url, tmp_path, docker_engine, busybox_
         stop.set()
         await asyncio.wait_for(task, 30)
         await nc.close()
+        await remove_containers(NODE)  # the finished reader's sandbox stays until its pod goes
