@@ -33,6 +33,7 @@ bench: $(VENV)/.installed-test
 	$(PY) bench/rollout.py
 	$(PY) bench/rollout_deployment.py
 	$(PY) bench/network.py
+	$(PY) bench/footprint.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
