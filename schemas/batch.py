@@ -11,6 +11,14 @@ from msgspec.structs import force_setattr
 from schemas.meta import Base, Condition, ConditionStatus, LabelSelector, Object
 from schemas.pod import PodTemplateSpec
 
+# The selector Kubernetes generates for a Job (unless manualSelector) and the labels it puts on
+# the Job's pod template; a manifest never carries them, so a re-apply must keep them.
+LABEL_CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
+LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
+LEGACY_CONTROLLER_UID = "controller-uid"
+LEGACY_JOB_NAME = "job-name"
+GENERATED_TEMPLATE_LABELS = (LABEL_CONTROLLER_UID, LABEL_JOB_NAME, LEGACY_CONTROLLER_UID, LEGACY_JOB_NAME)
+
 DEFAULT_BACKOFF_LIMIT = 6
 UNLIMITED_BACKOFF = 2**31 - 1  # Kubernetes' backoffLimit default when backoffLimitPerIndex is set
 

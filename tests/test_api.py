@@ -237,3 +237,28 @@ async def test_replacing_an_object_with_what_get_returned_changes_nothing(cluste
     got["spec"]["replicas"] = 5
     code, changed = await call(cluster, "replace", json.dumps(got).encode())
     assert code == 200 and changed["metadata"]["generation"] == 2
+
+
+def test_reapplying_a_job_keeps_its_generated_selector_and_changes_nothing():
+    """The Job controller gives a Job the selector and template labels Kubernetes generates;
+    re-applying the manifest, which never held them, keeps them and is "unchanged"."""
+    from services.api import admission
+    from services.job.reconcile import with_generated_selector
+
+    body = (b"apiVersion: batch/v1\nkind: Job\nmetadata: {name: once}\nspec:\n  template:\n    spec:\n"
+            b"      restartPolicy: Never\n      containers: [{name: main, image: busybox, command: [\"true\"]}]\n")
+    doc = admission.parse_manifest(body)
+    _, desired = admission.admit(doc, "default")
+    desired = admission.with_last_applied(desired, doc)
+    stored = msgspec.structs.replace(desired, metadata=msgspec.structs.replace(desired.metadata, uid="u-1"))
+    stored = with_generated_selector(stored)
+    assert stored is not None and stored.spec.selector is not None
+    merged = admission.merge_apply(stored, desired, doc)
+    assert admission.same_content(merged, stored)
+    assert merged.spec.template.metadata.labels["batch.kubernetes.io/controller-uid"] == "u-1"
+    # A manifest that does change the template is still applied, generated labels kept.
+    doc2 = admission.parse_manifest(body.replace(b'["true"]', b'["false"]'))
+    _, desired2 = admission.admit(doc2, "default")
+    merged2 = admission.merge_apply(stored, desired2, doc2)
+    assert merged2.spec.template.spec.containers[0].command == ["false"]
+    assert merged2.spec.selector == stored.spec.selector

@@ -18,6 +18,7 @@ import msgspec
 import yaml
 
 from kyb import errors
+from schemas.batch import GENERATED_TEMPLATE_LABELS, Job
 from schemas.meta import Object
 from schemas.registry import KindInfo, UnknownKind, for_manifest
 
@@ -191,7 +192,24 @@ def merge_apply(current: Object, desired: Object, doc: dict[str, Any]) -> Object
             continue
         changes[f] = getattr(desired, f)
     merged = msgspec.structs.replace(current, apiVersion=desired.apiVersion, **changes)
-    return _keep_unset_replicas(merged, current, doc, prev_doc)
+    return _keep_generated_job_selector(_keep_unset_replicas(merged, current, doc, prev_doc), current, doc)
+
+
+def _keep_generated_job_selector(merged: Object, current: Object, doc: dict[str, Any]) -> Object:
+    """A Job's generated selector and pod-template labels stay: the manifest never set them
+    (as kubectl's three-way merge keeps what the last applied manifest did not hold)."""
+    if not isinstance(current, Job) or not isinstance(merged, Job) or current.spec.selector is None:
+        return merged
+    raw_spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
+    if "selector" in raw_spec or merged.spec.manualSelector:
+        return merged
+    live = current.spec.template.metadata.labels
+    generated = {k: live[k] for k in GENERATED_TEMPLATE_LABELS if k in live}
+    tmpl = merged.spec.template
+    labels = {**tmpl.metadata.labels, **generated}
+    template = msgspec.structs.replace(tmpl, metadata=msgspec.structs.replace(tmpl.metadata, labels=labels))
+    spec = msgspec.structs.replace(merged.spec, selector=current.spec.selector, template=template)
+    return msgspec.structs.replace(merged, spec=spec)
 
 
 def _keep_unset_replicas(merged: Object, current: Object, doc: dict[str, Any], prev_doc: dict[str, Any]) -> Object:

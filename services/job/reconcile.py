@@ -38,7 +38,16 @@ from dataclasses import dataclass
 import msgspec
 from msgspec.structs import replace
 
-from schemas.batch import DEFAULT_BACKOFF_LIMIT, Job, JobSpec, JobStatus
+from schemas.batch import (
+    DEFAULT_BACKOFF_LIMIT,
+    LABEL_CONTROLLER_UID,
+    LABEL_JOB_NAME,
+    LEGACY_CONTROLLER_UID,
+    LEGACY_JOB_NAME,
+    Job,
+    JobSpec,
+    JobStatus,
+)
 from schemas.helpers import format_time, owner_reference, parse_time
 from schemas.meta import Condition, LabelSelector, ObjectMeta
 from schemas.pod import EnvVar, EnvVarSource, ObjectFieldSelector, Pod
@@ -51,10 +60,6 @@ from services.job.failure_policy import (
     judge,
 )
 
-LABEL_CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
-LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
-LEGACY_CONTROLLER_UID = "controller-uid"
-LEGACY_JOB_NAME = "job-name"
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 FINALIZER = "batch.kubernetes.io/job-tracking"
 UNCOUNTED_ANNOTATION = "kybernetes.io/uncounted-terminated-pods"
