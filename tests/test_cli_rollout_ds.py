@@ -93,3 +93,13 @@ def test_templates_compare_with_defaults_spelled_out_or_left_out():
     full["spec"]["containers"][0]["workingDir"] = ""
     assert same_template(template("agent:1"), full)
     assert not same_template(template("agent:1"), template("agent:2"))
+
+
+def test_rollout_status_timeout_takes_a_duration_and_names_a_bad_one():
+    from click.testing import CliRunner
+
+    from kyb.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["--nats", "nats://127.0.0.1:1", "rollout", "status", "ds/agent", "--timeout", "5x"])
+    assert result.exit_code == 2
+    assert "'5x' is not a duration" in result.output

@@ -76,7 +76,7 @@ async def test_two_templates_make_two_revisions_history_lists_them_and_undo_roll
     assert code == 0 and 'daemon set "agent" successfully rolled out' in out, out
 
     await env.api.apply(versioned("agent:2", cause="image agent:2"))
-    code, out = await env.kyb("rollout", "status", "daemonset/agent", "--timeout", "30")
+    code, out = await env.kyb("rollout", "status", "daemonset/agent", "--timeout", "30s")
     assert code == 0 and out.strip().endswith('daemon set "agent" successfully rolled out'), out
     pods = await wait_for(lambda: env.images_everywhere("agent:2"), 20, "agent:2 on every node")
 

@@ -26,6 +26,7 @@ import msgspec
 import yaml
 
 from kyb import errors
+from kyb.cli.nodes import Duration
 from kyb.client import ApiClient
 from schemas.pod import PodTemplateSpec
 
@@ -290,7 +291,8 @@ def rollout_group() -> None:
 @click.option("-w", "--watch", type=click.BOOL, default=True, is_flag=False, flag_value=True, show_default=True,
               help="wait until the rollout finishes (--watch=false: report once)")
 @click.option("--no-watch", "no_watch", is_flag=True, hidden=True)
-@click.option("--timeout", type=float, default=0, help="seconds to wait before giving up (0: forever)")
+@click.option("--timeout", type=Duration(), default="0",
+              help="how long to wait before giving up: seconds or a duration (90s, 5m); 0: forever")
 @click.pass_obj
 def status_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: str, watch: bool, no_watch: bool,
                timeout: float) -> None:
