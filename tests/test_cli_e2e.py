@@ -158,6 +158,22 @@ def test_get_outputs_and_selectors(kyb) -> None:
     assert sorted(line.split()[1] for line in wide[1:]) == ["sel-a", "sel-b"]
 
 
+def test_get_all_lists_the_workload_kinds_and_services_by_kind(kyb) -> None:
+    kyb("apply", "-f", "-", input=(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: all-ns}\n---\n"
+        "apiVersion: v1\nkind: Service\nmetadata: {name: all-svc, namespace: all-ns}\n"
+        "spec: {selector: {app: x}, ports: [{port: 80}]}\n---\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: all-dep, namespace: all-ns}\n"
+        "spec: {replicas: 0, selector: {matchLabels: {app: x}}, template: {metadata: {labels: {app: x}},"
+        " spec: {containers: [{name: c, image: busybox}]}}}\n"
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: all-cm, namespace: all-ns}\n"
+    ))
+    out = kyb("get", "all", "-n", "all-ns").output
+    names = [line.split()[0] for line in out.splitlines() if line and not line.startswith("NAME")]
+    assert "service/all-svc" in names and "deployment.apps/all-dep" in names
+    assert not any("all-cm" in n for n in names), "ConfigMaps are not in the all category"
+
+
 def test_get_missing_and_empty(kyb) -> None:
     missing = kyb("get", "pods", "nope")
     assert missing.exit_code == 1

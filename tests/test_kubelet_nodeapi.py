@@ -265,5 +265,14 @@ async def test_cli_commands_print_and_exit_like_kubectl(nats_url, nc, node):
     assert "line5" in await logs_of(nc)  # everything is written
     result = await asyncio.to_thread(runner.invoke, logs_command, ["web", "--nats", nats_url, "--tail", "1"])
     assert result.exit_code == 0 and result.output == "line5\n"
+    # kubectl's pod/NAME form; another kind is refused before anything is asked.
+    result = await asyncio.to_thread(runner.invoke, logs_command, ["pod/web", "--nats", nats_url, "--tail", "1"])
+    assert result.exit_code == 0 and result.output == "line5\n"
+    result = await asyncio.to_thread(
+        runner.invoke, exec_command_cli, ["po/web", "--nats", nats_url, "--", "sh", "-c", "echo again"]
+    )
+    assert result.exit_code == 0 and result.output == "again\n"
+    result = await asyncio.to_thread(runner.invoke, logs_command, ["deploy/web", "--nats", nats_url])
+    assert result.exit_code == 2 and "give a pod" in result.output
     result = await asyncio.to_thread(runner.invoke, logs_command, ["ghost", "--nats", nats_url])
     assert result.exit_code == 1 and 'pods "ghost" not found' in result.output

@@ -117,8 +117,14 @@ def _namespace(info: Any, namespace: str, all_namespaces: bool = False) -> str |
     return namespace
 
 
+# kubectl's "all" category: the workload kinds and Services (`kyb get all`, `kyb delete all --all`).
+ALL_CATEGORY = ("pods", "replicationcontrollers", "services", "daemonsets", "deployments", "replicasets",
+                "horizontalpodautoscalers", "jobs")
+
+
 def _targets(args: tuple[str, ...]) -> list[tuple[Any, list[str]]]:
-    """``KIND [NAME...]`` or ``KIND/NAME [KIND/NAME...]`` or ``KIND1,KIND2`` -> [(kind, names)]."""
+    """``KIND [NAME...]`` or ``KIND/NAME [KIND/NAME...]`` or ``KIND1,KIND2`` -> [(kind, names)];
+    the kind ``all`` stands for kubectl's "all" category."""
     if not args:
         raise click.UsageError("you must specify the type of resource")
     if any("/" in a for a in args):
@@ -130,7 +136,8 @@ def _targets(args: tuple[str, ...]) -> list[tuple[Any, list[str]]]:
             kind, name = a.split("/", 1)
             out.append((resolve_kind(kind), [name]))
         return out
-    kinds = [resolve_kind(k) for k in args[0].split(",") if k]
+    kinds = [resolve_kind(k) for part in args[0].split(",") if part
+             for k in (ALL_CATEGORY if part == "all" else (part,))]
     names = list(args[1:])
     if len(kinds) > 1 and names:
         raise click.UsageError("names cannot be combined with several resource types")

@@ -73,6 +73,16 @@ namespace_option = click.option(
 )
 
 
+def pod_name(arg: str) -> str:
+    """``NAME`` or ``pod/NAME`` (``pods/``, ``po/``), as kubectl takes a pod."""
+    kind, sep, name = arg.partition("/")
+    if not sep:
+        return arg
+    if kind not in ("pod", "pods", "po"):
+        raise click.BadParameter(f"{arg!r}: give a pod (NAME or pod/NAME), not a {kind}", param_hint="POD")
+    return name
+
+
 @click.command("logs")
 @click.argument("pod")
 @click.option("-c", "--container", default=None, help="container name (default: the only one)")
@@ -85,6 +95,7 @@ def logs_command(
     pod: str, container: str | None, follow: bool, previous: bool, tail: int, nats_url: str, namespace: str
 ) -> None:
     """Print the log of a container in a pod."""
+    pod = pod_name(pod)
 
     async def main() -> int:
         nc = await connect(nats_url)
@@ -120,6 +131,7 @@ def exec_command_cli(
     pod: str, command: tuple[str, ...], container: str | None, timeout: float, nats_url: str, namespace: str
 ) -> None:
     """Run a command in a container: kyb exec POD [-c C] -- CMD [ARGS...]. Exits with its exit code."""
+    pod = pod_name(pod)
 
     async def main() -> int:
         nc = await connect(nats_url)
