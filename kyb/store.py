@@ -38,6 +38,7 @@ EVENTS_STREAM = "KYB_EVENTS"
 EVENTS_MAX_AGE_S = 3600.0
 EVENTS_MAX_BYTES = 256 * 1024 * 1024
 WRONG_LAST_SEQUENCE = 10071
+DELETE_ATTEMPTS = 20  # a delete without a precondition, against writers that keep changing the object
 STREAM_NOT_FOUND = 10059
 
 _encoder = msgspec.json.Encoder()
@@ -444,8 +445,32 @@ class Store:
     ) -> Object:
         """Delete, Kubernetes style: an object with finalizers (or a pod still running on a
         node, unless the grace period is 0) is only marked with deletionTimestamp; otherwise
-        it is removed at the revision read. Returns the object as last stored."""
+        it is removed at the revision read. Returns the object as last stored.
+
+        Without a ``resource_version`` precondition a write that lost to another writer (a
+        controller updating the status meanwhile) is retried on a fresh read, as Kubernetes'
+        apiserver does; with one, the conflict is the answer."""
         info = kind_info(kind)
+        add_finalizers = tuple(add_finalizers)
+        for attempt in range(DELETE_ATTEMPTS):
+            try:
+                return await self._delete_once(info, namespace, name, resource_version, grace_period_seconds,
+                                               add_finalizers)
+            except errors.Conflict:
+                if resource_version is not None or attempt == DELETE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(random.uniform(0, min(0.002 * 2**attempt, 0.2)))
+        raise AssertionError("unreachable")
+
+    async def _delete_once(
+        self,
+        info: KindInfo,
+        namespace: str | None,
+        name: str,
+        resource_version: str | None,
+        grace_period_seconds: int | None,
+        add_finalizers: Iterable[str],
+    ) -> Object:
         current = await self.get(info, namespace, name)
         if resource_version is not None and current.metadata.resourceVersion != resource_version:
             raise errors.Conflict(

@@ -184,3 +184,43 @@ async def test_generate_name_gives_distinct_kubernetes_style_names(store):
     names = {p.metadata.name for p in made}
     assert len(names) == 50
     assert all(n.startswith("web-") and len(n) == 9 and set(n[4:]) <= set("bcdfghjklmnpqrstvwxz2456789") for n in names)
+
+
+async def test_a_delete_without_precondition_wins_over_a_writer_that_keeps_changing_the_object(nc):
+    """As a controller updates a Deployment's status while `kyb delete` runs: the delete
+    re-reads and retries instead of failing with a Conflict; with a resourceVersion
+    precondition the conflict stands."""
+    store = Store(nc.jetstream())
+    await store.ensure_buckets()
+    names = [f"busy-{i}" for i in range(10)]
+    for n in names:
+        await store.create(ConfigMap(metadata=ObjectMeta(name=n, namespace="default"), data={"n": "0"}))
+    busy = True
+    writes = 0
+
+    async def writer(name: str) -> None:
+        nonlocal writes
+        while busy:
+            try:
+                await store.mutate("ConfigMap", "default", name,
+                                   lambda cm: msgspec.structs.replace(cm, data={"n": str(int(cm.data["n"]) + 1)}))
+                writes += 1
+            except errors.NotFound:
+                return
+            await asyncio.sleep(0)
+
+    first = await store.get("ConfigMap", "default", names[0])
+    tasks = [asyncio.create_task(writer(n)) for n in names]
+    try:
+        while writes < 50:
+            await asyncio.sleep(0.01)
+        with pytest.raises(errors.Conflict):
+            await store.delete("ConfigMap", "default", names[0], resource_version=first.metadata.resourceVersion)
+        for n in names:
+            await store.delete("ConfigMap", "default", n)
+    finally:
+        busy = False
+        await asyncio.gather(*tasks)
+    for n in names:
+        with pytest.raises(errors.NotFound):
+            await store.get("ConfigMap", "default", n)
