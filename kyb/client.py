@@ -191,6 +191,7 @@ class ApiClient:
         name: str,
         propagation: Propagation = "Background",
         resource_version: str | None = None,
+        grace_period_seconds: int | None = None,
     ) -> dict[str, Any]:
         query = {
             "kind": kind,
@@ -198,6 +199,7 @@ class ApiClient:
             "name": name,
             "propagationPolicy": propagation,
             "resourceVersion": resource_version,
+            "gracePeriodSeconds": grace_period_seconds,
         }
         obj, _ = await self._request("delete", json.dumps(query).encode())
         return obj

@@ -341,3 +341,47 @@ def test_delete_by_manifest_and_cluster_scoped_get(kyb, tmp_path: Path) -> None:
     assert gone.output.splitlines() == ['namespace "scratch" deleted', 'configmap "in-scratch" deleted']
     left = kyb("get", "cm", "in-scratch", "-n", "scratch", "-o", "json")
     assert left.exit_code == 1 or json.loads(left.output)["metadata"].get("deletionTimestamp")
+
+
+BOUND_POD = """\
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  nodeName: far-node
+  containers: [{{name: main, image: busybox}}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("flags", "grace", "said"),
+    [
+        pytest.param((), 30, "deleted", id="the pod's own grace period"),
+        pytest.param(("--now",), 1, "deleted", id="now"),
+        pytest.param(("--grace-period", "5"), 5, "deleted", id="grace period"),
+        pytest.param(("--grace-period", "0"), 1, "deleted", id="zero without force means 1"),
+        pytest.param(("--grace-period", "0", "--force"), None, "force deleted", id="force"),
+        pytest.param(("--force",), None, "force deleted", id="force alone"),
+    ],
+)
+def test_delete_grace_period_now_and_force_as_kubectl(kyb, flags, grace, said) -> None:
+    """A pod bound to a node (whose kubelet never answers here) is marked with the grace period
+    kubectl would send; --force removes it at once, with kubectl's warning."""
+    name = "grace-" + "-".join(f.strip("-") for f in flags) if flags else "grace-default"
+    kyb("apply", "-f", "-", input=BOUND_POD.format(name=name))
+    result = kyb("delete", "pod", name, "--no-wait", *flags)
+    assert result.exit_code == 0, result.output
+    assert f'pod "{name}" {said}' in result.output
+    left = kyb("get", "pod", name, "-o", "json")
+    if grace is None:
+        assert "Immediate deletion does not wait" in result.output
+        assert left.exit_code == 1
+    else:
+        meta = json.loads(left.output)["metadata"]
+        assert meta["deletionTimestamp"] and meta["deletionGracePeriodSeconds"] == grace
+        kyb("delete", "pod", name, "--force")
+
+
+def test_delete_now_with_a_grace_period_is_a_usage_error(kyb) -> None:
+    result = kyb("delete", "pod", "x", "--now", "--grace-period", "3")
+    assert result.exit_code == 2 and "--now and --grace-period cannot be specified together" in result.output

@@ -27,6 +27,7 @@ import yaml
 from kyb import errors
 from kyb.cli import describe as describe_mod
 from kyb.cli import manifests, output, printers
+from kyb.cli.params import Duration
 from kyb.client import ApiClient, connect
 
 DEFAULT_NATS = "nats://127.0.0.1:4222"
@@ -416,12 +417,30 @@ async def _get_or_not_found(api: ApiClient, info: Any, ns: str | None, name: str
               default="background", show_default=True)
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="wait until the objects are gone")
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="seconds to wait with --wait")
+@click.option("--timeout", type=Duration(), default="60s", show_default=True,
+              help="how long to wait with --wait: seconds or a duration (90s, 5m)")
+@click.option("--grace-period", type=int, default=-1, show_default=True,
+              help="seconds a pod gets to stop (-1: its own terminationGracePeriodSeconds; 0 needs --force)")
+@click.option("--now", is_flag=True, help="stop pods at once: --grace-period=1")
+@click.option("--force", is_flag=True,
+              help="with --grace-period=0 (the default with --force): remove at once, not waiting for the kubelet")
 @click.pass_obj
 def delete(obj: dict[str, Any], args: tuple[str, ...], filenames: tuple[str, ...], recursive: bool,
            namespace: str, selector: str | None, delete_all: bool, cascade: str, wait: bool,
-           timeout: float) -> None:
+           timeout: float, grace_period: int, now: bool, force: bool) -> None:
     """Delete objects by name, by label selector, by manifest, or all of a kind."""
+    if now:
+        if grace_period != -1:
+            raise click.UsageError("--now and --grace-period cannot be specified together")
+        grace_period = 1
+    if grace_period == 0 and not force:
+        grace_period = 1  # as kubectl: an immediate deletion must be asked for with --force
+    if force and grace_period < 0:
+        grace_period = 0
+    if force and grace_period == 0:
+        click.echo("Warning: Immediate deletion does not wait for confirmation that the running resource has been "
+                   "terminated. The resource may continue to run on the cluster indefinitely.", err=True)
+    grace = None if grace_period < 0 else grace_period
     propagation = cascade.capitalize()
     plan: list[tuple[Any, str | None, str]] = []
     by_query: list[Any] = []
@@ -456,12 +475,12 @@ def delete(obj: dict[str, Any], args: tuple[str, ...], filenames: tuple[str, ...
         deleted: list[tuple[Any, str | None, str]] = []
         for info, ns, name in work:
             try:
-                await api.delete(info.plural, ns, name, propagation)  # type: ignore[arg-type]
+                await api.delete(info.plural, ns, name, propagation, grace_period_seconds=grace)  # type: ignore[arg-type]
             except errors.NotFound:
                 click.echo(server_error(_not_found(info, name)), err=True)
                 failed = True
                 continue
-            click.echo(f'{_kind_ref(info)} "{name}" deleted')
+            click.echo(f'{_kind_ref(info)} "{name}" {"force deleted" if grace == 0 else "deleted"}')
             deleted.append((info, ns, name))
         if wait and deleted:
             await _wait_gone(api, deleted, timeout)

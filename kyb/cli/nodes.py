@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +19,7 @@ import click
 
 from kyb import errors
 from kyb.cli.drainplan import DrainOptions, plan_drain, pod_ref
+from kyb.cli.params import Duration
 from kyb.client import ApiClient
 
 Echo = Callable[[str], None]
@@ -129,27 +129,6 @@ async def drain(
 
 
 # -- the commands ----------------------------------------------------------------------------------
-
-
-class Duration(click.ParamType):
-    """Seconds, or a Go-style duration as kubectl takes it: 90s, 2m, 1h30m, 0 (no limit)."""
-
-    name = "duration"
-    _part = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-    _scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        if isinstance(value, int | float):
-            return float(value)
-        text = str(value).strip()
-        try:
-            return float(text)
-        except ValueError:
-            pass
-        parts = self._part.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            self.fail(f"{value!r} is not a duration (e.g. 90s, 2m, 1h30m)", param, ctx)
-        return sum(float(n) * self._scale[u] for n, u in parts)
 
 
 def _duration(seconds: float) -> str:

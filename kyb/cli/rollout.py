@@ -26,7 +26,7 @@ import msgspec
 import yaml
 
 from kyb import errors
-from kyb.cli.nodes import Duration
+from kyb.cli.params import Duration
 from kyb.client import ApiClient
 from schemas.pod import PodTemplateSpec
 
