@@ -174,6 +174,15 @@ def test_get_all_lists_the_workload_kinds_and_services_by_kind(kyb) -> None:
     assert not any("all-cm" in n for n in names), "ConfigMaps are not in the all category"
 
 
+def test_get_show_labels_adds_kubectls_labels_column(kyb) -> None:
+    kyb("apply", "-f", "-", input=CM.format(name="lab-a", tier="lab", value="1") + "---\n"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: lab-none}\n")
+    lines = kyb("get", "cm", "lab-a", "lab-none", "--show-labels").output.splitlines()
+    assert lines[0].split() == ["NAME", "DATA", "AGE", "LABELS"]
+    assert lines[1].split()[0] == "lab-a" and lines[1].split()[-1] == "tier=lab"
+    assert lines[2].split()[0] == "lab-none" and lines[2].split()[-1] == "<none>"
+
+
 def test_get_missing_and_empty(kyb) -> None:
     missing = kyb("get", "pods", "nope")
     assert missing.exit_code == 1

@@ -189,3 +189,10 @@ def test_describe_lists_metadata_fields_then_spec_then_events() -> None:
     assert lines[-4] == "Events:" and lines[-3].split() == ["Type", "Reason", "Age", "From", "Message"]
     assert lines[-1].split()[:5] == ["Warning", "BackOff", "10s", "(x3", "over"]
     assert describe.describe(obj, [], NOW).splitlines()[-1] == "Events:  <none>"
+
+
+def test_labels_column_is_sorted_by_key_and_says_none_when_empty():
+    from kyb.cli.printers import labels_text
+
+    assert labels_text({"tier": "db", "app": "web"}) == "app=web,tier=db"
+    assert labels_text({}) == "<none>"

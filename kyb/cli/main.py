@@ -267,9 +267,10 @@ def _obj_ref(obj: dict[str, Any]) -> str:
 @click.option("--field-selector", default=None, help="field selector, e.g. spec.nodeName=n1")
 @click.option("-w", "--watch", is_flag=True, help="after listing, stream changes")
 @click.option("--no-headers", is_flag=True, help="tables without their header line")
+@click.option("--show-labels", is_flag=True, help="a last column with each object's labels")
 @click.pass_obj
 def get(obj: dict[str, Any], args: tuple[str, ...], namespace: str, all_namespaces: bool, fmt: str | None,
-        selector: str | None, field_selector: str | None, watch: bool, no_headers: bool) -> None:
+        selector: str | None, field_selector: str | None, watch: bool, no_headers: bool, show_labels: bool) -> None:
     """Show objects: a table, or YAML/JSON with -o."""
     targets = _targets(args)
 
@@ -315,7 +316,7 @@ def get(obj: dict[str, Any], args: tuple[str, ...], namespace: str, all_namespac
                 if not objs:
                     continue
                 head, rows = printers.table(info.kind, objs, now, wide=fmt == "wide",
-                                            all_namespaces=all_namespaces and info.namespaced)
+                                            all_namespaces=all_namespaces and info.namespaced, show_labels=show_labels)
                 if len(found) > 1:
                     rows = [[f"{_kind_ref(info)}/{r[0]}", *r[1:]] if not all_namespaces else r for r in rows]
                 sections.append(output.render_table(head, rows, header=not no_headers))
@@ -329,11 +330,11 @@ def get(obj: dict[str, Any], args: tuple[str, ...], namespace: str, all_namespac
         if watcher is not None:
             info0 = targets[0][0]
             head, rows = printers.table(info0.kind, found[0][1], _now(), wide=fmt == "wide",
-                                        all_namespaces=all_namespaces and info0.namespaced)
+                                        all_namespaces=all_namespaces and info0.namespaced, show_labels=show_labels)
             if not found[0][1] and fmt not in ("yaml", "json", "name"):
                 click.echo(output.render_table(head, []), nl=False)
             await _watch(watcher, info0, fmt, set(targets[0][1]), all_namespaces, listed,
-                         output.column_widths(head, rows))
+                         output.column_widths(head, rows), show_labels)
         if failed:
             raise Failed
 
@@ -341,7 +342,7 @@ def get(obj: dict[str, Any], args: tuple[str, ...], namespace: str, all_namespac
 
 
 async def _watch(watcher: Any, info: Any, fmt: str | None, names: set[str], all_namespaces: bool,
-                 listed: dict[tuple[Any, Any], int], widths: list[int]) -> None:
+                 listed: dict[tuple[Any, Any], int], widths: list[int], show_labels: bool = False) -> None:
     async for event, o in watcher.events():
         meta = o.get("metadata") or {}
         name = meta.get("name", "")
@@ -356,7 +357,7 @@ async def _watch(watcher: Any, info: Any, fmt: str | None, names: set[str], all_
             click.echo(f"{_kind_ref(info)}/{name}")
         else:
             head, rows = printers.table(info.kind, [o], _now(), wide=fmt == "wide",
-                                        all_namespaces=all_namespaces and info.namespaced)
+                                        all_namespaces=all_namespaces and info.namespaced, show_labels=show_labels)
             line = output.render_table(head, rows, header=False, min_widths=widths).rstrip("\n")
             click.echo(line + ("   (deleted)" if event == "DELETED" else ""))
 

@@ -424,18 +424,27 @@ def columns_for(kind: str, wide: bool = False) -> Columns:
 
 
 def table(
-    kind: str, objects: list[Obj], now: _dt.datetime, *, wide: bool = False, all_namespaces: bool = False
+    kind: str, objects: list[Obj], now: _dt.datetime, *, wide: bool = False, all_namespaces: bool = False,
+    show_labels: bool = False,
 ) -> tuple[list[str], list[Row]]:
-    """Header and rows of `kyb get KIND` (NAME first, NAMESPACE before it with -A)."""
+    """Header and rows of `kyb get KIND` (NAME first, NAMESPACE before it with -A, LABELS last
+    with --show-labels)."""
     headers, row = columns_for(kind, wide)
     named = kind != "Event"  # kubectl lists events by what they are about, not by their names
     head = (["NAMESPACE"] if all_namespaces else []) + (["NAME"] if named else []) + list(headers)
+    head += ["LABELS"] if show_labels else []
     rows = []
     for obj in objects:
         meta = _meta(obj)
         prefix = [meta.get("namespace") or ""] if all_namespaces else []
-        rows.append(prefix + ([meta.get("name", "")] if named else []) + row(obj, now))
+        labels = [labels_text(meta.get("labels") or {})] if show_labels else []
+        rows.append(prefix + ([meta.get("name", "")] if named else []) + row(obj, now) + labels)
     return head, rows
+
+
+def labels_text(labels: dict[str, str]) -> str:
+    """kubectl's LABELS column: key=value pairs sorted by key, comma-separated; <none>."""
+    return ",".join(f"{k}={labels[k]}" for k in sorted(labels)) or "<none>"
 
 
 def kind_ref(kind: str, group: str) -> str:
