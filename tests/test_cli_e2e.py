@@ -394,3 +394,31 @@ def test_delete_grace_period_now_and_force_as_kubectl(kyb, flags, grace, said) -
 def test_delete_now_with_a_grace_period_is_a_usage_error(kyb) -> None:
     result = kyb("delete", "pod", "x", "--now", "--grace-period", "3")
     assert result.exit_code == 2 and "--now and --grace-period cannot be specified together" in result.output
+
+
+def test_create_makes_new_objects_and_never_overwrites(kyb, tmp_path: Path) -> None:
+    manifest = tmp_path / "cm.yaml"
+    manifest.write_text(CM.format(name="made", tier="t", value="1"))
+    first = kyb("create", "-f", str(manifest))
+    assert first.exit_code == 0 and first.output == "configmap/made created\n"
+    manifest.write_text(CM.format(name="made", tier="t", value="2"))
+    again = kyb("create", "-f", str(manifest))
+    assert again.exit_code == 1
+    assert again.output == 'Error from server (AlreadyExists): configmaps "made" already exists\n'
+    assert yaml.safe_load(kyb("get", "cm", "made", "-o", "yaml").output)["data"] == {"key": "1"}
+
+
+def test_create_namespace_and_configmap_from_literals_and_files(kyb, tmp_path: Path) -> None:
+    assert kyb("create", "namespace", "made-ns").output == "namespace/made-ns created\n"
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "a.txt").write_text("alpha\n")
+    (tmp_path / "conf" / "b.txt").write_text("beta\n")
+    (tmp_path / "one.ini").write_text("x=1\n")
+    result = kyb("create", "configmap", "settings", "-n", "made-ns", "--from-literal", "mode=fast",
+                 "--from-file", str(tmp_path / "conf"), "--from-file", f"renamed={tmp_path / 'one.ini'}")
+    assert result.exit_code == 0 and result.output == "configmap/settings created\n"
+    data = yaml.safe_load(kyb("get", "cm", "settings", "-n", "made-ns", "-o", "yaml").output)["data"]
+    assert data == {"mode": "fast", "a.txt": "alpha\n", "b.txt": "beta\n", "renamed": "x=1\n"}
+    clash = kyb("create", "configmap", "clash", "--from-literal", "k=1", "--from-literal", "k=2")
+    assert clash.exit_code == 2 and 'cannot add key "k"' in clash.output
+    assert kyb("get", "cm", "clash").exit_code == 1  # nothing was written

@@ -857,6 +857,9 @@ def _add_node_commands() -> None:
         from kyb.cli.scale import scale_cmd
 
         cli.add_command(scale_cmd, "scale")
+    from kyb.cli.create import create_group
+
+    cli.add_command(create_group, "create")
 
 
 _add_node_commands()

@@ -1,0 +1,120 @@
+"""``kyb create``: kubectl's create, through the api's create verb (an object that exists is
+an AlreadyExists error, never overwritten, unlike apply).
+
+    kyb create -f FILE|DIR|-                 every document of the manifests
+    kyb create namespace NAME
+    kyb create configmap NAME [--from-literal KEY=VALUE]... [--from-file [KEY=]PATH]...
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kyb import errors
+from kyb.cli import manifests
+from kyb.cli.main import Failed, _obj_ref, _run, namespace_opt, server_error
+from kyb.client import ApiClient
+
+
+def _create(obj: dict[str, Any], bodies: list[dict[str, Any]], namespace: str) -> None:
+    async def go(api: ApiClient) -> None:
+        failed = False
+        for body in bodies:
+            try:
+                stored = await api.create(body, namespace)
+            except (errors.Unreachable, errors.Temporary):
+                raise
+            except errors.KybError as e:
+                click.echo(server_error(e), err=True)
+                failed = True
+                continue
+            click.echo(f"{_obj_ref(stored)} created")
+        if failed:
+            raise Failed
+
+    _run(go, obj["nats"])
+
+
+@click.group("create", invoke_without_command=True)
+@click.option("-f", "--filename", "filenames", multiple=True, help="file, directory or - for stdin")
+@click.option("-R", "--recursive", is_flag=True, help="process directories recursively")
+@namespace_opt
+@click.pass_context
+def create_group(ctx: click.Context, filenames: tuple[str, ...], recursive: bool, namespace: str) -> None:
+    """Create objects from manifests, or a namespace or configmap by name; never overwrites."""
+    if ctx.invoked_subcommand is not None:
+        if filenames:
+            raise click.UsageError("-f cannot be combined with a subcommand")
+        return
+    if not filenames:
+        raise click.UsageError("give -f FILE, or what to create: namespace NAME, configmap NAME")
+    bodies = []
+    for item in manifests.load(list(filenames), recursive=recursive, stdin=sys.stdin):
+        if isinstance(item, manifests.ManifestError):
+            click.echo(f"error: {item.message}", err=True)
+            sys.exit(1)
+        bodies.append(item.body)
+    if not bodies:
+        click.echo("error: no objects passed to create", err=True)
+        sys.exit(1)
+    _create(ctx.obj, bodies, namespace)
+
+
+@create_group.command("namespace")
+@click.argument("name")
+@click.pass_obj
+def create_namespace(obj: dict[str, Any], name: str) -> None:
+    """Create a namespace."""
+    _create(obj, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}], "default")
+
+
+def configmap_data(literals: tuple[str, ...], files: tuple[str, ...]) -> dict[str, str]:
+    """kubectl's --from-literal KEY=VALUE and --from-file [KEY=]PATH (a directory: one key per
+    regular file in it); a key given twice is an error, as in kubectl."""
+    data: dict[str, str] = {}
+
+    def put(key: str, value: str) -> None:
+        if not key:
+            raise click.BadParameter("a key may not be empty")
+        if key in data:
+            raise click.BadParameter(f'cannot add key "{key}", another key by that name already exists')
+        data[key] = value
+
+    for lit in literals:
+        key, sep, value = lit.partition("=")
+        if not sep:
+            raise click.BadParameter(f'invalid literal source "{lit}", expected key=value', param_hint="--from-literal")
+        put(key, value)
+    for spec in files:
+        key, sep, path_text = spec.partition("=")
+        path = Path(path_text if sep else spec)
+        try:
+            if path.is_dir():
+                if sep:
+                    raise click.BadParameter(f'cannot give a key to the directory "{path}"', param_hint="--from-file")
+                for f in sorted(p for p in path.iterdir() if p.is_file()):
+                    put(f.name, f.read_text())
+            else:
+                put(key if sep else path.name, path.read_text())
+        except OSError as e:
+            raise click.BadParameter(f'cannot read "{path}": {e.strerror or e}', param_hint="--from-file") from None
+    return data
+
+
+@create_group.command("configmap")
+@click.argument("name")
+@click.option("--from-literal", "literals", multiple=True, help="KEY=VALUE (repeatable)")
+@click.option("--from-file", "files", multiple=True, help="[KEY=]PATH: a file, or a directory's files (repeatable)")
+@namespace_opt
+@click.pass_obj
+def create_configmap(obj: dict[str, Any], name: str, literals: tuple[str, ...], files: tuple[str, ...],
+                     namespace: str) -> None:
+    """Create a configmap from literal values and files."""
+    data = configmap_data(literals, files)
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
+            "data": data}
+    _create(obj, [body], namespace)
