@@ -422,3 +422,19 @@ def test_create_namespace_and_configmap_from_literals_and_files(kyb, tmp_path: P
     clash = kyb("create", "configmap", "clash", "--from-literal", "k=1", "--from-literal", "k=2")
     assert clash.exit_code == 2 and 'cannot add key "k"' in clash.output
     assert kyb("get", "cm", "clash").exit_code == 1  # nothing was written
+
+
+def test_label_and_annotate_set_remove_and_refuse_to_overwrite_silently(kyb) -> None:
+    kyb("apply", "-f", "-", input=CM.format(name="tagged", tier="one", value="1"))
+    assert kyb("label", "cm", "tagged", "team=a", "tier-").output == "configmap/tagged labeled\n"
+    labels = yaml.safe_load(kyb("get", "cm/tagged", "-o", "yaml").output)["metadata"]["labels"]
+    assert labels == {"team": "a"}
+    refused = kyb("label", "cm/tagged", "team=b")
+    assert refused.exit_code == 1 and "'team' already has a value (a), and --overwrite is false" in refused.output
+    assert kyb("label", "cm/tagged", "team=b", "--overwrite").output == "configmap/tagged labeled\n"
+    assert kyb("label", "cm/tagged", "team=b").output == "configmap/tagged not labeled\n"
+    bad = kyb("label", "cm/tagged", "bad key=x")
+    assert bad.exit_code == 1 and "metadata.labels" in bad.output  # the api names the field
+    assert kyb("annotate", "cm", "tagged", "note=hello world").output == "configmap/tagged annotated\n"
+    meta = yaml.safe_load(kyb("get", "cm/tagged", "-o", "yaml").output)["metadata"]
+    assert meta["labels"] == {"team": "b"} and meta["annotations"]["note"] == "hello world"

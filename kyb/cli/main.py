@@ -858,8 +858,11 @@ def _add_node_commands() -> None:
 
         cli.add_command(scale_cmd, "scale")
     from kyb.cli.create import create_group
+    from kyb.cli.label import annotate_cmd, label_cmd
 
     cli.add_command(create_group, "create")
+    cli.add_command(label_cmd, "label")
+    cli.add_command(annotate_cmd, "annotate")
 
 
 _add_node_commands()
