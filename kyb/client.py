@@ -193,13 +193,14 @@ class ApiClient:
         resource_version: str | None = None,
         grace_period_seconds: int | None = None,
     ) -> dict[str, Any]:
-        query = {
+        query: dict[str, Any] = {
             "kind": kind,
             "namespace": namespace,
             "name": name,
             "propagationPolicy": propagation,
             "resourceVersion": resource_version,
-            "gracePeriodSeconds": grace_period_seconds,
         }
+        if grace_period_seconds is not None:
+            query["gracePeriodSeconds"] = grace_period_seconds
         obj, _ = await self._request("delete", json.dumps(query).encode())
         return obj

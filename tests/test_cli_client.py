@@ -68,6 +68,9 @@ async def test_queries_carry_the_protocol_fields(nc) -> None:
     assert json.loads(bodies["delete"]) == {"kind": "cm", "namespace": "team", "name": "cfg",
                                             "propagationPolicy": "Foreground", "resourceVersion": "7"}
     assert json.loads(bodies["replace"]) == CM
+    assert await api.delete("cm", "team", "cfg", grace_period_seconds=0) == STORED
+    last_delete = [body for verb, _, body in responder.seen if verb == "delete"][-1]
+    assert json.loads(last_delete)["gracePeriodSeconds"] == 0
 
 
 async def test_failures_come_back_as_typed_errors_with_details(nc) -> None:
