@@ -24,7 +24,7 @@ from kyb.cli.streams import read_events
 from kyb.client import ApiClient
 from kyb.serve import run_services
 from kyb.store import events_subject
-from services.kubelet.runtime.docker import DockerRuntime
+from tests.cluster import remove_containers
 from tests.images import busybox_image  # noqa: F401  (fixture)
 
 NODE = "hpa-e2e"
@@ -123,18 +123,6 @@ class Decisions:
         return out
 
 
-async def remove_node_containers() -> None:
-    """A stopping kubelet leaves its containers for the next one to adopt; this test's go."""
-    rt = DockerRuntime(node_name=NODE)
-    try:
-        for uid in set(await rt.list_sandboxes()) | {i.pod_uid for i in await rt.list()}:
-            if uid:
-                with contextlib.suppress(Exception):
-                    await rt.remove_sandbox(uid)
-    finally:
-        await rt.close()
-
-
 @pytest.mark.docker
 async def test_cpu_burning_deployment_scales_up_and_back_down(
     nats_url, tmp_path, monkeypatch, docker_engine, busybox_image,  # noqa: F811
@@ -230,4 +218,4 @@ async def test_cpu_burning_deployment_scales_up_and_back_down(
             await asyncio.wait_for(task, 30)
         finally:
             await nc.close()
-            await remove_node_containers()
+            await remove_containers(NODE)

@@ -8,7 +8,6 @@ import contextlib
 import datetime as _dt
 import json
 import ssl
-import time
 from typing import Any
 
 import h11
@@ -18,22 +17,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.cluster import wait_for
+
 
 async def until(predicate, timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = await predicate()
-        except (OSError, AssertionError, asyncio.IncompleteReadError, httpx.TransportError) as e:
-            # httpx: an idle keep-alive connection closed by a reloading server
-            last = e
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s (last: {last!r})")
-        await asyncio.sleep(0.05)
+    """tests.cluster.wait_for, where a connection refused or reset (a server reloading; httpx:
+    an idle keep-alive connection it closed) or a failed check is "not yet"."""
+    return await wait_for(predicate, timeout, what,
+                          ignoring=(OSError, AssertionError, asyncio.IncompleteReadError, httpx.TransportError))
 
 
 class HttpBackend:

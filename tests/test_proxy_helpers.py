@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import datetime as _dt
 import random
-import time
 from typing import Any
 
 import msgspec
@@ -21,24 +20,15 @@ from kyb.store import Store
 from schemas.helpers import format_time
 from schemas.pod import Pod, PodCondition, PodStatus
 from tests.cluster import FAST_LEASE
+from tests.cluster import wait_for as cluster_wait_for
 
 FAST = FAST_LEASE
 
 
 async def wait_for(predicate, timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = await predicate()
-        except (OSError, AssertionError, errors.NotFound) as e:  # not there yet
-            last = e
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s (last: {last!r})")
-        await asyncio.sleep(0.05)
+    """tests.cluster.wait_for, where a connection refused, a failed check or an object not
+    there yet is "not yet"."""
+    return await cluster_wait_for(predicate, timeout, what, ignoring=(OSError, AssertionError, errors.NotFound))
 
 
 def random_subnet() -> str:
