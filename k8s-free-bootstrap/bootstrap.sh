@@ -81,7 +81,14 @@ say() { echo "bootstrap: $*"; }
 if [ "$INSTALL" = 1 ]; then
   say "installing kybernetes from $SOURCE into $VENV"
   [ -x "$ROOT$VENV/bin/python" ] || python3 -m venv "$ROOT$VENV"
-  "$ROOT$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$SOURCE"
+  # The versions CI tested: the lock beside the source, hashes checked; then the package itself.
+  if [ -f "$SOURCE/requirements.lock" ]; then
+    "$ROOT$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+      -r "$SOURCE/requirements.lock"
+    "$ROOT$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation "$SOURCE"
+  else
+    "$ROOT$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$SOURCE"
+  fi
 fi
 [ "$INSTALL" = 1 ] && [ ! -x "$ROOT$VENV/bin/kyb" ] && die "$VENV/bin/kyb is missing after the install"
 

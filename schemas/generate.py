@@ -7,6 +7,7 @@ against these files.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,29 @@ from schemas.registry import KindInfo, all_kinds
 OUT_DIR = Path(__file__).parent / "jsonschema"
 
 
+def normalise_descriptions(node: Any) -> Any:
+    """Every ``description`` as :func:`inspect.cleandoc` leaves it.
+
+    msgspec copies docstrings into ``description``, and how it trims them has changed between
+    releases (0.23 dedents, earlier ones did not), so the committed files would depend on
+    the version that wrote them. Cleaning them here makes the output the same for any."""
+    if isinstance(node, dict):
+        return {
+            k: inspect.cleandoc(v) if k == "description" and isinstance(v, str) else normalise_descriptions(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [normalise_descriptions(v) for v in node]
+    return node
+
+
+def type_schema(tp: Any) -> dict[str, Any]:
+    """The JSON Schema msgspec derives for ``tp``, descriptions normalised."""
+    return normalise_descriptions(msgspec.json.schema(tp))
+
+
 def schema_for(info: KindInfo) -> dict[str, Any]:
-    schema: dict[str, Any] = msgspec.json.schema(info.type)
+    schema: dict[str, Any] = type_schema(info.type)
     top = schema["$defs"][schema["$ref"].rsplit("/", 1)[1]]
     top["properties"]["apiVersion"] = {"type": "string", "enum": list(info.api_versions)}
     top["properties"]["kind"] = {"type": "string", "enum": [info.kind]}
@@ -29,8 +51,12 @@ def schema_for(info: KindInfo) -> dict[str, Any]:
     return schema
 
 
+def encode(schema: dict[str, Any]) -> bytes:
+    return msgspec.json.format(msgspec.json.encode(schema, order="sorted"), indent=2) + b"\n"
+
+
 def render(info: KindInfo) -> bytes:
-    return msgspec.json.format(msgspec.json.encode(schema_for(info), order="sorted"), indent=2) + b"\n"
+    return encode(schema_for(info))
 
 
 def expected_files() -> dict[str, bytes]:

@@ -84,3 +84,17 @@ def test_schemas_imports_nothing_above_it() -> None:
             offenders += [f"{path.name}: {m}" for m in mods
                           if m.split(".")[0] in {"kyb", "services", "nats", "docker", "asyncio"}]
     assert offenders == []
+
+
+def _struct_with_doc(doc: str) -> type:
+    return msgspec.defstruct("Widget", [("size", int)], kw_only=True, namespace={"__doc__": doc})
+
+
+def test_generator_output_does_not_depend_on_docstring_indentation() -> None:
+    # One docstring as the source holds it, one as a msgspec release that dedents leaves it.
+    raw = _struct_with_doc("A widget.\n\n        Its size is in\n          whole units.\n        ")
+    dedented = _struct_with_doc("A widget.\n\nIts size is in\n  whole units.")
+    first, second = (generate.encode(generate.type_schema(t)) for t in (raw, dedented))
+    assert first == second
+    assert json.loads(first)["$defs"]["Widget"]["description"] == "A widget.\n\nIts size is in\n  whole units."
+    assert generate.encode(generate.type_schema(raw)) == first  # and the same bytes every run
