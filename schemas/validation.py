@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from schemas import names, podchecks
+from schemas import limits, names, podchecks
 from schemas.apps import DaemonSet, Deployment, ReplicaSet
 from schemas.autoscaling import HorizontalPodAutoscaler
 from schemas.batch import Job
@@ -139,12 +139,14 @@ def load(raw: dict[str, Any] | bytes | str) -> dict[str, Any]:
     if isinstance(raw, dict):
         return raw
     try:
-        data = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        try:
-            data = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise SchemaError(f"the manifest is neither JSON nor YAML: {e}") from None
+        if raw.lstrip()[:1] in ("{", b"{"):
+            data = limits.decode_json(raw, what="manifest")
+        else:
+            data = limits.load_one_yaml(raw, what="manifest")
+    except limits.InputError as e:
+        raise SchemaError(f"the manifest cannot be decoded: {e.message}") from None
+    except yaml.YAMLError as e:
+        raise SchemaError(f"the manifest is neither JSON nor YAML: {e}") from None
     if not isinstance(data, dict):
         raise SchemaError("the manifest must be a mapping with apiVersion, kind and metadata",
                           [("", f"expected an object, got {type(data).__name__}")])

@@ -29,6 +29,7 @@ from kyb.cli import describe as describe_mod
 from kyb.cli import manifests, output, printers
 from kyb.cli.params import Duration
 from kyb.client import ApiClient, connect
+from schemas import limits
 
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 T = TypeVar("T")
@@ -551,7 +552,7 @@ def edit(obj: dict[str, Any], args: tuple[str, ...], namespace: str) -> None:
             raise Failed
         edited_text = Path(path).read_text()
         try:
-            edited = yaml.safe_load(edited_text)
+            edited = limits.load_one_yaml(edited_text, path)
         except yaml.YAMLError as e:
             click.echo(f"error: {_yaml_problem(e, path)}", err=True)
             click.echo(f'A copy of your changes has been stored to "{path}"', err=True)

@@ -3,6 +3,8 @@
 
 Pure apart from reading the files: a parse error becomes a ``ManifestError`` naming the file
 and line, and the documents before it are still returned so the others can be applied.
+Each document is decoded under ``schemas.limits`` (aliases, depth, decoded size), as the api
+decodes it; a file may hold any number of them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import yaml
+
+from schemas import limits
 
 SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -46,7 +50,7 @@ def parse(text: str, source: str) -> Iterator[Document | ManifestError]:
     """The documents of one YAML stream; ``kind: List`` documents are expanded to their items."""
     index = 0
     try:
-        for raw in yaml.safe_load_all(text):
+        for raw in limits.load_yaml(text, source, max_bytes=None):
             if raw is None:
                 continue
             if not isinstance(raw, dict):
@@ -54,8 +58,11 @@ def parse(text: str, source: str) -> Iterator[Document | ManifestError]:
                 index += 1
                 continue
             items = raw.get("items") if str(raw.get("kind", "")).endswith("List") and "items" in raw else [raw]
-            for item in items or []:
-                yield Document(source, index, item)
+            for item in items if isinstance(items, list) else [items]:
+                if isinstance(item, dict):
+                    yield Document(source, index, item)
+                elif item is not None:
+                    yield ManifestError(source, f"error parsing {source}: document {index + 1} is not a mapping")
                 index += 1
     except yaml.YAMLError as e:
         yield ManifestError(source, f"error parsing {source}: {_describe(e)}")

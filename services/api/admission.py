@@ -11,52 +11,50 @@ live value.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import msgspec
 import yaml
 
 from kyb import errors
+from schemas import limits
 from schemas.batch import GENERATED_TEMPLATE_LABELS, Job
 from schemas.meta import Object
 from schemas.registry import KindInfo, UnknownKind, for_manifest
 
-MAX_PAYLOAD = 1024 * 1024
+MAX_PAYLOAD = limits.MAX_BYTES
 _sorted_json = msgspec.json.Encoder(order="sorted").encode
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
-try:
-    _Loader: Any = yaml.CSafeLoader
-except AttributeError:  # PyYAML without libyaml
-    _Loader = yaml.SafeLoader
-
-
 def parse_manifest(body: bytes) -> dict[str, Any]:
-    """One manifest (YAML or JSON) as a mapping, or BadRequest saying what is wrong with it."""
-    if len(body) > MAX_PAYLOAD:
-        raise errors.TooLarge(f"request body of {len(body)} bytes exceeds the limit of {MAX_PAYLOAD} bytes (1 MiB)")
-    text = body.strip()
-    if not text:
-        raise errors.BadRequest("empty request body: expected one manifest (YAML or JSON)")
-    if text[:1] == b"{":
-        try:
-            doc = msgspec.json.decode(text)
-        except msgspec.DecodeError as e:
-            raise errors.BadRequest(f"invalid JSON: {e}") from None
-    else:
-        try:
-            docs = [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
-        except yaml.YAMLError as e:
-            raise errors.BadRequest(f"invalid YAML: {_yaml_where(e)}") from None
-        if len(docs) != 1:
-            raise errors.BadRequest(f"expected exactly one manifest per request, got {len(docs)}")
-        doc = docs[0]
+    """One manifest (YAML or JSON) as a mapping, or BadRequest saying what is wrong with it
+    (TooLarge past a size limit); the limits are ``schemas.limits``'."""
+    try:
+        limits.check_bytes(body)
+        text = body.strip()
+        if not text:
+            raise errors.BadRequest("empty request body: expected one manifest (YAML or JSON)")
+        if text[:1] == b"{":
+            doc = limits.decode_json(text)
+        else:
+            docs = [d for d in limits.load_yaml(body) if d is not None]
+            if len(docs) != 1:
+                raise errors.BadRequest(f"expected exactly one manifest per request, got {len(docs)}")
+            doc = docs[0]
+    except limits.InputError as e:
+        raise from_limit(e) from None
+    except yaml.YAMLError as e:
+        raise errors.BadRequest(f"invalid YAML: {_yaml_where(e)}") from None
     if not isinstance(doc, dict):
         raise errors.BadRequest(
             f"a manifest must be an object (mapping) with apiVersion, kind and metadata, not a {type(doc).__name__}"
         )
     return doc
+
+
+def from_limit(e: limits.InputError) -> errors.KybError:
+    """The api's error for a ``schemas.limits`` refusal: 413 for the size limits, else 400."""
+    return (errors.TooLarge if isinstance(e, limits.InputTooLarge) else errors.BadRequest)(e.message)
 
 
 def _yaml_where(e: yaml.YAMLError) -> str:
@@ -160,21 +158,29 @@ def _merge_map(live: dict[str, str], previous: dict[str, str], desired: dict[str
     return out
 
 
+def _previous_applied(raw: str | None) -> dict[str, Any]:
+    """The last applied manifest; {} when there is none or it is not one (anyone may write
+    the annotation, so it is decoded under the same limits as a request)."""
+    try:
+        prev = limits.decode_json(raw, what="last-applied annotation") if raw else {}
+    except limits.InputError:
+        return {}
+    return prev if isinstance(prev, dict) else {}
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def merge_apply(current: Object, desired: Object, doc: dict[str, Any]) -> Object:
     """The object to store when ``doc`` (admitted as ``desired``) is applied over ``current``."""
-    prev_doc: dict[str, Any] = {}
-    raw_prev = current.metadata.annotations.get(LAST_APPLIED)
-    if raw_prev:
-        try:
-            prev_doc = json.loads(raw_prev)
-        except ValueError:
-            prev_doc = {}
-    prev_meta = prev_doc.get("metadata") or {}
+    prev_doc = _previous_applied(current.metadata.annotations.get(LAST_APPLIED))
+    prev_meta = _mapping(prev_doc.get("metadata"))
     dm = desired.metadata
-    labels = _merge_map(current.metadata.labels, prev_meta.get("labels") or {}, dm.labels)
+    labels = _merge_map(current.metadata.labels, _mapping(prev_meta.get("labels")), dm.labels)
     annotations = _merge_map(
         {k: v for k, v in current.metadata.annotations.items() if k != LAST_APPLIED},
-        prev_meta.get("annotations") or {},
+        _mapping(prev_meta.get("annotations")),
         {k: v for k, v in dm.annotations.items() if k != LAST_APPLIED},
     )
     if LAST_APPLIED in dm.annotations:

@@ -9,6 +9,7 @@ running a pod can answer (what the kubelet's HTTPS port serves in Kubernetes).
     kyb.node.<node>.cancel  {inbox}: stop the followed log stream answering to that inbox
                             (a client sends it when it stops reading)
 
+Requests are decoded under ``schemas.limits`` (size, depth), as the api decodes its own.
 Failures are a Status body (``kyb.errors`` wire shape) with header ``Kyb-Status`` = its code;
 for logs it also carries ``Kyb-EOF: 1``. Each request is handled in its own task, so a
 followed stream never holds up anything else.
@@ -29,6 +30,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from kyb import errors
+from schemas import limits
 from services.kubelet.runtime.base import ContainerRuntime
 from services.kubelet.runtime.errors import ContainerNotFound, ContainerRuntimeError, ExecTimeout
 
@@ -57,6 +59,10 @@ class ExecRequest(msgspec.Struct, kw_only=True, frozen=True):
     namespace: str = "default"
     container: str | None = None
     timeout: float = DEFAULT_EXEC_TIMEOUT
+
+
+class CancelRequest(msgspec.Struct, kw_only=True, frozen=True):
+    inbox: str = ""
 
 
 class ExecReply(msgspec.Struct, kw_only=True, frozen=True):
@@ -130,7 +136,7 @@ class NodeApi:
             return
         self._streams[msg.reply] = asyncio.current_task()  # type: ignore[assignment]
         try:
-            req = msgspec.json.decode(msg.data, type=LogsRequest)
+            req = limits.decode_json(msg.data, type=LogsRequest, what="logs request")
             cid = await self._container_id(req.namespace, req.pod, req.container, req.previous)
             async for chunk in self.runtime.logs(cid, tail=req.tail, follow=req.follow and not req.previous):
                 for i in range(0, len(chunk), CHUNK):
@@ -147,9 +153,9 @@ class NodeApi:
 
     async def _cancel(self, msg: Msg) -> None:
         try:
-            inbox = str(json.loads(msg.data).get("inbox") or "")
-        except ValueError:
-            return
+            inbox = limits.decode_json(msg.data, type=CancelRequest, what="cancel request").inbox
+        except limits.InputError:
+            return  # nobody waits for an answer to a cancel
         task = self._streams.get(inbox)
         if task is not None:
             task.cancel()
@@ -160,7 +166,7 @@ class NodeApi:
         if not msg.reply:
             return
         try:
-            req = msgspec.json.decode(msg.data, type=ExecRequest)
+            req = limits.decode_json(msg.data, type=ExecRequest, what="exec request")
             if not req.command:
                 raise errors.BadRequest("you must specify at least one command for the container")
             cid = await self._container_id(req.namespace, req.pod, req.container, False)
@@ -176,6 +182,8 @@ class NodeApi:
 def _as_kyb(e: Exception) -> errors.KybError:
     if isinstance(e, errors.KybError):
         return e
+    if isinstance(e, limits.InputError):  # schemas.limits: the size family is a 413
+        return (errors.TooLarge if isinstance(e, limits.InputTooLarge) else errors.BadRequest)(e.message)
     if isinstance(e, msgspec.DecodeError | msgspec.ValidationError):
         return errors.BadRequest(f"undecodable request: {e}")
     if isinstance(e, ContainerNotFound):
