@@ -4,8 +4,11 @@ server configuration that enforces them.
 NATS authorizes per subject, so every right here is a list of subjects. A KV write is a
 publish to ``$KV.<bucket>.<key>``; a KV read is a JetStream API request about the bucket's
 stream (``$JS.API.DIRECT.GET.KV_<bucket>``, ``$JS.API.CONSUMER.CREATE.KV_<bucket>``, ...).
-Replies go to the caller's own inbox prefix (``_INBOX.<user>``), so nobody can listen to
-anyone else's answers.
+Replies go to the caller's inbox. A component's inbox prefix is its own (``_REPLY.<user>``,
+which kyb sets), so no other user can listen to its answers. A client user (``admin``) keeps
+NATS' default inbox prefix ``_INBOX``, so any NATS client (nats-py, the ``nats`` CLI, nats.js,
+nats.go) with default options gets its replies; no component may subscribe under ``_INBOX``,
+so components cannot read a client's replies either.
 
 - ``admin`` (the CLI): every ``kyb.api.*`` verb, reads of every bucket (``get -w``,
   describe), the events stream, ``kyb.node.*.logs|exec`` and ``kyb.metrics.*``. It writes
@@ -19,8 +22,10 @@ anyone else's answers.
   where the api checks that the pod is bound to that node (Kubernetes' NodeRestriction).
 - ``system``: everything; only ``kyb up`` uses it, to create the buckets at start.
 
-Credentials files are ``KEY=value`` lines (``KYB_NATS_USER``, ``KYB_NATS_PASSWORD``), usable
-as a systemd ``EnvironmentFile`` too; they and the server configuration are written 0600.
+Credentials files are ``KEY=value`` lines (``KYB_NATS_USER``, ``KYB_NATS_PASSWORD``): a shell
+can source them, a systemd unit reads them as its ``EnvironmentFile``, and any NATS client
+takes the two values as its user and password. They and the server configuration are written
+0600.
 """
 
 from __future__ import annotations
@@ -103,8 +108,16 @@ def object_buckets() -> list[str]:
     return sorted({info.bucket for info in all_kinds()})
 
 
+# Users that people and their tools connect as: NATS' default inbox prefix, see the docstring.
+CLIENT_USERS = frozenset({"admin"})
+CLIENT_INBOX = "_INBOX"
+COMPONENT_INBOX = "_REPLY"
+
+
 def inbox_prefix(user: str) -> str:
-    return "_INBOX." + user.replace(".", "_")
+    if user in CLIENT_USERS:
+        return CLIENT_INBOX
+    return f"{COMPONENT_INBOX}.{user.replace('.', '_')}"
 
 
 def stream_read(stream: str) -> list[str]:
@@ -346,6 +359,7 @@ class ClientAuth:
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    source: str | None = None  # where user and password came from (a file, an option), for errors
 
     @property
     def configured(self) -> bool:
@@ -354,7 +368,7 @@ class ClientAuth:
     @classmethod
     def from_creds(cls, path: Path | str, **tls: str | None) -> ClientAuth:
         user, password = read_creds(path)
-        return cls(user=user, password=password, **tls)
+        return cls(user=user, password=password, source=str(path), **tls)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ClientAuth:
@@ -363,7 +377,8 @@ class ClientAuth:
                "tls_key": env.get(ENV_TLS_KEY) or None}
         if env.get(ENV_CREDS):
             return cls.from_creds(env[ENV_CREDS], **tls)
-        return cls(user=env.get(ENV_USER) or None, password=env.get(ENV_PASSWORD) or None, **tls)
+        return cls(user=env.get(ENV_USER) or None, password=env.get(ENV_PASSWORD) or None,
+                   source=ENV_USER if env.get(ENV_USER) else None, **tls)
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if not (self.tls_ca or self.tls_cert):
@@ -384,12 +399,31 @@ class ClientAuth:
         return out
 
 
-def default_admin_creds(env: dict[str, str] | None = None) -> Path | None:
-    """``$KYB_DATA_DIR/auth/admin.creds`` (default data dir ``~/.local/share/kybernetes``)
-    when it exists and is readable."""
+def admin_creds_path(env: dict[str, str] | None = None) -> Path:
+    """Where ``kyb up`` writes the admin's credentials: ``$KYB_DATA_DIR/auth/admin.creds``
+    (default data dir ``~/.local/share/kybernetes``)."""
     env = dict(os.environ if env is None else env)
     base = Path(env.get("KYB_DATA_DIR") or Path("~/.local/share/kybernetes").expanduser())
-    path = base / "auth" / "admin.creds"
+    return base / "auth" / "admin.creds"
+
+
+def refusal_message(url: str, identity: ClientAuth | None, user: str | None = None) -> str:
+    """One line for credentials NATS refused: whose they were and where they came from (never
+    the secret), and where ``kyb up`` writes the admin's."""
+    written = admin_creds_path()
+    name = user or (identity.user if identity is not None else None)
+    where = f" (from {identity.source})" if identity is not None and identity.source else ""
+    hint = (f"kyb up writes the admin's credentials to <data-dir>/auth/admin.creds ({written} for the default "
+            "data dir; set KYB_DATA_DIR for another); name a file with --creds or KYB_NATS_CREDS")
+    if not name:
+        return (f"NATS at {url} requires credentials and none were found: kyb looked at --creds and "
+                f"{ENV_CREDS}, --user and {ENV_USER}, and {written}; {hint}")
+    return f'NATS at {url} refused the credentials of user "{name}"{where}: authorization violation; {hint}'
+
+
+def default_admin_creds(env: dict[str, str] | None = None) -> Path | None:
+    """:func:`admin_creds_path` when it exists and is readable."""
+    path = admin_creds_path(env)
     try:
         return path if path.is_file() and os.access(path, os.R_OK) else None
     except OSError:

@@ -18,7 +18,7 @@ import nats.errors
 from nats.aio.client import Client as NatsClient
 
 from kyb import telemetry
-from kyb.errors import KybError, Temporary, TooLarge, Unreachable, from_status
+from kyb.errors import KybError, Temporary, TooLarge, Unauthenticated, Unreachable, from_status
 
 MAX_PAYLOAD = 1024 * 1024  # bytes; the api service refuses larger bodies with 413
 DEFAULT_TIMEOUT = 5.0
@@ -78,7 +78,20 @@ async def connect(url: str, *, timeout: float = 2.0, name: str = "kyb", **option
         cause = attempt.exception()  # type: ignore[assignment]
     else:
         cause = TimeoutError()
+    if _refused_credentials(cause):
+        from kyb import auth
+
+        identity = auth.default() if "user" not in options else None
+        raise Unauthenticated(auth.refusal_message(url, identity, options.get("user"))) from cause
     raise Unreachable(f"cannot reach NATS at {url}: {_reason(cause)}") from cause
+
+
+def _refused_credentials(e: BaseException) -> bool:
+    """NATS answered and refused the credentials (``-ERR 'Authorization Violation'``)."""
+    if isinstance(e, nats.errors.AuthorizationError):
+        return True
+    text = str(e).lower()
+    return "authorization violation" in text or "authentication" in text and "fail" in text
 
 
 def _reason(e: BaseException) -> str:

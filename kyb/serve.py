@@ -15,6 +15,7 @@ import os
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -120,6 +121,11 @@ async def run_services(
     first = await context_for("bootstrap", nats_url, options)
     try:
         await first.store.ensure_buckets()
+        if (options or {}).get("cluster_defaults_file"):
+            from kyb import clusterdefaults
+
+            await clusterdefaults.ensure(first.store, Path(options["cluster_defaults_file"]),
+                                         frozenset((options or {}).get("disable_defaults") or ()))
     finally:
         await first.nc.close()
     contexts: list[ServiceContext] = []

@@ -19,4 +19,4 @@ class StorageClass(Object, kw_only=True):
     mountOptions: list[str] = []
 
 
-DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"  # see schemas.classes

@@ -59,6 +59,25 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 20.0,
+    what: str = "condition",
+    *,
+    interval: float = 0.2,
+) -> Any:
+    """:func:`wait_for` for plain functions (tests that drive a `kyb` subprocess): poll until
+    ``predicate`` returns something truthy, or AssertionError naming ``what`` and the last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout}s (last: {last!r})")
+        time.sleep(interval)
+
+
 async def eventually(fn: Callable[[], Awaitable[T | None]], what: str, timeout: float = 20.0) -> T:
     """``wait_for`` with the description first; any exception of ``fn`` fails at once."""
     return await wait_for(fn, timeout, what, ignoring=())

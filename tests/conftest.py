@@ -8,6 +8,7 @@ import os
 import pytest
 
 from kyb.natsd import NatsServer, free_port
+from tests.kybup import up_factory  # noqa: F401  (fixture: a real `kyb up` of the test's own)
 
 
 @pytest.fixture

@@ -112,7 +112,7 @@ def compose(docker_engine):
 def _export_source(dest: Path) -> Path:
     """The build context: the project without its virtualenv, caches and git history."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis", ".pytest_cache")
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "requirements.lock"):
         shutil.copy2(ROOT / name, dest / name)
     for name in ("kyb", "schemas", "services", "compose"):
         shutil.copytree(ROOT / name, dest / name, ignore=ignore)

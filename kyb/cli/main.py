@@ -173,8 +173,15 @@ def cli(ctx: click.Context, nats_url: str, creds: str | None, user: str | None, 
     from kyb import auth
 
     tls = {"tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key}
+    if ctx.invoked_subcommand == "up":
+        # kyb up is the server side: it writes credentials, it never reads a client's
+        # (KYB_NATS_CREDS may point at the file it is about to write).
+        auth.set_default(auth.ClientAuth(**tls))
+        ctx.obj = {"nats": nats_url}
+        return
     try:
-        identity = auth.ClientAuth.from_creds(creds, **tls) if creds else auth.ClientAuth(user=user, password=password, **tls)
+        identity = (auth.ClientAuth.from_creds(creds, **tls) if creds
+                    else auth.ClientAuth(user=user, password=password, source="--user" if user else None, **tls))
         local = auth.default_admin_creds()
         if not creds and not user and local is not None and ctx.invoked_subcommand not in ("up", "serve"):
             # Like kubectl's ~/.kube/config: the admin credentials `kyb up` wrote in its data
@@ -726,13 +733,29 @@ def _run_until_signal(names: list[str], url: str, options: dict[str, Any]) -> No
               help="kubelets to run on this machine (node-1..node-N, each with its own pod range)")
 @click.option("--metrics-port", type=int, default=None,
               help="serve Prometheus metrics of all services on 127.0.0.1:PORT/metrics (default: off)")
+@click.option("--disable", "disable", multiple=True, metavar="NAME[,NAME]",
+              help="do not create these defaults on first start: local-path (StorageClass), ingressclass")
+@click.option("-o", "--option", "service_options", multiple=True, metavar="KEY=VALUE",
+              help="a service option, as `kyb serve NAME --KEY VALUE` takes it (e.g. ingress_http_port=8080)")
 def up(data_dir: Path, nats_port: int, node_name: str | None, runtime: str | None, nodes: int,
-       metrics_port: int | None) -> None:
+       metrics_port: int | None, disable: tuple[str, ...], service_options: tuple[str, ...]) -> None:
     """Run a whole cluster on this machine: NATS with JetStream, then every service."""
+    from kyb import clusterdefaults
     from kyb.natsd import NatsServer
     from kyb.serve import SERVICES, available_services
 
+    try:
+        disabled = clusterdefaults.parse_disable(disable)
+    except ValueError as e:
+        raise click.BadParameter(str(e).removeprefix("--disable: "), param_hint="--disable") from None
     data_dir = data_dir.expanduser()
+    from kyb.natsd import stop_orphan
+
+    # A nats-server left on this data directory by a `kyb up` that was killed (kill -9, the
+    # OOM killer): stop it, then start afresh on the same store.
+    orphan = stop_orphan(NatsServer(store_dir=data_dir / "jetstream").pid_file, data_dir / "jetstream")
+    if orphan is not None:
+        click.echo(f"stopped nats-server {orphan}, left running on {data_dir} by an earlier kyb up", err=True)
     if not _port_free("127.0.0.1", nats_port):
         _fail(f"error: port {nats_port} on 127.0.0.1 is already in use; choose another with --nats-port")
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -752,7 +775,14 @@ def up(data_dir: Path, nats_port: int, node_name: str | None, runtime: str | Non
         _fail(f"error: cannot start nats-server: {e} (log: {data_dir / 'nats.log'})")
     names = [n for n in SERVICES if n in set(available_services())]
     options: dict[str, Any] = {"data_dir": str(data_dir), "auth_dir": str(layout.dir),
-                               "secret_key_file": str(key_file), "node_name": node}
+                               "secret_key_file": str(key_file), "node_name": node,
+                               "cluster_defaults_file": str(data_dir / "defaults.json"),
+                               "disable_defaults": sorted(disabled)}
+    for item in service_options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"error: --option takes KEY=VALUE, not {item!r}")
+        options[key.replace("-", "_")] = value
     if runtime:
         options["runtime"] = runtime
     if nodes > 1:

@@ -27,7 +27,7 @@ from kyb.serve import ServiceContext
 from kyb.store import Store, kind_info
 from schemas.meta import Object
 from schemas.registry import KindInfo, all_kinds, by_kind
-from services.api import admission, noderestriction
+from services.api import admission, defaultclass, noderestriction
 from services.api.allocator import Allocator, Ranges, held_keys, owner_of
 
 log = structlog.get_logger("api")
@@ -93,8 +93,17 @@ class Api:
                 [errors.FieldError("metadata.namespace", "namespace is being terminated")],
             )
 
+    async def _default_class(self, info: KindInfo, obj: Object) -> Object:
+        """Kubernetes' DefaultStorageClass and DefaultIngressClass admission: a new claim or
+        Ingress that names no class gets the default class's name."""
+        class_kind = defaultclass.CLASS_KIND.get(info.kind)
+        if class_kind is None or not defaultclass.names_no_class(obj):
+            return obj
+        return defaultclass.with_class(obj, await self.store.list(class_kind))
+
     async def _create(self, info: KindInfo, obj: Object) -> Object:
         obj = admission.fresh_status(obj)
+        obj = await self._default_class(info, obj)
         if info.kind != "Service":
             return await self.store.create(obj)
         obj, claimed = await self.allocator.assign(obj, None)

@@ -19,13 +19,14 @@ from typing import Literal
 
 import msgspec
 
+from schemas import classes as classes_rule
 from schemas.core import Secret, Service
 from schemas.discovery import EndpointSlice
 from schemas.networking import Ingress, IngressBackend, IngressClass
 
 CONTROLLER = "kybernetes.io/ingress"
 DEFAULT_CLASS = "kyb"
-DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
+DEFAULT_CLASS_ANNOTATION = classes_rule.INGRESS_DEFAULT_ANNOTATION
 LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
@@ -146,13 +147,8 @@ def our_classes(classes: Iterable[IngressClass], class_name: str = DEFAULT_CLASS
 
 
 def default_class(classes: Iterable[IngressClass]) -> str | None:
-    """The cluster's default IngressClass (the oldest, if several claim it, as the api does)."""
-    marked = [
-        c for c in classes
-        if c.metadata.annotations.get(DEFAULT_CLASS_ANNOTATION, "").lower() == "true"
-    ]
-    marked.sort(key=lambda c: (c.metadata.creationTimestamp or "", c.metadata.name))
-    return marked[0].metadata.name if marked else None
+    """The cluster's default IngressClass (the newest, if several claim it, as Kubernetes picks it)."""
+    return classes_rule.default_class(classes, DEFAULT_CLASS_ANNOTATION)
 
 
 def is_ours(ingress: Ingress, classes: Iterable[IngressClass], class_name: str = DEFAULT_CLASS,

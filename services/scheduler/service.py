@@ -35,7 +35,7 @@ import nats.js.errors
 import numpy as np
 from nats.js import api
 
-from kyb import errors
+from kyb import errors, telemetry
 from kyb.informer import Informer
 from kyb.store import Store, split_key
 from schemas.pod import Pod, PodCondition
@@ -156,11 +156,12 @@ class Scheduler:
         self._sub: Any = None
         self.bound = 0                                 # pods this replica bound
         self.bound_log: list[tuple[str, str]] = []
+        self._trace_headers: dict[str, dict[str, str]] = {}  # pod key -> trace context of its last write
 
     # -- wiring ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.pods.add_handler(lambda _e, new, old, _h: self._note(self._dirty_pods, new or old))
+        self.pods.add_handler(self._on_pod)
         self.nodes.add_handler(lambda _e, new, old, _h: self._note(self._dirty_nodes, new or old))
         announced = self.clock()
         if self.presence is not None:
@@ -191,6 +192,16 @@ class Scheduler:
                 await asyncio.sleep(self.grace / 2)
                 if self.log is not None:
                     self.log.info("other schedulers running", peers=sorted(peers), acknowledged=acked, waited=round(self.clock() - began, 3))
+
+    def _on_pod(self, _event: str, new: Any, old: Any, headers: Any) -> None:
+        self._note(self._dirty_pods, new or old)
+        obj = new or old
+        key = f"{obj.metadata.namespace}.{obj.metadata.name}"
+        if new is not None and telemetry.carries_context(headers):
+            # The trace of the write that made the pod pending: its binding continues it.
+            self._trace_headers[key] = {k: v for k, v in headers.items() if k.lower() in ("traceparent", "tracestate")}
+        elif new is None or new.spec.nodeName:
+            self._trace_headers.pop(key, None)
 
     def reserving(self) -> bool:
         """Whether the next batch reserves its nodes before binding."""
@@ -490,6 +501,16 @@ class Scheduler:
             self.table.forget(key)
 
     async def _bind(self, pod: Pod, req: PodRequest, node: str) -> None:
+        headers = self._trace_headers.pop(req.key, None)
+        if headers is None:
+            await self._bind_untraced(pod, req, node)
+            return
+        # Inside the trace that created the pod: the binding write carries it on to the kubelet.
+        with telemetry.span_from_headers(f"schedule {req.key}", headers, tracer_name="kyb.scheduler",
+                                         attributes={"kyb.node": node}):
+            await self._bind_untraced(pod, req, node)
+
+    async def _bind_untraced(self, pod: Pod, req: PodRequest, node: str) -> None:
         key = req.key
         cond = PodCondition(type="PodScheduled", status="True", lastTransitionTime=_now_rfc3339())
         new = msgspec.structs.replace(

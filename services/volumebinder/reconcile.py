@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 
 import msgspec
 
+from schemas import classes as classes_rule
 from schemas.core import (
     HostPathPV,
     Node,
@@ -28,7 +29,7 @@ from schemas.meta import ObjectMeta
 from schemas.pod import NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod
 from schemas.quantity import to_bytes
 from schemas.selector import SelectorError, from_label_selector
-from schemas.storage import DEFAULT_CLASS_ANNOTATION, StorageClass
+from schemas.storage import StorageClass
 
 LOCAL_PATH = "kybernetes.io/local-path"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
@@ -77,10 +78,7 @@ class VolumePlan(msgspec.Struct, kw_only=True, frozen=True):
 
 def default_class(classes: Iterable[StorageClass]) -> str | None:
     """The class marked default (the newest when several are), as Kubernetes picks it."""
-    marked = [c for c in classes if c.metadata.annotations.get(DEFAULT_CLASS_ANNOTATION) == "true"]
-    if not marked:
-        return None
-    return max(marked, key=lambda c: (c.metadata.creationTimestamp or "", c.metadata.name)).metadata.name
+    return classes_rule.default_class(classes, classes_rule.STORAGE_DEFAULT_ANNOTATION)
 
 
 def claim_class(claim: PersistentVolumeClaim, classes: Iterable[StorageClass]) -> str:
