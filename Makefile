@@ -40,8 +40,12 @@ bench: $(VENV)/.installed-test
 	$(PY) bench/network.py
 	$(PY) bench/footprint.py
 
-# Re-resolve every dependency to the newest versions pyproject.toml's ranges allow.
+# Re-resolve the lock files after a change to pyproject.toml's dependencies, keeping every pin
+# that still fits; `make lock UPGRADE=1` moves everything to the newest versions the ranges allow.
 # The build backend (setuptools) is locked too: installs run without build isolation.
+ifeq ($(UPGRADE),1)
+LOCK_FLAGS += --upgrade
+endif
 lock:
 	test -x $(VENV)/bin/uv || { test -x $(PY) || python3 -m venv $(VENV); $(PIP) install -q uv==$(UV_VERSION); }
 	printf 'setuptools>=68\n' | $(VENV)/bin/uv pip compile pyproject.toml - $(LOCK_FLAGS) -o requirements.lock
