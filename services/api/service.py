@@ -25,9 +25,10 @@ from kyb.informer import Informer
 from kyb.render import to_dict
 from kyb.serve import ServiceContext
 from kyb.store import Store, kind_info
+from schemas import limits
 from schemas.meta import Object
 from schemas.registry import KindInfo, all_kinds, by_kind
-from services.api import admission, defaultclass, noderestriction
+from services.api import admission, budget, defaultclass, noderestriction
 from services.api.allocator import Allocator, Ranges, held_keys, owner_of
 
 log = structlog.get_logger("api")
@@ -137,8 +138,7 @@ class Api:
     # -- verbs ----------------------------------------------------------------------------
 
     async def apply(self, body: bytes, namespace: str) -> tuple[Object, str]:
-        doc = admission.parse_manifest(body)
-        info, desired = admission.admit(doc, namespace)
+        doc, info, desired = await budget.admit(body, namespace)
         desired = admission.with_last_applied(desired, doc)
         if not desired.metadata.name:
             raise errors.Invalid("name is required for apply", [errors.FieldError("metadata.name", "Required value")])
@@ -177,8 +177,7 @@ class Api:
         raise errors.Conflict(f'{info.plural} "{desired.metadata.name}": too many concurrent writers, try again')
 
     async def create(self, body: bytes, namespace: str) -> Object:
-        doc = admission.parse_manifest(body)
-        info, desired = admission.admit(doc, namespace)
+        _, info, desired = await budget.admit(body, namespace)
         if not desired.metadata.name and not desired.metadata.generateName:
             raise errors.Invalid("name or generateName is required", [errors.FieldError("metadata.name", "Required value")])
         await self._check_namespace(info, desired)
@@ -187,8 +186,7 @@ class Api:
         return created
 
     async def replace(self, body: bytes, namespace: str) -> Object:
-        doc = admission.parse_manifest(body)
-        info, desired = admission.admit(doc, namespace)
+        _, info, desired = await budget.admit(body, namespace)
         current = await self.store.get(info, desired.metadata.namespace, desired.metadata.name)
         rv = desired.metadata.resourceVersion
         if rv is not None and rv != current.metadata.resourceVersion:
@@ -342,14 +340,10 @@ async def handle(api: Api, verb: str, body: bytes, headers: dict[str, str]) -> t
             return _encoder.encode(to_dict(await api.create(body, namespace))), _reply_headers(201)
         if verb == "replace":
             return _encoder.encode(to_dict(await api.replace(body, namespace))), _reply_headers(200)
-        if len(body) > admission.MAX_PAYLOAD:
-            raise errors.TooLarge(f"request body of {len(body)} bytes exceeds the limit of 1 MiB")
         try:
-            q = msgspec.json.decode(body, type=Query)
-        except msgspec.ValidationError as e:
-            raise errors.BadRequest(f"invalid query: {e}") from None
-        except msgspec.DecodeError as e:
-            raise errors.BadRequest(f"invalid query JSON: {e}") from None
+            q = limits.decode_json(body, type=Query, what="query")
+        except limits.InputError as e:
+            raise admission.from_limit(e) from None
         if verb == "get":
             return _encoder.encode(to_dict(await api.get(q))), _reply_headers(200)
         if verb == "list":
@@ -370,12 +364,10 @@ async def handle(api: Api, verb: str, body: bytes, headers: dict[str, str]) -> t
 async def handle_node(api: Api, node: str, verb: str, body: bytes) -> tuple[bytes, dict[str, str]]:
     """A kubelet's request on kyb.api.node.<node>.<verb> (see services/api/noderestriction.py)."""
     try:
-        if len(body) > admission.MAX_PAYLOAD:
-            raise errors.TooLarge(f"request body of {len(body)} bytes exceeds the limit of 1 MiB")
         try:
-            req = msgspec.json.decode(body, type=noderestriction.NodeRequest)
-        except msgspec.DecodeError as e:
-            raise errors.BadRequest(f"invalid node request: {e}") from None
+            req = limits.decode_json(body, type=noderestriction.NodeRequest, what="node request")
+        except limits.InputError as e:
+            raise admission.from_limit(e) from None
         store = api.store
         if verb == "status":
             updated = await store.mutate("Pod", req.namespace, req.name, lambda p: noderestriction.with_status(node, p, req))
