@@ -199,6 +199,39 @@ def test_kyb_apply_refuses_the_bomb_with_a_clear_message(tmp_path, nats_url):
         assert f"error parsing {bomb}" in result.output and "excessive aliasing" in result.output
 
 
+@pytest.fixture
+async def node_api(nc, tmp_path):
+    """The kubelet's node API for node "n1" on a real process runtime (no pods on it)."""
+    from services.kubelet.nodeapi import serve_node_api
+    from services.kubelet.runtime.process import ProcessRuntime
+
+    served = await serve_node_api(nc, "n1", ProcessRuntime(tmp_path / "state"), lambda *_: None)
+    yield nc
+    await served.stop()
+
+
+@pytest.mark.parametrize("verb", ["logs", "exec"])
+@pytest.mark.parametrize(
+    "body, code, words",
+    [
+        pytest.param(b'{"pod": "p", "command": ["true"], "junk": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400,
+                     f"the limit is {limits.MAX_DEPTH} levels", id="deep"),
+        pytest.param(b'{"pod": "p", "command": ["true"], "tail": 1' + b"0" * 5000 + b', "timeout": 1' + b"0" * 5000 + b"}",
+                     400, "out of range", id="huge-int"),
+        pytest.param(b"\xff\x00", 400, "invalid JSON", id="bytes"),
+        pytest.param(b"[1]", 400, "invalid", id="not-an-object"),
+    ],
+)
+async def test_the_kubelets_node_requests_are_bounded_too(node_api, verb, body, code, words):
+    msg = await node_api.request(f"kyb.node.n1.{verb}", body, timeout=SLOW)
+    status = json.loads(msg.data)
+    assert int(msg.headers["Kyb-Status"]) == status["code"] == code and words in status["message"], status
+    # a cancel has no answer; a hostile one must not take the node API down
+    await node_api.publish("kyb.node.n1.cancel", b'{"inbox": ' + b"[" * 5000 + b"]" * 5000 + b"}")
+    msg = await node_api.request("kyb.node.n1.exec", b'{"pod": "p", "command": ["true"]}', timeout=SLOW)
+    assert json.loads(msg.data)["code"] == 404  # answered: no such pod on this node
+
+
 # -- one request cannot starve the others ------------------------------------------------------
 
 
