@@ -16,6 +16,7 @@ from schemas.core import Node, NodeCondition, NodeSpec, NodeStatus, Taint
 from schemas.helpers import format_time
 from schemas.meta import ObjectMeta
 from schemas.pod import Container, Pod, PodCondition, PodSpec, PodStatus, Toleration
+from schemas.tolerations import tolerates
 from services.nodelifecycle.reconcile import (
     MESSAGE_UNKNOWN,
     NOT_READY,
@@ -28,7 +29,6 @@ from services.nodelifecycle.reconcile import (
     observe,
     plan_node,
     plan_orphans,
-    tolerates,
 )
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 import msgspec
 from msgspec.structs import replace
 
+from schemas import tolerations
 from schemas.apps import ControllerRevision, DaemonSet, DaemonSetStatus
-from schemas.core import Node, Taint
+from schemas.core import Node
 from schemas.helpers import owner_reference, pod_is_available, pod_is_ready
 from schemas.meta import ObjectMeta
 from schemas.pod import (
@@ -184,19 +185,6 @@ def daemon_tolerations(ds: DaemonSet) -> list[Toleration]:
     return out
 
 
-def tolerates(tolerations: list[Toleration], taint: Taint) -> bool:
-    for t in tolerations:
-        if t.effect and t.effect != taint.effect:
-            continue
-        if not t.key and t.operator == "Exists":
-            return True
-        if t.key != taint.key:
-            continue
-        if t.operator == "Exists" or t.value == taint.value:
-            return True
-    return False
-
-
 def _requirement_matches(r: NodeSelectorRequirement, value: str | None) -> bool:
     op = r.operator
     if op == "Exists":
@@ -236,7 +224,7 @@ def should_run(ds: DaemonSet, node: Node) -> bool:
     if required is not None and not any(_term_matches(t, node) for t in required.nodeSelectorTerms):
         return False
     tols = daemon_tolerations(ds)
-    return all(tolerates(tols, t) for t in node.spec.taints if t.effect in ("NoSchedule", "NoExecute"))
+    return all(tolerations.tolerated(tols, t) for t in node.spec.taints if t.effect in ("NoSchedule", "NoExecute"))
 
 
 def pinned_node(pod: Pod) -> str | None:

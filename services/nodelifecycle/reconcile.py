@@ -32,10 +32,11 @@ from datetime import datetime, timedelta
 
 import msgspec
 
+from schemas import tolerations
 from schemas.coordination import Lease
 from schemas.core import Node, NodeCondition, Taint
 from schemas.helpers import format_time, parse_time
-from schemas.pod import Pod, Toleration
+from schemas.pod import Pod
 
 UNREACHABLE = "node.kubernetes.io/unreachable"
 NOT_READY = "node.kubernetes.io/not-ready"
@@ -170,17 +171,6 @@ def is_unreachable(node: Node) -> bool:
 # -- pods ----------------------------------------------------------------------------------------
 
 
-def tolerates(toleration: Toleration, taint: Taint) -> bool:
-    """Kubernetes' ToleratesTaint."""
-    if toleration.effect and toleration.effect != taint.effect:
-        return False
-    if toleration.key and toleration.key != taint.key:
-        return False
-    if toleration.operator == "Exists":
-        return True
-    return toleration.value == taint.value
-
-
 def eviction_time(pod: Pod, taints: Iterable[Taint], now: datetime, settings: Settings) -> datetime | None:
     """When the node's NoExecute taints evict ``pod`` (None: never)."""
     due: datetime | None = None
@@ -188,7 +178,7 @@ def eviction_time(pod: Pod, taints: Iterable[Taint], now: datetime, settings: Se
         if taint.effect != "NoExecute":
             continue
         since = parse_time(taint.timeAdded) if taint.timeAdded else now
-        matching = [t for t in pod.spec.tolerations if tolerates(t, taint)]
+        matching = tolerations.matching(pod.spec.tolerations, taint)
         if not matching:
             at = since + timedelta(seconds=settings.pod_eviction_timeout)
         elif any(t.tolerationSeconds is None for t in matching):

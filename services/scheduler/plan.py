@@ -29,6 +29,8 @@ from typing import Literal
 import msgspec
 import numpy as np
 
+from schemas import tolerations
+
 MAX_NODE_SCORE = 100
 WEIGHTS = {"least": 1, "balanced": 1, "spread": 2, "affinity": 2, "taint": 3}
 # kube-scheduler scores pods without requests as if they asked for this much (non-zero defaults).
@@ -85,14 +87,8 @@ class Toleration(_Data):
     effect: str = ""  # "" tolerates every effect
 
     def tolerates(self, taint: Taint) -> bool:
-        """Kubernetes' ToleratesTaint."""
-        if self.effect and self.effect != taint.effect:
-            return False
-        if self.key and self.key != taint.key:
-            return False
-        if self.operator == "Exists":
-            return True
-        return self.value == taint.value
+        """Kubernetes' ToleratesTaint (schemas.tolerations)."""
+        return tolerations.tolerates(self, taint)
 
 
 class Requirement(_Data):
@@ -144,7 +140,7 @@ class PodRequest(_Data):
         return self.memory or DEFAULT_MEMORY_BYTES
 
     def tolerates(self, taint: Taint) -> bool:
-        return any(t.tolerates(taint) for t in self.tolerations)
+        return tolerations.tolerated(self.tolerations, taint)
 
 
 class NodeInfo(_Data):
