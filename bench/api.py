@@ -9,9 +9,12 @@ Starts its own nats-server (free port, temp store) and the api service as separa
   3. messaging only: the same messages an apply makes (request, CAS write, event, reply)
      answered by a bare responder with no api logic, on the same library and event loop:
      the most any api on this stack can reach on this machine.
+  4. api under attack: the api run again while a second client keeps `--bombers` nine-level
+     YAML alias bombs (CVE-2019-11253's shape) in flight, beside run 2 as its baseline.
 Prints objects/s and p50/p99 latency of each, the api's ratio to raw, and the CPU each
-process spent per object.
+process spent per object, and the api's peak RSS in runs 2 and 4.
 Targets (issue "Foundation"): api throughput >= 0.5x raw put, api p99 <= 50 ms.
+Targets (issue "Hostile input and crashes"): under attack >= 0.8x the throughput, peak RSS <= 1.2x.
 """
 
 from __future__ import annotations
@@ -67,6 +70,53 @@ FLOOR = (
     "    await asyncio.Event().wait()\n"
     "uvloop.run(main())\n"
 )
+
+
+def alias_bomb(levels: int = 9, width: int = 9) -> bytes:
+    """A ConfigMap with the billion-laughs shape: about 400 bytes, ``width**levels`` nodes expanded."""
+    lines = ["apiVersion: v1", "kind: ConfigMap", "metadata: {name: bomb}",
+             "a0: &a0 [" + ",".join(['"lol"'] * width) + "]"]
+    lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+class PeakRss:
+    """The largest summed RSS of some processes, sampled every 20 ms while running."""
+
+    def __init__(self, procs: list[psutil.Process]) -> None:
+        self.procs, self.peak, self._task = procs, 0, None
+
+    async def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, sum(p.memory_info().rss for p in self.procs))
+            await asyncio.sleep(0.02)
+
+    def __enter__(self) -> PeakRss:
+        self._task = asyncio.ensure_future(self._sample())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._task.cancel()
+
+
+async def bombard(url: str, bombers: int, stop: asyncio.Event) -> int:
+    """Keep ``bombers`` alias bombs in flight until ``stop``; each must be refused with a 4xx."""
+    nc = await nats.connect(url)
+    sent = 0
+
+    async def one() -> None:
+        nonlocal sent
+        while not stop.is_set():
+            msg = await nc.request("kyb.api.apply", alias_bomb(), timeout=30)
+            if not msg.headers or not msg.headers.get("Kyb-Status", "").startswith("4"):
+                raise SystemExit(f"an alias bomb was not refused: {msg.data[:300]!r}")
+            sent += 1
+
+    try:
+        await asyncio.gather(*(one() for _ in range(bombers)))
+    finally:
+        await nc.close()
+    return sent
 
 
 def payload(i: int) -> bytes:
@@ -143,6 +193,7 @@ async def main() -> None:
     ap.add_argument("--objects", type=int, default=10_000)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--replicas", type=int, default=1, help="api service processes (queue group)")
+    ap.add_argument("--bombers", type=int, default=4, help="alias bombs kept in flight during run 4 (0: skip it)")
     ap.add_argument("--traced", action="store_true",
                     help="every request carries a sampled traceparent, as `kyb apply` sends (default: a plain client)")
     args = ap.parse_args()
@@ -194,8 +245,18 @@ async def main() -> None:
             f0 = cpu_seconds(watched)
             floor_s, floor_lat = await run_load(args.objects, args.concurrency, floor)
             c1 = cpu_seconds(watched)
-            api_s, api_lat = await run_load(args.objects, args.concurrency, api)
+            api_procs = [psutil.Process(p.pid) for p in procs]
+            with PeakRss(api_procs) as api_rss:
+                api_s, api_lat = await run_load(args.objects, args.concurrency, api)
             c2 = cpu_seconds(watched)
+            if args.bombers:
+                payloads = [payload(i + 2_000_000) for i in range(args.objects)]
+                stop = asyncio.Event()
+                with PeakRss(api_procs) as attacked_rss:
+                    bombs = asyncio.ensure_future(bombard(server.url, args.bombers, stop))
+                    attacked_s, attacked_lat = await run_load(args.objects, args.concurrency, api)
+                    stop.set()
+                    bombs_sent = await bombs
             await nc.close()
         finally:
             for p in procs + floors:
@@ -226,6 +287,17 @@ async def main() -> None:
     p99 = percentile(api_lat, 99) * 1e3
     print(f"ratio api/raw = {ratio:.2f} (target >= 0.5)  api p99 = {p99:.1f} ms (target <= 50)")
     print("PASS" if ratio >= 0.5 and p99 <= 50 else "MISS")
+    print(f"api peak RSS: {api_rss.peak / 2**20:.0f} MiB")
+    if args.bombers:
+        attacked_rate = args.objects / attacked_s
+        speed, memory = attacked_rate / api_rate, attacked_rss.peak / api_rss.peak
+        print(f"kyb.api.apply under {args.bombers} alias bombs in flight: {attacked_rate:7.0f} obj/s  "
+              f"p50 {percentile(attacked_lat, 50)*1e3:6.2f} ms  p99 {percentile(attacked_lat, 99)*1e3:6.2f} ms  "
+              f"= {speed:.2f}x the run without (target >= 0.8); {bombs_sent} bombs refused "
+              f"({bombs_sent / attacked_s:.0f}/s)")
+        print(f"api peak RSS under attack: {attacked_rss.peak / 2**20:.0f} MiB = {memory:.2f}x the run without "
+              "(target <= 1.2)")
+        print("PASS" if speed >= 0.8 and memory <= 1.2 else "MISS")
 
 
 if __name__ == "__main__":

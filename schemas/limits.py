@@ -105,8 +105,9 @@ def _depth_error(depth: int | None = None) -> InputError:
 
 def decode_json(data: bytes | str, type: Any = Any, what: str = "request body") -> Any:
     """The JSON document (converted to ``type`` when given), bounded; InputError otherwise."""
-    check_bytes(data, what)
-    raw = data.encode() if isinstance(data, str) else data
+    raw = data if isinstance(data, bytes) else data.encode()
+    if len(raw) > MAX_BYTES:
+        check_bytes(raw, what)
     try:
         if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
             depth = _json_depth(msgspec.json.decode(raw))

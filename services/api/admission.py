@@ -30,7 +30,8 @@ def parse_manifest(body: bytes) -> dict[str, Any]:
     """One manifest (YAML or JSON) as a mapping, or BadRequest saying what is wrong with it
     (TooLarge past a size limit); the limits are ``schemas.limits``'."""
     try:
-        limits.check_bytes(body)
+        if len(body) > limits.MAX_BYTES:
+            limits.check_bytes(body)
         text = body.strip()
         if not text:
             raise errors.BadRequest("empty request body: expected one manifest (YAML or JSON)")
