@@ -184,3 +184,13 @@ def test_arbitrary_input_is_decoded_or_refused_with_a_yaml_error(data):
         limits.decode_json(data)
     except limits.InputError:
         pass
+
+
+def test_schemas_validation_decodes_text_under_the_same_limits():
+    from schemas.validation import SchemaError, decode
+
+    with pytest.raises(SchemaError, match="excessive aliasing"):
+        decode("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n" + alias_bomb(9))
+    with pytest.raises(SchemaError, match=f"limit is {limits.MAX_DEPTH}"):
+        decode(b'{"apiVersion": "v1", "kind": "ConfigMap", "data": ' + b"[" * 5000 + b"]" * 5000 + b"}")
+    assert decode('{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}').metadata.name == "x"
