@@ -31,7 +31,9 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from kyb import errors, metrics, secretbox, telemetry
+from schemas.helpers import split_key
 from schemas.meta import Object, ObjectMeta
+from schemas.names import generated_name
 from schemas.registry import KindInfo, UnknownKind, all_kinds, by_kind, resolve
 
 EVENTS_STREAM = "KYB_EVENTS"
@@ -42,13 +44,6 @@ DELETE_ATTEMPTS = 20  # a delete without a precondition, against writers that ke
 STREAM_NOT_FOUND = 10059
 
 _encoder = msgspec.json.Encoder()
-
-
-_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' utilrand alphabet: no vowels, no look-alikes
-
-
-def generated_name(prefix: str, length: int = 5) -> str:
-    return prefix + "".join(random.choice(_NAME_ALPHABET) for _ in range(length))
 
 
 def kind_info(kind: str | KindInfo) -> KindInfo:
@@ -73,11 +68,6 @@ def key_of(info: KindInfo, namespace: str | None, name: str) -> str:
 
 def object_key(obj: Object) -> str:
     return key_of(kind_info(obj.kind), obj.metadata.namespace, obj.metadata.name)
-
-
-def split_key(key: str) -> tuple[str | None, str]:
-    ns, _, name = key.partition(".")
-    return (None if ns == "_" else ns), name
 
 
 _stamp: tuple[int, str] = (-1, "")

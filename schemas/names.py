@@ -4,6 +4,7 @@ values. Each check returns a list of problems (empty when valid), worded as Kube
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -83,3 +84,29 @@ def env_var_name(value: str) -> list[str]:
 
 def c_identifier(value: str) -> bool:
     return bool(_C_IDENTIFIER.fullmatch(value))
+
+
+# -- generated names ---------------------------------------------------------------------------
+
+# Kubernetes' utilrand alphabet (rand.String, SafeEncodeString): no vowels, so no words, and no
+# look-alike characters (0/o, 1/l, 3/e).
+SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+GENERATED_SUFFIX_LENGTH = 5
+
+
+def generated_name(prefix: str, draw: Callable[[str, int], str] | None = None) -> str:
+    """``prefix`` plus five random characters of :data:`SAFE_ALPHABET`, as the apiserver names
+    an object from its ``metadata.generateName``. ``draw(alphabet, k)`` picks them (random by
+    default; tests pass their own)."""
+    if draw is None:
+        import random
+
+        def draw(alphabet: str, k: int) -> str:
+            return "".join(random.choices(alphabet, k=k))
+
+    return prefix + draw(SAFE_ALPHABET, GENERATED_SUFFIX_LENGTH)
+
+
+def safe_encode(text: str) -> str:
+    """Kubernetes' ``rand.SafeEncodeString``: each character mapped into :data:`SAFE_ALPHABET`."""
+    return "".join(SAFE_ALPHABET[b % len(SAFE_ALPHABET)] for b in text.encode())

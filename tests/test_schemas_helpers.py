@@ -107,3 +107,14 @@ def test_time_formats() -> None:
 def test_time_round_trip(t: dt.datetime) -> None:
     assert parse_time(format_time(t)) == t.replace(microsecond=0)
     assert parse_time(format_micro_time(t)) == t
+
+
+def test_generated_names_use_kubernetes_safe_alphabet() -> None:
+    from schemas.names import SAFE_ALPHABET, generated_name, safe_encode
+
+    name = generated_name("web-")
+    assert name.startswith("web-") and len(name) == len("web-") + 5
+    assert set(name[4:]) <= set(SAFE_ALPHABET)
+    assert not set("aeiou013") & set(SAFE_ALPHABET)
+    assert generated_name("x-", lambda alphabet, k: alphabet[:k]) == "x-bcdfg"
+    assert safe_encode("12") == SAFE_ALPHABET[ord("1") % 27] + SAFE_ALPHABET[ord("2") % 27]

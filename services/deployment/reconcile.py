@@ -39,6 +39,7 @@ from schemas.helpers import (
     without_owner,
 )
 from schemas.meta import Condition, LabelSelector, ObjectMeta
+from schemas.names import safe_encode
 from schemas.pod import Pod, PodTemplateSpec
 from schemas.quantity import scaled_int_or_percent
 from schemas.selector import Selector, from_label_selector
@@ -58,9 +59,6 @@ MIN_AVAILABLE, MIN_UNAVAILABLE = "MinimumReplicasAvailable", "MinimumReplicasUna
 NEW_RS_CREATED, FOUND_NEW_RS = "NewReplicaSetCreated", "FoundNewReplicaSet"
 RS_UPDATED, NEW_RS_AVAILABLE = "ReplicaSetUpdated", "NewReplicaSetAvailable"
 TIMED_OUT, PAUSED, RESUMED = "ProgressDeadlineExceeded", "DeploymentPaused", "DeploymentResumed"
-
-_SAFE = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' rand.SafeEncodeString alphabet
-
 
 class Action(msgspec.Struct, frozen=True, kw_only=True):
     """An Event to record about the Deployment."""
@@ -100,7 +98,7 @@ def template_hash(template: PodTemplateSpec, collision_count: int | None = None)
     h = hashlib.blake2s(msgspec.json.encode(to_dict(template), order="sorted"), digest_size=4)
     if collision_count:
         h.update(collision_count.to_bytes(4, "little"))
-    return "".join(_SAFE[b % len(_SAFE)] for b in str(int.from_bytes(h.digest(), "little")).encode())
+    return safe_encode(str(int.from_bytes(h.digest(), "little")))
 
 
 def without_hash(template: PodTemplateSpec) -> PodTemplateSpec:

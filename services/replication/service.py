@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as _dt
-import random
 from typing import Any
 
 import msgspec
@@ -40,8 +39,6 @@ from services.replication.reconcile import (
 )
 
 SOURCE = "replicaset-controller"
-NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' generateName suffix alphabet (no vowels)
-NAME_ATTEMPTS = 5
 KINDS = ("ReplicaSet", "ReplicationController")
 EXPECTATIONS_TTL = 300.0  # seconds after which unmet expectations are dropped (a lost watch event)
 
@@ -201,19 +198,9 @@ class Replication:
                 raise errors.Temporary(f"creating pods for {key}: {err}") from err
 
     async def _create_one(self, pod: Pod) -> Object:
-        """Create ``pod`` under ``<generateName><5 random chars>``, drawing again on a name clash."""
-        ns = pod.metadata.namespace or "default"
-        for attempt in range(NAME_ATTEMPTS):
-            name = (pod.metadata.generateName or "") + "".join(random.choices(NAME_ALPHABET, k=5))
-            if self.pods.get_by_name(ns, name) is not None:
-                continue
-            named = msgspec.structs.replace(pod, metadata=msgspec.structs.replace(pod.metadata, name=name))
-            try:
-                return await self.store.create(named)
-            except errors.AlreadyExists:
-                if attempt == NAME_ATTEMPTS - 1:
-                    raise
-        raise errors.Temporary(f"no free pod name for {pod.metadata.generateName}", delay=0.1)
+        """Create ``pod`` under ``<generateName><5 random chars>``: the store draws the name and
+        draws again on a clash, as the apiserver does for generateName."""
+        return await self.store.create(pod)
 
     async def _delete(self, key: str, obj: Workload, ns: str, names: list[str], now: _dt.datetime) -> None:
         self.expectations.expect(key, now.timestamp(), deleting=names)
