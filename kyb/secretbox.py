@@ -23,12 +23,14 @@ import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from schemas.meta import LAST_APPLIED_ANNOTATION
+
 PREFIX = "enc:v1:"
 KEY_BYTES = 32
 NONCE_BYTES = 12
 ENV_KEY_FILE = "KYB_SECRET_KEY_FILE"
 # apply's record of the manifest: for a Secret it holds the values too, so it is sealed as well
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+LAST_APPLIED = LAST_APPLIED_ANNOTATION
 
 T = TypeVar("T")
 

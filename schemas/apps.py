@@ -6,8 +6,24 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from schemas.meta import Base, Condition, LabelSelector, Object
+from schemas.meta import LAST_APPLIED_ANNOTATION, Base, Condition, LabelSelector, Object
 from schemas.pod import PodTemplateSpec
+
+# Labels and annotations of Deployments and their ReplicaSets (Kubernetes' deployment util),
+# read and written by the deployment controller and `kyb rollout`.
+POD_TEMPLATE_HASH_LABEL = "pod-template-hash"
+REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+REVISION_HISTORY_ANNOTATION = "deployment.kubernetes.io/revision-history"
+DESIRED_REPLICAS_ANNOTATION = "deployment.kubernetes.io/desired-replicas"
+MAX_REPLICAS_ANNOTATION = "deployment.kubernetes.io/max-replicas"
+CHANGE_CAUSE_ANNOTATION = "kubernetes.io/change-cause"
+RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
+# Annotations that stay with the Deployment: never copied onto its ReplicaSets, never taken
+# back from a ReplicaSet on rollback (Kubernetes' skipCopyAnnotation).
+DEPLOYMENT_ONLY_ANNOTATIONS = frozenset({
+    LAST_APPLIED_ANNOTATION, REVISION_ANNOTATION, REVISION_HISTORY_ANNOTATION, DESIRED_REPLICAS_ANNOTATION,
+    MAX_REPLICAS_ANNOTATION,
+})
 
 
 class ReplicaSetSpec(Base, kw_only=True):

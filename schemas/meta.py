@@ -13,6 +13,9 @@ from typing import ClassVar, Literal
 
 import msgspec
 
+# kubectl apply's record of the manifest it last applied (read by the api's three-way merge).
+LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
+
 
 class Base(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
     """Base of every struct of the object model."""

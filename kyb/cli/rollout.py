@@ -28,15 +28,14 @@ import yaml
 from kyb import errors
 from kyb.cli.params import Duration
 from kyb.client import ApiClient
+from schemas import apps
 from schemas.pod import PodTemplateSpec
 
-REVISION = "deployment.kubernetes.io/revision"
-CHANGE_CAUSE = "kubernetes.io/change-cause"
-RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
-HASH_LABEL = "pod-template-hash"
-# Annotations of a ReplicaSet that never go back onto its Deployment on undo.
-_NOT_ROLLED_BACK = {REVISION, "deployment.kubernetes.io/revision-history", "deployment.kubernetes.io/desired-replicas",
-                    "deployment.kubernetes.io/max-replicas", "kubectl.kubernetes.io/last-applied-configuration"}
+REVISION = apps.REVISION_ANNOTATION
+CHANGE_CAUSE = apps.CHANGE_CAUSE_ANNOTATION
+RESTARTED_AT = apps.RESTARTED_AT_ANNOTATION
+HASH_LABEL = apps.POD_TEMPLATE_HASH_LABEL
+_NOT_ROLLED_BACK = apps.DEPLOYMENT_ONLY_ANNOTATIONS
 
 
 # -- pure: what kubectl says --------------------------------------------------------------------

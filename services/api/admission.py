@@ -19,12 +19,12 @@ import yaml
 from kyb import errors
 from schemas import limits
 from schemas.batch import GENERATED_TEMPLATE_LABELS, Job
-from schemas.meta import Object
+from schemas.meta import LAST_APPLIED_ANNOTATION, Object
 from schemas.registry import KindInfo, UnknownKind, for_manifest
 
 MAX_PAYLOAD = limits.MAX_BYTES
 _sorted_json = msgspec.json.Encoder(order="sorted").encode
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+LAST_APPLIED = LAST_APPLIED_ANNOTATION
 
 def parse_manifest(body: bytes) -> dict[str, Any]:
     """One manifest (YAML or JSON) as a mapping, or BadRequest saying what is wrong with it

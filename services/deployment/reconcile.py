@@ -29,6 +29,7 @@ import msgspec
 from msgspec.structs import replace
 
 from kyb.render import to_dict
+from schemas import apps
 from schemas.apps import Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec
 from schemas.helpers import (
     controller_of,
@@ -44,15 +45,13 @@ from schemas.pod import Pod, PodTemplateSpec
 from schemas.quantity import scaled_int_or_percent
 from schemas.selector import Selector, from_label_selector
 
-HASH_LABEL = "pod-template-hash"
-REVISION = "deployment.kubernetes.io/revision"
-REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
-DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
-MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
-CHANGE_CAUSE = "kubernetes.io/change-cause"
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
-# Deployment annotations never copied onto its ReplicaSets (as Kubernetes' skipCopyAnnotation).
-_NOT_COPIED = {LAST_APPLIED, REVISION, REVISION_HISTORY, DESIRED_REPLICAS, MAX_REPLICAS}
+HASH_LABEL = apps.POD_TEMPLATE_HASH_LABEL
+REVISION = apps.REVISION_ANNOTATION
+REVISION_HISTORY = apps.REVISION_HISTORY_ANNOTATION
+DESIRED_REPLICAS = apps.DESIRED_REPLICAS_ANNOTATION
+MAX_REPLICAS = apps.MAX_REPLICAS_ANNOTATION
+CHANGE_CAUSE = apps.CHANGE_CAUSE_ANNOTATION
+_NOT_COPIED = apps.DEPLOYMENT_ONLY_ANNOTATIONS
 
 AVAILABLE, PROGRESSING = "Available", "Progressing"
 MIN_AVAILABLE, MIN_UNAVAILABLE = "MinimumReplicasAvailable", "MinimumReplicasUnavailable"
