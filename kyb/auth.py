@@ -72,6 +72,8 @@ CONTROLLER_WRITES: dict[str, tuple[str, ...]] = {
     "daemonset": ("DaemonSet", "Pod", "ControllerRevision"),
     "endpoints": ("Endpoints", "EndpointSlice"),
     "nodelifecycle": ("Node", "Pod"),
+    "nodeipam": ("Node",),
+    "netagent": (),
     "hpa": ("HorizontalPodAutoscaler", "Deployment", "ReplicaSet", "ReplicationController", "StatefulSet"),
     "volumebinder": ("PersistentVolume", "PersistentVolumeClaim", "Pod"),
     "ingress": ("Ingress",),

@@ -37,6 +37,7 @@ SERVICES: dict[str, str] = {
     "gc": "services.gc.service",
     "endpoints": "services.endpoints.service",
     "nodelifecycle": "services.nodelifecycle.service",
+    "nodeipam": "services.nodeipam.service",
     "hpa": "services.hpa.service",
     "volumebinder": "services.volumebinder.service",
     "ingress": "services.ingress.service",

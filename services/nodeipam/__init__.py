@@ -1,0 +1,1 @@
+"""nodeipam: gives every Node its pod CIDR from the cluster CIDR."""
