@@ -173,12 +173,17 @@ class ApiClient:
         result = headers.get("Kyb-Result", "configured")
         return obj, result  # type: ignore[return-value]
 
-    async def create(self, manifest: bytes | str | dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
-        obj, _ = await self._request("create", self._manifest_body(manifest), self._ns_headers(namespace))
+    async def create(self, manifest: bytes | str | dict[str, Any], namespace: str | None = None, *,
+                     dry_run: bool = False) -> dict[str, Any]:
+        """``dry_run``: admitted and validated, not stored (header ``Kyb-Dry-Run: All``)."""
+        headers = self._ns_headers(namespace) | ({"Kyb-Dry-Run": "All"} if dry_run else {})
+        obj, _ = await self._request("create", self._manifest_body(manifest), headers)
         return obj
 
-    async def replace(self, manifest: bytes | str | dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
-        obj, _ = await self._request("replace", self._manifest_body(manifest), self._ns_headers(namespace))
+    async def replace(self, manifest: bytes | str | dict[str, Any], namespace: str | None = None, *,
+                      dry_run: bool = False) -> dict[str, Any]:
+        headers = self._ns_headers(namespace) | ({"Kyb-Dry-Run": "All"} if dry_run else {})
+        obj, _ = await self._request("replace", self._manifest_body(manifest), headers)
         return obj
 
     async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any]:

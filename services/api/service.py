@@ -2,6 +2,7 @@
 ``api`` (run as many replicas as you like). It validates, defaults and writes what users
 publish, with compare-and-set, and records an Event for each change.
 
+Header ``Kyb-Dry-Run: All`` on create and replace admits and validates without storing.
 Replies: header ``Kyb-Status`` (HTTP-like code) and, for apply, ``Kyb-Result``
 (created | configured | unchanged); body = the stored object, or a Status error
 ``{code, reason, message, details:[{field, message}]}`` in the same shape for every verb.
@@ -176,16 +177,18 @@ class Api:
             return updated, "configured"
         raise errors.Conflict(f'{info.plural} "{desired.metadata.name}": too many concurrent writers, try again')
 
-    async def create(self, body: bytes, namespace: str) -> Object:
+    async def create(self, body: bytes, namespace: str, dry_run: bool = False) -> Object:
         _, info, desired = await budget.admit(body, namespace)
         if not desired.metadata.name and not desired.metadata.generateName:
             raise errors.Invalid("name or generateName is required", [errors.FieldError("metadata.name", "Required value")])
         await self._check_namespace(info, desired)
+        if dry_run:  # admitted and validated, not stored
+            return await self._default_class(info, admission.fresh_status(desired))
         created = await self._create(info, desired)
         await self._event(created, "Created", f"{info.kind} {created.metadata.name} created")
         return created
 
-    async def replace(self, body: bytes, namespace: str) -> Object:
+    async def replace(self, body: bytes, namespace: str, dry_run: bool = False) -> Object:
         _, info, desired = await budget.admit(body, namespace)
         current = await self.store.get(info, desired.metadata.namespace, desired.metadata.name)
         rv = desired.metadata.resourceVersion
@@ -195,6 +198,8 @@ class Api:
                 "modified; please apply your changes to the latest version and try again"
             )
         new = admission.replace_onto(current, desired)
+        if dry_run:
+            return new
         updated = await self._update(info, new, current)
         if updated is None:
             return current
@@ -332,14 +337,15 @@ def _reply_headers(code: int, result: str | None = None) -> dict[str, str]:
 async def handle(api: Api, verb: str, body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
     """One request, one reply (body, headers); every failure becomes a Status."""
     namespace = headers.get("Kyb-Namespace") or "default"
+    dry_run = headers.get("Kyb-Dry-Run") == "All"  # create and replace: validate, do not store
     try:
         if verb == "apply":
             obj, result = await api.apply(body, namespace)
             return _encoder.encode(to_dict(obj)), _reply_headers(201 if result == "created" else 200, result)
         if verb == "create":
-            return _encoder.encode(to_dict(await api.create(body, namespace))), _reply_headers(201)
+            return _encoder.encode(to_dict(await api.create(body, namespace, dry_run))), _reply_headers(201)
         if verb == "replace":
-            return _encoder.encode(to_dict(await api.replace(body, namespace))), _reply_headers(200)
+            return _encoder.encode(to_dict(await api.replace(body, namespace, dry_run))), _reply_headers(200)
         try:
             q = limits.decode_json(body, type=Query, what="query")
         except limits.InputError as e:
