@@ -28,16 +28,14 @@ from collections.abc import Collection, Iterable, Sequence
 import msgspec
 from msgspec.structs import replace
 
+from kyb import controllerref
 from kyb.render import to_dict
 from schemas import apps
 from schemas.apps import Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec
 from schemas.helpers import (
-    controller_of,
     format_time,
     owner_reference,
     parse_time,
-    with_controller,
-    without_owner,
 )
 from schemas.meta import Condition, LabelSelector, ObjectMeta
 from schemas.names import safe_encode
@@ -255,15 +253,7 @@ class _Work:
 # -- claims: which ReplicaSets are the Deployment's -----------------------------------------------
 
 
-class Claims(msgspec.Struct, frozen=True, kw_only=True):
-    """The outcome of claiming a namespace's ReplicaSets for one Deployment (Kubernetes'
-    ControllerRefManager.ClaimReplicaSets). Adopt and release entries carry the resourceVersion
-    they were read at, so each is written compare-and-set."""
-
-    owned: list[ReplicaSet] = []    # controlled by the Deployment and selected, adopted ones included
-    adopt: list[ReplicaSet] = []    # orphans that match, each with the controller reference added
-    release: list[ReplicaSet] = []  # controlled ones that no longer match, the reference removed
-    taken: list[str] = []           # names held by ReplicaSets the Deployment does not control
+Claims = controllerref.Claims  # of ReplicaSets, as Kubernetes' ControllerRefManager.ClaimReplicaSets
 
 
 def selector_of(d: Deployment) -> Selector:
@@ -271,30 +261,21 @@ def selector_of(d: Deployment) -> Selector:
     return from_label_selector(d.spec.selector or LabelSelector(matchLabels=dict(d.spec.template.metadata.labels)))
 
 
-def _in_namespace(rs: ReplicaSet, d: Deployment) -> bool:
-    return (rs.metadata.namespace or "default") == (d.metadata.namespace or "default")
+def controller(d: Deployment) -> controllerref.Controller:
+    return controllerref.Controller.of(d, selector_of(d), owner_reference(d))
 
 
 def adopted(rs: ReplicaSet, d: Deployment) -> ReplicaSet | None:
     """``rs`` with ``d`` as its controller, or None when it may not be adopted: it has a
     controller, is being deleted, lives in another namespace or is not selected, or ``d`` is
     being deleted."""
-    if d.metadata.deletionTimestamp or rs.metadata.deletionTimestamp or controller_of(rs) is not None:
-        return None
-    if not _in_namespace(rs, d) or not selector_of(d).matches(rs.metadata.labels):
-        return None
-    return with_controller(rs, owner_reference(d))
+    return controllerref.adopted(rs, controller(d))
 
 
 def released(rs: ReplicaSet, d: Deployment) -> ReplicaSet | None:
     """``rs`` without its controller reference to ``d``, or None when there is nothing to
     release: ``d`` does not control it, it is still selected, or ``d`` is being deleted."""
-    ref = controller_of(rs)
-    if ref is None or ref.uid != d.metadata.uid or d.metadata.deletionTimestamp:
-        return None
-    if selector_of(d).matches(rs.metadata.labels):
-        return None
-    return without_owner(rs, d.metadata.uid)
+    return controllerref.released(rs, controller(d))
 
 
 def claim(d: Deployment, rss: Iterable[ReplicaSet]) -> Claims:
@@ -304,28 +285,7 @@ def claim(d: Deployment, rss: Iterable[ReplicaSet]) -> Claims:
     released once they do not; an orphan that matches is adopted; one controlled by anyone
     else is never touched. While ``d`` is being deleted nothing is adopted or released.
     """
-    owned: list[ReplicaSet] = []
-    adopt: list[ReplicaSet] = []
-    release: list[ReplicaSet] = []
-    taken: list[str] = []
-    uid = d.metadata.uid
-    selector = selector_of(d)
-    for rs in rss:
-        if not _in_namespace(rs, d):
-            continue
-        ref = controller_of(rs)
-        if ref is not None and ref.uid == uid:
-            if selector.matches(rs.metadata.labels):
-                owned.append(rs)
-                continue
-            if (free := released(rs, d)) is not None:
-                release.append(free)
-        elif ref is None and (mine := adopted(rs, d)) is not None:
-            adopt.append(mine)
-            owned.append(mine)
-            continue
-        taken.append(rs.metadata.name)
-    return Claims(owned=owned, adopt=adopt, release=release, taken=taken)
+    return controllerref.claim(controller(d), rss)
 
 
 # -- scaling ------------------------------------------------------------------------------------

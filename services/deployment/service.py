@@ -23,7 +23,7 @@ from typing import Any
 
 from opentelemetry.context import Context
 
-from kyb import errors
+from kyb import controllerref, errors
 from kyb.controller import Controller
 from kyb.informer import Informer, start_all, stop_all
 from kyb.leading import run_as_leader
@@ -33,7 +33,16 @@ from schemas.apps import Deployment, ReplicaSet
 from schemas.helpers import controller_of, object_key
 from schemas.meta import Object
 from schemas.selector import SelectorError
-from services.deployment.reconcile import Claims, Plan, adopted, claim, reconcile, released, selector_of
+from services.deployment.reconcile import (
+    Claims,
+    Plan,
+    adopted,
+    claim,
+    controller,
+    reconcile,
+    released,
+    selector_of,
+)
 
 SOURCE = "deployment-controller"
 
@@ -116,9 +125,10 @@ class Deployments:
             try:
                 fresh = await self.store.get("Deployment", ns, d.metadata.name)
             except errors.NotFound:
-                raise errors.Conflict(f'deployments "{d.metadata.name}" is gone') from None
-            if fresh.metadata.uid != d.metadata.uid or fresh.metadata.deletionTimestamp:
-                raise errors.Conflict(f'deployments "{d.metadata.name}" changed before adopting')
+                fresh = None
+            why = controllerref.may_adopt(fresh, controller(d))
+            if why is not None:
+                raise errors.Conflict(f'deployments "{d.metadata.name}" {why}: not adopting')
         written: list[tuple[Informer, Object]] = []
         results: dict[str, ReplicaSet | None] = {}
 

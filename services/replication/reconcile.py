@@ -20,16 +20,14 @@ from dataclasses import dataclass
 
 import msgspec
 
+from kyb import controllerref
 from schemas.apps import ReplicaSet, ReplicaSetStatus
 from schemas.core import ReplicationController, ReplicationControllerStatus
 from schemas.helpers import (
-    controller_of,
     format_time,
     parse_time,
     pod_is_available,
     pod_is_ready,
-    with_controller,
-    without_owner,
 )
 from schemas.meta import Condition, ObjectMeta, OwnerReference
 from schemas.pod import Pod, PodTemplateSpec
@@ -81,6 +79,10 @@ class Owner:
             deleting=obj.metadata.deletionTimestamp is not None,
         )
 
+    def controller(self) -> controllerref.Controller:
+        return controllerref.Controller(uid=self.uid, namespace=self.namespace, selector=self.selector,
+                                        deleting=self.deleting, reference=self.reference())
+
     def reference(self) -> OwnerReference:
         return OwnerReference(
             apiVersion=self.api_version,
@@ -110,30 +112,11 @@ def is_active(pod: Pod) -> bool:
 
 
 def claims(owner: Owner, pods: Iterable[Pod]) -> tuple[list[Pod], list[str], list[str]]:
-    """The pods ``owner`` controls once adoptions and releases are done, and those two lists.
-
-    A pod controlled by ``owner`` whose labels no longer match is released, unless the owner
-    is being deleted; an orphan that matches is adopted unless it or the owner is being
-    deleted; a pod another controller holds is never touched (Kubernetes' ClaimObject).
-    """
-    owned: list[Pod] = []
-    adopt: list[str] = []
-    release: list[str] = []
-    for pod in pods:
-        ref = controller_of(pod)
-        matches = owner.selector.matches(pod.metadata.labels)
-        if ref is not None:
-            if ref.uid != owner.uid:
-                continue
-            if matches:
-                owned.append(pod)
-            elif pod.metadata.deletionTimestamp is None and not owner.deleting:
-                release.append(pod.metadata.name)  # never while the owner itself is going
-            continue
-        if matches and not owner.deleting and pod.metadata.deletionTimestamp is None and is_active(pod):
-            adopt.append(pod.metadata.name)
-            owned.append(pod)
-    return owned, adopt, release
+    """The pods ``owner`` controls once adoptions and releases are done, and those two lists
+    (kyb.controllerref's rules; a ReplicaSet adopts only active pods and leaves terminating
+    pods' references alone)."""
+    found = controllerref.claim(owner.controller(), pods, adoptable=is_active, release_terminating=False)
+    return found.owned, [p.metadata.name for p in found.adopt], [p.metadata.name for p in found.release]
 
 
 def deletion_rank(pod: Pod) -> tuple:
@@ -298,17 +281,10 @@ def pod_from_template(owner: Owner, now: _dt.datetime) -> Pod:
 
 def adopted(pod: Pod, owner: Owner) -> Pod | None:
     """``pod`` with ``owner`` as its controller, or None when it is no longer an orphan that matches."""
-    if controller_of(pod) is not None or pod.metadata.deletionTimestamp is not None:
-        return None
-    if not owner.selector.matches(pod.metadata.labels):
-        return None
-    return with_controller(pod, owner.reference())
+    return controllerref.adopted(pod, owner.controller(), is_active)
 
 
 def released(pod: Pod, owner: Owner) -> Pod | None:
     """``pod`` without its reference to ``owner``, or None when there is nothing to release
     (``owner`` does not control it, still selects it, or is being deleted)."""
-    ref = controller_of(pod)
-    if ref is None or ref.uid != owner.uid or owner.deleting or owner.selector.matches(pod.metadata.labels):
-        return None
-    return without_owner(pod, owner.uid)
+    return controllerref.released(pod, owner.controller(), release_terminating=False)

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 from opentelemetry.context import Context
 
-from kyb import errors
+from kyb import controllerref, errors
 from kyb.controller import Controller
 from kyb.expectations import Expectations
 from kyb.informer import Informer, start_all, stop_all
@@ -139,6 +139,8 @@ class Replication:
         pods = self.pods.list(ns)
         plan = reconcile(obj, pods, self.expectations.satisfied(key, now.timestamp()), now)  # type: ignore[arg-type]
         owner = Owner.of(obj)
+        if plan.adopt:
+            await self._can_adopt(obj)
         await asyncio.gather(
             *(self._claim(ns, n, owner, adopt=True) for n in plan.adopt),
             *(self._claim(ns, n, owner, adopt=False) for n in plan.release),
@@ -162,6 +164,17 @@ class Replication:
         if failure is not None:
             raise failure
         return plan.requeue_after
+
+    async def _can_adopt(self, obj: Workload) -> None:
+        """Kubernetes' canAdopt: never adopt for an owner that is gone or being deleted, however
+        stale the cache that said otherwise (a fresh read; Conflict re-queues the key)."""
+        try:
+            fresh = await self.store.get(obj.kind, obj.metadata.namespace, obj.metadata.name)
+        except errors.NotFound:
+            fresh = None
+        why = controllerref.may_adopt(fresh, Owner.of(obj).controller())
+        if why is not None:
+            raise errors.Conflict(f'{obj.kind} "{obj.metadata.name}" {why}: not adopting')
 
     async def _claim(self, ns: str, pod_name: str, owner: Owner, *, adopt: bool) -> None:
         change = adopted if adopt else released
