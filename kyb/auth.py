@@ -20,6 +20,8 @@ so components cannot read a client's replies either.
   Lease, answers only ``kyb.node.<node>.*`` and changes its pods' status, deletes its
   terminated pods and reads the Secrets its pods use only through ``kyb.api.node.<node>.*``,
   where the api checks that the pod is bound to that node (Kubernetes' NodeRestriction).
+- ``apiserver`` (the Kubernetes HTTP API): what ``admin`` may do, under its own inbox prefix:
+  it writes only through ``kyb.api.*`` and reads the buckets and streams for lists and watches.
 - ``system``: everything; only ``kyb up`` uses it, to create the buckets at start.
 
 Credentials files are ``KEY=value`` lines (``KYB_NATS_USER``, ``KYB_NATS_PASSWORD``): a shell
@@ -179,6 +181,11 @@ def admin_permissions(user: str = "admin") -> Permissions:
     return Permissions(publish=tuple(publish), subscribe=tuple(subscribe))
 
 
+def apiserver_permissions(user: str = "apiserver") -> Permissions:
+    """The Kubernetes API's rights: the admin's (every write through the api), as a component."""
+    return admin_permissions(user)
+
+
 def controller_permissions(component: str, user: str | None = None) -> Permissions:
     """A controller's (or the api's) rights; see the module docstring."""
     user = user or component
@@ -236,6 +243,8 @@ def permissions_for(component: str, *, node: str | None = None) -> Permissions:
         return admin_permissions()
     if component == "system":
         return system_permissions()
+    if component == "apiserver":
+        return apiserver_permissions()
     if component == "kubelet":
         if not node:
             raise ValueError("a kubelet's credentials are for one node: name it")
@@ -329,7 +338,7 @@ def generate(auth_dir: Path, components: list[str], *, nodes: list[str] = (), tl
     for c in components:
         if c == "kubelet" or c in ("admin", "system"):
             continue
-        wanted.append((c, c, controller_permissions(c)))
+        wanted.append((c, c, apiserver_permissions() if c == "apiserver" else controller_permissions(c)))
     for node in nodes:
         wanted.append((kubelet_user(node), kubelet_user(node), kubelet_permissions(node)))
     users: list[User] = []
@@ -418,7 +427,8 @@ def refusal_message(url: str, identity: ClientAuth | None, user: str | None = No
     hint = (f"kyb up writes the admin's credentials to <data-dir>/auth/admin.creds ({written} for the default "
             "data dir; set KYB_DATA_DIR for another); name a file with --creds or KYB_NATS_CREDS")
     if not name:
-        return (f"NATS at {url} requires credentials and none were found: kyb looked at --creds and "
+        return (f"NATS at {url} refused the connection (authorization violation): it requires credentials "
+                f"and none were found: kyb looked at --creds and "
                 f"{ENV_CREDS}, --user and {ENV_USER}, and {written}; {hint}")
     return f'NATS at {url} refused the credentials of user "{name}"{where}: authorization violation; {hint}'
 

@@ -43,6 +43,7 @@ SERVICES: dict[str, str] = {
     "ingress": "services.ingress.service",
     "proxy": "services.proxy.service",
     "dns": "services.dns.service",
+    "apiserver": "services.apiserver.service",
     "kubelet": "services.kubelet.service",
 }
 

@@ -27,9 +27,10 @@ class Up:
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.ingress_port = free_port()
+        self.apiserver_port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kyb.cli.main", "up", "--data-dir", str(data), "--nats-port", str(self.port),
-             "--runtime", runtime, "--node-name", self.node,
+             "--runtime", runtime, "--node-name", self.node, "--apiserver-port", str(self.apiserver_port),
              "-o", f"ingress_http_port={self.ingress_port}", "-o", f"ingress_https_port={free_port()}",
              "-o", f"dns_port={free_port()}", *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -41,6 +42,10 @@ class Up:
     def _alive(self) -> bool:
         assert self.proc.poll() is None, f"kyb up exited: {self.first}"
         return True
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.data / "kubeconfig.yaml"
 
     @property
     def admin_creds(self) -> Path:

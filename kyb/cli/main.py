@@ -733,12 +733,15 @@ def _run_until_signal(names: list[str], url: str, options: dict[str, Any]) -> No
               help="kubelets to run on this machine (node-1..node-N, each with its own pod range)")
 @click.option("--metrics-port", type=int, default=None,
               help="serve Prometheus metrics of all services on 127.0.0.1:PORT/metrics (default: off)")
+@click.option("--apiserver-port", type=int, default=6443, show_default=True,
+              help="port of the Kubernetes API on 127.0.0.1 (kubeconfig: <data-dir>/kubeconfig.yaml)")
 @click.option("--disable", "disable", multiple=True, metavar="NAME[,NAME]",
               help="do not create these defaults on first start: local-path (StorageClass), ingressclass")
 @click.option("-o", "--option", "service_options", multiple=True, metavar="KEY=VALUE",
               help="a service option, as `kyb serve NAME --KEY VALUE` takes it (e.g. ingress_http_port=8080)")
 def up(data_dir: Path, nats_port: int, node_name: str | None, runtime: str | None, nodes: int,
-       metrics_port: int | None, disable: tuple[str, ...], service_options: tuple[str, ...]) -> None:
+       metrics_port: int | None, apiserver_port: int, disable: tuple[str, ...],
+       service_options: tuple[str, ...]) -> None:
     """Run a whole cluster on this machine: NATS with JetStream, then every service."""
     from kyb import clusterdefaults
     from kyb.natsd import NatsServer
@@ -767,6 +770,9 @@ def up(data_dir: Path, nats_port: int, node_name: str | None, runtime: str | Non
     node_names = [node] if nodes == 1 else [nth_node(i) for i in range(1, nodes + 1)]
     layout = auth.generate(data_dir / "auth", list(SERVICES), nodes=node_names)
     key_file = secretbox.generate_key_file(data_dir / "secret.key")
+    from kyb import pki
+
+    kube = pki.ensure(data_dir, apiserver_port)
     server = NatsServer(store_dir=data_dir / "jetstream", port=nats_port, log_file=data_dir / "nats.log",
                         config_file=layout.server_config)
     try:
@@ -777,7 +783,7 @@ def up(data_dir: Path, nats_port: int, node_name: str | None, runtime: str | Non
     options: dict[str, Any] = {"data_dir": str(data_dir), "auth_dir": str(layout.dir),
                                "secret_key_file": str(key_file), "node_name": node,
                                "cluster_defaults_file": str(data_dir / "defaults.json"),
-                               "disable_defaults": sorted(disabled)}
+                               "disable_defaults": sorted(disabled), "apiserver_port": apiserver_port}
     for item in service_options:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -793,6 +799,7 @@ def up(data_dir: Path, nats_port: int, node_name: str | None, runtime: str | Non
         options["metrics_port"] = metrics_port
     click.echo(f"kybernetes is up: NATS at {server.url} (data in {data_dir})")
     click.echo(f"credentials: export KYB_NATS_CREDS={layout.creds['admin']}")
+    click.echo(f"Kubernetes API at https://127.0.0.1:{apiserver_port}: export KUBECONFIG={kube.kubeconfig}")
     try:
         _run_until_signal(names, server.url, options)
     except errors.KybError as e:
@@ -888,6 +895,9 @@ def _add_node_commands() -> None:
         from kyb.cli.scale import scale_cmd
 
         cli.add_command(scale_cmd, "scale")
+    from kyb.cli.kubeconfig import kubeconfig_cmd
+
+    cli.add_command(kubeconfig_cmd, "kubeconfig")
     from kyb.cli.create import create_group
     from kyb.cli.label import annotate_cmd, label_cmd
 

@@ -1,0 +1,175 @@
+"""What the apiserver tells clients it serves: /version, /api, /apis, the APIResourceList of
+each group version and the aggregated discovery document (apidiscovery.k8s.io/v2), all
+computed from ``schemas.registry``. Pure: no I/O.
+
+kubectl resolves what a user types (``po``, ``deploy``, ``all``) from these documents, so the
+short names and categories are kubectl's own.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+
+from schemas.registry import KindInfo, all_kinds
+
+KUBE_VERSION = ("1", "32")
+VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+# kubectl's "all" category (the kinds of it this installation has).
+ALL_CATEGORY = frozenset({"pods", "services", "replicationcontrollers", "daemonsets", "deployments", "replicasets",
+                          "horizontalpodautoscalers", "jobs", "cronjobs", "statefulsets"})
+SCALABLE = frozenset({"deployments", "replicasets", "replicationcontrollers", "statefulsets"})
+AGGREGATED_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+
+
+@dataclass(frozen=True)
+class Subresource:
+    name: str
+    kind: str
+    group: str
+    version: str
+    verbs: tuple[str, ...]
+
+
+def subresources(info: KindInfo) -> list[Subresource]:
+    group, version = split_gv(info.api_version)
+    out = [Subresource("status", info.kind, group, version, ("get", "patch", "update"))]
+    if info.plural in SCALABLE:
+        out.append(Subresource("scale", "Scale", "autoscaling", "v1", ("get", "patch", "update")))
+    if info.kind == "Pod":
+        out.append(Subresource("log", "Pod", "", "v1", ("get",)))
+    return out
+
+
+def split_gv(gv: str) -> tuple[str, str]:
+    return tuple(gv.split("/", 1)) if "/" in gv else ("", gv)  # type: ignore[return-value]
+
+
+def group_versions() -> dict[str, list[KindInfo]]:
+    """groupVersion ("v1", "apps/v1") -> the kinds served there (each kind at its preferred one)."""
+    out: dict[str, list[KindInfo]] = {}
+    for info in all_kinds():
+        out.setdefault(info.api_version, []).append(info)
+    return out
+
+
+def lookup(group_version: str, plural: str) -> KindInfo | None:
+    for info in group_versions().get(group_version, []):
+        if info.plural == plural:
+            return info
+    return None
+
+
+def version(build_date: str = "1970-01-01T00:00:00Z") -> dict:
+    major, minor = KUBE_VERSION
+    return {
+        "major": major, "minor": minor, "gitVersion": f"v{major}.{minor}.0-kyb", "gitCommit": "",
+        "gitTreeState": "clean", "buildDate": build_date, "goVersion": f"python{platform.python_version()}",
+        "compiler": platform.python_implementation().lower(), "platform": f"{platform.system().lower()}/amd64",
+    }
+
+
+def api_versions(server_address: str) -> dict:
+    return {"kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]}
+
+
+def _group(name: str, versions: list[str]) -> dict:
+    gvs = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
+    return {"name": name, "versions": gvs, "preferredVersion": gvs[0]}
+
+
+def _groups() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for gv in group_versions():
+        group, ver = split_gv(gv)
+        if group:
+            out.setdefault(group, []).append(ver)
+    return dict(sorted(out.items()))
+
+
+def api_group_list() -> dict:
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(g, v) for g, v in _groups().items()]}
+
+
+def api_group(name: str) -> dict | None:
+    versions = _groups().get(name)
+    if versions is None:
+        return None
+    return {"kind": "APIGroup", "apiVersion": "v1", **_group(name, versions)}
+
+
+def _categories(info: KindInfo) -> list[str]:
+    return ["all"] if info.plural in ALL_CATEGORY else []
+
+
+def resource_list(group_version: str) -> dict | None:
+    kinds = group_versions().get(group_version)
+    if kinds is None:
+        return None
+    resources = []
+    for info in kinds:
+        entry = {"name": info.plural, "singularName": info.singular, "namespaced": info.namespaced,
+                 "kind": info.kind, "verbs": VERBS}
+        if info.short_names:
+            entry["shortNames"] = list(info.short_names)
+        if _categories(info):
+            entry["categories"] = _categories(info)
+        resources.append(entry)
+        for sub in subresources(info):
+            one = {"name": f"{info.plural}/{sub.name}", "singularName": "", "namespaced": info.namespaced,
+                   "kind": sub.kind, "verbs": list(sub.verbs)}
+            if sub.group != split_gv(group_version)[0]:
+                one |= {"group": sub.group, "version": sub.version}
+            resources.append(one)
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}
+
+
+def _discovery_resource(info: KindInfo) -> dict:
+    group, ver = split_gv(info.api_version)
+    out = {
+        "resource": info.plural,
+        "responseKind": {"group": group, "version": ver, "kind": info.kind},
+        "scope": "Namespaced" if info.namespaced else "Cluster",
+        "singularResource": info.singular,
+        "verbs": VERBS,
+    }
+    if info.short_names:
+        out["shortNames"] = list(info.short_names)
+    if _categories(info):
+        out["categories"] = _categories(info)
+    out["subresources"] = [
+        {"subresource": s.name, "responseKind": {"group": s.group, "version": s.version, "kind": s.kind},
+         "verbs": list(s.verbs)}
+        for s in subresources(info)
+    ]
+    return out
+
+
+def aggregated(core: bool) -> dict:
+    """The APIGroupDiscoveryList of /api (core=True) or /apis."""
+    items = []
+    if core:
+        kinds = group_versions().get("v1", [])
+        items.append({"metadata": {}, "versions": [
+            {"version": "v1", "resources": [_discovery_resource(i) for i in kinds], "freshness": "Current"}]})
+    else:
+        by_gv = group_versions()
+        for group, versions in _groups().items():
+            items.append({"metadata": {"name": group}, "versions": [
+                {"version": v, "resources": [_discovery_resource(i) for i in by_gv[f"{group}/{v}"]],
+                 "freshness": "Current"} for v in versions]})
+    return {"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items}
+
+
+def wants_aggregated(accept: str) -> bool:
+    """Whether an Accept header asks for aggregated discovery v2 (before any plain JSON)."""
+    for part in accept.split(","):
+        params = {p.split("=", 1)[0].strip(): p.split("=", 1)[1].strip() for p in part.split(";")[1:] if "=" in p}
+        if params.get("g") == "apidiscovery.k8s.io" and params.get("as") == "APIGroupDiscoveryList":
+            if params.get("v") == "v2":
+                return True
+            continue
+        if part.strip().split(";")[0] in ("application/json", "*/*"):
+            return False
+    return False

@@ -1,0 +1,680 @@
+"""The Kubernetes HTTP API on aiohttp: discovery, OpenAPI, and every verb on every kind,
+translated onto the bus. Writes go through ``kyb.api.*`` (ApiClient), so admission,
+validation, compare-and-set and tracing stay in the api service; lists and watches are
+served from the watch cache (services/apiserver/cache.py), single gets from ``kyb.api.get``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as _dt
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from kyb import errors
+from kyb.cli.nodeclient import pick_container, stream_logs
+from kyb.client import ApiClient
+from kyb.informer import ADDED, DELETED, MODIFIED
+from kyb.render import to_dict
+from schemas import limits
+from schemas.meta import LabelSelector
+from schemas.registry import KindInfo
+from schemas.selector import SelectorError, from_label_selector, from_labels, parse, parse_fields
+from services.apiserver import discovery, openapi, patch, tables
+from services.apiserver import status as st
+from services.apiserver.cache import Change, Expired, WatchCache
+
+log = structlog.get_logger("apiserver")
+
+JSON = "application/json"
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+MAX_BODY = 3 * 1024 * 1024
+PATCH_ATTEMPTS = 10
+_encoder = msgspec.json.Encoder()
+
+
+def _json(doc: Any, code: int = 200, content_type: str = JSON) -> web.Response:
+    return web.Response(body=_encoder.encode(doc), status=code, headers={"Content-Type": content_type})
+
+
+def _status(doc: dict[str, Any]) -> web.Response:
+    return _json(doc, int(doc.get("code") or 500))
+
+
+class Failure(Exception):
+    """A request refused before reaching the bus, as a metav1.Status."""
+
+    def __init__(self, code: int, reason: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.doc = st.status(code, reason, message, **details)
+
+
+def _not_found_path() -> Failure:
+    return Failure(404, "NotFound", "the server could not find the requested resource")
+
+
+@dataclass
+class Target:
+    """What a resource path names."""
+
+    info: KindInfo
+    namespace: str | None  # from the path; None: every namespace (or cluster-scoped)
+    name: str | None
+    sub: str | None
+
+    @property
+    def group(self) -> str:
+        return self.info.group
+
+
+def parse_target(group_version: str, tail: str) -> Target:
+    segs = [s for s in tail.split("/") if s]
+    if not segs:
+        raise _not_found_path()
+    namespace = None
+    if segs[0] == "namespaces" and len(segs) >= 3 and not (len(segs) == 3 and segs[2] in ("status", "finalize")):
+        namespace, segs = segs[1], segs[2:]
+    info = discovery.lookup(group_version, segs[0])
+    if info is None or len(segs) > 3 or (namespace is not None and not info.namespaced):
+        raise _not_found_path()
+    name = segs[1] if len(segs) > 1 else None
+    sub = segs[2] if len(segs) > 2 else None
+    if name is not None and info.namespaced and namespace is None:
+        raise _not_found_path()
+    return Target(info, namespace, name, sub)
+
+
+def _bool(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes")
+
+
+class Server:
+    def __init__(self, nc: Any, token: str, *, bookmark_seconds: float = 60.0,
+                 clock: Callable[[], _dt.datetime] | None = None, server_address: str = "127.0.0.1:6443") -> None:
+        self.nc = nc
+        self.token = token
+        self.api = ApiClient(nc, timeout=15)
+        self.cache = WatchCache(nc)
+        self.bookmark_seconds = bookmark_seconds
+        self.clock = clock or (lambda: _dt.datetime.now(_dt.UTC))
+        self.server_address = server_address
+        self.stopping = asyncio.Event()
+        self.openapi = openapi.OpenApi()
+
+    # -- the application ----------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._authenticate], client_max_size=MAX_BODY)
+        r = app.router
+        r.add_get("/version", self.version)
+        r.add_get("/version/", self.version)
+        r.add_get("/healthz", self.health)
+        r.add_get("/livez", self.health)
+        r.add_get("/readyz", self.health)
+        r.add_get("/api", self.core_versions)
+        r.add_get("/api/", self.core_versions)
+        r.add_get("/api/v1", self.core_resources)
+        r.add_get("/api/v1/", self.core_resources)
+        r.add_get("/apis", self.groups)
+        r.add_get("/apis/", self.groups)
+        r.add_get("/apis/{group}", self.group)
+        r.add_get("/apis/{group}/{version}", self.group_resources)
+        r.add_get("/openapi/v2", self.openapi_v2)
+        r.add_get("/openapi/v3", self.openapi_v3)
+        r.add_get("/openapi/v3/{path:.+}", self.openapi_v3_gv)
+        r.add_route("*", "/api/v1/{tail:.+}", self.core_resource)
+        r.add_route("*", "/apis/{group}/{version}/{tail:.+}", self.group_resource)
+        return app
+
+    @web.middleware
+    async def _authenticate(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.token.encode()):
+            return _status(st.status(401, "Unauthorized", "Unauthorized"))
+        try:
+            return await handler(request)
+        except Failure as f:
+            return _status(f.doc)
+        except web.HTTPException as e:
+            if e.status == 404:
+                return _status(_not_found_path().doc)
+            if e.status == 405:
+                return _status(st.status(405, "MethodNotAllowed", f"the server does not allow this method: {request.method}"))
+            if e.status == 413:
+                return _status(st.status(413, "RequestEntityTooLarge", "the request body is too large"))
+            raise
+
+    # -- discovery ------------------------------------------------------------------------
+
+    async def version(self, _request: web.Request) -> web.Response:
+        return _json(discovery.version())
+
+    async def health(self, _request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def core_versions(self, request: web.Request) -> web.Response:
+        if discovery.wants_aggregated(request.headers.get("Accept", "")):
+            return _json(discovery.aggregated(core=True), content_type=discovery.AGGREGATED_V2)
+        return _json(discovery.api_versions(self.server_address))
+
+    async def core_resources(self, _request: web.Request) -> web.Response:
+        return _json(discovery.resource_list("v1"))
+
+    async def groups(self, request: web.Request) -> web.Response:
+        if discovery.wants_aggregated(request.headers.get("Accept", "")):
+            return _json(discovery.aggregated(core=False), content_type=discovery.AGGREGATED_V2)
+        return _json(discovery.api_group_list())
+
+    async def group(self, request: web.Request) -> web.Response:
+        doc = discovery.api_group(request.match_info["group"])
+        if doc is None:
+            raise _not_found_path()
+        return _json(doc)
+
+    async def group_resources(self, request: web.Request) -> web.Response:
+        doc = discovery.resource_list(f"{request.match_info['group']}/{request.match_info['version']}")
+        if doc is None:
+            raise _not_found_path()
+        return _json(doc)
+
+    async def openapi_v2(self, request: web.Request) -> web.Response:
+        accept = request.headers.get("Accept", "")
+        if "protobuf" in accept and "json" not in accept:
+            return _status(st.status(406, "NotAcceptable", "only application/json is served for /openapi/v2"))
+        return web.Response(body=self.openapi.v2(), content_type=JSON)
+
+    async def openapi_v3(self, _request: web.Request) -> web.Response:
+        return _json(self.openapi.v3_index())
+
+    async def openapi_v3_gv(self, request: web.Request) -> web.Response:
+        body = self.openapi.v3(request.match_info["path"])
+        if body is None:
+            raise _not_found_path()
+        return web.Response(body=body, content_type=JSON, headers={"Cache-Control": "public, immutable"}
+                            if "hash" in request.query else None)
+
+    # -- resources ------------------------------------------------------------------------
+
+    async def core_resource(self, request: web.Request) -> web.StreamResponse:
+        return await self._resource(request, "v1", request.match_info["tail"])
+
+    async def group_resource(self, request: web.Request) -> web.StreamResponse:
+        gv = f"{request.match_info['group']}/{request.match_info['version']}"
+        return await self._resource(request, gv, request.match_info["tail"])
+
+    async def _resource(self, request: web.Request, gv: str, tail: str) -> web.StreamResponse:
+        t = parse_target(gv, tail)
+        try:
+            return await self._dispatch(request, t)
+        except errors.KybError as e:
+            return _status(st.from_error(e, kind=t.info.kind, plural=t.info.plural, group=t.group, name=t.name))
+
+    async def _dispatch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        method = request.method
+        if t.sub is not None:
+            return await self._subresource(request, t)
+        if t.name is None:
+            if method == "GET":
+                if _bool(request.query.get("watch")):
+                    return await self.watch(request, t)
+                return await self.list(request, t)
+            if method == "POST":
+                return await self.create(request, t)
+            if method == "DELETE":
+                return await self.delete_collection(request, t)
+        else:
+            if method == "GET":
+                return await self.render(request, t, await self._get(t))
+            if method == "PUT":
+                return await self.update(request, t)
+            if method == "PATCH":
+                return await self.patch(request, t)
+            if method == "DELETE":
+                return await self.delete(request, t)
+        raise Failure(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource: {method}")
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _ns(self, t: Target) -> str | None:
+        return t.namespace if t.info.namespaced else None
+
+    async def _get(self, t: Target) -> dict[str, Any]:
+        return await self.api.get(t.info.kind, self._ns(t), t.name or "")
+
+    async def _body(self, request: web.Request) -> Any:
+        raw = await request.read()
+        ctype = request.headers.get("Content-Type", JSON).split(";")[0].strip().lower()
+        if ctype == PROTOBUF:
+            raise Failure(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted "
+                          f"media types include: {JSON}, application/yaml")
+        try:
+            if ctype in ("application/yaml", "application/x-yaml", "text/yaml", patch.APPLY_PATCH):
+                return limits.load_one_yaml(raw)
+            return limits.decode_json(raw)
+        except limits.InputError as e:
+            raise Failure(400, "BadRequest", f"the request body is not valid: {e}") from None
+
+    def _dry_run(self, request: web.Request) -> bool:
+        values = request.query.getall("dryRun", [])
+        for v in values:
+            if v != "All":
+                raise Failure(400, "BadRequest", f'dryRun: Unsupported value: "{v}": supported values: "All"')
+        return bool(values)
+
+    def _object_body(self, t: Target, doc: Any) -> dict[str, Any]:
+        if not isinstance(doc, dict):
+            raise Failure(400, "BadRequest", "the request body must be a JSON object")
+        doc.setdefault("apiVersion", t.info.api_version)
+        doc.setdefault("kind", t.info.kind)
+        if doc.get("kind") != t.info.kind:
+            raise Failure(400, "BadRequest", f'the kind of the object ({doc.get("kind")}) does not match '
+                          f'the resource ({t.info.plural})')
+        meta = doc.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise Failure(400, "BadRequest", "metadata must be an object")
+        if t.info.namespaced:
+            if meta.get("namespace") and meta["namespace"] != t.namespace:
+                raise Failure(400, "BadRequest", "the namespace of the provided object does not match the namespace "
+                              "sent on the request")
+            meta["namespace"] = t.namespace
+        if t.name is not None:
+            if meta.get("name") and meta["name"] != t.name:
+                raise Failure(400, "BadRequest", "the name of the object "
+                              f"({meta['name']}) does not match the name on the URL ({t.name})")
+            meta["name"] = t.name
+        return doc
+
+    async def render(self, request: web.Request, t: Target, obj: dict[str, Any], code: int = 200) -> web.Response:
+        if tables.wants_table(request.headers.get("Accept", "")):
+            doc = tables.table(t.info.kind, [obj], self.clock(),
+                               resource_version=(obj.get("metadata") or {}).get("resourceVersion"),
+                               include_object=request.query.get("includeObject", "Metadata"))
+            return _json(doc, code, tables.TABLE_MEDIA)
+        return _json(obj, code)
+
+    # -- read -----------------------------------------------------------------------------
+
+    def _selectors(self, request: web.Request):
+        label = field = None
+        try:
+            if request.query.get("labelSelector"):
+                label = parse(request.query["labelSelector"])
+            if request.query.get("fieldSelector"):
+                field = parse_fields(request.query["fieldSelector"])
+        except (SelectorError, ValueError) as e:
+            raise Failure(400, "BadRequest", f"unable to parse requirement: {e}") from None
+
+        def matches(obj: Any) -> bool:
+            if label is not None and not label.matches(obj.metadata.labels):
+                return False
+            return field is None or field.matches(obj)
+
+        return matches
+
+    async def list(self, request: web.Request, t: Target) -> web.Response:
+        matches = self._selectors(request)
+        cache = await self.cache.kind(t.info)
+        rv = request.query.get("resourceVersion")
+        if not rv:  # a consistent read; "0" or a version: what the cache holds
+            await cache.consistent(self.cache.js)
+        objects, revision = cache.snapshot(self._ns(t))
+        objects = [o for o in objects if matches(o)]
+        start = _continue_key(request.query.get("continue"))
+        if start is not None:
+            objects = [o for o in objects if (o.metadata.namespace or "", o.metadata.name) > start]
+        meta: dict[str, Any] = {"resourceVersion": str(revision)}
+        limit = _int(request.query.get("limit"), "limit")
+        if limit and len(objects) > limit:
+            last = objects[limit - 1]
+            meta["continue"] = _continue_token(last.metadata.namespace or "", last.metadata.name, revision)
+            meta["remainingItemCount"] = len(objects) - limit
+            objects = objects[:limit]
+        items = [to_dict(o) for o in objects]
+        if tables.wants_table(request.headers.get("Accept", "")):
+            doc = tables.table(t.info.kind, items, self.clock(), resource_version=str(revision),
+                               include_object=request.query.get("includeObject", "Metadata"))
+            if "continue" in meta:
+                doc["metadata"]["continue"] = meta["continue"]
+            return _json(doc, 200, tables.TABLE_MEDIA)
+        return _json({"kind": f"{t.info.kind}List", "apiVersion": t.info.api_version, "metadata": meta,
+                      "items": items})
+
+    async def watch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        matches = self._selectors(request)
+        cache = await self.cache.kind(t.info)
+        raw_rv = request.query.get("resourceVersion")
+        since = None if raw_rv in (None, "", "0") else _int(raw_rv, "resourceVersion")
+        try:
+            replay, watcher = cache.watch(since, self._ns(t))
+        except Expired as e:
+            return _status(st.status(410, "Expired", e.message))
+        as_table = tables.wants_table(request.headers.get("Accept", ""))
+        bookmarks = _bool(request.query.get("allowWatchBookmarks"))
+        timeout = _int(request.query.get("timeoutSeconds"), "timeoutSeconds") or 1800
+        ns = self._ns(t)
+        resp = web.StreamResponse(headers={"Content-Type": tables.TABLE_MEDIA if as_table else JSON,
+                                           "Transfer-Encoding": "chunked", "Cache-Control": "no-cache"})
+        resp.enable_chunked_encoding()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last_rv = since if since is not None else cache.revision
+        try:
+            await resp.prepare(request)
+            for change in replay:
+                event = self._event(t, change, ns, matches, as_table, request)
+                if event is not None:
+                    await resp.write(event)
+                last_rv = max(last_rv, change.seq)
+            next_bookmark = loop.time() + self.bookmark_seconds
+            while not self.stopping.is_set():
+                wait = min(deadline, next_bookmark) - loop.time()
+                if wait <= 0:
+                    if loop.time() >= deadline:
+                        break
+                    if bookmarks:
+                        await resp.write(self._bookmark(t, max(last_rv, cache.revision)))
+                    next_bookmark = loop.time() + self.bookmark_seconds
+                    continue
+                try:
+                    change = await asyncio.wait_for(watcher.queue.get(), wait)
+                except TimeoutError:
+                    continue
+                if change is None:
+                    break
+                last_rv = change.seq
+                event = self._event(t, change, ns, matches, as_table, request)
+                if event is not None:
+                    await resp.write(event)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            watcher.close()
+        with contextlib.suppress(Exception):
+            await resp.write_eof()
+        return resp
+
+    def _event(self, t: Target, change: Change, ns: str | None, matches: Callable[[Any], bool], as_table: bool,
+               request: web.Request) -> bytes | None:
+        obj = change.obj
+        if ns is not None and obj.metadata.namespace != ns:
+            return None
+        now_in = matches(obj)
+        kind = change.type
+        if kind == MODIFIED:
+            was_in = change.old is not None and matches(change.old)
+            if not now_in and not was_in:
+                return None
+            if now_in and not was_in:
+                kind = ADDED
+            elif was_in and not now_in:
+                kind = DELETED
+        elif not now_in:
+            return None
+        doc = to_dict(obj)
+        if as_table:
+            doc = tables.table(t.info.kind, [doc], self.clock(), resource_version=str(change.seq),
+                               include_object=request.query.get("includeObject", "Metadata"))
+        return _encoder.encode({"type": kind, "object": doc}) + b"\n"
+
+    def _bookmark(self, t: Target, rv: int) -> bytes:
+        obj = {"kind": t.info.kind, "apiVersion": t.info.api_version, "metadata": {"resourceVersion": str(rv)}}
+        return _encoder.encode({"type": "BOOKMARK", "object": obj}) + b"\n"
+
+    # -- write ----------------------------------------------------------------------------
+
+    async def create(self, request: web.Request, t: Target) -> web.Response:
+        doc = self._object_body(t, await self._body(request))
+        obj = await self.api.create(doc, namespace=t.namespace, dry_run=self._dry_run(request))
+        return await self.render(request, t, obj, 201)
+
+    async def update(self, request: web.Request, t: Target) -> web.Response:
+        doc = self._object_body(t, await self._body(request))
+        obj = await self.api.replace(doc, namespace=t.namespace, dry_run=self._dry_run(request))
+        return await self.render(request, t, obj)
+
+    async def _patched(self, request: web.Request, t: Target,
+                       change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+        """Read, change, replace at the revision read; a conflict the patch did not ask for
+        (it named no resourceVersion) is retried on a fresh read."""
+        dry_run = self._dry_run(request)
+        for attempt in range(PATCH_ATTEMPTS):
+            current = await self._get(t)
+            rv = (current.get("metadata") or {}).get("resourceVersion")
+            new = change(json.loads(json.dumps(current)))
+            meta = new.setdefault("metadata", {}) if isinstance(new.get("metadata"), dict | type(None)) else None
+            if meta is None:
+                raise Failure(422, "Invalid", "metadata must be an object")
+            pinned = meta.get("resourceVersion") not in (None, rv)
+            meta.setdefault("resourceVersion", rv)
+            if meta.get("resourceVersion") is None:
+                meta["resourceVersion"] = rv
+            self._object_body(t, new)
+            try:
+                return await self.api.replace(new, namespace=t.namespace, dry_run=dry_run)
+            except errors.Conflict:
+                if pinned or attempt == PATCH_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _patch_fn(self, request: web.Request, body: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        ctype = request.headers.get("Content-Type", "")
+        kind = ctype.split(";")[0].strip().lower()
+        if kind == patch.APPLY_PATCH:
+            raise Failure(415, "UnsupportedMediaType", "server-side apply is not served yet; use kubectl apply "
+                          "without --server-side")
+        if kind not in (patch.MERGE_PATCH, patch.JSON_PATCH, patch.STRATEGIC):
+            raise Failure(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
+                          f"accepted media types include: {patch.JSON_PATCH}, {patch.MERGE_PATCH}, {patch.STRATEGIC}")
+
+        def change(current: dict[str, Any]) -> dict[str, Any]:
+            try:
+                return patch.apply(kind, current, json.loads(json.dumps(body)))
+            except patch.PatchError as e:
+                raise Failure(422 if kind == patch.JSON_PATCH else 400, "Invalid" if kind == patch.JSON_PATCH
+                              else "BadRequest", str(e)) from None
+
+        return change
+
+    async def patch(self, request: web.Request, t: Target) -> web.Response:
+        fn = self._patch_fn(request, await self._patch_body(request))
+        return await self.render(request, t, await self._patched(request, t, fn))
+
+    async def _patch_body(self, request: web.Request) -> Any:
+        raw = await request.read()
+        try:
+            return limits.decode_json(raw)
+        except limits.InputError as e:
+            raise Failure(400, "BadRequest", f"the patch is not valid JSON: {e}") from None
+
+    def _delete_options(self, request: web.Request, body: Any) -> dict[str, Any]:
+        opts = dict(body) if isinstance(body, dict) else {}
+        q = request.query
+        if "propagationPolicy" in q:
+            opts["propagationPolicy"] = q["propagationPolicy"]
+        if "gracePeriodSeconds" in q:
+            opts["gracePeriodSeconds"] = _int(q["gracePeriodSeconds"], "gracePeriodSeconds")
+        if opts.get("orphanDependents") is not None and "propagationPolicy" not in opts:
+            opts["propagationPolicy"] = "Orphan" if opts["orphanDependents"] else "Background"
+        return opts
+
+    async def delete(self, request: web.Request, t: Target) -> web.Response:
+        raw = await request.read()
+        body = None
+        if raw.strip():
+            try:
+                body = limits.decode_json(raw)
+            except limits.InputError as e:
+                raise Failure(400, "BadRequest", f"the DeleteOptions are not valid JSON: {e}") from None
+        opts = self._delete_options(request, body)
+        dry_run = self._dry_run(request) or "All" in (opts.get("dryRun") or [])
+        obj = await self._delete_one(t, t.name or "", opts, dry_run)
+        meta = obj.get("metadata") or {}
+        if meta.get("deletionTimestamp") or dry_run:
+            return await self.render(request, t, obj, 200)
+        return _json(st.success(t.name or "", t.info.plural, t.group, meta.get("uid")))
+
+    async def _delete_one(self, t: Target, name: str, opts: dict[str, Any], dry_run: bool) -> dict[str, Any]:
+        pre = opts.get("preconditions") or {}
+        rv = pre.get("resourceVersion")
+        if pre.get("uid") or dry_run:
+            current = await self.api.get(t.info.kind, self._ns(t), name)
+            if pre.get("uid") and (current.get("metadata") or {}).get("uid") != pre["uid"]:
+                raise errors.Conflict(
+                    f'Precondition failed: UID in precondition: {pre["uid"]}, UID in object meta: '
+                    f'{(current.get("metadata") or {}).get("uid")}')
+            if dry_run:
+                if rv and (current.get("metadata") or {}).get("resourceVersion") != rv:
+                    raise errors.Conflict(f'Precondition failed for {t.info.plural} "{name}": resourceVersion {rv}')
+                return current
+        policy = opts.get("propagationPolicy") or "Background"
+        grace = opts.get("gracePeriodSeconds")
+        return await self.api.delete(t.info.kind, self._ns(t), name, propagation=policy, resource_version=rv,
+                                     grace_period_seconds=grace)
+
+    async def delete_collection(self, request: web.Request, t: Target) -> web.Response:
+        matches = self._selectors(request)
+        raw = await request.read()
+        body = limits.decode_json(raw) if raw.strip() else None
+        opts = self._delete_options(request, body)
+        dry_run = self._dry_run(request)
+        cache = await self.cache.kind(t.info)
+        await cache.consistent(self.cache.js)
+        objects, revision = cache.snapshot(self._ns(t))
+        deleted = []
+        for o in objects:
+            if not matches(o):
+                continue
+            with contextlib.suppress(errors.NotFound):
+                one = Target(t.info, o.metadata.namespace, o.metadata.name, None)
+                deleted.append(await self._delete_one(one, o.metadata.name, opts, dry_run))
+        return _json({"kind": f"{t.info.kind}List", "apiVersion": t.info.api_version,
+                      "metadata": {"resourceVersion": str(revision)}, "items": deleted})
+
+    # -- subresources ---------------------------------------------------------------------
+
+    async def _subresource(self, request: web.Request, t: Target) -> web.StreamResponse:
+        method = request.method
+        if t.sub == "status" and method == "GET":
+            return await self.render(request, t, await self._get(t))
+        if t.sub == "scale" and t.info.plural in discovery.SCALABLE:
+            return await self.scale(request, t)
+        if t.sub == "log" and t.info.kind == "Pod" and method == "GET":
+            return await self.pod_log(request, t)
+        if t.sub == "status":
+            raise Failure(405, "MethodNotAllowed", f"{t.info.plural}/status takes only GET for now: "
+                          "status is written by the controllers")
+        raise _not_found_path()
+
+    @staticmethod
+    def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        selector = spec.get("selector") or {}
+        if isinstance(selector, dict) and ("matchLabels" in selector or "matchExpressions" in selector):
+            text = _selector_text(selector)
+        else:  # a ReplicationController's map
+            text = str(from_labels(selector if isinstance(selector, dict) else {}))
+        return {
+            "kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                         if k in meta},
+            "spec": {"replicas": spec.get("replicas", 1)},
+            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0), "selector": text},
+        }
+
+    async def scale(self, request: web.Request, t: Target) -> web.Response:
+        if request.method == "GET":
+            return _json(self._scale_of(await self._get(t)))
+        if request.method not in ("PUT", "PATCH"):
+            raise Failure(405, "MethodNotAllowed", f"the server does not allow this method on scale: {request.method}")
+        body = await self._patch_body(request)
+        fn = self._patch_fn(request, body) if request.method == "PATCH" else None
+
+        def change(current: dict[str, Any]) -> dict[str, Any]:
+            scale = self._scale_of(current)
+            wanted = fn(scale) if fn is not None else body
+            if not isinstance(wanted, dict):
+                raise Failure(400, "BadRequest", "a Scale is a JSON object")
+            replicas = (wanted.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or isinstance(replicas, bool):
+                raise Failure(422, "Invalid", f'Scale.autoscaling "{t.name}" is invalid: spec.replicas: Required value',
+                              causes=[{"field": "spec.replicas", "message": "Required value",
+                                                 "reason": "FieldValueRequired"}])
+            rv = (wanted.get("metadata") or {}).get("resourceVersion")
+            current.setdefault("spec", {})["replicas"] = replicas
+            if rv:
+                current["metadata"]["resourceVersion"] = rv
+            return current
+
+        return _json(self._scale_of(await self._patched(request, t, change)))
+
+    async def pod_log(self, request: web.Request, t: Target) -> web.StreamResponse:
+        pod = await self._get(t)
+        node = (pod.get("spec") or {}).get("nodeName")
+        if not node:
+            raise Failure(400, "BadRequest", f'pod "{t.name}" is not scheduled to a node yet')
+        try:
+            container = pick_container(pod, request.query.get("container"))
+        except errors.KybError as e:
+            return _status(st.from_error(e, name=t.name))
+        follow = _bool(request.query.get("follow"))
+        tail = _int(request.query.get("tailLines"), "tailLines")
+        req = {"namespace": t.namespace, "pod": t.name, "container": container, "follow": follow,
+               "previous": _bool(request.query.get("previous")), "tail": tail}
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        resp.enable_chunked_encoding()
+        started = False
+        try:
+            async for chunk in stream_logs(self.nc, node, req, idle_timeout=None if follow else 10.0):
+                if not started:
+                    await resp.prepare(request)
+                    started = True
+                await resp.write(chunk)
+        except errors.KybError as e:
+            if not started:
+                return _status(st.from_error(e, kind="Pod", plural="pods", name=t.name))
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        if not started:
+            await resp.prepare(request)
+        with contextlib.suppress(Exception):
+            await resp.write_eof()
+        return resp
+
+
+def _selector_text(selector: dict[str, Any]) -> str:
+    return str(from_label_selector(msgspec.convert(selector, LabelSelector)))
+
+
+def _int(value: str | None, name: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise Failure(400, "BadRequest", f'{name}: Invalid value: "{value}": must be an integer') from None
+
+
+def _continue_token(namespace: str, name: str, rv: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"ns": namespace, "name": name, "rv": rv}).encode()).decode()
+
+
+def _continue_key(token: str | None) -> tuple[str, str] | None:
+    if not token:
+        return None
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return str(doc["ns"]), str(doc["name"])
+    except (ValueError, KeyError, TypeError):
+        raise Failure(400, "BadRequest", "continue: Invalid value: the continue token is not valid") from None

@@ -1,0 +1,259 @@
+"""The Kubernetes API of a real `kyb up`, driven by the real kubectl (v1.32) and the official
+Kubernetes Python client, as a user drives a cluster with them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+import yaml
+
+from tests.cluster import wait_until
+
+KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
+
+pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
+
+MANIFESTS = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: busybox
+        command: ["sleep", "3600"]
+        ports:
+        - containerPort: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+data:
+  mode: fast
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    from tests.kybup import Up
+
+    up = Up(tmp_path_factory.mktemp("apiserver") / "state")
+    try:
+        wait_until(lambda: _kubectl(up, "get", "--raw", "/version", check=False).returncode == 0, timeout=30,
+                   what="the apiserver")
+        yield up
+    finally:
+        up.stop()
+
+
+def _kubectl(up, *args: str, input: str | None = None, check: bool = True, timeout: float = 60):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+    env["KUBECONFIG"] = str(up.kubeconfig)
+    env["HOME"] = str(up.data)  # kubectl's discovery cache of the test's own
+    done = subprocess.run([KUBECTL, *args], input=input, capture_output=True, text=True, timeout=timeout, env=env)
+    if check:
+        assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
+    return done
+
+
+def test_kubeconfig_is_private_and_names_kybernetes(cluster):
+    assert cluster.kubeconfig.stat().st_mode & 0o777 == 0o600
+    doc = yaml.safe_load(cluster.kubeconfig.read_text())
+    assert doc["current-context"] == "kybernetes"
+    assert [c["name"] for c in doc["clusters"]] == ["kybernetes"]
+    assert [u["name"] for u in doc["users"]] == ["kybernetes"]
+    assert doc["clusters"][0]["cluster"]["server"] == f"https://127.0.0.1:{cluster.apiserver_port}"
+    printed = cluster.kyb("kubeconfig", "--data-dir", str(cluster.data))
+    assert printed.returncode == 0, printed.stderr
+    assert yaml.safe_load(printed.stdout) == doc
+
+
+def test_anonymous_request_is_401_status(cluster):
+    ctx = ssl.create_default_context(cafile=str(cluster.data / "apiserver" / "ca.crt"))
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"https://127.0.0.1:{cluster.apiserver_port}/api/v1/pods", context=ctx, timeout=10)
+    assert e.value.code == 401
+    body = json.loads(e.value.read())
+    assert body["kind"] == "Status" and body["reason"] == "Unauthorized" and body["code"] == 401
+
+
+def test_version_and_api_resources(cluster):
+    version = _kubectl(cluster, "version", "-o", "json")
+    assert json.loads(version.stdout)["serverVersion"]["minor"] == "32"
+    resources = _kubectl(cluster, "api-resources").stdout
+    lines = {line.split()[0]: line.split() for line in resources.splitlines()[1:]}
+    assert lines["pods"][1] == "po" and lines["deployments"][1] == "deploy"
+    assert "apps/v1" in lines["deployments"]
+    assert _kubectl(cluster, "api-resources", "--categories", "all", "-o", "name").stdout.split() >= ["pods"]
+
+
+def test_get_nodes_shows_the_node_ready(cluster):
+    out = _kubectl(cluster, "get", "nodes").stdout
+    assert out.split("\n")[0].split() == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    assert cluster.node in out and "Ready" in out
+
+
+def test_apply_get_describe_scale_label_patch_delete(cluster, tmp_path):
+    manifest = tmp_path / "app.yaml"
+    manifest.write_text(MANIFESTS)
+    first = _kubectl(cluster, "apply", "-f", str(manifest)).stdout
+    assert first.split("\n")[:3] == ["deployment.apps/web created", "service/web created", "configmap/settings created"]
+    again = _kubectl(cluster, "apply", "-f", str(manifest)).stdout
+    assert again.split("\n")[:3] == ["deployment.apps/web unchanged", "service/web unchanged",
+                                     "configmap/settings unchanged"]
+
+    def pod_running() -> bool:
+        out = _kubectl(cluster, "get", "pods", "-l", "app=web", "-o", "wide").stdout
+        return "Running" in out
+
+    wait_until(pod_running, timeout=60, what="the web pod running")
+    wide = _kubectl(cluster, "get", "pods", "-o", "wide").stdout
+    assert wide.split("\n")[0].split()[:7] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]
+    assert cluster.node in wide
+    as_yaml = yaml.safe_load(_kubectl(cluster, "get", "pods", "-o", "yaml").stdout)
+    assert as_yaml["items"][0]["metadata"]["labels"]["app"] == "web"
+    image = _kubectl(cluster, "get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}")
+    assert image.stdout == "busybox"
+
+    everything = _kubectl(cluster, "get", "all").stdout
+    for name in ("pod/web-", "service/web", "deployment.apps/web", "replicaset.apps/web-"):
+        assert name in everything
+
+    described = _kubectl(cluster, "describe", "deploy", "web").stdout
+    assert "Name:" in described and "web" in described and "StrategyType:" in described
+
+    assert _kubectl(cluster, "scale", "deploy", "web", "--replicas=2").stdout.strip() == "deployment.apps/web scaled"
+    assert _kubectl(cluster, "get", "deploy", "web", "-o", "jsonpath={.spec.replicas}").stdout == "2"
+    assert _kubectl(cluster, "label", "deploy", "web", "tier=front").stdout.strip() == "deployment.apps/web labeled"
+    assert _kubectl(cluster, "annotate", "deploy", "web", "note=hi").stdout.strip() == "deployment.apps/web annotated"
+    _kubectl(cluster, "patch", "deploy", "web", "--type", "merge", "-p", '{"metadata":{"labels":{"merged":"yes"}}}')
+    _kubectl(cluster, "patch", "deploy", "web", "--type", "json", "-p",
+             '[{"op":"add","path":"/metadata/labels/jsonpatch","value":"yes"}]')
+    _kubectl(cluster, "patch", "deploy", "web", "-p",  # strategic: merges into the container named web
+             '{"spec":{"template":{"spec":{"containers":[{"name":"web","env":[{"name":"MODE","value":"x"}]}]}}}}')
+    deploy = json.loads(_kubectl(cluster, "get", "deploy", "web", "-o", "json").stdout)
+    labels = deploy["metadata"]["labels"]
+    assert (labels["tier"], labels["merged"], labels["jsonpatch"]) == ("front", "yes", "yes")
+    assert deploy["metadata"]["annotations"]["note"] == "hi"
+    [container] = deploy["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "busybox" and container["env"] == [{"name": "MODE", "value": "x"}]
+
+    gone = _kubectl(cluster, "delete", "-f", str(manifest), "--timeout=60s").stdout
+    assert 'deployment.apps "web" deleted' in gone and 'configmap "settings" deleted' in gone
+    missing = _kubectl(cluster, "get", "configmap", "settings", check=False)
+    assert missing.returncode == 1 and 'configmaps "settings" not found' in missing.stderr
+
+
+def test_explain_reads_the_openapi(cluster):
+    out = _kubectl(cluster, "explain", "deployment.spec.strategy").stdout
+    assert "KIND:       Deployment" in out and "rollingUpdate" in out and "Recreate" in out
+
+
+def test_bad_manifest_is_refused_naming_the_field(cluster, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: bad}\nspec:\n  replicas: -1\n"
+                   "  selector: {matchLabels: {app: bad}}\n  template:\n    metadata: {labels: {app: bad}}\n"
+                   "    spec: {containers: [{name: c, image: busybox}]}\n")
+    done = _kubectl(cluster, "apply", "-f", str(bad), check=False)
+    assert done.returncode == 1
+    assert "spec.replicas" in done.stderr and "invalid" in done.stderr.lower()
+    assert _kubectl(cluster, "get", "deploy", "bad", check=False).returncode == 1
+
+
+def test_get_pods_watch_sees_a_change(cluster):
+    _kubectl(cluster, "apply", "-f", "-", input="apiVersion: v1\nkind: Pod\nmetadata: {name: watched}\nspec:\n"
+             "  containers: [{name: c, image: busybox, command: [sleep, '600']}]\n")
+    wait_until(lambda: _kubectl(cluster, "get", "pod", "watched", check=False).returncode == 0, timeout=30,
+               what="the pod")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+    env |= {"KUBECONFIG": str(cluster.kubeconfig), "HOME": str(cluster.data)}
+    proc = subprocess.Popen([KUBECTL, "get", "pods", "-w", "--output-watch-events"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    threading.Thread(target=lambda: [lines.append(line) for line in proc.stdout], daemon=True).start()
+    try:
+        wait_until(lambda: any("watched" in line for line in lines), timeout=30, what="the listing")
+        _kubectl(cluster, "label", "pod", "watched", "seen=yes")
+        wait_until(lambda: any(line.startswith("MODIFIED") and "watched" in line for line in lines), timeout=30,
+                   what="the change in kubectl get -w")
+    finally:
+        proc.kill()
+        proc.wait()
+    _kubectl(cluster, "delete", "pod", "watched", "--now", "--timeout=60s")
+
+
+def test_python_client_list_create_patch_delete_and_watch(cluster):
+    from kubernetes import client, config, watch
+
+    api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    core = client.CoreV1Api(api_client)
+    listed = core.list_namespace()
+    assert {"default", "kube-system"} <= {ns.metadata.name for ns in listed.items}
+    start = core.list_namespaced_config_map("default").metadata.resource_version
+
+    core.create_namespaced_config_map("default", client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="py", labels={"made-by": "python"}), data={"a": "1"}))
+    core.patch_namespaced_config_map("py", "default", {"data": {"b": "2"}})
+    core.delete_namespaced_config_map("py", "default")
+
+    seen = []
+    w = watch.Watch()
+    for event in w.stream(core.list_namespaced_config_map, "default", resource_version=start, timeout_seconds=20):
+        if event["object"].metadata.name == "py":
+            seen.append((event["type"], dict(event["object"].data or {})))
+        if len(seen) == 3:
+            w.stop()
+    assert seen == [("ADDED", {"a": "1"}), ("MODIFIED", {"a": "1", "b": "2"}), ("DELETED", {"a": "1", "b": "2"})]
+    with pytest.raises(client.ApiException) as e:
+        core.read_namespaced_config_map("py", "default")
+    assert e.value.status == 404
+    api_client.close()
+
+
+def test_conflicting_update_and_dry_run(cluster):
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    core = client.CoreV1Api(api_client)
+    made = core.create_namespaced_config_map("default", client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="cas"), data={"v": "1"}))
+    stale = made.metadata.resource_version
+    core.patch_namespaced_config_map("cas", "default", {"data": {"v": "2"}})
+    with pytest.raises(client.ApiException) as e:
+        core.replace_namespaced_config_map("cas", "default", client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="cas", resource_version=stale), data={"v": "3"}))
+    assert e.value.status == 409 and json.loads(e.value.body)["reason"] == "Conflict"
+    core.create_namespaced_config_map("default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="dry")),
+                                      dry_run="All")
+    with pytest.raises(client.ApiException) as e:
+        core.read_namespaced_config_map("dry", "default")
+    assert e.value.status == 404
+    core.delete_namespaced_config_map("cas", "default")
+    api_client.close()
