@@ -171,6 +171,17 @@ def test_apply_get_describe_scale_label_patch_delete(cluster, tmp_path):
     assert missing.returncode == 1 and 'configmaps "settings" not found' in missing.stderr
 
 
+def test_create_configmap_from_literal(cluster):
+    # kubectl's generators send protobuf bodies; ConfigMaps, Secrets and Namespaces are read
+    done = _kubectl(cluster, "create", "configmap", "literal", "--from-literal=k=v", "--from-literal=x=y")
+    assert done.stdout.strip() == "configmap/literal created"
+    made = json.loads(_kubectl(cluster, "get", "cm", "literal", "-o", "json").stdout)
+    assert made["data"] == {"k": "v", "x": "y"} and "generateName" not in made["metadata"]
+    again = _kubectl(cluster, "create", "configmap", "literal", "--from-literal=k=v", check=False)
+    assert again.returncode == 1 and 'configmaps "literal" already exists' in again.stderr
+    _kubectl(cluster, "delete", "cm", "literal")
+
+
 def test_explain_reads_the_openapi(cluster):
     out = _kubectl(cluster, "explain", "deployment.spec.strategy").stdout
     assert "KIND:       Deployment" in out and "rollingUpdate" in out and "Recreate" in out

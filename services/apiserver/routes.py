@@ -29,7 +29,7 @@ from schemas import limits
 from schemas.meta import LabelSelector
 from schemas.registry import KindInfo
 from schemas.selector import SelectorError, from_label_selector, from_labels, parse, parse_fields
-from services.apiserver import discovery, openapi, patch, tables
+from services.apiserver import discovery, openapi, patch, protobuf, tables
 from services.apiserver import status as st
 from services.apiserver.cache import Change, Expired, WatchCache
 
@@ -255,8 +255,10 @@ class Server:
         raw = await request.read()
         ctype = request.headers.get("Content-Type", JSON).split(";")[0].strip().lower()
         if ctype == PROTOBUF:
-            raise Failure(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted "
-                          f"media types include: {JSON}, application/yaml")
+            try:
+                return protobuf.decode(raw)
+            except (protobuf.Unsupported, UnicodeDecodeError) as e:
+                raise Failure(415, "UnsupportedMediaType", f"{e}: send {JSON} (kubectl create -f, kubectl apply)") from None
         try:
             if ctype in ("application/yaml", "application/x-yaml", "text/yaml", patch.APPLY_PATCH):
                 return limits.load_one_yaml(raw)

@@ -1,0 +1,109 @@
+"""The apiserver's pure parts: patches, discovery, protobuf bodies, Status."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kyb import errors
+from services.apiserver import discovery, patch, protobuf, status
+
+POD = {"spec": {"containers": [
+    {"name": "a", "image": "x", "ports": [{"containerPort": 80}], "env": [{"name": "A", "value": "1"}],
+     "volumeMounts": [{"name": "v", "mountPath": "/data"}]},
+    {"name": "b", "image": "y"},
+], "volumes": [{"name": "v", "emptyDir": {}}]}}
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    pytest.param({"spec": {"containers": [{"name": "b", "image": "z"}]}},
+                 [("a", "x"), ("b", "z")], id="merges-by-name"),
+    pytest.param({"spec": {"containers": [{"name": "c", "image": "w"}]}},
+                 [("a", "x"), ("b", "y"), ("c", "w")], id="appends-new-key"),
+    pytest.param({"spec": {"containers": [{"name": "a", "$patch": "delete"}]}}, [("b", "y")], id="patch-delete"),
+    pytest.param({"spec": {"containers": [{"name": "q", "image": "r"}, {"$patch": "replace"}]}}, [("q", "r")],
+                 id="patch-replace-list"),
+    pytest.param({"$setElementOrder/containers": [{"name": "b"}, {"name": "a"}], "spec": {}},
+                 [("a", "x"), ("b", "y")], id="order-at-other-level-ignored"),
+    pytest.param({"spec": {"$setElementOrder/containers": [{"name": "b"}, {"name": "a"}],
+                           "containers": [{"name": "a", "image": "n"}]}}, [("b", "y"), ("a", "n")], id="set-order"),
+])
+def test_strategic_merge_on_containers(body, expected):
+    out = patch.strategic_merge_patch(POD, body)
+    assert [(c["name"], c["image"]) for c in out["spec"]["containers"]] == expected
+
+
+def test_strategic_merge_nested_lists_by_their_keys():
+    body = {"spec": {"containers": [{"name": "a", "ports": [{"containerPort": 81}],
+                                     "env": [{"name": "A", "value": "2"}, {"name": "B", "value": "3"}],
+                                     "volumeMounts": [{"mountPath": "/data", "$patch": "delete"}]}]}}
+    [a, _] = patch.strategic_merge_patch(POD, body)["spec"]["containers"]
+    assert a["ports"] == [{"containerPort": 80}, {"containerPort": 81}]
+    assert a["env"] == [{"name": "A", "value": "2"}, {"name": "B", "value": "3"}]
+    assert a["volumeMounts"] == []
+    assert POD["spec"]["containers"][0]["env"] == [{"name": "A", "value": "1"}]  # the input is not changed
+
+
+def test_strategic_map_directives_and_unkeyed_lists_replace():
+    doc = {"metadata": {"labels": {"a": "1", "b": "2"}, "finalizers": ["x"]}, "spec": {"args": ["1", "2"]}}
+    out = patch.strategic_merge_patch(doc, {"metadata": {"labels": {"$patch": "replace", "c": "3"},
+                                                         "finalizers": ["y"]}, "spec": {"args": ["3"]}})
+    assert out["metadata"] == {"labels": {"c": "3"}, "finalizers": ["x", "y"]}
+    assert out["spec"]["args"] == ["3"]
+    assert patch.strategic_merge_patch(doc, {"metadata": {"labels": {"a": None}}})["metadata"]["labels"] == {"b": "2"}
+
+
+def test_merge_and_json_patch():
+    assert patch.apply(patch.MERGE_PATCH, {"a": {"b": 1, "c": 2}, "l": [1, 2]}, {"a": {"b": None}, "l": [3]}) == {
+        "a": {"c": 2}, "l": [3]}
+    assert patch.apply(patch.JSON_PATCH, {"a": [1]}, [{"op": "add", "path": "/a/-", "value": 2}]) == {"a": [1, 2]}
+    with pytest.raises(patch.PatchError):
+        patch.apply(patch.JSON_PATCH, {"a": 1}, [{"op": "remove", "path": "/b"}])
+
+
+json_values = st.recursive(st.none() | st.integers() | st.text(max_size=3),
+                           lambda inner: st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=10)
+
+
+@given(json_values.filter(lambda v: isinstance(v, dict)), json_values.filter(lambda v: isinstance(v, dict)))
+def test_merge_patch_is_idempotent(target, body):
+    once = patch.merge_patch(target, body)
+    assert patch.merge_patch(once, body) == once
+
+
+def test_discovery_names_what_kubectl_resolves():
+    core = {r["name"]: r for r in discovery.resource_list("v1")["resources"]}
+    assert core["pods"]["shortNames"] == ["po"] and core["pods"]["categories"] == ["all"]
+    assert core["nodes"]["namespaced"] is False and "categories" not in core["configmaps"]
+    apps = {r["resource"]: r for g in discovery.aggregated(core=False)["items"] if g["metadata"]["name"] == "apps"
+            for v in g["versions"] for r in v["resources"]}
+    assert apps["deployments"]["shortNames"] == ["deploy"]
+    assert {s["subresource"] for s in apps["deployments"]["subresources"]} >= {"scale", "status"}
+    accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+    assert discovery.wants_aggregated(accept) and not discovery.wants_aggregated("application/json")
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+def test_protobuf_configmap():
+    meta = _field(1, b"cm") + _field(2, b"") + _field(11, _field(1, b"app") + _field(2, b"web"))
+    raw = _field(1, meta) + _field(2, _field(1, b"k") + _field(2, b"v"))
+    body = protobuf.MAGIC + _field(1, _field(1, b"v1") + _field(2, b"ConfigMap")) + _field(2, raw)
+    assert protobuf.decode(body) == {"apiVersion": "v1", "kind": "ConfigMap",
+                                     "metadata": {"name": "cm", "labels": {"app": "web"}}, "data": {"k": "v"}}
+    with pytest.raises(protobuf.Unsupported):
+        protobuf.decode(protobuf.MAGIC + _field(1, _field(1, b"apps/v1") + _field(2, b"Deployment")))
+
+
+def test_invalid_becomes_status_with_causes():
+    e = errors.Invalid("invalid", [errors.FieldError("spec.replicas", "Invalid value: -1: must be >= 0"),
+                                   errors.FieldError("metadata.name", "Required value")])
+    doc = status.from_error(e, kind="Deployment", plural="deployments", group="apps", name="web")
+    assert doc["code"] == 422 and doc["reason"] == "Invalid"
+    assert doc["message"].startswith('Deployment.apps "web" is invalid: spec.replicas')
+    assert doc["details"]["causes"] == [
+        {"reason": "FieldValueInvalid", "message": "Invalid value: -1: must be >= 0", "field": "spec.replicas"},
+        {"reason": "FieldValueRequired", "message": "Required value", "field": "metadata.name"}]
