@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -34,28 +35,34 @@ FAST_LEASE: dict[str, Any] = {"lease_seconds": 1.5, "renew_seconds": 0.3, "retry
 
 
 async def wait_for(
-    predicate: Callable[[], Awaitable[Any]],
+    predicate: Callable[[], Any],
     timeout: float = 20.0,
     what: str = "condition",
+    explain: Callable[[], Awaitable[str]] | None = None,
     *,
     interval: float = 0.05,
     ignoring: tuple[type[BaseException], ...] = (errors.NotFound,),
 ) -> Any:
-    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` seconds
-    pass (AssertionError naming ``what`` and the last result). Exceptions of the ``ignoring``
-    types count as "not yet" (by default NotFound: the object is not there yet)."""
+    """Poll ``predicate`` (a plain function or a coroutine function) until it returns something
+    truthy (returned) or ``timeout`` seconds pass (AssertionError naming ``what``, the last
+    result and, when given, what ``explain()`` says). Exceptions of the ``ignoring`` types count
+    as "not yet" (by default NotFound: the object is not there yet); ``ignoring=()`` fails at
+    the first exception. The one polling helper of the async tests."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
         try:
-            last = await predicate()
+            last = predicate()
+            if inspect.isawaitable(last):
+                last = await last
         except ignoring as e:
             last = e
         else:
             if last:
                 return last
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s (last: {last!r})")
+            detail = f"; {await explain()}" if explain is not None else ""
+            raise AssertionError(f"{what} not met within {timeout}s (last: {last!r}){detail}")
         await asyncio.sleep(interval)
 
 
@@ -76,11 +83,6 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {timeout}s (last: {last!r})")
         time.sleep(interval)
-
-
-async def eventually(fn: Callable[[], Awaitable[T | None]], what: str, timeout: float = 20.0) -> T:
-    """``wait_for`` with the description first; any exception of ``fn`` fails at once."""
-    return await wait_for(fn, timeout, what, ignoring=())
 
 
 class Services:

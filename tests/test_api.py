@@ -11,6 +11,7 @@ import msgspec
 import nats
 import pytest
 
+from kyb import errors
 from kyb.serve import run_services
 from kyb.store import Store
 from tests.cluster import wait_api
@@ -59,7 +60,7 @@ async def stored(nc, kind: str, ns: str | None, name: str):
     store = Store(nc.jetstream())
     try:
         return await store.get(kind, ns, name)
-    except Exception:
+    except errors.NotFound:
         return None
 
 

@@ -31,7 +31,7 @@ from kyb.store import Store
 from schemas.core import Node, NodeCondition, NodeStatus
 from schemas.meta import ObjectMeta, OwnerReference
 from schemas.pod import Container, EmptyDirVolumeSource, Pod, PodCondition, PodSpec, PodStatus, Volume
-from tests.cluster import eventually
+from tests.cluster import wait_for
 
 T = TypeVar("T")
 
@@ -163,7 +163,7 @@ async def cluster(nats_url):
             return False
         return True
 
-    await eventually(api_up, "api answering")
+    await wait_for(api_up, 20.0, "api answering", ignoring=())
     yield store, nats_url
     stop.set()
     await asyncio.wait_for(asyncio.gather(services, kubelet), 30)
@@ -192,7 +192,7 @@ async def test_cordon_keeps_new_pods_pending_and_uncordon_lets_them_bind(cluster
         scheduled = next((c for c in p.status.conditions if c.type == "PodScheduled"), None)
         return p if scheduled is not None and scheduled.status == "False" else None
 
-    pending = await eventually(unschedulable, "scheduler reporting the pod unschedulable")
+    pending = await wait_for(unschedulable, 20.0, "scheduler reporting the pod unschedulable", ignoring=())
     assert pending.spec.nodeName in ("", None)
     assert pending.status.phase == "Pending"
 
@@ -204,7 +204,7 @@ async def test_cordon_keeps_new_pods_pending_and_uncordon_lets_them_bind(cluster
         p = await store.get("Pod", "default", "newcomer")
         return p if p.spec.nodeName == "n1" else None
 
-    await eventually(bound, "pod bound after uncordon")
+    await wait_for(bound, 20.0, "pod bound after uncordon", ignoring=())
 
 
 async def test_drain_evicts_managed_pods_and_leaves_daemonset_pods(cluster):
@@ -221,7 +221,7 @@ async def test_drain_evicts_managed_pods_and_leaves_daemonset_pods(cluster):
     async def all_running() -> bool:
         return all(p.status.phase == "Running" for p in await store.list("Pod"))
 
-    await eventually(all_running, "pods running")
+    await wait_for(all_running, 20.0, "pods running", ignoring=())
 
     refused = await kyb(url, "drain", "n1")
     assert refused.exit_code == 1

@@ -24,7 +24,7 @@ from kyb.cli.streams import read_events
 from kyb.client import ApiClient
 from kyb.serve import run_services
 from kyb.store import events_subject
-from tests.cluster import remove_containers
+from tests.cluster import remove_containers, wait_for
 from tests.images import busybox_image  # noqa: F401  (fixture)
 
 NODE = "hpa-e2e"
@@ -75,18 +75,6 @@ HPA = {
         "behavior": {"scaleDown": {"stabilizationWindowSeconds": 5}},
     },
 }
-
-
-async def wait_for(predicate, timeout: float, what: str, explain=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            detail = await explain() if explain is not None else ""
-            raise AssertionError(f"{what} not met within {timeout}s {detail}")
-        await asyncio.sleep(0.1)
 
 
 class Decisions:

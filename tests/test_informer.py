@@ -4,7 +4,6 @@ mid-watch with nothing missed and nothing duplicated."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 
 import msgspec
@@ -13,6 +12,7 @@ import nats
 from kyb.informer import Informer, by_label, by_node_name
 from kyb.store import Store
 from schemas.pod import Pod
+from tests.cluster import wait_for as eventually
 
 
 def pod(name: str, node: str | None = None, **labels) -> Pod:
@@ -23,15 +23,6 @@ def pod(name: str, node: str | None = None, **labels) -> Pod:
         {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default", "labels": labels}, "spec": spec},
         Pod,
     )
-
-
-async def eventually(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_lists_then_follows_changes_with_indexes(nc):

@@ -3,9 +3,7 @@ real busybox httpd in a Docker container (readiness, liveness, tcpSocket, exec, 
 
 from __future__ import annotations
 
-import asyncio
 import random
-import time
 import uuid
 
 import docker
@@ -18,6 +16,7 @@ from services.kubelet.probes import ProbeManager, resolve_port
 from services.kubelet.probestate import ContainerProbes, Timing, due, initial, observe
 from services.kubelet.runtime import LABEL_POD_UID, ContainerConfig, PortMapping, SandboxConfig
 from tests import images
+from tests.cluster import wait_for as until
 
 busybox_image = images.busybox_image
 
@@ -173,14 +172,6 @@ async def manager(web):
     pm = ProbeManager(rt)
     yield pm
     await pm.close()
-
-
-async def until(predicate, deadline: float = 15.0) -> None:
-    end = time.monotonic() + deadline
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached before the deadline")
-        await asyncio.sleep(0.05)
 
 
 def probe(**kw) -> Probe:

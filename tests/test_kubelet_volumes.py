@@ -4,14 +4,12 @@ modes, subPath, emptyDir, downward API, and the atomic writer's invariants."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import random
 import shutil
 import stat
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -51,6 +49,7 @@ from services.kubelet.volumes import (
     write_atomically,
 )
 from tests import images
+from tests.cluster import wait_for as eventually
 
 busybox_image = images.busybox_image
 
@@ -103,17 +102,6 @@ def config_map(name: str, **data: str) -> ConfigMap:
 def secret(name: str, **data: str) -> Secret:
     encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
     return Secret(metadata=ObjectMeta(name=name, namespace="default"), data=encoded)
-
-
-async def eventually(fn, deadline: float = 10.0):
-    end = time.monotonic() + deadline
-    while True:
-        result = await fn()
-        if result:
-            return result
-        if time.monotonic() > end:
-            raise AssertionError(f"not reached within {deadline}s (last: {result!r})")
-        await asyncio.sleep(0.1)
 
 
 # -- the end-to-end behaviours ---------------------------------------------------------------

@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
-from collections.abc import Callable
 
 import msgspec
 import nats
 import pytest
 
 from kyb.leader import LEASE_BUCKET, LeaderElector, Lease, LeaseMeta, LeaseSpec
+from tests.cluster import wait_for
 
 FAST = {"lease_seconds": 1, "renew_seconds": 0.2, "retry_seconds": 0.1}
 MICRO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 
-async def eventually(cond: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+# Their windows are a few milliseconds wide: poll more often than the default.
+eventually = functools.partial(wait_for, interval=0.01)
 
 
 class Board:

@@ -4,7 +4,7 @@ lease is held (with the timings from the service options), and everything stops 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
 
 import pytest
 
@@ -12,15 +12,10 @@ from kyb.leader import LeaderElector
 from kyb.leading import lease_options, run_as_leader
 from kyb.serve import ServiceContext
 from kyb.store import Store
+from tests.cluster import wait_for
 
-
-async def eventually(cond: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+# Their windows are a few milliseconds wide: poll more often than the default.
+eventually = functools.partial(wait_for, interval=0.01)
 
 
 class _Work:

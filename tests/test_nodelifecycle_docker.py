@@ -17,7 +17,7 @@ from kyb import errors
 from kyb.serve import run_services
 from kyb.store import Store
 from services.nodelifecycle.reconcile import UNREACHABLE
-from tests.cluster import QUIET, containers_of, docker_kubelet_options, eventually, node_ready
+from tests.cluster import QUIET, containers_of, docker_kubelet_options, node_ready, wait_for
 from tests.images import busybox_image  # noqa: F401  (fixture)
 
 NODE = "lifecycle-dock"
@@ -40,7 +40,7 @@ async def test_lost_kubelet_gets_its_pods_replaced_and_comes_back_clean(nats_url
     uids: set[str] = set()
     try:
 
-        await eventually(lambda: node_ready(store, NODE, untainted=True), "kubelet registered a Ready node", 40)
+        await wait_for(lambda: node_ready(store, NODE, untainted=True), 40, "kubelet registered a Ready node", ignoring=())
         rs = {
             "apiVersion": "apps/v1",
             "kind": "ReplicaSet",
@@ -66,14 +66,14 @@ async def test_lost_kubelet_gets_its_pods_replaced_and_comes_back_clean(nats_url
                 return msg.headers.get("Kyb-Status") in ("200", "201")
             return False
 
-        await eventually(applied, "ReplicaSet applied", 40)
+        await wait_for(applied, 40, "ReplicaSet applied", ignoring=())
 
         async def running_pods() -> list[Any] | None:
             pods = [p for p in await store.list("Pod", "default") if p.metadata.labels.get("app") == "sleeper"]
             live = [p for p in pods if p.status.phase == "Running" and not p.metadata.deletionTimestamp]
             return live or None
 
-        first = (await eventually(running_pods, "first pod running", 40))[0]
+        first = (await wait_for(running_pods, 40, "first pod running", ignoring=()))[0]
         uids.add(first.metadata.uid)
         assert containers_of(docker_engine, first.metadata.uid), "the pod runs in a container"
 
@@ -85,7 +85,7 @@ async def test_lost_kubelet_gets_its_pods_replaced_and_comes_back_clean(nats_url
             n = await store.get("Node", None, NODE)
             return n if any(t.key == UNREACHABLE and t.effect == "NoExecute" for t in n.spec.taints) else None
 
-        node = await eventually(unreachable, "node tainted unreachable", 40)
+        node = await wait_for(unreachable, 40, "node tainted unreachable", ignoring=())
         assert next(c for c in node.status.conditions if c.type == "Ready").status == "Unknown"
 
         async def replaced() -> list[Any] | None:
@@ -94,7 +94,7 @@ async def test_lost_kubelet_gets_its_pods_replaced_and_comes_back_clean(nats_url
                 return None
             return pods or None
 
-        replacements = await eventually(replaced, "evicted pod force-deleted and replaced", 40)
+        replacements = await wait_for(replaced, 40, "evicted pod force-deleted and replaced", ignoring=())
         assert len(replacements) == 1
         replacement = replacements[0]
         uids.add(replacement.metadata.uid)
@@ -103,7 +103,7 @@ async def test_lost_kubelet_gets_its_pods_replaced_and_comes_back_clean(nats_url
         # The kubelet comes back: taint gone, the replacement runs, the evicted pod's container goes.
         kl_stop = asyncio.Event()
         kubelet = asyncio.create_task(run_services(["kubelet"], nats_url, kubelet_opts, kl_stop))
-        await eventually(lambda: node_ready(store, NODE, untainted=True), "node Ready and untainted again", 40)
+        await wait_for(lambda: node_ready(store, NODE, untainted=True), 40, "node Ready and untainted again", ignoring=())
 
         async def replacement_running() -> bool:
             with contextlib.suppress(errors.NotFound):
@@ -111,12 +111,12 @@ async def test_lost_kubelet_gets_its_pods_replaced_and_comes_back_clean(nats_url
                 return p.status.phase == "Running" and p.spec.nodeName == NODE
             return False
 
-        await eventually(replacement_running, "replacement running on the node", 40)
+        await wait_for(replacement_running, 40, "replacement running on the node", ignoring=())
 
         async def old_container_gone() -> bool:
             return not await asyncio.to_thread(containers_of, docker_engine, first.metadata.uid)
 
-        await eventually(old_container_gone, "the evicted pod's container removed by the returning kubelet", 40)
+        await wait_for(old_container_gone, 40, "the evicted pod's container removed by the returning kubelet", ignoring=())
     finally:
         stop.set()
         kl_stop.set()

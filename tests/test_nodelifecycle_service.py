@@ -23,7 +23,7 @@ from schemas.helpers import format_micro_time, format_time
 from schemas.meta import ObjectMeta
 from schemas.pod import Container, Pod, PodCondition, PodSpec, PodStatus, Toleration
 from services.nodelifecycle.reconcile import UNREACHABLE
-from tests.cluster import eventually
+from tests.cluster import wait_for
 
 T = TypeVar("T")
 
@@ -115,7 +115,7 @@ async def test_silent_node_is_tainted_its_pods_evicted_and_a_renewed_lease_heals
 
     # While the lease is renewed, nothing happens (well past the grace period).
     await asyncio.sleep(0)  # let the fake kubelet write once
-    await eventually(lambda: get_or_none(store, "Lease", "kube-node-lease", "n1"), "first lease")
+    await wait_for(lambda: get_or_none(store, "Lease", "kube-node-lease", "n1"), 20.0, "first lease", ignoring=())
     deadline = time.monotonic() + 2.5
     while time.monotonic() < deadline:
         n = await store.get("Node", None, "n1")
@@ -128,7 +128,7 @@ async def test_silent_node_is_tainted_its_pods_evicted_and_a_renewed_lease_heals
         n = await store.get("Node", None, "n1")
         return n if any(t.key == UNREACHABLE and t.effect == "NoExecute" for t in n.spec.taints) else None
 
-    node = await eventually(tainted, "unreachable taint")
+    node = await wait_for(tainted, 20.0, "unreachable taint", ignoring=())
     ready = next(c for c in node.status.conditions if c.type == "Ready")
     assert (ready.status, ready.reason, ready.message) == ("Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status.")
     assert {t.effect for t in node.spec.taints if t.key == UNREACHABLE} == {"NoExecute", "NoSchedule"}
@@ -136,9 +136,9 @@ async def test_silent_node_is_tainted_its_pods_evicted_and_a_renewed_lease_heals
     async def gone(name: str) -> bool:
         return await get_or_none(store, "Pod", "default", name) is None
 
-    await eventually(lambda: gone("plain"), "pod without toleration evicted")
+    await wait_for(lambda: gone("plain"), 20.0, "pod without toleration evicted", ignoring=())
     assert not await gone("patient"), "a pod tolerating the taint for 3s went with the intolerant one"
-    await eventually(lambda: gone("patient"), "pod with tolerationSeconds evicted")
+    await wait_for(lambda: gone("patient"), 20.0, "pod with tolerationSeconds evicted", ignoring=())
     forever = await store.get("Pod", "default", "forever")
     assert forever.metadata.deletionTimestamp is None
     assert next(c for c in forever.status.conditions if c.type == "Ready").status == "False"
@@ -150,7 +150,7 @@ async def test_silent_node_is_tainted_its_pods_evicted_and_a_renewed_lease_heals
         n = await store.get("Node", None, "n1")
         return n if not n.spec.taints else None
 
-    node = await eventually(healed, "taint removed after the lease was renewed")
+    node = await wait_for(healed, 20.0, "taint removed after the lease was renewed", ignoring=())
     assert next(c for c in node.status.conditions if c.type == "Ready").status == "True"
     await kubelet.stop()
     assert await store.get("Pod", "default", "forever") is not None
@@ -164,7 +164,7 @@ async def test_pods_bound_to_a_missing_node_are_force_deleted(cluster):
     try:
         await store.create(pod("lost", "ghost"))
         await store.create(pod("kept", "real"))
-        await eventually(lambda: _absent(store, "lost"), "pod on a missing node deleted")
+        await wait_for(lambda: _absent(store, "lost"), 20.0, "pod on a missing node deleted", ignoring=())
         assert (await store.get("Pod", "default", "kept")).metadata.deletionTimestamp is None
     finally:
         await kubelet.stop()

@@ -92,5 +92,5 @@ def test_up_ignores_client_credentials_and_clients_get_clear_refusals(up_factory
     none = subprocess.run([sys.executable, "-m", "kyb.cli.main", "--nats", up.url, "get", "pods"],
                           capture_output=True, text=True, timeout=30, env=env)
     assert none.returncode == 1
-    assert "requires credentials and none were found" in none.stderr
+    assert "requires credentials and none were found" in none.stderr and "authorization violation" in none.stderr
     assert str(tmp_path / "nowhere" / "auth" / "admin.creds") in none.stderr

@@ -14,7 +14,7 @@ from kyb import errors
 from kyb.client import ApiClient
 from kyb.serve import run_services
 from kyb.store import Store
-from tests.cluster import QUIET, containers_of, docker_kubelet_options, eventually, node_ready
+from tests.cluster import QUIET, containers_of, docker_kubelet_options, node_ready, wait_for
 from tests.images import busybox_image  # noqa: F401  (fixture)
 
 NODE = "replication-dock"
@@ -36,7 +36,7 @@ async def test_replicaset_of_busybox_pods_is_ready_and_replaces_a_deleted_pod(
     uids: set[str] = set()
     try:
 
-        await eventually(lambda: node_ready(store, NODE), "kubelet registered a Ready node", 40)
+        await wait_for(lambda: node_ready(store, NODE), 40, "kubelet registered a Ready node", ignoring=())
         rs = {
             "apiVersion": "apps/v1",
             "kind": "ReplicaSet",
@@ -67,7 +67,7 @@ async def test_replicaset_of_busybox_pods_is_ready_and_replaces_a_deleted_pod(
                 return True
             return False
 
-        await eventually(applied, "ReplicaSet applied", 40)
+        await wait_for(applied, 40, "ReplicaSet applied", ignoring=())
 
         async def two_ready() -> list[Any] | None:
             got = await store.get("ReplicaSet", "default", "sleepers")
@@ -79,7 +79,7 @@ async def test_replicaset_of_busybox_pods_is_ready_and_replaces_a_deleted_pod(
             live = [p for p in pods if p.status.phase == "Running" and not p.metadata.deletionTimestamp]
             return live if len(live) == 2 else None
 
-        pods = await eventually(two_ready, "readyReplicas 2", 40)
+        pods = await wait_for(two_ready, 40, "readyReplicas 2", ignoring=())
         for p in pods:
             uids.add(p.metadata.uid)
             assert await asyncio.to_thread(containers_of, docker_engine, p.metadata.uid), (
@@ -100,7 +100,7 @@ async def test_replicaset_of_busybox_pods_is_ready_and_replaces_a_deleted_pod(
                 return None
             return live
 
-        live = await eventually(replaced, "deleted pod replaced and ready", 40)
+        live = await wait_for(replaced, 40, "deleted pod replaced and ready", ignoring=())
         new = next(p for p in live if p.metadata.uid not in uids)
         uids.add(new.metadata.uid)
         assert await asyncio.to_thread(containers_of, docker_engine, new.metadata.uid)
@@ -108,7 +108,7 @@ async def test_replicaset_of_busybox_pods_is_ready_and_replaces_a_deleted_pod(
         async def victim_container_gone() -> bool:
             return not await asyncio.to_thread(containers_of, docker_engine, victim.metadata.uid)
 
-        await eventually(victim_container_gone, "the deleted pod's containers removed", 40)
+        await wait_for(victim_container_gone, 40, "the deleted pod's containers removed", ignoring=())
     finally:
         stop.set()
         await asyncio.gather(control, kubelet, return_exceptions=True)

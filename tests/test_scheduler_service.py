@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import msgspec
 import numpy as np
@@ -13,6 +12,7 @@ from kyb.store import Store
 from schemas.core import Node
 from schemas.pod import Pod
 from services.scheduler.service import Scheduler
+from tests.cluster import wait_for
 
 
 def node(name: str, cpu: str = "1", ready: bool = True) -> Node:
@@ -41,17 +41,6 @@ def pod(name: str, cpu: str = "100m") -> Pod:
         },
         Pod,
     )
-
-
-async def wait_for(predicate, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

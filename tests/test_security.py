@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 
 import msgspec
 import nats
@@ -22,6 +21,7 @@ from schemas.coordination import Lease
 from schemas.core import Node
 from schemas.meta import ObjectMeta
 from tests.cluster import wait_api
+from tests.cluster import wait_for as eventually
 
 NODES = ["n1", "n2"]
 COMPONENTS = ["api", "scheduler", "deployment"]
@@ -74,16 +74,6 @@ async def as_user(server: NatsServer, creds, violations: Violations | None = Non
     return await nats.connect(
         server.url, error_cb=(violations or Violations()).record, **auth.ClientAuth.from_creds(creds).nats_options()
     )
-
-
-async def eventually(check, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 def pod(name: str, node: str, secrets: tuple[str, ...] = ()) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import io
 import json
@@ -20,8 +21,13 @@ from opentelemetry.trace import SpanKind
 from kyb import telemetry
 from kyb.controller import Controller
 from kyb.log import configure_logging
+from tests.cluster import wait_for as _wait_for
 
 _EXPORTER = InMemorySpanExporter()
+
+
+# Their windows are a few milliseconds wide: poll more often than the default.
+wait_for = functools.partial(_wait_for, interval=0.005)
 
 
 @pytest.fixture
@@ -50,14 +56,6 @@ def log_lines():
 def hex_ids(span) -> tuple[str, str]:
     sc = span.get_span_context()
     return trace.format_trace_id(sc.trace_id), trace.format_span_id(sc.span_id)
-
-
-async def wait_for(cond, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.005)
 
 
 def test_init_telemetry_is_idempotent(spans) -> None:

@@ -5,26 +5,15 @@ file to its claim, is deleted, and a replacement pod on the same claim reads it
 from __future__ import annotations
 
 import asyncio
-import time
 
 import nats
 
 from kyb.client import ApiClient
 from kyb.serve import run_services
-from tests.cluster import remove_containers
+from tests.cluster import remove_containers, wait_for
 from tests.images import busybox_image  # noqa: F401  (fixture)
 
 NODE = "vb-node"
-
-
-async def wait_for(predicate, timeout: float = 40.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} not met within {timeout}s"
-        await asyncio.sleep(0.1)
 
 
 def pod(name: str, image: str, script: str) -> dict:

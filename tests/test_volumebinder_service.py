@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from pathlib import Path
 
 import msgspec
 import pytest
 
+from kyb import errors
 from kyb.store import Store
 from schemas.core import (
     HostPathPV,
@@ -28,16 +28,7 @@ from schemas.pod import Container, PersistentVolumeClaimVolumeSource, Pod, PodSp
 from schemas.storage import StorageClass
 from services.volumebinder.reconcile import LOCAL_PATH, PVC_PROTECTION, SELECTED_NODE, volume_node
 from services.volumebinder.service import VolumeBinder
-
-
-async def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} not met within {timeout}s"
-        await asyncio.sleep(0.05)
+from tests.cluster import wait_for
 
 
 @contextlib.asynccontextmanager
@@ -202,6 +193,6 @@ async def test_a_claim_in_use_is_not_deleted_until_its_pod_is_gone(nc, tmp_path)
 async def _gone(store: Store, name: str) -> bool:
     try:
         await store.get("PersistentVolumeClaim", "default", name)
-    except Exception:
+    except errors.NotFound:
         return True
     return False

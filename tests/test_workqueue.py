@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
 
 import pytest
 from hypothesis import given, settings
@@ -13,20 +13,16 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from kyb import errors
 from kyb.controller import Controller
 from kyb.workqueue import ManualClock, ShutDown, WorkQueue
+from tests.cluster import wait_for
 
 KEYS = st.sampled_from(["default.a", "default.b", "kube-system.c"])
 
 
-async def eventually(cond: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
 # -- properties of the synchronous core --------------------------------------------------------
+
+
+# Their windows are a few milliseconds wide: poll more often than the default.
+eventually = functools.partial(wait_for, interval=0.005)
 
 
 class QueueMachine(RuleBasedStateMachine):
