@@ -21,6 +21,7 @@ import yaml
 
 from kyb.natsd import free_port
 from kyb.serve import available_services
+from tests.cluster import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
@@ -126,13 +127,8 @@ def _kyb(url: str, *args: str, timeout: float = 30) -> subprocess.CompletedProce
 
 
 def _poll(what: str, fn, deadline: float):
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+    """tests.cluster.wait_until against one deadline shared by the steps of a test."""
+    return wait_until(fn, timeout=max(0.0, deadline - time.monotonic()), what=what, interval=0.5)
 
 
 @pytest.mark.docker

@@ -10,10 +10,8 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kyb.cli.multinode import kubelet_instances, pod_cidr
 from kyb.natsd import free_port
+from tests.cluster import wait_until
 
 pytest.importorskip("services.kubelet.service", reason="the kubelet service is not there yet")
 
@@ -55,17 +54,6 @@ def kyb(url: str, data: Path, *args: str, input: str | None = None) -> subproces
     env["KYB_DATA_DIR"] = str(data)
     return subprocess.run([sys.executable, "-m", "kyb.cli.main", "--nats", url, *args], input=input,
                           capture_output=True, text=True, timeout=60, env=env)
-
-
-def poll(fn: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not seen within {timeout}s (last: {last!r})")
 
 
 def items(url: str, data: Path, kind: str) -> list[dict[str, Any]]:
@@ -109,7 +97,7 @@ def test_up_with_three_nodes_spreads_a_deployment_and_runs_a_daemon_on_each(tmp_
                      if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))]
             return sorted(ready) if len(ready) == 3 else []
 
-        assert poll(nodes_ready, 60, "three Ready nodes") == ["node-1", "node-2", "node-3"]
+        assert wait_until(nodes_ready, 60, "three Ready nodes") == ["node-1", "node-2", "node-3"]
         nodes = {n["metadata"]["name"]: n for n in items(url, data, "nodes")}
         assert {name: n["spec"]["podCIDR"] for name, n in nodes.items()} == {
             "node-1": "127.101.0.0/16", "node-2": "127.102.0.0/16", "node-3": "127.103.0.0/16"}
@@ -122,7 +110,7 @@ def test_up_with_three_nodes_spreads_a_deployment_and_runs_a_daemon_on_each(tmp_
             ok = len(bound(pods, "spread")) == 6 and len(bound(pods, "everywhere")) == 3
             return pods if ok else []
 
-        pods = poll(placed, 60, "6 deployment pods and 3 daemon pods bound")
+        pods = wait_until(placed, 60, "6 deployment pods and 3 daemon pods bound")
         spread = Counter(p["spec"]["nodeName"] for p in bound(pods, "spread"))
         assert spread == {"node-1": 2, "node-2": 2, "node-3": 2}
         daemons = Counter(p["spec"]["nodeName"] for p in bound(pods, "everywhere"))
@@ -134,14 +122,14 @@ def test_up_with_three_nodes_spreads_a_deployment_and_runs_a_daemon_on_each(tmp_
                                if name == "kyb_kubelet_pods" and ("node", n) in labels) for n in nodes}
             return m if per_node == {"node-1": 3, "node-2": 3, "node-3": 3} else {}
 
-        m = poll(counted, 20, "3 pods per node in kyb_kubelet_pods")
+        m = wait_until(counted, 20, "3 pods per node in kyb_kubelet_pods")
         assert any(k[0] == "kyb_reconcile_total" and ("controller", "daemonset") in k[1] for k in m)
 
         def all_running() -> list[dict[str, Any]]:
             pods = items(url, data, "pods")
             return pods if len(running(pods, "spread")) == 6 and len(running(pods, "everywhere")) == 3 else []
 
-        pods = poll(all_running, 30, "all 9 pods running")
+        pods = wait_until(all_running, 30, "all 9 pods running")
         for p in running(pods, "spread") + running(pods, "everywhere"):
             octet = 100 + int(p["spec"]["nodeName"].split("-")[1])
             assert p["status"]["podIP"].startswith(f"127.{octet}."), (p["spec"]["nodeName"], p["status"]["podIP"])
