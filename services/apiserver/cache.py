@@ -17,7 +17,6 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-import msgspec
 from nats.aio.client import Client as NATS
 
 from kyb import errors
@@ -190,7 +189,3 @@ class WatchCache:
         for cache in self._kinds.values():
             await cache.stop()
         self._kinds.clear()
-
-
-def rendered(obj: Object) -> Object:
-    return msgspec.structs.replace(obj)
