@@ -12,11 +12,13 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from kyb import errors
 from kyb.client import ApiClient
 from kyb.store import Store
+from schemas.helpers import parse_time
 from tests.cluster import wait_for
 from tests.test_ha import LEASE, deployment, reap, rolled_out, spawn
 
@@ -33,8 +35,10 @@ class Fleet:
         self.kubelet = {"node_name": NODE, "runtime": "process", "state_dir": str(tmp / "kubelet"),
                         "pod_cidr": "127.80.0.0/16", "relist": "0.2"}
         self.procs: dict[str, subprocess.Popen] = {}
+        self.started: dict[str, datetime] = {}
 
     def start(self, name: str) -> None:
+        self.started[name] = datetime.now(UTC)
         if name == "kubelet":
             self.procs[name] = self._kubelet()
         else:
@@ -85,6 +89,29 @@ async def test_rollout_survives_nats_restart_and_kill_9_of_every_service(nats_se
             except (errors.Temporary, errors.Unreachable):
                 return False
 
+        probes = iter(range(1_000))
+        probe_pod = ""
+
+        async def working(name: str) -> bool:
+            """The restarted process is connected and doing its work, not merely alive."""
+            assert fleet.procs[name].poll() is None, f"{name} exited"
+            pid = fleet.procs[name].pid
+            if name == "api":  # it answers requests
+                return await applied({"apiVersion": "v1", "kind": "ConfigMap",  # beside the kept ones
+                                      "metadata": {"name": f"probe-{next(probes)}", "namespace": "kube-public"}})
+            if name in ("replication", "deployment"):  # it leads: the new process holds the lease
+                lease = await store.get("Lease", "kube-system", f"kyb-{name}")
+                return f"-{pid}-" in (lease.spec.holderIdentity or "")
+            if name == "scheduler":  # it decides: a pod that fits nowhere is reported unschedulable
+                pod = await store.get("Pod", "kube-public", probe_pod)
+                return any(c.type == "PodScheduled" and c.reason == "Unschedulable" for c in pod.status.conditions)
+            # the kubelet: its node is Ready on a lease renewed after this process started
+            started = fleet.started[name]
+            lease = await store.get("Lease", "kube-node-lease", NODE)
+            node = await store.get("Node", None, NODE)
+            ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
+            return ready and parse_time(lease.spec.renewTime or "1970-01-01T00:00:00Z") > started
+
         for i in range(10):
             cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"keep-{i}"}, "data": {"i": str(i)}}
             await wait_for(lambda cm=cm: applied(cm), what="api answering")
@@ -97,11 +124,15 @@ async def test_rollout_survives_nats_restart_and_kill_9_of_every_service(nats_se
             fleet.kill(name)
             fleet.start(name)
 
-            async def alive(name: str = name) -> bool:  # the new process is connected and working
-                await asyncio.sleep(0.3)
-                return fleet.procs[name].poll() is None
-
-            await wait_for(alive, what=f"{name} back")
+            if name == "scheduler":
+                probe_pod = f"probe-{next(probes)}"
+                await api.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": probe_pod},
+                                 "spec": {"nodeSelector": {"chaos": "nowhere"},
+                                          "containers": [{"name": "c", "image": "img", "command": SLEEP}]}},
+                                "kube-public")
+            await wait_for(lambda name=name: working(name), timeout=60, what=f"{name} back and working")
+            if name == "scheduler":
+                await api.delete("pod", "kube-public", probe_pod)
 
         await rolled_out(store, "web", 4, "img:2", timeout=90)
 
