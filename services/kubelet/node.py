@@ -33,7 +33,8 @@ class NodeSettings:
     pods: str = "110"  # capacity pods
     labels: dict[str, str] = field(default_factory=dict)  # extra node labels
     taints: tuple[Taint, ...] = ()  # spec.taints
-    pod_cidr: str = ""  # spec.podCIDR
+    pod_cidr: str = ""  # spec.podCIDR ("" keeps what the Node has: nodeipam's)
+    internal_ip: str = "127.0.0.1"  # status.addresses InternalIP
     hostname: str = ""  # the Hostname address
     runtime_version: str = ""  # nodeInfo.containerRuntimeVersion, e.g. docker://27.0.3
 
@@ -98,7 +99,7 @@ def node_object(settings: NodeSettings, existing: Node | None, now: datetime) ->
         allocatable=dict(capacity),
         conditions=_conditions(list(previous), now),
         addresses=[
-            NodeAddress(type="InternalIP", address="127.0.0.1"),
+            NodeAddress(type="InternalIP", address=settings.internal_ip),
             NodeAddress(type="Hostname", address=settings.hostname or settings.name),
         ],
         nodeInfo=info,
@@ -117,10 +118,11 @@ def node_object(settings: NodeSettings, existing: Node | None, now: datetime) ->
     for t in settings.taints:
         if not any(o.key == t.key and o.effect == t.effect for o in taints):
             taints.append(t)
+    cidr = settings.pod_cidr or existing.spec.podCIDR
     spec = msgspec.structs.replace(
         existing.spec,
-        podCIDR=settings.pod_cidr,
-        podCIDRs=[settings.pod_cidr] if settings.pod_cidr else [],
+        podCIDR=cidr,
+        podCIDRs=[settings.pod_cidr] if settings.pod_cidr else list(existing.spec.podCIDRs),
         taints=taints,
     )
     return msgspec.structs.replace(existing, metadata=meta, spec=spec, status=status)

@@ -30,6 +30,9 @@ from schemas.coordination import Lease
 from schemas.core import Namespace, Node
 from schemas.meta import ObjectMeta
 from schemas.pod import Pod, PodStatus
+from services.kubelet.cni.defaults import DefaultNetwork, bridge_name
+from services.kubelet.cni.plugin import CniRunner
+from services.kubelet.cni.spec import DEFAULT_CONF_DIR, DEFAULT_PLUGIN_DIRS
 from services.kubelet.env import referenced
 from services.kubelet.ipam import PodIPAllocator, check_cidr, default_cidr
 from services.kubelet.node import (
@@ -40,6 +43,7 @@ from services.kubelet.node import (
     node_object,
     parse_taint,
 )
+from services.kubelet.podnet import CniPodNetwork
 from services.kubelet.reconcile import Settings
 from services.kubelet.runtime.base import ContainerRuntime
 from services.kubelet.sync import HostDirVolumes, PodWorker
@@ -64,6 +68,15 @@ class KubeletOptions:
     lease_interval: float = 10.0  # Lease renewal period
     status_interval: float = 40.0  # node status period when nothing changed
     workers: int = 8  # pods synced at once
+    network: str = "loopback"  # loopback (127.x pod IPs, no root needed) | cni (see README "Network")
+    node_ip: str = "127.0.0.1"  # the Node's InternalIP (what other nodes route this node's pods through)
+    cni_conf_dir: str = DEFAULT_CONF_DIR  # network configuration directory (first file by name)
+    cni_bin_dirs: tuple[str, ...] = DEFAULT_PLUGIN_DIRS  # where plugins are looked for
+    cni_cache_dir: str | None = None  # cached ADD results (default: <state_dir>/cni)
+    cni_ipam_dir: str | None = None  # host-local's store in the default config (default: its own)
+    cni_ip_masq: bool = False  # the default bridge masquerades pod traffic leaving the node's range
+    cni_host_netns: str | None = None  # run CNI plugins in this network namespace instead of ours
+    pod_cidr_wait: float = 1.0  # how often a cni kubelet looks for the podCIDR nodeipam gives its Node
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> KubeletOptions:
@@ -96,7 +109,24 @@ class KubeletOptions:
             lease_interval=num("lease_interval", 10.0),
             status_interval=num("status_interval", 40.0),
             workers=int(options.get("workers") or 8),
+            network=str(options.get("network") or "loopback"),
+            node_ip=str(options.get("node_ip") or "127.0.0.1"),
+            cni_conf_dir=str(options.get("cni_conf_dir") or DEFAULT_CONF_DIR),
+            cni_bin_dirs=_dirs(options.get("cni_bin_dirs")) or DEFAULT_PLUGIN_DIRS,
+            cni_cache_dir=options.get("cni_cache_dir"),
+            cni_ipam_dir=options.get("cni_ipam_dir"),
+            cni_ip_masq=str(options.get("cni_ip_masq", "")).lower() in ("1", "true", "yes", "on"),
+            cni_host_netns=options.get("cni_host_netns"),
+            pod_cidr_wait=num("pod_cidr_wait", 1.0),
         )
+
+
+def _dirs(value: Any) -> tuple[str, ...]:
+    if not value:
+        return ()
+    if isinstance(value, str):
+        return tuple(d for d in value.replace(",", ":").split(":") if d)
+    return tuple(str(d) for d in value)
 
 
 def host_memory() -> str:
@@ -158,8 +188,13 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     log = ctx.log.bind(node=node_name)
     state_dir = Path(opts.state_dir or Path(tempfile.gettempdir()) / f"kyb-kubelet-{node_name}")
     state_dir.mkdir(parents=True, exist_ok=True)
-    cidr = opts.pod_cidr or default_cidr(node_name)
-    check_cidr(cidr)
+    if opts.network not in ("loopback", "cni"):
+        raise errors.Invalid(f"unknown network {opts.network!r}: expected loopback or cni")
+    if opts.network == "cni":
+        cidr = opts.pod_cidr or ""  # else the one nodeipam gives the Node
+    else:
+        cidr = opts.pod_cidr or default_cidr(node_name)
+        check_cidr(cidr)
     taints = tuple(parse_taint(t) for t in opts.taints)
     runtime, runtime_version = await make_runtime(opts, state_dir, node_name)
     settings = NodeSettings(
@@ -172,6 +207,7 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
         pod_cidr=cidr,
         hostname=socket.gethostname(),
         runtime_version=runtime_version,
+        internal_ip=opts.node_ip,
     )
     pods = Informer(ctx.nc, "Pod", indexers={"node": by_node_name})
     configmaps = Informer(ctx.nc, "ConfigMap")
@@ -194,11 +230,18 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     tasks: list[asyncio.Task] = []
     try:
         await register_node(ctx, settings)
+        network: CniPodNetwork | None = None
+        if opts.network == "cni":
+            cidr = await wait_for_pod_cidr(ctx, node_name, opts, stop)
+            if not cidr:
+                return  # stopped while waiting
+            network = cni_network(opts, state_dir, node_name, cidr)
+            log.info("pod network", network="cni", config=network.ensure_config(default_network(opts, node_name, cidr)))
         for inf in informers:
             await inf.start()
         for inf in informers:
             await inf.wait_synced(30)
-        allocator = PodIPAllocator(cidr)
+        allocator = PodIPAllocator(cidr if opts.network == "loopback" else default_cidr(node_name))
         for p in pods.by_index("node", node_name):
             if p.status.podIP and p.metadata.uid:
                 allocator.reserve(p.metadata.uid, p.status.podIP)
@@ -227,6 +270,8 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
             allocatable={"cpu": settings.cpu, "memory": settings.memory},
             enqueue=enqueue,
             node_api=node_api,
+            network=network,
+            host_ip=opts.node_ip,
         )
         controller = Controller(
             "kubelet",
@@ -272,7 +317,7 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
         tasks.append(asyncio.create_task(node_loop(ctx, settings, opts, stop), name="kubelet-node"))
         tasks.append(asyncio.create_task(housekeeping_loop(worker, stop), name="kubelet-housekeeping"))
         tasks.extend(await _seams(ctx, node_name, runtime, worker, pods, stop))
-        log.info("kubelet started", runtime=runtime.name, pod_cidr=cidr)
+        log.info("kubelet started", runtime=runtime.name, pod_cidr=cidr, network=opts.network)
         await controller.run(stop)
     finally:
         stop.set()
@@ -291,6 +336,34 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
             with contextlib.suppress(Exception):
                 await volumes.close()
         await runtime.close()
+
+
+async def wait_for_pod_cidr(ctx: ServiceContext, node_name: str, opts: KubeletOptions, stop: asyncio.Event) -> str:
+    """The Node's spec.podCIDR once it has one (given by nodeipam, or ``pod_cidr``); "" when stopped first."""
+    logged = False
+    while not stop.is_set():
+        with contextlib.suppress(errors.NotFound):
+            node = await ctx.store.get("Node", None, node_name)
+            cidr = (node.spec.podCIDRs[0] if node.spec.podCIDRs else "") or node.spec.podCIDR
+            if cidr:
+                return str(cidr)
+        if not logged:
+            ctx.log.info("waiting for the Node's podCIDR (nodeipam gives it)", node=node_name)
+            logged = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), opts.pod_cidr_wait)
+    return ""
+
+
+def default_network(opts: KubeletOptions, node_name: str, cidr: str) -> DefaultNetwork:
+    return DefaultNetwork(pod_cidr=cidr, bridge=bridge_name(node_name), ipam_dir=opts.cni_ipam_dir,
+                          ip_masq=opts.cni_ip_masq)
+
+
+def cni_network(opts: KubeletOptions, state_dir: Path, node_name: str, cidr: str) -> CniPodNetwork:
+    runner = CniRunner(opts.cni_conf_dir, opts.cni_bin_dirs, opts.cni_cache_dir or state_dir / "cni",
+                       host_netns=opts.cni_host_netns)
+    return CniPodNetwork(runner)
 
 
 def spec_or_meta_changed(old: Pod, new: Pod) -> bool:

@@ -35,9 +35,11 @@ from schemas.core import ConfigMap, Secret
 from schemas.defaults import image_pull_policy
 from schemas.pod import Container, LifecycleHandler, Pod
 from schemas.quantity import cpu_millis, to_bytes
+from services.kubelet.cni.spec import CniError
 from services.kubelet.env import ConfigError, command_line, container_env, referenced
 from services.kubelet.hooks import HookRunner
 from services.kubelet.ipam import PodIPAllocator
+from services.kubelet.podnet import CniPodNetwork
 from services.kubelet.reconcile import (
     Failure,
     Kill,
@@ -58,6 +60,8 @@ from services.kubelet.runtime.base import (
     Mount,
     PortMapping,
     SandboxConfig,
+    SandboxNetns,
+    SandboxNetwork,
 )
 from services.kubelet.runtime.errors import ContainerRuntimeError, ImagePullError, RuntimeUnavailable
 
@@ -159,8 +163,16 @@ class PodWorker:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         node_api: Any = None,
         hooks: HookRunner | None = None,
+        network: CniPodNetwork | None = None,  # network "cni": sandboxes configured by CNI
+        host_ip: str = HOST_IP,  # the node's address (hostNetwork pods' IP in cni mode)
     ) -> None:
         self.node_name = node_name
+        self.network = network
+        self.host_ip = host_ip
+        if network is not None and not isinstance(runtime, SandboxNetns):
+            raise errors.Invalid(f"runtime {runtime.name} cannot give CNI a network namespace")
+        self._pod_ips: dict[str, str] = {}  # uid -> the IP CNI gave its live sandbox
+        self._net_failures: dict[str, tuple[int, float]] = {}  # uid -> (failed ADDs, monotonic retry time)
         self.node_api = node_api  # set: pods are written through the api's node-restricted verbs
         self.store = store
         self.runtime = runtime
@@ -236,7 +248,7 @@ class PodWorker:
 
     async def _sync(self, pod: Pod) -> float | None:
         uid = pod.metadata.uid or ""
-        ip = self._pod_ip(pod)
+        ip = await self._pod_network(pod)
         memory = self._memory.get(uid, PodMemory())
         result: Plan | None = None
         for round_ in range(MAX_ROUNDS):
@@ -250,7 +262,7 @@ class PodWorker:
                 settings=self.settings,
                 runtime=self.runtime.name,
                 pod_ip=ip,
-                host_ip=HOST_IP,
+                host_ip=self.host_ip,
                 probes=self._probe_views(pod),
             )
             memory = result.memory
@@ -272,6 +284,66 @@ class PodWorker:
             with contextlib.suppress(ContainerRuntimeError):
                 await self.runtime.remove(cid)
         return result.requeue_after
+
+    def _sandbox_network(self, pod: Pod) -> SandboxNetwork:
+        if self.network is None:
+            return "loopback"
+        return "host" if pod.spec.hostNetwork else "none"
+
+    async def _pod_network(self, pod: Pod) -> str:
+        """The pod's IP: from the loopback allocator, or (network "cni") from CNI once the
+        sandbox exists and is configured."""
+        if self.network is None:
+            return self._pod_ip(pod)
+        if pod.spec.hostNetwork:
+            return self.host_ip
+        if pod.status.phase in ("Succeeded", "Failed"):
+            return pod.status.podIP
+        return await self._cni_sandbox(pod)
+
+    async def _cni_sandbox(self, pod: Pod) -> str:
+        assert self.network is not None and isinstance(self.runtime, SandboxNetns)
+        uid = pod.metadata.uid or ""
+        netns = await self.runtime.sandbox_netns(uid)
+        known = self._pod_ips.get(uid)
+        if netns is not None:
+            if known:
+                return known
+            ips = self.network.cached_ips(uid)
+            if ips:  # adopted after a restart
+                self._pod_ips[uid] = ips[0]
+                return ips[0]
+            await self.runtime.remove_sandbox(uid)  # a live sandbox without network: start over
+        elif known:
+            await self._event(pod, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.")
+            await self.runtime.remove_sandbox(uid)
+        self._pod_ips.pop(uid, None)
+        failures, retry_at = self._net_failures.get(uid, (0, 0.0))
+        if time.monotonic() < retry_at:
+            raise errors.Temporary("pod sandbox: waiting to retry its network setup", delay=retry_at - time.monotonic())
+        with contextlib.suppress(CniError):
+            await self.network.delete(uid, None)  # whatever an earlier sandbox of the pod held
+        await self._sandbox(pod, "")
+        netns = await self.runtime.sandbox_netns(uid)
+        try:
+            if netns is None:
+                raise CniError(3, "the pod sandbox has no network namespace (it exited at once)", command="ADD")
+            ips = await self.network.add(uid, netns, pod.metadata.namespace or "default", pod.metadata.name,
+                                         self._ports(pod))
+        except CniError as e:
+            await self._event(pod, "FailedCreatePodSandBox",
+                              f"Failed to create pod sandbox: failed to set up the pod network: {e.message}", "Warning")
+            with contextlib.suppress(CniError):
+                await self.network.delete(uid, netns)
+            await self.runtime.remove_sandbox(uid)
+            delay = min(self.settings.base_backoff * 2**failures, self.settings.max_backoff)
+            self._net_failures[uid] = (failures + 1, time.monotonic() + delay)
+            raise errors.Temporary(f"pod network: {e.message}", delay=delay) from e
+        self._net_failures.pop(uid, None)
+        self._pod_ips[uid] = ips[0]
+        await self._sandbox(pod, ips[0])  # records the address (the process runtime's POD_IP)
+        self.log.info("pod network set up", pod=f"{pod.metadata.namespace}/{pod.metadata.name}", ip=ips[0])
+        return ips[0]
 
     def _pod_ip(self, pod: Pod) -> str:
         uid = pod.metadata.uid or ""
@@ -305,9 +377,9 @@ class PodWorker:
             memory = await self._start(pod, c, s, sandbox, prepared, memory, ip)
         return memory
 
-    async def _sandbox(self, pod: Pod, ip: str) -> str:
-        uid = pod.metadata.uid or ""
-        ports = tuple(
+    @staticmethod
+    def _ports(pod: Pod) -> tuple[PortMapping, ...]:
+        return tuple(
             PortMapping(
                 container_port=port.containerPort,
                 protocol=port.protocol if port.protocol != "SCTP" else "TCP",
@@ -317,6 +389,10 @@ class PodWorker:
             for c in pod.spec.containers
             for port in c.ports
         )
+
+    async def _sandbox(self, pod: Pod, ip: str) -> str:
+        uid = pod.metadata.uid or ""
+        ports = self._ports(pod)
         cfg = SandboxConfig(
             pod_uid=uid,
             pod_name=pod.metadata.name,
@@ -324,6 +400,7 @@ class PodWorker:
             pod_ip=ip,
             hostname=pod.spec.hostname or pod.metadata.name,
             ports=ports,
+            network=self._sandbox_network(pod),
         )
         sandbox = await self.runtime.create_sandbox(cfg)
         self._sandboxes[uid] = sandbox
@@ -341,7 +418,7 @@ class PodWorker:
             now = self.clock()
             # the downward API sees this pod's address even before the status write
             seen = msgspec.structs.replace(
-                pod, status=msgspec.structs.replace(pod.status, podIP=ip, hostIP=HOST_IP)
+                pod, status=msgspec.structs.replace(pod.status, podIP=ip, hostIP=self.host_ip)
             )
             try:
                 env = container_env(seen, c, self._configmap, self._secret, self.allocatable)
@@ -606,6 +683,14 @@ class PodWorker:
         """Remove every container and the sandbox of ``uid`` and forget it."""
         if self.probes is not None:
             self.probes.stop(uid)
+        if self.network is not None:
+            netns = await self.runtime.sandbox_netns(uid) if isinstance(self.runtime, SandboxNetns) else None
+            try:
+                await self.network.delete(uid, netns)  # before the namespace goes, as the kubelet does
+            except CniError as e:
+                self.log.warning("pod network teardown failed", pod_uid=uid, error=e.message)
+            self._pod_ips.pop(uid, None)
+            self._net_failures.pop(uid, None)
         await self.runtime.remove_sandbox(uid)
         with contextlib.suppress(Exception):
             await self.volumes.cleanup(uid)
@@ -622,6 +707,8 @@ class PodWorker:
         """Remove containers of pods that are not bound here any more (also after a restart)."""
         wanted = {p.metadata.uid for p in self.pods.by_index("node", self.node_name)}
         present = set(await self.runtime.list_sandboxes()) | {i.pod_uid for i in await self.runtime.list()}
+        if self.network is not None:
+            present |= self.network.known_pods()  # networks whose sandbox went while we were away
         for uid in present - wanted - {""}:
             self.log.info("removing containers of a pod not bound here", pod_uid=uid)
             await self.teardown(uid)

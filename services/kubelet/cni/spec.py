@@ -57,8 +57,8 @@ class CniError(Exception):
     @property
     def message(self) -> str:
         where = f"plugin {self.plugin} " if self.plugin else ""
-        head = f"{where}{self.command} failed" if self.command else f"{where}failed"
-        text = f"{head}: {self.msg}" if self.msg else head
+        head = f"{where}{self.command} failed" if self.command else f"{where}failed" if where else ""
+        text = f"{head}: {self.msg}" if head and self.msg else head or self.msg
         return f"{text} ({self.details})" if self.details else text
 
 

@@ -13,6 +13,9 @@ from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+# How a sandbox is networked: "loopback" publishes its ports on its own 127.x address;
+# "none" is an empty network namespace that the kubelet configures through CNI; "host" shares the node's.
+SandboxNetwork = Literal["loopback", "none", "host"]
 ContainerState = Literal["created", "running", "exited", "unknown"]
 
 # Labels every container (sandbox and app) carries; a restarted kubelet finds its pods by them.
@@ -47,11 +50,12 @@ class SandboxConfig:
     pod_uid: str
     pod_name: str
     namespace: str
-    pod_ip: str  # an address in 127.0.0.0/8 owned by this pod; every port is published on it
+    pod_ip: str  # loopback: an address in 127.0.0.0/8 owned by this pod (every port is published on it); else the CNI address or ""
     hostname: str
     ports: tuple[PortMapping, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     dns_servers: tuple[str, ...] = ()
+    network: SandboxNetwork = "loopback"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +146,15 @@ class ContainerRuntime(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class SandboxNetns(Protocol):
+    """A runtime whose sandboxes (network "none") have a network namespace CNI can configure."""
+
+    async def sandbox_netns(self, pod_uid: str) -> str | None:
+        """The path of the live sandbox's network namespace, None when the pod has no live sandbox."""
+        ...
 
 
 def container_name(namespace: str, pod_name: str, container: str, attempt: int, pod_uid: str) -> str:

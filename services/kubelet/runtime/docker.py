@@ -291,15 +291,18 @@ class DockerRuntime:
             **self._node_label(),
         }
         name = container_name(cfg.namespace, cfg.pod_name, SANDBOX_CONTAINER_NAME, 0, cfg.pod_uid)
-        bindings = port_bindings(cfg)
-        host_config = self._api.create_host_config(port_bindings=bindings, dns=list(cfg.dns_servers) or None)
+        bindings = port_bindings(cfg) if cfg.network == "loopback" else {}
+        network_mode = {"none": "none", "host": "host"}.get(cfg.network)
+        host_config = self._api.create_host_config(
+            port_bindings=bindings, dns=list(cfg.dns_servers) or None, network_mode=network_mode
+        )
         try:
             created = await self._call(
                 "create",
                 self._api.create_container,
                 image=self._pause_image,
                 name=name,
-                hostname=cfg.hostname[:63],
+                hostname=None if cfg.network == "host" else cfg.hostname[:63],
                 labels=labels,
                 ports=[(int(key.split("/")[0]), key.split("/")[1]) for key in bindings],
                 host_config=host_config,
@@ -322,6 +325,20 @@ class DockerRuntime:
         found.sort(key=lambda c: (c.get("Labels") or {}).get(LABEL_SANDBOX) == "true")
         for c in found:
             await self._call("container", self._remove_quietly, c["Id"])
+
+    async def sandbox_netns(self, pod_uid: str) -> str | None:
+        """``/proc/<pid>/ns/net`` of the pod's running sandbox (what CNI configures)."""
+        for c in await self._find(f"{LABEL_POD_UID}={pod_uid}", f"{LABEL_SANDBOX}=true"):
+            if c.get("State") != "running":
+                continue
+            try:
+                attrs = await self._call("container", self._api.inspect_container, c["Id"])
+            except ContainerNotFound:
+                continue
+            pid = int((attrs.get("State") or {}).get("Pid") or 0)
+            if pid > 0 and os.path.exists(f"/proc/{pid}/ns/net"):
+                return f"/proc/{pid}/ns/net"
+        return None
 
     async def list_sandboxes(self) -> list[str]:
         found = await self._find(f"{LABEL_SANDBOX}=true")

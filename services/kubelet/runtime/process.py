@@ -40,6 +40,28 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 _POLL = 0.05
 
 
+NETNS_DIR = "/run/netns"
+
+
+def netns_name(pod_uid: str) -> str:
+    return f"kyb-{pod_uid.replace('-', '')[:24]}"
+
+
+def _in_netns(netns: str) -> list[str]:
+    """The prefix that runs a command in the pod's network namespace (nsenter execs it, so the
+    pid the keeper records is the command's)."""
+    return ["nsenter", f"--net={NETNS_DIR}/{netns}", "--"]
+
+
+async def _ip(*args: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "ip", *args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise ContainerCreateError(f"ip {' '.join(args)}: {err.decode(errors='replace').strip()}")
+
+
 class Sandbox(msgspec.Struct, kw_only=True):
     pod_uid: str
     pod_name: str
@@ -47,6 +69,7 @@ class Sandbox(msgspec.Struct, kw_only=True):
     pod_ip: str
     hostname: str
     labels: dict[str, str] = {}
+    netns: str = ""  # network "none": the pod's own network namespace (ip netns name), set up by CNI
 
 
 class Record(msgspec.Struct, kw_only=True):
@@ -173,28 +196,57 @@ class ProcessRuntime:
     # sandboxes
 
     async def create_sandbox(self, cfg: SandboxConfig) -> str:
+        """The pod's directory and record; with network "none" also its own network namespace
+        (``ip netns add kyb-<uid>``). Called again with a pod IP (once CNI gave one), it records it."""
         pod_dir = self._pod_dir(cfg.pod_uid)
         path = pod_dir / "sandbox.json"
-        if not path.exists():
-            pod_dir.mkdir(parents=True, exist_ok=True)
-            sandbox = Sandbox(
-                pod_uid=cfg.pod_uid,
-                pod_name=cfg.pod_name,
-                namespace=cfg.namespace,
-                pod_ip=cfg.pod_ip,
-                hostname=cfg.hostname,
-                labels=dict(cfg.labels),
-            )
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(msgspec.json.encode(sandbox))
-            tmp.replace(path)
+        existing: Sandbox | None = None
+        with contextlib.suppress(FileNotFoundError, msgspec.DecodeError):
+            existing = msgspec.json.decode(path.read_bytes(), type=Sandbox)
+        netns = existing.netns if existing is not None else ""
+        if cfg.network == "none" and not netns:
+            netns = netns_name(cfg.pod_uid)
+        if netns and not os.path.exists(f"{NETNS_DIR}/{netns}"):
+            await _ip("netns", "add", netns)
+            await _ip("-n", netns, "link", "set", "lo", "up")
+        if existing is not None and (existing.pod_ip == cfg.pod_ip or not cfg.pod_ip) and existing.netns == netns:
+            return cfg.pod_uid
+        pod_dir.mkdir(parents=True, exist_ok=True)
+        sandbox = Sandbox(
+            pod_uid=cfg.pod_uid,
+            pod_name=cfg.pod_name,
+            namespace=cfg.namespace,
+            pod_ip=cfg.pod_ip or (existing.pod_ip if existing is not None else ""),
+            hostname=cfg.hostname,
+            labels=dict(cfg.labels),
+            netns=netns,
+        )
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(msgspec.json.encode(sandbox))
+        tmp.replace(path)
         return cfg.pod_uid
+
+    def _sandbox(self, pod_uid: str) -> Sandbox | None:
+        try:
+            return msgspec.json.decode((self._pod_dir(pod_uid) / "sandbox.json").read_bytes(), type=Sandbox)
+        except (FileNotFoundError, msgspec.DecodeError):
+            return None
+
+    async def sandbox_netns(self, pod_uid: str) -> str | None:
+        sandbox = self._sandbox(pod_uid)
+        if sandbox is None or not sandbox.netns or not os.path.exists(f"{NETNS_DIR}/{sandbox.netns}"):
+            return None
+        return f"{NETNS_DIR}/{sandbox.netns}"
 
     async def remove_sandbox(self, pod_uid: str) -> None:
         for info in await self.list(pod_uid):
             await self._kill(self._read(info.id), signal.SIGKILL)
         for info in await self.list(pod_uid):
             await self._wait_exited(info.id, 10.0)
+        sandbox = self._sandbox(pod_uid)
+        if sandbox is not None and sandbox.netns and os.path.exists(f"{NETNS_DIR}/{sandbox.netns}"):
+            with contextlib.suppress(ContainerRuntimeError):
+                await _ip("netns", "del", sandbox.netns)
         shutil.rmtree(self._pod_dir(pod_uid), ignore_errors=True)
 
     async def list_sandboxes(self) -> list[str]:
@@ -223,6 +275,8 @@ class ProcessRuntime:
             raise ContainerCreateError(
                 f"container {cfg.name!r}: the process runtime needs a command (there is no image)"
             )
+        if sandbox.netns:
+            argv = [*_in_netns(sandbox.netns), *argv]
         container_dir = path.parent
         container_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -363,6 +417,9 @@ class ProcessRuntime:
         rec = self._read(container_id)
         if _info(rec).state != "running":
             raise ContainerRuntimeError(f"container {container_id} is not running")
+        netns = next((a.split("=", 1)[1] for a in rec.argv[:2] if a.startswith("--net=")), "")
+        if netns:
+            cmd = ["nsenter", f"--net={netns}", "--", *cmd]
         try:
             proc = await asyncio.create_subprocess_exec(
                 *cmd,
