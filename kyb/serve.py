@@ -38,6 +38,7 @@ SERVICES: dict[str, str] = {
     "endpoints": "services.endpoints.service",
     "nodelifecycle": "services.nodelifecycle.service",
     "nodeipam": "services.nodeipam.service",
+    "netagent": "services.netagent.service",
     "hpa": "services.hpa.service",
     "volumebinder": "services.volumebinder.service",
     "ingress": "services.ingress.service",

@@ -1,0 +1,1 @@
+"""netagent: routes between nodes' pod CIDRs (host-gw, vxlan), like flannel."""

@@ -1,0 +1,99 @@
+"""Pod network across hosts: two test "hosts" (network namespaces) joined by veth pairs to a
+bridge in a third test namespace (their only link: no route leads out of the test's
+namespaces), each with its kubelet (``network: cni``) and its netagent. A pod on one host
+reaches a pod on the other, with the host-gw and the vxlan backends; the routes follow Nodes
+joining and leaving; the cluster and service CIDRs are unreachable beneath them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import pytest
+
+from kyb.serve import run_services
+from services.netagent.plan import ROUTE_PROTO, VXLAN_DEVICE
+from tests.cluster import QUIET, wait_for
+from tests.netns import Namespaces, netns  # noqa: F401 (fixture)
+from tests.podnet_cluster import CLUSTER_CIDR, PodNet, httpd, wget
+
+UNDERLAY = {"pn-a": "10.251.0.1", "pn-b": "10.251.0.2"}
+
+
+@pytest.fixture
+async def two_hosts(netns: Namespaces, nats_url: str, tmp_path):  # noqa: F811
+    net = PodNet(nats_url, netns, tmp_path, "process")
+    await net.start()
+    agents: list[tuple[asyncio.Event, asyncio.Task]] = []
+    try:
+        switch = netns.add("sw")
+        netns.exec(switch, "ip", "link", "add", "br0", "type", "bridge")
+        netns.exec(switch, "ip", "link", "set", "br0", "up")
+        for i, (name, ip) in enumerate(UNDERLAY.items()):
+            host = net.add_host(name, node_ip=ip)
+            netns.veth(host.netns, "eth0", switch, f"p{i}")
+            netns.exec(switch, "ip", "link", "set", f"p{i}", "master", "br0")
+            netns.exec(host.netns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        yield net, agents
+    finally:
+        for stop, task in agents:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 20)
+        await net.close()
+
+
+def start_agent(net: PodNet, agents: list, name: str, backend: str) -> None:
+    host = net.hosts[name]
+    stop = asyncio.Event()
+    options = {**QUIET, "node_name": name, "network": "cni", "backend": backend, "cluster_cidr": CLUSTER_CIDR,
+               "netns": Namespaces.path(host.netns), "resync_seconds": 2, "supervise": False}
+    agents.append((stop, asyncio.create_task(run_services(["netagent"], net.url, options, stop))))
+
+
+def routes(net: PodNet, name: str) -> list[dict]:
+    out = net.spaces.exec(net.hosts[name].netns, "ip", "-j", "route", "show", "proto", ROUTE_PROTO).stdout
+    return json.loads(out or "[]")
+
+
+@pytest.mark.parametrize("backend", [pytest.param("host-gw", id="host-gw"), pytest.param("vxlan", id="vxlan")])
+async def test_pods_reach_each_other_across_hosts(two_hosts, backend: str) -> None:
+    net, agents = two_hosts
+    for name in UNDERLAY:
+        await net.start_kubelet(net.hosts[name])
+        start_agent(net, agents, name, backend)
+    await net.apply(net.pod_manifest("server", "pn-b", httpd()))
+    await net.apply(net.pod_manifest("client", "pn-a", ["/bin/busybox", "sleep", "3600"]))
+    server = await net.running("server")
+    client = await net.running("client")
+    cidr_a, cidr_b = await net.pod_cidr(net.hosts["pn-a"]), await net.pod_cidr(net.hosts["pn-b"])
+    assert cidr_a != cidr_b
+
+    async def reached() -> bool:
+        done = await asyncio.to_thread(net.pod_exec, client, wget(server.status.podIP))
+        return done.returncode == 0 and "hello" in done.stdout
+
+    await wait_for(reached, 30, f"a pod on pn-a reaches a pod on pn-b ({backend})")
+
+    def route_to(name: str, dst: str) -> dict | None:
+        return next((r for r in routes(net, name) if r["dst"] == dst and r.get("type") != "unreachable"), None)
+
+    on_a = await wait_for(lambda: route_to("pn-a", cidr_b), 10, "pn-a's route to pn-b's pods")
+    if backend == "host-gw":
+        assert on_a["gateway"] == UNDERLAY["pn-b"]
+    else:
+        assert on_a["dev"] == VXLAN_DEVICE
+    assert route_to("pn-a", cidr_a) is None  # its own range stays on its bridge
+    unreachable = {r["dst"] for r in routes(net, "pn-a") if r.get("type") == "unreachable"}
+    assert unreachable == {CLUSTER_CIDR, "10.96.0.0/12"}
+    # nothing meant for the cluster leaves: an unallocated pod address is refused on the node
+    done = net.spaces.exec(net.hosts["pn-a"].netns, "ip", "route", "get", "10.250.200.7", check=False)
+    assert done.returncode != 0 or "unreachable" in done.stdout
+
+    # a Node leaving takes its route along
+    await net.stop_kubelet(net.hosts["pn-b"])
+    await net.remove_pods(net.hosts["pn-b"])
+    node = await net.store.get("Node", None, "pn-b")
+    await net.store.delete("Node", None, "pn-b", resource_version=node.metadata.resourceVersion)
+    await wait_for(lambda: route_to("pn-a", cidr_b) is None, 10, "pn-b's route gone from pn-a")
