@@ -26,14 +26,14 @@ DEPLOYMENT_ONLY_ANNOTATIONS = frozenset({
 })
 
 
-class ReplicaSetSpec(Base, kw_only=True):
+class ReplicaSetSpec(Base, kw_only=True, frozen=True):
     replicas: int = 1
     minReadySeconds: int = 0
     selector: LabelSelector | None = None  # required in apps/v1; checked by validation
     template: PodTemplateSpec = PodTemplateSpec()
 
 
-class ReplicaSetStatus(Base, kw_only=True):
+class ReplicaSetStatus(Base, kw_only=True, frozen=True):
     replicas: int = 0
     fullyLabeledReplicas: int = 0
     readyReplicas: int = 0
@@ -42,7 +42,7 @@ class ReplicaSetStatus(Base, kw_only=True):
     conditions: list[Condition] = []
 
 
-class ReplicaSet(Object, kw_only=True):
+class ReplicaSet(Object, kw_only=True, frozen=True):
     API_VERSION = "apps/v1"
     KIND = "ReplicaSet"
 
@@ -50,17 +50,17 @@ class ReplicaSet(Object, kw_only=True):
     status: ReplicaSetStatus = ReplicaSetStatus()
 
 
-class RollingUpdateDeployment(Base, kw_only=True):
+class RollingUpdateDeployment(Base, kw_only=True, frozen=True):
     maxUnavailable: int | str = "25%"
     maxSurge: int | str = "25%"
 
 
-class DeploymentStrategy(Base, kw_only=True):
+class DeploymentStrategy(Base, kw_only=True, frozen=True):
     type: Literal["RollingUpdate", "Recreate"] = "RollingUpdate"
     rollingUpdate: RollingUpdateDeployment | None = None  # defaulted for RollingUpdate
 
 
-class DeploymentSpec(Base, kw_only=True):
+class DeploymentSpec(Base, kw_only=True, frozen=True):
     replicas: int = 1
     selector: LabelSelector | None = None
     template: PodTemplateSpec = PodTemplateSpec()
@@ -71,7 +71,7 @@ class DeploymentSpec(Base, kw_only=True):
     progressDeadlineSeconds: int = 600
 
 
-class DeploymentStatus(Base, kw_only=True):
+class DeploymentStatus(Base, kw_only=True, frozen=True):
     observedGeneration: int | None = None
     replicas: int = 0
     updatedReplicas: int = 0
@@ -82,7 +82,7 @@ class DeploymentStatus(Base, kw_only=True):
     collisionCount: int | None = None
 
 
-class Deployment(Object, kw_only=True):
+class Deployment(Object, kw_only=True, frozen=True):
     API_VERSION = "apps/v1"
     KIND = "Deployment"
 
@@ -90,17 +90,17 @@ class Deployment(Object, kw_only=True):
     status: DeploymentStatus = DeploymentStatus()
 
 
-class RollingUpdateDaemonSet(Base, kw_only=True):
+class RollingUpdateDaemonSet(Base, kw_only=True, frozen=True):
     maxUnavailable: int | str = 1
     maxSurge: int | str = 0
 
 
-class DaemonSetUpdateStrategy(Base, kw_only=True):
+class DaemonSetUpdateStrategy(Base, kw_only=True, frozen=True):
     type: Literal["RollingUpdate", "OnDelete"] = "RollingUpdate"
     rollingUpdate: RollingUpdateDaemonSet | None = None  # defaulted for RollingUpdate
 
 
-class DaemonSetSpec(Base, kw_only=True):
+class DaemonSetSpec(Base, kw_only=True, frozen=True):
     selector: LabelSelector | None = None
     template: PodTemplateSpec = PodTemplateSpec()
     updateStrategy: DaemonSetUpdateStrategy = DaemonSetUpdateStrategy()
@@ -108,7 +108,7 @@ class DaemonSetSpec(Base, kw_only=True):
     revisionHistoryLimit: int = 10
 
 
-class DaemonSetStatus(Base, kw_only=True):
+class DaemonSetStatus(Base, kw_only=True, frozen=True):
     currentNumberScheduled: int = 0
     numberMisscheduled: int = 0
     desiredNumberScheduled: int = 0
@@ -121,7 +121,7 @@ class DaemonSetStatus(Base, kw_only=True):
     conditions: list[Condition] = []
 
 
-class DaemonSet(Object, kw_only=True):
+class DaemonSet(Object, kw_only=True, frozen=True):
     API_VERSION = "apps/v1"
     KIND = "DaemonSet"
 
@@ -129,7 +129,7 @@ class DaemonSet(Object, kw_only=True):
     status: DaemonSetStatus = DaemonSetStatus()
 
 
-class ControllerRevision(Object, kw_only=True):
+class ControllerRevision(Object, kw_only=True, frozen=True):
     """One template a controller has rolled out. ``data`` is the patch that restores it (for a
     DaemonSet ``{"spec": {"template": ...}}``, as Kubernetes stores it); ``revision`` orders the
     history, the current template having the highest."""

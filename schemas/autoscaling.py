@@ -12,47 +12,47 @@ from typing import Literal
 from schemas.meta import Base, Condition, Object
 
 
-class CrossVersionObjectReference(Base, kw_only=True):
+class CrossVersionObjectReference(Base, kw_only=True, frozen=True):
     kind: str
     name: str
     apiVersion: str = ""
 
 
-class MetricTarget(Base, kw_only=True):
+class MetricTarget(Base, kw_only=True, frozen=True):
     type: Literal["Utilization", "AverageValue", "Value"]
     averageUtilization: int | None = None
     averageValue: str | None = None  # quantity
     value: str | None = None  # quantity
 
 
-class ResourceMetricSource(Base, kw_only=True):
+class ResourceMetricSource(Base, kw_only=True, frozen=True):
     name: str  # cpu, memory
     target: MetricTarget
 
 
-class MetricSpec(Base, kw_only=True):
+class MetricSpec(Base, kw_only=True, frozen=True):
     type: Literal["Resource", "ContainerResource", "Pods", "Object", "External"]
     resource: ResourceMetricSource | None = None
 
 
-class HPAScalingPolicy(Base, kw_only=True):
+class HPAScalingPolicy(Base, kw_only=True, frozen=True):
     type: Literal["Pods", "Percent"]
     value: int
     periodSeconds: int
 
 
-class HPAScalingRules(Base, kw_only=True):
+class HPAScalingRules(Base, kw_only=True, frozen=True):
     stabilizationWindowSeconds: int | None = None
     selectPolicy: Literal["Max", "Min", "Disabled"] | None = None
     policies: list[HPAScalingPolicy] = []
 
 
-class HorizontalPodAutoscalerBehavior(Base, kw_only=True):
+class HorizontalPodAutoscalerBehavior(Base, kw_only=True, frozen=True):
     scaleUp: HPAScalingRules | None = None
     scaleDown: HPAScalingRules | None = None
 
 
-class HorizontalPodAutoscalerSpec(Base, kw_only=True):
+class HorizontalPodAutoscalerSpec(Base, kw_only=True, frozen=True):
     scaleTargetRef: CrossVersionObjectReference
     maxReplicas: int
     minReplicas: int = 1
@@ -61,23 +61,23 @@ class HorizontalPodAutoscalerSpec(Base, kw_only=True):
     behavior: HorizontalPodAutoscalerBehavior | None = None  # autoscaling/v2
 
 
-class MetricValueStatus(Base, kw_only=True):
+class MetricValueStatus(Base, kw_only=True, frozen=True):
     averageUtilization: int | None = None
     averageValue: str | None = None
     value: str | None = None
 
 
-class ResourceMetricStatus(Base, kw_only=True):
+class ResourceMetricStatus(Base, kw_only=True, frozen=True):
     name: str
     current: MetricValueStatus
 
 
-class MetricStatus(Base, kw_only=True):
+class MetricStatus(Base, kw_only=True, frozen=True):
     type: Literal["Resource", "ContainerResource", "Pods", "Object", "External"]
     resource: ResourceMetricStatus | None = None
 
 
-class HorizontalPodAutoscalerStatus(Base, kw_only=True):
+class HorizontalPodAutoscalerStatus(Base, kw_only=True, frozen=True):
     observedGeneration: int | None = None
     lastScaleTime: str | None = None
     currentReplicas: int = 0
@@ -87,7 +87,7 @@ class HorizontalPodAutoscalerStatus(Base, kw_only=True):
     conditions: list[Condition] = []
 
 
-class HorizontalPodAutoscaler(Object, kw_only=True):
+class HorizontalPodAutoscaler(Object, kw_only=True, frozen=True):
     API_VERSION = "autoscaling/v2"
     KIND = "HorizontalPodAutoscaler"
 

@@ -25,7 +25,7 @@ UNLIMITED_BACKOFF = 2**31 - 1  # Kubernetes' backoffLimit default when backoffLi
 PodFailurePolicyAction = Literal["FailJob", "FailIndex", "Ignore", "Count"]
 
 
-class PodFailurePolicyOnExitCodesRequirement(Base, kw_only=True):
+class PodFailurePolicyOnExitCodesRequirement(Base, kw_only=True, frozen=True):
     """Matches a failed pod by the exit code of a terminated container (exit code 0 never matches)."""
 
     containerName: str | None = None  # unset: any container or init container
@@ -33,14 +33,14 @@ class PodFailurePolicyOnExitCodesRequirement(Base, kw_only=True):
     values: list[int]  # ordered, no duplicates, at most 255; no 0 with In
 
 
-class PodFailurePolicyOnPodConditionsPattern(Base, kw_only=True):
+class PodFailurePolicyOnPodConditionsPattern(Base, kw_only=True, frozen=True):
     """Matches a failed pod carrying a condition of this type and status."""
 
     type: str
     status: ConditionStatus = "True"
 
 
-class PodFailurePolicyRule(Base, kw_only=True):
+class PodFailurePolicyRule(Base, kw_only=True, frozen=True):
     """One rule: exactly one of onExitCodes and onPodConditions; its action when it matches."""
 
     action: PodFailurePolicyAction
@@ -48,13 +48,13 @@ class PodFailurePolicyRule(Base, kw_only=True):
     onPodConditions: list[PodFailurePolicyOnPodConditionsPattern] = []
 
 
-class PodFailurePolicy(Base, kw_only=True):
+class PodFailurePolicy(Base, kw_only=True, frozen=True):
     """Rules evaluated in order for each failed pod; the first that matches decides."""
 
     rules: list[PodFailurePolicyRule]
 
 
-class JobSpec(Base, kw_only=True):
+class JobSpec(Base, kw_only=True, frozen=True):
     template: PodTemplateSpec = PodTemplateSpec()
     parallelism: int | None = None  # defaulted to 1
     completions: int | None = None  # unset: any one success completes the job (when parallelism unset: 1)
@@ -75,7 +75,7 @@ class JobSpec(Base, kw_only=True):
             force_setattr(self, "backoffLimit", limit)
 
 
-class JobStatus(Base, kw_only=True):
+class JobStatus(Base, kw_only=True, frozen=True):
     active: int = 0
     succeeded: int = 0
     failed: int = 0
@@ -87,7 +87,7 @@ class JobStatus(Base, kw_only=True):
     failedIndexes: str | None = None  # "1,3-5"; set ("" when none) only with backoffLimitPerIndex
 
 
-class Job(Object, kw_only=True):
+class Job(Object, kw_only=True, frozen=True):
     API_VERSION = "batch/v1"
     KIND = "Job"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from schemas.meta import Base, Object
 
 
-class LeaseSpec(Base, kw_only=True):
+class LeaseSpec(Base, kw_only=True, frozen=True):
     holderIdentity: str | None = None
     leaseDurationSeconds: int | None = None
     acquireTime: str | None = None  # RFC 3339 with microseconds, as MicroTime
@@ -14,7 +14,7 @@ class LeaseSpec(Base, kw_only=True):
     leaseTransitions: int | None = None
 
 
-class Lease(Object, kw_only=True):
+class Lease(Object, kw_only=True, frozen=True):
     API_VERSION = "coordination.k8s.io/v1"
     KIND = "Lease"
 

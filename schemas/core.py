@@ -15,16 +15,16 @@ from schemas.pod import NodeSelector, PodTemplateSpec, Protocol, TaintEffect
 # --- Namespace -------------------------------------------------------------------------------
 
 
-class NamespaceSpec(Base, kw_only=True):
+class NamespaceSpec(Base, kw_only=True, frozen=True):
     finalizers: list[str] = []
 
 
-class NamespaceStatus(Base, kw_only=True):
+class NamespaceStatus(Base, kw_only=True, frozen=True):
     phase: Literal["Active", "Terminating"] = "Active"
     conditions: list[Condition] = []
 
 
-class Namespace(Object, kw_only=True):
+class Namespace(Object, kw_only=True, frozen=True):
     API_VERSION = "v1"
     KIND = "Namespace"
 
@@ -35,14 +35,14 @@ class Namespace(Object, kw_only=True):
 # --- Node ------------------------------------------------------------------------------------
 
 
-class Taint(Base, kw_only=True):
+class Taint(Base, kw_only=True, frozen=True):
     key: str
     effect: TaintEffect
     value: str = ""
     timeAdded: str | None = None
 
 
-class NodeSpec(Base, kw_only=True):
+class NodeSpec(Base, kw_only=True, frozen=True):
     podCIDR: str = ""
     podCIDRs: list[str] = []
     providerID: str = ""
@@ -50,7 +50,7 @@ class NodeSpec(Base, kw_only=True):
     taints: list[Taint] = []
 
 
-class NodeCondition(Base, kw_only=True):
+class NodeCondition(Base, kw_only=True, frozen=True):
     type: str  # Ready, MemoryPressure, DiskPressure, PIDPressure, NetworkUnavailable
     status: ConditionStatus
     lastHeartbeatTime: str | None = None
@@ -59,20 +59,20 @@ class NodeCondition(Base, kw_only=True):
     message: str = ""
 
 
-class NodeAddress(Base, kw_only=True):
+class NodeAddress(Base, kw_only=True, frozen=True):
     type: Literal["Hostname", "InternalIP", "ExternalIP", "InternalDNS", "ExternalDNS"]
     address: str
 
 
-class DaemonEndpoint(Base, kw_only=True):
+class DaemonEndpoint(Base, kw_only=True, frozen=True):
     Port: int
 
 
-class NodeDaemonEndpoints(Base, kw_only=True):
+class NodeDaemonEndpoints(Base, kw_only=True, frozen=True):
     kubeletEndpoint: DaemonEndpoint | None = None
 
 
-class NodeSystemInfo(Base, kw_only=True):
+class NodeSystemInfo(Base, kw_only=True, frozen=True):
     machineID: str = ""
     systemUUID: str = ""
     bootID: str = ""
@@ -85,12 +85,12 @@ class NodeSystemInfo(Base, kw_only=True):
     architecture: str = ""
 
 
-class ContainerImage(Base, kw_only=True):
+class ContainerImage(Base, kw_only=True, frozen=True):
     names: list[str] = []
     sizeBytes: int | None = None
 
 
-class NodeStatus(Base, kw_only=True):
+class NodeStatus(Base, kw_only=True, frozen=True):
     capacity: dict[str, str] = {}
     allocatable: dict[str, str] = {}
     phase: str = ""
@@ -101,7 +101,7 @@ class NodeStatus(Base, kw_only=True):
     images: list[ContainerImage] = []
 
 
-class Node(Object, kw_only=True):
+class Node(Object, kw_only=True, frozen=True):
     API_VERSION = "v1"
     KIND = "Node"
 
@@ -112,14 +112,14 @@ class Node(Object, kw_only=True):
 # --- ReplicationController -------------------------------------------------------------------
 
 
-class ReplicationControllerSpec(Base, kw_only=True):
+class ReplicationControllerSpec(Base, kw_only=True, frozen=True):
     replicas: int = 1
     minReadySeconds: int = 0
     selector: dict[str, str] = {}  # defaults to the template's labels
     template: PodTemplateSpec | None = None
 
 
-class ReplicationControllerStatus(Base, kw_only=True):
+class ReplicationControllerStatus(Base, kw_only=True, frozen=True):
     replicas: int = 0
     fullyLabeledReplicas: int = 0
     readyReplicas: int = 0
@@ -128,7 +128,7 @@ class ReplicationControllerStatus(Base, kw_only=True):
     conditions: list[Condition] = []
 
 
-class ReplicationController(Object, kw_only=True):
+class ReplicationController(Object, kw_only=True, frozen=True):
     API_VERSION = "v1"
     KIND = "ReplicationController"
 
@@ -139,7 +139,7 @@ class ReplicationController(Object, kw_only=True):
 # --- Service and Endpoints -------------------------------------------------------------------
 
 
-class ServicePort(Base, kw_only=True):
+class ServicePort(Base, kw_only=True, frozen=True):
     port: int
     name: str = ""
     protocol: Protocol = "TCP"
@@ -148,15 +148,15 @@ class ServicePort(Base, kw_only=True):
     appProtocol: str | None = None
 
 
-class ClientIPConfig(Base, kw_only=True):
+class ClientIPConfig(Base, kw_only=True, frozen=True):
     timeoutSeconds: int | None = None
 
 
-class SessionAffinityConfig(Base, kw_only=True):
+class SessionAffinityConfig(Base, kw_only=True, frozen=True):
     clientIP: ClientIPConfig | None = None
 
 
-class ServiceSpec(Base, kw_only=True):
+class ServiceSpec(Base, kw_only=True, frozen=True):
     type: Literal["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"] = "ClusterIP"
     selector: dict[str, str] = {}
     ports: list[ServicePort] = []
@@ -174,28 +174,28 @@ class ServiceSpec(Base, kw_only=True):
     ipFamilyPolicy: str | None = None
 
 
-class PortStatus(Base, kw_only=True):
+class PortStatus(Base, kw_only=True, frozen=True):
     port: int
     protocol: Protocol = "TCP"
     error: str | None = None
 
 
-class LoadBalancerIngress(Base, kw_only=True):
+class LoadBalancerIngress(Base, kw_only=True, frozen=True):
     ip: str = ""
     hostname: str = ""
     ports: list[PortStatus] = []
 
 
-class LoadBalancerStatus(Base, kw_only=True):
+class LoadBalancerStatus(Base, kw_only=True, frozen=True):
     ingress: list[LoadBalancerIngress] = []
 
 
-class ServiceStatus(Base, kw_only=True):
+class ServiceStatus(Base, kw_only=True, frozen=True):
     loadBalancer: LoadBalancerStatus = LoadBalancerStatus()
     conditions: list[Condition] = []
 
 
-class Service(Object, kw_only=True):
+class Service(Object, kw_only=True, frozen=True):
     API_VERSION = "v1"
     KIND = "Service"
 
@@ -203,27 +203,27 @@ class Service(Object, kw_only=True):
     status: ServiceStatus = ServiceStatus()
 
 
-class EndpointAddress(Base, kw_only=True):
+class EndpointAddress(Base, kw_only=True, frozen=True):
     ip: str
     hostname: str = ""
     nodeName: str | None = None
     targetRef: ObjectReference | None = None
 
 
-class EndpointPort(Base, kw_only=True):
+class EndpointPort(Base, kw_only=True, frozen=True):
     port: int
     name: str = ""
     protocol: Protocol = "TCP"
     appProtocol: str | None = None
 
 
-class EndpointSubset(Base, kw_only=True):
+class EndpointSubset(Base, kw_only=True, frozen=True):
     addresses: list[EndpointAddress] = []
     notReadyAddresses: list[EndpointAddress] = []
     ports: list[EndpointPort] = []
 
 
-class Endpoints(Object, kw_only=True):
+class Endpoints(Object, kw_only=True, frozen=True):
     API_VERSION = "v1"
     KIND = "Endpoints"
 
@@ -233,7 +233,7 @@ class Endpoints(Object, kw_only=True):
 # --- ConfigMap and Secret --------------------------------------------------------------------
 
 
-class ConfigMap(Object, kw_only=True):
+class ConfigMap(Object, kw_only=True, frozen=True):
     API_VERSION = "v1"
     KIND = "ConfigMap"
 
@@ -242,7 +242,7 @@ class ConfigMap(Object, kw_only=True):
     immutable: bool | None = None
 
 
-class Secret(Object, kw_only=True):
+class Secret(Object, kw_only=True, frozen=True):
     """``data`` holds base64 strings as on the wire; ``stringData`` is write-only and is
     merged into ``data`` by the defaulter."""
 
@@ -260,27 +260,27 @@ class Secret(Object, kw_only=True):
 AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
 
 
-class HostPathPV(Base, kw_only=True):
+class HostPathPV(Base, kw_only=True, frozen=True):
     path: str
     type: str = ""
 
 
-class LocalVolumeSource(Base, kw_only=True):
+class LocalVolumeSource(Base, kw_only=True, frozen=True):
     path: str
     fsType: str | None = None
 
 
-class NFSVolumeSource(Base, kw_only=True):
+class NFSVolumeSource(Base, kw_only=True, frozen=True):
     server: str
     path: str
     readOnly: bool = False
 
 
-class VolumeNodeAffinity(Base, kw_only=True):
+class VolumeNodeAffinity(Base, kw_only=True, frozen=True):
     required: NodeSelector | None = None
 
 
-class PersistentVolumeSpec(Base, kw_only=True):
+class PersistentVolumeSpec(Base, kw_only=True, frozen=True):
     capacity: dict[str, str] = {}
     accessModes: list[AccessMode] = []
     persistentVolumeReclaimPolicy: Literal["Retain", "Delete", "Recycle"] = "Retain"
@@ -294,13 +294,13 @@ class PersistentVolumeSpec(Base, kw_only=True):
     nodeAffinity: VolumeNodeAffinity | None = None
 
 
-class PersistentVolumeStatus(Base, kw_only=True):
+class PersistentVolumeStatus(Base, kw_only=True, frozen=True):
     phase: Literal["Pending", "Available", "Bound", "Released", "Failed"] = "Pending"
     message: str = ""
     reason: str = ""
 
 
-class PersistentVolume(Object, kw_only=True):
+class PersistentVolume(Object, kw_only=True, frozen=True):
     API_VERSION = "v1"
     KIND = "PersistentVolume"
 
@@ -308,12 +308,12 @@ class PersistentVolume(Object, kw_only=True):
     status: PersistentVolumeStatus = PersistentVolumeStatus()
 
 
-class VolumeResourceRequirements(Base, kw_only=True):
+class VolumeResourceRequirements(Base, kw_only=True, frozen=True):
     limits: dict[str, str] = {}
     requests: dict[str, str] = {}
 
 
-class PersistentVolumeClaimSpec(Base, kw_only=True):
+class PersistentVolumeClaimSpec(Base, kw_only=True, frozen=True):
     accessModes: list[AccessMode] = []
     resources: VolumeResourceRequirements = VolumeResourceRequirements()
     selector: LabelSelector | None = None
@@ -322,14 +322,14 @@ class PersistentVolumeClaimSpec(Base, kw_only=True):
     volumeName: str = ""
 
 
-class PersistentVolumeClaimStatus(Base, kw_only=True):
+class PersistentVolumeClaimStatus(Base, kw_only=True, frozen=True):
     phase: Literal["Pending", "Bound", "Lost"] = "Pending"
     accessModes: list[AccessMode] = []
     capacity: dict[str, str] = {}
     conditions: list[Condition] = []
 
 
-class PersistentVolumeClaim(Object, kw_only=True):
+class PersistentVolumeClaim(Object, kw_only=True, frozen=True):
     API_VERSION = "v1"
     KIND = "PersistentVolumeClaim"
 

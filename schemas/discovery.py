@@ -8,13 +8,13 @@ from typing import Literal
 from schemas.meta import Base, Object, ObjectReference
 
 
-class EndpointConditions(Base, kw_only=True):
+class EndpointConditions(Base, kw_only=True, frozen=True):
     ready: bool | None = None
     serving: bool | None = None
     terminating: bool | None = None
 
 
-class Endpoint(Base, kw_only=True):
+class Endpoint(Base, kw_only=True, frozen=True):
     addresses: list[str]
     conditions: EndpointConditions = EndpointConditions()
     hostname: str | None = None
@@ -23,14 +23,14 @@ class Endpoint(Base, kw_only=True):
     zone: str | None = None
 
 
-class EndpointSlicePort(Base, kw_only=True):
+class EndpointSlicePort(Base, kw_only=True, frozen=True):
     name: str | None = None
     protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
     port: int | None = None
     appProtocol: str | None = None
 
 
-class EndpointSlice(Object, kw_only=True):
+class EndpointSlice(Object, kw_only=True, frozen=True):
     API_VERSION = "discovery.k8s.io/v1"
     KIND = "EndpointSlice"
 

@@ -11,12 +11,12 @@ from typing import Literal
 from schemas.meta import Base, Object, ObjectReference
 
 
-class EventSource(Base, kw_only=True):
+class EventSource(Base, kw_only=True, frozen=True):
     component: str = ""
     host: str = ""
 
 
-class Event(Object, kw_only=True):
+class Event(Object, kw_only=True, frozen=True):
     API_VERSION = "v1"
     KIND = "Event"
 

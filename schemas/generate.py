@@ -37,7 +37,8 @@ def normalise_descriptions(node: Any) -> Any:
 
 def type_schema(tp: Any) -> dict[str, Any]:
     """The JSON Schema msgspec derives for ``tp``, descriptions normalised."""
-    return normalise_descriptions(msgspec.json.schema(tp))
+    schema: dict[str, Any] = normalise_descriptions(msgspec.json.schema(tp))
+    return schema
 
 
 def schema_for(info: KindInfo) -> dict[str, Any]:

@@ -34,7 +34,7 @@ reports these too; ``InputTooLarge`` is the size family (413 at the api).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -127,6 +127,7 @@ def _json_depth(doc: Any) -> int:
     stack = [(doc, 1)]
     while stack:
         value, depth = stack.pop()
+        children: Iterable[Any]
         if isinstance(value, dict):
             children = value.values()
         elif isinstance(value, list):
@@ -209,7 +210,7 @@ def measure(root: Node) -> tuple[int, int, int]:
             raise InputError(f"recursive alias: the node at line {mark.line + 1}, column {mark.column + 1} contains itself")
         active.add(key)
         nodes, text, height = 1, 0, 0
-        if cls is MappingNode:
+        if isinstance(node, MappingNode):
             _check_unique_keys(node)
             children: Any = (n for pair in node.value for n in pair)
         else:

@@ -21,7 +21,7 @@ class Base(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, forbid
     """Base of every struct of the object model."""
 
 
-class OwnerReference(Base):
+class OwnerReference(Base, frozen=True):
     apiVersion: str
     kind: str
     name: str
@@ -30,7 +30,7 @@ class OwnerReference(Base):
     blockOwnerDeletion: bool | None = None
 
 
-class ObjectMeta(Base):
+class ObjectMeta(Base, frozen=True):
     name: str = ""
     generateName: str | None = None
     namespace: str | None = None
@@ -46,7 +46,7 @@ class ObjectMeta(Base):
     finalizers: list[str] = []
 
 
-class Object(Base):
+class Object(Base, frozen=True):
     """A top-level object: apiVersion, kind, metadata (each kind adds spec/status/data).
 
     Each kind names its preferred ``API_VERSION`` and ``KIND``; an object built without them
@@ -70,20 +70,20 @@ class Object(Base):
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 
-class LabelSelectorRequirement(Base, kw_only=True):
+class LabelSelectorRequirement(Base, kw_only=True, frozen=True):
     key: str
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
     values: list[str] = []
 
 
-class LabelSelector(Base, kw_only=True):
+class LabelSelector(Base, kw_only=True, frozen=True):
     """matchLabels and matchExpressions are ANDed; an empty selector matches everything."""
 
     matchLabels: dict[str, str] = {}
     matchExpressions: list[LabelSelectorRequirement] = []
 
 
-class Condition(Base, kw_only=True):
+class Condition(Base, kw_only=True, frozen=True):
     """The generic condition most kinds report in ``status.conditions``."""
 
     type: str
@@ -97,11 +97,11 @@ class Condition(Base, kw_only=True):
     message: str = ""
 
 
-class LocalObjectReference(Base, kw_only=True):
+class LocalObjectReference(Base, kw_only=True, frozen=True):
     name: str = ""
 
 
-class ObjectReference(Base, kw_only=True):
+class ObjectReference(Base, kw_only=True, frozen=True):
     kind: str = ""
     namespace: str = ""
     name: str = ""

@@ -8,59 +8,59 @@ from schemas.core import LoadBalancerStatus
 from schemas.meta import Base, Object
 
 
-class ServiceBackendPort(Base, kw_only=True):
+class ServiceBackendPort(Base, kw_only=True, frozen=True):
     name: str = ""
     number: int | None = None
 
 
-class IngressServiceBackend(Base, kw_only=True):
+class IngressServiceBackend(Base, kw_only=True, frozen=True):
     name: str
     port: ServiceBackendPort = ServiceBackendPort()
 
 
-class TypedLocalObjectReference(Base, kw_only=True):
+class TypedLocalObjectReference(Base, kw_only=True, frozen=True):
     kind: str
     name: str
     apiGroup: str | None = None
 
 
-class IngressBackend(Base, kw_only=True):
+class IngressBackend(Base, kw_only=True, frozen=True):
     service: IngressServiceBackend | None = None
     resource: TypedLocalObjectReference | None = None
 
 
-class HTTPIngressPath(Base, kw_only=True):
+class HTTPIngressPath(Base, kw_only=True, frozen=True):
     pathType: Literal["Exact", "Prefix", "ImplementationSpecific"]
     backend: IngressBackend
     path: str = ""
 
 
-class HTTPIngressRuleValue(Base, kw_only=True):
+class HTTPIngressRuleValue(Base, kw_only=True, frozen=True):
     paths: list[HTTPIngressPath] = []
 
 
-class IngressRule(Base, kw_only=True):
+class IngressRule(Base, kw_only=True, frozen=True):
     host: str = ""
     http: HTTPIngressRuleValue | None = None
 
 
-class IngressTLS(Base, kw_only=True):
+class IngressTLS(Base, kw_only=True, frozen=True):
     hosts: list[str] = []
     secretName: str = ""
 
 
-class IngressSpec(Base, kw_only=True):
+class IngressSpec(Base, kw_only=True, frozen=True):
     ingressClassName: str | None = None
     defaultBackend: IngressBackend | None = None
     tls: list[IngressTLS] = []
     rules: list[IngressRule] = []
 
 
-class IngressStatus(Base, kw_only=True):
+class IngressStatus(Base, kw_only=True, frozen=True):
     loadBalancer: LoadBalancerStatus = LoadBalancerStatus()
 
 
-class Ingress(Object, kw_only=True):
+class Ingress(Object, kw_only=True, frozen=True):
     API_VERSION = "networking.k8s.io/v1"
     KIND = "Ingress"
 
@@ -68,7 +68,7 @@ class Ingress(Object, kw_only=True):
     status: IngressStatus = IngressStatus()
 
 
-class IngressClassParametersReference(Base, kw_only=True):
+class IngressClassParametersReference(Base, kw_only=True, frozen=True):
     kind: str
     name: str
     apiGroup: str | None = None
@@ -76,12 +76,12 @@ class IngressClassParametersReference(Base, kw_only=True):
     namespace: str | None = None
 
 
-class IngressClassSpec(Base, kw_only=True):
+class IngressClassSpec(Base, kw_only=True, frozen=True):
     controller: str = ""
     parameters: IngressClassParametersReference | None = None
 
 
-class IngressClass(Object, kw_only=True):
+class IngressClass(Object, kw_only=True, frozen=True):
     API_VERSION = "networking.k8s.io/v1"
     KIND = "IngressClass"
 

@@ -21,53 +21,53 @@ PodPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"]
 # --- environment -----------------------------------------------------------------------------
 
 
-class ConfigMapKeySelector(Base, kw_only=True):
+class ConfigMapKeySelector(Base, kw_only=True, frozen=True):
     name: str = ""
     key: str
     optional: bool | None = None
 
 
-class SecretKeySelector(Base, kw_only=True):
+class SecretKeySelector(Base, kw_only=True, frozen=True):
     name: str = ""
     key: str
     optional: bool | None = None
 
 
-class ObjectFieldSelector(Base, kw_only=True):
+class ObjectFieldSelector(Base, kw_only=True, frozen=True):
     fieldPath: str
     apiVersion: str = ""
 
 
-class ResourceFieldSelector(Base, kw_only=True):
+class ResourceFieldSelector(Base, kw_only=True, frozen=True):
     resource: str
     containerName: str = ""
     divisor: str | None = None
 
 
-class EnvVarSource(Base, kw_only=True):
+class EnvVarSource(Base, kw_only=True, frozen=True):
     configMapKeyRef: ConfigMapKeySelector | None = None
     secretKeyRef: SecretKeySelector | None = None
     fieldRef: ObjectFieldSelector | None = None
     resourceFieldRef: ResourceFieldSelector | None = None
 
 
-class EnvVar(Base, kw_only=True):
+class EnvVar(Base, kw_only=True, frozen=True):
     name: str
     value: str = ""
     valueFrom: EnvVarSource | None = None
 
 
-class ConfigMapEnvSource(Base, kw_only=True):
+class ConfigMapEnvSource(Base, kw_only=True, frozen=True):
     name: str = ""
     optional: bool | None = None
 
 
-class SecretEnvSource(Base, kw_only=True):
+class SecretEnvSource(Base, kw_only=True, frozen=True):
     name: str = ""
     optional: bool | None = None
 
 
-class EnvFromSource(Base, kw_only=True):
+class EnvFromSource(Base, kw_only=True, frozen=True):
     prefix: str = ""
     configMapRef: ConfigMapEnvSource | None = None
     secretRef: SecretEnvSource | None = None
@@ -76,7 +76,7 @@ class EnvFromSource(Base, kw_only=True):
 # --- ports, resources, mounts ----------------------------------------------------------------
 
 
-class ContainerPort(Base, kw_only=True):
+class ContainerPort(Base, kw_only=True, frozen=True):
     containerPort: int
     name: str = ""
     hostPort: int | None = None
@@ -84,12 +84,12 @@ class ContainerPort(Base, kw_only=True):
     protocol: Protocol = "TCP"
 
 
-class ResourceRequirements(Base, kw_only=True):
+class ResourceRequirements(Base, kw_only=True, frozen=True):
     limits: dict[str, str] = {}
     requests: dict[str, str] = {}
 
 
-class VolumeMount(Base, kw_only=True):
+class VolumeMount(Base, kw_only=True, frozen=True):
     name: str
     mountPath: str
     readOnly: bool = False
@@ -100,16 +100,16 @@ class VolumeMount(Base, kw_only=True):
 # --- probes and lifecycle --------------------------------------------------------------------
 
 
-class ExecAction(Base, kw_only=True):
+class ExecAction(Base, kw_only=True, frozen=True):
     command: list[str] = []
 
 
-class HTTPHeader(Base, kw_only=True):
+class HTTPHeader(Base, kw_only=True, frozen=True):
     name: str
     value: str
 
 
-class HTTPGetAction(Base, kw_only=True):
+class HTTPGetAction(Base, kw_only=True, frozen=True):
     port: int | str
     path: str = ""
     host: str = ""
@@ -117,21 +117,21 @@ class HTTPGetAction(Base, kw_only=True):
     httpHeaders: list[HTTPHeader] = []
 
 
-class TCPSocketAction(Base, kw_only=True):
+class TCPSocketAction(Base, kw_only=True, frozen=True):
     port: int | str
     host: str = ""
 
 
-class GRPCAction(Base, kw_only=True):
+class GRPCAction(Base, kw_only=True, frozen=True):
     port: int
     service: str | None = None
 
 
-class SleepAction(Base, kw_only=True):
+class SleepAction(Base, kw_only=True, frozen=True):
     seconds: int
 
 
-class Probe(Base, kw_only=True):
+class Probe(Base, kw_only=True, frozen=True):
     exec: ExecAction | None = None
     httpGet: HTTPGetAction | None = None
     tcpSocket: TCPSocketAction | None = None
@@ -144,14 +144,14 @@ class Probe(Base, kw_only=True):
     terminationGracePeriodSeconds: int | None = None
 
 
-class LifecycleHandler(Base, kw_only=True):
+class LifecycleHandler(Base, kw_only=True, frozen=True):
     exec: ExecAction | None = None
     httpGet: HTTPGetAction | None = None
     tcpSocket: TCPSocketAction | None = None
     sleep: SleepAction | None = None
 
 
-class Lifecycle(Base, kw_only=True):
+class Lifecycle(Base, kw_only=True, frozen=True):
     postStart: LifecycleHandler | None = None
     preStop: LifecycleHandler | None = None
 
@@ -159,12 +159,12 @@ class Lifecycle(Base, kw_only=True):
 # --- security (accepted and stored; the runtimes honour what they can) -----------------------
 
 
-class Capabilities(Base, kw_only=True):
+class Capabilities(Base, kw_only=True, frozen=True):
     add: list[str] = []
     drop: list[str] = []
 
 
-class SecurityContext(Base, kw_only=True):
+class SecurityContext(Base, kw_only=True, frozen=True):
     runAsUser: int | None = None
     runAsGroup: int | None = None
     runAsNonRoot: bool | None = None
@@ -174,7 +174,7 @@ class SecurityContext(Base, kw_only=True):
     capabilities: Capabilities | None = None
 
 
-class PodSecurityContext(Base, kw_only=True):
+class PodSecurityContext(Base, kw_only=True, frozen=True):
     runAsUser: int | None = None
     runAsGroup: int | None = None
     runAsNonRoot: bool | None = None
@@ -182,7 +182,7 @@ class PodSecurityContext(Base, kw_only=True):
     supplementalGroups: list[int] = []
 
 
-class Container(Base, kw_only=True):
+class Container(Base, kw_only=True, frozen=True):
     name: str
     image: str = ""
     command: list[str] = []
@@ -209,56 +209,56 @@ class Container(Base, kw_only=True):
 # --- volumes ---------------------------------------------------------------------------------
 
 
-class KeyToPath(Base, kw_only=True):
+class KeyToPath(Base, kw_only=True, frozen=True):
     key: str
     path: str
     mode: int | None = None
 
 
-class EmptyDirVolumeSource(Base, kw_only=True):
+class EmptyDirVolumeSource(Base, kw_only=True, frozen=True):
     medium: Literal["", "Memory"] = ""
     sizeLimit: str | None = None
 
 
-class HostPathVolumeSource(Base, kw_only=True):
+class HostPathVolumeSource(Base, kw_only=True, frozen=True):
     path: str
     type: Literal[
         "", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice", "BlockDevice"
     ] = ""
 
 
-class ConfigMapVolumeSource(Base, kw_only=True):
+class ConfigMapVolumeSource(Base, kw_only=True, frozen=True):
     name: str = ""
     items: list[KeyToPath] = []
     defaultMode: int | None = None
     optional: bool | None = None
 
 
-class SecretVolumeSource(Base, kw_only=True):
+class SecretVolumeSource(Base, kw_only=True, frozen=True):
     secretName: str = ""
     items: list[KeyToPath] = []
     defaultMode: int | None = None
     optional: bool | None = None
 
 
-class PersistentVolumeClaimVolumeSource(Base, kw_only=True):
+class PersistentVolumeClaimVolumeSource(Base, kw_only=True, frozen=True):
     claimName: str
     readOnly: bool = False
 
 
-class DownwardAPIVolumeFile(Base, kw_only=True):
+class DownwardAPIVolumeFile(Base, kw_only=True, frozen=True):
     path: str
     fieldRef: ObjectFieldSelector | None = None
     resourceFieldRef: ResourceFieldSelector | None = None
     mode: int | None = None
 
 
-class DownwardAPIVolumeSource(Base, kw_only=True):
+class DownwardAPIVolumeSource(Base, kw_only=True, frozen=True):
     items: list[DownwardAPIVolumeFile] = []
     defaultMode: int | None = None
 
 
-class Volume(Base, kw_only=True):
+class Volume(Base, kw_only=True, frozen=True):
     name: str
     emptyDir: EmptyDirVolumeSource | None = None
     hostPath: HostPathVolumeSource | None = None
@@ -271,55 +271,55 @@ class Volume(Base, kw_only=True):
 # --- scheduling ------------------------------------------------------------------------------
 
 
-class NodeSelectorRequirement(Base, kw_only=True):
+class NodeSelectorRequirement(Base, kw_only=True, frozen=True):
     key: str
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
     values: list[str] = []
 
 
-class NodeSelectorTerm(Base, kw_only=True):
+class NodeSelectorTerm(Base, kw_only=True, frozen=True):
     matchExpressions: list[NodeSelectorRequirement] = []
     matchFields: list[NodeSelectorRequirement] = []
 
 
-class NodeSelector(Base, kw_only=True):
+class NodeSelector(Base, kw_only=True, frozen=True):
     nodeSelectorTerms: list[NodeSelectorTerm] = []
 
 
-class PreferredSchedulingTerm(Base, kw_only=True):
+class PreferredSchedulingTerm(Base, kw_only=True, frozen=True):
     weight: int
     preference: NodeSelectorTerm
 
 
-class NodeAffinity(Base, kw_only=True):
+class NodeAffinity(Base, kw_only=True, frozen=True):
     requiredDuringSchedulingIgnoredDuringExecution: NodeSelector | None = None
     preferredDuringSchedulingIgnoredDuringExecution: list[PreferredSchedulingTerm] = []
 
 
-class PodAffinityTerm(Base, kw_only=True):
+class PodAffinityTerm(Base, kw_only=True, frozen=True):
     topologyKey: str
     labelSelector: LabelSelector | None = None
     namespaces: list[str] = []
     namespaceSelector: LabelSelector | None = None
 
 
-class WeightedPodAffinityTerm(Base, kw_only=True):
+class WeightedPodAffinityTerm(Base, kw_only=True, frozen=True):
     weight: int
     podAffinityTerm: PodAffinityTerm
 
 
-class PodAffinity(Base, kw_only=True):
+class PodAffinity(Base, kw_only=True, frozen=True):
     requiredDuringSchedulingIgnoredDuringExecution: list[PodAffinityTerm] = []
     preferredDuringSchedulingIgnoredDuringExecution: list[WeightedPodAffinityTerm] = []
 
 
-class Affinity(Base, kw_only=True):
+class Affinity(Base, kw_only=True, frozen=True):
     nodeAffinity: NodeAffinity | None = None
     podAffinity: PodAffinity | None = None
     podAntiAffinity: PodAffinity | None = None
 
 
-class Toleration(Base, kw_only=True):
+class Toleration(Base, kw_only=True, frozen=True):
     key: str = ""
     operator: Literal["Exists", "Equal"] = "Equal"
     value: str = ""
@@ -327,7 +327,7 @@ class Toleration(Base, kw_only=True):
     tolerationSeconds: int | None = None
 
 
-class PodSpec(Base, kw_only=True):
+class PodSpec(Base, kw_only=True, frozen=True):
     containers: list[Container] = []
     initContainers: list[Container] = []
     volumes: list[Volume] = []
@@ -355,7 +355,7 @@ class PodSpec(Base, kw_only=True):
     enableServiceLinks: bool | None = None
 
 
-class PodTemplateSpec(Base, kw_only=True):
+class PodTemplateSpec(Base, kw_only=True, frozen=True):
     metadata: ObjectMeta = ObjectMeta()
     spec: PodSpec = PodSpec()
 
@@ -363,7 +363,7 @@ class PodTemplateSpec(Base, kw_only=True):
 # --- status ----------------------------------------------------------------------------------
 
 
-class PodCondition(Base, kw_only=True):
+class PodCondition(Base, kw_only=True, frozen=True):
     type: str  # PodScheduled, Initialized, ContainersReady, Ready, DisruptionTarget
     status: ConditionStatus
     lastProbeTime: str | None = None
@@ -372,16 +372,16 @@ class PodCondition(Base, kw_only=True):
     message: str = ""
 
 
-class ContainerStateWaiting(Base, kw_only=True):
+class ContainerStateWaiting(Base, kw_only=True, frozen=True):
     reason: str = ""
     message: str = ""
 
 
-class ContainerStateRunning(Base, kw_only=True):
+class ContainerStateRunning(Base, kw_only=True, frozen=True):
     startedAt: str | None = None
 
 
-class ContainerStateTerminated(Base, kw_only=True):
+class ContainerStateTerminated(Base, kw_only=True, frozen=True):
     exitCode: int
     signal: int | None = None
     reason: str = ""
@@ -391,7 +391,7 @@ class ContainerStateTerminated(Base, kw_only=True):
     containerID: str = ""
 
 
-class ContainerState(Base, kw_only=True):
+class ContainerState(Base, kw_only=True, frozen=True):
     """At most one of waiting, running, terminated is set; none means waiting."""
 
     waiting: ContainerStateWaiting | None = None
@@ -399,7 +399,7 @@ class ContainerState(Base, kw_only=True):
     terminated: ContainerStateTerminated | None = None
 
 
-class ContainerStatus(Base, kw_only=True):
+class ContainerStatus(Base, kw_only=True, frozen=True):
     name: str
     state: ContainerState = ContainerState()
     lastState: ContainerState = ContainerState()
@@ -411,15 +411,15 @@ class ContainerStatus(Base, kw_only=True):
     containerID: str = ""
 
 
-class PodIP(Base, kw_only=True):
+class PodIP(Base, kw_only=True, frozen=True):
     ip: str
 
 
-class HostIP(Base, kw_only=True):
+class HostIP(Base, kw_only=True, frozen=True):
     ip: str
 
 
-class PodStatus(Base, kw_only=True):
+class PodStatus(Base, kw_only=True, frozen=True):
     phase: PodPhase = "Pending"
     conditions: list[PodCondition] = []
     message: str = ""
@@ -435,7 +435,7 @@ class PodStatus(Base, kw_only=True):
     qosClass: str = ""
 
 
-class Pod(Object, kw_only=True):
+class Pod(Object, kw_only=True, frozen=True):
     API_VERSION = "v1"
     KIND = "Pod"
 

@@ -7,7 +7,7 @@ from typing import Literal
 from schemas.meta import Object
 
 
-class StorageClass(Object, kw_only=True):
+class StorageClass(Object, kw_only=True, frozen=True):
     API_VERSION = "storage.k8s.io/v1"
     KIND = "StorageClass"
 

@@ -18,3 +18,11 @@ def test_import_contracts_are_kept():
     result = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
+
+
+def test_the_type_checker_passes_on_the_strict_modules():
+    """mypy --strict (pyproject's [tool.mypy]) on the object model and the pure modules, as
+    `make lint` runs it."""
+    result = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    assert "Success: no issues found" in result.stdout

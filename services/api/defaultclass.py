@@ -11,7 +11,9 @@ from collections.abc import Iterable
 import msgspec
 
 from schemas import classes
+from schemas.core import PersistentVolumeClaim
 from schemas.meta import Object
+from schemas.networking import Ingress
 
 CLASS_KIND = {"PersistentVolumeClaim": "StorageClass", "Ingress": "IngressClass"}
 _ANNOTATION = {"PersistentVolumeClaim": classes.STORAGE_DEFAULT_ANNOTATION,
@@ -20,9 +22,9 @@ LEGACY_INGRESS_CLASS = "kubernetes.io/ingress.class"
 
 
 def names_no_class(obj: Object) -> bool:
-    if obj.kind == "PersistentVolumeClaim":
+    if isinstance(obj, PersistentVolumeClaim):
         return obj.spec.storageClassName is None
-    if obj.kind == "Ingress":
+    if isinstance(obj, Ingress):
         return obj.spec.ingressClassName is None and LEGACY_INGRESS_CLASS not in obj.metadata.annotations
     return False
 
@@ -34,5 +36,7 @@ def with_class(obj: Object, candidates: Iterable[Object]) -> Object:
     name = classes.default_class(candidates, _ANNOTATION[obj.kind])
     if name is None:
         return obj
-    field = "storageClassName" if obj.kind == "PersistentVolumeClaim" else "ingressClassName"
-    return msgspec.structs.replace(obj, spec=msgspec.structs.replace(obj.spec, **{field: name}))
+    if isinstance(obj, PersistentVolumeClaim):
+        return msgspec.structs.replace(obj, spec=msgspec.structs.replace(obj.spec, storageClassName=name))
+    assert isinstance(obj, Ingress)
+    return msgspec.structs.replace(obj, spec=msgspec.structs.replace(obj.spec, ingressClassName=name))

@@ -278,7 +278,7 @@ def released(rs: ReplicaSet, d: Deployment) -> ReplicaSet | None:
     return controllerref.released(rs, controller(d))
 
 
-def claim(d: Deployment, rss: Iterable[ReplicaSet]) -> Claims:
+def claim(d: Deployment, rss: Iterable[ReplicaSet]) -> controllerref.Claims[ReplicaSet]:
     """Which of a namespace's ReplicaSets ``d`` manages, and which to adopt or release first.
 
     A ReplicaSet ``d`` controls stays ``d``'s while its labels match the selector and is

@@ -45,11 +45,11 @@ class Zone(msgspec.Struct, frozen=True, kw_only=True):
 
 def _ready(slices: Iterable[EndpointSlice]) -> list[tuple[str, str | None, dict[tuple[str, str], int]]]:
     """(ip, hostname, {(port name, protocol): port}) of each ready endpoint."""
-    out = []
+    out: list[tuple[str, str | None, dict[tuple[str, str], int]]] = []
     for s in slices:
         if s.addressType != "IPv4":
             continue
-        ports = {(p.name or "", p.protocol): p.port for p in s.ports if p.port}
+        ports: dict[tuple[str, str], int] = {(p.name or "", p.protocol): p.port for p in s.ports if p.port}
         for ep in s.endpoints:
             if ep.conditions.ready is False:
                 continue
@@ -193,4 +193,5 @@ def answer_bytes(packet: bytes, zone: Zone, ttl: int = DEFAULT_TTL) -> bytes | N
         return None
     if request.header.qr:  # a response, not a query
         return None
-    return answer(request, zone, ttl).pack()
+    reply: bytes = answer(request, zone, ttl).pack()
+    return reply

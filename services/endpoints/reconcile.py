@@ -229,7 +229,7 @@ def reconcile(
     managed_slices = {s.metadata.name: s for s in slices if s.metadata.labels.get(SLICE_MANAGED_BY_LABEL) == SLICE_MANAGER}
     ours = endpoints is not None and endpoints.metadata.labels.get(ENDPOINTS_MANAGED_BY_LABEL) == ENDPOINTS_MANAGER
     gone = service is None or service.metadata.deletionTimestamp is not None
-    if gone or not manages(service):  # type: ignore[arg-type]
+    if service is None or gone or not manages(service):
         # A user-managed Endpoints (no managed-by label) is never touched.
         return Plan(delete_endpoints=ours and gone, delete_slices=sorted(managed_slices))
     pods = list(pods)

@@ -109,9 +109,9 @@ def replicas_for_metric(
     if not pods:
         return MetricResult(replicas=None, error=f"no pods match the target's selector for {name}", description=desc)
     if utilization and any(_request(p, name) <= 0 for p in pods):
-        missing = next(p.name for p in pods if _request(p, name) <= 0)
+        unrequested = next(p.name for p in pods if _request(p, name) <= 0)
         return MetricResult(replicas=None, description=desc,
-                            error=f"failed to get {name} utilization: missing request for {name} in pod {missing}")
+                            error=f"failed to get {name} utilization: missing request for {name} in pod {unrequested}")
     # Memory has no start-up spike: every pod counts as ready for it.
     ready = [p for p in pods if (p.ready or name != "cpu") and _usage(p, name) is not None]
     unready = [p for p in pods if not (p.ready or name != "cpu")]

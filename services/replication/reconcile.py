@@ -61,10 +61,11 @@ class Owner:
     def of(cls, obj: Workload) -> Owner:
         spec = obj.spec
         if isinstance(obj, ReplicationController):
-            labels = spec.selector or (spec.template.metadata.labels if spec.template else {})
+            rc_spec = obj.spec
+            labels = rc_spec.selector or (rc_spec.template.metadata.labels if rc_spec.template else {})
             selector = from_labels(labels) if labels else Selector.none()
         else:
-            selector = from_label_selector(spec.selector)
+            selector = from_label_selector(obj.spec.selector)
         return cls(
             kind=obj.kind,
             api_version=obj.apiVersion,
@@ -119,7 +120,7 @@ def claims(owner: Owner, pods: Iterable[Pod]) -> tuple[list[Pod], list[str], lis
     return found.owned, [p.metadata.name for p in found.adopt], [p.metadata.name for p in found.release]
 
 
-def deletion_rank(pod: Pod) -> tuple:
+def deletion_rank(pod: Pod) -> tuple[object, ...]:
     """Sort key: smaller is deleted first. Unscheduled < pending < unknown < running; not ready
     < ready; ready for less time first; more restarts first; newer before older."""
     ready = pod_is_ready(pod)

@@ -19,13 +19,12 @@ from schemas import classes as classes_rule
 from schemas.core import (
     HostPathPV,
     Node,
-    ObjectReference,
     PersistentVolume,
     PersistentVolumeClaim,
     PersistentVolumeSpec,
     VolumeNodeAffinity,
 )
-from schemas.meta import ObjectMeta
+from schemas.meta import ObjectMeta, ObjectReference
 from schemas.pod import NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod
 from schemas.quantity import to_bytes
 from schemas.selector import SelectorError, from_label_selector
