@@ -31,6 +31,34 @@ class Subresource:
     verbs: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Extra:
+    """A resource served beside the kinds of the registry (not kept in a bucket)."""
+
+    group_version: str
+    name: str
+    singular: str
+    kind: str
+    namespaced: bool
+    verbs: tuple[str, ...]
+    short_names: tuple[str, ...] = ()
+
+
+EVENT_VERBS = ("create", "get", "list", "watch")
+EXTRA = (
+    Extra("v1", "events", "event", "Event", True, EVENT_VERBS, ("ev",)),
+    Extra("events.k8s.io/v1", "events", "event", "Event", True, EVENT_VERBS, ("ev",)),
+    Extra("authorization.k8s.io/v1", "selfsubjectaccessreviews", "selfsubjectaccessreview",
+          "SelfSubjectAccessReview", False, ("create",)),
+    Extra("authorization.k8s.io/v1", "selfsubjectrulesreviews", "selfsubjectrulesreview",
+          "SelfSubjectRulesReview", False, ("create",)),
+)
+
+
+def extras(group_version: str) -> list[Extra]:
+    return [e for e in EXTRA if e.group_version == group_version]
+
+
 def subresources(info: KindInfo) -> list[Subresource]:
     group, version = split_gv(info.api_version)
     out = [Subresource("status", info.kind, group, version, ("get", "patch", "update"))]
@@ -38,6 +66,11 @@ def subresources(info: KindInfo) -> list[Subresource]:
         out.append(Subresource("scale", "Scale", "autoscaling", "v1", ("get", "patch", "update")))
     if info.kind == "Pod":
         out.append(Subresource("log", "Pod", "", "v1", ("get",)))
+        out.append(Subresource("eviction", "Eviction", "policy", "v1", ("create",)))
+        out.append(Subresource("binding", "Binding", "", "v1", ("create",)))
+        for name in ("exec", "attach", "portforward"):
+            out.append(Subresource(name, {"exec": "PodExecOptions", "attach": "PodAttachOptions"}.get(
+                name, "PodPortForwardOptions"), "", "v1", ("create", "get")))
     return out
 
 
@@ -81,10 +114,11 @@ def _group(name: str, versions: list[str]) -> dict:
 
 def _groups() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for gv in group_versions():
+    for gv in [*group_versions(), *(e.group_version for e in EXTRA)]:
         group, ver = split_gv(gv)
         if group:
-            out.setdefault(group, []).append(ver)
+            if ver not in out.get(group, []):
+                out.setdefault(group, []).append(ver)
     return dict(sorted(out.items()))
 
 
@@ -105,9 +139,16 @@ def _categories(info: KindInfo) -> list[str]:
 
 def resource_list(group_version: str) -> dict | None:
     kinds = group_versions().get(group_version)
-    if kinds is None:
+    if kinds is None and not extras(group_version):
         return None
+    kinds = kinds or []
     resources = []
+    for e in extras(group_version):
+        entry = {"name": e.name, "singularName": e.singular, "namespaced": e.namespaced, "kind": e.kind,
+                 "verbs": list(e.verbs)}
+        if e.short_names:
+            entry["shortNames"] = list(e.short_names)
+        resources.append(entry)
     for info in kinds:
         entry = {"name": info.plural, "singularName": info.singular, "namespaced": info.namespaced,
                  "kind": info.kind, "verbs": VERBS}
@@ -146,18 +187,30 @@ def _discovery_resource(info: KindInfo) -> dict:
     return out
 
 
+def _discovery_extra(e: Extra) -> dict:
+    group, ver = split_gv(e.group_version)
+    out = {"resource": e.name, "responseKind": {"group": group, "version": ver, "kind": e.kind},
+           "scope": "Namespaced" if e.namespaced else "Cluster", "singularResource": e.singular,
+           "verbs": list(e.verbs)}
+    if e.short_names:
+        out["shortNames"] = list(e.short_names)
+    return out
+
+
+def _discovery_resources(gv: str) -> list[dict]:
+    return [_discovery_resource(i) for i in group_versions().get(gv, [])] + [_discovery_extra(e) for e in extras(gv)]
+
+
 def aggregated(core: bool) -> dict:
     """The APIGroupDiscoveryList of /api (core=True) or /apis."""
     items = []
     if core:
-        kinds = group_versions().get("v1", [])
         items.append({"metadata": {}, "versions": [
-            {"version": "v1", "resources": [_discovery_resource(i) for i in kinds], "freshness": "Current"}]})
+            {"version": "v1", "resources": _discovery_resources("v1"), "freshness": "Current"}]})
     else:
-        by_gv = group_versions()
         for group, versions in _groups().items():
             items.append({"metadata": {"name": group}, "versions": [
-                {"version": v, "resources": [_discovery_resource(i) for i in by_gv[f"{group}/{v}"]],
+                {"version": v, "resources": _discovery_resources(f"{group}/{v}"),
                  "freshness": "Current"} for v in versions]})
     return {"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items}
 

@@ -1,5 +1,5 @@
 """Request bodies in Kubernetes' protobuf encoding (``application/vnd.kubernetes.protobuf``),
-as ``kubectl create configmap|secret|namespace`` send them, decoded to their JSON form. Pure.
+as ``kubectl create configmap|secret|namespace`` and ``kubectl auth can-i`` send them, decoded to their JSON form. Pure.
 
 The envelope is the magic ``k8s\\x00`` then a ``runtime.Unknown`` (typeMeta, raw); ``raw`` is
 the object's message. Only the kinds in :data:`KINDS` are known (their field numbers are
@@ -32,6 +32,13 @@ KINDS: dict[str, Schema] = {
     "Secret": {1: ("metadata", OBJECT_META), 2: ("data", "map-bytes"), 3: ("type", "string"),
                4: ("stringData", "map"), 5: ("immutable", "bool")},
     "Namespace": {1: ("metadata", OBJECT_META), 2: ("spec", {1: ("finalizers", ["string"])})},
+    # kubectl auth can-i
+    "SelfSubjectAccessReview": {1: ("metadata", OBJECT_META), 2: ("spec", {
+        1: ("resourceAttributes", {1: ("namespace", "string"), 2: ("verb", "string"), 3: ("group", "string"),
+                                   4: ("version", "string"), 5: ("resource", "string"),
+                                   6: ("subresource", "string"), 7: ("name", "string")}),
+        2: ("nonResourceAttributes", {1: ("path", "string"), 2: ("verb", "string")})})},
+    "SelfSubjectRulesReview": {1: ("metadata", OBJECT_META), 2: ("spec", {1: ("namespace", "string")})},
 }
 
 

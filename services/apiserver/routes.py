@@ -29,37 +29,24 @@ from schemas import limits
 from schemas.meta import LabelSelector
 from schemas.registry import KindInfo
 from schemas.selector import SelectorError, from_label_selector, from_labels, parse, parse_fields
-from services.apiserver import discovery, openapi, patch, protobuf, tables
+from services.apiserver import discovery, openapi, patch, protobuf, respond, reviews, tables
 from services.apiserver import status as st
 from services.apiserver.cache import Change, Expired, WatchCache
+from services.apiserver.events import Events
+from services.apiserver.respond import Failure, json_response, not_found_path, status_response
 
 log = structlog.get_logger("apiserver")
 
-JSON = "application/json"
+JSON = respond.JSON
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 MAX_BODY = 3 * 1024 * 1024
 PATCH_ATTEMPTS = 10
 _encoder = msgspec.json.Encoder()
 
 
-def _json(doc: Any, code: int = 200, content_type: str = JSON) -> web.Response:
-    return web.Response(body=_encoder.encode(doc), status=code, headers={"Content-Type": content_type})
-
-
-def _status(doc: dict[str, Any]) -> web.Response:
-    return _json(doc, int(doc.get("code") or 500))
-
-
-class Failure(Exception):
-    """A request refused before reaching the bus, as a metav1.Status."""
-
-    def __init__(self, code: int, reason: str, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.doc = st.status(code, reason, message, **details)
-
-
-def _not_found_path() -> Failure:
-    return Failure(404, "NotFound", "the server could not find the requested resource")
+_json = json_response
+_status = status_response
+_not_found_path = not_found_path
 
 
 @dataclass
@@ -109,6 +96,7 @@ class Server:
         self.server_address = server_address
         self.stopping = asyncio.Event()
         self.openapi = openapi.OpenApi()
+        self.events = Events(nc, self.clock)
 
     # -- the application ----------------------------------------------------------------
 
@@ -213,11 +201,42 @@ class Server:
         return await self._resource(request, gv, request.match_info["tail"])
 
     async def _resource(self, request: web.Request, gv: str, tail: str) -> web.StreamResponse:
+        extra = await self._extra(request, gv, [s for s in tail.split("/") if s])
+        if extra is not None:
+            return extra
         t = parse_target(gv, tail)
         try:
             return await self._dispatch(request, t)
         except errors.KybError as e:
             return _status(st.from_error(e, kind=t.info.kind, plural=t.info.plural, group=t.group, name=t.name))
+
+    async def _extra(self, request: web.Request, gv: str, segs: list[str]) -> web.StreamResponse | None:
+        """The resources that are not kinds of the registry: events and access reviews."""
+        namespace = None
+        if len(segs) >= 3 and segs[0] == "namespaces":
+            namespace, segs = segs[1], segs[2:]
+        if not segs or segs[0] not in {e.name for e in discovery.extras(gv)}:
+            return None
+        if segs[0] in ("selfsubjectaccessreviews", "selfsubjectrulesreviews"):
+            if request.method != "POST" or len(segs) != 1 or namespace is not None:
+                raise Failure(405, "MethodNotAllowed", f"{segs[0]} takes only POST")
+            return reviews.answer(segs[0], await self._body(request))
+        if len(segs) > 2:
+            raise _not_found_path()
+        name = segs[1] if len(segs) == 2 else None
+        method = request.method
+        try:
+            if name is None and method == "GET":
+                if _bool(request.query.get("watch")):
+                    return await self.events.watch(request, gv, namespace)
+                return await self.events.list(request, gv, namespace)
+            if name is not None and method == "GET" and namespace is not None:
+                return await self.events.get(request, gv, namespace, name)
+            if name is None and method == "POST" and namespace is not None:
+                return await self.events.create(gv, namespace, await self._body(request))
+        except errors.KybError as e:
+            return _status(st.from_error(e, plural="events", name=name))
+        raise Failure(405, "MethodNotAllowed", f"the server does not allow this method on events: {method}")
 
     async def _dispatch(self, request: web.Request, t: Target) -> web.StreamResponse:
         method = request.method
