@@ -186,6 +186,13 @@ class ApiClient:
         obj, _ = await self._request("replace", self._manifest_body(manifest), headers)
         return obj
 
+    async def replace_status(self, manifest: bytes | str | dict[str, Any], namespace: str | None = None, *,
+                             dry_run: bool = False) -> dict[str, Any]:
+        """Write the object's status (the status subresource); the rest stays as stored."""
+        headers = self._ns_headers(namespace) | ({"Kyb-Dry-Run": "All"} if dry_run else {})
+        obj, _ = await self._request("status", self._manifest_body(manifest), headers)
+        return obj
+
     async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
         body = json.dumps({"kind": kind, "namespace": namespace, "name": name}).encode()
         obj, _ = await self._request("get", body)

@@ -9,7 +9,7 @@ Conventions for every Struct in this package:
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
@@ -30,6 +30,18 @@ class OwnerReference(Base, frozen=True):
     blockOwnerDeletion: bool | None = None
 
 
+class ManagedFieldsEntry(Base, frozen=True):
+    """Which fields a field manager set, and how (server-side apply's bookkeeping)."""
+
+    manager: str = ""
+    operation: Literal["Apply", "Update"] = "Update"
+    apiVersion: str = ""
+    time: str | None = None
+    fieldsType: str = "FieldsV1"
+    fieldsV1: dict[str, Any] = {}
+    subresource: str = ""
+
+
 class ObjectMeta(Base, frozen=True):
     name: str = ""
     generateName: str | None = None
@@ -44,6 +56,7 @@ class ObjectMeta(Base, frozen=True):
     annotations: dict[str, str] = {}
     ownerReferences: list[OwnerReference] = []
     finalizers: list[str] = []
+    managedFields: list[ManagedFieldsEntry] = []
 
 
 class Object(Base, frozen=True):

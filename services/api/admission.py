@@ -249,7 +249,8 @@ def same_content(a: Object, b: Object) -> bool:
 
 
 def replace_onto(current: Object, desired: Object) -> Object:
-    """`replace`: the user's object wholesale, system metadata and status from the live one."""
+    """`replace`: the user's object wholesale, system metadata and status from the live one
+    (managedFields too, unless the user's object names them)."""
     dm = desired.metadata
     meta = msgspec.structs.replace(
         current.metadata,
@@ -257,6 +258,7 @@ def replace_onto(current: Object, desired: Object) -> Object:
         annotations=dm.annotations,
         ownerReferences=dm.ownerReferences,
         finalizers=dm.finalizers,
+        managedFields=dm.managedFields or current.metadata.managedFields,
     )
     changes = {f: getattr(desired, f) for f in type(desired).__struct_fields__ if f not in ("metadata", "status")}
     return msgspec.structs.replace(current, metadata=meta, **changes)

@@ -1,4 +1,4 @@
-"""The api service: answers kyb.api.{apply,create,replace,delete,get,list} as queue group
+"""The api service: answers kyb.api.{apply,create,replace,status,delete,get,list} as queue group
 ``api`` (run as many replicas as you like). It validates, defaults and writes what users
 publish, with compare-and-set, and records an Event for each change.
 
@@ -206,6 +206,23 @@ class Api:
         await self._event(updated, "Updated", f"{info.kind} {updated.metadata.name} replaced")
         return updated
 
+    async def replace_status(self, body: bytes, namespace: str, dry_run: bool = False) -> Object:
+        """`status` (the status subresource): the body's status, everything else as stored."""
+        _, info, desired = await budget.admit(body, namespace)
+        current = await self.store.get(info, desired.metadata.namespace, desired.metadata.name)
+        rv = desired.metadata.resourceVersion
+        if rv is not None and rv != current.metadata.resourceVersion:
+            raise errors.Conflict(
+                f'Operation cannot be fulfilled on {info.plural} "{desired.metadata.name}": the object has been '
+                "modified; please apply your changes to the latest version and try again"
+            )
+        if "status" not in type(current).__struct_fields__:
+            raise errors.NotFound(f"{info.plural} have no status")
+        new = msgspec.structs.replace(current, status=desired.status)
+        if dry_run:
+            return new
+        return await self._update(info, new, current) or current
+
     async def get(self, q: Query) -> Object:
         info = kind_info(q.kind)
         if not q.name:
@@ -346,6 +363,8 @@ async def handle(api: Api, verb: str, body: bytes, headers: dict[str, str]) -> t
             return _encoder.encode(to_dict(await api.create(body, namespace, dry_run))), _reply_headers(201)
         if verb == "replace":
             return _encoder.encode(to_dict(await api.replace(body, namespace, dry_run))), _reply_headers(200)
+        if verb == "status":
+            return _encoder.encode(to_dict(await api.replace_status(body, namespace, dry_run))), _reply_headers(200)
         try:
             q = limits.decode_json(body, type=Query, what="query")
         except limits.InputError as e:
@@ -358,7 +377,7 @@ async def handle(api: Api, verb: str, body: bytes, headers: dict[str, str]) -> t
             return _encoder.encode(out), _reply_headers(200)
         if verb == "delete":
             return _encoder.encode(to_dict(await api.delete(q))), _reply_headers(200)
-        raise errors.NotFound(f'unknown verb "{verb}": use apply, create, replace, get, list or delete')
+        raise errors.NotFound(f'unknown verb "{verb}": use apply, create, replace, status, get, list or delete')
     except errors.KybError as e:
         return _encoder.encode(e.to_status()), _reply_headers(e.code)
     except Exception as e:  # a bug: still one reply in the one shape
