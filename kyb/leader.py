@@ -29,9 +29,10 @@ import msgspec
 import nats.errors
 import nats.js.errors
 import structlog
-from nats.js import api
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
+
+from kyb import buckets
 
 __all__ = ["LEASE_BUCKET", "LeaderElector", "Lease", "LeaseSpec", "rfc3339_micro"]
 
@@ -328,13 +329,5 @@ class LeaderElector:
     async def _bucket(self) -> KeyValue:
         if self._kv is not None:
             return self._kv
-        try:
-            self._kv = await self._js.key_value(self.bucket)
-        except nats.js.errors.BucketNotFoundError:
-            try:
-                self._kv = await self._js.create_key_value(
-                    api.KeyValueConfig(bucket=self.bucket, history=1, storage=api.StorageType.FILE)
-                )
-            except nats.js.errors.APIError:
-                self._kv = await self._js.key_value(self.bucket)  # created meanwhile by someone else
+        self._kv = await buckets.ensure_kv(self._js, self.bucket)
         return self._kv

@@ -30,7 +30,7 @@ from nats.js.kv import KeyValue
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from kyb import errors, metrics, secretbox, telemetry
+from kyb import buckets, errors, metrics, secretbox, telemetry
 from schemas.helpers import split_key
 from schemas.meta import Object, ObjectMeta
 from schemas.names import generated_name
@@ -188,19 +188,9 @@ class Store:
             num_replicas=self.replicas,
             discard=api.DiscardPolicy.OLD,
         )
-        # Look before creating: a restricted component may read the stream's info but not
+        # Looked at before created: a restricted component may read the stream's info but not
         # create or change it, and it must not stall on a request it may not make.
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            have = (await self.js.stream_info(EVENTS_STREAM)).config
-            if have.subjects == cfg.subjects and have.max_age == cfg.max_age and have.max_bytes == cfg.max_bytes:
-                self._ensured.add(EVENTS_STREAM)
-                return
-        try:
-            await self.js.add_stream(cfg)
-        except nats.js.errors.BadRequestError:
-            await self.js.update_stream(cfg)
-        except (nats.errors.Error, OSError) as e:
-            raise errors.Unreachable(f"cannot create stream {EVENTS_STREAM}: {e}") from e
+        await buckets.ensure_stream(self.js, cfg)
         self._ensured.add(EVENTS_STREAM)
 
     async def _bucket(self, info: KindInfo) -> KeyValue:
@@ -601,20 +591,7 @@ def _held_for_graceful_removal(info: KindInfo, obj: Object) -> bool:
 
 async def ensure_bucket(js: JetStreamContext, info: KindInfo, *, replicas: int = 1) -> KeyValue:
     """The kind's bucket, created (file storage, one revision kept, direct gets) if missing."""
-    try:
-        return await js.key_value(info.bucket)
-    except nats.js.errors.BucketNotFoundError:
-        pass
-    except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
-        raise errors.Unreachable(f"JetStream does not answer: {e}") from e
-    try:
-        return await js.create_key_value(
-            api.KeyValueConfig(
-                bucket=info.bucket, history=1, storage=api.StorageType.FILE, replicas=replicas, direct=True
-            )
-        )
-    except nats.js.errors.BadRequestError:
-        return await js.key_value(info.bucket)
+    return await buckets.ensure_kv(js, info.bucket, replicas=replicas)
 
 
 def empty_meta(name: str, namespace: str | None = None) -> ObjectMeta:

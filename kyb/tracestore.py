@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import format_span_id, format_trace_id
 
-from kyb import errors
+from kyb import buckets, errors
 
 __all__ = [
     "TRACES_STREAM",
@@ -172,12 +172,7 @@ async def ensure_stream(js: JetStreamContext, *, replicas: int = 1) -> None:
         num_replicas=replicas,
         discard=api.DiscardPolicy.OLD,
     )
-    try:
-        await js.add_stream(cfg)
-    except nats.js.errors.BadRequestError:
-        await js.update_stream(cfg)
-    except (nats.errors.Error, OSError) as e:
-        raise errors.Unreachable(f"cannot create stream {TRACES_STREAM}: {e}") from e
+    await buckets.ensure_stream(js, cfg)
 
 
 async def read_spans(js: JetStreamContext, trace_id: str | None = None, *, timeout: float = 5.0) -> list[SpanRecord]:

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import msgspec
 import nats.errors
 import nats.js.errors
-from nats.js import JetStreamContext, api
+from nats.js import JetStreamContext
 
-from kyb import errors
+from kyb import buckets, errors
 from schemas.core import LoadBalancerIngress, LoadBalancerStatus, Service, ServiceStatus
 
 BUCKET = "kyb-allocations"
@@ -89,17 +89,7 @@ class Allocator:
 
     async def _bucket(self):
         if self._kv is None:
-            try:
-                self._kv = await self.js.key_value(BUCKET)
-            except nats.js.errors.BucketNotFoundError:
-                try:
-                    self._kv = await self.js.create_key_value(
-                        api.KeyValueConfig(
-                            bucket=BUCKET, history=1, storage=api.StorageType.FILE, direct=True, replicas=self.replicas
-                        )
-                    )
-                except nats.js.errors.BadRequestError:
-                    self._kv = await self.js.key_value(BUCKET)
+            self._kv = await buckets.ensure_kv(self.js, BUCKET, replicas=self.replicas)
         return self._kv
 
     async def _claim(self, key: str, owner: str) -> bool:

@@ -19,8 +19,8 @@ from typing import Any
 import msgspec
 import nats.errors
 import nats.js.errors
-from nats.js import api
 
+from kyb import buckets
 from kyb.leader import LEASE_BUCKET, rfc3339_micro
 from services.scheduler.peers import (
     PRESENCE_NAMESPACE,
@@ -169,10 +169,4 @@ class PresenceLease:
         self._acked = acked
 
     async def _bucket(self) -> Any:
-        try:
-            return await self.js.key_value(LEASE_BUCKET)
-        except nats.js.errors.BucketNotFoundError:
-            try:
-                return await self.js.create_key_value(api.KeyValueConfig(bucket=LEASE_BUCKET, history=1, storage=api.StorageType.FILE))
-            except nats.js.errors.APIError:
-                return await self.js.key_value(LEASE_BUCKET)
+        return await buckets.ensure_kv(self.js, LEASE_BUCKET)

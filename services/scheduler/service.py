@@ -35,7 +35,7 @@ import nats.js.errors
 import numpy as np
 from nats.js import api
 
-from kyb import errors, telemetry
+from kyb import buckets, errors, telemetry
 from kyb.informer import Informer
 from kyb.store import Store, split_key
 from schemas.pod import Pod, PodCondition
@@ -246,10 +246,7 @@ class Scheduler:
             discard=api.DiscardPolicy.OLD,
             num_replicas=getattr(self.store, "replicas", 1),  # as durable as the buckets it guards
         )
-        try:
-            await self.js.add_stream(cfg)
-        except nats.js.errors.BadRequestError:
-            pass  # exists
+        await buckets.ensure_stream(self.js, cfg, update=False)  # an existing one is kept as it is
 
     def _note(self, dirty: set[str], obj: Any) -> None:
         meta = obj.metadata
