@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 
 import pytest
 
@@ -94,3 +95,176 @@ def test_auth_can_i(cluster):
     assert _kubectl(cluster, "auth", "can-i", "delete", "nodes", "--all-namespaces").stdout.strip() == "yes"
     listed = _kubectl(cluster, "auth", "can-i", "--list").stdout
     assert "*.*" in listed
+
+
+def _node(cluster) -> dict:
+    return json.loads(_kubectl(cluster, "get", "node", cluster.node, "-o", "json").stdout)
+
+
+def test_cordon_drain_uncordon(cluster):
+    _kubectl(cluster, "apply", "-f", "-", input=deployment("drained"))
+    _kubectl(cluster, "apply", "-f", "-", input="""\
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: everywhere}
+spec:
+  selector: {matchLabels: {app: everywhere}}
+  template:
+    metadata: {labels: {app: everywhere}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers: [{name: main, image: busybox, command: [sleep, "3600"]}]
+""")
+    wait_until(lambda: _running(cluster, "app=drained") and _running(cluster, "app=everywhere"), timeout=60,
+               what="the deployment's and the daemon set's pods running")
+    [before] = _pods(cluster, "app=drained")
+    assert _kubectl(cluster, "cordon", cluster.node).stdout.strip() == f"node/{cluster.node} cordoned"
+    assert _node(cluster)["spec"]["unschedulable"] is True
+    done = _kubectl(cluster, "drain", cluster.node, "--ignore-daemonsets", "--delete-emptydir-data",
+                    "--timeout=90s", timeout=120)
+    assert f"evicting pod default/{before['metadata']['name']}" in done.stderr + done.stdout
+    assert f"node/{cluster.node} drained" in done.stdout
+    # the eviction deleted the pod; its replacement waits for a schedulable node
+    pods = _pods(cluster, "app=drained")
+    assert all(p["metadata"]["uid"] != before["metadata"]["uid"] for p in pods)
+    assert all(not (p.get("spec") or {}).get("nodeName") for p in pods)
+    assert _running(cluster, "app=everywhere"), "drain --ignore-daemonsets leaves daemon set pods"
+    assert _kubectl(cluster, "uncordon", cluster.node).stdout.strip() == f"node/{cluster.node} uncordoned"
+    assert not _node(cluster)["spec"].get("unschedulable")
+    wait_until(lambda: _running(cluster, "app=drained"), timeout=60, what="the replacement running once uncordoned")
+    _kubectl(cluster, "delete", "ds", "everywhere")
+    _kubectl(cluster, "delete", "deploy", "drained")
+
+
+def test_eviction_of_a_missing_pod_is_404(cluster):
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    core = client.CoreV1Api(api_client)
+    with pytest.raises(client.ApiException) as e:
+        core.create_namespaced_pod_eviction("nothere", "default", client.V1Eviction(
+            metadata=client.V1ObjectMeta(name="nothere", namespace="default")))
+    assert e.value.status == 404
+    api_client.close()
+
+
+def test_rollout_status_set_image_undo_and_wait(cluster):
+    _kubectl(cluster, "apply", "-f", "-", input=deployment("roll"))
+    out = _kubectl(cluster, "rollout", "status", "deploy/roll", "--timeout=90s", timeout=120).stdout
+    assert 'deployment "roll" successfully rolled out' in out
+    waited = _kubectl(cluster, "wait", "--for=condition=Available", "deploy/roll", "--timeout=60s", timeout=90)
+    assert waited.stdout.strip() == "deployment.apps/roll condition met"
+    assert _kubectl(cluster, "set", "image", "deploy/roll", "main=busybox:v2").stdout.strip() == \
+        "deployment.apps/roll image updated"
+    out = _kubectl(cluster, "rollout", "status", "deploy/roll", "--timeout=90s", timeout=120).stdout
+    assert "successfully rolled out" in out
+    image = "jsonpath={.spec.template.spec.containers[0].image}"
+    assert _kubectl(cluster, "get", "deploy", "roll", "-o", image).stdout == "busybox:v2"
+    history = _kubectl(cluster, "rollout", "history", "deploy/roll").stdout
+    assert "REVISION" in history and "2" in history
+    assert _kubectl(cluster, "rollout", "undo", "deploy/roll").stdout.strip() == "deployment.apps/roll rolled back"
+    assert _kubectl(cluster, "get", "deploy", "roll", "-o", image).stdout == "busybox"
+    _kubectl(cluster, "rollout", "status", "deploy/roll", "--timeout=90s", timeout=120)
+
+
+def test_delete_cascade_foreground_waits_for_the_dependents(cluster):
+    _kubectl(cluster, "apply", "-f", "-", input=deployment("fg"))
+    wait_until(lambda: _running(cluster, "app=fg"), timeout=60, what="the pod running")
+    done = _kubectl(cluster, "delete", "deploy", "fg", "--cascade=foreground", "--timeout=90s", timeout=120)
+    assert done.stdout.strip() == 'deployment.apps "fg" deleted'
+    assert _kubectl(cluster, "get", "deploy", "fg", check=False).returncode == 1
+    assert not json.loads(_kubectl(cluster, "get", "rs", "-l", "app=fg", "-o", "json").stdout)["items"]
+
+
+def test_edit_with_an_editor_script_and_diff(cluster, tmp_path):
+    _kubectl(cluster, "apply", "-f", "-", input=deployment("edited"))
+    editor = tmp_path / "editor.sh"
+    editor.write_text("#!/bin/sh\nsed -i 's/replicas: 1$/replicas: 2/' \"$1\"\n")
+    editor.chmod(editor.stat().st_mode | stat.S_IXUSR)
+    done = _kubectl_env(cluster, {"KUBE_EDITOR": str(editor)}, "edit", "deploy/edited")
+    assert done.stdout.strip() == "deployment.apps/edited edited", done.stderr
+    assert _kubectl(cluster, "get", "deploy", "edited", "-o", "jsonpath={.spec.replicas}").stdout == "2"
+
+    manifest = tmp_path / "edited.yaml"
+    manifest.write_text(deployment("edited", replicas=2))
+    same = _kubectl(cluster, "diff", "-f", str(manifest), check=False)
+    assert same.returncode == 0, same.stdout + same.stderr
+    manifest.write_text(deployment("edited", replicas=3))
+    changed = _kubectl(cluster, "diff", "-f", str(manifest), check=False)
+    assert changed.returncode == 1, changed.stderr
+    assert "-  replicas: 2" in changed.stdout and "+  replicas: 3" in changed.stdout
+    assert _kubectl(cluster, "get", "deploy", "edited", "-o", "jsonpath={.spec.replicas}").stdout == "2"
+    _kubectl(cluster, "delete", "deploy", "edited")
+
+
+def _kubectl_env(cluster, extra: dict[str, str], *args: str):
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+    env |= {"KUBECONFIG": str(cluster.kubeconfig), "HOME": str(cluster.data), **extra}
+    return subprocess.run([KUBECTL, *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+UNSCHEDULED = ("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  schedulerName: elsewhere\n"
+               "  terminationGracePeriodSeconds: 1\n"
+               "  containers: [{{name: c, image: busybox, command: [sleep, '600']}}]\n")
+
+
+def test_status_subresource_writes_only_status(cluster):
+    # no scheduler takes the pod, so nothing but this test writes its status
+    _kubectl(cluster, "apply", "-f", "-", input=UNSCHEDULED.format(name="statused"))
+    _kubectl(cluster, "patch", "pod", "statused", "--subresource=status", "--type=merge", "-p",
+             '{"spec":{"activeDeadlineSeconds":5},"status":{"message":"written","reason":"Testing"}}')
+    pod = json.loads(_kubectl(cluster, "get", "pod", "statused", "-o", "json").stdout)
+    assert (pod["status"]["message"], pod["status"]["reason"]) == ("written", "Testing")
+    assert "activeDeadlineSeconds" not in pod["spec"], "a status write leaves the spec"
+    _kubectl(cluster, "patch", "pod", "statused", "--type=merge", "-p", '{"status":{"message":"main"}}')
+    pod = json.loads(_kubectl(cluster, "get", "pod", "statused", "-o", "json").stdout)
+    assert pod["status"]["message"] == "written", "a write of the main resource leaves status"
+
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    core = client.CoreV1Api(api_client)
+    read = core.read_namespaced_pod_status("statused", "default")
+    read.status.message = "replaced"
+    core.replace_namespaced_pod_status("statused", "default", read)
+    assert core.read_namespaced_pod("statused", "default").status.message == "replaced"
+    with pytest.raises(client.ApiException) as e:  # read's resourceVersion is stale now
+        core.replace_namespaced_pod_status("statused", "default", read)
+    assert e.value.status == 409
+    api_client.close()
+    _kubectl(cluster, "delete", "pod", "statused", "--timeout=60s")
+
+
+def test_pods_binding_assigns_a_node_once(cluster):
+    from kubernetes import client, config
+
+    _kubectl(cluster, "apply", "-f", "-", input=UNSCHEDULED.format(name="bound"))
+    api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    core = client.CoreV1Api(api_client)
+    assert not core.read_namespaced_pod("bound", "default").spec.node_name
+    binding = client.V1Binding(metadata=client.V1ObjectMeta(name="bound"),
+                               target=client.V1ObjectReference(kind="Node", name=cluster.node))
+    core.create_namespaced_pod_binding("bound", "default", binding, _preload_content=False)
+    assert core.read_namespaced_pod("bound", "default").spec.node_name == cluster.node
+    with pytest.raises(client.ApiException) as e:
+        core.create_namespaced_pod_binding("bound", "default", binding, _preload_content=False)
+    assert e.value.status == 409
+    wait_until(lambda: core.read_namespaced_pod("bound", "default").status.phase == "Running", timeout=60,
+               what="the bound pod running on the node")
+    api_client.close()
+    _kubectl(cluster, "delete", "pod", "bound", "--timeout=60s")
+
+
+def test_get_pods_all_namespaces(cluster):
+    _kubectl(cluster, "create", "namespace", "other")
+    _kubectl(cluster, "apply", "-n", "other", "-f", "-", input="apiVersion: v1\nkind: ConfigMap\n"
+             "metadata: {name: here}\n")
+    _kubectl(cluster, "apply", "-n", "other", "-f", "-", input="apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n"
+             "spec:\n  terminationGracePeriodSeconds: 1\n"
+             "  containers: [{name: c, image: busybox, command: [sleep, '600']}]\n")
+    out = _kubectl(cluster, "get", "pods", "-A").stdout
+    assert out.split("\n")[0].split()[:2] == ["NAMESPACE", "NAME"]
+    assert any(line.split()[:2] == ["other", "a"] for line in out.splitlines())
+    _kubectl(cluster, "delete", "namespace", "other", "--timeout=90s", timeout=120)

@@ -1,5 +1,5 @@
 """Request bodies in Kubernetes' protobuf encoding (``application/vnd.kubernetes.protobuf``),
-as ``kubectl create configmap|secret|namespace`` and ``kubectl auth can-i`` send them, decoded to their JSON form. Pure.
+as ``kubectl create configmap|secret|namespace`` ``kubectl auth can-i`` and ``kubectl drain`` send them, decoded to their JSON form. Pure.
 
 The envelope is the magic ``k8s\\x00`` then a ``runtime.Unknown`` (typeMeta, raw); ``raw`` is
 the object's message. Only the kinds in :data:`KINDS` are known (their field numbers are
@@ -26,12 +26,21 @@ OBJECT_META: Schema = {
     11: ("labels", "map"), 12: ("annotations", "map"), 13: ("ownerReferences", [OWNER_REFERENCE]),
     14: ("finalizers", ["string"]),
 }
+DELETE_OPTIONS: Schema = {1: ("gracePeriodSeconds", "int"),
+                          2: ("preconditions", {1: ("uid", "string"), 2: ("resourceVersion", "string")}),
+                          3: ("orphanDependents", "bool"), 4: ("propagationPolicy", "string"), 5: ("dryRun", ["string"])}
+OBJECT_REFERENCE: Schema = {1: ("kind", "string"), 2: ("namespace", "string"), 3: ("name", "string"),
+                            4: ("uid", "string"), 5: ("apiVersion", "string"), 6: ("resourceVersion", "string"),
+                            7: ("fieldPath", "string")}
 KINDS: dict[str, Schema] = {
     "ConfigMap": {1: ("metadata", OBJECT_META), 2: ("data", "map"), 3: ("binaryData", "map-bytes"),
                   4: ("immutable", "bool")},
     "Secret": {1: ("metadata", OBJECT_META), 2: ("data", "map-bytes"), 3: ("type", "string"),
                4: ("stringData", "map"), 5: ("immutable", "bool")},
     "Namespace": {1: ("metadata", OBJECT_META), 2: ("spec", {1: ("finalizers", ["string"])})},
+    # kubectl drain, and schedulers written with client-go
+    "Eviction": {1: ("metadata", OBJECT_META), 2: ("deleteOptions", DELETE_OPTIONS)},
+    "Binding": {1: ("metadata", OBJECT_META), 2: ("target", OBJECT_REFERENCE)},
     # kubectl auth can-i
     "SelfSubjectAccessReview": {1: ("metadata", OBJECT_META), 2: ("spec", {
         1: ("resourceAttributes", {1: ("namespace", "string"), 2: ("verb", "string"), 3: ("group", "string"),

@@ -463,10 +463,11 @@ class Server:
         obj = await self.api.replace(doc, namespace=t.namespace, dry_run=self._dry_run(request))
         return await self.render(request, t, obj)
 
-    async def _patched(self, request: web.Request, t: Target,
-                       change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
-        """Read, change, replace at the revision read; a conflict the patch did not ask for
-        (it named no resourceVersion) is retried on a fresh read."""
+    async def _patched(self, request: web.Request, t: Target, change: Callable[[dict[str, Any]], dict[str, Any]],
+                       write: Callable[..., Awaitable[dict[str, Any]]] | None = None) -> dict[str, Any]:
+        """Read, change, write (replace, or ``write``) at the revision read; a conflict the patch
+        did not ask for (it named no resourceVersion) is retried on a fresh read."""
+        write = write or self.api.replace
         dry_run = self._dry_run(request)
         for attempt in range(PATCH_ATTEMPTS):
             current = await self._get(t)
@@ -481,7 +482,7 @@ class Server:
                 meta["resourceVersion"] = rv
             self._object_body(t, new)
             try:
-                return await self.api.replace(new, namespace=t.namespace, dry_run=dry_run)
+                return await write(new, namespace=t.namespace, dry_run=dry_run)
             except errors.Conflict:
                 if pinned or attempt == PATCH_ATTEMPTS - 1:
                     raise
@@ -592,10 +593,63 @@ class Server:
             return await self.scale(request, t)
         if t.sub == "log" and t.info.kind == "Pod" and method == "GET":
             return await self.pod_log(request, t)
+        if t.sub == "status" and method == "PUT":
+            doc = self._object_body(t, await self._body(request))
+            obj = await self.api.replace_status(doc, namespace=t.namespace, dry_run=self._dry_run(request))
+            return await self.render(request, t, obj)
+        if t.sub == "status" and method == "PATCH":
+            fn = self._patch_fn(request, await self._patch_body(request))
+            return await self.render(request, t, await self._patched(request, t, fn, self.api.replace_status))
+        if t.info.kind == "Pod" and t.sub in ("eviction", "binding"):
+            if method != "POST":
+                raise Failure(405, "MethodNotAllowed", f"pods/{t.sub} takes only POST")
+            return await (self.evict(request, t) if t.sub == "eviction" else self.bind(request, t))
         if t.sub == "status":
-            raise Failure(405, "MethodNotAllowed", f"{t.info.plural}/status takes only GET for now: "
-                          "status is written by the controllers")
+            raise Failure(405, "MethodNotAllowed", f"the server does not allow this method on {t.info.plural}/status: "
+                          f"{method}")
         raise _not_found_path()
+
+    def _sub_body(self, t: Target, doc: Any, kind: str) -> dict[str, Any]:
+        if not isinstance(doc, dict) or doc.get("kind", kind) != kind:
+            raise Failure(400, "BadRequest", f"the body of pods/{t.sub} must be a {kind}")
+        named = (doc.get("metadata") or {}).get("name")
+        if named and named != t.name:
+            raise Failure(400, "BadRequest", f"name in URL does not match name in {kind} object")
+        return doc
+
+    async def evict(self, request: web.Request, t: Target) -> web.Response:
+        """policy/v1 Eviction: the pod deleted with the Eviction's DeleteOptions. There are no
+        PodDisruptionBudgets yet, so every eviction is allowed."""
+        doc = self._sub_body(t, await self._body(request), "Eviction")
+        opts = doc.get("deleteOptions") or {}
+        if not isinstance(opts, dict):
+            raise Failure(400, "BadRequest", "deleteOptions must be an object")
+        opts = self._delete_options(request, opts)
+        dry_run = self._dry_run(request) or "All" in (opts.get("dryRun") or [])
+        pod = await self._get(t)
+        if not (pod.get("metadata") or {}).get("deletionTimestamp"):
+            await self._delete_one(t, t.name or "", opts, dry_run)
+        return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
+
+    async def bind(self, request: web.Request, t: Target) -> web.Response:
+        """v1 Binding: the pod's spec.nodeName set to the target Node, once."""
+        doc = self._sub_body(t, await self._body(request), "Binding")
+        target = doc.get("target") or {}
+        node = target.get("name") if isinstance(target, dict) else None
+        if not node or target.get("kind", "Node") != "Node":
+            raise Failure(422, "Invalid", f'Binding "{t.name}" is invalid: target: Required value: a Node',
+                          causes=[{"field": "target", "message": "Required value", "reason": "FieldValueRequired"}])
+
+        def change(current: dict[str, Any]) -> dict[str, Any]:
+            spec = current.setdefault("spec", {})
+            if spec.get("nodeName"):
+                raise Failure(409, "Conflict", f'Operation cannot be fulfilled on pods/binding "{t.name}": pod '
+                              f'{t.name} is already assigned to node "{spec["nodeName"]}"', name=t.name, kind="pods")
+            spec["nodeName"] = node
+            return current
+
+        await self._patched(request, t, change)
+        return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
 
     @staticmethod
     def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
