@@ -230,6 +230,9 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     tasks: list[asyncio.Task] = []
     try:
         await register_node(ctx, settings)
+        # Heartbeats first: a kubelet still waiting for its podCIDR or its caches is alive, and
+        # its Lease says so (else the node lifecycle controller would call it lost meanwhile).
+        tasks.append(asyncio.create_task(node_loop(ctx, settings, opts, stop), name="kubelet-node"))
         network: CniPodNetwork | None = None
         if opts.network == "cni":
             cidr = await wait_for_pod_cidr(ctx, node_name, opts, stop)
@@ -314,7 +317,6 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
         secrets.add_handler(on_config("Secret"))
         with contextlib.suppress(Exception):
             await worker.housekeeping()
-        tasks.append(asyncio.create_task(node_loop(ctx, settings, opts, stop), name="kubelet-node"))
         tasks.append(asyncio.create_task(housekeeping_loop(worker, stop), name="kubelet-housekeeping"))
         tasks.extend(await _seams(ctx, node_name, runtime, worker, pods, stop))
         log.info("kubelet started", runtime=runtime.name, pod_cidr=cidr, network=opts.network)
