@@ -1,7 +1,5 @@
-"""Hollow nodes: many simulated kubelets in one process that only register Ready Node objects.
-
-Like kubemark's hollow nodes or KWOK: no containers run, the nodes only exist so the
-scheduler has somewhere to put pods. Used by the scheduler benchmark.
+"""Many hollow Nodes registered at once (kyb.hollow's, built by ``hollow_node``), so the
+scheduler benchmark has somewhere to put pods: no kubelet, no containers, only Ready Nodes.
 """
 
 from __future__ import annotations
@@ -9,8 +7,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import msgspec
-
+from kyb.hollow import hollow_node
 from kyb.store import Store
 from schemas.core import Node
 
@@ -26,21 +23,8 @@ class HollowNodes:
 
     def node(self, i: int) -> Node:
         name = f"{self.prefix}-{i:05d}"
-        resources = {"cpu": self.cpu, "memory": self.memory, "pods": self.pods}
-        return msgspec.convert(
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubemark": "true"}},
-                "status": {
-                    "capacity": resources,
-                    "allocatable": resources,
-                    "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
-                    "nodeInfo": {"kubeletVersion": "hollow", "operatingSystem": "linux", "architecture": "amd64"},
-                },
-            },
-            Node,
-        )
+        return hollow_node(name, labels={"kubemark": "true"},
+                           resources={"cpu": self.cpu, "memory": self.memory, "pods": self.pods})
 
     async def register(self, store: Store) -> None:
         for start in range(0, self.count, self.concurrency):

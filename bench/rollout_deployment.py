@@ -31,11 +31,12 @@ import nats  # noqa: E402
 from hollow import HollowNodes  # noqa: E402
 
 from kyb.client import ApiClient  # noqa: E402
+from kyb.hollow import HollowKubelet  # noqa: E402
 from kyb.natsd import NatsServer, free_port  # noqa: E402
 from kyb.serve import run_services  # noqa: E402
 from kyb.store import Store  # noqa: E402
 from schemas.quantity import scaled_int_or_percent  # noqa: E402
-from tests.cluster import HollowKubelet, workload_manifest  # noqa: E402
+from tests.cluster import workload_manifest  # noqa: E402
 
 OPTIONS = {"configure_logging": True, "log_level": "WARNING", "lease_seconds": 2, "renew_seconds": 0.5,
            "retry_seconds": 0.2, "replication_workers": 8, "deployment_workers": 4}

@@ -12,19 +12,13 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
-
-import msgspec
-from msgspec.structs import replace
+from typing import Any, TypeVar
 
 from kyb import errors
 from kyb.client import ApiClient
-from kyb.informer import Informer
+from kyb.hollow import Finish, HollowKubelet, Phase, Ready, hollow_node  # noqa: F401  (re-exported)
 from kyb.serve import run_services
-from kyb.store import Store, now_rfc3339
-from kyb.workqueue import WorkQueue
-from schemas.core import Node
-from schemas.pod import ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodCondition
+from kyb.store import Store
 from services.kubelet.runtime.base import LABEL_POD_UID
 
 T = TypeVar("T")
@@ -243,173 +237,7 @@ async def remove_containers(node: str) -> None:
         await rt.close()
 
 
-# --- hollow nodes and their kubelet ------------------------------------------------------------
-
-
-def hollow_node(name: str, labels: dict[str, str] | None = None, taints: list[dict] | None = None) -> Node:
-    """A Ready node with room for 110 pods and no kubelet behind it (see ``HollowKubelet``)."""
-    resources = {"cpu": "8", "memory": "16Gi", "pods": "110"}
-    return msgspec.convert(
-        {
-            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})}},
-            "spec": {"taints": taints or []},
-            "status": {
-                "capacity": resources,
-                "allocatable": resources,
-                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
-            },
-        },
-        Node,
-    )
-
-
-Phase = Literal["Succeeded", "Failed"]
-# A Running pod -> how it ends now: a phase (exit code 0 or 1) or a container exit code
-# (0: Succeeded, else Failed); None: it runs on.
-Finish = Callable[[Pod], Phase | int | None]
-Ready = Callable[[Pod], bool]  # whether a running pod passes its readiness probe
-
-
-class HollowKubelet:
-    """A kubelet without containers: each pod it owns turns Running at once, Ready as ``ready``
-    says, and ends (Succeeded/Failed, containers terminated with exit code 0/1) when ``finish``
-    says so; a terminating pod is removed at once (grace 0, as a kubelet does once its
-    containers are gone).
-
-    It owns the pods bound to ``node`` and, with a ``node``, binds the unbound ones to it (no
-    scheduler needed); with ``node=None`` it stands for the kubelet of every node and owns every
-    bound pod. ``hold()`` keeps pods that are not Ready from becoming Ready until ``release()``
-    (readiness already reported is kept). ``seen`` holds the name of every pod the watch ever
-    showed; ``when(predicate)`` gives an event set once it shows a pod the predicate holds for.
-
-    Level-triggered like a controller: the pod watch only enqueues keys and the workers re-read
-    the watch cache, so ``resync()`` after anything ``ready``/``finish`` depend on has changed
-    brings every pod up to date. ``nc`` is the connection to watch pods on."""
-
-    def __init__(
-        self,
-        store: Store,
-        nc: Any,
-        *,
-        node: str | None = None,
-        ready: Ready | None = None,
-        finish: Finish | None = None,
-        workers: int = 1,
-    ) -> None:
-        self.store = store
-        self.node = node
-        self.ready: Ready = ready or (lambda pod: True)
-        self.finish: Finish = finish or (lambda pod: None)
-        self.workers = workers
-        self.held = False
-        self.seen: set[str] = set()
-        self.pods = Informer(nc, "Pod")
-        self.pods.add_handler(self._on_pod)
-        self.queue: WorkQueue[None] = WorkQueue()
-        self._triggers: list[tuple[Callable[[Pod], bool], asyncio.Event]] = []
-        self._task: asyncio.Task | None = None
-
-    def start(self) -> HollowKubelet:
-        self._task = asyncio.create_task(self._run(), name="hollow-kubelet")
-        return self
-
-    async def wait_synced(self, timeout: float = 10.0) -> None:
-        """Wait until the pod watch has listed what exists; raise what stopped the kubelet."""
-
-        async def synced() -> bool:
-            if self._task is not None and self._task.done():
-                self._task.result()
-            return self.pods.synced
-
-        await wait_for(synced, timeout, "hollow kubelet's pod watch synced", ignoring=())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self.pods.stop()
-        await self.queue.shutdown(timeout=1)
-
-    def when(self, predicate: Callable[[Pod], bool]) -> asyncio.Event:
-        """An event set as soon as the watch shows a pod for which ``predicate(pod)`` holds."""
-        event = asyncio.Event()
-        self._triggers.append((predicate, event))
-        return event
-
-    def hold(self) -> None:
-        self.held = True
-
-    def release(self) -> None:
-        self.held = False
-        self.resync()
-
-    def resync(self) -> None:
-        for key in self.pods.keys():
-            self.queue.add(key)
-
-    def _on_pod(self, event: str, new: Any, old: Any, headers: Any) -> None:
-        pod = new if new is not None else old
-        if new is not None:
-            self.seen.add(new.metadata.name)
-            for predicate, fired in self._triggers:
-                if predicate(new):
-                    fired.set()
-        self.queue.add(f"{pod.metadata.namespace}.{pod.metadata.name}")
-
-    async def _run(self) -> None:
-        await self.pods.start()
-        await self.queue.serve(self._sync, workers=self.workers)
-
-    def _owns(self, pod: Pod) -> bool:
-        if not pod.spec.nodeName:
-            return self.node is not None
-        return self.node is None or pod.spec.nodeName == self.node
-
-    async def _sync(self, key: str, _ctx: None) -> None:
-        pod = self.pods.get(key)
-        if pod is None or not self._owns(pod):
-            return
-        ns, name = pod.metadata.namespace, pod.metadata.name
-        # A conflict or a pod gone means a newer version is on its way through the watch.
-        with contextlib.suppress(errors.NotFound, errors.Conflict):
-            if pod.metadata.deletionTimestamp is not None:
-                await self.store.delete("Pod", ns, name, grace_period_seconds=0)
-            elif pod.status.phase == "Running" and (end := self.finish(pod)) is not None:
-                await self.store.mutate("Pod", ns, name, lambda p: _finished(p, end, now_rfc3339()))
-            elif self._running(pod) is not None:
-                await self.store.mutate("Pod", ns, name, self._running)
-
-    def _running(self, pod: Pod) -> Pod | None:
-        """``pod`` Running on its node with readiness as it should be now, or None if it is."""
-        if pod.status.phase in ("Succeeded", "Failed") or pod.metadata.deletionTimestamp is not None:
-            return None
-        was_ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions)
-        ready = "True" if self.ready(pod) and (was_ready or not self.held) else "False"
-        node = pod.spec.nodeName or self.node or ""
-        now = now_rfc3339()
-        want = {"Initialized": "True", "ContainersReady": ready, "Ready": ready}
-        kept = [c for c in pod.status.conditions if c.type not in want]
-        have = {c.type: c for c in pod.status.conditions if c.type in want and c.status == want[c.type]}
-        conds = kept + [have.get(t) or PodCondition(type=t, status=s, lastTransitionTime=now) for t, s in want.items()]
-        if pod.status.phase == "Running" and node == pod.spec.nodeName and conds == pod.status.conditions:
-            return None
-        status = replace(pod.status, phase="Running", conditions=conds, startTime=pod.status.startTime or now)
-        return replace(pod, spec=replace(pod.spec, nodeName=node), status=status)
-
-
-def _finished(pod: Pod, end: Phase | int, now: str) -> Pod | None:
-    """``pod`` ended as ``end`` says (a phase, or an exit code): its containers terminated,
-    no longer Ready."""
-    if pod.status.phase != "Running":
-        return None
-    if isinstance(end, int):
-        code, phase = end, ("Succeeded" if end == 0 else "Failed")
-    else:
-        code, phase = (0 if end == "Succeeded" else 1), end
-    terminated = ContainerState(terminated=ContainerStateTerminated(exitCode=code, finishedAt=now))
-    statuses = [ContainerStatus(name=c.name, state=terminated) for c in pod.spec.containers]
-    conds = [replace(c, status="False") if c.type in ("Ready", "ContainersReady") else c for c in pod.status.conditions]
-    return replace(pod, status=replace(pod.status, phase=phase, containerStatuses=statuses, conditions=conds))
+# --- hollow nodes and their kubelet: the product's own simulator (kyb.hollow) ----------------
 
 
 class HollowCluster(ServiceTasks):

@@ -901,6 +901,9 @@ def _add_node_commands() -> None:
     from kyb.cli.create import create_group
     from kyb.cli.label import annotate_cmd, label_cmd
 
+    from kyb.cli.hollow import hollow_nodes_cmd
+
+    cli.add_command(hollow_nodes_cmd)
     cli.add_command(create_group, "create")
     cli.add_command(label_cmd, "label")
     cli.add_command(annotate_cmd, "annotate")

@@ -15,14 +15,14 @@ from datetime import datetime
 
 import msgspec
 
-from schemas.coordination import Lease, LeaseSpec
+from schemas.coordination import NODE_LEASE_NAMESPACE, Lease, node_lease
 from schemas.core import Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Taint
-from schemas.helpers import format_micro_time, format_time
+from schemas.helpers import format_time
 from schemas.meta import ObjectMeta
 
 KUBELET_VERSION = "v1.2.0-kyb"
-LEASE_NAMESPACE = "kube-node-lease"
-LEASE_DURATION = 40
+LEASE_NAMESPACE = NODE_LEASE_NAMESPACE
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,15 +144,7 @@ def differs_beyond_heartbeat(a: Node, b: Node) -> bool:
 
 
 def lease_object(node_name: str, existing: Lease | None, now: datetime) -> Lease:
-    spec = LeaseSpec(
-        holderIdentity=node_name,
-        leaseDurationSeconds=LEASE_DURATION,
-        renewTime=format_micro_time(now),
-        acquireTime=(existing.spec.acquireTime if existing is not None else None) or format_micro_time(now),
-    )
-    if existing is None:
-        return Lease(metadata=ObjectMeta(name=node_name, namespace=LEASE_NAMESPACE), spec=spec)
-    return msgspec.structs.replace(existing, spec=spec)
+    return node_lease(node_name, existing, now)
 
 
 def _arch() -> str:
