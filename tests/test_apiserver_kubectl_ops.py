@@ -268,3 +268,38 @@ def test_get_pods_all_namespaces(cluster):
     assert out.split("\n")[0].split()[:2] == ["NAMESPACE", "NAME"]
     assert any(line.split()[:2] == ["other", "a"] for line in out.splitlines())
     _kubectl(cluster, "delete", "namespace", "other", "--timeout=90s", timeout=120)
+
+
+def test_server_side_apply_and_a_conflict_between_managers(cluster, tmp_path):
+    manifest = tmp_path / "ssa.yaml"
+    manifest.write_text(deployment("ssa"))
+    done = _kubectl(cluster, "apply", "--server-side", "-f", str(manifest))
+    assert done.stdout.strip() == "deployment.apps/ssa serverside-applied"
+    made = json.loads(_kubectl(cluster, "get", "deploy", "ssa", "-o", "json", "--show-managed-fields").stdout)
+    [mine] = [e for e in made["metadata"]["managedFields"] if e["manager"] == "kubectl"]
+    assert mine["operation"] == "Apply" and mine["fieldsV1"]["f:spec"]["f:replicas"] == {}
+    again = _kubectl(cluster, "apply", "--server-side", "-f", str(manifest))
+    assert again.stdout.strip() == "deployment.apps/ssa serverside-applied"
+    same = json.loads(_kubectl(cluster, "get", "deploy", "ssa", "-o", "json", "--show-managed-fields").stdout)
+    assert same["metadata"]["generation"] == made["metadata"]["generation"]
+    assert same["metadata"]["managedFields"] == made["metadata"]["managedFields"], "the same apply changes no owner"
+
+    other = tmp_path / "other.yaml"
+    other.write_text(deployment("ssa", replicas=3))
+    refused = _kubectl(cluster, "apply", "--server-side", "--field-manager=other", "-f", str(other), check=False)
+    assert refused.returncode == 1
+    assert 'conflict with "kubectl"' in refused.stderr and ".spec.replicas" in refused.stderr
+    assert _kubectl(cluster, "get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}").stdout == "1"
+    forced = _kubectl(cluster, "apply", "--server-side", "--field-manager=other", "--force-conflicts",
+                      "-f", str(other))
+    assert forced.stdout.strip() == "deployment.apps/ssa serverside-applied"
+    now = json.loads(_kubectl(cluster, "get", "deploy", "ssa", "-o", "json", "--show-managed-fields").stdout)
+    assert now["spec"]["replicas"] == 3
+    owners = {e["manager"]: e["fieldsV1"] for e in now["metadata"]["managedFields"]}
+    assert "f:replicas" in owners["other"]["f:spec"] and "f:replicas" not in owners["kubectl"]["f:spec"]
+
+    # kubectl scale is an Update by its own manager; it takes spec.replicas from "other"
+    _kubectl(cluster, "scale", "deploy", "ssa", "--replicas=2")
+    refused = _kubectl(cluster, "apply", "--server-side", "--field-manager=other", "-f", str(other), check=False)
+    assert refused.returncode == 1 and ".spec.replicas" in refused.stderr
+    _kubectl(cluster, "delete", "deploy", "ssa")

@@ -74,7 +74,7 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
     return _merge_map(target if isinstance(target, dict) else {}, patch, None)
 
 
-def _merge_key(field: str | None, elements: list[Any]) -> str | None:
+def merge_key(field: str | None, elements: list[Any]) -> str | None:
     if field is None or field not in MERGE_KEYS:
         return None
     if field == "ports" and any(isinstance(e, dict) and CONTAINER_PORT_KEY in e for e in elements):
@@ -121,7 +121,7 @@ def _merge_map(target: dict[str, Any], patch: dict[str, Any], _field: str | None
             out[key] = copy.deepcopy(value)
     for name, order in orders.items():
         if isinstance(out.get(name), list):
-            out[name] = _ordered(out[name], order, _merge_key(name, out[name] + order))
+            out[name] = _ordered(out[name], order, merge_key(name, out[name] + order))
     if isinstance(retain, list):
         out = {k: v for k, v in out.items() if k in retain}
     return out
@@ -132,7 +132,7 @@ def _merge_list(target: list[Any], patch: list[Any], field: str) -> list[Any]:
         return [copy.deepcopy(e) for e in patch if not (isinstance(e, dict) and "$patch" in e)]
     if field in SET_LISTS and all(not isinstance(e, dict | list) for e in patch):
         return list(target) + [e for e in patch if e not in target]
-    key = _merge_key(field, target + patch)
+    key = merge_key(field, target + patch)
     if key is None:
         return [copy.deepcopy(e) for e in patch]
     out = [copy.deepcopy(e) for e in target]

@@ -26,10 +26,11 @@ from kyb.client import ApiClient
 from kyb.informer import ADDED, DELETED, MODIFIED
 from kyb.render import to_dict
 from schemas import limits
+from schemas.helpers import format_time
 from schemas.meta import LabelSelector
 from schemas.registry import KindInfo
 from schemas.selector import SelectorError, from_label_selector, from_labels, parse, parse_fields
-from services.apiserver import discovery, openapi, patch, protobuf, respond, reviews, tables
+from services.apiserver import discovery, fieldmanager, openapi, patch, protobuf, respond, reviews, tables
 from services.apiserver import status as st
 from services.apiserver.cache import Change, Expired, WatchCache
 from services.apiserver.events import Events
@@ -453,15 +454,68 @@ class Server:
 
     # -- write ----------------------------------------------------------------------------
 
+    def _tracked(self, request: web.Request, old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+        """``new`` with the fields its writer changed recorded as that manager's (an object
+        that states managedFields of its own, other than the stored ones, keeps them)."""
+        stated = (new.get("metadata") or {}).get("managedFields")
+        if stated and stated != ((old or {}).get("metadata") or {}).get("managedFields"):
+            return new
+        manager = fieldmanager.manager_of(request.query.get("fieldManager"), request.headers.get("User-Agent", ""))
+        return fieldmanager.update(old, new, manager, now=format_time(self.clock()))
+
     async def create(self, request: web.Request, t: Target) -> web.Response:
-        doc = self._object_body(t, await self._body(request))
+        doc = self._tracked(request, None, self._object_body(t, await self._body(request)))
         obj = await self.api.create(doc, namespace=t.namespace, dry_run=self._dry_run(request))
         return await self.render(request, t, obj, 201)
 
     async def update(self, request: web.Request, t: Target) -> web.Response:
         doc = self._object_body(t, await self._body(request))
+        try:
+            doc = self._tracked(request, await self._get(t), doc)
+        except errors.NotFound:
+            pass  # the api answers that
         obj = await self.api.replace(doc, namespace=t.namespace, dry_run=self._dry_run(request))
         return await self.render(request, t, obj)
+
+    async def server_side_apply(self, request: web.Request, t: Target) -> web.Response:
+        """PATCH with application/apply-patch+yaml: the configuration applied by its field
+        manager (required); conflicts with other managers are a 409 unless ``force``."""
+        manager = request.query.get("fieldManager")
+        if not manager:
+            raise Failure(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
+                          "is required for apply patch", causes=[{"field": "fieldManager", "reason":
+                                                                   "FieldValueRequired", "message": "Required value"}])
+        force = _bool(request.query.get("force"))
+        config = self._object_body(t, await self._body(request))
+        pinned = (config.get("metadata") or {}).get("resourceVersion")
+        dry_run = self._dry_run(request)
+        for attempt in range(PATCH_ATTEMPTS):
+            try:
+                live = await self._get(t)
+            except errors.NotFound:
+                live = None
+            if pinned and live is not None and (live.get("metadata") or {}).get("resourceVersion") != pinned:
+                raise errors.Conflict(f'Operation cannot be fulfilled on {t.info.plural} "{t.name}": the object has '
+                                      "been modified; please apply your changes to the latest version and try again")
+            try:
+                obj = fieldmanager.apply(live, json.loads(json.dumps(config)), manager, force=force,
+                                         now=format_time(self.clock()))
+            except fieldmanager.Conflicts as c:
+                causes = [{"reason": "FieldManagerConflict", "field": x.field,
+                           "message": f'conflict with "{x.manager}" using {x.api_version}'} for x in c.conflicts]
+                raise Failure(409, "Conflict", str(c), causes=causes) from None
+            try:
+                if live is None:
+                    made = await self.api.create(obj, namespace=t.namespace, dry_run=dry_run)
+                    return await self.render(request, t, made, 201)
+                obj["metadata"]["resourceVersion"] = live["metadata"].get("resourceVersion")
+                return await self.render(request, t, await self.api.replace(obj, namespace=t.namespace,
+                                                                            dry_run=dry_run))
+            except (errors.Conflict, errors.AlreadyExists):
+                if pinned or attempt == PATCH_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     async def _patched(self, request: web.Request, t: Target, change: Callable[[dict[str, Any]], dict[str, Any]],
                        write: Callable[..., Awaitable[dict[str, Any]]] | None = None) -> dict[str, Any]:
@@ -473,6 +527,8 @@ class Server:
             current = await self._get(t)
             rv = (current.get("metadata") or {}).get("resourceVersion")
             new = change(json.loads(json.dumps(current)))
+            if isinstance(new, dict):
+                new = self._tracked(request, current, new)
             meta = new.setdefault("metadata", {}) if isinstance(new.get("metadata"), dict | type(None)) else None
             if meta is None:
                 raise Failure(422, "Invalid", "metadata must be an object")
@@ -492,9 +548,6 @@ class Server:
     def _patch_fn(self, request: web.Request, body: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
         ctype = request.headers.get("Content-Type", "")
         kind = ctype.split(";")[0].strip().lower()
-        if kind == patch.APPLY_PATCH:
-            raise Failure(415, "UnsupportedMediaType", "server-side apply is not served yet; use kubectl apply "
-                          "without --server-side")
         if kind not in (patch.MERGE_PATCH, patch.JSON_PATCH, patch.STRATEGIC):
             raise Failure(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
                           f"accepted media types include: {patch.JSON_PATCH}, {patch.MERGE_PATCH}, {patch.STRATEGIC}")
@@ -509,6 +562,8 @@ class Server:
         return change
 
     async def patch(self, request: web.Request, t: Target) -> web.Response:
+        if request.headers.get("Content-Type", "").split(";")[0].strip().lower() == patch.APPLY_PATCH:
+            return await self.server_side_apply(request, t)
         fn = self._patch_fn(request, await self._patch_body(request))
         return await self.render(request, t, await self._patched(request, t, fn))
 
