@@ -42,6 +42,7 @@ from typing import Any
 
 import msgspec
 
+from kyb import events
 from schemas.registry import all_kinds, by_kind
 
 ENV_CREDS = "KYB_NATS_CREDS"
@@ -54,7 +55,7 @@ ENV_TLS_KEY = "KYB_NATS_TLS_KEY"
 SECRETS_BUCKET = "kyb-secrets"
 LEASE_BUCKET = "kyb-leases"
 ALLOCATIONS_BUCKET = "kyb-allocations"
-EVENTS_STREAM = "KYB_EVENTS"
+EVENTS_STREAM = events.EVENTS_STREAM
 METRICS_STREAM = "KYB_METRICS"
 TRACES_STREAM = "KYB_TRACES"
 SCHEDULING_STREAM = "KYB_SCHEDULING"

@@ -13,10 +13,8 @@ NATS exceptions become :mod:`kyb.errors` here and nowhere else.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import random
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -25,20 +23,19 @@ from typing import Any, NoReturn
 import msgspec
 import nats.errors
 import nats.js.errors
-from nats.js import JetStreamContext, api
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from kyb import buckets, errors, metrics, secretbox, telemetry
+from kyb import buckets, deletion, errors, events, metrics, secretbox, telemetry
 from schemas.helpers import split_key
 from schemas.meta import Object, ObjectMeta
 from schemas.names import generated_name
 from schemas.registry import KindInfo, UnknownKind, all_kinds, by_kind, resolve
 
-EVENTS_STREAM = "KYB_EVENTS"
-EVENTS_MAX_AGE_S = 3600.0
-EVENTS_MAX_BYTES = 256 * 1024 * 1024
+EVENTS_STREAM = events.EVENTS_STREAM
+events_subject = events.events_subject  # kept here for the modules that read events
 WRONG_LAST_SEQUENCE = 10071
 DELETE_ATTEMPTS = 20  # a delete without a precondition, against writers that keep changing the object
 STREAM_NOT_FOUND = 10059
@@ -179,18 +176,9 @@ class Store:
     async def ensure_events_stream(self) -> None:
         if EVENTS_STREAM in self._ensured:
             return
-        cfg = api.StreamConfig(
-            name=EVENTS_STREAM,
-            subjects=["kyb.events.>"],
-            max_age=EVENTS_MAX_AGE_S,
-            max_bytes=EVENTS_MAX_BYTES,
-            storage=api.StorageType.FILE,
-            num_replicas=self.replicas,
-            discard=api.DiscardPolicy.OLD,
-        )
         # Looked at before created: a restricted component may read the stream's info but not
         # create or change it, and it must not stall on a request it may not make.
-        await buckets.ensure_stream(self.js, cfg)
+        await buckets.ensure_stream(self.js, events.stream_config(self.replicas))
         self._ensured.add(EVENTS_STREAM)
 
     async def _bucket(self, info: KindInfo) -> KeyValue:
@@ -406,7 +394,7 @@ class Store:
         )
         obj = msgspec.structs.replace(obj, apiVersion=obj.apiVersion or current.apiVersion, kind=info.kind, metadata=meta)
         key = key_of(info, meta.namespace, meta.name)
-        if meta.deletionTimestamp and not meta.finalizers and not _held_for_graceful_removal(info, obj):
+        if meta.deletionTimestamp and not meta.finalizers and not deletion.held_for_graceful_removal(info.kind, obj):
             # The last finalizer went: the object goes.
             await self._remove(info, key, int(meta.resourceVersion))
             return obj
@@ -458,34 +446,13 @@ class Store:
                 f"is not the latest ({current.metadata.resourceVersion})"
             )
         meta = current.metadata
-        finalizers = list(meta.finalizers)
-        for f in add_finalizers:
-            if f not in finalizers:
-                finalizers.append(f)
-        graceful = _is_graceful_pod(info, current, grace_period_seconds)
         key = key_of(info, meta.namespace, meta.name)
-        if finalizers or graceful:
-            shorten = grace_period_seconds == 0 and (meta.deletionGracePeriodSeconds or 0) > 0
-            if meta.deletionTimestamp and finalizers == list(meta.finalizers) and not shorten:
-                return current  # already marked
-            grace = grace_period_seconds
-            if graceful and grace is None:
-                grace = getattr(current.spec, "terminationGracePeriodSeconds", None)
-                grace = 30 if grace is None else grace
-            if shorten:
-                # A forced delete of a pod that only finalizers hold: it goes with the last one.
-                graceful, grace = True, 0
-            marked = msgspec.structs.replace(
-                current,
-                metadata=msgspec.structs.replace(
-                    meta,
-                    finalizers=finalizers,
-                    deletionTimestamp=meta.deletionTimestamp or now_rfc3339(self.clock()),
-                    deletionGracePeriodSeconds=grace if graceful else meta.deletionGracePeriodSeconds,
-                ),
-            )
-            rev = await self._publish(info, key, encode(marked), int(meta.resourceVersion))
-            return with_revision(marked, rev)
+        outcome = deletion.decide(info.kind, current, grace_period_seconds, add_finalizers, now_rfc3339(self.clock()))
+        if outcome.unchanged:
+            return current  # already marked
+        if outcome.marked is not None:
+            rev = await self._publish(info, key, encode(outcome.marked), int(meta.resourceVersion))
+            return with_revision(outcome.marked, rev)
         await self._remove(info, key, int(meta.resourceVersion))
         return current
 
@@ -528,30 +495,8 @@ class Store:
     ) -> None:
         """Publish a v1 Event about ``obj`` on kyb.events.<ns>.<kind>.<name> (kept in KYB_EVENTS)."""
         await self.ensure_events_stream()
-        meta = obj.metadata
-        ns = meta.namespace or "default"
-        now = now_rfc3339(self.clock())
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": f"{meta.name}.{time.time_ns():x}", "namespace": ns, "creationTimestamp": now},
-            "involvedObject": {
-                "apiVersion": obj.apiVersion,
-                "kind": obj.kind,
-                "name": meta.name,
-                "namespace": meta.namespace,
-                "uid": meta.uid,
-                "resourceVersion": meta.resourceVersion,
-            },
-            "reason": reason,
-            "message": message,
-            "type": type,
-            "count": 1,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "source": {"component": source},
-        }
-        subject = f"kyb.events.{ns}.{obj.kind}.{_subject_token(meta.name)}"
+        event = events.event_object(obj, reason, message, type, source, now_rfc3339(self.clock()))
+        subject = events.events_subject(obj.metadata.namespace, obj.kind, obj.metadata.name)
         payload = _encoder.encode(event)
         if nc is not None:
             await nc.publish(subject, payload, headers=_trace_headers() or None)
@@ -560,33 +505,6 @@ class Store:
             await self.js.publish(subject, payload, headers=_trace_headers() or None)
         except (nats.errors.Error, nats.js.errors.Error):
             pass  # events are best effort
-
-
-def _subject_token(name: str) -> str:
-    # Object names may hold dots (DNS subdomains); a subject token may not.
-    return name if "." not in name else "b64_" + base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
-
-
-def events_subject(namespace: str | None, kind: str, name: str) -> str:
-    return f"kyb.events.{namespace or 'default'}.{kind}.{_subject_token(name)}"
-
-
-def _is_graceful_pod(info: KindInfo, obj: Object, grace: int | None) -> bool:
-    """A pod bound to a node is removed by its kubelet once its containers are gone."""
-    if info.kind != "Pod" or grace == 0:
-        return False
-    spec = getattr(obj, "spec", None)
-    if not getattr(spec, "nodeName", None):
-        return False
-    phase = getattr(getattr(obj, "status", None), "phase", None)
-    return phase not in ("Succeeded", "Failed") or bool(obj.metadata.deletionTimestamp)
-
-
-def _held_for_graceful_removal(info: KindInfo, obj: Object) -> bool:
-    """A terminating pod on a node stays until its kubelet deletes it with grace 0."""
-    return info.kind == "Pod" and bool(getattr(getattr(obj, "spec", None), "nodeName", None)) and (
-        obj.metadata.deletionGracePeriodSeconds or 0
-    ) > 0
 
 
 async def ensure_bucket(js: JetStreamContext, info: KindInfo, *, replicas: int = 1) -> KeyValue:

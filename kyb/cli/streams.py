@@ -15,10 +15,8 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import api
 
-from kyb.store import events_subject
+from kyb.events import EVENTS_STREAM, events_subject
 from schemas.registry import KindInfo
-
-EVENTS_STREAM = "KYB_EVENTS"
 
 
 def events_filter(namespace: str | None, kind: str | None = None, name: str | None = None) -> str:
