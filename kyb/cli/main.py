@@ -899,9 +899,8 @@ def _add_node_commands() -> None:
 
     cli.add_command(kubeconfig_cmd, "kubeconfig")
     from kyb.cli.create import create_group
-    from kyb.cli.label import annotate_cmd, label_cmd
-
     from kyb.cli.hollow import hollow_nodes_cmd
+    from kyb.cli.label import annotate_cmd, label_cmd
 
     cli.add_command(hollow_nodes_cmd)
     cli.add_command(create_group, "create")
