@@ -4,8 +4,9 @@ running a pod can answer (what the kubelet's HTTPS port serves in Kubernetes).
     kyb.node.<node>.logs    {namespace, pod, container, follow, previous, tail}
                             -> chunks of output to the reply inbox, each its own message, then an
                                empty message with header ``Kyb-EOF: 1``
-    kyb.node.<node>.exec    {namespace, pod, container, command: [...], timeout?}
-                            -> {exitCode, output}
+    kyb.node.<node>.exec    {namespace, pod, container, command: [...], timeout?, stdin?}
+                            -> {exitCode, output}; stdin (base64) is all the command reads;
+                               binary: output in base64, with encoding "base64"
     kyb.node.<node>.cancel  {inbox}: stop the followed log stream answering to that inbox
                             (a client sends it when it stops reading)
 
@@ -18,6 +19,7 @@ followed stream never holds up anything else.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import inspect
 import json
@@ -59,15 +61,18 @@ class ExecRequest(msgspec.Struct, kw_only=True, frozen=True):
     namespace: str = "default"
     container: str | None = None
     timeout: float = DEFAULT_EXEC_TIMEOUT
+    stdin: str | None = None  # base64: what the command reads before end of file; None: no stdin
+    binary: bool = False  # the output as base64 (encoding "base64"), not text
 
 
 class CancelRequest(msgspec.Struct, kw_only=True, frozen=True):
     inbox: str = ""
 
 
-class ExecReply(msgspec.Struct, kw_only=True, frozen=True):
+class ExecReply(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     exitCode: int
     output: str
+    encoding: str = ""  # "base64" when the request asked for binary output
 
 
 def subject(node_name: str, verb: str) -> str:
@@ -170,8 +175,19 @@ class NodeApi:
             if not req.command:
                 raise errors.BadRequest("you must specify at least one command for the container")
             cid = await self._container_id(req.namespace, req.pod, req.container, False)
-            code, output = await self.runtime.exec(cid, list(req.command), req.timeout)
-            body = msgspec.json.encode(ExecReply(exitCode=code, output=output.decode(errors="replace")))
+            if req.stdin is None:
+                code, output = await self.runtime.exec(cid, list(req.command), req.timeout)
+            else:
+                try:
+                    data = base64.b64decode(req.stdin, validate=True)
+                except ValueError:
+                    raise errors.BadRequest("stdin: Invalid value: not base64") from None
+                code, output = await self.runtime.exec(cid, list(req.command), req.timeout, stdin=data)
+            if req.binary:
+                reply = ExecReply(exitCode=code, output=base64.b64encode(output).decode(), encoding="base64")
+            else:
+                reply = ExecReply(exitCode=code, output=output.decode(errors="replace"))
+            body = msgspec.json.encode(reply)
             await self.nc.publish(msg.reply, body, headers={STATUS_HEADER: "200"})
         except asyncio.CancelledError:
             raise

@@ -56,6 +56,8 @@ class SandboxConfig:
     labels: Mapping[str, str] = field(default_factory=dict)
     dns_servers: tuple[str, ...] = ()
     network: SandboxNetwork = "loopback"
+    resolv_conf: str | None = None  # a host file the pod sees as /etc/resolv.conf (None: the runtime's own)
+    hosts_file: str | None = None  # a host file the pod sees as /etc/hosts (None: the runtime's own)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +131,10 @@ class ContainerRuntime(Protocol):
         """One container's current state (ContainerNotFound)."""
         ...
 
-    async def exec(self, container_id: str, cmd: list[str], timeout: float) -> tuple[int, bytes]:
-        """Run ``cmd`` inside the container; returns (exit code, stdout+stderr) (ExecTimeout)."""
+    async def exec(self, container_id: str, cmd: list[str], timeout: float,
+                   stdin: bytes | None = None) -> tuple[int, bytes]:
+        """Run ``cmd`` inside the container, reading ``stdin`` (None: nothing, closed); returns
+        (exit code, stdout+stderr) (ExecTimeout)."""
         ...
 
     def logs(self, container_id: str, tail: int | None = None, follow: bool = False) -> AsyncIterator[bytes]:

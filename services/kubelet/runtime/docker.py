@@ -14,11 +14,13 @@ runs in a small thread pool.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import math
 import os
 import shutil
 import signal
+import socket
 import tarfile
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -422,18 +424,33 @@ class DockerRuntime:
     async def remove(self, container_id: str) -> None:
         await self._call("container", self._remove_quietly, container_id)
 
-    async def exec(self, container_id: str, cmd: list[str], timeout: float) -> tuple[int, bytes]:
+    async def exec(self, container_id: str, cmd: list[str], timeout: float,
+                   stdin: bytes | None = None) -> tuple[int, bytes]:
         created = await self._call(
-            "container", self._api.exec_create, container_id, cmd, stdout=True, stderr=True
+            "container", self._api.exec_create, container_id, cmd, stdout=True, stderr=True, stdin=stdin is not None
         )
         exec_id = created["Id"]
+        start = self._api.exec_start if stdin is None else functools.partial(self._exec_with_input, data=stdin)
         try:
-            output = await asyncio.wait_for(self._call("container", self._api.exec_start, exec_id), timeout)
+            output = await asyncio.wait_for(self._call("container", start, exec_id), timeout)
         except TimeoutError as e:
             await self._kill_exec(exec_id)
             raise ExecTimeout(f"{cmd!r} did not finish within {timeout}s") from e
         result = await self._call("container", self._api.exec_inspect, exec_id)
         return int(result.get("ExitCode") or 0), bytes(output or b"")
+
+    def _exec_with_input(self, exec_id: str, data: bytes) -> bytes:
+        """An exec that reads ``data`` on its stdin, then end of file (the engine's attach socket)."""
+        from docker.utils.socket import frames_iter
+
+        sock = self._api.exec_start(exec_id, socket=True)
+        raw = getattr(sock, "_sock", sock)
+        try:
+            raw.sendall(data)
+            raw.shutdown(socket.SHUT_WR)
+            return b"".join(chunk for _, chunk in frames_iter(sock, tty=False))
+        finally:
+            sock.close()
 
     async def _kill_exec(self, exec_id: str) -> None:
         """Best effort: the engine has no API to end an exec; its pid is a host pid when local."""

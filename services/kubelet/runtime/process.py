@@ -47,10 +47,35 @@ def netns_name(pod_uid: str) -> str:
     return f"kyb-{pod_uid.replace('-', '')[:24]}"
 
 
+ETC_NETNS_DIR = "/etc/netns"
+
+
 def _in_netns(netns: str) -> list[str]:
-    """The prefix that runs a command in the pod's network namespace (nsenter execs it, so the
-    pid the keeper records is the command's)."""
-    return ["nsenter", f"--net={NETNS_DIR}/{netns}", "--"]
+    """The prefix that runs a command in the pod's network namespace. ``ip netns exec`` execs it
+    (so the pid the keeper records is the command's) in a mount namespace of its own where
+    ``/etc/netns/<name>/resolv.conf`` and ``hosts`` are bind-mounted over /etc's."""
+    return ["ip", "netns", "exec", netns]
+
+
+def _netns_of(argv: list[str]) -> str:
+    """The namespace path a container's recorded argv runs in ("" for none)."""
+    if argv[:3] == ["ip", "netns", "exec"] and len(argv) > 3:
+        return f"{NETNS_DIR}/{argv[3]}"
+    return next((a.split("=", 1)[1] for a in argv[:2] if a.startswith("--net=")), "")
+
+
+def _install_etc(netns: str, cfg: SandboxConfig) -> None:
+    """The pod's resolv.conf and hosts where ``ip netns exec`` finds them."""
+    pairs = [(cfg.resolv_conf, "resolv.conf"), (cfg.hosts_file, "hosts")]
+    if not any(src for src, _ in pairs):
+        return
+    target = Path(ETC_NETNS_DIR) / netns
+    target.mkdir(parents=True, exist_ok=True)
+    for src, name in pairs:
+        if src:
+            tmp = target / f".{name}.tmp"
+            shutil.copyfile(src, tmp)
+            tmp.replace(target / name)
 
 
 async def _ip(*args: str) -> None:
@@ -209,6 +234,11 @@ class ProcessRuntime:
         if netns and not os.path.exists(f"{NETNS_DIR}/{netns}"):
             await _ip("netns", "add", netns)
             await _ip("-n", netns, "link", "set", "lo", "up")
+        if netns:
+            try:
+                _install_etc(netns, cfg)
+            except OSError as e:
+                raise ContainerCreateError(f"pod {cfg.pod_uid}: resolv.conf and hosts: {e}") from e
         if existing is not None and (existing.pod_ip == cfg.pod_ip or not cfg.pod_ip) and existing.netns == netns:
             return cfg.pod_uid
         pod_dir.mkdir(parents=True, exist_ok=True)
@@ -247,6 +277,8 @@ class ProcessRuntime:
         if sandbox is not None and sandbox.netns and os.path.exists(f"{NETNS_DIR}/{sandbox.netns}"):
             with contextlib.suppress(ContainerRuntimeError):
                 await _ip("netns", "del", sandbox.netns)
+        if sandbox is not None and sandbox.netns:
+            shutil.rmtree(Path(ETC_NETNS_DIR) / sandbox.netns, ignore_errors=True)
         shutil.rmtree(self._pod_dir(pod_uid), ignore_errors=True)
 
     async def list_sandboxes(self) -> list[str]:
@@ -413,19 +445,22 @@ class ProcessRuntime:
         await self._wait_exited(container_id, 10.0)
         self._forget(self._record_path(container_id))
 
-    async def exec(self, container_id: str, cmd: list[str], timeout: float) -> tuple[int, bytes]:
+    async def exec(self, container_id: str, cmd: list[str], timeout: float,
+                   stdin: bytes | None = None) -> tuple[int, bytes]:
         rec = self._read(container_id)
         if _info(rec).state != "running":
             raise ContainerRuntimeError(f"container {container_id} is not running")
-        netns = next((a.split("=", 1)[1] for a in rec.argv[:2] if a.startswith("--net=")), "")
-        if netns:
+        netns = _netns_of(rec.argv)
+        if netns.startswith(f"{NETNS_DIR}/"):
+            cmd = [*_in_netns(netns.removeprefix(f"{NETNS_DIR}/")), *cmd]
+        elif netns:
             cmd = ["nsenter", f"--net={netns}", "--", *cmd]
         try:
             proc = await asyncio.create_subprocess_exec(
                 *cmd,
                 cwd=rec.cwd,
                 env=rec.env,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -435,7 +470,7 @@ class ProcessRuntime:
                 127 if e.errno == errno.ENOENT else 126
             ), f"cannot run {cmd[0]!r}: {e.strerror}\n".encode()
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+            out, _ = await asyncio.wait_for(proc.communicate(stdin), timeout)
         except TimeoutError as e:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
