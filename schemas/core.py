@@ -168,6 +168,7 @@ class ServiceSpec(Base, kw_only=True, frozen=True):
     sessionAffinityConfig: SessionAffinityConfig | None = None
     loadBalancerIP: str = ""
     externalTrafficPolicy: Literal["", "Cluster", "Local"] = ""
+    healthCheckNodePort: int | None = None  # LoadBalancer with externalTrafficPolicy Local
     internalTrafficPolicy: Literal["", "Cluster", "Local"] = ""
     publishNotReadyAddresses: bool = False
     ipFamilies: list[str] = []

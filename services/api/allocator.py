@@ -64,6 +64,8 @@ def held_keys(svc: Service) -> set[str]:
     for p in svc.spec.ports:
         if p.nodePort:
             keys.add(_port_key(p.protocol, p.nodePort))
+    if svc.spec.healthCheckNodePort:
+        keys.add(_port_key("TCP", svc.spec.healthCheckNodePort))
     for ing in svc.status.loadBalancer.ingress:
         if ing.ip:
             keys.add(_ip_key("lb", ing.ip))
@@ -197,6 +199,14 @@ class Allocator:
                     msg = f"may not be used when `type` is '{spec.type}'"
                     raise errors.Invalid(f"spec.ports[{i}].nodePort: {msg}", [errors.FieldError(f"spec.ports[{i}].nodePort", msg)])
                 ports.append(msgspec.structs.replace(p, nodePort=node_port))
+            health_port = None  # kube-proxy's health check of a Local LoadBalancer, on TCP
+            if spec.type == "LoadBalancer" and spec.externalTrafficPolicy == "Local":
+                want = spec.healthCheckNodePort or (current.spec.healthCheckNodePort if current else None)
+                health_port = await self._port("TCP", owner, "spec.healthCheckNodePort", want)
+                claimed.add(_port_key("TCP", health_port))
+            elif spec.healthCheckNodePort:
+                msg = "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"
+                raise errors.Invalid(f"spec.healthCheckNodePort: {msg}", [errors.FieldError("spec.healthCheckNodePort", msg)])
             status = current.status if current is not None else svc.status
             if spec.type == "LoadBalancer":
                 have = [i.ip for i in (current.status.loadBalancer.ingress if current else []) if i.ip]
@@ -214,6 +224,7 @@ class Allocator:
             clusterIP=cluster_ip,
             clusterIPs=[cluster_ip] if cluster_ip else [],
             ports=ports,
+            healthCheckNodePort=health_port,
         )
         return msgspec.structs.replace(svc, spec=new_spec, status=status), claimed - before
 

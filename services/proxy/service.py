@@ -1,12 +1,19 @@
-"""The proxy service (one per node): serves every Service's ClusterIP, NodePort and
-LoadBalancer addresses on this machine and relays connections to ready endpoints.
+"""The proxy service (one per node): makes every Service's ClusterIP, NodePort and
+LoadBalancer addresses work on this node, in one of two modes (option ``proxy_mode``):
+
+- ``nftables`` (the default where the node runs ``network: cni`` and we are root with ``nft``):
+  the kernel does it, from table ``ip kyb-proxy`` (:mod:`services.proxy.kernel`);
+- ``userspace``: listening sockets relaying each connection to a ready endpoint (the data plane).
 
 Informers on Services and EndpointSlices only flag "something changed"; a single sync
-loop then recomputes the whole routing table from the caches (:func:`plan.routes`) and
-moves the data plane to it — level-triggered, so a burst of changes is one sync. Listeners
-that fail to bind are retried on the next sync and at least every ``retry_seconds``.
+loop then recomputes the desired state from the caches and moves the mode's plane to it —
+level-triggered, so a burst of changes is one sync. Userspace listeners that fail to bind
+and failed nft transactions are retried on the next sync and at least every ``retry_seconds``.
 
-Options: ``node_address`` (where NodePorts listen, default 127.0.0.1), ``proxy_retry_seconds``.
+Options: ``proxy_mode`` (nftables|userspace, default as above), ``node_address`` (userspace:
+where NodePorts listen, default 127.0.0.1), ``proxy_retry_seconds``; nftables: ``node_name``,
+``cluster_cidr`` (10.244.0.0/16), ``service_cidr`` (10.96.0.0/12), ``netns`` (program that
+network namespace instead of our own), ``proxy_cleanup`` (remove the table when stopping).
 """
 
 from __future__ import annotations
@@ -26,13 +33,32 @@ from services.proxy.plan import Frontend, routes
 DEFAULT_NODE_ADDRESS = "127.0.0.1"
 
 
-class Proxy:
-    """Caches in, data plane out."""
+def choose_mode(options: dict[str, Any]) -> tuple[str, str]:
+    """(mode, why) for these options: ``proxy_mode`` when given, else nftables where it can work."""
+    from services.proxy import kernel
 
-    def __init__(self, nc: Any, *, node_address: str = DEFAULT_NODE_ADDRESS, retry_seconds: float = 5.0, log: Any = None) -> None:
+    asked = str(options.get("proxy_mode") or "")
+    if asked in ("nftables", "userspace"):
+        return asked, "proxy_mode"
+    if asked:
+        raise ValueError(f"unknown proxy_mode {asked!r}: expected nftables or userspace")
+    if str(options.get("network") or "loopback") != "cni":
+        return "userspace", "the pod network is not cni"
+    missing = kernel.available()
+    return ("userspace", missing) if missing else ("nftables", "network cni, root and nft")
+
+
+class Proxy:
+    """Caches in, data plane (userspace) or nftables table (``kernel``) out."""
+
+    def __init__(self, nc: Any, *, node_address: str = DEFAULT_NODE_ADDRESS, retry_seconds: float = 5.0, log: Any = None,
+                 kernel: Any = None, cleanup: bool = False) -> None:
         self.node_address = node_address
         self.retry_seconds = retry_seconds
         self.log = log
+        self.kernel = kernel
+        self.cleanup = cleanup
+        self.failed = False
         self.services = Informer(nc, "Service")
         self.slices = Informer(nc, "EndpointSlice")
         self.dataplane = DataPlane(on_error=self._bind_failed)
@@ -49,24 +75,34 @@ class Proxy:
             self.log.warning("cannot listen", protocol=frontend.protocol, address=f"{frontend.ip}:{frontend.port}", error=str(e))
 
     async def sync(self) -> None:
-        table = routes(
-            [s for s in self.services.list() if isinstance(s, Service)],
-            [s for s in self.slices.list() if isinstance(s, EndpointSlice)],
-            self.node_address,
-        )
-        await self.dataplane.apply(table)
+        services = [s for s in self.services.list() if isinstance(s, Service)]
+        slices = [s for s in self.slices.list() if isinstance(s, EndpointSlice)]
+        if self.kernel is not None:
+            from services.proxy.kernel import NftError
+
+            try:
+                await self.kernel.sync(services, slices)
+                self.failed = False
+            except NftError as e:
+                self.failed = True
+                if self.log is not None:
+                    self.log.warning("nft transaction failed", error=str(e))
+            return
+        await self.dataplane.apply(routes(services, slices, self.node_address))
 
     async def run(self, stop: asyncio.Event) -> None:
         for inf in (self.services, self.slices):
             await inf.start()
         try:
+            if self.kernel is not None:
+                await self.kernel.start()
             for inf in (self.services, self.slices):
                 await inf.wait_synced(30)
             self.changed.set()
             stopping = asyncio.ensure_future(stop.wait())
             while not stop.is_set():
                 changed = asyncio.ensure_future(self.changed.wait())
-                timeout = self.retry_seconds if self.dataplane.failed else None
+                timeout = self.retry_seconds if self.dataplane.failed or self.failed else None
                 await asyncio.wait({changed, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 changed.cancel()
                 if stop.is_set():
@@ -78,17 +114,36 @@ class Proxy:
         finally:
             with contextlib.suppress(Exception):
                 await self.dataplane.close()
+            if self.kernel is not None:
+                with contextlib.suppress(Exception):
+                    await self.kernel.close(remove=self.cleanup)
             for inf in (self.services, self.slices):
                 await inf.stop()
 
 
+def _flag(value: Any) -> bool:
+    return str(value).lower() in ("1", "true", "yes", "on")
+
+
 async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     opts = ctx.options
+    mode, why = choose_mode(opts)
+    kernel = None
+    if mode == "nftables":
+        from services.proxy.kernel import NftProxy
+        from services.proxy.nftplan import Settings
+
+        settings = Settings(node_name=str(opts.get("node_name") or ""),
+                            cluster_cidr=str(opts.get("cluster_cidr") or "10.244.0.0/16"),
+                            service_cidr=str(opts.get("service_cidr") or "10.96.0.0/12"))
+        kernel = NftProxy(settings, netns=opts.get("netns") or None, log=ctx.log)
     proxy = Proxy(
         ctx.nc,
         node_address=str(opts.get("node_address", DEFAULT_NODE_ADDRESS)),
         retry_seconds=float(opts.get("proxy_retry_seconds", 5.0)),
         log=ctx.log,
+        kernel=kernel,
+        cleanup=_flag(opts.get("proxy_cleanup", False)),
     )
-    ctx.log.info("proxy started", node_address=proxy.node_address)
+    ctx.log.info("proxy started", mode=mode, why=why, node_address=proxy.node_address)
     await proxy.run(stop)

@@ -1,0 +1,343 @@
+"""The nftables proxy on two test "hosts" (network namespaces the test made, joined by a bridge
+in a third one that also plays the outside client at 10.251.0.254): each host runs its kubelet
+(``network: cni``), netagent (host-gw) and proxy (``proxy_mode: nftables``, ``netns`` = the host),
+so table ``ip kyb-proxy`` exists only inside test namespaces. ClusterIPs come from 10.96.0.0/12,
+LoadBalancer addresses from 10.252.0.0/24. Every address used is inside the test's namespaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kyb.serve import run_services
+from schemas.pod import Pod
+from services.kubelet.runtime.process import netns_name
+from tests.cluster import FAST_LEASE, QUIET, wait_for
+from tests.netns import Namespaces, netns  # noqa: F401 (fixture)
+from tests.podnet_cluster import CLUSTER_CIDR, PodNet, wget
+
+UNDERLAY = {"px-a": "10.251.0.1", "px-b": "10.251.0.2"}
+OUTSIDE = "10.251.0.254"
+SERVICE_CIDR = "10.96.0.0/12"
+LB_POOL = "10.252.0.0/24"
+
+
+def in_netns(path: str, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` in a thread that entered network namespace ``path`` (sockets made there stay there)."""
+    out: list[Any] = []
+
+    def body() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        target = os.open(path, os.O_RDONLY)
+        try:
+            assert libc.setns(target, 0x40000000) == 0, os.strerror(ctypes.get_errno())
+            try:
+                out.append(fn())
+            except BaseException as e:  # noqa: BLE001
+                out.append(e)
+        finally:
+            libc.setns(own, 0x40000000)
+            os.close(target)
+            os.close(own)
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    if isinstance(out[0], BaseException):
+        raise out[0]
+    return out[0]
+
+
+def http_get(ns_path: str, ip: str, port: int, path: str = "/index.html", timeout: float = 3.0) -> tuple[int, str]:
+    def go() -> tuple[int, str]:
+        with socket.create_connection((ip, port), timeout=timeout) as s:
+            s.sendall(f"GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        head, _, body = data.decode(errors="replace").replace("\r\n", "\n").partition("\n\n")
+        # busybox httpd gives CGI scripts REMOTE_ADDR as [::ffff:a.b.c.d]
+        return int(head.split()[1]), body.strip().removeprefix("[::ffff:").removesuffix("]")
+
+    return in_netns(ns_path, go)
+
+
+class Cluster:
+    def __init__(self, net: PodNet, spaces: Namespaces, base: Path) -> None:
+        self.net = net
+        self.spaces = spaces
+        self.base = base
+        self.switch = ""
+        self.proxies: dict[str, tuple[asyncio.Event, asyncio.Task]] = {}
+        self.agents: list[tuple[asyncio.Event, asyncio.Task]] = []
+
+    @property
+    def outside(self) -> str:
+        return Namespaces.path(self.switch)
+
+    def host_ns(self, name: str) -> str:
+        return Namespaces.path(self.net.hosts[name].netns)
+
+    def pod_ns(self, pod: Pod) -> str:
+        return f"/run/netns/{netns_name(pod.metadata.uid or '')}"
+
+    def start_proxy(self, name: str) -> None:
+        options = {**QUIET, "node_name": name, "network": "cni", "proxy_mode": "nftables",
+                   "netns": self.host_ns(name), "cluster_cidr": CLUSTER_CIDR, "service_cidr": SERVICE_CIDR,
+                   "supervise": False}
+        stop = asyncio.Event()
+        self.proxies[name] = stop, asyncio.create_task(run_services(["proxy"], self.net.url, options, stop))
+
+    async def stop_proxy(self, name: str) -> None:
+        stop, task = self.proxies.pop(name)
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+    def server(self, name: str, node: str, **spec: Any) -> dict[str, Any]:
+        """httpd on 8080 serving its name at /index.html and the client's address at
+        /cgi-bin/ip; ready while the file ``ready`` is in its directory."""
+        d = self.base / "www" / name
+        (d / "cgi-bin").mkdir(parents=True, exist_ok=True)
+        (d / "index.html").write_text(name + "\n")
+        (d / "ready").write_text("ok\n")
+        cgi = d / "cgi-bin" / "ip"
+        cgi.write_text('#!/bin/sh\necho "Content-Type: text/plain"\necho\necho "$REMOTE_ADDR"\n')
+        cgi.chmod(0o755)
+        m = self.net.pod_manifest(name, node, ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", str(d)], **spec)
+        c = m["spec"]["containers"][0]
+        c["ports"] = [{"containerPort": 8080, "name": "http"}]
+        # exec, not httpGet: the kubelet runs in the test's own namespace, from where pod
+        # addresses are not to be sent to (its probes would leave by that namespace's routes)
+        c["readinessProbe"] = {"exec": {"command": ["/bin/busybox", "test", "-f", str(d / "ready")]},
+                               "periodSeconds": 1, "failureThreshold": 1}
+        return m
+
+    async def pods(self, app: str, names_nodes: list[tuple[str, str]]) -> list[Pod]:
+        for name, node in names_nodes:
+            m = self.server(name, node)
+            m["metadata"]["labels"] = {"app": app}
+            await self.net.apply(m)
+        return [await self.net.running(n) for n, _ in names_nodes]
+
+    async def service(self, name: str, app: str, **spec: Any) -> dict[str, Any]:
+        m = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+             "spec": {"selector": {"app": app}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}], **spec}}
+        return await self.net.apply(m)
+
+
+@pytest.fixture
+async def cluster(netns: Namespaces, nats_url: str, tmp_path):  # noqa: F811
+    net = PodNet(nats_url, netns, tmp_path, "process")
+    c = Cluster(net, netns, tmp_path)
+    stop = asyncio.Event()
+    net.control = stop, asyncio.create_task(run_services(
+        ["api", "nodeipam", "endpoints"], nats_url,
+        {**FAST_LEASE, "cluster_cidr": CLUSTER_CIDR, "node_cidr_mask_size": 24, "service_cidr": SERVICE_CIDR,
+         "lb_pool": LB_POOL}, stop))
+    from kyb.client import connect
+    from kyb.store import Store
+
+    net.nc = await connect(nats_url)
+    net.store = Store(net.nc.jetstream())
+    try:
+        c.switch = netns.add("sw")
+        netns.exec(c.switch, "ip", "link", "add", "br0", "type", "bridge")
+        netns.exec(c.switch, "ip", "link", "set", "br0", "up")
+        netns.exec(c.switch, "ip", "addr", "add", f"{OUTSIDE}/24", "dev", "br0")
+        # LoadBalancer addresses are announced by host a (as MetalLB's L2 mode would)
+        netns.exec(c.switch, "ip", "route", "add", LB_POOL, "via", UNDERLAY["px-a"])
+        for i, (name, ip) in enumerate(UNDERLAY.items()):
+            host = net.add_host(name, node_ip=ip)
+            netns.veth(host.netns, "eth0", c.switch, f"p{i}")
+            netns.exec(c.switch, "ip", "link", "set", f"p{i}", "master", "br0")
+            netns.exec(host.netns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+            await net.start_kubelet(host)
+            stop_a = asyncio.Event()
+            options = {**QUIET, "node_name": name, "network": "cni", "backend": "host-gw", "cluster_cidr": CLUSTER_CIDR,
+                       "netns": Namespaces.path(host.netns), "resync_seconds": 2, "supervise": False}
+            c.agents.append((stop_a, asyncio.create_task(run_services(["netagent"], nats_url, options, stop_a))))
+            c.start_proxy(name)
+        yield c
+    finally:
+        for name in list(c.proxies):
+            with contextlib.suppress(Exception):
+                await c.stop_proxy(name)
+        for stop_a, task in c.agents:
+            stop_a.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 20)
+        await net.close()  # kubelets and pods; the namespaces (and tables in them) go with the fixture
+
+
+async def until(fn: Callable[[], Any], timeout: float, what: str) -> Any:
+    return await wait_for(fn, timeout, what, ignoring=(AssertionError, OSError), interval=0.3)
+
+
+async def reached(c: Cluster, client: Pod, ip: str, port: int = 80, path: str = "/index.html") -> str:
+    done = await asyncio.to_thread(c.net.pod_exec, client, wget(ip, port, path))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+async def spread(c: Cluster, fetch: Callable[[], Any], want: set[str], what: str, tries: int = 60) -> set[str]:
+    seen: set[str] = set()
+    for _ in range(tries):
+        with contextlib.suppress(AssertionError, OSError):
+            seen.add(await fetch())
+        if want <= seen:
+            return seen
+    raise AssertionError(f"{what}: saw {seen}, want {want}")
+
+
+async def test_cluster_ip_node_port_and_load_balancer_spread_over_both_hosts(cluster: Cluster) -> None:
+    c = cluster
+    await c.pods("web", [("web-a", "px-a"), ("web-b", "px-b")])
+    await c.net.apply(c.net.pod_manifest("client", "px-a", ["/bin/busybox", "sleep", "3600"]))
+    client = await c.net.running("client")
+    svc = await c.service("web", "web", type="LoadBalancer")
+    cip, node_port = svc["spec"]["clusterIP"], svc["spec"]["ports"][0]["nodePort"]
+    lb = svc["status"]["loadBalancer"]["ingress"][0]["ip"]
+    assert cip.startswith("10.9") and lb.startswith("10.252.0.")
+    want = {"web-a", "web-b"}
+    await until(lambda: reached(c, client, cip), 30, "the ClusterIP answers")
+    await spread(c, lambda: reached(c, client, cip), want, "pod -> ClusterIP")
+    for host_ip in UNDERLAY.values():  # a NodePort on every node, from outside the cluster
+        await spread(c, lambda ip=host_ip: asyncio.to_thread(lambda: http_get(c.outside, ip, node_port)[1]), want,
+                     f"outside -> {host_ip}:{node_port}")
+    await spread(c, lambda: asyncio.to_thread(lambda: http_get(c.outside, lb, 80)[1]), want, "outside -> LoadBalancer")
+    # from the node itself (output hook: the proxy's kyb-svc route gets the connect past routing)
+    await spread(c, lambda: asyncio.to_thread(lambda: http_get(c.host_ns("px-b"), cip, 80)[1]), want, "node -> ClusterIP")
+    # unallocated ClusterIPs and unserved ports are refused at once
+    for ip, port in (("10.96.255.254", 80), (cip, 81)):
+        t0 = time.monotonic()
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.to_thread(http_get, c.pod_ns(client), ip, port)
+        assert time.monotonic() - t0 < 1.0
+
+
+async def test_affinity_readiness_and_scale_to_zero(cluster: Cluster) -> None:
+    c = cluster
+    await c.pods("sticky", [("st-a", "px-a"), ("st-b", "px-b")])
+    await c.net.apply(c.net.pod_manifest("client", "px-a", ["/bin/busybox", "sleep", "3600"]))
+    client = await c.net.running("client")
+    svc = await c.service("sticky", "sticky", sessionAffinity="ClientIP",
+                          sessionAffinityConfig={"clientIP": {"timeoutSeconds": 60}})
+    cip = svc["spec"]["clusterIP"]
+    first = await until(lambda: reached(c, client, cip), 30, "the sticky ClusterIP answers")
+    for _ in range(15):
+        assert await reached(c, client, cip) == first  # affinity pins the client
+    # readiness loss: the endpoint leaves new connections
+    (c.base / "www" / first / "ready").unlink()
+    other = ({"st-a", "st-b"} - {first}).pop()
+
+    async def moved() -> bool:
+        return await reached(c, client, cip) == other
+
+    await until(moved, 30, f"{first} out of the Service once unready")
+    for _ in range(10):
+        assert await reached(c, client, cip) == other
+    # scale to zero: refused at once, not a timeout
+    for name in ("st-a", "st-b"):
+        await c.net.delete_pod(name)
+
+    async def refused() -> bool:
+        t0 = time.monotonic()
+        try:
+            await asyncio.to_thread(http_get, c.pod_ns(client), cip, 80)
+        except ConnectionRefusedError:
+            return time.monotonic() - t0 < 1.0
+        except OSError:
+            return False
+        return False
+
+    await until(refused, 30, "connections to a Service without endpoints refused at once")
+
+
+async def test_established_connection_survives_a_proxy_restart(cluster: Cluster) -> None:
+    c = cluster
+    echo = c.net.pod_manifest("echo-b", "px-b", ["/bin/busybox", "nc", "-ll", "-p", "9000", "-e", "/bin/cat"])
+    echo["metadata"]["labels"] = {"app": "echo"}
+    await c.net.apply(echo)
+    await c.net.apply(c.net.pod_manifest("client", "px-a", ["/bin/busybox", "sleep", "3600"]))
+    client = await c.net.running("client")
+    await c.net.running("echo-b")
+    svc = await c.net.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo", "namespace": "default"},
+                             "spec": {"selector": {"app": "echo"}, "ports": [{"port": 9000}]}})
+    cip = svc["spec"]["clusterIP"]
+
+    def open_conn() -> socket.socket:
+        s = socket.create_connection((cip, 9000), timeout=5)
+        s.sendall(b"before\n")
+        assert s.recv(100) == b"before\n"
+        return s
+
+    conn = await until(lambda: asyncio.to_thread(in_netns, c.pod_ns(client), open_conn), 30, "the echo Service answers")
+
+    try:
+        await c.stop_proxy("px-a")
+        c.start_proxy("px-a")
+        await asyncio.sleep(2)  # the new proxy's full resync replaced the table
+        await until(lambda: asyncio.to_thread(lambda: in_netns(c.pod_ns(client), open_conn).close() or True), 30,
+                    "the restarted proxy serves the ClusterIP")
+        conn.sendall(b"after\n")
+        assert await asyncio.to_thread(conn.recv, 100) == b"after\n"  # the old connection still works
+    finally:
+        conn.close()
+
+
+async def test_local_traffic_policy_keeps_the_client_address(cluster: Cluster) -> None:
+    c = cluster
+    await c.pods("loc", [("loc-b", "px-b")])
+    svc = await c.service("loc", "loc", type="LoadBalancer", externalTrafficPolicy="Local")
+    node_port, health = svc["spec"]["ports"][0]["nodePort"], svc["spec"]["healthCheckNodePort"]
+    assert health
+
+    def remote(ip: str) -> str:
+        code, body = http_get(c.outside, ip, node_port, "/cgi-bin/ip")
+        assert code == 200 and body, (code, body)
+        return body
+
+    seen = await until(lambda: asyncio.to_thread(remote, UNDERLAY["px-b"]), 30, "the Local NodePort answers")
+    assert seen == OUTSIDE  # not masqueraded
+    # the node without an endpoint drops (Local), and its health check says so
+    with pytest.raises(OSError):
+        await asyncio.to_thread(lambda: http_get(c.outside, UNDERLAY["px-a"], node_port, timeout=1.0))
+
+    async def health_is(ip: str, code: int) -> bool:
+        with contextlib.suppress(OSError):
+            return (await asyncio.to_thread(http_get, c.outside, ip, health, "/healthz"))[0] == code
+        return False
+
+    await until(lambda: health_is(UNDERLAY["px-b"], 200), 20, "health check 200 where an endpoint is")
+    await until(lambda: health_is(UNDERLAY["px-a"], 503), 20, "health check 503 where none is")
+    # policy Cluster masquerades: the pod sees a node address
+    await c.service("loc", "loc", type="LoadBalancer", externalTrafficPolicy="Cluster")
+    await until(lambda: asyncio.to_thread(remote, UNDERLAY["px-a"]), 30, "px-a forwards once the policy is Cluster")
+    assert await asyncio.to_thread(remote, UNDERLAY["px-a"]) != OUTSIDE
+
+
+async def test_hairpin_and_pod_to_cluster_ip_on_the_other_host(cluster: Cluster) -> None:
+    c = cluster
+    [me] = await c.pods("self", [("self-a", "px-a")])
+    [far] = await c.pods("far", [("far-b", "px-b")])
+    cip = (await c.service("self", "self"))["spec"]["clusterIP"]
+    far_ip = (await c.service("far", "far"))["spec"]["clusterIP"]
+    # a pod reaching itself through its Service (hairpin: masqueraded to the bridge's address)
+    assert await until(lambda: reached(c, me, cip), 30, "a pod reaches itself via its ClusterIP") == "self-a"
+    # a pod on px-a -> ClusterIP -> the pod on px-b
+    assert await until(lambda: reached(c, me, far_ip), 30, "px-a pod -> ClusterIP -> px-b pod") == "far-b"
+    # and the pod on px-b sees the client pod's own address (no NAT between pods)
+    seen = await reached(c, me, far_ip, path="/cgi-bin/ip")
+    assert seen.removeprefix("[::ffff:").removesuffix("]") == me.status.podIP
