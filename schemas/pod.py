@@ -327,6 +327,26 @@ class Toleration(Base, kw_only=True, frozen=True):
     tolerationSeconds: int | None = None
 
 
+class PodDNSConfigOption(Base, kw_only=True, frozen=True):
+    name: str = ""
+    value: str | None = None
+
+
+class PodDNSConfig(Base, kw_only=True, frozen=True):
+    """Merged into the resolv.conf ``dnsPolicy`` produces (the whole of it for ``None``)."""
+
+    nameservers: list[str] = []
+    searches: list[str] = []
+    options: list[PodDNSConfigOption] = []
+
+
+class HostAlias(Base, kw_only=True, frozen=True):
+    """Extra /etc/hosts lines of the pod: ``ip`` followed by ``hostnames``."""
+
+    ip: str = ""
+    hostnames: list[str] = []
+
+
 class PodSpec(Base, kw_only=True, frozen=True):
     containers: list[Container] = []
     initContainers: list[Container] = []
@@ -338,6 +358,8 @@ class PodSpec(Base, kw_only=True, frozen=True):
     terminationGracePeriodSeconds: int = 30
     activeDeadlineSeconds: int | None = None
     dnsPolicy: Literal["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"] = "ClusterFirst"
+    dnsConfig: PodDNSConfig | None = None
+    hostAliases: list[HostAlias] = []
     hostNetwork: bool = False
     hostPID: bool = False
     hostIPC: bool = False

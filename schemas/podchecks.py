@@ -7,6 +7,7 @@ Each check appends ``(field path, message)`` pairs, with paths in the form Kuber
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable
 
@@ -194,3 +195,54 @@ def pod_spec(errs: Errors, path: str, spec: PodSpec, restart_policies: tuple[str
     if spec.nodeName:
         for m in names.dns1123_subdomain(spec.nodeName):
             errs.append((f"{path}.nodeName", m))
+    _dns(errs, path, spec)
+
+
+MAX_DNS_NAMESERVERS = 3  # Kubernetes' validation limits (pkg/apis/core/validation)
+MAX_DNS_SEARCH_PATHS = 32
+MAX_DNS_SEARCH_LENGTH = 2048
+
+
+def _ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _dns(errs: Errors, path: str, spec: PodSpec) -> None:
+    """dnsPolicy ``None`` needs a dnsConfig with a nameserver; dnsConfig and hostAliases hold
+    addresses, DNS names and option names, within Kubernetes' limits."""
+    cfg = spec.dnsConfig
+    if spec.dnsPolicy == "None":
+        if cfg is None:
+            errs.append((f"{path}.dnsConfig", "must provide `dnsConfig` when `dnsPolicy` is None"))
+        elif not cfg.nameservers:
+            errs.append((f"{path}.dnsConfig.nameservers", "must provide at least one DNS nameserver when `dnsPolicy` "
+                         "is None"))
+    if cfg is not None:
+        cp = f"{path}.dnsConfig"
+        if len(cfg.nameservers) > MAX_DNS_NAMESERVERS:
+            errs.append((f"{cp}.nameservers", f"must not have more than {MAX_DNS_NAMESERVERS} nameservers"))
+        for i, ns in enumerate(cfg.nameservers):
+            if not _ip(ns):
+                errs.append((f"{cp}.nameservers[{i}]", f'Invalid value: "{ns}": must be a valid IP address'))
+        if len(cfg.searches) > MAX_DNS_SEARCH_PATHS:
+            errs.append((f"{cp}.searches", f"must not have more than {MAX_DNS_SEARCH_PATHS} search paths"))
+        if len(" ".join(cfg.searches)) > MAX_DNS_SEARCH_LENGTH:
+            errs.append((f"{cp}.searches", f"must not have more than {MAX_DNS_SEARCH_LENGTH} characters (including "
+                         "spaces) in the search list"))
+        for i, domain in enumerate(cfg.searches):
+            for m in names.dns1123_subdomain(domain.rstrip(".")):
+                errs.append((f"{cp}.searches[{i}]", m))
+        for i, opt in enumerate(cfg.options):
+            if not opt.name:
+                errs.append((f"{cp}.options[{i}].name", "Required value"))
+    for i, alias in enumerate(spec.hostAliases):
+        ap = f"{path}.hostAliases[{i}]"
+        if not _ip(alias.ip):
+            errs.append((f"{ap}.ip", f'Invalid value: "{alias.ip}": must be a valid IP address'))
+        for j, host in enumerate(alias.hostnames):
+            for m in names.dns1123_subdomain(host):
+                errs.append((f"{ap}.hostnames[{j}]", m))

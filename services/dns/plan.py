@@ -9,7 +9,7 @@ Names (``<domain>`` defaults to ``cluster.local``):
   (ClusterIP) or one record per ready endpoint (headless).
 - ``<a-b-c-d>.<ns>.pod.<domain>``  A: the dashed address itself, as Kubernetes answers.
 Anything else under the domain is NXDOMAIN (with the zone's SOA); names outside it are REFUSED
-(this server is authoritative for the cluster only and does not recurse).
+here (the server forwards them upstream when it has upstreams: :func:`forwardable`).
 """
 
 from __future__ import annotations
@@ -183,6 +183,18 @@ def answer(request: DNSRecord, zone: Zone, ttl: int = DEFAULT_TTL) -> DNSRecord:
     if not reply.rr:
         reply.add_auth(_soa(zone, ttl))  # the name exists, just not with this type (NODATA)
     return reply
+
+
+def forwardable(packet: bytes, domain: str) -> bool:
+    """A query for a name outside the cluster domain (what a forwarding server sends upstream)."""
+    try:
+        request = DNSRecord.parse(packet)
+    except Exception:  # garbage is answer_bytes' business
+        return False
+    if request.header.qr or not request.questions:
+        return False
+    qname = str(request.q.qname).rstrip(".").lower()
+    return qname != domain and not qname.endswith("." + domain)
 
 
 def answer_bytes(packet: bytes, zone: Zone, ttl: int = DEFAULT_TTL) -> bytes | None:

@@ -34,6 +34,7 @@ from services.kubelet.cni.defaults import DefaultNetwork, bridge_name
 from services.kubelet.cni.plugin import CniRunner
 from services.kubelet.cni.spec import DEFAULT_CONF_DIR, DEFAULT_PLUGIN_DIRS
 from services.kubelet.env import referenced
+from services.kubelet.etcfiles import PodEtcFiles
 from services.kubelet.ipam import PodIPAllocator, check_cidr, default_cidr
 from services.kubelet.node import (
     LEASE_NAMESPACE,
@@ -47,6 +48,8 @@ from services.kubelet.podnet import CniPodNetwork
 from services.kubelet.reconcile import Settings
 from services.kubelet.runtime.base import ContainerRuntime
 from services.kubelet.sync import HostDirVolumes, PodWorker
+
+CLUSTER_DNS = "10.96.0.10"  # the tenth address of the default service CIDR, as kubeadm picks it
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,9 @@ class KubeletOptions:
     cni_ip_masq: bool = False  # the default bridge masquerades pod traffic leaving the node's range
     cni_host_netns: str | None = None  # run CNI plugins in this network namespace instead of ours
     pod_cidr_wait: float = 1.0  # how often a cni kubelet looks for the podCIDR nodeipam gives its Node
+    cluster_dns: tuple[str, ...] = (CLUSTER_DNS,)  # network cni: the nameserver of ClusterFirst pods ("" for none)
+    cluster_domain: str = "cluster.local"  # network cni: the search domains' suffix
+    resolv_conf: str = "/etc/resolv.conf"  # network cni: the node's resolvers (dnsPolicy Default)
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> KubeletOptions:
@@ -118,6 +124,9 @@ class KubeletOptions:
             cni_ip_masq=str(options.get("cni_ip_masq", "")).lower() in ("1", "true", "yes", "on"),
             cni_host_netns=options.get("cni_host_netns"),
             pod_cidr_wait=num("pod_cidr_wait", 1.0),
+            cluster_dns=_dirs(options["cluster_dns"]) if "cluster_dns" in options else (CLUSTER_DNS,),
+            cluster_domain=str(options.get("cluster_domain") or "cluster.local"),
+            resolv_conf=str(options.get("resolv_conf") or "/etc/resolv.conf"),
         )
 
 
@@ -275,6 +284,8 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
             node_api=node_api,
             network=network,
             host_ip=opts.node_ip,
+            etc_files=PodEtcFiles(state_dir / "etc", cluster_dns=opts.cluster_dns, cluster_domain=opts.cluster_domain,
+                                  host_resolv_conf=opts.resolv_conf) if network is not None else None,
         )
         controller = Controller(
             "kubelet",

@@ -37,6 +37,7 @@ from schemas.pod import Container, LifecycleHandler, Pod
 from schemas.quantity import cpu_millis, to_bytes
 from services.kubelet.cni.spec import CniError
 from services.kubelet.env import ConfigError, command_line, container_env, referenced
+from services.kubelet.etcfiles import PodEtcFiles
 from services.kubelet.hooks import HookRunner
 from services.kubelet.ipam import PodIPAllocator
 from services.kubelet.podnet import CniPodNetwork
@@ -165,8 +166,10 @@ class PodWorker:
         hooks: HookRunner | None = None,
         network: CniPodNetwork | None = None,  # network "cni": sandboxes configured by CNI
         host_ip: str = HOST_IP,  # the node's address (hostNetwork pods' IP in cni mode)
+        etc_files: PodEtcFiles | None = None,  # network "cni": the pods' resolv.conf and hosts
     ) -> None:
         self.node_name = node_name
+        self.etc_files = etc_files
         self.network = network
         self.host_ip = host_ip
         if network is not None and not isinstance(runtime, SandboxNetns):
@@ -393,6 +396,7 @@ class PodWorker:
     async def _sandbox(self, pod: Pod, ip: str) -> str:
         uid = pod.metadata.uid or ""
         ports = self._ports(pod)
+        resolv, hosts = self.etc_files.write(pod, ip) if self.etc_files is not None else (None, None)
         cfg = SandboxConfig(
             pod_uid=uid,
             pod_name=pod.metadata.name,
@@ -401,6 +405,8 @@ class PodWorker:
             hostname=pod.spec.hostname or pod.metadata.name,
             ports=ports,
             network=self._sandbox_network(pod),
+            resolv_conf=resolv,
+            hosts_file=hosts,
         )
         sandbox = await self.runtime.create_sandbox(cfg)
         self._sandboxes[uid] = sandbox
@@ -445,6 +451,8 @@ class PodWorker:
             limits = c.resources.limits
             try:
                 mounts = tuple(self.volumes.mounts_for(pod, c, prepared))
+                if self.etc_files is not None and self.runtime.name == "docker":
+                    mounts += self.etc_files.mounts(uid)
             except (errors.KybError, OSError) as e:
                 await self._event(pod, "Failed", f"Error: {e}", "Warning")
                 return with_failure(memory, c.name, Failure(ConfigError.reason, str(e), now, 0.0))
@@ -694,6 +702,8 @@ class PodWorker:
         await self.runtime.remove_sandbox(uid)
         with contextlib.suppress(Exception):
             await self.volumes.cleanup(uid)
+        if self.etc_files is not None:
+            self.etc_files.remove(uid)
         self.allocator.release(uid)
         self._memory.pop(uid, None)
         self._sandboxes.pop(uid, None)

@@ -1,0 +1,56 @@
+"""Sockets and commands in another network namespace (``/run/netns/<name>`` or
+``/proc/<pid>/ns/net``), for node agents told to work in a node's namespace (``netns`` option).
+
+A socket belongs to the namespace its creating thread was in, so :func:`socket_in` switches a
+short-lived thread into the namespace (``setns(2)``), creates the socket there and hands it
+back; the rest of the process never leaves its own namespace. Needs CAP_SYS_ADMIN.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import socket
+import threading
+
+CLONE_NEWNET = 0x40000000
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def socket_in(netns: str | None, family: int, kind: int) -> socket.socket:
+    """A new socket created in ``netns`` (our own namespace when None)."""
+    if not netns:
+        return socket.socket(family, kind)
+    result: list[socket.socket | BaseException] = []
+
+    def create() -> None:
+        try:
+            target = os.open(netns, os.O_RDONLY)
+            try:
+                _setns(target)  # this thread only; it ends right after
+            finally:
+                os.close(target)
+            result.append(socket.socket(family, kind))
+        except BaseException as e:  # handed to the caller's thread
+            result.append(e)
+
+    t = threading.Thread(target=create, name="netns-socket")
+    t.start()
+    t.join()
+    out = result[0]
+    if isinstance(out, BaseException):
+        raise out
+    return out
+
+
+def command(netns: str | None, *argv: str) -> list[str]:
+    """``argv`` run in ``netns`` through nsenter (as is without one)."""
+    return ["nsenter", f"--net={netns}", "--", *argv] if netns else list(argv)
