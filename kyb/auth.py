@@ -73,6 +73,7 @@ CONTROLLER_WRITES: dict[str, tuple[str, ...]] = {
     "deployment": ("Deployment", "ReplicaSet"),
     "job": ("Job", "Pod", "CronJob"),
     "daemonset": ("DaemonSet", "Pod", "ControllerRevision"),
+    "statefulset": ("StatefulSet", "Pod", "PersistentVolumeClaim", "ControllerRevision"),
     "endpoints": ("Endpoints", "EndpointSlice"),
     "nodelifecycle": ("Node", "Pod"),
     "nodeipam": ("Node",),

@@ -34,6 +34,7 @@ SERVICES: dict[str, str] = {
     "deployment": "services.deployment.service",
     "job": "services.job.service",
     "daemonset": "services.daemonset.service",
+    "statefulset": "services.statefulset.service",
     "gc": "services.gc.service",
     "endpoints": "services.endpoints.service",
     "nodelifecycle": "services.nodelifecycle.service",

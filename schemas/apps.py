@@ -1,12 +1,14 @@
-"""apps/v1 workloads: ReplicaSet, Deployment, DaemonSet, with the status fields their
-controllers report and ``kubectl rollout status`` reads, and ControllerRevision, the history a
-DaemonSet's controller keeps of its templates (what ``kubectl rollout history|undo`` read)."""
+"""apps/v1 workloads: ReplicaSet, Deployment, DaemonSet, StatefulSet, with the status fields
+their controllers report and ``kubectl rollout status`` reads, and ControllerRevision, the history
+the DaemonSet and StatefulSet controllers keep of their templates (what ``kubectl rollout
+history|undo`` read)."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from schemas.meta import LAST_APPLIED_ANNOTATION, Base, Condition, LabelSelector, Object
+from schemas.core import PersistentVolumeClaimSpec, PersistentVolumeClaimStatus
+from schemas.meta import LAST_APPLIED_ANNOTATION, Base, Condition, LabelSelector, Object, ObjectMeta
 from schemas.pod import PodTemplateSpec
 
 # Labels and annotations of Deployments and their ReplicaSets (Kubernetes' deployment util),
@@ -139,3 +141,77 @@ class ControllerRevision(Object, kw_only=True, frozen=True):
 
     data: dict[str, Any] = {}
     revision: int = 0
+
+# StatefulSet labels (Kubernetes' apps/v1 well-known labels).
+STATEFULSET_POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
+CONTROLLER_REVISION_HASH_LABEL = "controller-revision-hash"
+
+
+class PersistentVolumeClaimTemplate(Base, kw_only=True, frozen=True):
+    """One entry of ``volumeClaimTemplates``: a PersistentVolumeClaim's metadata and spec
+    (Kubernetes types it as a whole PersistentVolumeClaim; apiVersion/kind may be given)."""
+
+    apiVersion: str = ""
+    kind: str = ""
+    metadata: ObjectMeta = ObjectMeta()
+    spec: PersistentVolumeClaimSpec = PersistentVolumeClaimSpec()
+    status: PersistentVolumeClaimStatus = PersistentVolumeClaimStatus()
+
+
+class StatefulSetOrdinals(Base, kw_only=True, frozen=True):
+    start: int = 0
+
+
+class StatefulSetPersistentVolumeClaimRetentionPolicy(Base, kw_only=True, frozen=True):
+    whenDeleted: Literal["Retain", "Delete"] = "Retain"
+    whenScaled: Literal["Retain", "Delete"] = "Retain"
+
+
+class RollingUpdateStatefulSetStrategy(Base, kw_only=True, frozen=True):
+    partition: int = 0
+    maxUnavailable: int | str | None = None  # unset: 1
+
+
+class StatefulSetUpdateStrategy(Base, kw_only=True, frozen=True):
+    type: Literal["RollingUpdate", "OnDelete"] = "RollingUpdate"
+    rollingUpdate: RollingUpdateStatefulSetStrategy | None = None  # defaulted for RollingUpdate
+
+
+class StatefulSetSpec(Base, kw_only=True, frozen=True):
+    replicas: int = 1
+    selector: LabelSelector | None = None
+    template: PodTemplateSpec = PodTemplateSpec()
+    volumeClaimTemplates: list[PersistentVolumeClaimTemplate] = []
+    serviceName: str = ""
+    podManagementPolicy: Literal["OrderedReady", "Parallel"] = "OrderedReady"
+    updateStrategy: StatefulSetUpdateStrategy = StatefulSetUpdateStrategy()
+    revisionHistoryLimit: int = 10
+    minReadySeconds: int = 0
+    persistentVolumeClaimRetentionPolicy: StatefulSetPersistentVolumeClaimRetentionPolicy = (
+        StatefulSetPersistentVolumeClaimRetentionPolicy()
+    )
+    ordinals: StatefulSetOrdinals | None = None
+
+
+class StatefulSetStatus(Base, kw_only=True, frozen=True):
+    observedGeneration: int | None = None
+    replicas: int = 0
+    readyReplicas: int = 0
+    currentReplicas: int = 0
+    updatedReplicas: int = 0
+    availableReplicas: int = 0
+    currentRevision: str = ""
+    updateRevision: str = ""
+    collisionCount: int | None = None
+    conditions: list[Condition] = []
+
+
+class StatefulSet(Object, kw_only=True, frozen=True):
+    """Pods with stable identities: ``<name>-<ordinal>``, each with its own claims."""
+
+    API_VERSION = "apps/v1"
+    KIND = "StatefulSet"
+
+    spec: StatefulSetSpec = StatefulSetSpec()
+    status: StatefulSetStatus = StatefulSetStatus()

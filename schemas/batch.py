@@ -1,6 +1,7 @@
 """batch/v1 Job: run pods to completion, with retries (backoffLimit, or per index with
 backoffLimitPerIndex), parallelism, indexed completions and a pod failure policy that decides
-per failed pod whether it fails the Job, fails its index, is ignored or counts as usual."""
+per failed pod whether it fails the Job, fails its index, is ignored or counts as usual; and
+CronJob, which creates Jobs from its jobTemplate on a cron schedule."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Literal
 
 from msgspec.structs import force_setattr
 
-from schemas.meta import Base, Condition, ConditionStatus, LabelSelector, Object
+from schemas.meta import Base, Condition, ConditionStatus, LabelSelector, Object, ObjectMeta, ObjectReference
 from schemas.pod import PodTemplateSpec
 
 # The selector Kubernetes generates for a Job (unless manualSelector) and the labels it puts on
@@ -93,3 +94,40 @@ class Job(Object, kw_only=True, frozen=True):
 
     spec: JobSpec = JobSpec()
     status: JobStatus = JobStatus()
+
+
+# CronJob (Kubernetes' batch/v1 CronJob and the annotations its controller and kubectl write).
+CRONJOB_SCHEDULED_TIMESTAMP_ANNOTATION = "batch.kubernetes.io/cronjob-scheduled-timestamp"
+CRONJOB_INSTANTIATE_ANNOTATION = "cronjob.kubernetes.io/instantiate"  # "manual": kubectl create job --from
+
+
+class JobTemplateSpec(Base, kw_only=True, frozen=True):
+    metadata: ObjectMeta = ObjectMeta()
+    spec: JobSpec = JobSpec()
+
+
+class CronJobSpec(Base, kw_only=True, frozen=True):
+    schedule: str = ""  # required; checked by validation
+    jobTemplate: JobTemplateSpec = JobTemplateSpec()
+    timeZone: str | None = None  # an IANA zone name; unset: UTC
+    startingDeadlineSeconds: int | None = None
+    concurrencyPolicy: Literal["Allow", "Forbid", "Replace"] = "Allow"
+    suspend: bool = False
+    successfulJobsHistoryLimit: int = 3
+    failedJobsHistoryLimit: int = 1
+
+
+class CronJobStatus(Base, kw_only=True, frozen=True):
+    active: list[ObjectReference] = []
+    lastScheduleTime: str | None = None
+    lastSuccessfulTime: str | None = None
+
+
+class CronJob(Object, kw_only=True, frozen=True):
+    """Jobs on a cron schedule."""
+
+    API_VERSION = "batch/v1"
+    KIND = "CronJob"
+
+    spec: CronJobSpec = CronJobSpec()
+    status: CronJobStatus = CronJobStatus()

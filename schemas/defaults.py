@@ -16,8 +16,16 @@ from typing import Any, TypeVar
 
 from msgspec.structs import replace
 
-from schemas.apps import DaemonSet, Deployment, ReplicaSet, RollingUpdateDaemonSet, RollingUpdateDeployment
-from schemas.batch import Job
+from schemas.apps import (
+    DaemonSet,
+    Deployment,
+    ReplicaSet,
+    RollingUpdateDaemonSet,
+    RollingUpdateDeployment,
+    RollingUpdateStatefulSetStrategy,
+    StatefulSet,
+)
+from schemas.batch import CronJob, Job
 from schemas.core import ReplicationController, Secret, Service
 from schemas.meta import Object
 from schemas.pod import Container, EmptyDirVolumeSource, Pod, PodSpec, PodTemplateSpec, PullPolicy, Volume
@@ -84,6 +92,19 @@ def _daemonset(ds: DaemonSet) -> DaemonSet:
     return replace(ds, spec=replace(ds.spec, updateStrategy=strategy, template=_template(ds.spec.template)))
 
 
+def _statefulset(sts: StatefulSet) -> StatefulSet:
+    strategy = sts.spec.updateStrategy
+    if strategy.type == "RollingUpdate" and strategy.rollingUpdate is None:
+        strategy = replace(strategy, rollingUpdate=RollingUpdateStatefulSetStrategy())
+    return replace(sts, spec=replace(sts.spec, updateStrategy=strategy, template=_template(sts.spec.template)))
+
+
+def _cronjob(cj: CronJob) -> CronJob:
+    jt = cj.spec.jobTemplate
+    jt = replace(jt, spec=replace(jt.spec, template=_template(jt.spec.template)))
+    return replace(cj, spec=replace(cj.spec, jobTemplate=jt))
+
+
 def _replication_controller(rc: ReplicationController) -> ReplicationController:
     spec = rc.spec
     if spec.template is None:
@@ -126,6 +147,8 @@ _DEFAULTERS: dict[type, Callable[[Any], Any]] = {
     Deployment: _deployment,
     ReplicaSet: _replicaset,
     DaemonSet: _daemonset,
+    StatefulSet: _statefulset,
+    CronJob: _cronjob,
     ReplicationController: _replication_controller,
     Job: _job,
     Service: _service,

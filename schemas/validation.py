@@ -16,11 +16,12 @@ from typing import Any
 
 import msgspec
 import yaml
+from msgspec.structs import replace
 
-from schemas import limits, names, podchecks
-from schemas.apps import DaemonSet, Deployment, ReplicaSet
+from schemas import cron, limits, names, podchecks
+from schemas.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
 from schemas.autoscaling import HorizontalPodAutoscaler
-from schemas.batch import Job
+from schemas.batch import CronJob, Job
 from schemas.coordination import Lease
 from schemas.core import (
     ConfigMap,
@@ -35,7 +36,7 @@ from schemas.core import (
 from schemas.defaults import apply_defaults
 from schemas.meta import LabelSelector, Object
 from schemas.networking import Ingress
-from schemas.pod import Pod, PodTemplateSpec
+from schemas.pod import PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume
 from schemas.quantity import scaled_int_or_percent
 from schemas.registry import for_manifest
 from schemas.selector import SelectorError, from_label_selector, from_labels
@@ -308,6 +309,84 @@ def _daemonset(errs: Errors, ds: DaemonSet) -> None:
                 scaled_int_or_percent(getattr(ru, name), 100, round_up=True)
             except ValueError as e:
                 errs.append((f"spec.updateStrategy.rollingUpdate.{name}", str(e)))
+
+
+def _statefulset(errs: Errors, sts: StatefulSet) -> None:
+    spec = sts.spec
+    for name in ("replicas", "minReadySeconds", "revisionHistoryLimit"):
+        _non_negative(errs, f"spec.{name}", getattr(spec, name))
+    if spec.ordinals is not None:
+        _non_negative(errs, "spec.ordinals.start", spec.ordinals.start)
+    if spec.serviceName:
+        errs.extend(("spec.serviceName", m) for m in names.dns1123_label(spec.serviceName))
+    _selector_matches(errs, spec.selector, spec.template)
+    # The containers mount the claims by their template names (Kubernetes leaves the pod spec
+    # unchecked here; the union of volumes and claims is what the pods will have).
+    tmpl = spec.template
+    claim_volumes = [Volume(name=t.metadata.name,
+                            persistentVolumeClaim=PersistentVolumeClaimVolumeSource(claimName=t.metadata.name))
+                     for t in spec.volumeClaimTemplates
+                     if t.metadata.name and all(v.name != t.metadata.name for v in tmpl.spec.volumes)]
+    if claim_volumes:
+        tmpl = replace(tmpl, spec=replace(tmpl.spec, volumes=[*tmpl.spec.volumes, *claim_volumes]))
+    _template(errs, "spec.template", tmpl, ("Always",))
+    claims = set()
+    for i, t in enumerate(spec.volumeClaimTemplates):
+        path = f"spec.volumeClaimTemplates[{i}]"
+        if not t.metadata.name:
+            errs.append((f"{path}.metadata.name", "Required value"))
+        else:
+            errs.extend((f"{path}.metadata.name", m) for m in names.dns1123_subdomain(t.metadata.name))
+            if t.metadata.name in claims:
+                errs.append((f"{path}.metadata.name", f'Duplicate value: "{t.metadata.name}"'))
+            claims.add(t.metadata.name)
+        claim = PersistentVolumeClaim(metadata=t.metadata, spec=t.spec)
+        sub: Errors = []
+        _pvc(sub, claim)
+        errs.extend((f"{path}.{f}", m) for f, m in sub)
+    strategy = spec.updateStrategy
+    ru = strategy.rollingUpdate
+    if strategy.type == "OnDelete" and ru is not None:
+        errs.append(("spec.updateStrategy.rollingUpdate", "may not be specified when strategy `type` is 'OnDelete'"))
+    if ru is not None:
+        _non_negative(errs, "spec.updateStrategy.rollingUpdate.partition", ru.partition)
+        if ru.maxUnavailable is not None:
+            try:
+                if scaled_int_or_percent(ru.maxUnavailable, 100, round_up=True) < 1:
+                    errs.append(("spec.updateStrategy.rollingUpdate.maxUnavailable", "must be greater than 0"))
+            except ValueError as e:
+                errs.append(("spec.updateStrategy.rollingUpdate.maxUnavailable", str(e)))
+
+
+_CRONJOB_NAME_MAX = 52  # the Job names add 11 characters, and a Job's pods more
+
+
+def _cronjob(errs: Errors, cj: CronJob) -> None:
+    spec = cj.spec
+    if len(cj.metadata.name) > _CRONJOB_NAME_MAX:
+        errs.append(("metadata.name", f"must be no more than {_CRONJOB_NAME_MAX} characters"))
+    for name in ("startingDeadlineSeconds", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"):
+        _non_negative(errs, f"spec.{name}", getattr(spec, name))
+    if spec.timeZone is not None:
+        try:
+            cron.zone(spec.timeZone)
+        except cron.CronError:
+            errs.append(("spec.timeZone", f'Invalid value: "{spec.timeZone}": unknown time zone {spec.timeZone}'))
+        if cron.has_zone_prefix(spec.schedule):
+            errs.append(("spec.schedule", f'Invalid value: "{spec.schedule}": cannot use TZ or CRON_TZ in '
+                                          "schedule, use timeZone field instead"))
+    if not spec.schedule:
+        errs.append(("spec.schedule", "Required value"))
+    else:
+        try:
+            cron.parse(spec.schedule, "UTC" if spec.timeZone is not None else None)
+        except cron.CronError as e:
+            errs.append(("spec.schedule", f'Invalid value: "{spec.schedule}": {e}'))
+    template = spec.jobTemplate
+    _labels(errs, "spec.jobTemplate.metadata.labels", template.metadata.labels)
+    sub: Errors = []
+    _job(sub, Job(metadata=cj.metadata, spec=template.spec))
+    errs.extend((f"spec.jobTemplate.{f}", m) for f, m in sub)
 
 
 def _replication_controller(errs: Errors, rc: ReplicationController) -> None:
@@ -600,6 +679,8 @@ _CHECKS: dict[type, Any] = {
     Deployment: _deployment,
     ReplicaSet: _replicaset,
     DaemonSet: _daemonset,
+    StatefulSet: _statefulset,
+    CronJob: _cronjob,
     ReplicationController: _replication_controller,
     Job: _job,
     Service: _service,

@@ -121,7 +121,7 @@ def _namespace(info: Any, namespace: str, all_namespaces: bool = False) -> str |
 
 # kubectl's "all" category: the workload kinds and Services (`kyb get all`, `kyb delete all --all`).
 ALL_CATEGORY = ("pods", "replicationcontrollers", "services", "daemonsets", "deployments", "replicasets",
-                "horizontalpodautoscalers", "jobs")
+                "statefulsets", "horizontalpodautoscalers", "cronjobs", "jobs")
 
 
 def _targets(args: tuple[str, ...]) -> list[tuple[Any, list[str]]]:

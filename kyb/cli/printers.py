@@ -208,6 +208,11 @@ def _daemonset_row(ds: Obj, now: _dt.datetime) -> Row:
             _none(",".join(f"{k}={v}" for k, v in node_selector.items())), _age(ds, now)]
 
 
+def _statefulset_row(sts: Obj, now: _dt.datetime) -> Row:
+    st = _status(sts)
+    return [f"{_n(st.get('readyReplicas'))}/{_n(_spec(sts).get('replicas', 1))}", _age(sts, now)]
+
+
 def _job_row(job: Obj, now: _dt.datetime) -> Row:
     spec, st = _spec(job), _status(job)
     succeeded = int(st.get("succeeded") or 0)
@@ -391,6 +396,7 @@ _COLUMNS: dict[str, Columns] = {
     "ReplicaSet": (["DESIRED", "CURRENT", "READY", "AGE"], _replicaset_row),
     "ReplicationController": (["DESIRED", "CURRENT", "READY", "AGE"], _replicaset_row),
     "DaemonSet": (["DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR", "AGE"], _daemonset_row),
+    "StatefulSet": (["READY", "AGE"], _statefulset_row),
     "Job": (["COMPLETIONS", "DURATION", "AGE"], _job_row),
     "Service": (["TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], _service_row),
     "Endpoints": (["ENDPOINTS", "AGE"], _endpoints_row),
@@ -414,6 +420,8 @@ _WIDE: dict[str, Columns] = {
                    lambda o, now: _deployment_row(o, now) + _containers_images_selector(o)),
     "ReplicaSet": (["DESIRED", "CURRENT", "READY", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"],
                    lambda o, now: _replicaset_row(o, now) + _containers_images_selector(o)),
+    "StatefulSet": (["READY", "AGE", "CONTAINERS", "IMAGES"],
+                    lambda o, now: _statefulset_row(o, now) + _containers_images_selector(o)[:2]),
 }
 
 

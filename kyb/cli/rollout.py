@@ -1,8 +1,8 @@
 """``kyb rollout status|history|undo|pause|resume|restart`` and ``kyb set image``: kubectl's
-rollout verbs for Deployments and DaemonSets, over the api request protocol.
+rollout verbs for Deployments, DaemonSets and StatefulSets, over the api request protocol.
 
 A Deployment's history is its ReplicaSets (``deployment.kubernetes.io/revision``); a
-DaemonSet's is the ControllerRevisions its controller keeps (``revision``, and ``data`` holding
+DaemonSet's or StatefulSet's is the ControllerRevisions its controller keeps (``revision``, and ``data`` holding
 ``{"spec": {"template": ...}}``). ``pause``/``resume`` are for Deployments only, as in kubectl.
 
 Reads are ``get``/``list``; every change is a ``replace`` at the resourceVersion read (so the
@@ -83,6 +83,33 @@ def daemonset_status_message(ds: dict[str, Any]) -> tuple[str, bool]:
     return f'daemon set "{name}" successfully rolled out', True
 
 
+def statefulset_status_message(sts: dict[str, Any]) -> tuple[str, bool]:
+    """(message, done) as kubectl's StatefulSetStatusViewer; raises RolloutFailed for OnDelete."""
+    spec, status = sts.get("spec") or {}, sts.get("status") or {}
+    strategy = spec.get("updateStrategy") or {}
+    if (strategy.get("type") or "RollingUpdate") != "RollingUpdate":
+        raise RolloutFailed("rollout status is only available for RollingUpdate strategy type")
+    if (sts["metadata"].get("generation") or 0) > (status.get("observedGeneration") or 0):
+        return "Waiting for statefulset spec update to be observed...", False
+    replicas = int(spec.get("replicas", 1))
+    ready = int(status.get("readyReplicas", 0))
+    updated = int(status.get("updatedReplicas", 0))
+    if ready < replicas:
+        return f"Waiting for {replicas - ready} pods to be ready...", False
+    ru = strategy.get("rollingUpdate")
+    if ru is not None:
+        partition = int(ru.get("partition") or 0)
+        if updated < replicas - partition:
+            return (f"Waiting for partitioned roll out to finish: {updated} out of {replicas - partition} "
+                    "new pods have been updated..."), False
+        return f"partitioned roll out complete: {updated} new pods have been updated...", True
+    if status.get("updateRevision") != status.get("currentRevision"):
+        return (f"waiting for statefulset rolling update to complete {updated} pods at revision "
+                f"{status.get('updateRevision')}..."), False
+    return (f"statefulset rolling update complete {status.get('currentReplicas', 0)} pods at revision "
+            f"{status.get('currentRevision')}..."), True
+
+
 class RolloutFailed(Exception):
     pass
 
@@ -161,7 +188,7 @@ def find_revision(revs: list[dict[str, Any]], to_revision: int) -> dict[str, Any
 
 
 def restore_revision(ds: dict[str, Any], rev: dict[str, Any]) -> dict[str, Any]:
-    """The DaemonSet with ``rev``'s template, as kubectl patches the revision's data onto it."""
+    """The DaemonSet (or StatefulSet) with ``rev``'s template, as kubectl patches the revision's data onto it."""
     out = copy.deepcopy(ds)
     out["spec"]["template"] = revision_template(rev)
     out.pop("status", None)
@@ -214,7 +241,10 @@ def namespace_opt(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 
-ROLLABLE = ("Deployment", "DaemonSet")
+ROLLABLE = ("Deployment", "DaemonSet", "StatefulSet")
+# kinds whose history is ControllerRevisions: plural and the viewer of `rollout status`
+_REVISIONED = {"DaemonSet": ("daemonsets", "daemonset_status_message"),
+               "StatefulSet": ("statefulsets", "statefulset_status_message")}
 
 
 def _target(arg: str, name: str | None) -> tuple[str, str]:
@@ -222,11 +252,13 @@ def _target(arg: str, name: str | None) -> tuple[str, str]:
     kind, _, rest = arg.partition("/")
     if not rest:
         if name is None:
-            raise click.UsageError("required resource not specified: give deployment/NAME or daemonset/NAME")
+            raise click.UsageError("required resource not specified: give deployment/NAME, daemonset/NAME "
+                                   "or statefulset/NAME")
         rest = name
     info = resolve_kind(kind)
     if info.kind not in ROLLABLE:
-        raise click.UsageError(f"rollout is supported for daemonsets and deployments only, not {info.plural}")
+        raise click.UsageError(f"rollout is supported for daemonsets, statefulsets and deployments only, "
+                               f"not {info.plural}")
     return info.kind, rest
 
 
@@ -234,13 +266,14 @@ def _deployment_ref(arg: str, name: str | None) -> str:
     """``deploy/web`` or ``deployment web`` -> "web"; kubectl's refusal for a DaemonSet."""
     kind, rest = _target(arg, name)
     if kind != "Deployment":
-        raise _NotPausable(rest)
+        raise _NotPausable(rest, kind)
     return rest
 
 
 class _NotPausable(Exception):
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, kind: str = "DaemonSet") -> None:
         self.name = name
+        self.plural = kind.lower() + "s"
 
 
 def _ref(kind: str, name: str) -> str:
@@ -298,7 +331,9 @@ def status_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: st
     """Show the status of the rollout; with --watch (default) wait for it to finish."""
     watch = watch and not no_watch
     kind, dname = _target(target, name)
-    plural, viewer = ("daemonsets", daemonset_status_message) if kind == "DaemonSet" else ("deployments", status_message)
+    plural, viewer = ("deployments", status_message)
+    if kind in _REVISIONED:
+        plural, viewer = _REVISIONED[kind][0], globals()[_REVISIONED[kind][1]]
 
     async def go(api: ApiClient) -> None:
         deadline = time.monotonic() + timeout if timeout > 0 else None
@@ -332,8 +367,8 @@ def status_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: st
 def history_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: str, rev: int) -> None:
     """The revisions of a Deployment or DaemonSet and their change causes."""
     kind, dname = _target(target, name)
-    if kind == "DaemonSet":
-        _run(lambda api: _daemonset_history(api, namespace, dname, rev), obj["nats"])
+    if kind in _REVISIONED:
+        _run(lambda api: _daemonset_history(api, namespace, dname, rev, kind), obj["nats"])
         return
 
     async def go(api: ApiClient) -> None:
@@ -355,25 +390,26 @@ def history_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: s
     _run(go, obj["nats"])
 
 
-async def _daemonset_history(api: ApiClient, namespace: str, name: str, rev: int) -> None:
-    ds = await api.get("daemonsets", namespace, name)
+async def _daemonset_history(api: ApiClient, namespace: str, name: str, rev: int, kind: str = "DaemonSet") -> None:
+    ds = await api.get(_REVISIONED[kind][0], namespace, name)
     revs = await _controller_revisions(api, ds, namespace)
     if rev:
         found = next((r for r in revs if int(r.get("revision") or 0) == rev), None)
         if found is None:
             click.echo(f"error: unable to find the specified revision {rev}", err=True)
             raise Failed
-        click.echo(f"daemonset.apps/{name} with revision #{rev}")
+        click.echo(f"{_ref(kind, name)} with revision #{rev}")
         click.echo("Pod Template:")
         text = yaml.safe_dump(revision_template(found), sort_keys=False)
         click.echo("\n".join("  " + line for line in text.splitlines()))
         return
-    click.echo(f"daemonset.apps/{name}")
+    click.echo(_ref(kind, name))
     click.echo(revisions_table(revs))
 
 
-async def _daemonset_undo(api: ApiClient, namespace: str, name: str, to_revision: int) -> None:
-    ds = await api.get("daemonsets", namespace, name)
+async def _daemonset_undo(api: ApiClient, namespace: str, name: str, to_revision: int, kind: str = "DaemonSet") -> None:
+    plural = _REVISIONED[kind][0]
+    ds = await api.get(plural, namespace, name)
     revs = await _controller_revisions(api, ds, namespace)
     rev = find_revision(revs, to_revision)
     if rev is None:
@@ -381,10 +417,10 @@ async def _daemonset_undo(api: ApiClient, namespace: str, name: str, to_revision
         raise Failed
     number = int(rev.get("revision") or 0)
     if same_template(revision_template(rev), ds["spec"]["template"]):
-        click.echo(f"daemonset.apps/{name} skipped rollback (current template already matches revision {number})")
+        click.echo(f"{_ref(kind, name)} skipped rollback (current template already matches revision {number})")
         return
-    await _update(api, "daemonsets", namespace, name, lambda cur: restore_revision(cur, rev))
-    click.echo(f"daemonset.apps/{name} rolled back")
+    await _update(api, plural, namespace, name, lambda cur: restore_revision(cur, rev))
+    click.echo(f"{_ref(kind, name)} rolled back")
 
 
 @rollout_group.command("undo")
@@ -396,8 +432,8 @@ async def _daemonset_undo(api: ApiClient, namespace: str, name: str, to_revision
 def undo_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: str, to_revision: int) -> None:
     """Roll back to an earlier revision: its template becomes the Deployment's or DaemonSet's."""
     kind, dname = _target(target, name)
-    if kind == "DaemonSet":
-        _run(lambda api: _daemonset_undo(api, namespace, dname, to_revision), obj["nats"])
+    if kind in _REVISIONED:
+        _run(lambda api: _daemonset_undo(api, namespace, dname, to_revision, kind), obj["nats"])
         return
 
     async def go(api: ApiClient) -> None:
@@ -437,7 +473,7 @@ def _toggle_pause(paused: bool) -> Callable[..., None]:
         try:
             dname = _deployment_ref(target, name)
         except _NotPausable as e:
-            raise click.ClickException(f'daemonsets.apps "{e.name}" {"pausing" if paused else "resuming"} '
+            raise click.ClickException(f'{e.plural}.apps "{e.name}" {"pausing" if paused else "resuming"} '
                                        "is not supported") from None
 
         async def go(api: ApiClient) -> None:
@@ -473,7 +509,7 @@ for _paused, _name, _help in ((True, "pause", "Stop rollouts of a Deployment (sc
 def restart_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: str) -> None:
     """Replace every pod by rolling out the same template with a new restartedAt annotation."""
     kind, dname = _target(target, name)
-    plural = "daemonsets" if kind == "DaemonSet" else "deployments"
+    plural = _REVISIONED[kind][0] if kind in _REVISIONED else "deployments"
 
     async def go(api: ApiClient) -> None:
         def change(d: dict[str, Any]) -> dict[str, Any]:
@@ -525,5 +561,6 @@ def set_image_cmd(obj: dict[str, Any], target: str, images: tuple[str, ...], nam
     _run(go, obj["nats"])
 
 
-__all__ = ["rollout_group", "set_group", "status_message", "daemonset_status_message", "history_table",
+__all__ = ["rollout_group", "set_group", "status_message", "daemonset_status_message",
+           "statefulset_status_message", "history_table",
            "revisions_table", "undo_onto", "restore_revision", "find_revision", "set_images"]

@@ -1,5 +1,5 @@
-"""``kyb scale KIND/NAME --replicas N``: kubectl's scale for Deployments, ReplicaSets and
-ReplicationControllers, through the api (get, then replace at the revision read, so the api
+"""``kyb scale KIND/NAME --replicas N``: kubectl's scale for Deployments, ReplicaSets,
+ReplicationControllers and StatefulSets, through the api (get, then replace at the revision read, so the api
 validates the write and a concurrent change is never overwritten).
 
 ``--current-replicas`` and ``--resource-version`` are preconditions as in kubectl: when they
@@ -18,7 +18,7 @@ from kyb.cli.main import _run, _targets, namespace_opt
 from kyb.cli.printers import kind_ref
 from kyb.client import ApiClient
 
-SCALABLE = ("Deployment", "ReplicaSet", "ReplicationController")
+SCALABLE = ("Deployment", "ReplicaSet", "ReplicationController", "StatefulSet")
 ATTEMPTS = 5
 
 
@@ -88,7 +88,7 @@ def scale_cmd(
     resource_version: str | None,
     namespace: str,
 ) -> None:
-    """Set a new size for a Deployment, ReplicaSet or ReplicationController."""
+    """Set a new size for a Deployment, ReplicaSet, ReplicationController or StatefulSet."""
     targets = _targets(args)
     for info, names in targets:
         if info.kind not in SCALABLE:

@@ -35,6 +35,7 @@ KINDS = (
     "Deployment",
     "Job",
     "DaemonSet",
+    "StatefulSet",
     "ControllerRevision",
     "Endpoints",
     "EndpointSlice",
