@@ -30,7 +30,17 @@ from schemas.helpers import format_time
 from schemas.meta import LabelSelector
 from schemas.registry import KindInfo
 from schemas.selector import SelectorError, from_label_selector, from_labels, parse, parse_fields
-from services.apiserver import discovery, fieldmanager, openapi, patch, protobuf, respond, reviews, tables
+from services.apiserver import (
+    discovery,
+    fieldmanager,
+    openapi,
+    patch,
+    protobuf,
+    respond,
+    reviews,
+    streaming,
+    tables,
+)
 from services.apiserver import status as st
 from services.apiserver.cache import Change, Expired, WatchCache
 from services.apiserver.events import Events
@@ -655,6 +665,10 @@ class Server:
         if t.sub == "status" and method == "PATCH":
             fn = self._patch_fn(request, await self._patch_body(request))
             return await self.render(request, t, await self._patched(request, t, fn, self.api.replace_status))
+        if t.info.kind == "Pod" and t.sub in ("exec", "attach") and method in ("GET", "POST"):
+            pod = await self._get(t)
+            run = streaming.exec_ if t.sub == "exec" else streaming.attach
+            return await run(request, self.nc, pod, t.namespace or "default", t.name or "")
         if t.info.kind == "Pod" and t.sub in ("eviction", "binding"):
             if method != "POST":
                 raise Failure(405, "MethodNotAllowed", f"pods/{t.sub} takes only POST")
@@ -758,8 +772,16 @@ class Server:
             container = pick_container(pod, request.query.get("container"))
         except errors.KybError as e:
             return _status(st.from_error(e, name=t.name))
+        for unserved in ("sinceSeconds", "sinceTime"):
+            if request.query.get(unserved):
+                raise Failure(400, "BadRequest", f"{unserved} is not served yet: the container runtimes keep no "
+                              "time for each line of a log")
+        if _bool(request.query.get("timestamps")):
+            raise Failure(400, "BadRequest", "timestamps are not served yet: the container runtimes keep no time "
+                          "for each line of a log")
         follow = _bool(request.query.get("follow"))
         tail = _int(request.query.get("tailLines"), "tailLines")
+        limit = _int(request.query.get("limitBytes"), "limitBytes")
         req = {"namespace": t.namespace, "pod": t.name, "container": container, "follow": follow,
                "previous": _bool(request.query.get("previous")), "tail": tail}
         resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
@@ -770,7 +792,11 @@ class Server:
                 if not started:
                     await resp.prepare(request)
                     started = True
+                if limit is not None:
+                    chunk, limit = chunk[:limit], limit - min(limit, len(chunk))
                 await resp.write(chunk)
+                if limit == 0:
+                    break
         except errors.KybError as e:
             if not started:
                 return _status(st.from_error(e, kind="Pod", plural="pods", name=t.name))

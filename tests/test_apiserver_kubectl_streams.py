@@ -1,0 +1,122 @@
+"""kubectl's streaming commands against a real `kyb up` (process runtime): exec (with and
+without stdin, exit codes), cp, logs -f and attach, over the WebSocket channel protocol the
+apiserver carries to the kubelet. Real kubectl v1.32, no mocks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+
+import pytest
+
+from tests.cluster import wait_until
+from tests.test_apiserver_kubectl import KUBECTL, _kubectl
+
+pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
+
+TICKER = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: ticker}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    command: [sh, -c, "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done"]
+  - name: side
+    image: busybox
+    command: [sh, -c, "echo side-started; exec sleep 3600"]
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    from tests.kybup import Up
+
+    up = Up(tmp_path_factory.mktemp("apiserver-streams") / "state")
+    try:
+        wait_until(lambda: _kubectl(up, "get", "--raw", "/version", check=False).returncode == 0, timeout=30,
+                   what="the apiserver")
+        _kubectl(up, "apply", "-f", "-", input=TICKER)
+        wait_until(lambda: _kubectl(up, "get", "pod", "ticker", "-o", "jsonpath={.status.phase}",
+                                    check=False).stdout == "Running", timeout=60, what="the ticker pod running")
+        yield up
+    finally:
+        up.stop()
+
+
+class Streamed:
+    """A long-running kubectl whose output is collected as it comes."""
+
+    def __init__(self, cluster, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+        env |= {"KUBECONFIG": str(cluster.kubeconfig), "HOME": str(cluster.data)}
+        self.proc = subprocess.Popen([KUBECTL, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env=env)
+        self.lines: list[str] = []
+        threading.Thread(target=lambda: [self.lines.append(line) for line in self.proc.stdout], daemon=True).start()
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def test_exec_prints_the_output(cluster):
+    done = _kubectl(cluster, "exec", "ticker", "-c", "main", "--", "cat", "/etc/hostname")
+    with open("/etc/hostname") as f:  # the process runtime runs commands on the host
+        assert done.stdout == f.read()
+    assert _kubectl(cluster, "exec", "ticker", "-c", "side", "--", "echo", "hi", "there").stdout == "hi there\n"
+
+
+def test_exec_exit_code_is_kubectls(cluster):
+    done = _kubectl(cluster, "exec", "ticker", "-c", "main", "--", "sh", "-c", "echo out; exit 3", check=False)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "out\n"
+    assert "command terminated with exit code 3" in done.stderr
+    missing = _kubectl(cluster, "exec", "ticker", "-c", "nope", "--", "true", check=False)
+    assert missing.returncode == 1 and "nope" in missing.stderr
+
+
+def test_exec_with_stdin(cluster):
+    text = "".join(f"line {i}\n" for i in range(2000))
+    done = _kubectl(cluster, "exec", "-i", "ticker", "-c", "main", "--", "cat", input=text)
+    assert done.stdout == text
+    counted = _kubectl(cluster, "exec", "-i", "ticker", "-c", "main", "--", "wc", "-l", input=text)
+    assert counted.stdout.strip() == "2000"
+
+
+def test_cp_to_and_from_the_pod(cluster, tmp_path):
+    source = tmp_path / "source.bin"
+    source.write_bytes(bytes(range(256)) * 64)
+    _kubectl(cluster, "cp", "-c", "side", str(source), "ticker:copied.bin")
+    listed = _kubectl(cluster, "exec", "ticker", "-c", "side", "--", "wc", "-c", "copied.bin").stdout
+    assert listed.split()[0] == str(256 * 64)
+    back = tmp_path / "back.bin"
+    _kubectl(cluster, "cp", "-c", "side", "ticker:copied.bin", str(back))
+    assert back.read_bytes() == source.read_bytes()
+
+
+def test_logs_follow_tail_and_container(cluster):
+    assert _kubectl(cluster, "logs", "ticker", "-c", "side").stdout == "side-started\n"
+    assert len(_kubectl(cluster, "logs", "ticker", "-c", "main", "--tail=2").stdout.splitlines()) == 2
+    assert len(_kubectl(cluster, "logs", "ticker", "-c", "main", "--limit-bytes=5").stdout) == 5
+    last = int(_kubectl(cluster, "logs", "ticker", "-c", "main", "--tail=1").stdout.split("-")[1])
+    followed = Streamed(cluster, "logs", "-f", "ticker", "-c", "main", "--tail=1")
+    try:
+        wait_until(lambda: any(f"tick-{last + 5}\n" == line for line in followed.lines), timeout=30,
+                   what="kubectl logs -f to show lines written after it started")
+    finally:
+        followed.stop()
+    refused = _kubectl(cluster, "logs", "ticker", "-c", "main", "--timestamps", check=False)
+    assert refused.returncode == 1 and "timestamps" in refused.stderr
+
+
+def test_attach_streams_the_output(cluster):
+    attached = Streamed(cluster, "attach", "ticker", "-c", "main")
+    try:
+        wait_until(lambda: sum(line.startswith("tick-") for line in attached.lines) >= 3, timeout=30,
+                   what="kubectl attach to stream the container's output")
+    finally:
+        attached.stop()
