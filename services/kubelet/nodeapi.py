@@ -7,7 +7,13 @@ running a pod can answer (what the kubelet's HTTPS port serves in Kubernetes).
     kyb.node.<node>.exec    {namespace, pod, container, command: [...], timeout?, stdin?}
                             -> {exitCode, output}; stdin (base64) is all the command reads;
                                binary: output in base64, with encoding "base64"
-    kyb.node.<node>.cancel  {inbox}: stop the followed log stream answering to that inbox
+    kyb.node.<node>.portforward  {namespace, pod, port, session}
+                            -> a TCP connection from this node to the pod's IP and port: an empty
+                               message once connected, then what the pod sends, each chunk its own
+                               message, then ``Kyb-EOF: 1``; what the client publishes on
+                               ``kyb.node.<node>.portforward.<session>`` goes to the pod (an empty
+                               message with ``Kyb-EOF: 1`` ends that direction)
+    kyb.node.<node>.cancel  {inbox}: stop the followed log stream (or port forward) answering to that inbox
                             (a client sends it when it stops reading)
 
 Requests are decoded under ``schemas.limits`` (size, depth), as the api decodes its own.
@@ -23,6 +29,7 @@ import base64
 import contextlib
 import inspect
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -44,6 +51,8 @@ EOF_HEADER = "Kyb-EOF"
 STATUS_HEADER = "Kyb-Status"
 
 Lookup = Callable[[str, str, str | None, bool], "str | None | Awaitable[str | None]"]
+PodAddress = Callable[[str, str], "str | None"]  # (namespace, pod) -> the IP of a pod of this node
+_SESSION = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class LogsRequest(msgspec.Struct, kw_only=True, frozen=True):
@@ -65,6 +74,13 @@ class ExecRequest(msgspec.Struct, kw_only=True, frozen=True):
     binary: bool = False  # the output as base64 (encoding "base64"), not text
 
 
+class PortForwardRequest(msgspec.Struct, kw_only=True, frozen=True):
+    pod: str
+    port: int
+    session: str
+    namespace: str = "default"
+
+
 class CancelRequest(msgspec.Struct, kw_only=True, frozen=True):
     inbox: str = ""
 
@@ -82,17 +98,22 @@ def subject(node_name: str, verb: str) -> str:
 class NodeApi:
     """The running node API: the subscriptions and the streams in flight. ``stop()`` ends them."""
 
-    def __init__(self, nc: NATS, node_name: str, runtime: ContainerRuntime, lookup: Lookup) -> None:
+    def __init__(self, nc: NATS, node_name: str, runtime: ContainerRuntime, lookup: Lookup,
+                 pod_address: PodAddress | None = None) -> None:
         self.nc = nc
         self.node_name = node_name
         self.runtime = runtime
         self.lookup = lookup
+        self.pod_address = pod_address
         self._subs: list[Any] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._streams: dict[str, asyncio.Task[None]] = {}  # reply inbox -> the log stream feeding it
 
     async def start(self) -> None:
-        for verb, handler in (("logs", self._logs), ("exec", self._exec), ("cancel", self._cancel)):
+        verbs = [("logs", self._logs), ("exec", self._exec), ("cancel", self._cancel)]
+        if self.pod_address is not None:
+            verbs.append(("portforward", self._portforward))
+        for verb, handler in verbs:
             self._subs.append(await self.nc.subscribe(subject(self.node_name, verb), cb=self._spawn(handler)))
 
     async def stop(self) -> None:
@@ -195,6 +216,59 @@ class NodeApi:
             await self._reply_error(msg.reply, _as_kyb(e), eof=False)
 
 
+    # -- port forward ----------------------------------------------------------------------
+
+    async def _portforward(self, msg: Msg) -> None:
+        if not msg.reply:
+            return
+        self._streams[msg.reply] = asyncio.current_task()  # type: ignore[assignment]
+        writer = inbound = None
+        try:
+            req = limits.decode_json(msg.data, type=PortForwardRequest, what="port-forward request")
+            if not 0 < req.port < 65536:
+                raise errors.BadRequest(f"port: Invalid value: {req.port}: must be 1-65535")
+            if not _SESSION.fullmatch(req.session):
+                raise errors.BadRequest("session: Invalid value: 1-64 letters, digits, - or _")
+            assert self.pod_address is not None
+            ip = self.pod_address(req.namespace, req.pod)
+            if not ip:
+                raise errors.NotFound(f'pod "{req.pod}" has no IP on node "{self.node_name}"')
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, req.port), 10)
+            except (OSError, TimeoutError) as e:
+                raise errors.Temporary(f"connecting to {ip}:{req.port} of pod {req.pod}: {e}") from None
+            inbound = await self.nc.subscribe(subject(self.node_name, f"portforward.{req.session}"))
+            await self.nc.publish(msg.reply, b"", headers={STATUS_HEADER: "200"})
+            to_pod = asyncio.create_task(self._to_pod(inbound, writer))
+            try:
+                while chunk := await reader.read(CHUNK):
+                    await self.nc.publish(msg.reply, chunk)
+            finally:
+                to_pod.cancel()
+            await self.nc.publish(msg.reply, b"", headers={EOF_HEADER: "1", STATUS_HEADER: "200"})
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            await self._reply_error(msg.reply, _as_kyb(e), eof=True)
+        finally:
+            self._streams.pop(msg.reply, None)
+            if inbound is not None:
+                with contextlib.suppress(Exception):
+                    await inbound.unsubscribe()
+            if writer is not None:
+                writer.close()
+
+    @staticmethod
+    async def _to_pod(inbound: Any, writer: asyncio.StreamWriter) -> None:
+        async for m in inbound.messages:
+            if (m.headers or {}).get(EOF_HEADER) == "1":
+                if writer.can_write_eof():
+                    writer.write_eof()
+                return
+            writer.write(m.data)
+            await writer.drain()
+
+
 def _as_kyb(e: Exception) -> errors.KybError:
     if isinstance(e, errors.KybError):
         return e
@@ -212,13 +286,15 @@ def _as_kyb(e: Exception) -> errors.KybError:
     return errors.Permanent(f"{type(e).__name__}: {e}")
 
 
-async def serve_node_api(nc: NATS, node_name: str, runtime: ContainerRuntime, lookup: Lookup) -> NodeApi:
-    """Answer ``kyb.node.<node_name>.logs|exec|cancel`` until the returned handle is stopped.
+async def serve_node_api(nc: NATS, node_name: str, runtime: ContainerRuntime, lookup: Lookup,
+                         pod_address: PodAddress | None = None) -> NodeApi:
+    """Answer ``kyb.node.<node_name>.logs|exec|cancel`` (and ``portforward`` when given
+    ``pod_address(namespace, pod)``, a pod's IP) until the returned handle is stopped.
 
     ``lookup(namespace, pod, container, previous)`` names the runtime container id (of the
     previous, terminated instance when ``previous``), or None when there is none; it may be a
     coroutine function and may raise a ``kyb.errors`` error with a better message.
     """
-    api = NodeApi(nc, node_name, runtime, lookup)
+    api = NodeApi(nc, node_name, runtime, lookup, pod_address)
     await api.start()
     return api

@@ -399,7 +399,7 @@ async def _seams(
         nodeapi = importlib.import_module("services.kubelet.nodeapi")
 
         async def serve_api() -> None:
-            handle = await nodeapi.serve_node_api(ctx.nc, node_name, runtime, worker.lookup)
+            handle = await nodeapi.serve_node_api(ctx.nc, node_name, runtime, worker.lookup, worker.pod_address)
             try:
                 await stop.wait()
             finally:

@@ -225,6 +225,13 @@ class PodWorker:
             return ref.partition("://")[2] or None
         return None
 
+    def pod_address(self, namespace: str, pod_name: str) -> str | None:
+        """The IP of a pod bound to this node (for port forwarding), None when it has none."""
+        pod = self.pods.get(f"{namespace}.{pod_name}")
+        if not isinstance(pod, Pod) or pod.spec.nodeName != self.node_name:
+            return None
+        return pod.status.podIP or None
+
     # -- the reconcile ---------------------------------------------------------------------
 
     async def reconcile(self, key: str, _ctx: Any = None) -> float | None:
