@@ -33,6 +33,7 @@ SERVICES: dict[str, str] = {
     "replication": "services.replication.service",
     "deployment": "services.deployment.service",
     "job": "services.job.service",
+    "cronjob": "services.cronjob.service",
     "daemonset": "services.daemonset.service",
     "statefulset": "services.statefulset.service",
     "gc": "services.gc.service",

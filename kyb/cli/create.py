@@ -4,6 +4,7 @@ an AlreadyExists error, never overwritten, unlike apply).
     kyb create -f FILE|DIR|-                 every document of the manifests
     kyb create namespace NAME
     kyb create configmap NAME [--from-literal KEY=VALUE]... [--from-file [KEY=]PATH]...
+    kyb create job NAME --from=cronjob/CRONJOB
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from kyb import errors
 from kyb.cli import manifests
 from kyb.cli.main import Failed, _obj_ref, _run, namespace_opt, server_error
 from kyb.client import ApiClient
+from schemas.batch import CRONJOB_INSTANTIATE_ANNOTATION
 
 
 def _create(obj: dict[str, Any], bodies: list[dict[str, Any]], namespace: str) -> None:
@@ -118,3 +120,40 @@ def create_configmap(obj: dict[str, Any], name: str, literals: tuple[str, ...], 
     body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
             "data": data}
     _create(obj, [body], namespace)
+
+
+def job_from_cronjob(cj: dict[str, Any], name: str) -> dict[str, Any]:
+    """kubectl's ``create job --from=cronjob/...``: the jobTemplate as a Job named ``name``,
+    annotated ``cronjob.kubernetes.io/instantiate: manual`` and controlled by the CronJob."""
+    meta = cj.get("metadata") or {}
+    template = (cj.get("spec") or {}).get("jobTemplate") or {}
+    tmeta = template.get("metadata") or {}
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {
+            "name": name, "namespace": meta.get("namespace"), "labels": dict(tmeta.get("labels") or {}),
+            "annotations": {**(tmeta.get("annotations") or {}), CRONJOB_INSTANTIATE_ANNOTATION: "manual"},
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": meta.get("name"),
+                                 "uid": meta.get("uid"), "controller": True, "blockOwnerDeletion": True}],
+        },
+        "spec": dict(template.get("spec") or {}),
+    }
+
+
+@create_group.command("job")
+@click.argument("name")
+@click.option("--from", "source", required=True, help="the CronJob to instantiate: cronjob/NAME")
+@namespace_opt
+@click.pass_obj
+def create_job(obj: dict[str, Any], name: str, source: str, namespace: str) -> None:
+    """Create a job from a CronJob's jobTemplate (kubectl create job NAME --from=cronjob/NAME)."""
+    kind, _, cj_name = source.partition("/")
+    if kind.lower() not in ("cronjob", "cronjobs", "cj", "cronjob.batch", "cronjobs.batch") or not cj_name:
+        raise click.UsageError(f"from must be of the form cronjob/NAME, not {source!r}")
+
+    async def go(api: ApiClient) -> None:
+        cj = await api.get("cronjobs", namespace, cj_name)
+        stored = await api.create(job_from_cronjob(cj, name), namespace)
+        click.echo(f"{_obj_ref(stored)} created")
+
+    _run(go, obj["nats"])

@@ -213,6 +213,13 @@ def _statefulset_row(sts: Obj, now: _dt.datetime) -> Row:
     return [f"{_n(st.get('readyReplicas'))}/{_n(_spec(sts).get('replicas', 1))}", _age(sts, now)]
 
 
+def _cronjob_row(cj: Obj, now: _dt.datetime) -> Row:
+    spec, st = _spec(cj), _status(cj)
+    last = st.get("lastScheduleTime")
+    return [spec.get("schedule", ""), _none(spec.get("timeZone")), "True" if spec.get("suspend") else "False",
+            str(len(st.get("active") or [])), age(last, now) if last else "<none>", _age(cj, now)]
+
+
 def _job_row(job: Obj, now: _dt.datetime) -> Row:
     spec, st = _spec(job), _status(job)
     succeeded = int(st.get("succeeded") or 0)
@@ -398,6 +405,7 @@ _COLUMNS: dict[str, Columns] = {
     "DaemonSet": (["DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR", "AGE"], _daemonset_row),
     "StatefulSet": (["READY", "AGE"], _statefulset_row),
     "Job": (["COMPLETIONS", "DURATION", "AGE"], _job_row),
+    "CronJob": (["SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "AGE"], _cronjob_row),
     "Service": (["TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], _service_row),
     "Endpoints": (["ENDPOINTS", "AGE"], _endpoints_row),
     "Ingress": (["CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"], _ingress_row),

@@ -34,6 +34,7 @@ KINDS = (
     "ReplicationController",
     "Deployment",
     "Job",
+    "CronJob",
     "DaemonSet",
     "StatefulSet",
     "ControllerRevision",
