@@ -28,11 +28,13 @@ class Up:
         self.url = f"nats://127.0.0.1:{self.port}"
         self.ingress_port = free_port()
         self.apiserver_port = free_port()
+        # loopback unless a test asks for more: CNI mode would change the machine's own namespace
+        network = [] if "--network" in args else ["--network", "loopback"]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kyb.cli.main", "up", "--data-dir", str(data), "--nats-port", str(self.port),
              "--runtime", runtime, "--node-name", self.node, "--apiserver-port", str(self.apiserver_port),
              "-o", f"ingress_http_port={self.ingress_port}", "-o", f"ingress_https_port={free_port()}",
-             "-o", f"dns_port={free_port()}", *args],
+             "-o", f"dns_port={free_port()}", *network, *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
         self.first = self.proc.stdout.readline().strip()

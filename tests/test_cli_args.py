@@ -96,7 +96,7 @@ def test_up_refuses_a_taken_port_clearly(runner: CliRunner, tmp_path: Path) -> N
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        result = runner.invoke(cli, ["up", "--data-dir", str(tmp_path), "--nats-port", str(port)])
+        result = runner.invoke(cli, ["up", "--data-dir", str(tmp_path), "--nats-port", str(port), "--network", "loopback"])
     assert result.exit_code == 1
     assert result.output == f"error: port {port} on 127.0.0.1 is already in use; choose another with --nats-port\n"
 

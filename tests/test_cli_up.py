@@ -31,7 +31,7 @@ def start(data: Path, port: int) -> tuple[subprocess.Popen[str], str]:
     """Start `kyb up`; returns the process and its first line (service logs follow it)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "kyb.cli.main", "up", "--data-dir", str(data), "--nats-port", str(port),
-         "--runtime", "process", "--apiserver-port", str(free_port())],
+         "--runtime", "process", "--apiserver-port", str(free_port()), "--network", "loopback"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     first = proc.stdout.readline().strip()

@@ -85,7 +85,7 @@ def test_up_with_three_nodes_spreads_a_deployment_and_runs_a_daemon_on_each(tmp_
     proc = subprocess.Popen(
         [sys.executable, "-m", "kyb.cli.main", "up", "--data-dir", str(data), "--nats-port", str(port),
          "--runtime", "process", "--nodes", "3", "--metrics-port", str(metrics_port),
-         "--apiserver-port", str(free_port())],
+         "--apiserver-port", str(free_port()), "--network", "loopback"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     lines: list[str] = []

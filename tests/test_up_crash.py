@@ -83,7 +83,7 @@ def test_a_left_over_nats_server_of_the_same_store_is_stopped_by_the_next_up(tmp
         proc = subprocess.Popen([sys.executable, "-m", "kyb.cli.main", "up", "--data-dir", str(data), "--nats-port",
                                  str(port), "--runtime", "process", "--node-name", f"orphan-{os.getpid()}",
                                  "-o", f"ingress_http_port={free_port()}", "-o", f"ingress_https_port={free_port()}",
-                                 "-o", f"dns_port={free_port()}", "--apiserver-port", str(free_port())],
+                                 "-o", f"dns_port={free_port()}", "--apiserver-port", str(free_port()), "--network", "loopback"],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             lines = [proc.stdout.readline().strip() for _ in range(2)]

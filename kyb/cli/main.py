@@ -739,9 +739,12 @@ def _run_until_signal(names: list[str], url: str, options: dict[str, Any]) -> No
               help="do not create these defaults on first start: local-path (StorageClass), ingressclass")
 @click.option("-o", "--option", "service_options", multiple=True, metavar="KEY=VALUE",
               help="a service option, as `kyb serve NAME --KEY VALUE` takes it (e.g. ingress_http_port=8080)")
+@click.option("--network", type=click.Choice(["cni", "loopback"]), default=None,
+              help="pod network: cni (bridge, 10.244/16 pods, nftables Services on 10.96/12; needs root, "
+                   "nft and the CNI plugins) or loopback (127.x pods); default: cni where it can run")
 def up(data_dir: Path, nats_port: int, node_name: str | None, runtime: str | None, nodes: int,
        metrics_port: int | None, apiserver_port: int, disable: tuple[str, ...],
-       service_options: tuple[str, ...]) -> None:
+       service_options: tuple[str, ...], network: str | None) -> None:
     """Run a whole cluster on this machine: NATS with JetStream, then every service."""
     from kyb import clusterdefaults
     from kyb.natsd import NatsServer
@@ -759,6 +762,14 @@ def up(data_dir: Path, nats_port: int, node_name: str | None, runtime: str | Non
     orphan = stop_orphan(NatsServer(store_dir=data_dir / "jetstream").pid_file, data_dir / "jetstream")
     if orphan is not None:
         click.echo(f"stopped nats-server {orphan}, left running on {data_dir} by an earlier kyb up", err=True)
+    from kyb.cli import netmode
+
+    try:
+        network, notice = netmode.choose(network, nodes)
+    except ValueError as e:
+        _fail(f"error: {e}")
+    if notice:
+        click.echo(notice, err=True)
     if not _port_free("127.0.0.1", nats_port):
         _fail(f"error: port {nats_port} on 127.0.0.1 is already in use; choose another with --nats-port")
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -784,6 +795,8 @@ def up(data_dir: Path, nats_port: int, node_name: str | None, runtime: str | Non
                                "secret_key_file": str(key_file), "node_name": node,
                                "cluster_defaults_file": str(data_dir / "defaults.json"),
                                "disable_defaults": sorted(disabled), "apiserver_port": apiserver_port}
+    if network == "cni":
+        options.update(netmode.cni_options(data_dir))
     for item in service_options:
         key, sep, value = item.partition("=")
         if not sep or not key:
