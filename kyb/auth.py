@@ -79,6 +79,7 @@ CONTROLLER_WRITES: dict[str, tuple[str, ...]] = {
     "nodelifecycle": ("Node", "Pod"),
     "nodeipam": ("Node",),
     "netagent": (),
+    "netpol": (),
     "hpa": ("HorizontalPodAutoscaler", "Deployment", "ReplicaSet", "ReplicationController", "StatefulSet"),
     "volumebinder": ("PersistentVolume", "PersistentVolumeClaim", "Pod"),
     "ingress": ("Ingress",),

@@ -41,6 +41,7 @@ SERVICES: dict[str, str] = {
     "nodelifecycle": "services.nodelifecycle.service",
     "nodeipam": "services.nodeipam.service",
     "netagent": "services.netagent.service",
+    "netpol": "services.netpol.service",
     "hpa": "services.hpa.service",
     "volumebinder": "services.volumebinder.service",
     "ingress": "services.ingress.service",

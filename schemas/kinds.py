@@ -32,6 +32,8 @@ register(KindInfo("CronJob", ("batch/v1",), "cronjobs", batch.CronJob, short_nam
 register(KindInfo("HorizontalPodAutoscaler", ("autoscaling/v2", "autoscaling/v1"), "horizontalpodautoscalers",
                   autoscaling.HorizontalPodAutoscaler, short_names=("hpa",)))
 register(KindInfo("Ingress", ("networking.k8s.io/v1",), "ingresses", networking.Ingress, short_names=("ing",)))
+register(KindInfo("NetworkPolicy", ("networking.k8s.io/v1",), "networkpolicies", networking.NetworkPolicy,
+                  short_names=("netpol",)))
 register(KindInfo("IngressClass", ("networking.k8s.io/v1",), "ingressclasses", networking.IngressClass,
                   namespaced=False))
 register(KindInfo("EndpointSlice", ("discovery.k8s.io/v1",), "endpointslices", discovery.EndpointSlice))

@@ -35,7 +35,8 @@ from schemas.core import (
 )
 from schemas.defaults import apply_defaults
 from schemas.meta import LabelSelector, Object
-from schemas.networking import Ingress
+from schemas.netpolicy import validate as _network_policy
+from schemas.networking import Ingress, NetworkPolicy
 from schemas.pod import PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume
 from schemas.quantity import scaled_int_or_percent
 from schemas.registry import for_manifest
@@ -693,6 +694,7 @@ _CHECKS: dict[type, Any] = {
     PersistentVolume: _pv,
     PersistentVolumeClaim: _pvc,
     Lease: _lease,
+    NetworkPolicy: _network_policy,
 }
 
 __all__ = ["NODE_PORT_RANGE", "SchemaError", "decode", "load", "validate"]

@@ -10,6 +10,7 @@ import datetime as _dt
 import re
 from typing import Any
 
+from kyb.cli.describe_netpol import describe_network_policy
 from kyb.cli.printers import age, parse_time
 
 _FIRST = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
@@ -71,6 +72,8 @@ def _pairs(mapping: dict[str, str] | None, label: str) -> list[str]:
 
 
 def describe(obj: dict[str, Any], events: list[dict[str, Any]], now: _dt.datetime) -> str:
+    if obj.get("kind") == "NetworkPolicy":
+        return describe_network_policy(obj)  # kubectl's own layout, without events
     meta = obj.get("metadata") or {}
     lines = [f"Name:               {meta.get('name', '')}"]
     if meta.get("namespace"):

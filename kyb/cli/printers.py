@@ -393,6 +393,21 @@ def _event_row(ev: Obj, now: _dt.datetime) -> Row:
             event_object(ev), ev.get("message") or ev.get("note") or ""]
 
 
+def format_label_selector(sel: Obj | None) -> str:
+    """metav1.FormatLabelSelector: ``role=db,tier in (a,b)``, ``<none>`` when it selects everything."""
+    sel = sel or {}
+    parts = [f"{k}={v}" for k, v in (sel.get("matchLabels") or {}).items()]
+    for expr in sel.get("matchExpressions") or []:
+        op, key, vals = expr.get("operator"), expr.get("key"), ",".join(sorted(expr.get("values") or []))
+        parts.append({"In": f"{key} in ({vals})", "NotIn": f"{key} notin ({vals})", "Exists": f"{key}",
+                      "DoesNotExist": f"!{key}"}.get(op, f"{key} {op}"))
+    return ",".join(parts) or "<none>"
+
+
+def _network_policy_row(np: Obj, now: _dt.datetime) -> Row:
+    return [format_label_selector(_spec(np).get("podSelector")), _age(np, now)]
+
+
 def _generic_row(obj: Obj, now: _dt.datetime) -> Row:
     return [_age(obj, now)]
 
@@ -409,6 +424,7 @@ _COLUMNS: dict[str, Columns] = {
     "Service": (["TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], _service_row),
     "Endpoints": (["ENDPOINTS", "AGE"], _endpoints_row),
     "Ingress": (["CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"], _ingress_row),
+    "NetworkPolicy": (["POD-SELECTOR", "AGE"], _network_policy_row),
     "Node": (["STATUS", "ROLES", "AGE", "VERSION"], _node_row),
     "Namespace": (["STATUS", "AGE"], _namespace_row),
     "ConfigMap": (["DATA", "AGE"], _configmap_row),
