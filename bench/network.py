@@ -147,10 +147,12 @@ def wait_port(ip: str, port: int, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def run_wrk(url: str, seconds: int, connections: int, threads: int, host: str | None = None) -> tuple[float, float]:
+def run_wrk(url: str, seconds: int, connections: int, threads: int, host: str | None = None,
+            netns: str | None = None) -> tuple[float, float]:
     extra = ["-H", f"Host: {host}"] if host else []
+    inside = ["ip", "netns", "exec", netns] if netns else []
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *extra, url],
+        [*inside, "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *extra, url],
         capture_output=True, text=True, timeout=seconds + 30, check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -250,6 +252,13 @@ def main() -> None:
     print(f"kyb proxy / direct = {ratio:.2f} (target >= 0.5); kyb proxy / nginx proxy = {rps['kyb proxy'] / rps['nginx proxy']:.2f}")
     print(f"builtin ingress / nginx proxy = {rps['builtin ingress'] / rps['nginx proxy']:.2f} (target >= 0.35)")
     print(f"nginx-plane ingress / hand-written nginx = {rps['nginx-plane ingress'] / rps['hand-written nginx']:.2f} (target >= 0.9)")
+    if os.geteuid() == 0 and shutil.which("nft") and shutil.which("wrk"):
+        sys.path.insert(0, str(ROOT / "bench"))
+        import network_nft
+
+        network_nft.run(args.seconds, args.connections, args.threads, run_wrk)
+    else:
+        print("nftables proxy: skipped (needs root, nft and wrk)")
 
 
 if __name__ == "__main__":
