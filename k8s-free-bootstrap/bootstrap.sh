@@ -32,7 +32,7 @@ NATS_MONITOR="127.0.0.1:8222"
 SERVICES=""
 ENABLE=1
 # Used when the installed package cannot be asked (--no-install without a virtualenv).
-DEFAULT_SERVICES="api scheduler replication deployment job cronjob daemonset statefulset gc endpoints nodelifecycle hpa volumebinder ingress proxy netpol dns apiserver"
+DEFAULT_SERVICES="api scheduler replication deployment job cronjob daemonset statefulset gc endpoints nodelifecycle nodeipam netagent netpol hpa volumebinder ingress proxy dns apiserver"
 
 while [ $# -gt 0 ]; do
   case "$1" in
