@@ -241,6 +241,12 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
         await register_node(ctx, settings)
         # Heartbeats first: a kubelet still waiting for its podCIDR or its caches is alive, and
         # its Lease says so (else the node lifecycle controller would call it lost meanwhile).
+        # The first renewal is made here, so the Lease exists as soon as the Node does.
+        if not opts_bool(ctx.options.get("node_restricted")):  # else the api made it; a kubelet may not
+            with contextlib.suppress(errors.KybError):
+                await ensure_lease_namespace(ctx)
+        with contextlib.suppress(errors.KybError):
+            await renew_lease(ctx, settings.name)
         tasks.append(asyncio.create_task(node_loop(ctx, settings, opts, stop), name="kubelet-node"))
         network: CniPodNetwork | None = None
         if opts.network == "cni":
