@@ -142,6 +142,7 @@ class ControllerRevision(Object, kw_only=True, frozen=True):
     data: dict[str, Any] = {}
     revision: int = 0
 
+
 # StatefulSet labels (Kubernetes' apps/v1 well-known labels).
 STATEFULSET_POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
