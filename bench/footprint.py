@@ -173,7 +173,7 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KYB_NATS_")}
         up = subprocess.Popen(
             [sys.executable, "-m", "kyb.cli.main", "up", "--data-dir", tmp, "--nats-port", str(port),
-             "--runtime", "process"],
+             "--runtime", "process", "--network", "loopback", "--apiserver-port", str(free_port())],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
         threading.Thread(target=lambda: [None for _ in up.stdout or ()], daemon=True).start()
