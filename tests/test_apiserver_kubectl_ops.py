@@ -42,7 +42,7 @@ spec:
 def cluster(tmp_path_factory):
     from tests.kybup import Up
 
-    up = Up(tmp_path_factory.mktemp("apiserver-ops") / "state")
+    up = Up(tmp_path_factory.mktemp("apiserver-ops") / "state", "--network", "loopback")  # pod traffic stays on 127/8
     try:
         wait_until(lambda: _kubectl(up, "get", "--raw", "/version", check=False).returncode == 0, timeout=30,
                    what="the apiserver")

@@ -35,7 +35,7 @@ spec:
 def cluster(tmp_path_factory):
     from tests.kybup import Up
 
-    up = Up(tmp_path_factory.mktemp("apiserver-streams") / "state")
+    up = Up(tmp_path_factory.mktemp("apiserver-streams") / "state", "--network", "loopback")  # pod traffic stays on 127/8
     try:
         wait_until(lambda: _kubectl(up, "get", "--raw", "/version", check=False).returncode == 0, timeout=30,
                    what="the apiserver")
@@ -120,3 +120,76 @@ def test_attach_streams_the_output(cluster):
                    what="kubectl attach to stream the container's output")
     finally:
         attached.stop()
+
+
+WEB = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: python
+    command: [sh, -c, "mkdir -p www && echo hello-through-the-forward > www/index.html && exec %(py)s -m http.server --bind $POD_IP --directory www 8080"]
+    ports: [{containerPort: 8080}]
+    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+"""
+
+
+@pytest.fixture(scope="module")
+def web(cluster):
+    import sys
+
+    _kubectl(cluster, "apply", "-f", "-", input=WEB % {"py": sys.executable})
+    wait_until(lambda: _kubectl(cluster, "get", "pod", "web", "-o", "jsonpath={.status.containerStatuses[0].ready}",
+                                check=False).stdout == "true", timeout=60, what="the web pod ready")
+    return "web"
+
+
+def _get(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read().decode()
+
+
+def test_port_forward_carries_http_requests(cluster, web):
+    import re
+
+    forwarded = Streamed(cluster, "port-forward", f"pod/{web}", ":8080", "--address", "127.0.0.1")
+    try:
+        def local_port() -> int | None:
+            for line in forwarded.lines:
+                if m := re.match(r"Forwarding from 127\.0\.0\.1:(\d+) -> 8080", line):
+                    return int(m.group(1))
+            assert forwarded.proc.poll() is None, "".join(forwarded.lines)
+            return None
+
+        port = wait_until(local_port, timeout=30, what="kubectl port-forward listening")
+        for _ in range(3):  # each request is a connection of its own: a pair of streams each
+            assert _get(f"http://127.0.0.1:{port}/index.html") == "hello-through-the-forward\n"
+    finally:
+        forwarded.stop()
+
+
+def test_python_client_port_forward_uses_the_channel_protocol(cluster, web):
+    from kubernetes import client, config
+    from kubernetes.stream import portforward
+
+    api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    core = client.CoreV1Api(api_client)
+    pf = portforward(core.connect_get_namespaced_pod_portforward, web, "default", ports="8080")
+    try:
+        sock = pf.socket(8080)
+        sock.settimeout(30)
+        sock.sendall(b"GET /index.html HTTP/1.0\r\nHost: pod\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.0 200") and reply.endswith(b"hello-through-the-forward\n")
+        sock.close()
+        assert pf.error(8080) is None
+    finally:
+        pf.close()
+        api_client.close()

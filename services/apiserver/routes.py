@@ -35,6 +35,7 @@ from services.apiserver import (
     fieldmanager,
     openapi,
     patch,
+    portforward,
     protobuf,
     respond,
     reviews,
@@ -669,6 +670,9 @@ class Server:
             pod = await self._get(t)
             run = streaming.exec_ if t.sub == "exec" else streaming.attach
             return await run(request, self.nc, pod, t.namespace or "default", t.name or "")
+        if t.info.kind == "Pod" and t.sub == "portforward" and method in ("GET", "POST"):
+            return await portforward.serve(request, self.nc, await self._get(t), t.namespace or "default",
+                                           t.name or "")
         if t.info.kind == "Pod" and t.sub in ("eviction", "binding"):
             if method != "POST":
                 raise Failure(405, "MethodNotAllowed", f"pods/{t.sub} takes only POST")
