@@ -12,6 +12,8 @@ import contextlib
 import ctypes
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -341,3 +343,38 @@ async def test_hairpin_and_pod_to_cluster_ip_on_the_other_host(cluster: Cluster)
     # and the pod on px-b sees the client pod's own address (no NAT between pods)
     seen = await reached(c, me, far_ip, path="/cgi-bin/ip")
     assert seen.removeprefix("[::ffff:").removesuffix("]") == me.status.podIP
+
+
+async def test_a_front_end_reaches_a_redis_service_on_the_other_host_by_dns_name(cluster: Cluster) -> None:
+    """Kubernetes' guestbook shape: the front end on px-a finds ``redis`` by its DNS name (the
+    cluster DNS on 10.96.0.10 of every host, ClusterFirst resolv.conf) and reaches its pods on
+    px-b through the ClusterIP the proxy serves."""
+    c = cluster
+    dns: list[tuple[asyncio.Event, asyncio.Task]] = []
+    for name in c.net.hosts:
+        stop = asyncio.Event()
+        options = {**QUIET, "network": "cni", "netns": c.host_ns(name), "supervise": False}
+        dns.append((stop, asyncio.create_task(run_services(["dns"], c.net.url, options, stop))))
+    try:
+        await c.pods("redis", [("redis-b", "px-b")])
+        svc = await c.service("redis", "redis")
+        await c.net.apply(c.net.pod_manifest("frontend", "px-a", ["/bin/busybox", "sleep", "3600"]))
+        frontend = await c.net.running("frontend")
+
+        def fetch(name: str) -> str:
+            # The pod's own view: its network namespace and the resolv.conf its kubelet wrote.
+            script = f"import urllib.request; print(urllib.request.urlopen('http://{name}/index.html', timeout=3).read().decode())"
+            done = subprocess.run(["ip", "netns", "exec", netns_name(frontend.metadata.uid or ""), sys.executable,
+                                   "-c", script], capture_output=True, text=True, timeout=20)
+            assert done.returncode == 0, done.stderr[-500:]
+            return done.stdout.strip()
+
+        for name in ("redis", "redis.default", "redis.default.svc.cluster.local"):
+            assert await until(lambda n=name: asyncio.to_thread(fetch, n), 40,
+                               f"the front end on px-a reaches {name} on px-b") == "redis-b"
+        assert svc["spec"]["clusterIP"].startswith("10.")
+    finally:
+        for stop, task in dns:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 20)
