@@ -20,7 +20,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from kyb.informer import Informer
+from kyb.informer import Informer, start_all, stop_all
 from kyb.netns import command, socket_in
 from kyb.serve import ServiceContext
 from schemas.core import Service
@@ -58,11 +58,8 @@ class ClusterDns:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        for inf in (self.services, self.slices):
-            await inf.start()
         try:
-            for inf in (self.services, self.slices):
-                await inf.wait_synced(30)
+            await start_all((self.services, self.slices))
             self.rebuild()
             stopping = asyncio.ensure_future(stop.wait())
             while not stop.is_set():
@@ -73,8 +70,7 @@ class ClusterDns:
                 self.rebuild()
             stopping.cancel()
         finally:
-            for inf in (self.services, self.slices):
-                await inf.stop()
+            await stop_all((self.services, self.slices))
 
 
 async def listen(address: str, port: int | None, zone: Any, ttl: int = 5,

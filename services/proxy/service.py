@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from kyb.informer import Informer
+from kyb.informer import Informer, start_all, stop_all
 from kyb.serve import ServiceContext
 from schemas.core import Service
 from schemas.discovery import EndpointSlice
@@ -91,13 +91,10 @@ class Proxy:
         await self.dataplane.apply(routes(services, slices, self.node_address))
 
     async def run(self, stop: asyncio.Event) -> None:
-        for inf in (self.services, self.slices):
-            await inf.start()
         try:
             if self.kernel is not None:
                 await self.kernel.start()
-            for inf in (self.services, self.slices):
-                await inf.wait_synced(30)
+            await start_all((self.services, self.slices))
             self.changed.set()
             stopping = asyncio.ensure_future(stop.wait())
             while not stop.is_set():
@@ -117,8 +114,7 @@ class Proxy:
             if self.kernel is not None:
                 with contextlib.suppress(Exception):
                     await self.kernel.close(remove=self.cleanup)
-            for inf in (self.services, self.slices):
-                await inf.stop()
+            await stop_all((self.services, self.slices))
 
 
 def _flag(value: Any) -> bool:
