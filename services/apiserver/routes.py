@@ -283,9 +283,13 @@ class Server:
         return await self.api.get(t.info.kind, self._ns(t), t.name or "")
 
     async def _body(self, request: web.Request) -> Any:
+        """The request's object, decoded under schemas.limits (JSON, YAML) or, for protobuf,
+        within limits.MAX_BYTES by a decoder whose depth is its schema's."""
         raw = await request.read()
         ctype = request.headers.get("Content-Type", JSON).split(";")[0].strip().lower()
         if ctype == PROTOBUF:
+            if len(raw) > limits.MAX_BYTES:
+                raise Failure(413, "RequestEntityTooLarge", f"the request body is larger than {limits.MAX_BYTES} bytes")
             try:
                 return protobuf.decode(raw)
             except (protobuf.Unsupported, UnicodeDecodeError) as e:
@@ -295,7 +299,17 @@ class Server:
                 return limits.load_one_yaml(raw)
             return limits.decode_json(raw)
         except limits.InputError as e:
-            raise Failure(400, "BadRequest", f"the request body is not valid: {e}") from None
+            raise _refused(e, "the request body") from None
+
+    async def _json_body(self, request: web.Request, what: str) -> Any:
+        """A JSON body (patches, DeleteOptions) under schemas.limits; None when empty."""
+        raw = await request.read()
+        if not raw.strip():
+            return None
+        try:
+            return limits.decode_json(raw)
+        except limits.InputError as e:
+            raise _refused(e, what) from None
 
     def _dry_run(self, request: web.Request) -> bool:
         values = request.query.getall("dryRun", [])
@@ -356,13 +370,13 @@ class Server:
 
     async def list(self, request: web.Request, t: Target) -> web.Response:
         matches = self._selectors(request)
+        start = _continue_key(request.query.get("continue"))
         cache = await self.cache.kind(t.info)
         rv = request.query.get("resourceVersion")
         if not rv:  # a consistent read; "0" or a version: what the cache holds
             await cache.consistent(self.cache.js)
         objects, revision = cache.snapshot(self._ns(t))
         objects = [o for o in objects if matches(o)]
-        start = _continue_key(request.query.get("continue"))
         if start is not None:
             objects = [o for o in objects if (o.metadata.namespace or "", o.metadata.name) > start]
         meta: dict[str, Any] = {"resourceVersion": str(revision)}
@@ -579,11 +593,10 @@ class Server:
         return await self.render(request, t, await self._patched(request, t, fn))
 
     async def _patch_body(self, request: web.Request) -> Any:
-        raw = await request.read()
-        try:
-            return limits.decode_json(raw)
-        except limits.InputError as e:
-            raise Failure(400, "BadRequest", f"the patch is not valid JSON: {e}") from None
+        body = await self._json_body(request, "the patch")
+        if body is None:
+            raise Failure(400, "BadRequest", "the patch is empty")
+        return body
 
     def _delete_options(self, request: web.Request, body: Any) -> dict[str, Any]:
         opts = dict(body) if isinstance(body, dict) else {}
@@ -597,14 +610,7 @@ class Server:
         return opts
 
     async def delete(self, request: web.Request, t: Target) -> web.Response:
-        raw = await request.read()
-        body = None
-        if raw.strip():
-            try:
-                body = limits.decode_json(raw)
-            except limits.InputError as e:
-                raise Failure(400, "BadRequest", f"the DeleteOptions are not valid JSON: {e}") from None
-        opts = self._delete_options(request, body)
+        opts = self._delete_options(request, await self._json_body(request, "the DeleteOptions"))
         dry_run = self._dry_run(request) or "All" in (opts.get("dryRun") or [])
         obj = await self._delete_one(t, t.name or "", opts, dry_run)
         meta = obj.get("metadata") or {}
@@ -632,9 +638,7 @@ class Server:
 
     async def delete_collection(self, request: web.Request, t: Target) -> web.Response:
         matches = self._selectors(request)
-        raw = await request.read()
-        body = limits.decode_json(raw) if raw.strip() else None
-        opts = self._delete_options(request, body)
+        opts = self._delete_options(request, await self._json_body(request, "the DeleteOptions"))
         dry_run = self._dry_run(request)
         cache = await self.cache.kind(t.info)
         await cache.consistent(self.cache.js)
@@ -813,6 +817,12 @@ class Server:
         return resp
 
 
+def _refused(e: limits.InputError, what: str) -> Failure:
+    if isinstance(e, limits.InputTooLarge):
+        return Failure(413, "RequestEntityTooLarge", f"{what} is too large: {e}")
+    return Failure(400, "BadRequest", f"{what} is not valid: {e}")
+
+
 def _selector_text(selector: dict[str, Any]) -> str:
     return str(from_label_selector(msgspec.convert(selector, LabelSelector)))
 
@@ -834,7 +844,7 @@ def _continue_key(token: str | None) -> tuple[str, str] | None:
     if not token:
         return None
     try:
-        doc = json.loads(base64.urlsafe_b64decode(token.encode()))
+        doc = limits.decode_json(base64.urlsafe_b64decode(token.encode()), what="continue token")
         return str(doc["ns"]), str(doc["name"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, limits.InputError):
         raise Failure(400, "BadRequest", "continue: Invalid value: the continue token is not valid") from None
