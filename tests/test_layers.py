@@ -26,3 +26,13 @@ def test_the_type_checker_passes_on_the_strict_modules():
     result = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
     assert "Success: no issues found" in result.stdout
+
+
+def test_every_cli_module_but_the_entry_point_is_bound_by_the_cli_contract():
+    """A new command module must join the contract that keeps it from importing kyb.cli.main."""
+    import tomllib
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    cli = next(c for c in contracts if c.get("forbidden_modules") == ["kyb.cli.main"])
+    modules = {f"kyb.cli.{p.stem}" for p in (ROOT / "kyb" / "cli").glob("*.py") if p.stem not in ("main", "__init__")}
+    assert set(cli["source_modules"]) == modules

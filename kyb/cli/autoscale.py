@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from kyb.cli.main import _run, namespace_opt, resolve_kind
+from kyb.cli.base import namespace_opt, resolve_kind, run_api
 from kyb.client import ApiClient
 
 SCALABLE = {"Deployment", "ReplicaSet", "ReplicationController"}
@@ -71,4 +71,4 @@ def autoscale_cmd(obj: dict[str, Any], target: str, name: str | None, namespace:
         created = await api.create(manifest, namespace)
         click.echo(f"horizontalpodautoscaler.autoscaling/{created['metadata']['name']} autoscaled")
 
-    _run(go, obj["nats"])
+    run_api(go, obj["nats"])

@@ -17,7 +17,7 @@ import click
 
 from kyb import errors
 from kyb.cli import manifests
-from kyb.cli.main import Failed, _obj_ref, _run, namespace_opt, server_error
+from kyb.cli.base import Failed, namespace_opt, obj_ref, run_api, server_error
 from kyb.client import ApiClient
 from schemas.batch import CRONJOB_INSTANTIATE_ANNOTATION
 
@@ -34,11 +34,11 @@ def _create(obj: dict[str, Any], bodies: list[dict[str, Any]], namespace: str) -
                 click.echo(server_error(e), err=True)
                 failed = True
                 continue
-            click.echo(f"{_obj_ref(stored)} created")
+            click.echo(f"{obj_ref(stored)} created")
         if failed:
             raise Failed
 
-    _run(go, obj["nats"])
+    run_api(go, obj["nats"])
 
 
 @click.group("create", invoke_without_command=True)
@@ -154,6 +154,6 @@ def create_job(obj: dict[str, Any], name: str, source: str, namespace: str) -> N
     async def go(api: ApiClient) -> None:
         cj = await api.get("cronjobs", namespace, cj_name)
         stored = await api.create(job_from_cronjob(cj, name), namespace)
-        click.echo(f"{_obj_ref(stored)} created")
+        click.echo(f"{obj_ref(stored)} created")
 
-    _run(go, obj["nats"])
+    run_api(go, obj["nats"])

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from kyb import errors
-from kyb.cli.main import _run, _targets, namespace_opt
+from kyb.cli.base import namespace_opt, parse_targets, run_api
 from kyb.cli.printers import kind_ref
 from kyb.client import ApiClient
 
@@ -81,7 +81,7 @@ def _command(name: str, field: str, verb: str) -> click.Command:
         if not changes:
             raise click.UsageError(f"at least one {what} update is required")
         sets, removes = parse_changes(changes, what)
-        targets = _targets(resources)
+        targets = parse_targets(resources)
         for info, names in targets:
             if not names:
                 raise click.UsageError(f"specify the name of the {info.kind.lower()} to {name}")
@@ -107,7 +107,7 @@ def _command(name: str, field: str, verb: str) -> click.Command:
                         click.echo(f"{kind_ref(info.kind, info.group)}/{obj_name} {verb}")
                         break
 
-        _run(go, obj["nats"])
+        run_api(go, obj["nats"])
 
     return command
 

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from kyb import errors
+from kyb.cli.base import DEFAULT_NATS, nats_opt, run_api
 from kyb.cli.drainplan import DrainOptions, plan_drain, pod_ref
 from kyb.cli.params import Duration
 from kyb.client import ApiClient
@@ -136,25 +137,13 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
 
 
-def _set_nats(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-    if value:
-        ctx.ensure_object(dict)["nats"] = value
-
-
-def _nats_opt(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--nats", default=None, hidden=True, expose_value=False, callback=_set_nats,
-                        is_eager=True)(fn)
-
-
 def _run(obj: dict[str, Any], work: Callable[[ApiClient], Any], timeout: float = 5.0) -> Any:
-    from kyb.cli.main import _run as run_with_client
-
-    return run_with_client(work, obj.get("nats") or "nats://127.0.0.1:4222", timeout)
+    return run_api(work, obj.get("nats") or DEFAULT_NATS, timeout)
 
 
 @click.command()
 @click.argument("node")
-@_nats_opt
+@nats_opt
 @click.pass_obj
 def cordon(obj: dict[str, Any], node: str) -> None:
     """Mark NODE unschedulable: new pods are not placed on it."""
@@ -168,7 +157,7 @@ def cordon(obj: dict[str, Any], node: str) -> None:
 
 @click.command()
 @click.argument("node")
-@_nats_opt
+@nats_opt
 @click.pass_obj
 def uncordon(obj: dict[str, Any], node: str) -> None:
     """Mark NODE schedulable again."""
@@ -189,7 +178,7 @@ def uncordon(obj: dict[str, Any], node: str) -> None:
               help="seconds each pod gets to stop; negative: the pod's own terminationGracePeriodSeconds")
 @click.option("--timeout", type=Duration(), default="0", show_default=True,
               help="give up after this long (e.g. 90s, 5m); 0: wait as long as it takes")
-@_nats_opt
+@nats_opt
 @click.pass_obj
 def drain_command(obj: dict[str, Any], node: str, ignore_daemonsets: bool, delete_emptydir_data: bool,
                   force: bool, grace_period: int, timeout: float) -> None:

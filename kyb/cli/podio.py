@@ -7,17 +7,14 @@ arguments, connect and print.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import BinaryIO
 
 import click
 
+from kyb.cli.base import DEFAULT_NATS, run_exit_code
 from kyb.cli.nodeclient import exec_command, locate, stream_logs
 from kyb.client import connect
-from kyb.errors import KybError
-
-DEFAULT_NATS = "nats://127.0.0.1:4222"
 
 
 async def write_logs(
@@ -53,16 +50,6 @@ async def run_in_container(
     node, name = await locate(nc, namespace, pod, container)
     request = {"namespace": namespace, "pod": pod, "container": name, "command": command, "timeout": timeout}
     return await exec_command(nc, node, request, timeout=timeout + 10)
-
-
-def _run(coro) -> int:
-    try:
-        return asyncio.run(coro)
-    except KybError as e:
-        click.echo(f"error: {e}", err=True)
-        return 1
-    except KeyboardInterrupt:
-        return 130
 
 
 nats_option = click.option(
@@ -115,7 +102,7 @@ def logs_command(
         finally:
             await nc.close()
 
-    sys.exit(_run(main()))
+    sys.exit(run_exit_code(main()))
 
 
 @click.command("exec", context_settings={"ignore_unknown_options": True})
@@ -145,4 +132,4 @@ def exec_command_cli(
         sys.stdout.flush()
         return code
 
-    sys.exit(_run(main()))
+    sys.exit(run_exit_code(main()))

@@ -26,6 +26,7 @@ import msgspec
 import yaml
 
 from kyb import errors
+from kyb.cli.base import Failed, namespace_opt, resolve_kind, run_api
 from kyb.cli.params import Duration
 from kyb.client import ApiClient
 from schemas import apps
@@ -209,38 +210,6 @@ def set_images(obj: dict[str, Any], images: dict[str, str]) -> list[str]:
     return missing
 
 
-# -- plumbing -----------------------------------------------------------------------------------
-# kyb.cli.main registers these commands while it is being imported, so its helpers are looked up
-# when a command runs, not when this module loads.
-
-
-class Failed(Exception):
-    """Reported already; exit 1 (kyb.cli.main's Failed is raised in its place)."""
-
-
-def _run(go: Callable[[ApiClient], Any], nats_url: str) -> None:
-    from kyb.cli import main
-
-    async def wrapped(api: ApiClient) -> None:
-        try:
-            await go(api)
-        except Failed:
-            raise main.Failed from None
-
-    main._run(wrapped, nats_url)
-
-
-def resolve_kind(name: str) -> Any:
-    from kyb.cli import main
-
-    return main.resolve_kind(name)
-
-
-def namespace_opt(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("-n", "--namespace", default="default", show_default=True, help="namespace")(fn)
-
-
-
 ROLLABLE = ("Deployment", "DaemonSet", "StatefulSet")
 # kinds whose history is ControllerRevisions: plural and the viewer of `rollout status`
 _REVISIONED = {"DaemonSet": ("daemonsets", "daemonset_status_message"),
@@ -355,7 +324,7 @@ def status_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: st
                 raise Failed
             await asyncio.sleep(0.25)
 
-    _run(go, obj["nats"])
+    run_api(go, obj["nats"])
 
 
 @rollout_group.command("history")
@@ -368,7 +337,7 @@ def history_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: s
     """The revisions of a Deployment or DaemonSet and their change causes."""
     kind, dname = _target(target, name)
     if kind in _REVISIONED:
-        _run(lambda api: _daemonset_history(api, namespace, dname, rev, kind), obj["nats"])
+        run_api(lambda api: _daemonset_history(api, namespace, dname, rev, kind), obj["nats"])
         return
 
     async def go(api: ApiClient) -> None:
@@ -387,7 +356,7 @@ def history_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: s
         click.echo(f"deployment.apps/{dname}")
         click.echo(history_table(rss))
 
-    _run(go, obj["nats"])
+    run_api(go, obj["nats"])
 
 
 async def _daemonset_history(api: ApiClient, namespace: str, name: str, rev: int, kind: str = "DaemonSet") -> None:
@@ -433,7 +402,7 @@ def undo_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: str,
     """Roll back to an earlier revision: its template becomes the Deployment's or DaemonSet's."""
     kind, dname = _target(target, name)
     if kind in _REVISIONED:
-        _run(lambda api: _daemonset_undo(api, namespace, dname, to_revision, kind), obj["nats"])
+        run_api(lambda api: _daemonset_undo(api, namespace, dname, to_revision, kind), obj["nats"])
         return
 
     async def go(api: ApiClient) -> None:
@@ -463,7 +432,7 @@ def undo_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: str,
         await _update(api, "deployments", namespace, dname, lambda cur: undo_onto(cur, rs))
         click.echo(f"deployment.apps/{dname} rolled back")
 
-    _run(go, obj["nats"])
+    run_api(go, obj["nats"])
 
 
 def _toggle_pause(paused: bool) -> Callable[..., None]:
@@ -488,7 +457,7 @@ def _toggle_pause(paused: bool) -> Callable[..., None]:
                 raise Failed
             click.echo(f"deployment.apps/{dname} {word}")
 
-        _run(go, obj["nats"])
+        run_api(go, obj["nats"])
 
     return command
 
@@ -522,7 +491,7 @@ def restart_cmd(obj: dict[str, Any], target: str, name: str | None, namespace: s
         await _update(api, plural, namespace, dname, change)
         click.echo(f"{_ref(kind, dname)} restarted")
 
-    _run(go, obj["nats"])
+    run_api(go, obj["nats"])
 
 
 @click.group("set")
@@ -558,7 +527,7 @@ def set_image_cmd(obj: dict[str, Any], target: str, images: tuple[str, ...], nam
         await _update(api, info.plural, namespace, name, change)
         click.echo(f"{info.kind.lower()}{'.' + info.group if info.group else ''}/{name} image updated")
 
-    _run(go, obj["nats"])
+    run_api(go, obj["nats"])
 
 
 __all__ = ["rollout_group", "set_group", "status_message", "daemonset_status_message",

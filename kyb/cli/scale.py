@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from kyb import errors
-from kyb.cli.main import _run, _targets, namespace_opt
+from kyb.cli.base import namespace_opt, parse_targets, run_api
 from kyb.cli.printers import kind_ref
 from kyb.client import ApiClient
 
@@ -89,7 +89,7 @@ def scale_cmd(
     namespace: str,
 ) -> None:
     """Set a new size for a Deployment, ReplicaSet, ReplicationController or StatefulSet."""
-    targets = _targets(args)
+    targets = parse_targets(args)
     for info, names in targets:
         if info.kind not in SCALABLE:
             raise click.ClickException(f"cannot scale a {info.kind}: not scalable")
@@ -110,4 +110,4 @@ def scale_cmd(
                 )
                 click.echo(f"{kind_ref(info.kind, info.group)}/{name} scaled")
 
-    _run(go, obj["nats"])
+    run_api(go, obj["nats"])

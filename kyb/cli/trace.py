@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.tree import Tree
 
 from kyb import tracestore
-from kyb.cli.main import _run, namespace_opt, resolve_kind
+from kyb.cli.base import namespace_opt, resolve_kind, run_api
 from kyb.client import ApiClient
 from kyb.tracestore import SpanRecord
 
@@ -182,4 +182,4 @@ def trace_cmd(obj: dict[str, Any], target: str | None, namespace: str, trace_id:
                 group = [s for s in everything if s.traceId == later]
                 console.print(render(build_tree(group), f"continued for pod {pod}  trace {later}"))
 
-    _run(go, obj["nats"])
+    run_api(go, obj["nats"])
