@@ -24,12 +24,12 @@ first, unless a live pod still runs them. :func:`history` says what to do, befor
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from dataclasses import dataclass
 
 import msgspec
 from msgspec.structs import replace
 
+from kyb import revisions
 from schemas import tolerations
 from schemas.apps import ControllerRevision, DaemonSet, DaemonSetStatus
 from schemas.core import Node
@@ -42,12 +42,11 @@ from schemas.pod import (
     NodeSelectorRequirement,
     NodeSelectorTerm,
     Pod,
-    PodTemplateSpec,
     Toleration,
 )
 from schemas.quantity import scaled_int_or_percent
 
-HASH_LABEL = "controller-revision-hash"
+HASH_LABEL = revisions.HASH_LABEL
 GENERATION_LABEL = "pod-template-generation"
 
 # The tolerations Kubernetes adds to every daemon pod (daemon/util.AddOrUpdateDaemonPodTolerations).
@@ -79,8 +78,7 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
 
 def template_hash(ds: DaemonSet) -> str:
     """A stable short hash of the pod template (what ``controller-revision-hash`` holds)."""
-    raw = msgspec.json.encode(ds.spec.template) + str(ds.status.collisionCount or 0).encode()
-    return hashlib.sha256(raw).hexdigest()[:10]
+    return revisions.template_hash(ds.spec.template, ds.status.collisionCount)
 
 
 def is_updated(pod: Pod, ds: DaemonSet, hash_: str) -> bool:
@@ -93,34 +91,8 @@ def is_updated(pod: Pod, ds: DaemonSet, hash_: str) -> bool:
 # --- history: ControllerRevisions ----------------------------------------------------------
 
 
-class History(msgspec.Struct, frozen=True, kw_only=True):
-    """What to do with the DaemonSet's ControllerRevisions before placing pods."""
-
-    current_hash: str  # the controller-revision-hash of the current revision (what new pods get)
-    create: ControllerRevision | None = None  # the current revision, when none exists yet
-    renumber: ControllerRevision | None = None  # the current revision with its new, highest revision
-    delete: list[str] = []  # duplicates of the current revision and old ones past the limit
-
-
-def revision_name(ds: DaemonSet, hash_: str) -> str:
-    return f"{ds.metadata.name}-{hash_}"
-
-
-def revision_data(template: PodTemplateSpec) -> dict:
-    """The patch a ControllerRevision of a DaemonSet holds (Kubernetes' ``getPatch``)."""
-    return {"spec": {"template": msgspec.to_builtins(template)}}
-
-
-def revision_template(rev: ControllerRevision) -> PodTemplateSpec | None:
-    """The pod template a revision restores, or None when its data holds none."""
-    spec = rev.data.get("spec")
-    raw = spec.get("template") if isinstance(spec, dict) else None
-    if not isinstance(raw, dict):
-        return None
-    try:
-        return msgspec.convert(raw, PodTemplateSpec)
-    except msgspec.ValidationError:
-        return None
+History = revisions.History
+revision_template = revisions.revision_template
 
 
 def matches(rev: ControllerRevision, ds: DaemonSet) -> bool:
@@ -128,49 +100,14 @@ def matches(rev: ControllerRevision, ds: DaemonSet) -> bool:
     return revision_template(rev) == ds.spec.template
 
 
-def new_revision(ds: DaemonSet, hash_: str, number: int) -> ControllerRevision:
-    meta = ObjectMeta(
-        name=revision_name(ds, hash_),
-        namespace=ds.metadata.namespace,
-        labels={**ds.spec.template.metadata.labels, HASH_LABEL: hash_},
-        annotations=dict(ds.metadata.annotations),  # the change-cause `rollout history` shows
-        ownerReferences=[owner_reference(ds)],
-    )
-    return ControllerRevision(metadata=meta, data=revision_data(ds.spec.template), revision=number)
-
-
-def _by_revision(rev: ControllerRevision) -> tuple[int, str]:
-    return (rev.revision, rev.metadata.name)
-
-
-def history(ds: DaemonSet, revisions: list[ControllerRevision], pods: list[Pod]) -> History:
-    """Kubernetes' constructHistory and cleanupHistory. ``revisions`` are the DaemonSet's own
-    (controller owner = it); ``pods`` its pods, whose hash labels keep old revisions alive."""
-    hash_ = template_hash(ds)
-    current = [r for r in revisions if r.metadata.labels.get(HASH_LABEL) == hash_ or matches(r, ds)]
-    old = sorted((r for r in revisions if r not in current), key=_by_revision)
-    number = max((r.revision for r in old), default=0) + 1
-    delete: list[str] = []
-    create = renumber = None
-    if not current:
-        create = new_revision(ds, hash_, number)
-        current_hash = hash_
-    else:
-        keep, *dupes = sorted(current, key=_by_revision, reverse=True)
-        delete += [r.metadata.name for r in dupes]
-        current_hash = keep.metadata.labels.get(HASH_LABEL) or hash_
-        if keep.revision < number:
-            renumber = replace(keep, revision=number)
+def history(ds: DaemonSet, revs: list[ControllerRevision], pods: list[Pod]) -> History:
+    """Kubernetes' constructHistory and cleanupHistory (kyb.revisions). ``revs`` are the
+    DaemonSet's own (controller owner = it); ``pods`` its pods, whose hash labels keep old
+    revisions alive."""
     live = {p.metadata.labels.get(HASH_LABEL) for p in pods if p.metadata.deletionTimestamp is None}
-    to_kill = len(old) - max(0, ds.spec.revisionHistoryLimit)
-    for r in old:
-        if to_kill <= 0:
-            break
-        if r.metadata.labels.get(HASH_LABEL) in live:
-            continue
-        delete.append(r.metadata.name)
-        to_kill -= 1
-    return History(current_hash=current_hash, create=create, renumber=renumber, delete=delete)
+    in_use = {r.metadata.name for r in revs if r.metadata.labels.get(HASH_LABEL) in live}
+    return revisions.history(ds, ds.spec.template, ds.status.collisionCount, ds.spec.revisionHistoryLimit,
+                             revs, in_use)
 
 
 # --- eligibility ---------------------------------------------------------------------------

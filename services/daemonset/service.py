@@ -22,17 +22,17 @@ from typing import Any
 from msgspec.structs import replace
 from opentelemetry.context import Context
 
-from kyb import errors
+from kyb import errors, history
 from kyb.controller import Controller, controller_keys
 from kyb.expectations import Expectations
 from kyb.informer import Informer, start_all, stop_all
 from kyb.leading import run_as_leader
 from kyb.store import Store, split_key
-from schemas.apps import ControllerRevision, DaemonSet
+from schemas.apps import DaemonSet
 from schemas.helpers import controller_of, object_key
 from schemas.meta import Object
 from services.daemonset import reconcile
-from services.daemonset.reconcile import History, Settings
+from services.daemonset.reconcile import Settings
 
 SOURCE = "daemonset-controller"
 EXPECTATION_TIMEOUT = 30.0
@@ -101,7 +101,8 @@ class DaemonSetController:
         uid = ds.metadata.uid or ""
         pods = [p for p in self.pods.by_index("owner", uid) if (r := controller_of(p)) is not None and r.uid == uid]
         revisions = [r for r in self.revisions.by_index("owner", uid) if (c := controller_of(r)) is not None and c.uid == uid]
-        current_hash = await self._settle_history(ds, reconcile.history(ds, revisions, pods))  # type: ignore[arg-type]
+        hist = reconcile.history(ds, revisions, pods)  # type: ignore[arg-type]
+        current_hash = hist.current_hash if await history.settle(self.store, ds, hist) else None
         if current_hash is None:
             return 0.1  # collisionCount bumped: the next reconcile hashes again
         nodes = self.nodes.list()
@@ -122,51 +123,6 @@ class DaemonSetController:
             with contextlib.suppress(errors.NotFound):
                 await self.store.mutate("DaemonSet", ns, name, write_status)
         return plan.requeue_after
-
-    async def _settle_history(self, ds: DaemonSet, hist: History) -> str | None:
-        """Apply ``hist``; the current revision's hash, or None after a collision."""
-        ns = ds.metadata.namespace
-        current_hash = hist.current_hash
-        if hist.create is not None:
-            try:
-                await self.store.create(hist.create)
-            except errors.AlreadyExists:
-                existing: ControllerRevision = await self.store.get(  # type: ignore[assignment]
-                    "ControllerRevision", ns, hist.create.metadata.name
-                )
-                ours = (c := controller_of(existing)) is not None and c.uid == ds.metadata.uid
-                if not (ours and reconcile.matches(existing, ds)):
-                    await self._bump_collision_count(ds)
-                    return None
-                if existing.revision < hist.create.revision:  # the watch had not shown it yet
-                    await self._renumber(ns, existing.metadata.name, hist.create.revision)
-        if hist.renumber is not None:
-            await self._renumber(ns, hist.renumber.metadata.name, hist.renumber.revision)
-        for name in hist.delete:
-            with contextlib.suppress(errors.NotFound):
-                await self.store.delete("ControllerRevision", ns, name)
-        return current_hash
-
-    async def _renumber(self, ns: str | None, name: str, revision: int) -> None:
-        def change(current: Object) -> Object | None:
-            if current.revision >= revision:  # type: ignore[attr-defined]
-                return None
-            return replace(current, revision=revision)
-
-        with contextlib.suppress(errors.NotFound):
-            await self.store.mutate("ControllerRevision", ns, name, change)
-
-    async def _bump_collision_count(self, ds: DaemonSet) -> None:
-        def change(current: Object) -> Object | None:
-            if current.metadata.uid != ds.metadata.uid:
-                return None
-            status = current.status  # type: ignore[attr-defined]
-            if (status.collisionCount or 0) != (ds.status.collisionCount or 0):
-                return None  # already bumped since we read it
-            return replace(current, status=replace(status, collisionCount=(status.collisionCount or 0) + 1))
-
-        with contextlib.suppress(errors.NotFound):
-            await self.store.mutate("DaemonSet", ds.metadata.namespace, ds.metadata.name, change)
 
     async def _create_pod(self, ds: DaemonSet, pod: Object) -> str | None:
         node = reconcile.pinned_node(pod)  # type: ignore[arg-type]

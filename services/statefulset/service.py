@@ -23,12 +23,11 @@ from typing import Any
 from msgspec.structs import replace
 from opentelemetry.context import Context
 
-from kyb import controllerref, errors, revisions
+from kyb import controllerref, errors, history, revisions
 from kyb.controller import Controller, controller_keys
 from kyb.expectations import Expectations
 from kyb.informer import Informer, start_all, stop_all
 from kyb.leading import run_as_leader
-from kyb.revisions import History
 from kyb.store import Store, split_key
 from schemas.apps import ControllerRevision, StatefulSet
 from schemas.core import PersistentVolumeClaim
@@ -115,7 +114,7 @@ class StatefulSetController:
         in_use = {reconcile.revision_of(p) for p in pods} | {sts.status.currentRevision, sts.status.updateRevision}
         hist = revisions.history(sts, sts.spec.template, sts.status.collisionCount, sts.spec.revisionHistoryLimit,
                                  revs, in_use)
-        if sts.metadata.deletionTimestamp is None and not await self._settle_history(sts, hist):
+        if sts.metadata.deletionTimestamp is None and not await history.settle(self.store, sts, hist):
             return 0.1  # collisionCount bumped: the next reconcile hashes again
         claims: dict[str, PersistentVolumeClaim] = {
             c.metadata.name: c for c in self.claims.list(ns)  # type: ignore[misc]
@@ -160,50 +159,6 @@ class StatefulSetController:
         mine = {p.metadata.name for p in adopted if p is not None and (r := controller_of(p)) and r.uid == c.uid}
         adopting = {p.metadata.name for p in claims.adopt}
         return [p for p in claims.owned if p.metadata.name not in adopting or p.metadata.name in mine]
-
-    async def _settle_history(self, sts: StatefulSet, hist: History) -> bool:
-        """Apply ``hist``; False after a hash collision (collisionCount bumped)."""
-        ns = sts.metadata.namespace
-        if hist.create is not None:
-            try:
-                await self.store.create(hist.create)
-            except errors.AlreadyExists:
-                existing: ControllerRevision = await self.store.get(  # type: ignore[assignment]
-                    "ControllerRevision", ns, hist.create.metadata.name
-                )
-                ours = (c := controller_of(existing)) is not None and c.uid == sts.metadata.uid
-                if not (ours and revisions.revision_template(existing) == sts.spec.template):
-                    await self._bump_collision_count(sts)
-                    return False
-                if existing.revision < hist.create.revision:
-                    await self._renumber(ns, existing.metadata.name, hist.create.revision)
-        if hist.renumber is not None:
-            await self._renumber(ns, hist.renumber.metadata.name, hist.renumber.revision)
-        for name in hist.delete:
-            with contextlib.suppress(errors.NotFound):
-                await self.store.delete("ControllerRevision", ns, name)
-        return True
-
-    async def _renumber(self, ns: str | None, name: str, revision: int) -> None:
-        def change(current: Object) -> Object | None:
-            if current.revision >= revision:  # type: ignore[attr-defined]
-                return None
-            return replace(current, revision=revision)
-
-        with contextlib.suppress(errors.NotFound):
-            await self.store.mutate("ControllerRevision", ns, name, change)
-
-    async def _bump_collision_count(self, sts: StatefulSet) -> None:
-        def change(current: Object) -> Object | None:
-            if current.metadata.uid != sts.metadata.uid:
-                return None
-            status = current.status  # type: ignore[attr-defined]
-            if (status.collisionCount or 0) != (sts.status.collisionCount or 0):
-                return None
-            return replace(current, status=replace(status, collisionCount=(status.collisionCount or 0) + 1))
-
-        with contextlib.suppress(errors.NotFound):
-            await self.store.mutate("StatefulSet", sts.metadata.namespace, sts.metadata.name, change)
 
     async def _write_status(self, sts: StatefulSet, status: Any) -> None:
         def change(current: Object) -> Object | None:
