@@ -3,6 +3,7 @@ proxy reads."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 from schemas.meta import Base, Object, ObjectReference
@@ -37,3 +38,17 @@ class EndpointSlice(Object, kw_only=True, frozen=True):
     addressType: Literal["IPv4", "IPv6", "FQDN"] = "IPv4"
     endpoints: list[Endpoint] = []
     ports: list[EndpointSlicePort] = []
+
+
+# The label that ties an EndpointSlice to its Service (Kubernetes' discovery.LabelServiceName).
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def slices_by_service(slices: Iterable[EndpointSlice]) -> dict[tuple[str, str], list[EndpointSlice]]:
+    """The slices of each Service, keyed by (namespace, service name)."""
+    out: dict[tuple[str, str], list[EndpointSlice]] = {}
+    for s in slices:
+        name = s.metadata.labels.get(SERVICE_NAME_LABEL)
+        if name:
+            out.setdefault((s.metadata.namespace or "default", name), []).append(s)
+    return out

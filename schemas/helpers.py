@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import msgspec
 
+from schemas.core import Service
 from schemas.meta import Object, OwnerReference
 from schemas.pod import Pod
 from schemas.quantity import cpu_millis, to_bytes
@@ -121,3 +122,17 @@ def parse_time(text: str) -> _dt.datetime:
     if t.tzinfo is None:
         t = t.replace(tzinfo=_dt.UTC)
     return t.astimezone(_dt.UTC)
+
+
+# kube-proxy's default ClientIP affinity (sessionAffinityConfig.clientIP.timeoutSeconds): 3 hours.
+DEFAULT_AFFINITY_SECONDS = 10800
+
+
+def affinity_seconds(service: Service) -> int | None:
+    """How long a client stays with its endpoint under ``sessionAffinity: ClientIP``; None without."""
+    if service.spec.sessionAffinity != "ClientIP":
+        return None
+    cfg = service.spec.sessionAffinityConfig
+    if cfg is not None and cfg.clientIP is not None and cfg.clientIP.timeoutSeconds:
+        return cfg.clientIP.timeoutSeconds
+    return DEFAULT_AFFINITY_SECONDS

@@ -21,9 +21,8 @@ import msgspec
 from dnslib import CNAME, QTYPE, RCODE, RR, SOA, SRV, A, DNSLabel, DNSRecord
 
 from schemas.core import Service
-from schemas.discovery import EndpointSlice
+from schemas.discovery import SERVICE_NAME_LABEL, EndpointSlice
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 DEFAULT_DOMAIN = "cluster.local"
 DEFAULT_TTL = 5
 

@@ -22,12 +22,17 @@ from collections.abc import Iterable
 import msgspec
 
 from schemas.core import EndpointAddress, EndpointPort, Endpoints, EndpointSubset, Service, ServicePort
-from schemas.discovery import Endpoint, EndpointConditions, EndpointSlice, EndpointSlicePort
+from schemas.discovery import (
+    SERVICE_NAME_LABEL,
+    Endpoint,
+    EndpointConditions,
+    EndpointSlice,
+    EndpointSlicePort,
+)
 from schemas.helpers import owner_reference, pod_is_ready, pod_is_terminal
 from schemas.meta import ObjectMeta, ObjectReference
 from schemas.pod import Pod
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 SLICE_MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 SLICE_MANAGER = "endpointslice-controller.k8s.io"
 ENDPOINTS_MANAGED_BY_LABEL = "endpoints.kubernetes.io/managed-by"

@@ -21,14 +21,13 @@ import msgspec
 
 from schemas import classes as classes_rule
 from schemas.core import Secret, Service
-from schemas.discovery import EndpointSlice
+from schemas.discovery import EndpointSlice, slices_by_service
 from schemas.networking import Ingress, IngressBackend, IngressClass
 
 CONTROLLER = "kybernetes.io/ingress"
 DEFAULT_CLASS = "kyb"
 DEFAULT_CLASS_ANNOTATION = classes_rule.INGRESS_DEFAULT_ANNOTATION
 LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 Address = tuple[str, int]
 PathKind = Literal["Exact", "Prefix"]
@@ -169,15 +168,6 @@ def is_ours(ingress: Ingress, classes: Iterable[IngressClass], class_name: str =
 # -- the table ----------------------------------------------------------------------------
 
 
-def _slices_by_service(slices: Iterable[EndpointSlice]) -> dict[tuple[str, str], list[EndpointSlice]]:
-    out: dict[tuple[str, str], list[EndpointSlice]] = {}
-    for s in slices:
-        name = s.metadata.labels.get(SERVICE_NAME_LABEL)
-        if name:
-            out.setdefault((s.metadata.namespace or "default", name), []).append(s)
-    return out
-
-
 def ready_backends(service: Service | None, slices: list[EndpointSlice], port: str) -> tuple[Address, ...]:
     """Ready endpoint addresses of the Service port named or numbered ``port``."""
     if service is None:
@@ -240,7 +230,7 @@ def table(
 ) -> Table:
     """The merged routing table of ``ingresses`` (already filtered to ours)."""
     svc = {(s.metadata.namespace or "default", s.metadata.name): s for s in services}
-    by_service = _slices_by_service(slices)
+    by_service = slices_by_service(slices)
     sec = {(s.metadata.namespace or "default", s.metadata.name): s for s in secrets}
     hosts: dict[str, dict[tuple[str, PathKind], PathRule]] = {}
     default: Target | None = None

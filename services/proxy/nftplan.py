@@ -36,13 +36,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from schemas.core import Service, ServicePort
-from schemas.discovery import EndpointSlice
+from schemas.discovery import EndpointSlice, slices_by_service
+from schemas.helpers import affinity_seconds
 
 TABLE = "kyb-proxy"
 FAMILY = "ip"
 MASQUERADE_MARK = 0x4000
-DEFAULT_AFFINITY_SECONDS = 10800
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 BASE = "_base"  # the fragment key of the static chains
 
@@ -206,15 +205,6 @@ def usable(endpoints: list[_Endpoint]) -> tuple[Target, ...]:
     return tuple(e.target for e in endpoints if e.serving and e.terminating)
 
 
-def affinity_seconds(service: Service) -> int | None:
-    if service.spec.sessionAffinity != "ClientIP":
-        return None
-    cfg = service.spec.sessionAffinityConfig
-    if cfg is not None and cfg.clientIP is not None and cfg.clientIP.timeoutSeconds:
-        return cfg.clientIP.timeoutSeconds
-    return DEFAULT_AFFINITY_SECONDS
-
-
 # -- one Service port -----------------------------------------------------------------------
 
 def port_id(service: Service, port: ServicePort) -> str:
@@ -328,15 +318,6 @@ def proxied(service: Service) -> bool:
         return ipaddress.ip_address(spec.clusterIP).version == 4
     except ValueError:
         return False
-
-
-def group_slices(slices: Iterable[EndpointSlice]) -> dict[tuple[str, str], list[EndpointSlice]]:
-    out: dict[tuple[str, str], list[EndpointSlice]] = {}
-    for s in slices:
-        name = s.metadata.labels.get(SERVICE_NAME_LABEL)
-        if name:
-            out.setdefault((s.metadata.namespace or "default", name), []).append(s)
-    return out
 
 
 def service_fragments(
@@ -489,3 +470,6 @@ def conntrack_flushes(old: Ruleset, new: Ruleset) -> list[Flush]:
         if state.protocol == "UDP" and state.targets and (before is None or not before.targets):
             out.update(Flush(fe.ip, fe.port, "") for fe in state.frontends)
     return sorted(out)
+
+
+group_slices = slices_by_service  # the name the kernel shell uses

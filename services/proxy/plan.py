@@ -15,10 +15,8 @@ from collections.abc import Iterable
 import msgspec
 
 from schemas.core import Service
-from schemas.discovery import EndpointSlice
-
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-DEFAULT_AFFINITY_SECONDS = 10800
+from schemas.discovery import SERVICE_NAME_LABEL, EndpointSlice
+from schemas.helpers import affinity_seconds
 
 Address = tuple[str, int]
 
@@ -36,15 +34,6 @@ class Route(msgspec.Struct, frozen=True, kw_only=True):
     port_name: str
     backends: tuple[Address, ...]
     affinity_seconds: int | None  # ClientIP affinity timeout, None without affinity
-
-
-def affinity_seconds(service: Service) -> int | None:
-    if service.spec.sessionAffinity != "ClientIP":
-        return None
-    cfg = service.spec.sessionAffinityConfig
-    if cfg is not None and cfg.clientIP is not None and cfg.clientIP.timeoutSeconds:
-        return cfg.clientIP.timeoutSeconds
-    return DEFAULT_AFFINITY_SECONDS
 
 
 def ready_backends(slices: Iterable[EndpointSlice], port_name: str, protocol: str) -> tuple[Address, ...]:
