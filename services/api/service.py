@@ -188,7 +188,9 @@ class Api:
         await self._event(created, "Created", f"{info.kind} {created.metadata.name} created")
         return created
 
-    async def replace(self, body: bytes, namespace: str, dry_run: bool = False) -> Object:
+    async def _read_for_replace(self, body: bytes, namespace: str) -> tuple[KindInfo, Object, Object]:
+        """(kind, the desired object, the stored one), or Conflict when the body names a
+        resourceVersion that is not the stored one (a PUT's precondition)."""
         _, info, desired = await budget.admit(body, namespace)
         current = await self.store.get(info, desired.metadata.namespace, desired.metadata.name)
         rv = desired.metadata.resourceVersion
@@ -197,6 +199,10 @@ class Api:
                 f'Operation cannot be fulfilled on {info.plural} "{desired.metadata.name}": the object has been '
                 "modified; please apply your changes to the latest version and try again"
             )
+        return info, desired, current
+
+    async def replace(self, body: bytes, namespace: str, dry_run: bool = False) -> Object:
+        info, desired, current = await self._read_for_replace(body, namespace)
         new = admission.replace_onto(current, desired)
         if dry_run:
             return new
@@ -208,14 +214,7 @@ class Api:
 
     async def replace_status(self, body: bytes, namespace: str, dry_run: bool = False) -> Object:
         """`status` (the status subresource): the body's status, everything else as stored."""
-        _, info, desired = await budget.admit(body, namespace)
-        current = await self.store.get(info, desired.metadata.namespace, desired.metadata.name)
-        rv = desired.metadata.resourceVersion
-        if rv is not None and rv != current.metadata.resourceVersion:
-            raise errors.Conflict(
-                f'Operation cannot be fulfilled on {info.plural} "{desired.metadata.name}": the object has been '
-                "modified; please apply your changes to the latest version and try again"
-            )
+        info, desired, current = await self._read_for_replace(body, namespace)
         if "status" not in type(current).__struct_fields__:
             raise errors.NotFound(f"{info.plural} have no status")
         new = msgspec.structs.replace(current, status=desired.status)
