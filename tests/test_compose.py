@@ -132,7 +132,7 @@ def _poll(what: str, fn, deadline: float):
 
 
 @pytest.mark.docker
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(360)
 def test_compose_up_runs_a_pod_applied_from_the_host(compose, docker_engine, tmp_path):
     from tests.images import build_busybox_image
 
@@ -173,7 +173,7 @@ def test_compose_up_runs_a_pod_applied_from_the_host(compose, docker_engine, tmp
         assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
         up = run("up", "-d")
         assert up.returncode == 0, up.stderr[-3000:]
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 200  # 22 service containers start on 2 cores
 
         manifest = tmp_path / "pod.yaml"
         manifest.write_text(yaml.safe_dump({
@@ -197,13 +197,19 @@ def test_compose_up_runs_a_pod_applied_from_the_host(compose, docker_engine, tmp
         logs = _poll("the pod's log", lambda: "hello from compose" in _kyb(url, "logs", "hello").stdout, deadline)
         assert logs
 
+        unhealthy: list[str] = []
+
         def all_healthy() -> bool:
             ids = run("ps", "-q").stdout.split()
-            states = [docker_engine.api.inspect_container(i)["State"] for i in ids]
-            return len(ids) == len(_compose_file()["services"]) and all(
-                s.get("Health", {}).get("Status") == "healthy" for s in states)
+            info = [docker_engine.api.inspect_container(i) for i in ids]
+            unhealthy[:] = [f'{i["Name"]}: {i["State"].get("Status")}/{i["State"].get("Health", {}).get("Status")}'
+                            for i in info if i["State"].get("Health", {}).get("Status") != "healthy"]
+            return len(ids) == len(_compose_file()["services"]) and not unhealthy
 
-        assert _poll("every container healthy", all_healthy, deadline)
+        try:
+            _poll("every container healthy", all_healthy, deadline)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; not healthy: {unhealthy or 'a container is missing'}") from None
     finally:
         down = run("down", "-v", "--remove-orphans", timeout=120)
         for c in docker_engine.containers.list(all=True, filters={"label": f"io.kybernetes.node={node}"}):
