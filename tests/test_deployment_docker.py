@@ -49,7 +49,7 @@ def web(image: str, replicas: int = 2) -> dict:
 @pytest.fixture
 async def docker_cluster(docker_engine, busybox_image, nats_url, nc, tmp_path):  # noqa: F811
     c = Cluster(nc, nats_url)
-    c.start("api", "scheduler", "replication", "deployment")
+    c.start("api", "scheduler", "replication", "deployment", "gc")  # gc: the teardown's cascading delete
     await wait_for(lambda: _answers(c.api), 20, "api up")
     stop = asyncio.Event()
     from kyb.serve import run_services
