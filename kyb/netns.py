@@ -19,7 +19,8 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
-def _setns(fd: int) -> None:
+def setns(fd: int) -> None:
+    """Move the calling thread (only) into the namespace open at ``fd``."""
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"setns: {os.strerror(err)}")
@@ -35,7 +36,7 @@ def socket_in(netns: str | None, family: int, kind: int) -> socket.socket:
         try:
             target = os.open(netns, os.O_RDONLY)
             try:
-                _setns(target)  # this thread only; it ends right after
+                setns(target)  # this thread only; it ends right after
             finally:
                 os.close(target)
             result.append(socket.socket(family, kind))

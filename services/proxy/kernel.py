@@ -1,7 +1,8 @@
 """The nftables proxy's shell: keeps table ``ip kyb-proxy`` in one network namespace equal
 to :func:`services.proxy.nftplan.ruleset` of the informers' caches.
 
-Each change is one ``nft -f -`` transaction: the whole table on the first sync (and after a
+Each change is one nftables transaction (:mod:`kyb.nftables`: a long-lived libnftables
+context, ``nft -f -`` where the library is missing): the whole table on the first sync (and after a
 failed one), then only the chains and map elements of the Service ports that changed. The
 fragments of a Service are recomputed only when its object or one of its slices changed
 (resourceVersions), so a sync costs what changed, not the table's size. After the rules:
@@ -19,18 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import shutil
 import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from kyb.netns import socket_in
+from kyb.nftables import Nftables, NftError
 from schemas.core import Service
 from schemas.discovery import EndpointSlice
 from services.proxy.nftplan import (
@@ -50,11 +51,6 @@ from services.proxy.nftplan import (
 SERVICE_DEVICE = "kyb-svc"
 ROUTE_PROTO = "78"
 ROUTE_METRIC = "3000"
-CLONE_NEWNET = 0x40000000
-
-
-class NftError(Exception):
-    pass
 
 
 def available() -> str | None:
@@ -72,6 +68,7 @@ class Commands:
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
         self.prefix = ["nsenter", f"--net={netns}", "--"] if netns else []
+        self.nftables = Nftables(netns)
 
     async def run(self, *argv: str, stdin: str | None = None, check: bool = True) -> str:
         proc = await asyncio.create_subprocess_exec(
@@ -84,7 +81,7 @@ class Commands:
         return out.decode()
 
     async def nft(self, script: str) -> None:
-        await self.run("nft", "-f", "-", stdin=script)
+        await self.nftables.run(script)
 
     async def ensure_service_route(self, service_cidr: str) -> None:
         links = await self.run("ip", "-j", "link", "show", "dev", SERVICE_DEVICE, check=False)
@@ -95,8 +92,12 @@ class Commands:
                        "proto", ROUTE_PROTO)
 
     async def remove(self, table: str) -> None:
-        await self.run("nft", "delete", "table", FAMILY, table, check=False)
+        with contextlib.suppress(NftError):  # already gone
+            await self.nftables.run(f"delete table {FAMILY} {table}\n")
         await self.run("ip", "link", "del", SERVICE_DEVICE, check=False)
+
+    def close(self) -> None:
+        self.nftables.close()
 
     async def conntrack(self, f: Flush) -> None:
         argv = ["conntrack", "-D", "-p", "udp", "--orig-port-dst", str(f.orig_port)]
@@ -108,38 +109,17 @@ class Commands:
 
 
 def listen_in_netns(netns: str | None, port: int) -> socket.socket:
-    """A TCP listening socket on 0.0.0.0:``port`` in namespace ``netns`` (a socket stays in the
-    namespace it was made in, so a thread enters it just for ``socket()``)."""
-    made: list[socket.socket | BaseException] = []
-
-    def make() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-            target = os.open(netns, os.O_RDONLY) if netns else None
-            try:
-                if target is not None and libc.setns(target, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns {netns}")
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind(("0.0.0.0", port))
-                s.listen(128)
-                s.setblocking(False)
-                made.append(s)
-            finally:
-                if target is not None:
-                    libc.setns(own, CLONE_NEWNET)
-                    os.close(target)
-                os.close(own)
-        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
-            made.append(e)
-
-    t = threading.Thread(target=make)
-    t.start()
-    t.join()
-    if isinstance(made[0], BaseException):
-        raise made[0]
-    return made[0]
+    """A TCP listening socket on 0.0.0.0:``port`` in namespace ``netns``."""
+    s = socket_in(netns, socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+        s.listen(128)
+        s.setblocking(False)
+    except OSError:
+        s.close()
+        raise
+    return s
 
 
 class HealthServer:
@@ -247,5 +227,8 @@ class NftProxy:
             with contextlib.suppress(Exception):
                 await server.close()
         self.health.clear()
-        if remove:
-            await self.commands.remove(self.settings.table)
+        try:
+            if remove:
+                await self.commands.remove(self.settings.table)
+        finally:
+            self.commands.close()
