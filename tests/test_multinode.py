@@ -172,6 +172,13 @@ def test_node_ranges_are_distinct_loopback_16s_outside_the_hosts_own(count):
     assert len({o["state_dir"] for o in kubelet_instances(count, Path("/d"))}) == count
 
 
+def test_cni_nodes_take_nodeipams_ranges_and_each_has_its_own_cni_directory_and_store():
+    instances = kubelet_instances(3, Path("/d"), "cni")
+    assert not [o for o in instances if "pod_cidr" in o]  # a 127.x range would keep nodeipam's away
+    assert len({o["cni_conf_dir"] for o in instances}) == len({o["cni_ipam_dir"] for o in instances}) == 3
+    assert instances[1]["cni_conf_dir"] == "/d/nodes/node-2/cni/net.d"
+
+
 def test_node_range_refuses_indexes_past_the_loopback_space():
     with pytest.raises(ValueError):
         pod_cidr(156)

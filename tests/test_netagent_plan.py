@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -43,3 +44,44 @@ def test_own_range_is_never_routed_away(specs: list[tuple[int, int]], backend: s
     assert Route("10.244.0.0/16", unreachable=True) in d.routes
     specific = [r for r in d.routes if not r.unreachable]
     assert len({r.dst for r in specific}) == len(specific)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("host-gw", id="host-gw"), pytest.param("vxlan", id="vxlan")])
+def test_nodes_sharing_this_hosts_address_get_no_route_via_ourselves(backend: str) -> None:
+    # `kyb up --nodes 3`: three kubelets on one host (InternalIP 127.0.0.1, or the host's address),
+    # one agent; each node's bridge has the connected route to its range
+    nodes = [node("a", "10.244.0.0/24", "192.0.2.1"), node("b", "10.244.1.0/24", "192.0.2.1"),
+             node("c", "10.244.2.0/24", "127.0.0.1"), node("d", "10.244.3.0/24", "198.51.100.4"),
+             node("e", "10.244.4.0/24", "192.0.2.9")]
+    d = desired(nodes, Settings(node_name="a", backend=backend), local_addresses=["192.0.2.9", "127.0.0.1"])  # type: ignore[arg-type]
+    assert {r.dst for r in d.routes if not r.unreachable} == {"10.244.3.0/24"}
+    assert not [r for r in d.routes if r.via in ("192.0.2.1", "192.0.2.9", "127.0.0.1")]
+    assert {f.dst for f in d.fdb} == ({"198.51.100.4"} if backend == "vxlan" else set())
+    assert d.waiting == ()
+
+
+def test_an_agent_of_no_node_routes_only_the_other_hosts() -> None:
+    # the one agent of `kyb up --nodes 2` is named after the host, not after one of its nodes
+    nodes = [node("node-1", "10.244.0.0/24", "127.0.0.1"), node("node-2", "10.244.1.0/24", "127.0.0.1")]
+    d = desired(nodes, Settings(node_name="host"))
+    assert d.routes == {Route("10.244.0.0/16", unreachable=True), Route("10.96.0.0/12", unreachable=True)}
+
+
+def test_a_remote_range_overlapping_a_local_nodes_is_not_routed() -> None:
+    nodes = [node("a", "10.244.0.0/24", "192.0.2.1"), node("b", "10.244.1.0/24", "192.0.2.1"),
+             node("x", "10.244.1.0/25", "198.51.100.7")]
+    d = desired(nodes, Settings(node_name="a"))
+    assert {r.dst for r in d.routes if not r.unreachable} == set()
+    assert d.waiting == ("node x: its podCIDR 10.244.1.0/25 overlaps the range of b on this host; not routed",)
+
+
+@given(st.lists(st.tuples(st.integers(0, 7), st.integers(1, 9)), min_size=1, max_size=12),
+       st.sets(st.integers(1, 9)), st.sampled_from(["host-gw", "vxlan"]))
+def test_no_route_or_fdb_entry_ever_points_at_this_host(specs: list[tuple[int, int]], mine: set[int],
+                                                         backend: str) -> None:
+    nodes = [node(f"n{i}", f"10.244.{third}.0/24", f"192.0.2.{host}") for i, (third, host) in enumerate(specs)]
+    local = {f"192.0.2.{h}" for h in mine}
+    d = desired(nodes, Settings(node_name="n0", backend=backend), local)  # type: ignore[arg-type]
+    ours = local | {nodes[0].status.addresses[0].address}
+    assert not [r for r in d.routes if r.via in ours]
+    assert not [f for f in d.fdb if f.dst in ours]

@@ -222,3 +222,24 @@ def test_adding_a_policy_never_removes_an_allowed_flow_of_an_isolated_pod(specs:
             for proto, port in FLOWS:
                 if permits(before, src.status.podIP, dst.status.podIP, proto, port):
                     assert permits(after, src.status.podIP, dst.status.podIP, proto, port)
+
+
+@settings(max_examples=60, deadline=None)
+@given(specs=st.lists(SPEC, max_size=3), podset=PODSET)
+def test_one_table_for_two_nodes_of_one_namespace_decides_as_two_hosts_would(specs: list, podset: list) -> None:
+    # `kyb up --nodes 2`: both nodes' pods in the host's namespace, one agent, one table
+    pods = _pods(podset)
+    policies = [policy(f"np{i}", s) for i, s in enumerate(specs)]
+    both = allowed(policies, pods, NAMESPACES, (NODE, "n2"))
+    one, two = allowed(policies, pods, NAMESPACES, NODE), allowed(policies, pods, NAMESPACES, "n2")
+    assert sorted(both, key=lambda r: r.ip) == sorted([*one, *two], key=lambda r: r.ip)
+    for src in pods:
+        for dst in pods:
+            for proto, port in FLOWS:
+                s, d = src.status.podIP, dst.status.podIP
+                assert permits(both, s, d, proto, port) == (permits(one, s, d, proto, port) and
+                                                            permits(two, s, d, proto, port))
+
+
+def test_a_node_name_is_one_name_not_a_set_of_letters() -> None:
+    assert allowed([], [make_pod("x", "10.250.0.9", {}, node="n")], NAMESPACES, "n1") == []

@@ -90,7 +90,7 @@ def up(data_dir: Path, nats_port: int, node_name: str | None, runtime: str | Non
     from kyb.cli import netmode
 
     try:
-        network, notice = netmode.choose(network, nodes)
+        network, notice = netmode.choose(network)
     except ValueError as e:
         fail(f"error: {e}")
     if notice:
@@ -119,7 +119,8 @@ def up(data_dir: Path, nats_port: int, node_name: str | None, runtime: str | Non
     options: dict[str, Any] = {"data_dir": str(data_dir), "auth_dir": str(layout.dir),
                                "secret_key_file": str(key_file), "node_name": node,
                                "cluster_defaults_file": str(data_dir / "defaults.json"),
-                               "disable_defaults": sorted(disabled), "apiserver_port": apiserver_port}
+                               "disable_defaults": sorted(disabled), "apiserver_port": apiserver_port,
+                               "node_names": node_names}  # the nodes whose pods share this namespace (netpol)
     if network == "cni":
         options.update(netmode.cni_options(data_dir))
     for item in service_options:
@@ -132,7 +133,7 @@ def up(data_dir: Path, nats_port: int, node_name: str | None, runtime: str | Non
     if nodes > 1:
         from kyb.cli.multinode import kubelet_instances
 
-        options["instances"] = {"kubelet": kubelet_instances(nodes, data_dir)}
+        options["instances"] = {"kubelet": kubelet_instances(nodes, data_dir, network)}
     if metrics_port is not None:
         options["metrics_port"] = metrics_port
     click.echo(f"kybernetes is up: NATS at {server.url} (data in {data_dir})")

@@ -7,6 +7,11 @@ It changes this machine's network namespace: a bridge per node (``kyb<hash>``), 
 unreachable routes for 10.244.0.0/16 and 10.96.0.0/12, the proxy's ``kyb-svc`` route and table
 ``ip kyb-proxy`` (removed when `kyb up` stops). Its CNI configuration and host-local store
 live in the data directory, not in /etc/cni or /var/lib/cni.
+
+With ``--nodes N`` every kubelet has its own bridge, its own pod range from nodeipam and its
+own CNI directory and store (``<data-dir>/nodes/<node>/cni``), all in this one namespace: the
+bridges' connected routes carry pod traffic between nodes, and one netagent, one proxy and one
+netpol agent (``node_names``: every node of the machine) program the namespace for all of them.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ PLUGINS = ("bridge", "host-local", "portmap", "firewall", "loopback")
 PLUGIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")  # the kubelet's default cni_bin_dirs
 
 
-def cni_missing(nodes: int = 1) -> str | None:
+def cni_missing() -> str | None:
     """Why `kyb up` cannot run the CNI network here, or None."""
     if os.geteuid() != 0:
         return "not root"
@@ -32,15 +37,13 @@ def cni_missing(nodes: int = 1) -> str | None:
     missing = [p for p in PLUGINS if not any(os.access(Path(d, p), os.X_OK) for d in PLUGIN_DIRS)]
     if missing:
         return f"CNI plugins missing in {':'.join(PLUGIN_DIRS)}: {', '.join(missing)}"
-    if nodes > 1:
-        return "--nodes > 1 runs every kubelet in this one network namespace, which only loopback supports"
     return None
 
 
-def choose(asked: str | None, nodes: int) -> tuple[str, str | None]:
+def choose(asked: str | None) -> tuple[str, str | None]:
     """(network, notice): ``asked`` when given (an error when cni cannot work), else cni where
     possible; the notice says why loopback was chosen."""
-    why = cni_missing(nodes)
+    why = cni_missing()
     if asked == "loopback":
         return "loopback", None
     if asked == "cni":

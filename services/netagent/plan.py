@@ -11,12 +11,20 @@ Like flannel. Every other Node's ``spec.podCIDR`` is reached through that Node:
 
 Beneath the specific routes, the whole cluster CIDR and service CIDR are ``unreachable``, so
 traffic meant for a pod or Service that no node holds is refused here and never leaves by the
-default route. This node's own range is never routed away (its bridge holds it). No I/O.
+default route. This node's own range is never routed away (its bridge holds it).
+
+Several Nodes may share this host's network namespace (`kyb up --nodes 3`: one bridge per
+kubelet, one agent for all of them). A Node whose InternalIP is one of this host's addresses
+(``local_addresses``, or any loopback address) is served by its bridge's connected route: it
+gets no route "via" ourselves, no FDB entry towards ourselves, and its range counts as local,
+so no other Node's overlapping range is routed over it. No I/O.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -89,11 +97,28 @@ def vtep_mac(ip: str) -> str:
     return "0a:58:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
 
 
-def desired(nodes: list[Node], settings: Settings) -> Desired:
+def is_local(address: str, local_addresses: frozenset[str]) -> bool:
+    """Whether ``address`` is this host's own: one of its addresses, or a loopback address."""
+    try:
+        return address in local_addresses or ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def desired(nodes: list[Node], settings: Settings, local_addresses: Iterable[str] = ()) -> Desired:
+    """What the kernel should hold; ``local_addresses`` are this host's own (``ip addr``)."""
     cluster = ipaddress.ip_network(settings.cluster_cidr)
     me = next((n for n in nodes if n.metadata.name == settings.node_name), None)
     mine = node_cidr(me) if me is not None else ""
     own = ipaddress.ip_network(mine, strict=False) if mine else None
+    ours = frozenset(local_addresses) | ({internal_ip(me)} if me is not None and internal_ip(me) else set())
+    local: dict[str, str] = {}  # ranges of Nodes on this host (their bridges hold them) -> node
+    for node in nodes:
+        cidr, address = node_cidr(node), internal_ip(node)
+        if (node.metadata.name != settings.node_name and not node.metadata.deletionTimestamp and cidr and address
+                and is_local(address, ours)):
+            with contextlib.suppress(ValueError):
+                local[str(ipaddress.ip_network(cidr, strict=False))] = node.metadata.name
     routes = {
         Route(dst=str(cluster), unreachable=True),
         Route(dst=str(ipaddress.ip_network(settings.service_cidr)), unreachable=True),
@@ -118,8 +143,14 @@ def desired(nodes: list[Node], settings: Settings) -> Desired:
         net = ipaddress.ip_network(cidr, strict=False)
         if net.version != 4 or not net.subnet_of(cluster):  # type: ignore[arg-type]
             continue  # not a range of this cluster's pod network (a loopback-mode node)
+        if is_local(address, ours):
+            continue  # a Node of this host: its bridge's connected route serves its range
         if own is not None and net.overlaps(own):
             waiting.append(f"node {name}: its podCIDR {cidr} overlaps this node's {mine}; not routed")
+            continue
+        clash = next((n for r, n in local.items() if net.overlaps(ipaddress.ip_network(r))), None)
+        if clash is not None:
+            waiting.append(f"node {name}: its podCIDR {cidr} overlaps the range of {clash} on this host; not routed")
             continue
         if any(net.overlaps(ipaddress.ip_network(other)) for other in routed):
             waiting.append(f"node {name}: its podCIDR {cidr} overlaps another node's; not routed")

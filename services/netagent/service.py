@@ -2,8 +2,10 @@
 
 ``kyb serve netagent --node-name N -o network=cni -o backend=host-gw|vxlan``. An informer on
 Nodes triggers a resync; the resync computes :func:`services.netagent.plan.desired` and makes
-the kernel hold exactly that: routes it owns carry protocol 77 (``ip route ... proto 77``) so
-foreign routes are never touched; with vxlan, also the device, its neighbour and FDB entries.
+the kernel hold exactly that (Nodes whose InternalIP is one of this namespace's addresses are
+this host's own, served by their bridges): routes it owns carry protocol 77 (``ip route ...
+proto 77``) so foreign routes are never touched; with vxlan, also the device, its neighbour and
+FDB entries.
 Commands run in the namespace named by ``netns`` (``nsenter --net=``) or in our own. Does
 nothing unless ``network`` is ``cni``, so a default ``kyb up`` never touches the host's routes.
 """
@@ -57,6 +59,11 @@ class Kernel:
             doc = json.loads(text or "[]")
             return doc if isinstance(doc, list) else []
         return []
+
+    async def addresses(self) -> set[str]:
+        """This namespace's own addresses (a Node with one of them is served by its bridge)."""
+        return {a["local"] for link in await self.json("ip", "-j", "addr", "show")
+                for a in link.get("addr_info", []) if a.get("local")}
 
     # routes
 
@@ -158,7 +165,7 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
         last: Desired | None = None
         while not stop.is_set():
             changed.clear()
-            want = desired([n for n in nodes.list() if isinstance(n, Node)], settings)
+            want = desired([n for n in nodes.list() if isinstance(n, Node)], settings, await kernel.addresses())
             try:
                 await sync(kernel, want, vni=vni, port=port)
                 if want != last:

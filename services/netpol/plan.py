@@ -1,6 +1,7 @@
-"""NetworkPolicy as nftables rules for the pods of one node (pure).
+"""NetworkPolicy as nftables rules for the pods of one network namespace's nodes (pure): one
+node, or several that share the namespace (`kyb up --nodes 3`; one table serves them all).
 
-``allowed(policies, pods, namespaces, node)`` decides, per pod of the node, whether it is
+``allowed(policies, pods, namespaces, node)`` decides, per pod of the node(s), whether it is
 isolated for ingress and for egress (some policy of its namespace selects it with that policy
 type) and which peers and ports each direction allows (the union of every selecting policy's
 rules: policies add up). ``ruleset(...)`` renders that as one ``nft -f`` transaction that
@@ -190,8 +191,10 @@ def _peer_allows(view: _View, peers: list[NetworkPolicyPeer], policy_ns: str,
 
 
 def allowed(policies: Iterable[NetworkPolicy], pods: Iterable[Pod], namespaces: Iterable[Namespace],
-            node: str) -> list[PodRules]:
-    """For each live pod of ``node``: what its ingress and egress may be (None: not isolated)."""
+            node: str | Iterable[str]) -> list[PodRules]:
+    """For each live pod of ``node`` (or of each of several nodes sharing one network namespace):
+    what its ingress and egress may be (None: not isolated)."""
+    nodes = {node} if isinstance(node, str) else set(node)
     pods = list(pods)
     view = _View(pods, namespaces)
     by_ns: dict[str, list[NetworkPolicy]] = {}
@@ -199,7 +202,7 @@ def allowed(policies: Iterable[NetworkPolicy], pods: Iterable[Pod], namespaces: 
         by_ns.setdefault(np.metadata.namespace or "default", []).append(np)
     out = []
     for pod in view.pods:
-        if pod.spec.nodeName != node:
+        if pod.spec.nodeName not in nodes:
             continue
         ns = view.ns_of(pod)
         ingress: list[Allow] | None = None

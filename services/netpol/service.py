@@ -1,6 +1,8 @@
 """The netpol service: enforces NetworkPolicy for the pods of one node in nftables.
 
-``kyb serve netpol --node-name N -o network=cni [-o netns=PATH]``. Informers on Pods,
+``kyb serve netpol --node-name N -o network=cni [-o netns=PATH]``; with several nodes in one
+network namespace (``kyb up --nodes 3``), ``node_names`` lists them and this one agent enforces
+for the pods of all of them, in its one table. Informers on Pods,
 Namespaces and NetworkPolicies only flag a change; one loop computes the whole table
 (:mod:`services.netpol.plan`) and, when it differs from what it last applied (or every
 ``resync_seconds``), loads it with one ``nft -f`` transaction, so the kernel always holds
@@ -47,6 +49,12 @@ class Nft:
         await self.run("nft", "-f", "-", stdin=text)
 
 
+def local_nodes(value: Any) -> tuple[str, ...]:
+    """The ``node_names`` option: a list, or names separated by commas."""
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    return tuple(dict.fromkeys(str(n).strip().lower() for n in items if str(n).strip()))
+
+
 async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     """Entry point for ``kyb serve netpol``."""
     opts: dict[str, Any] = ctx.options
@@ -55,6 +63,8 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
         await stop.wait()
         return
     node = str(opts.get("node_name") or socket.gethostname()).lower()
+    # every node whose pods live in this namespace: one table serves them all (kyb up --nodes N)
+    nodes = local_nodes(opts.get("node_names")) or (node,)
     nft = Nft(opts.get("netns") or None)
     resync = float(opts.get("resync_seconds") or 30.0)
     # bridged pod-to-pod traffic of the node must cross the forward hook (br_netfilter)
@@ -69,7 +79,7 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     try:
         for inf in informers:
             await inf.wait_synced(30)
-        ctx.log.info("netpol started", node=node)
+        ctx.log.info("netpol started", nodes=list(nodes))
         last: str | None = None
         loop = asyncio.get_running_loop()
         next_resync = loop.time() + resync
@@ -77,13 +87,13 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
             changed.clear()
             rules = allowed([p for p in policies.list() if isinstance(p, NetworkPolicy)],
                             [p for p in pods.list() if isinstance(p, Pod)],
-                            [n for n in namespaces.list() if isinstance(n, Namespace)], node)
+                            [n for n in namespaces.list() if isinstance(n, Namespace)], nodes)
             text = ruleset(rules)
             if text != last or loop.time() >= next_resync:
                 try:
                     await nft.load(text)
                     if text != last:
-                        ctx.log.info("network policy rules loaded", node=node,
+                        ctx.log.info("network policy rules loaded", nodes=list(nodes),
                                      ingress_isolated=sum(r.ingress is not None for r in rules),
                                      egress_isolated=sum(r.egress is not None for r in rules))
                     last = text
