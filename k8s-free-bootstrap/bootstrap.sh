@@ -7,13 +7,18 @@
 #                [--prefix /opt/kybernetes] [--venv DIR] [--source PATH|SPEC] [--no-install]
 #                [--runtime docker|process] [--creds-dir DIR] [--nats-listen HOST:PORT]
 #                [--services "api scheduler ..."] [--no-enable]
+#                [--network cni|loopback] [--node-ip IP] [--backend host-gw|vxlan]
 #
-# control-plane: NATS + every service (kyb@NAME) + a kubelet. worker: a kubelet + kyb@proxy,
-# joining the control plane named by --nats-url. With --root other than /, files go under DIR
-# (an image or chroot being prepared) and systemctl is not run: its commands are printed.
+# control-plane: NATS + every service (kyb@NAME) + a kubelet. worker: a kubelet + its node's
+# agents, joining the control plane named by --nats-url. The pod network (default cni): Debian's
+# containernetworking-plugins, nftables and conntrack (apt), /etc/cni/net.d, the kubelet in
+# network cni, and on every host the node agents kyb-node@netagent (routes to the other nodes'
+# pods), @netpol, @proxy and @dns; nodeipam runs with the control plane. loopback: 127.x pods,
+# the userspace proxy (kyb@proxy). With --root other than /, files go under DIR (an image or
+# chroot being prepared) and neither apt-get nor systemctl is run: their commands are printed.
 set -euo pipefail
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "bootstrap: $*" >&2; exit 1; }
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -31,6 +36,15 @@ NATS_LISTEN="0.0.0.0:4222"
 NATS_MONITOR="127.0.0.1:8222"
 SERVICES=""
 ENABLE=1
+NETWORK=cni
+NODE_IP=""
+BACKEND=host-gw
+CLUSTER_CIDR=10.244.0.0/16
+SERVICE_CIDR=10.96.0.0/12
+# Agents of one node's network (kyb-node@NAME: the node's name, CAP_NET_ADMIN) in network cni.
+NODE_AGENTS="netagent netpol proxy dns"
+CNI_PLUGINS="bridge host-local portmap firewall loopback"
+PACKAGES="containernetworking-plugins nftables conntrack"
 # Used when the installed package cannot be asked (--no-install without a virtualenv).
 DEFAULT_SERVICES="api scheduler replication deployment job cronjob daemonset statefulset gc endpoints nodelifecycle nodeipam netagent netpol hpa volumebinder ingress proxy dns apiserver"
 
@@ -49,6 +63,9 @@ while [ $# -gt 0 ]; do
     --nats-listen) NATS_LISTEN="${2:-}"; shift 2 ;;
     --services) SERVICES="${2:-}"; shift 2 ;;
     --no-enable) ENABLE=0; shift ;;
+    --network) NETWORK="${2:-}"; shift 2 ;;
+    --node-ip) NODE_IP="${2:-}"; shift 2 ;;
+    --backend) BACKEND="${2:-}"; shift 2 ;;
     -h|--help) usage 0 ;;
     *) echo "bootstrap: unknown argument: $1" >&2; usage 2 ;;
   esac
@@ -72,10 +89,58 @@ if [ -z "$RUNTIME" ]; then
   if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then RUNTIME=docker; else RUNTIME=process; fi
 fi
 case "$RUNTIME" in docker|process) ;; *) die "unknown runtime '$RUNTIME' (docker or process)" ;; esac
+case "$NETWORK" in cni|loopback) ;; *) die "unknown network '$NETWORK' (cni or loopback)" ;; esac
+case "$BACKEND" in host-gw|vxlan) ;; *) die "unknown backend '$BACKEND' (host-gw or vxlan)" ;; esac
+if [ "$NETWORK" = cni ] && [ -z "$NODE_IP" ]; then
+  # The address other nodes reach this one at (host-gw's next hop, vxlan's tunnel end): the
+  # first global address of the interface of this host's default route.
+  [ -n "$ROOT" ] && die "--node-ip is required with --root: the address the other nodes reach this host at"
+  dev="$(ip -4 -o route show default 2>/dev/null | sed -n 's/.* dev \([^ ]*\).*/\1/p' | head -n 1)"
+  [ -n "$dev" ] && NODE_IP="$(ip -4 -o addr show dev "$dev" scope global 2>/dev/null | awk '{print $4}' | cut -d/ -f1 | head -n 1)"
+  [ -n "$NODE_IP" ] || die "cannot tell this host's address (no default route): give --node-ip"
+fi
+case "$NODE_IP" in
+  "") ;;
+  *[!0-9.]*|*.*.*.*.*|.*|*.|*..*) die "--node-ip '$NODE_IP' is not an IPv4 address" ;;
+  *.*.*.*) ;;
+  *) die "--node-ip '$NODE_IP' is not an IPv4 address" ;;
+esac
 
 ETC="$ROOT/etc/kybernetes"
 UNITS="$ROOT/etc/systemd/system"
 say() { echo "bootstrap: $*"; }
+
+# -- packages of the pod network -----------------------------------------------------------------
+# CNI mode needs the standard CNI plugins (Debian: containernetworking-plugins, into /usr/lib/cni;
+# /opt/cni/bin is looked in too), nft (nftables: the proxy and netpol) and conntrack (the proxy
+# flushes UDP entries of endpoints that left). On this host they are installed with apt-get when
+# missing; under --root the command is printed for the target.
+missing_packages() {
+  local p d found
+  for p in $CNI_PLUGINS; do
+    found=0
+    for d in /usr/lib/cni /opt/cni/bin; do [ -x "$ROOT$d/$p" ] && found=1; done
+    [ "$found" = 1 ] || { echo containernetworking-plugins; break; }
+  done
+  [ -x "$ROOT/usr/sbin/nft" ] || echo nftables
+  [ -x "$ROOT/usr/sbin/conntrack" ] || echo conntrack
+}
+if [ "$NETWORK" = cni ]; then
+  WANTED="$(missing_packages | tr '\n' ' ')"
+  WANTED="${WANTED% }"
+  if [ -z "$WANTED" ]; then
+    :
+  elif [ -n "$ROOT" ]; then
+    say "packages missing under $ROOT: on the target run: apt-get install -y --no-install-recommends $WANTED"
+  elif command -v apt-get >/dev/null 2>&1; then
+    say "installing $WANTED (apt-get)"
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $WANTED
+  else
+    die "network cni needs $PACKAGES (the CNI plugins $CNI_PLUGINS in /usr/lib/cni or /opt/cni/bin, nft, conntrack); install them or give --network loopback"
+  fi
+fi
 
 # -- install -----------------------------------------------------------------------------------
 if [ "$INSTALL" = 1 ]; then
@@ -99,11 +164,30 @@ if [ -z "$SERVICES" ]; then
     SERVICES="$DEFAULT_SERVICES"
   fi
 fi
-case "$ROLE" in
-  control-plane) ENABLED_UNITS="kyb-nats.service"; for s in $SERVICES; do ENABLED_UNITS="$ENABLED_UNITS kyb@$s.service"; done ;;
-  worker) ENABLED_UNITS="kyb@proxy.service" ;;
-esac
+is_node_agent() { case " $NODE_AGENTS " in *" $1 "*) return 0 ;; esac; return 1; }
+ENABLED_UNITS=""
+if [ "$NETWORK" = cni ]; then
+  # every host runs its node's network agents; the control plane the rest (nodeipam among them)
+  if [ "$ROLE" = control-plane ]; then
+    ENABLED_UNITS="kyb-nats.service"
+    for s in $SERVICES; do is_node_agent "$s" || ENABLED_UNITS="$ENABLED_UNITS kyb@$s.service"; done
+  fi
+  for s in $NODE_AGENTS; do
+    case " $SERVICES " in *" $s "*) ENABLED_UNITS="$ENABLED_UNITS kyb-node@$s.service" ;; esac
+  done
+  ENABLED_UNITS="${ENABLED_UNITS# }"
+else
+  case "$ROLE" in
+    control-plane) ENABLED_UNITS="kyb-nats.service"; for s in $SERVICES; do ENABLED_UNITS="$ENABLED_UNITS kyb@$s.service"; done ;;
+    worker) ENABLED_UNITS="kyb@proxy.service" ;;
+  esac
+fi
 ENABLED_UNITS="$ENABLED_UNITS kyb-kubelet.service"
+if [ "$NETWORK" = cni ]; then
+  NET_ARGS="--network cni --cluster-cidr $CLUSTER_CIDR --service-cidr $SERVICE_CIDR --backend $BACKEND"
+else
+  NET_ARGS="--network loopback"
+fi
 
 # -- configuration -------------------------------------------------------------------------------
 install -d -m 0755 "$ETC" "$UNITS"
@@ -116,6 +200,10 @@ KYB_NODE_NAME=$NODE_NAME
 KYB_RUNTIME=$RUNTIME
 KYB_PREFIX=$PREFIX
 KYB_LOG_LEVEL=INFO
+KYB_NETWORK=$NETWORK
+KYB_NODE_IP=$NODE_IP
+# The pod network's options, the same on every host of the cluster (each unit passes them on).
+KYB_NET_ARGS=$NET_ARGS
 EOF
 chmod 0644 "$ETC/kyb.env"
 say "wrote /etc/kybernetes/kyb.env"
@@ -134,6 +222,31 @@ jetstream {
 EOF
   chmod 0644 "$ETC/nats.conf"
   say "wrote /etc/kybernetes/nats.conf"
+fi
+
+# -- the host's pod network ----------------------------------------------------------------------
+# The CNI directory (the kubelet writes its bridge configuration 10-kyb.conflist there once its
+# Node has a podCIDR, unless another plugin's configuration is there first), host-local's store,
+# and what the kernel needs at every boot: br_netfilter (bridged pod traffic meets netpol's
+# rules) and forwarding, as kubeadm's install guide sets them.
+if [ "$NETWORK" = cni ]; then
+  install -d -m 0755 "$ROOT/etc/cni/net.d" "$ROOT/var/lib/cni" "$ROOT/etc/netns" \
+    "$ROOT/etc/modules-load.d" "$ROOT/etc/sysctl.d"
+  printf '# Written by k8s-free-bootstrap/bootstrap.sh: the pod network (CNI bridge + netpol).\nbr_netfilter\n' \
+    > "$ROOT/etc/modules-load.d/kybernetes.conf"
+  cat > "$ROOT/etc/sysctl.d/90-kybernetes.conf" <<EOF
+# Written by k8s-free-bootstrap/bootstrap.sh: the pod network routes between nodes and filters
+# bridged pod traffic in nftables.
+net.ipv4.ip_forward = 1
+net.bridge.bridge-nf-call-iptables = 1
+net.bridge.bridge-nf-call-ip6tables = 1
+EOF
+  chmod 0644 "$ROOT/etc/modules-load.d/kybernetes.conf" "$ROOT/etc/sysctl.d/90-kybernetes.conf"
+  say "wrote /etc/cni/net.d, /etc/modules-load.d/kybernetes.conf, /etc/sysctl.d/90-kybernetes.conf"
+  if [ -z "$ROOT" ]; then
+    modprobe br_netfilter 2>/dev/null || say "could not load br_netfilter now (it loads at boot)"
+    sysctl -q -p /etc/sysctl.d/90-kybernetes.conf >/dev/null 2>&1 || say "could not apply 90-kybernetes.conf now (it applies at boot)"
+  fi
 fi
 
 # -- credentials ---------------------------------------------------------------------------------
@@ -157,11 +270,11 @@ if [ -n "$CREDS_DIR" ]; then
 fi
 
 # -- units ---------------------------------------------------------------------------------------
-for unit in kyb-nats.service kyb@.service kyb-kubelet.service; do
+for unit in kyb-nats.service kyb@.service kyb-node@.service kyb-kubelet.service; do
   sed "s#/opt/kybernetes/venv#$VENV#g" "$HERE/systemd/$unit" > "$UNITS/$unit"
   chmod 0644 "$UNITS/$unit"
 done
-say "wrote units to /etc/systemd/system: kyb-nats.service kyb@.service kyb-kubelet.service"
+say "wrote units to /etc/systemd/system: kyb-nats.service kyb@.service kyb-node@.service kyb-kubelet.service"
 
 if [ "$ENABLE" = 0 ]; then
   say "not enabling (--no-enable); to start: systemctl enable --now $ENABLED_UNITS"
@@ -174,4 +287,4 @@ else
   say "enabled and started: $ENABLED_UNITS"
 fi
 echo "$ENABLED_UNITS" > "$ETC/units"
-say "done: $ROLE node $NODE_NAME, NATS at $NATS_URL, runtime $RUNTIME"
+say "done: $ROLE node $NODE_NAME, NATS at $NATS_URL, runtime $RUNTIME, network $NETWORK${NODE_IP:+ (node IP $NODE_IP)}"
