@@ -257,6 +257,11 @@ def main() -> None:
         import network_nft
 
         network_nft.run(args.seconds, args.connections, args.threads, run_wrk)
+        import network_hosts
+
+        print()
+        network_hosts.run(args.seconds, args.connections, args.threads, run_wrk,
+                          startup_too=shutil.which("docker") is not None)
     else:
         print("nftables proxy: skipped (needs root, nft and wrk)")
 

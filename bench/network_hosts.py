@@ -337,26 +337,31 @@ def main() -> None:
     why = networking_missing()
     if why:
         raise SystemExit(f"cannot run: {why}")
+    from network import run_wrk
+
+    run(args.seconds, args.connections, args.threads, run_wrk, args.runs, startup_too=not args.skip_startup)
+
+
+def run(seconds: int, connections: int, threads: int, run_wrk, runs: int = 20,  # type: ignore[no-untyped-def]
+        startup_too: bool = True) -> None:
     import logging
 
     import structlog
-    from network import run_wrk
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-
     targets = {"host-gw": 0.9, "vxlan": 0.7}
-    print(f"pod network across hosts (namespaces of this run; {args.connections} connections, {args.seconds}s each, "
+    print(f"pod network across hosts (namespaces of this run; {connections} connections, {seconds}s each, "
           "median of 3 interleaved rounds)")
     print(f"{'backend':<8} {'path':<34} {'req/s':>10} {'p99 ms':>8} {'x same host':>12}")
     for backend, target in targets.items():
-        rows = asyncio.run(data_path(backend, args.seconds, args.connections, args.threads, run_wrk))
+        rows = asyncio.run(data_path(backend, seconds, connections, threads, run_wrk))
         same = rows["same host"][0]
         for label, (rps, p99) in rows.items():
             print(f"{backend:<8} {label:<34} {rps:>10.0f} {p99:>8.2f} {rps / same:>12.2f}")
         ratio = rows["across hosts"][0] / same
         print(f"{backend}: across hosts / same host = {ratio:.2f} (target >= {target})")
         for conntrack in (False, True):
-            raw = kernel_only(backend, conntrack, args.seconds, args.connections, args.threads, run_wrk)
+            raw = kernel_only(backend, conntrack, seconds, connections, threads, run_wrk)
             label = "kernel only, conntrack" if conntrack else "kernel only"
             r_same, r_cross = raw["same host"][0], raw["across hosts"][0]
             print(f"{backend:<8} {label + ': same host':<34} {r_same:>10.0f} {raw['same host'][1]:>8.2f} {1:>12.2f}")
@@ -364,12 +369,12 @@ def main() -> None:
                   f"{r_cross / r_same:>12.2f}")
         print(f"{backend}: kybernetes' across-hosts ratio / the hand-built network's with conntrack = "
               f"{ratio / (r_cross / r_same):.2f}")
-    if args.skip_startup:
+    if not startup_too:
         return
-    kyb, plain = asyncio.run(startup(args.runs))
+    kyb, plain = asyncio.run(startup(runs))
     p50, p99 = statistics.median(kyb), percentile(kyb, 0.99)
     b50, b99 = statistics.median(plain), percentile(plain, 0.99)
-    print(f"apply -> pod IP answering, {args.runs} pods one at a time: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms; "
+    print(f"apply -> pod IP answering, {runs} pods one at a time: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms; "
           f"docker run + CNI ADD by hand: p50 {b50 * 1000:.0f} ms, p99 {b99 * 1000:.0f} ms ({p50 / b50:.2f}x at p50)")
 
 
