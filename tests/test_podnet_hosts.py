@@ -2,7 +2,9 @@
 bridge in a third test namespace (their only link: no route leads out of the test's
 namespaces), each with its kubelet (``network: cni``) and its netagent. A pod on one host
 reaches a pod on the other, with the host-gw and the vxlan backends; the routes follow Nodes
-joining and leaving; the cluster and service CIDRs are unreachable beneath them."""
+joining and leaving; the cluster and service CIDRs are unreachable beneath them. On the same
+hosts: a pod's hostPort answers on its host's address from the other host (the portmap plugin),
+and a hostNetwork pod has its node's address as podIP and serves in its host's namespace."""
 
 from __future__ import annotations
 
@@ -52,6 +54,29 @@ def start_agent(net: PodNet, agents: list, name: str, backend: str) -> None:
     agents.append((stop, asyncio.create_task(run_services(["netagent"], net.url, options, stop))))
 
 
+HOST_PORT = 18080  # the hostPort pod's, on pn-b's address
+HOST_NETWORK_PORT = 18081  # where the hostNetwork pod listens, in pn-b's namespace
+
+
+async def hostport_and_host_network(net: PodNet) -> None:
+    """From pn-a's own namespace (a host, not a pod): pn-b's address on the hostPort reaches the
+    pod behind it, and the hostNetwork pod answers on pn-b's address, which is its podIP."""
+    b = UNDERLAY["pn-b"]
+    hostnet = await net.running("hostnet")
+    assert hostnet.status.podIP == b and [ip.ip for ip in hostnet.status.podIPs] == [b]
+    hostport = await net.running("hostport")
+    assert hostport.status.podIP.startswith("10.250.")
+
+    def from_pn_a(port: int) -> bool:
+        done = net.spaces.exec(net.hosts["pn-a"].netns, *wget(b, port), check=False)
+        return done.returncode == 0 and "hello" in done.stdout
+
+    await wait_for(lambda: from_pn_a(HOST_PORT), 20, f"pn-a reaches {b}:{HOST_PORT}, the hostPort on pn-b")
+    await wait_for(lambda: from_pn_a(HOST_NETWORK_PORT), 20, f"pn-a reaches the hostNetwork pod on {b}")
+    # the hostPort is portmap's DNAT in pn-b's namespace (the kubelet runs its plugins there)
+    assert str(HOST_PORT) in net.spaces.exec(net.hosts["pn-b"].netns, "iptables-save", "-t", "nat").stdout
+
+
 def routes(net: PodNet, name: str) -> list[dict]:
     out = net.spaces.exec(net.hosts[name].netns, "ip", "-j", "route", "show", "proto", ROUTE_PROTO).stdout
     return json.loads(out or "[]")
@@ -65,6 +90,10 @@ async def test_pods_reach_each_other_across_hosts(two_hosts, backend: str) -> No
         start_agent(net, agents, name, backend)
     await net.apply(net.pod_manifest("server", "pn-b", httpd()))
     await net.apply(net.pod_manifest("client", "pn-a", ["/bin/busybox", "sleep", "3600"]))
+    hostport = net.pod_manifest("hostport", "pn-b", httpd(8080))
+    hostport["spec"]["containers"][0]["ports"] = [{"containerPort": 8080, "hostPort": HOST_PORT}]
+    await net.apply(hostport)
+    await net.apply(net.pod_manifest("hostnet", "pn-b", httpd(HOST_NETWORK_PORT), hostNetwork=True))
     server = await net.running("server")
     client = await net.running("client")
     cidr_a, cidr_b = await net.pod_cidr(net.hosts["pn-a"]), await net.pod_cidr(net.hosts["pn-b"])
@@ -90,6 +119,8 @@ async def test_pods_reach_each_other_across_hosts(two_hosts, backend: str) -> No
     # nothing meant for the cluster leaves: an unallocated pod address is refused on the node
     done = net.spaces.exec(net.hosts["pn-a"].netns, "ip", "route", "get", "10.250.200.7", check=False)
     assert done.returncode != 0 or "unreachable" in done.stdout
+
+    await hostport_and_host_network(net)
 
     # a Node leaving takes its route along
     await net.stop_kubelet(net.hosts["pn-b"])

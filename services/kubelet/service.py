@@ -78,7 +78,7 @@ class KubeletOptions:
     cni_cache_dir: str | None = None  # cached ADD results (default: <state_dir>/cni)
     cni_ipam_dir: str | None = None  # host-local's store in the default config (default: its own)
     cni_ip_masq: bool = False  # the default bridge masquerades pod traffic leaving the node's range
-    cni_host_netns: str | None = None  # run CNI plugins in this network namespace instead of ours
+    cni_host_netns: str | None = None  # the node's namespace if not ours: CNI plugins (and process-runtime hostNetwork pods) run there
     pod_cidr_wait: float = 1.0  # how often a cni kubelet looks for the podCIDR nodeipam gives its Node
     cluster_dns: tuple[str, ...] = (CLUSTER_DNS,)  # network cni: the nameserver of ClusterFirst pods ("" for none)
     cluster_domain: str = "cluster.local"  # network cni: the search domains' suffix
@@ -178,7 +178,8 @@ async def make_runtime(
 
     from services.kubelet.runtime.process import ProcessRuntime
 
-    return ProcessRuntime(state_dir / "process"), f"process://{platform.python_version()}"
+    return (ProcessRuntime(state_dir / "process", host_netns=opts.cni_host_netns),
+            f"process://{platform.python_version()}")
 
 
 def _volume_manager(ctx: ServiceContext, node_name: str, configmaps: Informer, secrets: Informer, base: Path) -> Any:

@@ -95,6 +95,7 @@ class Sandbox(msgspec.Struct, kw_only=True):
     hostname: str
     labels: dict[str, str] = {}
     netns: str = ""  # network "none": the pod's own network namespace (ip netns name), set up by CNI
+    host_netns: str = ""  # network "host" on a node whose namespace is not ours: that namespace (a path)
 
 
 class Record(msgspec.Struct, kw_only=True):
@@ -186,7 +187,9 @@ class ProcessRuntime:
         enforce_memory_limit: bool = False,  # memory limit as RLIMIT_AS (breaks programs that reserve address space)
         base_env: dict[str, str]
         | None = None,  # env every container starts from; default: the host's PATH only
+        host_netns: str | None = None,  # the node's network namespace when it is not ours (hostNetwork pods run there)
     ) -> None:
+        self._host_netns = host_netns or ""
         self._root = Path(state_dir) / "pods"
         self._root.mkdir(parents=True, exist_ok=True)
         self._enforce_memory = enforce_memory_limit
@@ -239,7 +242,9 @@ class ProcessRuntime:
                 _install_etc(netns, cfg)
             except OSError as e:
                 raise ContainerCreateError(f"pod {cfg.pod_uid}: resolv.conf and hosts: {e}") from e
-        if existing is not None and (existing.pod_ip == cfg.pod_ip or not cfg.pod_ip) and existing.netns == netns:
+        host_netns = self._host_netns if cfg.network == "host" else ""
+        if (existing is not None and (existing.pod_ip == cfg.pod_ip or not cfg.pod_ip) and existing.netns == netns
+                and existing.host_netns == host_netns):
             return cfg.pod_uid
         pod_dir.mkdir(parents=True, exist_ok=True)
         sandbox = Sandbox(
@@ -250,6 +255,7 @@ class ProcessRuntime:
             hostname=cfg.hostname,
             labels=dict(cfg.labels),
             netns=netns,
+            host_netns=host_netns,
         )
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(msgspec.json.encode(sandbox))
@@ -309,6 +315,8 @@ class ProcessRuntime:
             )
         if sandbox.netns:
             argv = [*_in_netns(sandbox.netns), *argv]
+        elif sandbox.host_netns:
+            argv = ["nsenter", f"--net={sandbox.host_netns}", "--", *argv]
         container_dir = path.parent
         container_dir.mkdir(parents=True, exist_ok=True)
         try:
