@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from kyb.netns import socket_in
 from kyb.serve import run_services
 from schemas.pod import Pod
 from services.kubelet.runtime.process import netns_name
@@ -290,8 +291,15 @@ async def test_established_connection_survives_a_proxy_restart(cluster: Cluster)
 
     try:
         await c.stop_proxy("px-a")
+        # a chain no proxy makes: gone once the new proxy's first sync has replaced the table
+        c.spaces.exec(c.net.hosts["px-a"].netns, "nft", "add", "chain", "ip", "kyb-proxy", "left-by-the-test")
         c.start_proxy("px-a")
-        await asyncio.sleep(2)  # the new proxy's full resync replaced the table
+
+        def replaced() -> bool:
+            listed = c.spaces.exec(c.net.hosts["px-a"].netns, "nft", "list", "chains", "ip").stdout
+            return "left-by-the-test" not in listed and "kyb-proxy" in listed
+
+        await until(replaced, 30, "the restarted proxy's full resync replaced the table")
         await until(lambda: asyncio.to_thread(lambda: in_netns(c.pod_ns(client), open_conn).close() or True), 30,
                     "the restarted proxy serves the ClusterIP")
         conn.sendall(b"after\n")
@@ -344,6 +352,42 @@ async def test_hairpin_and_pod_to_cluster_ip_on_the_other_host(cluster: Cluster)
     # and the pod on px-b sees the client pod's own address (no NAT between pods)
     seen = await reached(c, me, far_ip, path="/cgi-bin/ip")
     assert seen.removeprefix("[::ffff:").removesuffix("]") == me.status.podIP
+    # UDP: a client that keeps sending from one port is moved to the new endpoint when the old
+    # one goes (the proxy flushes the conntrack entry; kept, it would stay DNATed to the dead pod)
+    await c.net.apply(udp_server(c, "udp-1", "px-b"))
+    udp = await c.net.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "udp", "namespace": "default"},
+                             "spec": {"selector": {"app": "udp"},
+                                      "ports": [{"protocol": "UDP", "port": 53, "targetPort": 5353}]}})
+    sock = socket_in(c.pod_ns(me), socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(("0.0.0.0", 40053))
+        sock.settimeout(0.5)
+
+        def ask() -> str:
+            sock.sendto(b"who", (udp["spec"]["clusterIP"], 53))
+            return sock.recv(100).decode()
+
+        assert await until(lambda: asyncio.to_thread(ask), 30, "the UDP ClusterIP answers") == "udp-1"
+        await c.net.delete_pod("udp-1")
+        await c.net.apply(udp_server(c, "udp-2", "px-b"))
+
+        async def moved() -> bool:
+            with contextlib.suppress(OSError):
+                return await asyncio.to_thread(ask) == "udp-2"
+            return False
+
+        await until(moved, 30, "the same client port answered by the new UDP endpoint")
+    finally:
+        sock.close()
+
+
+def udp_server(c: Cluster, name: str, node: str) -> dict[str, Any]:
+    """Answers every datagram on 5353 with its name."""
+    code = ("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('0.0.0.0', 5353))\n"
+            f"while True:\n    _, peer = s.recvfrom(100)\n    s.sendto(b'{name}', peer)\n")
+    m = c.net.pod_manifest(name, node, [sys.executable, "-c", code])
+    m["metadata"]["labels"] = {"app": "udp"}
+    return m
 
 
 async def test_a_front_end_reaches_a_redis_service_on_the_other_host_by_dns_name(cluster: Cluster) -> None:
