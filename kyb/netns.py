@@ -8,6 +8,7 @@ back; the rest of the process never leaves its own namespace. Needs CAP_SYS_ADMI
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import os
@@ -55,3 +56,19 @@ def socket_in(netns: str | None, family: int, kind: int) -> socket.socket:
 def command(netns: str | None, *argv: str) -> list[str]:
     """``argv`` run in ``netns`` through nsenter (as is without one)."""
     return ["nsenter", f"--net={netns}", "--", *argv] if netns else list(argv)
+
+
+class CommandError(Exception):
+    """A command run by :func:`run` exited non-zero; the message has its stderr."""
+
+
+async def run(netns: str | None, *argv: str, stdin: str | None = None, check: bool = True) -> str:
+    """``argv`` in ``netns`` (ours when None); its stdout. Non-zero exit: CommandError with
+    stderr, unless ``check`` is false."""
+    proc = await asyncio.create_subprocess_exec(
+        *command(netns, *argv), stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+    if check and proc.returncode != 0:
+        raise CommandError(f"{' '.join(argv)}: {err.decode(errors='replace').strip()[:2000]}")
+    return out.decode()

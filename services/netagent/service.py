@@ -19,6 +19,8 @@ import socket
 from typing import Any
 
 from kyb.informer import Informer
+from kyb.netns import CommandError
+from kyb.netns import run as run_in
 from kyb.serve import ServiceContext
 from schemas.core import Node
 from services.netagent.plan import (
@@ -34,24 +36,14 @@ from services.netagent.plan import (
 )
 
 
-class CommandError(Exception):
-    pass
-
-
 class Kernel:
     """``ip`` and ``bridge`` in one network namespace."""
 
     def __init__(self, netns: str | None = None) -> None:
-        self.prefix = ["nsenter", f"--net={netns}", "--"] if netns else []
+        self.netns = netns
 
     async def run(self, *argv: str, check: bool = True) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            *self.prefix, *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        out, err = await proc.communicate()
-        if check and proc.returncode != 0:
-            raise CommandError(f"{' '.join(argv)}: {err.decode(errors='replace').strip()}")
-        return out.decode()
+        return await run_in(self.netns, *argv, check=check)
 
     async def json(self, *argv: str) -> list[dict[str, Any]]:
         text = await self.run(*argv, check=False)

@@ -5,7 +5,7 @@ network namespace (``kyb up --nodes 3``), ``node_names`` lists them and this one
 for the pods of all of them, in its one table. Informers on Pods,
 Namespaces and NetworkPolicies only flag a change; one loop computes the whole table
 (:mod:`services.netpol.plan`) and, when it differs from what it last applied (or every
-``resync_seconds``), loads it with one ``nft -f`` transaction, so the kernel always holds
+``resync_seconds``), loads it with one nftables transaction (:mod:`kyb.nftables`), so the kernel always holds
 either the old or the new rules. Only the table ``inet kyb-netpol`` is ever written. Does
 nothing unless ``network`` is ``cni``. Rules stay when the agent stops (pods stay isolated
 while it restarts).
@@ -18,35 +18,13 @@ import socket
 from typing import Any
 
 from kyb.informer import Informer
-from kyb.netns import command
+from kyb.netns import run as run_in
+from kyb.nftables import Nftables, NftError
 from kyb.serve import ServiceContext
 from schemas.core import Namespace
 from schemas.networking import NetworkPolicy
 from schemas.pod import Pod
 from services.netpol.plan import allowed, ruleset
-
-
-class NftError(Exception):
-    pass
-
-
-class Nft:
-    """``nft`` in one network namespace (ours when None)."""
-
-    def __init__(self, netns: str | None = None) -> None:
-        self.netns = netns
-
-    async def run(self, *argv: str, stdin: str | None = None, check: bool = True) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            *command(self.netns, *argv), stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
-        if check and proc.returncode != 0:
-            raise NftError(f"{' '.join(argv)}: {err.decode(errors='replace').strip()}")
-        return out.decode()
-
-    async def load(self, text: str) -> None:
-        await self.run("nft", "-f", "-", stdin=text)
 
 
 def local_nodes(value: Any) -> tuple[str, ...]:
@@ -65,11 +43,12 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     node = str(opts.get("node_name") or socket.gethostname()).lower()
     # every node whose pods live in this namespace: one table serves them all (kyb up --nodes N)
     nodes = local_nodes(opts.get("node_names")) or (node,)
-    nft = Nft(opts.get("netns") or None)
+    netns = opts.get("netns") or None
+    nft = Nftables(netns)
     resync = float(opts.get("resync_seconds") or 30.0)
     # bridged pod-to-pod traffic of the node must cross the forward hook (br_netfilter)
-    await nft.run("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1", "net.bridge.bridge-nf-call-ip6tables=1",
-                  check=False)
+    await run_in(netns, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1",
+                 "net.bridge.bridge-nf-call-ip6tables=1", check=False)
     pods, namespaces, policies = Informer(ctx.nc, "Pod"), Informer(ctx.nc, "Namespace"), Informer(ctx.nc, "NetworkPolicy")
     informers = (pods, namespaces, policies)
     changed = asyncio.Event()
@@ -91,7 +70,7 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
             text = ruleset(rules)
             if text != last or loop.time() >= next_resync:
                 try:
-                    await nft.load(text)
+                    await nft.run(text)
                     if text != last:
                         ctx.log.info("network policy rules loaded", nodes=list(nodes),
                                      ingress_isolated=sum(r.ingress is not None for r in rules),
@@ -111,5 +90,6 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
                 t.cancel()
             await asyncio.gather(waiter, stopper, return_exceptions=True)
     finally:
+        nft.close()
         for inf in informers:
             await inf.stop()

@@ -18,7 +18,6 @@ proto 78``: anything not DNATed is rejected by the table and nothing sent there 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -30,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from kyb.netns import run as run_in
 from kyb.netns import socket_in
 from kyb.nftables import Nftables, NftError
 from schemas.core import Service
@@ -67,18 +67,10 @@ class Commands:
 
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
-        self.prefix = ["nsenter", f"--net={netns}", "--"] if netns else []
         self.nftables = Nftables(netns)
 
-    async def run(self, *argv: str, stdin: str | None = None, check: bool = True) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            *self.prefix, *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else None,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
-        if check and proc.returncode != 0:
-            raise NftError(f"{' '.join(argv)}: {err.decode(errors='replace').strip()[:2000]}")
-        return out.decode()
+    async def run(self, *argv: str, check: bool = True) -> str:
+        return await run_in(self.netns, *argv, check=check)
 
     async def nft(self, script: str) -> None:
         await self.nftables.run(script)
