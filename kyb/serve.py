@@ -76,6 +76,15 @@ class ServiceContext:
     def identity(self) -> str:
         return f"{socket.gethostname()}-{os.getpid()}-{self.name}"
 
+    def local_nodes(self) -> tuple[str, ...]:
+        """The nodes whose pods live in this agent's network namespace: option ``node_names``
+        (a list, or names separated by commas; ``kyb up --nodes N`` gives all N), else
+        ``node_name``, else this host's name. Lower case, in order, once each."""
+        value = self.options.get("node_names")
+        items = value.split(",") if isinstance(value, str) else list(value or ())
+        names = tuple(dict.fromkeys(str(n).strip().lower() for n in items if str(n).strip()))
+        return names or (str(self.options.get("node_name") or socket.gethostname()).lower(),)
+
 
 async def context_for(name: str, nats_url: str, options: dict[str, Any] | None = None) -> ServiceContext:
     from kyb import auth, telemetry

@@ -184,6 +184,9 @@ def test_local_policies_use_this_node_only_and_keep_the_client() -> None:
     assert t2.chains[f"ext-{pid}"][-1].startswith("drop")
     assert t2.elements[("no-endpoint-services", "10.96.0.5 . tcp . 80")] == "drop"
     assert other.health[31000].local_endpoints == 0
+    # several nodes in one namespace (kyb up --nodes N): the endpoints of all of them are local
+    both = Settings(node_name="a", node_names=("a", "b"))
+    assert ruleset(services, slices, both).health[31000].local_endpoints == 2
 
 
 def test_cluster_policy_masquerades_external_traffic_and_hairpin() -> None:

@@ -14,7 +14,6 @@ while it restarts).
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any
 
 from kyb.informer import Informer
@@ -27,12 +26,6 @@ from schemas.pod import Pod
 from services.netpol.plan import allowed, ruleset
 
 
-def local_nodes(value: Any) -> tuple[str, ...]:
-    """The ``node_names`` option: a list, or names separated by commas."""
-    items = value.split(",") if isinstance(value, str) else list(value or ())
-    return tuple(dict.fromkeys(str(n).strip().lower() for n in items if str(n).strip()))
-
-
 async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     """Entry point for ``kyb serve netpol``."""
     opts: dict[str, Any] = ctx.options
@@ -40,9 +33,8 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
         ctx.log.info("netpol idle: the pod network is not cni (option network=cni turns it on)")
         await stop.wait()
         return
-    node = str(opts.get("node_name") or socket.gethostname()).lower()
     # every node whose pods live in this namespace: one table serves them all (kyb up --nodes N)
-    nodes = local_nodes(opts.get("node_names")) or (node,)
+    nodes = ctx.local_nodes()
     netns = opts.get("netns") or None
     nft = Nftables(netns)
     resync = float(opts.get("resync_seconds") or 30.0)

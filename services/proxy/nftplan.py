@@ -49,6 +49,7 @@ BASE = "_base"  # the fragment key of the static chains
 @dataclass(frozen=True)
 class Settings:
     node_name: str = ""                 # endpoints with this nodeName are local
+    node_names: tuple[str, ...] = ()    # ... and with these (several nodes in one namespace)
     cluster_cidr: str = "10.244.0.0/16"  # pod addresses (not masqueraded towards ClusterIPs)
     service_cidr: str = "10.96.0.0/12"   # unallocated addresses of it are rejected
     table: str = TABLE
@@ -241,7 +242,8 @@ def service_port_fragment(
     cip = spec.clusterIP
     eps = _endpoints(slices, port)
     cluster = usable(eps)
-    local = usable([e for e in eps if e.node == settings.node_name]) if settings.node_name else ()
+    mine = {settings.node_name, *settings.node_names} - {""}
+    local = usable([e for e in eps if e.node in mine]) if mine else ()
     internal_local = spec.internalTrafficPolicy == "Local"
     internal = local if internal_local else cluster
     external_local = spec.externalTrafficPolicy == "Local" and spec.type in ("NodePort", "LoadBalancer")

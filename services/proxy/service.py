@@ -129,7 +129,7 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
         from services.proxy.kernel import NftProxy
         from services.proxy.nftplan import Settings
 
-        settings = Settings(node_name=str(opts.get("node_name") or ""),
+        settings = Settings(node_name=str(opts.get("node_name") or ""), node_names=ctx.local_nodes(),
                             cluster_cidr=str(opts.get("cluster_cidr") or "10.244.0.0/16"),
                             service_cidr=str(opts.get("service_cidr") or "10.96.0.0/12"))
         kernel = NftProxy(settings, netns=opts.get("netns") or None, log=ctx.log)
