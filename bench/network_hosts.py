@@ -33,7 +33,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,14 +40,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from kyb.natsd import NatsServer, free_port  # noqa: E402
 from kyb.netns import socket_in  # noqa: E402
-from kyb.serve import run_services  # noqa: E402
 from services.kubelet.cni.defaults import DefaultNetwork, default_config_list  # noqa: E402
 from services.kubelet.cni.plugin import CniRunner  # noqa: E402
 from services.kubelet.cni.spec import RuntimeConf  # noqa: E402
 from services.kubelet.runtime.process import netns_name  # noqa: E402
-from tests.cluster import FAST_LEASE, QUIET, wait_for  # noqa: E402
+from tests.cluster import QUIET, wait_for  # noqa: E402
 from tests.netns import Namespaces, networking_missing  # noqa: E402
-from tests.podnet_cluster import CLUSTER_CIDR, PodNet, httpd  # noqa: E402
+from tests.podnet_cluster import PodNet, httpd  # noqa: E402
 
 SERVICE_CIDR = "10.96.0.0/12"
 UNDERLAY = {"bn-a": "10.253.0.1", "bn-b": "10.253.0.2"}
@@ -66,50 +64,19 @@ def percentile(values: list[float], p: float) -> float:
 
 
 class Hosts:
-    """The control plane and two switched hosts; kubelet, netagent and proxy on each."""
+    """The control plane and switched hosts; kubelet, netagent and proxy on each."""
 
     def __init__(self, spaces: Namespaces, url: str, base: Path, runtime: str, image: str = "") -> None:
-        self.spaces = spaces
         self.net = PodNet(url, spaces, base, runtime, image)
-        self.tasks: list[tuple[asyncio.Event, asyncio.Task]] = []
-
-    def _run(self, names: list[str], options: dict[str, Any]) -> None:
-        stop = asyncio.Event()
-        self.tasks.append((stop, asyncio.create_task(run_services(names, self.net.url, options, stop))))
 
     async def start(self, backend: str, hosts: dict[str, str], *control: str) -> None:
-        from kyb.client import connect
-        from kyb.store import Store
-
-        self.net.nc = await connect(self.net.url)
-        self.net.store = Store(self.net.nc.jetstream())
-        stop = asyncio.Event()
-        self.net.control = stop, asyncio.create_task(run_services(
-            ["api", "nodeipam", *control], self.net.url,
-            {**QUIET, **FAST_LEASE, "cluster_cidr": CLUSTER_CIDR, "node_cidr_mask_size": 24, "service_cidr": SERVICE_CIDR},
-            stop))
-        switch = self.spaces.add("sw")
-        self.spaces.exec(switch, "ip", "link", "add", "br0", "type", "bridge")
-        self.spaces.exec(switch, "ip", "link", "set", "br0", "up")
-        for i, (name, ip) in enumerate(hosts.items()):
-            host = self.net.add_host(name, node_ip=ip)
-            self.spaces.veth(host.netns, "eth0", switch, f"p{i}")
-            self.spaces.exec(switch, "ip", "link", "set", f"p{i}", "master", "br0")
-            self.spaces.exec(host.netns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        await self.net.start(*control, **QUIET, service_cidr=SERVICE_CIDR)
+        for host in self.net.switched_hosts(hosts):
             await self.net.start_kubelet(host)
-            netns = Namespaces.path(host.netns)
-            self._run(["netagent"], {**QUIET, "node_name": name, "network": "cni", "backend": backend,
-                                     "cluster_cidr": CLUSTER_CIDR, "netns": netns, "resync_seconds": 2,
-                                     "supervise": False})
-            self._run(["proxy"], {**QUIET, "node_name": name, "network": "cni", "proxy_mode": "nftables",
-                                  "netns": netns, "cluster_cidr": CLUSTER_CIDR, "service_cidr": SERVICE_CIDR,
-                                  "supervise": False})
+            self.net.start_agent(host, "netagent", backend=backend, resync_seconds=2)
+            self.net.start_agent(host, "proxy", proxy_mode="nftables", service_cidr=SERVICE_CIDR)
 
     async def close(self) -> None:
-        for stop, task in self.tasks:
-            stop.set()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 20)
         await self.net.close()
 
 

@@ -4,7 +4,9 @@
 Data path: a "node" namespace with a bridge (10.244.0.1/24) and two "pod" namespaces on it,
 nginx in one (10.244.0.2:18080), wrk in the other; the same load straight to the pod, through
 a ClusterIP (10.96.0.10:80) programmed by the proxy's rules, and through the userspace proxy
-listening on the node's bridge address. Rule programming: 1,000 Services x 10 endpoints
+listening on the node's bridge address. Also from a pod on a second bridge of the node
+(10.244.1.3): its packets cross the node's IP layer as a ClusterIP's do, without NAT, which
+tells the DNAT's cost from the routing hop's. Rule programming: 1,000 Services x 10 endpoints
 programmed into an empty table, then EndpointSlice changes one at a time, each timed from
 the change to the transaction having returned (the rule is live), and the memory the proxy's
 state takes (tracemalloc of the ruleset and its caches); the same again through one ``nft -f``
@@ -113,21 +115,27 @@ USERSPACE = (
 )
 
 
-def data_path(node: str, server: str, client: str, seconds: int, connections: int, threads: int,
-              run_wrk, rounds: int = 3) -> list[tuple[str, float, float]]:  # type: ignore[no-untyped-def]
+def data_path(node: str, server: str, client: str, routed_client: str, seconds: int, connections: int,
+              threads: int, run_wrk, rounds: int = 3) -> list[tuple[str, float, float]]:  # type: ignore[no-untyped-def]
     import os
 
     sh("ip", "netns", "exec", node, "ip", "link", "add", "br0", "type", "bridge")
     sh("ip", "netns", "exec", node, "ip", "addr", "add", "10.244.0.1/24", "dev", "br0")
     sh("ip", "netns", "exec", node, "ip", "link", "set", "br0", "up")
     sh("ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-    for k, (pod, ip) in enumerate(((server, "10.244.0.2"), (client, "10.244.0.3"))):
+    # a second bridge for the routed baseline: a client there reaches the server through the
+    # node's IP layer, as a ClusterIP's packets do, but with no NAT
+    sh("ip", "netns", "exec", node, "ip", "link", "add", "br1", "type", "bridge")
+    sh("ip", "netns", "exec", node, "ip", "addr", "add", "10.244.1.1/24", "dev", "br1")
+    sh("ip", "netns", "exec", node, "ip", "link", "set", "br1", "up")
+    for k, (pod, ip, bridge) in enumerate(((server, "10.244.0.2", "br0"), (client, "10.244.0.3", "br0"),
+                                           (routed_client, "10.244.1.3", "br1"))):
         sh("ip", "netns", "exec", node, "ip", "link", "add", f"v{k}", "type", "veth", "peer", "name", "eth0",
            "netns", pod)
-        sh("ip", "netns", "exec", node, "ip", "link", "set", f"v{k}", "master", "br0", "up")
+        sh("ip", "netns", "exec", node, "ip", "link", "set", f"v{k}", "master", bridge, "up")
         sh("ip", "netns", "exec", pod, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
         sh("ip", "netns", "exec", pod, "ip", "link", "set", "eth0", "up")
-        sh("ip", "netns", "exec", pod, "ip", "route", "add", "default", "via", "10.244.0.1")
+        sh("ip", "netns", "exec", pod, "ip", "route", "add", "default", "via", ip.rsplit(".", 1)[0] + ".1")
     settings = Settings(node_name="n", cluster_cidr="10.244.0.0/16", service_cidr="10.96.0.0/12")
     web = msgspec.convert({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "bench"},
                            "spec": {"clusterIP": "10.96.0.10", "ports": [{"name": "http", "port": 80}]}}, Service)
@@ -150,16 +158,17 @@ def data_path(node: str, server: str, client: str, seconds: int, connections: in
         try:
             assert procs[1].stdout is not None and procs[1].stdout.readline().strip() == "ready"
             time.sleep(0.5)
-            paths = (("pod -> pod", "http://10.244.0.2:18080/index.html"),
-                     ("pod -> ClusterIP (nftables)", "http://10.96.0.10:80/index.html"),
-                     ("pod -> userspace proxy", "http://10.244.0.1:18082/index.html"))
+            paths = (("pod -> pod", "http://10.244.0.2:18080/index.html", client),
+                     ("pod -> pod, routed by the node", "http://10.244.0.2:18080/index.html", routed_client),
+                     ("pod -> ClusterIP (nftables)", "http://10.96.0.10:80/index.html", client),
+                     ("pod -> userspace proxy", "http://10.244.0.1:18082/index.html", client))
             # interleaved rounds, the median of each path: drift of a shared machine hits all alike
-            runs: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in paths}
+            runs: dict[str, list[tuple[float, float]]] = {label: [] for label, _, _ in paths}
             for _ in range(rounds):
-                for label, url in paths:
-                    runs[label].append(run_wrk(url, seconds, connections, threads, netns=client))
+                for label, url, ns in paths:
+                    runs[label].append(run_wrk(url, seconds, connections, threads, netns=ns))
             return [(label, statistics.median(r for r, _ in runs[label]), statistics.median(p for _, p in runs[label]))
-                    for label, _ in paths]
+                    for label, _, _ in paths]
         finally:
             for p in procs:
                 p.terminate()
@@ -170,25 +179,25 @@ def data_path(node: str, server: str, client: str, seconds: int, connections: in
 
 def run(seconds: int, connections: int, threads: int, run_wrk) -> None:  # type: ignore[no-untyped-def]
     prefix = f"kybb{secrets.token_hex(3)}"
-    names = [f"{prefix}-{n}" for n in ("node", "server", "client", "rules")]
+    names = [f"{prefix}-{n}" for n in ("node", "server", "client", "routed", "rules")]
     made = []
     try:
         for n in names:
             sh("ip", "netns", "add", n)
             made.append(n)
             sh("ip", "netns", "exec", n, "ip", "link", "set", "lo", "up")
-        rows = data_path(names[0], names[1], names[2], seconds, connections, threads, run_wrk)
+        rows = data_path(names[0], names[1], names[2], names[3], seconds, connections, threads, run_wrk)
         print(f"\nnftables proxy, in namespaces of this run ({connections} connections, {seconds}s each, "
               "median of 3 interleaved rounds)")
         print(f"{'path':<30} {'req/s':>10} {'p99 ms':>8} {'x direct':>9}")
         direct, direct_p99 = rows[0][1], rows[0][2]
         for label, rps, p99 in rows:
             print(f"{label:<30} {rps:>10.0f} {p99:>8.2f} {rps / direct:>9.2f}")
-        nft_rps, nft_p99 = rows[1][1], rows[1][2]
+        routed, nft_rps, nft_p99 = rows[1][1], rows[2][1], rows[2][2]
         print(f"ClusterIP / direct = {nft_rps / direct:.2f} (target >= 0.95); p99 {nft_p99 / direct_p99:.2f}x direct "
-              "(target <= 1.1)")
-        r = asyncio.run(programming(names[3]))
-        base = asyncio.run(programming(names[3], changes=100, library=False))
+              f"(target <= 1.1); ClusterIP / routed pod -> pod = {nft_rps / routed:.2f} (what the DNAT costs)")
+        r = asyncio.run(programming(names[4]))
+        base = asyncio.run(programming(names[4], changes=100, library=False))
         print(f"rule programming, 1000 Services x 10 endpoints ({r['lines']:.0f} lines of nft list), through {r['how']}: "
               f"from empty {r['full'] * 1000:.0f} ms; EndpointSlice change -> rule live p50 {r['p50'] * 1000:.1f} ms, "
               f"p99 {r['p99'] * 1000:.1f} ms (target <= 100); proxy state {r['memory'] / 2**20:.1f} MiB")

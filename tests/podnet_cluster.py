@@ -44,13 +44,46 @@ class PodNet:
     store: Store | None = None
     hosts: dict[str, Host] = field(default_factory=dict)
     control: tuple[asyncio.Event, asyncio.Task] | None = None
+    agents: dict[tuple[str, str], tuple[asyncio.Event, asyncio.Task]] = field(default_factory=dict)
+    switch: str = ""  # the namespace whose bridge joins the hosts (see switched_hosts)
 
-    async def start(self, *services: str) -> None:
+    async def start(self, *services: str, **options: Any) -> None:
+        """The api, nodeipam and ``services`` in this process, on the cluster CIDR."""
         self.nc = await connect(self.url)
         self.store = Store(self.nc.jetstream())
         stop = asyncio.Event()
-        options = {**FAST_LEASE, "cluster_cidr": CLUSTER_CIDR, "node_cidr_mask_size": 24}
+        options = {**FAST_LEASE, "cluster_cidr": CLUSTER_CIDR, "node_cidr_mask_size": 24, **options}
         self.control = stop, asyncio.create_task(run_services(["api", "nodeipam", *services], self.url, options, stop))
+
+    def switched_hosts(self, underlay: dict[str, str], switch_address: str = "", **extra: Any) -> list[Host]:
+        """A host per ``underlay`` entry (node name: its InternalIP in a /24), each joined by a
+        veth pair to bridge ``br0`` of a switch namespace, their only link (no route out).
+        ``switch_address`` gives the switch an address too (an outside client)."""
+        self.switch = self.spaces.add("sw")
+        self.spaces.exec(self.switch, "ip", "link", "add", "br0", "type", "bridge")
+        self.spaces.exec(self.switch, "ip", "link", "set", "br0", "up")
+        if switch_address:
+            self.spaces.exec(self.switch, "ip", "addr", "add", f"{switch_address}/24", "dev", "br0")
+        out = []
+        for i, (name, ip) in enumerate(underlay.items()):
+            host = self.add_host(name, node_ip=ip, **extra)
+            self.spaces.veth(host.netns, "eth0", self.switch, f"p{i}")
+            self.spaces.exec(self.switch, "ip", "link", "set", f"p{i}", "master", "br0")
+            self.spaces.exec(host.netns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+            out.append(host)
+        return out
+
+    def start_agent(self, host: Host, service: str, **options: Any) -> None:
+        """A node agent (netagent, netpol, proxy, dns) of ``host``, working in its namespace."""
+        stop = asyncio.Event()
+        opts = {**QUIET, "node_name": host.name, "network": "cni", "netns": Namespaces.path(host.netns),
+                "cluster_cidr": CLUSTER_CIDR, "supervise": False, **options}
+        self.agents[(host.name, service)] = stop, asyncio.create_task(run_services([service], self.url, opts, stop))
+
+    async def stop_agent(self, host: Host, service: str) -> None:
+        stop, task = self.agents.pop((host.name, service))
+        stop.set()
+        await asyncio.wait_for(task, 20)
 
     def host_options(self, name: str, netns: str, **extra: Any) -> dict[str, Any]:
         base = self.base / name
@@ -144,6 +177,9 @@ class PodNet:
                 await rt.remove_sandbox(uid)
 
     async def close(self) -> None:
+        for host_name, service in list(self.agents):
+            with contextlib.suppress(Exception):
+                await self.stop_agent(self.hosts[host_name], service)
         for host in self.hosts.values():
             with contextlib.suppress(Exception):
                 await self.stop_kubelet(host)

@@ -9,14 +9,12 @@ labels, namespace labels and policies. Nothing leaves the test's namespaces."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 
 import pytest
 
-from kyb.serve import run_services
 from services.netpol.plan import TABLE
-from tests.cluster import QUIET, wait_for
+from tests.cluster import wait_for
 from tests.netns import Namespaces, netns  # noqa: F401 (fixture)
 from tests.podnet_cluster import CLUSTER_CIDR, PodNet
 
@@ -27,29 +25,13 @@ UNDERLAY = {"np-a": "10.251.0.1", "np-b": "10.251.0.2"}
 async def cluster(netns: Namespaces, nats_url: str, tmp_path):  # noqa: F811
     net = PodNet(nats_url, netns, tmp_path, "process")
     await net.start()
-    agents: list[tuple[asyncio.Event, asyncio.Task]] = []
     try:
-        switch = netns.add("sw")
-        netns.exec(switch, "ip", "link", "add", "br0", "type", "bridge")
-        netns.exec(switch, "ip", "link", "set", "br0", "up")
-        for i, (name, ip) in enumerate(UNDERLAY.items()):
-            host = net.add_host(name, node_ip=ip)
-            netns.veth(host.netns, "eth0", switch, f"p{i}")
-            netns.exec(switch, "ip", "link", "set", f"p{i}", "master", "br0")
-            netns.exec(host.netns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        for host in net.switched_hosts(UNDERLAY):
             await net.start_kubelet(host)
-            common = {**QUIET, "node_name": name, "network": "cni", "netns": Namespaces.path(host.netns),
-                      "supervise": False}
-            for service, extra in (("netagent", {"backend": "host-gw", "cluster_cidr": CLUSTER_CIDR,
-                                                 "resync_seconds": 2}), ("netpol", {"resync_seconds": 5})):
-                stop = asyncio.Event()
-                agents.append((stop, asyncio.create_task(run_services([service], net.url, {**common, **extra}, stop))))
+            net.start_agent(host, "netagent", backend="host-gw", resync_seconds=2)
+            net.start_agent(host, "netpol", resync_seconds=5)
         yield net
     finally:
-        for stop, task in agents:
-            stop.set()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 20)
         await net.close()
 
 

@@ -9,14 +9,12 @@ and a hostNetwork pod has its node's address as podIP and serves in its host's n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 
 import pytest
 
-from kyb.serve import run_services
 from services.netagent.plan import ROUTE_PROTO, VXLAN_DEVICE
-from tests.cluster import QUIET, wait_for
+from tests.cluster import wait_for
 from tests.netns import Namespaces, netns  # noqa: F401 (fixture)
 from tests.podnet_cluster import CLUSTER_CIDR, PodNet, httpd, wget
 
@@ -27,31 +25,11 @@ UNDERLAY = {"pn-a": "10.251.0.1", "pn-b": "10.251.0.2"}
 async def two_hosts(netns: Namespaces, nats_url: str, tmp_path):  # noqa: F811
     net = PodNet(nats_url, netns, tmp_path, "process")
     await net.start()
-    agents: list[tuple[asyncio.Event, asyncio.Task]] = []
     try:
-        switch = netns.add("sw")
-        netns.exec(switch, "ip", "link", "add", "br0", "type", "bridge")
-        netns.exec(switch, "ip", "link", "set", "br0", "up")
-        for i, (name, ip) in enumerate(UNDERLAY.items()):
-            host = net.add_host(name, node_ip=ip)
-            netns.veth(host.netns, "eth0", switch, f"p{i}")
-            netns.exec(switch, "ip", "link", "set", f"p{i}", "master", "br0")
-            netns.exec(host.netns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
-        yield net, agents
+        net.switched_hosts(UNDERLAY)
+        yield net
     finally:
-        for stop, task in agents:
-            stop.set()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 20)
         await net.close()
-
-
-def start_agent(net: PodNet, agents: list, name: str, backend: str) -> None:
-    host = net.hosts[name]
-    stop = asyncio.Event()
-    options = {**QUIET, "node_name": name, "network": "cni", "backend": backend, "cluster_cidr": CLUSTER_CIDR,
-               "netns": Namespaces.path(host.netns), "resync_seconds": 2, "supervise": False}
-    agents.append((stop, asyncio.create_task(run_services(["netagent"], net.url, options, stop))))
 
 
 HOST_PORT = 18080  # the hostPort pod's, on pn-b's address
@@ -84,10 +62,10 @@ def routes(net: PodNet, name: str) -> list[dict]:
 
 @pytest.mark.parametrize("backend", [pytest.param("host-gw", id="host-gw"), pytest.param("vxlan", id="vxlan")])
 async def test_pods_reach_each_other_across_hosts(two_hosts, backend: str) -> None:
-    net, agents = two_hosts
+    net = two_hosts
     for name in UNDERLAY:
         await net.start_kubelet(net.hosts[name])
-        start_agent(net, agents, name, backend)
+        net.start_agent(net.hosts[name], "netagent", backend=backend, resync_seconds=2)
     await net.apply(net.pod_manifest("server", "pn-b", httpd()))
     await net.apply(net.pod_manifest("client", "pn-a", ["/bin/busybox", "sleep", "3600"]))
     hostport = net.pod_manifest("hostport", "pn-b", httpd(8080))

@@ -24,12 +24,11 @@ from typing import Any
 import pytest
 
 from kyb.netns import socket_in
-from kyb.serve import run_services
 from schemas.pod import Pod
 from services.kubelet.runtime.process import netns_name
-from tests.cluster import FAST_LEASE, QUIET, wait_for
+from tests.cluster import wait_for
 from tests.netns import Namespaces, netns  # noqa: F401 (fixture)
-from tests.podnet_cluster import CLUSTER_CIDR, PodNet, wget
+from tests.podnet_cluster import PodNet, wget
 
 UNDERLAY = {"px-a": "10.251.0.1", "px-b": "10.251.0.2"}
 OUTSIDE = "10.251.0.254"
@@ -83,13 +82,10 @@ class Cluster:
         self.net = net
         self.spaces = spaces
         self.base = base
-        self.switch = ""
-        self.proxies: dict[str, tuple[asyncio.Event, asyncio.Task]] = {}
-        self.agents: list[tuple[asyncio.Event, asyncio.Task]] = []
 
     @property
     def outside(self) -> str:
-        return Namespaces.path(self.switch)
+        return Namespaces.path(self.net.switch)
 
     def host_ns(self, name: str) -> str:
         return Namespaces.path(self.net.hosts[name].netns)
@@ -98,16 +94,10 @@ class Cluster:
         return f"/run/netns/{netns_name(pod.metadata.uid or '')}"
 
     def start_proxy(self, name: str) -> None:
-        options = {**QUIET, "node_name": name, "network": "cni", "proxy_mode": "nftables",
-                   "netns": self.host_ns(name), "cluster_cidr": CLUSTER_CIDR, "service_cidr": SERVICE_CIDR,
-                   "supervise": False}
-        stop = asyncio.Event()
-        self.proxies[name] = stop, asyncio.create_task(run_services(["proxy"], self.net.url, options, stop))
+        self.net.start_agent(self.net.hosts[name], "proxy", proxy_mode="nftables", service_cidr=SERVICE_CIDR)
 
     async def stop_proxy(self, name: str) -> None:
-        stop, task = self.proxies.pop(name)
-        stop.set()
-        await asyncio.wait_for(task, 20)
+        await self.net.stop_agent(self.net.hosts[name], "proxy")
 
     def server(self, name: str, node: str, **spec: Any) -> dict[str, Any]:
         """httpd on 8080 serving its name at /index.html and the client's address at
@@ -145,44 +135,17 @@ class Cluster:
 async def cluster(netns: Namespaces, nats_url: str, tmp_path):  # noqa: F811
     net = PodNet(nats_url, netns, tmp_path, "process")
     c = Cluster(net, netns, tmp_path)
-    stop = asyncio.Event()
-    net.control = stop, asyncio.create_task(run_services(
-        ["api", "nodeipam", "endpoints"], nats_url,
-        {**FAST_LEASE, "cluster_cidr": CLUSTER_CIDR, "node_cidr_mask_size": 24, "service_cidr": SERVICE_CIDR,
-         "lb_pool": LB_POOL}, stop))
-    from kyb.client import connect
-    from kyb.store import Store
-
-    net.nc = await connect(nats_url)
-    net.store = Store(net.nc.jetstream())
+    await net.start("endpoints", service_cidr=SERVICE_CIDR, lb_pool=LB_POOL)
     try:
-        c.switch = netns.add("sw")
-        netns.exec(c.switch, "ip", "link", "add", "br0", "type", "bridge")
-        netns.exec(c.switch, "ip", "link", "set", "br0", "up")
-        netns.exec(c.switch, "ip", "addr", "add", f"{OUTSIDE}/24", "dev", "br0")
-        # LoadBalancer addresses are announced by host a (as MetalLB's L2 mode would)
-        netns.exec(c.switch, "ip", "route", "add", LB_POOL, "via", UNDERLAY["px-a"])
-        for i, (name, ip) in enumerate(UNDERLAY.items()):
-            host = net.add_host(name, node_ip=ip)
-            netns.veth(host.netns, "eth0", c.switch, f"p{i}")
-            netns.exec(c.switch, "ip", "link", "set", f"p{i}", "master", "br0")
-            netns.exec(host.netns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        for host in net.switched_hosts(UNDERLAY, switch_address=OUTSIDE):
             await net.start_kubelet(host)
-            stop_a = asyncio.Event()
-            options = {**QUIET, "node_name": name, "network": "cni", "backend": "host-gw", "cluster_cidr": CLUSTER_CIDR,
-                       "netns": Namespaces.path(host.netns), "resync_seconds": 2, "supervise": False}
-            c.agents.append((stop_a, asyncio.create_task(run_services(["netagent"], nats_url, options, stop_a))))
-            c.start_proxy(name)
+            net.start_agent(host, "netagent", backend="host-gw", resync_seconds=2)
+            c.start_proxy(host.name)
+        # LoadBalancer addresses are announced by host a (as MetalLB's L2 mode would)
+        netns.exec(net.switch, "ip", "route", "add", LB_POOL, "via", UNDERLAY["px-a"])
         yield c
     finally:
-        for name in list(c.proxies):
-            with contextlib.suppress(Exception):
-                await c.stop_proxy(name)
-        for stop_a, task in c.agents:
-            stop_a.set()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 20)
-        await net.close()  # kubelets and pods; the namespaces (and tables in them) go with the fixture
+        await net.close()  # agents, kubelets and pods; the namespaces (and tables in them) go with the fixture
 
 
 async def until(fn: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -395,31 +358,22 @@ async def test_a_front_end_reaches_a_redis_service_on_the_other_host_by_dns_name
     cluster DNS on 10.96.0.10 of every host, ClusterFirst resolv.conf) and reaches its pods on
     px-b through the ClusterIP the proxy serves."""
     c = cluster
-    dns: list[tuple[asyncio.Event, asyncio.Task]] = []
-    for name in c.net.hosts:
-        stop = asyncio.Event()
-        options = {**QUIET, "network": "cni", "netns": c.host_ns(name), "supervise": False}
-        dns.append((stop, asyncio.create_task(run_services(["dns"], c.net.url, options, stop))))
-    try:
-        await c.pods("redis", [("redis-b", "px-b")])
-        svc = await c.service("redis", "redis")
-        await c.net.apply(c.net.pod_manifest("frontend", "px-a", ["/bin/busybox", "sleep", "3600"]))
-        frontend = await c.net.running("frontend")
+    for host in c.net.hosts.values():
+        c.net.start_agent(host, "dns")  # stopped with the cluster
+    await c.pods("redis", [("redis-b", "px-b")])
+    svc = await c.service("redis", "redis")
+    await c.net.apply(c.net.pod_manifest("frontend", "px-a", ["/bin/busybox", "sleep", "3600"]))
+    frontend = await c.net.running("frontend")
 
-        def fetch(name: str) -> str:
-            # The pod's own view: its network namespace and the resolv.conf its kubelet wrote.
-            script = f"import urllib.request; print(urllib.request.urlopen('http://{name}/index.html', timeout=3).read().decode())"
-            done = subprocess.run(["ip", "netns", "exec", netns_name(frontend.metadata.uid or ""), sys.executable,
-                                   "-c", script], capture_output=True, text=True, timeout=20)
-            assert done.returncode == 0, done.stderr[-500:]
-            return done.stdout.strip()
+    def fetch(name: str) -> str:
+        # The pod's own view: its network namespace and the resolv.conf its kubelet wrote.
+        script = f"import urllib.request; print(urllib.request.urlopen('http://{name}/index.html', timeout=3).read().decode())"
+        done = subprocess.run(["ip", "netns", "exec", netns_name(frontend.metadata.uid or ""), sys.executable,
+                               "-c", script], capture_output=True, text=True, timeout=20)
+        assert done.returncode == 0, done.stderr[-500:]
+        return done.stdout.strip()
 
-        for name in ("redis", "redis.default", "redis.default.svc.cluster.local"):
-            assert await until(lambda n=name: asyncio.to_thread(fetch, n), 40,
-                               f"the front end on px-a reaches {name} on px-b") == "redis-b"
-        assert svc["spec"]["clusterIP"].startswith("10.")
-    finally:
-        for stop, task in dns:
-            stop.set()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 20)
+    for name in ("redis", "redis.default", "redis.default.svc.cluster.local"):
+        assert await until(lambda n=name: asyncio.to_thread(fetch, n), 40,
+                           f"the front end on px-a reaches {name} on px-b") == "redis-b"
+    assert svc["spec"]["clusterIP"].startswith("10.")
