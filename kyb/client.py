@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from typing import Any, Literal
 
+import msgspec
 import nats
 import nats.errors
 from nats.aio.client import Client as NatsClient
@@ -141,7 +141,7 @@ class ApiClient:
                 raise Temporary(f"NATS connection closed while waiting for {subject}") from e
         reply_headers = dict(msg.headers or {})
         try:
-            payload = json.loads(msg.data) if msg.data else None
+            payload = msgspec.json.decode(msg.data) if msg.data else None
         except ValueError as e:
             raise KybError(f"undecodable reply on {subject}: {msg.data[:200]!r}") from e
         status = reply_headers.get("Kyb-Status", "")
@@ -157,7 +157,7 @@ class ApiClient:
     @staticmethod
     def _manifest_body(manifest: bytes | str | dict[str, Any]) -> bytes:
         if isinstance(manifest, dict):
-            return json.dumps(manifest).encode()
+            return msgspec.json.encode(manifest)
         if isinstance(manifest, str):
             return manifest.encode()
         return manifest
@@ -194,7 +194,7 @@ class ApiClient:
         return obj
 
     async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
-        body = json.dumps({"kind": kind, "namespace": namespace, "name": name}).encode()
+        body = msgspec.json.encode({"kind": kind, "namespace": namespace, "name": name})
         obj, _ = await self._request("get", body)
         return obj
 
@@ -204,10 +204,21 @@ class ApiClient:
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        *,
+        page: int | None = None,  # items asked for per request (default: as many as fit in a message)
     ) -> list[dict[str, Any]]:
-        query = {"kind": kind, "namespace": namespace, "labelSelector": label_selector, "fieldSelector": field_selector}
-        reply, _ = await self._request("list", json.dumps(query).encode())
-        return list((reply or {}).get("items") or [])
+        query: dict[str, Any] = {"kind": kind, "namespace": namespace, "labelSelector": label_selector,
+                                 "fieldSelector": field_selector}
+        if page:
+            query["limit"] = page
+        items: list[dict[str, Any]] = []
+        while True:  # a list larger than a NATS message comes in pages
+            reply, _ = await self._request("list", msgspec.json.encode(query))
+            items += (reply or {}).get("items") or []
+            token = ((reply or {}).get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            query["continue"] = token
 
     async def delete(
         self,
@@ -227,5 +238,5 @@ class ApiClient:
         }
         if grace_period_seconds is not None:
             query["gracePeriodSeconds"] = grace_period_seconds
-        obj, _ = await self._request("delete", json.dumps(query).encode())
+        obj, _ = await self._request("delete", msgspec.json.encode(query))
         return obj

@@ -14,6 +14,7 @@ import pytest
 from kyb import errors
 from kyb.serve import run_services
 from kyb.store import Store
+from schemas.core import ConfigMap
 from tests.cluster import wait_api
 
 DEPLOYMENT = """
@@ -104,6 +105,38 @@ async def test_get_list_and_delete(cluster):
     code, _ = await call(cluster, "delete", {"kind": "deployment", "namespace": "default", "name": "web"})
     assert code == 200
     assert await stored(cluster, "Deployment", "default", "web") is None
+
+
+async def test_a_list_comes_in_pages_and_the_client_follows_them(cluster):
+    from kyb.client import ApiClient
+
+    for i in range(5):
+        await call(cluster, "apply", {"apiVersion": "v1", "kind": "ConfigMap",
+                                      "metadata": {"name": f"page-{i}", "labels": {"paged": "yes"}}})
+    query = {"kind": "configmaps", "namespace": "default", "labelSelector": "paged=yes", "limit": 2}
+    code, first = await call(cluster, "list", query)
+    assert code == 200 and [i["metadata"]["name"] for i in first["items"]] == ["page-0", "page-1"]
+    assert first["metadata"]["remainingItemCount"] == 3
+    code, second = await call(cluster, "list", query | {"continue": first["metadata"]["continue"]})
+    assert [i["metadata"]["name"] for i in second["items"]] == ["page-2", "page-3"]
+    code, bad = await call(cluster, "list", query | {"continue": "not-a-token"})
+    assert code == 400 and [d["field"] for d in bad["details"]] == ["continue"]
+    got = await ApiClient(cluster).list("configmaps", "default", "paged=yes", page=2)
+    assert [i["metadata"]["name"] for i in got] == [f"page-{i}" for i in range(5)]
+
+
+def test_a_list_reply_stops_before_the_message_size_limit():
+    from services.api.service import after_token, list_reply
+
+    items = [msgspec.convert({"metadata": {"name": f"cm-{i:02}", "namespace": "default"}, "data": {"k": "v" * 100}},
+                             ConfigMap) for i in range(20)]
+    reply = list_reply(items, None, 1000)
+    doc = json.loads(reply)
+    assert 0 < len(doc["items"]) < 20 and len(reply) <= 1000
+    assert doc["metadata"]["remainingItemCount"] == 20 - len(doc["items"])
+    assert after_token(doc["metadata"]["continue"]) == ("default", doc["items"][-1]["metadata"]["name"])
+    whole = json.loads(list_reply(items, None, 1 << 20))
+    assert len(whole["items"]) == 20 and whole["metadata"] == {}
 
 
 @pytest.mark.parametrize(

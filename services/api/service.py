@@ -11,6 +11,8 @@ Replies: header ``Kyb-Status`` (HTTP-like code) and, for apply, ``Kyb-Result``
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import os
 import random
@@ -40,6 +42,8 @@ QUEUE = "api"
 BOOT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 _encoder = msgspec.json.Encoder()
+LIST_BYTES = 1024 * 1024  # the most a list reply holds; less when the server's max_payload is lower
+REPLY_HEADROOM = 4096  # of max_payload, for the reply's headers
 
 
 class Query(msgspec.Struct, forbid_unknown_fields=True):
@@ -51,6 +55,8 @@ class Query(msgspec.Struct, forbid_unknown_fields=True):
     propagationPolicy: str | None = None
     resourceVersion: str | None = None
     gracePeriodSeconds: int | None = None
+    limit: int | None = None  # list: at most this many items (and a continue token for the rest)
+    continue_: str | None = msgspec.field(default=None, name="continue")  # list: the token of the page before
 
 
 class Api:
@@ -249,6 +255,9 @@ class Api:
                     f"invalid field selector: {e}", [errors.FieldError("fieldSelector", str(e))]
                 ) from None
             items = [o for o in items if fields.matches(o)]
+        if q.continue_:  # the next page: what sorts after the last item of the one before
+            after = after_token(q.continue_)
+            items = [o for o in items if (o.metadata.namespace or "", o.metadata.name) > after]
         return items
 
     async def delete(self, q: Query) -> Object:
@@ -343,6 +352,41 @@ class Api:
 # -- the NATS shell --------------------------------------------------------------------------
 
 
+def continue_token(obj: Object) -> str:
+    """What a list's next page starts after: the last item's namespace and name."""
+    key = msgspec.json.encode([obj.metadata.namespace or "", obj.metadata.name])
+    return base64.urlsafe_b64encode(key).decode()
+
+
+def after_token(token: str) -> tuple[str, str]:
+    """The (namespace, name) a continue token names; BadRequest naming ``continue`` otherwise."""
+    try:
+        ns, name = msgspec.json.decode(base64.urlsafe_b64decode(token.encode()), type=tuple[str, str])
+    except (ValueError, msgspec.DecodeError, binascii.Error):
+        raise errors.BadRequest("the continue token is not valid", [errors.FieldError(
+            "continue", "Invalid value: the token of a list's metadata.continue")]) from None
+    return ns, name
+
+
+def list_reply(items: list[Object], limit: int | None, max_bytes: int) -> bytes:
+    """A List of ``items`` (sorted by namespace and name), cut after ``limit`` items or where
+    the next would pass ``max_bytes`` (a NATS message has a size limit); a cut list's metadata
+    has ``continue`` (send it back as the query's ``continue``) and ``remainingItemCount``."""
+    head = b'{"apiVersion":"v1","kind":"List","metadata":'
+    encoded: list[bytes] = []
+    size = len(head) + 200  # the metadata and the brackets
+    for obj in items[:limit] if limit else items:
+        one = _encoder.encode(to_dict(obj))
+        if encoded and size + len(one) + 1 > max_bytes:
+            break
+        encoded.append(one)
+        size += len(one) + 1
+    meta: dict[str, Any] = {}
+    if len(encoded) < len(items):
+        meta = {"continue": continue_token(items[len(encoded) - 1]), "remainingItemCount": len(items) - len(encoded)}
+    return head + _encoder.encode(meta) + b',"items":[' + b",".join(encoded) + b"]}"
+
+
 def _reply_headers(code: int, result: str | None = None) -> dict[str, str]:
     headers = {"Kyb-Status": str(code)}
     if result:
@@ -350,8 +394,10 @@ def _reply_headers(code: int, result: str | None = None) -> dict[str, str]:
     return headers
 
 
-async def handle(api: Api, verb: str, body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
-    """One request, one reply (body, headers); every failure becomes a Status."""
+async def handle(api: Api, verb: str, body: bytes, headers: dict[str, str],
+                 max_bytes: int = LIST_BYTES) -> tuple[bytes, dict[str, str]]:
+    """One request, one reply (body, headers) of at most ``max_bytes`` for a list; every
+    failure becomes a Status."""
     namespace = headers.get("Kyb-Namespace") or "default"
     dry_run = headers.get("Kyb-Dry-Run") == "All"  # create and replace: validate, do not store
     try:
@@ -371,9 +417,7 @@ async def handle(api: Api, verb: str, body: bytes, headers: dict[str, str]) -> t
         if verb == "get":
             return _encoder.encode(to_dict(await api.get(q))), _reply_headers(200)
         if verb == "list":
-            items = await api.list(q)
-            out = {"apiVersion": "v1", "kind": "List", "metadata": {}, "items": [to_dict(i) for i in items]}
-            return _encoder.encode(out), _reply_headers(200)
+            return list_reply(await api.list(q), q.limit, max_bytes), _reply_headers(200)
         if verb == "delete":
             return _encoder.encode(to_dict(await api.delete(q))), _reply_headers(200)
         raise errors.NotFound(f'unknown verb "{verb}": use apply, create, replace, status, get, list or delete')
@@ -440,6 +484,7 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     # a plain NATS client without a traceparent starts a trace with this probability.
     root_ratio = _sample_ratio(ctx.options.get("trace_sample_ratio", os.environ.get("KYB_TRACE_SAMPLE_RATIO", "0")))
     inflight: set[asyncio.Task] = set()
+    list_bytes = min(LIST_BYTES, ctx.nc.max_payload - REPLY_HEADROOM)
 
     async def serve_one(msg) -> None:
         async with limit:
@@ -456,7 +501,7 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
                     _, node, node_verb = verb.split(".", 2)
                     body, reply_headers = await handle_node(api, node, node_verb, msg.data)
                 else:
-                    body, reply_headers = await handle(api, verb, msg.data, headers)
+                    body, reply_headers = await handle(api, verb, msg.data, headers, list_bytes)
             if msg.reply:
                 with contextlib.suppress(nats.errors.Error):
                     await ctx.nc.publish(msg.reply, body, headers=reply_headers)
