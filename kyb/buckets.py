@@ -35,6 +35,20 @@ async def ensure_kv(js: JetStreamContext, bucket: str, *, replicas: int = 1, his
         raise errors.Unreachable(f"cannot create bucket {bucket}: {e}") from e
 
 
+def log_stream(name: str, subject: str, *, max_age: float, max_bytes: int, replicas: int = 1) -> api.StreamConfig:
+    """A stream of ``<subject>.>`` in files that keeps ``max_age`` seconds and ``max_bytes`` at
+    the most, the oldest messages going first (the shape of the events and traces streams)."""
+    return api.StreamConfig(
+        name=name,
+        subjects=[f"{subject}.>"],
+        max_age=max_age,
+        max_bytes=max_bytes,
+        storage=api.StorageType.FILE,
+        num_replicas=replicas,
+        discard=api.DiscardPolicy.OLD,
+    )
+
+
 async def ensure_stream(js: JetStreamContext, config: api.StreamConfig, *, update: bool = True) -> None:
     """The stream, created if missing; with ``update``, an existing one whose subjects or
     limits differ is updated to ``config``, otherwise left as it is."""

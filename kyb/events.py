@@ -12,6 +12,7 @@ from typing import Any
 
 from nats.js import api
 
+from kyb import buckets
 from schemas.meta import Object
 
 EVENTS_STREAM = "KYB_EVENTS"
@@ -21,15 +22,8 @@ EVENTS_MAX_BYTES = 256 * 1024 * 1024
 
 
 def stream_config(replicas: int = 1) -> api.StreamConfig:
-    return api.StreamConfig(
-        name=EVENTS_STREAM,
-        subjects=[f"{EVENTS_SUBJECT}.>"],
-        max_age=EVENTS_MAX_AGE_S,
-        max_bytes=EVENTS_MAX_BYTES,
-        storage=api.StorageType.FILE,
-        num_replicas=replicas,
-        discard=api.DiscardPolicy.OLD,
-    )
+    return buckets.log_stream(EVENTS_STREAM, EVENTS_SUBJECT, max_age=EVENTS_MAX_AGE_S, max_bytes=EVENTS_MAX_BYTES,
+                              replicas=replicas)
 
 
 def subject_token(name: str) -> str:

@@ -163,15 +163,8 @@ async def unbind(provider: TracerProvider, nc: NATS) -> None:
 
 
 async def ensure_stream(js: JetStreamContext, *, replicas: int = 1) -> None:
-    cfg = api.StreamConfig(
-        name=TRACES_STREAM,
-        subjects=[f"{TRACES_SUBJECT}.>"],
-        max_age=TRACES_MAX_AGE_S,
-        max_bytes=TRACES_MAX_BYTES,
-        storage=api.StorageType.FILE,
-        num_replicas=replicas,
-        discard=api.DiscardPolicy.OLD,
-    )
+    cfg = buckets.log_stream(TRACES_STREAM, TRACES_SUBJECT, max_age=TRACES_MAX_AGE_S, max_bytes=TRACES_MAX_BYTES,
+                             replicas=replicas)
     await buckets.ensure_stream(js, cfg)
 
 

@@ -220,13 +220,7 @@ class WorkQueue(Generic[C]):
                 return item
             if self._shutting_down and not (self._drain_pending and (self._processing or self._queue)):
                 raise ShutDown()
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
+            await self._woken()
 
     def done(self, key: str) -> None:
         """Mark ``key`` finished; if it was added meanwhile, it is queued again."""
@@ -295,13 +289,7 @@ class WorkQueue(Generic[C]):
 
         async def idle() -> None:
             while self._processing or (drain_pending and self._queue):
-                waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                self._waiters.append(waiter)
-                try:
-                    await waiter
-                finally:
-                    if waiter in self._waiters:
-                        self._waiters.remove(waiter)
+                await self._woken()
 
         try:
             await asyncio.wait_for(idle(), timeout)
@@ -332,6 +320,16 @@ class WorkQueue(Generic[C]):
         return not (self._queue or self._processing or self._waiting or self._dirty)
 
     # -- internals ------------------------------------------------------------------------
+
+    async def _woken(self) -> None:
+        """Wait until the next ``_wake`` (a key added or done, or shutdown)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []

@@ -47,6 +47,11 @@ class Ranges:
         )
 
 
+def _invalid(field: str, msg: str) -> errors.Invalid:
+    """The error a Service field that cannot be allocated answers with."""
+    return errors.Invalid(f"{field}: {msg}", [errors.FieldError(field, msg)])
+
+
 def _ip_key(kind: str, ip: str) -> str:
     return f"{kind}.{ip.replace('.', '-')}"
 
@@ -117,16 +122,13 @@ class Allocator:
             try:
                 ip = ipaddress.ip_address(requested)
             except ValueError:
-                raise errors.Invalid(
-                    f"{field}: Invalid value: {requested!r}: must be a valid IP address",
-                    [errors.FieldError(field, f"Invalid value: {requested!r}: must be a valid IP address")],
-                ) from None
+                raise _invalid(field, f"Invalid value: {requested!r}: must be a valid IP address") from None
             if ip not in net:
                 msg = f"Invalid value: {requested!r}: provided IP is not in the valid range {net}"
-                raise errors.Invalid(f"{field}: {msg}", [errors.FieldError(field, msg)])
+                raise _invalid(field, msg)
             if not await self._claim(_ip_key(kind, requested), owner):
                 msg = f"Invalid value: {requested!r}: provided IP is already allocated"
-                raise errors.Invalid(f"{field}: {msg}", [errors.FieldError(field, msg)])
+                raise _invalid(field, msg)
             return requested
         first, size = int(net.network_address) + 1, net.num_addresses - 2
         for _ in range(64):  # random probes first: cheap while the range is mostly free
@@ -142,17 +144,17 @@ class Allocator:
             if _ip_key(kind, candidate) not in taken and await self._claim(_ip_key(kind, candidate), owner):
                 return candidate
         msg = f"range {net} is full"
-        raise errors.Invalid(f"{field}: {msg}", [errors.FieldError(field, msg)])
+        raise _invalid(field, msg)
 
     async def _port(self, protocol: str, owner: str, field: str, requested: int | None) -> int:
         lo, hi = self.ranges.node_port_range
         if requested:
             if not lo <= requested <= hi:
                 msg = f"Invalid value: {requested}: provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
-                raise errors.Invalid(f"{field}: {msg}", [errors.FieldError(field, msg)])
+                raise _invalid(field, msg)
             if not await self._claim(_port_key(protocol, requested), owner):
                 msg = f"Invalid value: {requested}: provided port is already allocated"
-                raise errors.Invalid(f"{field}: {msg}", [errors.FieldError(field, msg)])
+                raise _invalid(field, msg)
             return requested
         for _ in range(64):
             candidate = self.rng.randint(lo, hi)
@@ -162,7 +164,7 @@ class Allocator:
             if await self._claim(_port_key(protocol, candidate), owner):
                 return candidate
         msg = f"no free node port in {lo}-{hi}"
-        raise errors.Invalid(f"{field}: {msg}", [errors.FieldError(field, msg)])
+        raise _invalid(field, msg)
 
     async def assign(self, svc: Service, current: Service | None) -> tuple[Service, set[str]]:
         """The Service with what it needs allocated; also the keys newly claimed (to free if

@@ -16,7 +16,8 @@ import binascii
 import contextlib
 import os
 import random
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec
 import nats.errors
@@ -35,6 +36,7 @@ from services.api import admission, budget, defaultclass, noderestriction
 from services.api.allocator import Allocator, Ranges, held_keys, owner_of
 
 log = structlog.get_logger("api")
+_S = TypeVar("_S")
 
 SUBJECT_PREFIX = "kyb.api."
 QUEUE = "api"
@@ -235,25 +237,13 @@ class Api:
         return await self.store.get(info, q.namespace or "default", q.name)
 
     async def list(self, q: Query) -> list[Object]:
-        from schemas.selector import SelectorError, parse, parse_fields
+        from schemas.selector import parse, parse_fields
 
         info = kind_info(q.kind)
-        selector = None
-        if q.labelSelector:
-            try:
-                selector = parse(q.labelSelector)
-            except (SelectorError, ValueError) as e:
-                raise errors.BadRequest(
-                    f"invalid label selector: {e}", [errors.FieldError("labelSelector", str(e))]
-                ) from None
+        selector = _selector(parse, q.labelSelector, "label", "labelSelector") if q.labelSelector else None
         items = await self.store.list(info, q.namespace if info.namespaced else None, selector)
         if q.fieldSelector:
-            try:
-                fields = parse_fields(q.fieldSelector)
-            except (SelectorError, ValueError) as e:
-                raise errors.BadRequest(
-                    f"invalid field selector: {e}", [errors.FieldError("fieldSelector", str(e))]
-                ) from None
+            fields = _selector(parse_fields, q.fieldSelector, "field", "fieldSelector")
             items = [o for o in items if fields.matches(o)]
         if q.continue_:  # the next page: what sorts after the last item of the one before
             after = after_token(q.continue_)
@@ -385,6 +375,16 @@ def list_reply(items: list[Object], limit: int | None, max_bytes: int) -> bytes:
     if len(encoded) < len(items):
         meta = {"continue": continue_token(items[len(encoded) - 1]), "remainingItemCount": len(items) - len(encoded)}
     return head + _encoder.encode(meta) + b',"items":[' + b",".join(encoded) + b"]}"
+
+
+def _selector(parse: Callable[[str], _S], text: str, what: str, field: str) -> _S:
+    """``parse(text)``, or the BadRequest a query with a malformed selector answers."""
+    from schemas.selector import SelectorError
+
+    try:
+        return parse(text)
+    except (SelectorError, ValueError) as e:
+        raise errors.BadRequest(f"invalid {what} selector: {e}", [errors.FieldError(field, str(e))]) from None
 
 
 def _reply_headers(code: int, result: str | None = None) -> dict[str, str]:

@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from msgspec.structs import replace
 from opentelemetry.context import Context
 
 from kyb import errors
-from kyb.controller import Controller, controller_keys
-from kyb.informer import Informer, start_all, stop_all
+from kyb.controller import controller_keys
+from kyb.informer import Informer
 from kyb.leading import run_as_leader
-from kyb.store import Store, split_key
+from kyb.shell import ControllerShell
+from kyb.store import split_key
 from schemas.batch import CronJob, Job
-from schemas.helpers import controller_of, object_key
+from schemas.helpers import controller_of
 from services.cronjob import reconcile
 
 SOURCE = "cronjob-controller"
@@ -34,25 +33,12 @@ SOURCE = "cronjob-controller"
 cronjob_key_of = controller_keys("CronJob")
 
 
-class CronJobController:
+class CronJobController(ControllerShell, kind="CronJob", name="cronjob", source=SOURCE):
     """Reconciles every CronJob; see the module docstring."""
 
-    def __init__(self, nc: Any, store: Store, *, workers: int = 4,
-                 clock: Callable[[], datetime] | None = None) -> None:
-        self.store = store
-        self.clock = clock or (lambda: datetime.now(UTC))
-        self.cronjobs = Informer(nc, "CronJob")
-        self.jobs = Informer(nc, "Job")
-        self.controller = Controller("cronjob", self.reconcile, workers=workers, keys=self.cronjobs.keys,
-                                     resync_seconds=60)
-        self.cronjobs.add_handler(self.controller.handler(lambda cj: [object_key(cj)]))
-        self.jobs.add_handler(self.controller.handler(cronjob_key_of))
-
-    async def start(self) -> None:
-        await start_all((self.cronjobs, self.jobs))
-
-    async def stop(self) -> None:
-        await stop_all((self.cronjobs, self.jobs))
+    def wire(self, nc: Any) -> None:
+        self.cronjobs = self.primary
+        self.jobs = self.watch(Informer(nc, "Job"), cronjob_key_of)
 
     async def reconcile(self, key: str, _ctx: Context | None = None) -> float | None:
         ns, name = split_key(key)
@@ -73,11 +59,11 @@ class CronJobController:
                     missing.add(ref.name)
         plan = reconcile.plan(cj, jobs, self.clock(), frozenset(missing))
         for ev in plan.events:
-            await self._event(cj, ev.reason, ev.message, ev.type)
+            await self.event(cj, ev.reason, ev.message, ev.type)
         for job_name in plan.delete:
             with contextlib.suppress(errors.NotFound):
                 await self.store.delete("Job", ns, job_name, add_finalizers=())
-                await self._event(cj, "SuccessfulDelete", f"Deleted job {job_name}")
+                await self.event(cj, "SuccessfulDelete", f"Deleted job {job_name}")
         status = plan.status
         if plan.create is not None:
             try:
@@ -85,16 +71,12 @@ class CronJobController:
             except errors.AlreadyExists:
                 created = await self.store.get("Job", ns, plan.create.metadata.name)  # type: ignore[assignment]
             else:
-                await self._event(cj, "SuccessfulCreate", f"Created job {created.metadata.name}")
+                await self.event(cj, "SuccessfulCreate", f"Created job {created.metadata.name}")
             if all(r.uid != created.metadata.uid for r in status.active):
                 status = replace(status, active=[*status.active, reconcile.reference(created)])
         if status != cj.status:
             await self.store.update(replace(cj, status=status), current=cj)
         return plan.requeue_after
-
-    async def _event(self, cj: CronJob, reason: str, message: str, type_: str = "Normal") -> None:
-        with contextlib.suppress(Exception):
-            await self.store.record_event(cj, reason, message, type_, SOURCE)
 
 
 async def run(ctx: Any, stop: asyncio.Event) -> None:

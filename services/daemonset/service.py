@@ -14,66 +14,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from msgspec.structs import replace
 from opentelemetry.context import Context
 
 from kyb import errors, history
-from kyb.controller import Controller, controller_keys
-from kyb.expectations import Expectations
-from kyb.informer import Informer, start_all, stop_all
+from kyb.controller import controller_keys
+from kyb.informer import Informer
 from kyb.leading import run_as_leader
-from kyb.store import Store, split_key
+from kyb.shell import ControllerShell
+from kyb.store import split_key
 from schemas.apps import DaemonSet
-from schemas.helpers import controller_of, object_key
+from schemas.helpers import controller_of
 from schemas.meta import Object
 from services.daemonset import reconcile
 from services.daemonset.reconcile import Settings
 
 SOURCE = "daemonset-controller"
-EXPECTATION_TIMEOUT = 30.0
 
 
 ds_key_of_pod = controller_keys("DaemonSet")
 
 
-class DaemonSetController:
+class DaemonSetController(ControllerShell, kind="DaemonSet", name="daemonset", source=SOURCE, settings=Settings):
     """Reconciles every DaemonSet; see the module docstring."""
 
-    def __init__(
-        self,
-        nc: Any,
-        store: Store,
-        *,
-        settings: Settings = Settings(),
-        workers: int = 4,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        self.store = store
-        self.settings = settings
-        self.clock = clock or (lambda: datetime.now(UTC))
-        self.daemonsets = Informer(nc, "DaemonSet")
-        self.nodes = Informer(nc, "Node")
-        self.pods = Informer(nc, "Pod", indexers={"daemonset": ds_key_of_pod})
-        self.revisions = Informer(nc, "ControllerRevision")
-        self.expectations = Expectations(EXPECTATION_TIMEOUT)
-        self.controller = Controller(
-            "daemonset", self.reconcile, workers=workers, keys=self.daemonsets.keys, resync_seconds=60
-        )
-        self.daemonsets.add_handler(self.controller.handler(lambda ds: [object_key(ds)]))
+    settings: Settings
+
+    def wire(self, nc: Any) -> None:
+        self.daemonsets = self.primary
+        self.nodes = self.watch(Informer(nc, "Node"))
         self.nodes.add_handler(self._on_node)
-        self.pods.add_handler(self.controller.handler(ds_key_of_pod))
-        self.revisions.add_handler(self.controller.handler(ds_key_of_pod))
+        self.pods = self.watch(Informer(nc, "Pod", indexers={"daemonset": ds_key_of_pod}), ds_key_of_pod)
+        self.revisions = self.watch(Informer(nc, "ControllerRevision"), ds_key_of_pod)
 
-    async def start(self) -> None:
-        await start_all((self.daemonsets, self.nodes, self.pods, self.revisions))
-
-    async def stop(self) -> None:
-        await stop_all((self.daemonsets, self.nodes, self.pods, self.revisions))
 
     # -- handlers only enqueue ------------------------------------------------------------
 
@@ -88,8 +63,7 @@ class DaemonSetController:
 
     async def reconcile(self, key: str, _ctx: Context | None = None) -> float | None:
         ns, name = split_key(key)
-        self.expectations.settle(key, lambda pod_name: self.pods.get_by_name(ns, pod_name))
-        if not self.expectations.satisfied(key, time.monotonic()):
+        if not self.caught_up(key, self.pods):
             return 0.1
         try:
             ds: DaemonSet = await self.store.get("DaemonSet", ns, name)  # type: ignore[assignment]
@@ -110,7 +84,7 @@ class DaemonSetController:
 
         deleted = [n for n in await asyncio.gather(*(self._delete_pod(ds, n) for n in plan.delete)) if n]
         created = [n for n in await asyncio.gather(*(self._create_pod(ds, p) for p in plan.create)) if n]
-        self.expectations.expect(key, time.monotonic(), creating=created, deleting=deleted)
+        self.expect(key, creating=created, deleting=deleted)
         if plan.status != ds.status:
 
             def write_status(current: Object) -> Object | None:
@@ -126,24 +100,10 @@ class DaemonSetController:
 
     async def _create_pod(self, ds: DaemonSet, pod: Object) -> str | None:
         node = reconcile.pinned_node(pod)  # type: ignore[arg-type]
-        try:
-            created = await self.store.create(pod)
-        except errors.AlreadyExists:
-            return None
-        await self._event(ds, "SuccessfulCreate", f"Created pod: {created.metadata.name} on node {node}")
-        return created.metadata.name
+        return await self.create(ds, pod, lambda created: f"Created pod: {created.metadata.name} on node {node}")
 
     async def _delete_pod(self, ds: DaemonSet, name: str) -> str | None:
-        try:
-            await self.store.delete("Pod", ds.metadata.namespace, name)
-        except errors.NotFound:
-            return None
-        await self._event(ds, "SuccessfulDelete", f"Deleted pod: {name}")
-        return name
-
-    async def _event(self, ds: DaemonSet, reason: str, message: str, type_: str = "Normal") -> None:
-        with contextlib.suppress(Exception):
-            await self.store.record_event(ds, reason, message, type_, SOURCE)
+        return await self.delete(ds, "Pod", name, f"Deleted pod: {name}")
 
 
 def _ready(node: Any) -> bool:

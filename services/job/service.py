@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -23,20 +20,19 @@ from msgspec.structs import replace
 from opentelemetry.context import Context
 
 from kyb import errors
-from kyb.controller import Controller, controller_keys
-from kyb.expectations import Expectations
-from kyb.informer import Informer, start_all, stop_all
+from kyb.controller import controller_keys
+from kyb.informer import Informer
 from kyb.leading import run_as_leader
-from kyb.store import Store, split_key
+from kyb.shell import ControllerShell
+from kyb.store import split_key
 from schemas.batch import Job
-from schemas.helpers import controller_of, object_key
+from schemas.helpers import controller_of
 from schemas.meta import Object
 from schemas.pod import Pod
 from services.job import reconcile
 from services.job.reconcile import FINALIZER, Settings
 
 SOURCE = "job-controller"
-EXPECTATION_TIMEOUT = 30.0
 
 log = structlog.get_logger("job")
 
@@ -44,40 +40,21 @@ log = structlog.get_logger("job")
 job_key_of_pod = controller_keys("Job")  # by name: it survives the Job's deletion
 
 
-class JobController:
+class JobController(ControllerShell, kind="Job", name="job", source=SOURCE, settings=Settings):
     """Reconciles every Job; see the module docstring."""
 
-    def __init__(
-        self,
-        nc: Any,
-        store: Store,
-        *,
-        settings: Settings = Settings(),
-        workers: int = 4,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        self.store = store
-        self.settings = settings
-        self.clock = clock or (lambda: datetime.now(UTC))
-        self.jobs = Informer(nc, "Job")
-        self.pods = Informer(nc, "Pod", indexers={"job": job_key_of_pod})
-        self.expectations = Expectations(EXPECTATION_TIMEOUT)
-        self.controller = Controller("job", self.reconcile, workers=workers, keys=self.jobs.keys, resync_seconds=60)
-        self.jobs.add_handler(self.controller.handler(lambda job: [object_key(job)]))
-        self.pods.add_handler(self.controller.handler(job_key_of_pod))
+    settings: Settings
 
-    async def start(self) -> None:
-        await start_all((self.jobs, self.pods))
+    def wire(self, nc: Any) -> None:
+        self.jobs = self.primary
+        self.pods = self.watch(Informer(nc, "Pod", indexers={"job": job_key_of_pod}), job_key_of_pod)
 
-    async def stop(self) -> None:
-        await stop_all((self.jobs, self.pods))
 
     # -- one reconcile ----------------------------------------------------------------------
 
     async def reconcile(self, key: str, _ctx: Context | None = None) -> float | None:
         ns, name = split_key(key)
-        self.expectations.settle(key, lambda pod_name: self.pods.get_by_name(ns, pod_name))
-        if not self.expectations.satisfied(key, time.monotonic()):
+        if not self.caught_up(key, self.pods):
             return 0.1
         try:
             job: Job = await self.store.get("Job", ns, name)  # type: ignore[assignment]
@@ -100,13 +77,13 @@ class JobController:
         if plan.status != job.status or new_meta != job.metadata:
             job = await self.store.update(replace(job, metadata=new_meta, status=plan.status), current=job)  # type: ignore[assignment]
         for ev in plan.events:
-            await self._event(job, ev.reason, ev.message, ev.type)
+            await self.event(job, ev.reason, ev.message, ev.type)
 
         await asyncio.gather(*(self._remove_finalizer(ns, n) for n in plan.release))
         deleted = [n for n in await asyncio.gather(*(self._delete_pod(job, n, False) for n in plan.delete)) if n]
         deleted += [n for n in await asyncio.gather(*(self._delete_pod(job, n, True) for n in plan.discard)) if n]
         created = [n for n in await asyncio.gather(*(self._create_pod(job, p) for p in plan.create)) if n]
-        self.expectations.expect(key, time.monotonic(), creating=created, deleting=deleted)
+        self.expect(key, creating=created, deleting=deleted)
         if plan.delete_job:
             with contextlib.suppress(errors.NotFound):
                 await self.store.delete("Job", ns, name, resource_version=job.metadata.resourceVersion)
@@ -117,23 +94,12 @@ class JobController:
     # -- writes --------------------------------------------------------------------------------
 
     async def _create_pod(self, job: Job, pod: Pod) -> str | None:
-        try:
-            created = await self.store.create(pod)
-        except errors.AlreadyExists:
-            return None
-        await self._event(job, "SuccessfulCreate", f"Created pod: {created.metadata.name}")
-        return created.metadata.name
+        return await self.create(job, pod, lambda created: f"Created pod: {created.metadata.name}")
 
     async def _delete_pod(self, job: Job, name: str, release_first: bool) -> str | None:
-        ns = job.metadata.namespace
-        try:
-            if release_first:
-                await self._remove_finalizer(ns, name, unless_finished=True)
-            await self.store.delete("Pod", ns, name)
-        except errors.NotFound:
-            return None
-        await self._event(job, "SuccessfulDelete", f"Deleted pod: {name}")
-        return name
+        if release_first:  # a pod already gone: the delete below answers None
+            await self._remove_finalizer(job.metadata.namespace, name, unless_finished=True)
+        return await self.delete(job, "Pod", name, f"Deleted pod: {name}")
 
     async def _remove_finalizer(self, ns: str | None, name: str, *, unless_finished: bool = False) -> None:
         """``unless_finished``: a pod discarded uncounted (suspend, excess, TTL) as the cache
@@ -161,10 +127,6 @@ class JobController:
             ref = controller_of(pod)
             if FINALIZER in pod.metadata.finalizers and ref is not None and ref.uid != uid:
                 await self._remove_finalizer(ns, pod.metadata.name)
-
-    async def _event(self, job: Job, reason: str, message: str, type_: str = "Normal") -> None:
-        with contextlib.suppress(Exception):
-            await self.store.record_event(job, reason, message, type_, SOURCE)
 
 
 def _controlled_by(pod: Object, uid: str) -> bool:

@@ -340,24 +340,12 @@ class VolumeManager:
             await asyncio.to_thread(check_host_path, volume.hostPath.path, volume.hostPath.type)
             return volume.hostPath.path
         if volume.configMap is not None:
-            src = volume.configMap
-            cm = await self._source(self.configmaps, "ConfigMap", pod, src.name)
-            if cm is None and not src.optional:
-                raise VolumeNotReady(f'configmap "{src.name}" not found')
-            data = configmap_bytes(cm) if isinstance(cm, ConfigMap) else {}
-            payload = _project(
-                data, src.items if cm is not None else [], src.defaultMode, f'configmap "{src.name}"'
-            )
+            cm = volume.configMap
+            payload = await self._projected(pod, "ConfigMap", cm.name, cm.optional, cm.items, cm.defaultMode)
             return await self._write(self._dir(uid, "configmap", volume.name, tmpfs=False), payload)
         if volume.secret is not None:
-            src = volume.secret
-            secret = await self._source(self.secrets, "Secret", pod, src.secretName)
-            if secret is None and not src.optional:
-                raise VolumeNotReady(f'secret "{src.secretName}" not found')
-            data = secret_bytes(secret) if isinstance(secret, Secret) else {}
-            payload = _project(
-                data, src.items if secret is not None else [], src.defaultMode, f'secret "{src.secretName}"'
-            )
+            sv = volume.secret
+            payload = await self._projected(pod, "Secret", sv.secretName, sv.optional, sv.items, sv.defaultMode)
             return await self._write(self._dir(uid, "secret", volume.name, tmpfs=True), payload)
         if volume.downwardAPI is not None:
             payload = downward_payload(pod, volume)
@@ -369,6 +357,21 @@ class VolumeManager:
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(0o777)  # any user in the container may write, as with Kubernetes' emptyDir
         return str(path)
+
+    async def _projected(self, pod: Pod, kind: str, name: str, optional: bool | None,
+                         items: list[KeyToPath], default_mode: int | None) -> Payload:
+        """The files of a configMap or secret volume (``kind`` ConfigMap or Secret) named ``name``:
+        VolumeNotReady while a source that is not ``optional`` is missing, no files if it is."""
+        what = f'{kind.lower()} "{name}"'
+        informer = self.configmaps if kind == "ConfigMap" else self.secrets
+        obj = await self._source(informer, kind, pod, name)
+        if obj is None and not optional:
+            raise VolumeNotReady(f"{what} not found")
+        if kind == "ConfigMap":
+            data = configmap_bytes(obj) if isinstance(obj, ConfigMap) else {}
+        else:
+            data = secret_bytes(obj) if isinstance(obj, Secret) else {}
+        return _project(data, items if obj is not None else [], default_mode, what)
 
     async def _source(self, informer: Informer, kind: str, pod: Pod, name: str) -> Object | None:
         """The named ConfigMap/Secret from the watch cache, else straight from the store."""

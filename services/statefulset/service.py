@@ -15,20 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from msgspec.structs import replace
 from opentelemetry.context import Context
 
 from kyb import controllerref, errors, history, revisions
-from kyb.controller import Controller, controller_keys
-from kyb.expectations import Expectations
-from kyb.informer import Informer, start_all, stop_all
+from kyb.controller import controller_keys
+from kyb.informer import Informer
 from kyb.leading import run_as_leader
-from kyb.store import Store, split_key
+from kyb.shell import ControllerShell
+from kyb.store import split_key
 from schemas.apps import ControllerRevision, StatefulSet
 from schemas.core import PersistentVolumeClaim
 from schemas.helpers import controller_of, object_key
@@ -38,44 +36,21 @@ from services.statefulset import reconcile
 from services.statefulset.reconcile import Settings
 
 SOURCE = "statefulset-controller"
-EXPECTATION_TIMEOUT = 30.0
 
 sts_key_of = controller_keys("StatefulSet")
 
 
-class StatefulSetController:
+class StatefulSetController(ControllerShell, kind="StatefulSet", name="statefulset", source=SOURCE, settings=Settings):
     """Reconciles every StatefulSet; see the module docstring."""
 
-    def __init__(
-        self,
-        nc: Any,
-        store: Store,
-        *,
-        settings: Settings = Settings(),
-        workers: int = 4,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        self.store = store
-        self.settings = settings
-        self.clock = clock or (lambda: datetime.now(UTC))
-        self.sets = Informer(nc, "StatefulSet")
-        self.pods = Informer(nc, "Pod")
-        self.revisions = Informer(nc, "ControllerRevision")
-        self.claims = Informer(nc, "PersistentVolumeClaim")
-        self.expectations = Expectations(EXPECTATION_TIMEOUT)
-        self.controller = Controller(
-            "statefulset", self.reconcile, workers=workers, keys=self.sets.keys, resync_seconds=60
-        )
-        self.sets.add_handler(self.controller.handler(lambda s: [object_key(s)]))
-        self.pods.add_handler(self.controller.handler(self._keys_of_pod))
-        self.revisions.add_handler(self.controller.handler(sts_key_of))
-        self.claims.add_handler(self.controller.handler(self._keys_of_claim))
+    settings: Settings
 
-    async def start(self) -> None:
-        await start_all((self.sets, self.pods, self.revisions, self.claims))
+    def wire(self, nc: Any) -> None:
+        self.sets = self.primary
+        self.pods = self.watch(Informer(nc, "Pod"), self._keys_of_pod)
+        self.revisions = self.watch(Informer(nc, "ControllerRevision"), sts_key_of)
+        self.claims = self.watch(Informer(nc, "PersistentVolumeClaim"), self._keys_of_claim)
 
-    async def stop(self) -> None:
-        await stop_all((self.sets, self.pods, self.revisions, self.claims))
 
     # -- handlers only enqueue ------------------------------------------------------------
 
@@ -97,8 +72,7 @@ class StatefulSetController:
 
     async def reconcile(self, key: str, _ctx: Context | None = None) -> float | None:
         ns, name = split_key(key)
-        self.expectations.settle(key, lambda pod_name: self.pods.get_by_name(ns, pod_name))
-        if not self.expectations.satisfied(key, time.monotonic()):
+        if not self.caught_up(key, self.pods):
             return 0.1
         sts = self.sets.get(key)
         if sts is None:
@@ -126,7 +100,7 @@ class StatefulSetController:
         await asyncio.gather(*(self._create_claim(sts, c) for c in plan.create_claims))
         created = [n for n in await asyncio.gather(*(self._create_pod(sts, p) for p in plan.create)) if n]
         deleted = [n for n in await asyncio.gather(*(self._delete_pod(sts, n) for n in plan.delete)) if n]
-        self.expectations.expect(key, time.monotonic(), creating=created, deleting=deleted)
+        self.expect(key, creating=created, deleting=deleted)
         for n in plan.delete_claims:
             with contextlib.suppress(errors.NotFound):
                 await self.store.delete("PersistentVolumeClaim", ns, n)
@@ -189,33 +163,15 @@ class StatefulSetController:
 
     async def _create_claim(self, sts: StatefulSet, claim: PersistentVolumeClaim) -> None:
         pod = claim.metadata.name.removeprefix(f"{_template_of(sts, claim.metadata.name)}-")
-        try:
-            await self.store.create(claim)
-        except errors.AlreadyExists:
-            return
-        await self._event(sts, "SuccessfulCreate",
-                          f"create Claim {claim.metadata.name} Pod {pod} in StatefulSet {sts.metadata.name} success")
+        await self.create(sts, claim, lambda _created: f"create Claim {claim.metadata.name} Pod {pod} "
+                                                       f"in StatefulSet {sts.metadata.name} success")
 
     async def _create_pod(self, sts: StatefulSet, pod: Pod) -> str | None:
-        try:
-            created = await self.store.create(pod)
-        except errors.AlreadyExists:
-            return None
-        await self._event(sts, "SuccessfulCreate",
-                          f"create Pod {created.metadata.name} in StatefulSet {sts.metadata.name} successful")
-        return created.metadata.name
+        return await self.create(sts, pod, lambda created: f"create Pod {created.metadata.name} "
+                                                           f"in StatefulSet {sts.metadata.name} successful")
 
     async def _delete_pod(self, sts: StatefulSet, name: str) -> str | None:
-        try:
-            await self.store.delete("Pod", sts.metadata.namespace, name)
-        except errors.NotFound:
-            return None
-        await self._event(sts, "SuccessfulDelete", f"delete Pod {name} in StatefulSet {sts.metadata.name} successful")
-        return name
-
-    async def _event(self, sts: StatefulSet, reason: str, message: str, type_: str = "Normal") -> None:
-        with contextlib.suppress(Exception):
-            await self.store.record_event(sts, reason, message, type_, SOURCE)
+        return await self.delete(sts, "Pod", name, f"delete Pod {name} in StatefulSet {sts.metadata.name} successful")
 
 
 def _template_of(sts: StatefulSet, claim: str) -> str:
