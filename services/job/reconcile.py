@@ -33,7 +33,7 @@ never runs more than ``parallelism`` pods at once.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 from msgspec.structs import replace
@@ -314,29 +314,113 @@ def failed(pod: Pod) -> bool:
     return is_finished(pod) and not succeeded(pod)
 
 
+@dataclass(slots=True)
+class _Job:
+    """What every step of ``plan`` reads: the Job, its pods, the time and what follows from them."""
+
+    job: Job
+    pods: list[Pod]
+    now: dt.datetime
+    settings: Settings
+    now_s: str = field(init=False)
+    indexed: bool = field(init=False)
+    per_index: bool = field(init=False)
+    parallelism: int = field(init=False)
+    verdicts: dict[str, Verdict] = field(init=False)  # of the failed pods, by name
+    occupying: list[Pod] = field(init=False)
+    active: list[Pod] = field(init=False)
+
+    def __post_init__(self) -> None:
+        spec = self.job.spec
+        self.now_s = format_time(self.now)
+        self.indexed = spec.completionMode == "Indexed"
+        self.per_index = self.indexed and spec.backoffLimitPerIndex is not None
+        self.parallelism = spec.parallelism if spec.parallelism is not None else 1
+        self.verdicts = {p.metadata.name: judge(spec.podFailurePolicy, p) for p in self.pods if failed(p)}
+        self.occupying = [p for p in self.pods if not is_terminal(p)]  # includes terminating pods
+        self.active = [p for p in self.occupying if p.metadata.deletionTimestamp is None]
+
+    def verdict(self, pod: Pod) -> Verdict:
+        return self.verdicts.get(pod.metadata.name, COUNT)
+
+
+@dataclass(slots=True)
+class _Counts:
+    """Steps 1 to 3: the results counted, the uncounted set, what it knows of indexes."""
+
+    uncounted: Uncounted
+    succeeded: int  # status.succeeded after this plan (counted results only)
+    failed: int
+    known: set[str]  # uids of the uncounted set as the Job holds it
+    completed: set[int]  # completed indexes
+    release: list[str] = field(default_factory=list)
+    failed_indexes: set[int] = field(default_factory=set)
+    index_failures: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def total_succeeded(self) -> int:
+        return self.succeeded + len(self.uncounted.succeeded)
+
+    @property
+    def total_failed(self) -> int:
+        return self.failed + len(self.uncounted.failed)
+
+
+@dataclass(slots=True)
+class _Draft:
+    """What steps 5 to 8 decide, each adding to what the ones before decided."""
+
+    conds: list[Condition]
+    start_time: str | None
+    completion_time: str | None
+    finished: bool
+    events: list[Event] = field(default_factory=list)
+    create: list[Pod] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+    discard: list[str] = field(default_factory=list)
+    requeue: list[float] = field(default_factory=list)
+    delete_job: bool = False
+
+    def requeue_in(self, seconds: float) -> None:
+        self.requeue.append(max(0.0, seconds))
+
+    def condition(self, j: _Job, type_: str, status: str, reason: str, message: str) -> None:
+        self.conds = _set_condition(self.conds, type_, status, reason, message, j.now_s)
+
+
 def plan(job: Job, pods: list[Pod], now: dt.datetime, settings: Settings = Settings()) -> Plan:
-    """See the module docstring. ``pods`` are the Job's own pods (controller owner = the Job)."""
-    spec = job.spec
-    now_s = format_time(now)
-    status = job.status
-    conds = list(status.conditions)
-    events: list[Event] = []
-    by_uid = {p.metadata.uid: p for p in pods if p.metadata.uid}
-    indexed = spec.completionMode == "Indexed"
-    per_index = indexed and spec.backoffLimitPerIndex is not None
-    completions = spec.completions
-    parallelism = spec.parallelism if spec.parallelism is not None else 1
-    verdicts: dict[str, Verdict] = {p.metadata.name: judge(spec.podFailurePolicy, p) for p in pods if failed(p)}
+    """See the module docstring. ``pods`` are the Job's own pods (controller owner = the Job).
 
-    def verdict(pod: Pod) -> Verdict:
-        return verdicts.get(pod.metadata.name, COUNT)
+    The steps, in order: 1-3 count (``_count``: settle the uncounted set, add newly finished
+    pods, release their finalizers), 4 failures per index (``_index_failures``), 5 suspend and
+    resume (``_suspend``), 6 decide a failure (``_failure``), 7 finish or manage the pods
+    (``_finish_or_manage``, with ``_manage``), 8 TTL after finishing (``_ttl``), 9 the status
+    and the plan (``_result``)."""
+    j = _Job(job, pods, now, settings)
+    counts = _count(j)
+    _index_failures(j, counts)
+    draft = _Draft(conds=list(job.status.conditions), start_time=job.status.startTime,
+                   completion_time=job.status.completionTime, finished=is_job_finished(job))
+    if not draft.finished:
+        _suspend(j, draft)
+        failure = _failure(j, counts, draft)
+        _finish_or_manage(j, counts, draft, failure)
+    elif any(c.type == "Failed" and c.status == "True" for c in draft.conds):
+        draft.delete += [p.metadata.name for p in j.active]  # left over by an interrupted run
+    else:
+        draft.discard += [p.metadata.name for p in j.active]
+    _ttl(j, draft)
+    return _result(j, counts, draft)
 
-    # -- counting: steps 3 and 1 of the module docstring ------------------------------------
-    old = read_uncounted(job)
+
+def _count(j: _Job) -> _Counts:
+    """Steps 1 to 3 of the module docstring (3 first: what the Job's set already holds)."""
+    by_uid = {p.metadata.uid: p for p in j.pods if p.metadata.uid}
+    old = read_uncounted(j.job)
+    # step 3: a uid whose pod has no finalizer any more (or is gone) is counted
     counted_s = counted_f = 0
     keep_s: list[str] = []
     keep_f: list[str] = []
-    ignored: list[str] = []  # failed pods an Ignore rule matched: released, never counted
     for uid in old.succeeded:
         p = by_uid.get(uid)
         if p is None or not tracked(p):
@@ -349,205 +433,217 @@ def plan(job: Job, pods: list[Pod], now: dt.datetime, settings: Settings = Setti
             counted_f += 1
         else:
             keep_f.append(uid)
+    # step 1: a finished pod still tracked and not yet in the set joins it
     known = set(old.succeeded) | set(old.failed)
-    completed = parse_indexes(status.completedIndexes)
-    for p in pods:
+    ignored: list[str] = []  # failed pods an Ignore rule matched: released, never counted
+    for p in j.pods:
         if not (is_finished(p) and tracked(p)) or p.metadata.uid in known or not p.metadata.uid:
             continue
         if succeeded(p):
             keep_s.append(p.metadata.uid)
-        elif verdict(p).counts:
+        elif j.verdict(p).counts:
             keep_f.append(p.metadata.uid)
         else:
             ignored.append(p.metadata.name)
-    for p in pods:
+    completed = parse_indexes(j.job.status.completedIndexes)
+    completions = j.job.spec.completions
+    for p in j.pods:
         if succeeded(p) and (tracked(p) or p.metadata.uid in known):
             i = pod_index(p)
-            if indexed and i is not None and completions is not None and i < completions:
+            if j.indexed and i is not None and completions is not None and i < completions:
                 completed.add(i)
     uncounted = Uncounted(succeeded=sorted(keep_s), failed=sorted(keep_f))
-    n_succeeded = status.succeeded + counted_s
-    n_failed = status.failed + counted_f
-    total_succeeded = n_succeeded + len(uncounted.succeeded)
-    total_failed = n_failed + len(uncounted.failed)
+    # step 2: every pod in the set has its finalizer removed
     in_set = set(uncounted.succeeded) | set(uncounted.failed)
-    release = [p.metadata.name for p in pods if tracked(p) and p.metadata.uid in in_set] + ignored
+    release = [p.metadata.name for p in j.pods if tracked(p) and p.metadata.uid in in_set] + ignored
+    return _Counts(uncounted=uncounted, succeeded=j.job.status.succeeded + counted_s,
+                   failed=j.job.status.failed + counted_f, known=known, completed=completed, release=release)
 
-    # -- failures per index (backoffLimitPerIndex) ----------------------------------------------
-    # A failure being recorded (tracked or in the uncounted set) decides whether its index
-    # fails; status.failedIndexes keeps the decision, written with the uncounted set.
-    failed_indexes = parse_indexes(status.failedIndexes or "") if per_index else set()
+
+def _index_failures(j: _Job, counts: _Counts) -> None:
+    """Step 4: failures per index (backoffLimitPerIndex). A failure being recorded (tracked or in
+    the uncounted set) decides whether its index fails; status.failedIndexes keeps the decision,
+    written with the uncounted set."""
+    spec = j.job.spec
+    failed_indexes = parse_indexes(j.job.status.failedIndexes or "") if j.per_index else set()
     index_failures: dict[int, tuple[int, int]] = {}
-    for p in pods:
+    for p in j.pods:
         i = pod_index(p)
         if i is None:
             continue
-        counts = failure_counts(p, failed(p), verdict(p))
+        n = failure_counts(p, failed(p), j.verdict(p))
         prev = index_failures.get(i, (0, 0))
-        index_failures[i] = (max(prev[0], counts[0]), max(prev[1], counts[1]))
-        if per_index and failed(p) and (tracked(p) or p.metadata.uid in known) and completions is not None:
+        index_failures[i] = (max(prev[0], n[0]), max(prev[1], n[1]))
+        if j.per_index and failed(p) and (tracked(p) or p.metadata.uid in counts.known) and spec.completions is not None:
             limit = spec.backoffLimitPerIndex
             assert limit is not None
-            if i < completions and (verdict(p).action == "FailIndex" or counts[0] > limit):
+            if i < spec.completions and (j.verdict(p).action == "FailIndex" or n[0] > limit):
                 failed_indexes.add(i)
-    failed_indexes -= completed
+    counts.failed_indexes = failed_indexes - counts.completed
+    counts.index_failures = index_failures
 
-    # -- who is running -----------------------------------------------------------------------
-    occupying = [p for p in pods if not is_terminal(p)]  # includes terminating pods
-    active = [p for p in occupying if p.metadata.deletionTimestamp is None]
-    ready = sum(1 for p in active if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions))
 
-    create: list[Pod] = []
-    delete: list[str] = []
-    discard: list[str] = []
-    requeue: list[float] = []
-    start_time = status.startTime
-    completion_time = status.completionTime
-    finished = is_job_finished(job)
+def _suspend(j: _Job, draft: _Draft) -> None:
+    """Step 5: a suspended Job discards its active pods; a resumed one starts its clock again."""
+    suspended_before = (c := condition(j.job, "Suspended")) is not None and c.status == "True"
+    if j.job.spec.suspend:
+        draft.discard += [p.metadata.name for p in j.active]
+        if not suspended_before:
+            draft.condition(j, "Suspended", "True", "JobSuspended", "Job suspended")
+            draft.events.append(Event(reason="Suspended", message="Job suspended"))
+        return
+    if suspended_before:
+        draft.condition(j, "Suspended", "False", "JobResumed", "Job resumed")
+        draft.events.append(Event(reason="Resumed", message="Job resumed"))
+        draft.start_time = j.now_s
+    if draft.start_time is None:
+        draft.start_time = j.now_s
 
-    def requeue_in(seconds: float) -> None:
-        requeue.append(max(0.0, seconds))
 
-    if not finished:
-        suspended_before = (c := condition(job, "Suspended")) is not None and c.status == "True"
-        if spec.suspend:
-            discard += [p.metadata.name for p in active]
-            if not suspended_before:
-                conds = _set_condition(conds, "Suspended", "True", "JobSuspended", "Job suspended", now_s)
-                events.append(Event(reason="Suspended", message="Job suspended"))
+def _failure(j: _Job, counts: _Counts, draft: _Draft) -> tuple[str, str] | None:
+    """Step 6: the (reason, message) the Job fails with, if it fails. A FailJob rule's decision is
+    kept in the FailureTarget condition, written with the uncounted set that holds the pod, so it
+    survives the pod's release (as in Kubernetes)."""
+    spec, status, now = j.job.spec, j.job.status, j.now
+    target = condition(j.job, "FailureTarget")
+    if target is None or target.status != "True":
+        fail_job = sorted(
+            (p for p in j.pods
+             if failed(p) and (tracked(p) or p.metadata.uid in counts.known) and j.verdict(p).action == "FailJob"),
+            key=lambda p: (_failure_time(p), p.metadata.name),
+        )
+        if fail_job:
+            draft.condition(j, "FailureTarget", "True", "PodFailurePolicy", j.verdict(fail_job[0]).message)
+            target = condition(replace(j.job, status=replace(status, conditions=draft.conds)), "FailureTarget")
+    if target is not None and target.status == "True":
+        draft.delete += [p.metadata.name for p in j.active]  # FailJob terminates the other pods at once
+        return (target.reason or "PodFailurePolicy", target.message or "")
+    if spec.suspend:
+        return None
+    failure: tuple[str, str] | None = None
+    limit = backoff_limit(spec)
+    past_on_failure = spec.template.spec.restartPolicy == "OnFailure" and (
+        _restarts(j.active) > 0 if limit == 0 else _restarts(j.active) >= limit
+    )
+    if counts.total_failed > limit or past_on_failure:
+        failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
+    elif spec.activeDeadlineSeconds is not None and draft.start_time is not None:
+        deadline = parse_time(draft.start_time) + dt.timedelta(seconds=spec.activeDeadlineSeconds)
+        if now >= deadline:
+            failure = ("DeadlineExceeded", "Job was active longer than specified deadline")
         else:
-            if suspended_before:
-                conds = _set_condition(conds, "Suspended", "False", "JobResumed", "Job resumed", now_s)
-                events.append(Event(reason="Resumed", message="Job resumed"))
-                start_time = now_s
-            if start_time is None:
-                start_time = now_s
+            draft.requeue_in((deadline - now).total_seconds())
+    if failure is None and j.per_index and spec.completions is not None:
+        if spec.maxFailedIndexes is not None and len(counts.failed_indexes) > spec.maxFailedIndexes:
+            failure = ("MaxFailedIndexesExceeded", "Job has exceeded the specified maximal number of failed indexes")
+        elif counts.failed_indexes and len(counts.failed_indexes) + len(counts.completed) >= spec.completions:
+            failure = ("FailedIndexes", "Job has failed indexes")
+    return failure
 
-        # -- finishing ------------------------------------------------------------------------
-        # A FailJob rule's decision is kept in the FailureTarget condition, written with the
-        # uncounted set that holds the pod, so it survives the pod's release (as in Kubernetes).
-        failure: tuple[str, str] | None = None
-        target = condition(job, "FailureTarget")
-        if target is None or target.status != "True":
-            fail_job = sorted(
-                (p for p in pods if failed(p) and (tracked(p) or p.metadata.uid in known) and verdict(p).action == "FailJob"),
-                key=lambda p: (_failure_time(p), p.metadata.name),
-            )
-            if fail_job:
-                message = verdict(fail_job[0]).message
-                conds = _set_condition(conds, "FailureTarget", "True", "PodFailurePolicy", message, now_s)
-                target = condition(replace(job, status=replace(status, conditions=conds)), "FailureTarget")
-        if target is not None and target.status == "True":
-            failure = (target.reason or "PodFailurePolicy", target.message or "")
-            delete += [p.metadata.name for p in active]  # FailJob terminates the other pods at once
-        elif not spec.suspend:
-            limit = backoff_limit(spec)
-            past_on_failure = spec.template.spec.restartPolicy == "OnFailure" and (
-                _restarts(active) > 0 if limit == 0 else _restarts(active) >= limit
-            )
-            if total_failed > limit or past_on_failure:
-                failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
-            elif spec.activeDeadlineSeconds is not None and start_time is not None:
-                deadline = parse_time(start_time) + dt.timedelta(seconds=spec.activeDeadlineSeconds)
-                if now >= deadline:
-                    failure = ("DeadlineExceeded", "Job was active longer than specified deadline")
-                else:
-                    requeue_in((deadline - now).total_seconds())
-            if failure is None and per_index and completions is not None:
-                if spec.maxFailedIndexes is not None and len(failed_indexes) > spec.maxFailedIndexes:
-                    failure = ("MaxFailedIndexesExceeded", "Job has exceeded the specified maximal number of failed indexes")
-                elif failed_indexes and len(failed_indexes) + len(completed) >= completions:
-                    failure = ("FailedIndexes", "Job has failed indexes")
-        # A finished condition waits until every recorded result is in the counters, so a
-        # Job is never seen Complete (or Failed) with counts short of what decided it; the
-        # finalizer removals of this plan bring the next reconcile.
-        if failure is not None and uncounted:
-            pass  # hold: no new pods; the active ones are deleted with the condition
-        elif failure is not None:
-            conds = _set_condition(conds, "Failed", "True", failure[0], failure[1], now_s)
-            events.append(Event(reason=failure[0], message=failure[1], type="Warning"))
-            delete += [p.metadata.name for p in active]
-            finished = True
-        elif not spec.suspend:
-            if indexed:
-                done = completions is not None and len(completed) >= completions
-            elif completions is None:
-                done = total_succeeded > 0 and not occupying
-            else:
-                done = total_succeeded >= completions
-            if done and uncounted:
-                discard += [p.metadata.name for p in active]  # no longer needed; Complete follows
-            elif done:
-                conds = _set_condition(
-                    conds, "Complete", "True", "CompletionsReached", "Reached expected number of succeeded pods", now_s
-                )
-                events.append(Event(reason="Completed", message="Job completed"))
-                completion_time = now_s
-                discard += [p.metadata.name for p in active]
-                finished = True
-            else:
-                # the pods of a failed index stop (counted as failed); the index is not retried
-                delete += [p.metadata.name for p in active if pod_index(p) in failed_indexes]
-                counted_failures = [p for p in pods if failed(p) and verdict(p).counts]
-                ready_at: dict[int | None, dt.datetime] = {}
-                if per_index:
-                    for i, (n, _) in index_failures.items():
-                        times = [_failure_time(p) for p in counted_failures if pod_index(p) == i]
-                        if n > 0 and times:
-                            ready_at[i] = max(times) + dt.timedelta(seconds=_backoff_delay(n, settings))
-                elif total_failed > 0 and counted_failures:
-                    last = max(_failure_time(p) for p in counted_failures)
-                    ready_at[None] = last + dt.timedelta(seconds=_backoff_delay(total_failed, settings))
-                c, d, wait = _manage(
-                    job, occupying, active, completed | failed_indexes, total_succeeded, parallelism, now, settings, ready_at
-                )
-                create = [new_pod(job, i, index_failures.get(i, (0, 0)) if per_index else None) for i in c]
-                discard += d
-                if wait is not None:
-                    requeue_in(wait)
-    elif any(c.type == "Failed" and c.status == "True" for c in conds):
-        delete += [p.metadata.name for p in active]  # left over by an interrupted run
+
+def _finish_or_manage(j: _Job, counts: _Counts, draft: _Draft, failure: tuple[str, str] | None) -> None:
+    """Step 7: write Failed or Complete, or else create and discard pods toward the target.
+
+    A finished condition waits until every recorded result is in the counters, so a Job is never
+    seen Complete (or Failed) with counts short of what decided it; the finalizer removals of
+    this plan bring the next reconcile."""
+    spec, active = j.job.spec, j.active
+    if failure is not None and counts.uncounted:
+        return  # hold: no new pods; the active ones are deleted with the condition
+    if failure is not None:
+        draft.condition(j, "Failed", "True", failure[0], failure[1])
+        draft.events.append(Event(reason=failure[0], message=failure[1], type="Warning"))
+        draft.delete += [p.metadata.name for p in active]
+        draft.finished = True
+        return
+    if spec.suspend:
+        return
+    completions = spec.completions
+    if j.indexed:
+        done = completions is not None and len(counts.completed) >= completions
+    elif completions is None:
+        done = counts.total_succeeded > 0 and not j.occupying
     else:
-        discard += [p.metadata.name for p in active]
+        done = counts.total_succeeded >= completions
+    if done and counts.uncounted:
+        draft.discard += [p.metadata.name for p in active]  # no longer needed; Complete follows
+    elif done:
+        draft.condition(j, "Complete", "True", "CompletionsReached", "Reached expected number of succeeded pods")
+        draft.events.append(Event(reason="Completed", message="Job completed"))
+        draft.completion_time = j.now_s
+        draft.discard += [p.metadata.name for p in active]
+        draft.finished = True
+    else:
+        # the pods of a failed index stop (counted as failed); the index is not retried
+        draft.delete += [p.metadata.name for p in active if pod_index(p) in counts.failed_indexes]
+        counted_failures = [p for p in j.pods if failed(p) and j.verdict(p).counts]
+        ready_at: dict[int | None, dt.datetime] = {}
+        if j.per_index:
+            for i, (n, _) in counts.index_failures.items():
+                times = [_failure_time(p) for p in counted_failures if pod_index(p) == i]
+                if n > 0 and times:
+                    ready_at[i] = max(times) + dt.timedelta(seconds=_backoff_delay(n, j.settings))
+        elif counts.total_failed > 0 and counted_failures:
+            last = max(_failure_time(p) for p in counted_failures)
+            ready_at[None] = last + dt.timedelta(seconds=_backoff_delay(counts.total_failed, j.settings))
+        c, d, wait = _manage(
+            j.job, j.occupying, active, counts.completed | counts.failed_indexes, counts.total_succeeded,
+            j.parallelism, j.now, j.settings, ready_at,
+        )
+        draft.create = [new_pod(j.job, i, counts.index_failures.get(i, (0, 0)) if j.per_index else None) for i in c]
+        draft.discard += d
+        if wait is not None:
+            draft.requeue_in(wait)
 
-    # -- TTL ------------------------------------------------------------------------------------
-    delete_job = False
-    if finished and spec.ttlSecondsAfterFinished is not None:
-        done_at = parse_time(completion_time) if completion_time else None
-        if done_at is None:
-            failed_c = next((c for c in conds if c.type == "Failed" and c.status == "True"), None)
-            done_at = parse_time(failed_c.lastTransitionTime) if failed_c and failed_c.lastTransitionTime else now
-        expires = done_at + dt.timedelta(seconds=spec.ttlSecondsAfterFinished)
-        if now >= expires:
-            delete_job = True
-            discard = sorted({*discard, *(p.metadata.name for p in pods if p.metadata.deletionTimestamp is None)} - set(delete))
-        else:
-            requeue_in((expires - now).total_seconds())
 
-    delete = sorted(set(delete))
-    going = set(discard) | set(delete)
+def _ttl(j: _Job, draft: _Draft) -> None:
+    """Step 8: a finished Job whose ttlSecondsAfterFinished has passed goes, with its pods."""
+    ttl = j.job.spec.ttlSecondsAfterFinished
+    if not draft.finished or ttl is None:
+        return
+    done_at = parse_time(draft.completion_time) if draft.completion_time else None
+    if done_at is None:
+        failed_c = next((c for c in draft.conds if c.type == "Failed" and c.status == "True"), None)
+        done_at = parse_time(failed_c.lastTransitionTime) if failed_c and failed_c.lastTransitionTime else j.now
+    expires = done_at + dt.timedelta(seconds=ttl)
+    if j.now >= expires:
+        draft.delete_job = True
+        draft.discard = sorted(
+            {*draft.discard, *(p.metadata.name for p in j.pods if p.metadata.deletionTimestamp is None)}
+            - set(draft.delete)
+        )
+    else:
+        draft.requeue_in((expires - j.now).total_seconds())
+
+
+def _result(j: _Job, counts: _Counts, draft: _Draft) -> Plan:
+    """Step 9: the new status and the plan."""
+    status = j.job.status
+    ready = sum(1 for p in j.active if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions))
+    delete = sorted(set(draft.delete))
+    going = set(draft.discard) | set(delete)
     new_status = replace(
         status,
-        active=sum(1 for p in active if p.metadata.name not in going),
-        succeeded=n_succeeded,
-        failed=n_failed,
+        active=sum(1 for p in j.active if p.metadata.name not in going),
+        succeeded=counts.succeeded,
+        failed=counts.failed,
         ready=ready,
-        startTime=start_time,
-        completionTime=completion_time,
-        conditions=conds,
-        completedIndexes=format_indexes(completed) if indexed else status.completedIndexes,
-        failedIndexes=format_indexes(failed_indexes) if per_index else status.failedIndexes,
+        startTime=draft.start_time,
+        completionTime=draft.completion_time,
+        conditions=draft.conds,
+        completedIndexes=format_indexes(counts.completed) if j.indexed else status.completedIndexes,
+        failedIndexes=format_indexes(counts.failed_indexes) if j.per_index else status.failedIndexes,
     )
     return Plan(
         status=new_status,
-        uncounted=uncounted,
-        create=create,
+        uncounted=counts.uncounted,
+        create=draft.create,
         delete=delete,
-        release=release,
-        discard=sorted(set(discard) - set(delete)),
-        delete_job=delete_job,
-        events=events,
-        requeue_after=min(requeue) if requeue else None,
+        release=counts.release,
+        discard=sorted(set(draft.discard) - set(delete)),
+        delete_job=draft.delete_job,
+        events=draft.events,
+        requeue_after=min(draft.requeue) if draft.requeue else None,
     )
 
 
