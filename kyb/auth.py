@@ -75,6 +75,7 @@ CONTROLLER_WRITES: dict[str, tuple[str, ...]] = {
     "cronjob": ("CronJob", "Job"),
     "daemonset": ("DaemonSet", "Pod", "ControllerRevision"),
     "statefulset": ("StatefulSet", "Pod", "PersistentVolumeClaim", "ControllerRevision"),
+    "disruption": ("PodDisruptionBudget",),
     "endpoints": ("Endpoints", "EndpointSlice"),
     "nodelifecycle": ("Node", "Pod"),
     "nodeipam": ("Node",),

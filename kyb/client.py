@@ -240,3 +240,13 @@ class ApiClient:
             query["gracePeriodSeconds"] = grace_period_seconds
         obj, _ = await self._request("delete", msgspec.json.encode(query))
         return obj
+
+    async def evict(self, namespace: str | None, name: str, grace_period_seconds: int | None = None,
+                    resource_version: str | None = None) -> dict[str, Any]:
+        """Evict a pod: deleted unless that breaks its PodDisruptionBudget (TooManyRequests)."""
+        query: dict[str, Any] = {"kind": "pod", "namespace": namespace, "name": name,
+                                 "resourceVersion": resource_version}
+        if grace_period_seconds is not None:
+            query["gracePeriodSeconds"] = grace_period_seconds
+        obj, _ = await self._request("evict", msgspec.json.encode(query))
+        return obj

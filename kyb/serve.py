@@ -36,6 +36,7 @@ SERVICES: dict[str, str] = {
     "cronjob": "services.cronjob.service",
     "daemonset": "services.daemonset.service",
     "statefulset": "services.statefulset.service",
+    "disruption": "services.disruption.service",
     "gc": "services.gc.service",
     "endpoints": "services.endpoints.service",
     "nodelifecycle": "services.nodelifecycle.service",

@@ -28,8 +28,8 @@ from schemas.apps import (
 from schemas.batch import CronJob, Job
 from schemas.core import ReplicationController, Secret, Service
 from schemas.meta import Object
-from schemas.networking import NetworkPolicy
 from schemas.netpolicy import default as _network_policy
+from schemas.networking import NetworkPolicy
 from schemas.pod import Container, EmptyDirVolumeSource, Pod, PodSpec, PodTemplateSpec, PullPolicy, Volume
 
 T = TypeVar("T", bound=Object)

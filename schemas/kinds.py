@@ -5,7 +5,19 @@ The registry imports this module lazily; importing it directly is also fine.
 
 from __future__ import annotations
 
-from schemas import apps, autoscaling, batch, coordination, core, discovery, events, networking, pod, storage
+from schemas import (
+                  apps,
+                  autoscaling,
+                  batch,
+                  coordination,
+                  core,
+                  discovery,
+                  events,
+                  networking,
+                  pod,
+                  policy,
+                  storage,
+)
 from schemas.registry import KindInfo, register
 
 register(KindInfo("Namespace", ("v1",), "namespaces", core.Namespace, namespaced=False, short_names=("ns",)))
@@ -40,3 +52,5 @@ register(KindInfo("EndpointSlice", ("discovery.k8s.io/v1",), "endpointslices", d
 register(KindInfo("StorageClass", ("storage.k8s.io/v1",), "storageclasses", storage.StorageClass,
                   namespaced=False, short_names=("sc",)))
 register(KindInfo("Lease", ("coordination.k8s.io/v1",), "leases", coordination.Lease))
+register(KindInfo("PodDisruptionBudget", ("policy/v1",), "poddisruptionbudgets", policy.PodDisruptionBudget,
+                  short_names=("pdb",)))

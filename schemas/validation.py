@@ -38,6 +38,8 @@ from schemas.meta import LabelSelector, Object
 from schemas.netpolicy import validate as _network_policy
 from schemas.networking import Ingress, NetworkPolicy
 from schemas.pod import PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume
+from schemas.policy import PodDisruptionBudget
+from schemas.policy import validate as _pdb
 from schemas.quantity import scaled_int_or_percent
 from schemas.registry import for_manifest
 from schemas.selector import SelectorError, from_label_selector, from_labels
@@ -695,6 +697,7 @@ _CHECKS: dict[type, Any] = {
     PersistentVolumeClaim: _pvc,
     Lease: _lease,
     NetworkPolicy: _network_policy,
+    PodDisruptionBudget: _pdb,
 }
 
 __all__ = ["NODE_PORT_RANGE", "SchemaError", "decode", "load", "validate"]

@@ -120,6 +120,29 @@ spec:
     [before] = _pods(cluster, "app=drained")
     assert _kubectl(cluster, "cordon", cluster.node).stdout.strip() == f"node/{cluster.node} cordoned"
     assert _node(cluster)["spec"]["unschedulable"] is True
+    # a PodDisruptionBudget that allows nothing: kubectl drain says so, retries, and gives up
+    _kubectl(cluster, "apply", "-f", "-", input="""\
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: drained}
+spec:
+  maxUnavailable: 0
+  selector: {matchLabels: {app: drained}}
+""")
+    def observed() -> bool:
+        status = json.loads(_kubectl(cluster, "get", "pdb", "drained", "-o", "json").stdout).get("status") or {}
+        return status.get("observedGeneration") == 1 and status.get("disruptionsAllowed", 0) == 0
+
+    wait_until(observed, timeout=30, what="the budget observed, allowing no disruption")
+    blocked = _kubectl(cluster, "drain", cluster.node, "--ignore-daemonsets", "--delete-emptydir-data",
+                       "--timeout=2s", check=False, timeout=60)
+    assert blocked.returncode != 0
+    assert "Cannot evict pod as it would violate the pod's disruption budget." in blocked.stderr, blocked.stderr
+    assert [p["metadata"]["uid"] for p in _pods(cluster, "app=drained")] == [before["metadata"]["uid"]]
+    listed = _kubectl(cluster, "get", "pdb").stdout.splitlines()
+    assert listed[0].split() == ["NAME", "MIN", "AVAILABLE", "MAX", "UNAVAILABLE", "ALLOWED", "DISRUPTIONS", "AGE"]
+    assert listed[1].split()[:4] == ["drained", "N/A", "0", "0"]
+    _kubectl(cluster, "delete", "pdb", "drained")
     done = _kubectl(cluster, "drain", cluster.node, "--ignore-daemonsets", "--delete-emptydir-data",
                     "--timeout=90s", timeout=120)
     assert f"evicting pod default/{before['metadata']['name']}" in done.stderr + done.stdout

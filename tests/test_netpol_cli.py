@@ -58,7 +58,7 @@ Spec:
         CIDR: 10.0.0.0/24
         Except: 
   Policy Types: Ingress, Egress
-"""
+"""  # noqa: W291 (kubectl prints "Except: " with its trailing space)
     deny = {"kind": "NetworkPolicy", "metadata": {"name": "d", "namespace": "default"},
             "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
     text = describe(deny, [], NOW)

@@ -3,14 +3,15 @@ before maintenance, as kubectl does.
 
 Cordon and uncordon set ``spec.unschedulable`` with a compare-and-set replace through the api
 (the scheduler then leaves the node out). Drain cordons, decides with
-:mod:`kyb.cli.drainplan` which pods to evict, deletes them through the api (with their own
-grace period unless ``--grace-period``) and waits until they are gone.
+:mod:`kyb.cli.drainplan` which pods to evict, evicts them through the api (``kyb.api.evict``,
+with their own grace period unless ``--grace-period``) and waits until they are gone. An
+eviction a PodDisruptionBudget refuses is said and retried every 5 s until the budget allows
+it or ``--timeout`` runs out, as kubectl drain does.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,18 +49,11 @@ async def set_unschedulable(api: ApiClient, node: str, value: bool, *, attempts:
     raise errors.Conflict(f'nodes "{node}": kept changing while being cordoned')
 
 
-async def delete_pod(api: ApiClient, pod: dict[str, Any], grace_period: int | None) -> None:
-    """Delete ``pod`` through the api, with ``grace_period`` seconds when given."""
+async def evict_pod(api: ApiClient, pod: dict[str, Any], grace_period: int | None) -> None:
+    """Evict ``pod`` (pods/eviction): TooManyRequests while its PodDisruptionBudget allows no
+    disruption."""
     meta = pod.get("metadata") or {}
-    query = {
-        "kind": "pods",
-        "namespace": meta.get("namespace") or "default",
-        "name": meta.get("name"),
-        "propagationPolicy": "Background",
-        "resourceVersion": None,
-        "gracePeriodSeconds": grace_period,
-    }
-    await api._request("delete", json.dumps(query).encode())  # ApiClient.delete has no grace period yet
+    await api.evict(meta.get("namespace") or "default", meta.get("name") or "", grace_period)
 
 
 async def _gone(api: ApiClient, pod: dict[str, Any]) -> bool:
@@ -81,6 +75,7 @@ async def drain(
     echo: Echo = click.echo,
     warn: Echo = lambda line: click.echo(line, err=True),
     poll: float = 0.2,
+    retry: float = 5.0,
 ) -> bool:
     """Cordon ``node`` and evict its pods; True once it is drained, False when the filters
     refused (the reasons were printed). Raises Temporary when ``timeout`` runs out."""
@@ -102,14 +97,27 @@ async def drain(
     for line in plan.warning_lines():
         warn(f"Warning: {line}")
     deadline = time.monotonic() + timeout if timeout else None
-    for pod in plan.evict:
+    to_evict = list(plan.evict)  # an eviction a PodDisruptionBudget refuses is retried, as kubectl does
+    for pod in to_evict:
         echo(f"evicting pod {pod_ref(pod)}")
-        try:
-            await delete_pod(api, pod, grace_period)
-        except errors.NotFound:
-            pass
-    pending = list(plan.evict)
-    while pending:
+    pending: list[dict[str, Any]] = []
+    next_try = 0.0
+    while to_evict or pending:
+        if to_evict and time.monotonic() >= next_try:
+            refused = []
+            for pod in to_evict:
+                try:
+                    await evict_pod(api, pod, grace_period)
+                    pending.append(pod)
+                except errors.NotFound:
+                    pass
+                except errors.TooManyRequests as e:
+                    meta = pod.get("metadata") or {}
+                    warn(f'error when evicting pods/"{meta.get("name")}" -n "{meta.get("namespace") or "default"}" '
+                         f"(will retry after {_duration(retry)}): {e.message}")
+                    refused.append(pod)
+            to_evict = refused
+            next_try = time.monotonic() + retry
         still = []
         for pod in pending:
             if await _gone(api, pod):
@@ -117,12 +125,12 @@ async def drain(
             else:
                 still.append(pod)
         pending = still
-        if not pending:
+        if not to_evict and not pending:
             break
         if deadline is not None and time.monotonic() > deadline:
             raise errors.Temporary(
                 f'unable to drain node "{node}": global timeout reached: {_duration(timeout or 0)}; '
-                f"still there: {', '.join(pod_ref(p) for p in pending)}"
+                f"still there: {', '.join(pod_ref(p) for p in to_evict + pending)}"
             )
         await asyncio.sleep(poll)
     echo(f"node/{node} drained")

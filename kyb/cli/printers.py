@@ -408,6 +408,13 @@ def _network_policy_row(np: Obj, now: _dt.datetime) -> Row:
     return [format_label_selector(_spec(np).get("podSelector")), _age(np, now)]
 
 
+def _pdb_row(pdb: Obj, now: _dt.datetime) -> Row:
+    spec, status = _spec(pdb), pdb.get("status") or {}
+    return [str(spec["minAvailable"]) if spec.get("minAvailable") is not None else "N/A",
+            str(spec["maxUnavailable"]) if spec.get("maxUnavailable") is not None else "N/A",
+            str(status.get("disruptionsAllowed", 0)), _age(pdb, now)]
+
+
 def _generic_row(obj: Obj, now: _dt.datetime) -> Row:
     return [_age(obj, now)]
 
@@ -425,6 +432,7 @@ _COLUMNS: dict[str, Columns] = {
     "Endpoints": (["ENDPOINTS", "AGE"], _endpoints_row),
     "Ingress": (["CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"], _ingress_row),
     "NetworkPolicy": (["POD-SELECTOR", "AGE"], _network_policy_row),
+    "PodDisruptionBudget": (["MIN AVAILABLE", "MAX UNAVAILABLE", "ALLOWED DISRUPTIONS", "AGE"], _pdb_row),
     "Node": (["STATUS", "ROLES", "AGE", "VERSION"], _node_row),
     "Namespace": (["STATUS", "AGE"], _namespace_row),
     "ConfigMap": (["DATA", "AGE"], _configmap_row),

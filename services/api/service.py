@@ -284,6 +284,47 @@ class Api:
             self.finish_namespace(q.name)
         return deleted
 
+    async def evict(self, q: Query) -> Object:
+        """pods/eviction: delete the pod (as ``delete`` does, with its options) unless that
+        would break the PodDisruptionBudget selecting it; a disruption is taken from the budget
+        first, with CAS, so two concurrent evictions never both take the last one."""
+        from schemas.meta import LabelSelector
+        from schemas.pod import Pod
+        from schemas.policy import PodDisruptionBudget, eviction_verdict, taken
+        from schemas.selector import from_label_selector
+
+        if kind_info(q.kind).kind != "Pod":
+            raise errors.BadRequest(f"only pods can be evicted, not {q.kind}", [errors.FieldError("kind", "Unsupported value")])
+        if not q.name:
+            raise errors.BadRequest("evict needs a name", [errors.FieldError("name", "Required value")])
+        ns = q.namespace or "default"
+        pod = await self.store.get("Pod", ns, q.name)
+        assert isinstance(pod, Pod)
+        if pod.status.phase in ("Succeeded", "Failed") or pod.metadata.deletionTimestamp:
+            return await self.delete(q)  # nothing left to disrupt
+        budgets = [b for b in await self.store.list("PodDisruptionBudget", ns) if isinstance(b, PodDisruptionBudget)
+                   and from_label_selector(b.spec.selector or LabelSelector()).matches(pod.metadata.labels)]
+        if len(budgets) > 1:
+            raise errors.Permanent("This pod has more than one PodDisruptionBudget, which the eviction subresource "
+                                   "does not support.")
+        if budgets:
+            def take(pdb: Object) -> Object | None:
+                assert isinstance(pdb, PodDisruptionBudget) and isinstance(pod, Pod)
+                verdict = eviction_verdict(pdb, pod)
+                if not verdict.allow:
+                    details = [errors.FieldError("DisruptionBudget", verdict.cause)] if verdict.cause else []
+                    if verdict.code == 429:
+                        raise errors.TooManyRequests(verdict.message, 10.0, details)
+                    raise errors.Forbidden(verdict.message, details)
+                if not verdict.take:
+                    return None  # an unhealthy pod the policy lets go: the budget stays as it is
+                after = taken(pdb, pod.metadata.name, self.store.clock())
+                assert after is not None  # the verdict took one, so one was left
+                return after
+
+            await self.store.mutate("PodDisruptionBudget", ns, budgets[0].metadata.name, take)
+        return await self.delete(q)
+
     # -- namespace deletion ----------------------------------------------------------------
 
     def finish_namespace(self, name: str) -> None:
@@ -420,7 +461,9 @@ async def handle(api: Api, verb: str, body: bytes, headers: dict[str, str],
             return list_reply(await api.list(q), q.limit, max_bytes), _reply_headers(200)
         if verb == "delete":
             return _encoder.encode(to_dict(await api.delete(q))), _reply_headers(200)
-        raise errors.NotFound(f'unknown verb "{verb}": use apply, create, replace, status, get, list or delete')
+        if verb == "evict":
+            return _encoder.encode(to_dict(await api.evict(q))), _reply_headers(200)
+        raise errors.NotFound(f'unknown verb "{verb}": use apply, create, replace, status, get, list, delete or evict')
     except errors.KybError as e:
         return _encoder.encode(e.to_status()), _reply_headers(e.code)
     except Exception as e:  # a bug: still one reply in the one shape

@@ -695,8 +695,9 @@ class Server:
         return doc
 
     async def evict(self, request: web.Request, t: Target) -> web.Response:
-        """policy/v1 Eviction: the pod deleted with the Eviction's DeleteOptions. There are no
-        PodDisruptionBudgets yet, so every eviction is allowed."""
+        """policy/v1 Eviction: the pod deleted with the Eviction's DeleteOptions unless its
+        PodDisruptionBudget allows no disruption now (``kyb.api.evict``: 429, which kubectl
+        drain retries)."""
         doc = self._sub_body(t, await self._body(request), "Eviction")
         opts = doc.get("deleteOptions") or {}
         if not isinstance(opts, dict):
@@ -704,8 +705,15 @@ class Server:
         opts = self._delete_options(request, opts)
         dry_run = self._dry_run(request) or "All" in (opts.get("dryRun") or [])
         pod = await self._get(t)
-        if not (pod.get("metadata") or {}).get("deletionTimestamp"):
-            await self._delete_one(t, t.name or "", opts, dry_run)
+        pre = opts.get("preconditions") or {}
+        if pre.get("uid") and (pod.get("metadata") or {}).get("uid") != pre["uid"]:
+            raise errors.Conflict(f'Precondition failed: UID in precondition: {pre["uid"]}, UID in object meta: '
+                                  f'{(pod.get("metadata") or {}).get("uid")}')
+        if dry_run:
+            if not (pod.get("metadata") or {}).get("deletionTimestamp"):
+                await self._delete_one(t, t.name or "", opts, dry_run)
+        else:
+            await self.api.evict(self._ns(t), t.name or "", opts.get("gracePeriodSeconds"), pre.get("resourceVersion"))
         return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
 
     async def bind(self, request: web.Request, t: Target) -> web.Response:
