@@ -119,11 +119,16 @@ def _request_span(subject: str) -> contextlib.AbstractContextManager[Any]:
 
 
 class ApiClient:
-    """Typed access to the api service. Objects travel as their JSON form (dicts)."""
+    """Typed access to the api service. Objects travel as their JSON form (dicts).
 
-    def __init__(self, nc: NatsClient, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    Each request is a client span of the caller's trace, or the root of a new one; with
+    ``start_traces=False`` a request outside any trace goes untraced (the apiserver's:
+    a Kubernetes client that traces sends its ``traceparent``, and only those are followed)."""
+
+    def __init__(self, nc: NatsClient, *, timeout: float = DEFAULT_TIMEOUT, start_traces: bool = True) -> None:
         self.nc = nc
         self.timeout = timeout
+        self.start_traces = start_traces
 
     async def _request(self, verb: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[Any, dict[str, str]]:
         subject = f"kyb.api.{verb}"
@@ -131,8 +136,9 @@ class ApiClient:
             raise TooLarge(
                 f"request of {len(body)} bytes exceeds the {MAX_PAYLOAD} byte limit of {subject}"
             )
-        with _request_span(subject):
-            hdrs = telemetry.inject(dict(headers or {}))
+        traced = self.start_traces or telemetry.in_trace()
+        with _request_span(subject) if traced else contextlib.nullcontext():
+            hdrs = telemetry.inject(dict(headers or {})) if traced else headers
             try:
                 msg = await self.nc.request(subject, body, timeout=self.timeout, headers=hdrs or None)
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:

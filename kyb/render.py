@@ -8,17 +8,24 @@ object once: values that are None or empty collections are left out, everything 
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 import msgspec
 
-_FIELDS: dict[type, tuple[tuple[str, str], ...]] = {}
+_FIELDS: dict[type, tuple[tuple[str, str, bool], ...]] = {}
 
 
-def _fields(cls: type) -> tuple[tuple[str, str], ...]:
+def _opaque(t: Any) -> bool:
+    """A field of free-form JSON (``dict[str, Any]``: managedFields' fieldsV1, a revision's
+    data): no Struct can be in it, and it may be deep."""
+    return typing.get_origin(t) in (dict, list) and Any in typing.get_args(t)
+
+
+def _fields(cls: type) -> tuple[tuple[str, str, bool], ...]:
     names = _FIELDS.get(cls)
     if names is None:
-        names = tuple((f.name, f.encode_name) for f in msgspec.structs.fields(cls))
+        names = tuple((f.name, f.encode_name, _opaque(f.type)) for f in msgspec.structs.fields(cls))
         _FIELDS[cls] = names
     return names
 
@@ -29,14 +36,15 @@ _SCALARS = (str, int, float, bool)
 def to_dict(value: Any) -> Any:
     if isinstance(value, msgspec.Struct):
         out: dict[str, Any] = {}
-        for name, wire in _fields(type(value)):
+        for name, wire, opaque in _fields(type(value)):
             v = getattr(value, name)
             if v is None:
                 continue
             if v.__class__ in _SCALARS:  # most fields: no call needed
                 out[wire] = v
             elif not (isinstance(v, (list, dict)) and not v):
-                out[wire] = to_dict(v)
+                # free-form JSON: the same tree, copied in C rather than walked
+                out[wire] = _decoder.decode(_encoder.encode(v)) if opaque else to_dict(v)
         return out
     if isinstance(value, list):
         return [v if v.__class__ in _SCALARS else to_dict(v) for v in value]
@@ -46,6 +54,7 @@ def to_dict(value: Any) -> Any:
 
 
 _encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
 
 
 def to_json(value: Any) -> bytes:

@@ -34,6 +34,7 @@ __all__ = [
     "carries_context",
     "current_ids",
     "extract",
+    "in_trace",
     "init_telemetry",
     "inject",
     "span_from_headers",
@@ -141,6 +142,11 @@ def has_trace(ctx: Context | None) -> bool:
     if ctx is None:
         return False
     return trace.get_current_span(ctx).get_span_context().is_valid
+
+
+def in_trace() -> bool:
+    """True inside a span of a trace (the current context carries a valid span context)."""
+    return trace.get_current_span().get_span_context().is_valid
 
 
 @contextmanager

@@ -74,6 +74,8 @@ def _normalise(value: Any, key: str = "") -> Any:
     if value.__class__ is str:
         return value
     if isinstance(value, dict):
+        if key == "fieldsV1":  # managedFields' free-form field tree: nothing in it to read as a string
+            return value
         if key in _QUANTITY_MAPS:
             return {k: _scalar_to_str(v) for k, v in value.items()}
         return {k: v if v.__class__ is str else _normalise(v, str(k)) for k, v in value.items()}

@@ -113,3 +113,31 @@ def test_fields_v1_round_trips(spec):
     assert fm.from_fields(fm.to_fields(paths)) == paths
     for p in paths:
         assert fm.value_at({"spec": spec}, p) is not fm.MISSING
+
+
+# JSON-like trees with the lists field ownership treats specially: keyed (containers, ports,
+# env: merged on name or containerPort), sets (finalizers) and atomic ones (args).
+_keyed = st.lists(st.fixed_dictionaries({"name": st.sampled_from(["a", "b", "c"])},
+                                        optional={"image": st.text("ij", max_size=2), "containerPort": st.integers(1, 3)}),
+                  max_size=3)
+_values = st.recursive(
+    st.integers() | st.text("pq", max_size=2) | st.none() | _keyed
+    | st.lists(st.text("uv", max_size=2), max_size=3),
+    lambda inner: st.dictionaries(st.sampled_from(["containers", "ports", "env", "finalizers", "args", "spec", "x"]),
+                                  inner, max_size=3),
+    max_leaves=10)
+
+
+@given(st.dictionaries(st.sampled_from(["metadata", "spec", "status", "data"]), _values, max_size=3))
+def test_fields_of_a_new_object_are_the_fields_of_its_paths(obj):
+    assert fm.fields_of(obj) == fm.to_fields(fm.paths_of(obj))
+
+
+def test_a_create_owns_every_field_and_leaves_its_argument_alone():
+    new = deploy(replicas=2, labels={"app": "x"})
+    before = repr(new)
+    out = fm.update(None, new, "kubectl", now=NOW)
+    assert repr(new) == before
+    [e] = out["metadata"]["managedFields"]
+    assert (e["manager"], e["operation"]) == ("kubectl", "Update")
+    assert fm.from_fields(e["fieldsV1"]) == fm.paths_of(new)

@@ -15,7 +15,7 @@ import asyncio
 import collections
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NATS
 
@@ -35,6 +35,9 @@ class Change:
     type: str  # ADDED | MODIFIED | DELETED
     obj: Object
     old: Object | None
+    # the watch event as sent, by event type (a selector may show a MODIFIED as ADDED or
+    # DELETED): encoded by the first watcher that sends it, reused by the others
+    encoded: dict[str, bytes] = field(default_factory=dict, compare=False)
 
 
 class Expired(errors.KybError):
@@ -57,18 +60,57 @@ class _SequencedInformer(Informer):
 
 
 class Watcher:
-    def __init__(self, kind: KindCache) -> None:
+    """The changes one watch has yet to send, in order; None at the end marks it closed
+    (the cache stopped, or the watch fell ``QUEUE`` changes behind)."""
+
+    def __init__(self, kind: KindCache, namespace: str | None) -> None:
         self.kind = kind
-        self.queue: asyncio.Queue[Change | None] = asyncio.Queue()
+        self.namespace = namespace  # only this namespace's changes are pushed (None: all)
+        self.pending: collections.deque[Change | None] = collections.deque()
         self.overflowed = False
+        self._waiter: asyncio.Future[None] | None = None
 
     def push(self, change: Change) -> None:
-        if self.queue.qsize() >= QUEUE:
+        if len(self.pending) >= QUEUE:
             self.overflowed = True
-            self.queue.put_nowait(None)
-            self.kind.watchers.discard(self)
+            self.end()
             return
-        self.queue.put_nowait(change)
+        self.pending.append(change)
+        self._wake()
+
+    def end(self) -> None:
+        self.pending.append(None)
+        self.kind.watchers.discard(self)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self, timeout: float) -> bool:
+        """Whether a change (or the end) is pending, waiting up to ``timeout`` seconds for one.
+        One future and one timer per wait: a busy kind wakes every watcher for every change."""
+        if self.pending:
+            return True
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, lambda: waiter.done() or waiter.set_result(None))
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+        return bool(self.pending)
+
+    def take(self, most: int) -> tuple[list[Change], bool]:
+        """Up to ``most`` pending changes, and whether the watch has ended after them."""
+        out: list[Change] = []
+        while self.pending and len(out) < most:
+            change = self.pending.popleft()
+            if change is None:
+                return out, True
+            out.append(change)
+        return out, False
 
     def close(self) -> None:
         self.kind.watchers.discard(self)
@@ -102,8 +144,10 @@ class KindCache:
         if len(self.history) == self.history.maxlen:
             self.oldest = self.history[0].seq
         self.history.append(change)
+        ns = change.obj.metadata.namespace
         for w in list(self.watchers):
-            w.push(change)
+            if w.namespace is None or w.namespace == ns:
+                w.push(change)
 
     @property
     def revision(self) -> int:
@@ -122,6 +166,15 @@ class KindCache:
                 raise errors.Temporary(f"the {self.info.plural} cache is behind the store; try again")
             await asyncio.sleep(0.005)
 
+    async def caught_up(self, seq: int, timeout: float = 3.0) -> bool:
+        """Whether the informer has applied ``seq``, waiting up to ``timeout`` for it."""
+        deadline = time.monotonic() + timeout
+        while self.informer.applied < seq:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
     def snapshot(self, namespace: str | None) -> tuple[list[Object], int]:
         items = self.informer.list(namespace if self.info.namespaced else None)
         items.sort(key=lambda o: (o.metadata.namespace or "", o.metadata.name))
@@ -130,7 +183,7 @@ class KindCache:
     def watch(self, since: int | None, namespace: str | None) -> tuple[list[Change], Watcher]:
         """Changes to replay and the watcher following the live ones. ``since`` None: the
         current objects as ADDED first."""
-        w = Watcher(self)
+        w = Watcher(self, namespace if self.info.namespaced else None)
         if since is None:
             items, _ = self.snapshot(namespace)
             replay = [Change(int(o.metadata.resourceVersion or 0), ADDED, o, None) for o in items]
@@ -143,7 +196,7 @@ class KindCache:
 
     async def stop(self) -> None:
         for w in list(self.watchers):
-            w.queue.put_nowait(None)
+            w.end()
         self.watchers.clear()
         await self.informer.stop()
 

@@ -8,6 +8,7 @@ short names and categories are kubectl's own.
 
 from __future__ import annotations
 
+import functools
 import platform
 from dataclasses import dataclass
 
@@ -87,10 +88,13 @@ def group_versions() -> dict[str, list[KindInfo]]:
 
 
 def lookup(group_version: str, plural: str) -> KindInfo | None:
-    for info in group_versions().get(group_version, []):
-        if info.plural == plural:
-            return info
-    return None
+    return _by_path().get((group_version, plural))
+
+
+@functools.cache
+def _by_path() -> dict[tuple[str, str], KindInfo]:
+    """(groupVersion, plural) -> kind, built once: every request of the apiserver looks one up."""
+    return {(gv, info.plural): info for gv, infos in group_versions().items() for info in infos}
 
 
 def version(build_date: str = "1970-01-01T00:00:00Z") -> dict:

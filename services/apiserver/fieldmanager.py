@@ -122,6 +122,35 @@ def _walk(value: Any, prefix: Path, name: str | None, out: set[Path]) -> None:
         out.add(prefix)
 
 
+def fields_of(obj: dict[str, Any]) -> dict[str, Any]:
+    """``to_fields(paths_of(obj))`` in one walk, without the paths: what a create owns."""
+    return _fields(_trimmed(obj), None)
+
+
+def _fields(value: Any, name: str | None) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {f"f:{k}": _fields(v, k) for k, v in value.items()}
+    if not isinstance(value, list) or not value:
+        return {}
+    key = patch.merge_key(name, value)
+    if key is not None and all(isinstance(e, dict) and key in e for e in value):
+        out: dict[str, Any] = {}
+        for item in value:
+            token = _key_token(key, item)
+            out[token] = _merged(out.get(token), {".": {}, **_fields(item, None)})
+        return out
+    if name in patch.SET_LISTS and all(not isinstance(e, dict | list) for e in value):
+        return {"v:" + json.dumps(e): {} for e in value}
+    return {}  # an atomic list
+
+
+def _merged(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
+    """Two FieldsV1 trees as one (elements of a keyed list that share their key)."""
+    if not a:
+        return b
+    return {**a, **{k: _merged(a.get(k), v) for k, v in b.items()}}
+
+
 def value_at(obj: Any, path: Path) -> Any:
     cur = obj
     for el in path:
@@ -276,21 +305,29 @@ def apply(live: dict[str, Any] | None, config: dict[str, Any], manager: str, *, 
     return _with_entries(merged, out)
 
 
-def changed(old: dict[str, Any] | None, new: dict[str, Any]) -> set[Path]:
-    """The fields of ``new`` whose values differ from ``old`` (all of them for a new object)."""
-    now = paths_of(new)
+def changed(old: dict[str, Any] | None, new: dict[str, Any], present: set[Path] | None = None) -> set[Path]:
+    """The fields of ``new`` whose values differ from ``old`` (all of them for a new object);
+    ``present``: ``paths_of(new)`` when the caller has it."""
+    now = paths_of(new) if present is None else present
     if old is None:
-        return now
+        return set(now)
     return {p for p in now if value_at(new, p) != value_at(old, p) and not isinstance(value_at(new, p), dict)}
 
 
 def update(old: dict[str, Any] | None, new: dict[str, Any], manager: str, *, now: str) -> dict[str, Any]:
     """``new`` (written by ``manager`` over ``old``) with its managedFields: the changed
-    fields are the writer's and no one else's; fields that are gone are no one's."""
-    new = copy.deepcopy(new)
+    fields are the writer's and no one else's; fields that are gone are no one's. Neither
+    argument is changed: the result shares everything but its metadata with ``new``."""
+    meta = new.get("metadata")
+    new = {**new, "metadata": dict(meta) if isinstance(meta, dict) else meta or {}}
     api_version = str(new.get("apiVersion") or "")
-    taken = changed(old, new)
+    if old is None:  # a create: every field is the writer's
+        fields = fields_of(new)
+        entry = {"manager": manager, "operation": "Update", "apiVersion": api_version, "time": now,
+                 "fieldsType": "FieldsV1", "fieldsV1": fields}
+        return _with_entries(new, [entry] if fields else [])
     present = paths_of(new)
+    taken = changed(old, new, present)
     entries = [copy.deepcopy(e) for e in _entries(old)]
     mine = next((e for e in entries if _same(e, manager, "Update")), None)
     out = []

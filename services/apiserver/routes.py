@@ -20,7 +20,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from kyb import errors
+from kyb import errors, telemetry
 from kyb.cli.nodeclient import pick_container, stream_logs
 from kyb.client import ApiClient
 from kyb.informer import ADDED, DELETED, MODIFIED
@@ -53,6 +53,8 @@ JSON = respond.JSON
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 MAX_BODY = 3 * 1024 * 1024
 PATCH_ATTEMPTS = 10
+WATCH_BATCH = 500  # events a watch sends in one write
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"  # the annotation of a watch-list's closing bookmark
 _encoder = msgspec.json.Encoder()
 
 
@@ -101,7 +103,7 @@ class Server:
                  clock: Callable[[], _dt.datetime] | None = None, server_address: str = "127.0.0.1:6443") -> None:
         self.nc = nc
         self.token = token
-        self.api = ApiClient(nc, timeout=15)
+        self.api = ApiClient(nc, timeout=15, start_traces=False)
         self.cache = WatchCache(nc)
         self.bookmark_seconds = bookmark_seconds
         self.clock = clock or (lambda: _dt.datetime.now(_dt.UTC))
@@ -142,7 +144,13 @@ class Server:
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.token.encode()):
             return _status(st.status(401, "Unauthorized", "Unauthorized"))
         try:
-            return await handler(request)
+            if "traceparent" not in request.headers:
+                return await handler(request)
+            # A client that traces (client-go, OpenTelemetry-instrumented ones) sends its trace
+            # context: the request joins that trace, and so does every bus request it makes.
+            with telemetry.span_from_headers(f"{request.method} {request.path}", request.headers,
+                                             telemetry.SpanKind.SERVER, tracer_name="kyb.apiserver"):
+                return await handler(request)
         except Failure as f:
             return _status(f.doc)
         except web.HTTPException as e:
@@ -370,6 +378,8 @@ class Server:
 
     async def list(self, request: web.Request, t: Target) -> web.Response:
         matches = self._selectors(request)
+        if "sendInitialEvents" in request.query:
+            raise _list_options_invalid("sendInitialEvents", "Forbidden: sendInitialEvents is forbidden for list")
         start = _continue_key(request.query.get("continue"))
         cache = await self.cache.kind(t.info)
         rv = request.query.get("resourceVersion")
@@ -398,13 +408,25 @@ class Server:
 
     async def watch(self, request: web.Request, t: Target) -> web.StreamResponse:
         matches = self._selectors(request)
+        initial = _send_initial_events(request)
         cache = await self.cache.kind(t.info)
         raw_rv = request.query.get("resourceVersion")
-        since = None if raw_rv in (None, "", "0") else _int(raw_rv, "resourceVersion")
+        rv = None if raw_rv in (None, "", "0") else _int(raw_rv, "resourceVersion")
+        if initial is None:  # the classic watch: from rv, or the current objects as ADDED first
+            since = rv
+        else:  # watch-list: the state is NotOlderThan rv (unset: the store's latest; "0": any)
+            if not raw_rv:
+                await cache.consistent(self.cache.js)
+            elif rv is not None and not await cache.caught_up(rv):
+                raise Failure(504, "Timeout", f"Too large resource version: {rv}, current: {cache.revision}",
+                              causes=[{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                              retry_after=1)
+            since = None if initial else (rv if rv is not None else cache.revision)
         try:
             replay, watcher = cache.watch(since, self._ns(t))
         except Expired as e:
             return _status(st.status(410, "Expired", e.message))
+        listed = cache.revision  # what the replay of a watch-list shows: same step of the loop
         as_table = tables.wants_table(request.headers.get("Accept", ""))
         bookmarks = _bool(request.query.get("allowWatchBookmarks"))
         timeout = _int(request.query.get("timeoutSeconds"), "timeoutSeconds") or 1800
@@ -414,16 +436,25 @@ class Server:
         resp.enable_chunked_encoding()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        last_rv = since if since is not None else cache.revision
+        last_rv = since if since is not None else listed
+
+        def events(changes: list[Change]) -> bytes:
+            out = [self._event(t, c, ns, matches, as_table, request) for c in changes]
+            return b"".join(e for e in out if e is not None)
+
         try:
             await resp.prepare(request)
-            for change in replay:
-                event = self._event(t, change, ns, matches, as_table, request)
-                if event is not None:
-                    await resp.write(event)
-                last_rv = max(last_rv, change.seq)
+            for at in range(0, len(replay), WATCH_BATCH):
+                if chunk := events(replay[at:at + WATCH_BATCH]):
+                    await resp.write(chunk)
+            if replay:
+                last_rv = max(last_rv, max(c.seq for c in replay))
+            if initial and bookmarks:  # watch-list: the initial state is complete
+                await resp.write(self._bookmark(t, listed, {INITIAL_EVENTS_END: "true"}))
             next_bookmark = loop.time() + self.bookmark_seconds
             while not self.stopping.is_set():
+                if request.transport is None or request.transport.is_closing():
+                    break  # the client has gone: nothing will read what is sent
                 wait = min(deadline, next_bookmark) - loop.time()
                 if wait <= 0:
                     if loop.time() >= deadline:
@@ -432,16 +463,17 @@ class Server:
                         await resp.write(self._bookmark(t, max(last_rv, cache.revision)))
                     next_bookmark = loop.time() + self.bookmark_seconds
                     continue
-                try:
-                    change = await asyncio.wait_for(watcher.queue.get(), wait)
-                except TimeoutError:
+                if not await watcher.wait(wait):
                     continue
-                if change is None:
+                # Whatever else is pending goes out in the same write: one write per burst,
+                # not per change, when a watcher falls behind a busy kind.
+                batch, ended = watcher.take(WATCH_BATCH)
+                if batch:
+                    last_rv = batch[-1].seq
+                    if chunk := events(batch):
+                        await resp.write(chunk)
+                if ended:
                     break
-                last_rv = change.seq
-                event = self._event(t, change, ns, matches, as_table, request)
-                if event is not None:
-                    await resp.write(event)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
@@ -467,14 +499,21 @@ class Server:
                 kind = DELETED
         elif not now_in:
             return None
-        doc = to_dict(obj)
         if as_table:
-            doc = tables.table(t.info.kind, [doc], self.clock(), resource_version=str(change.seq),
+            doc = tables.table(t.info.kind, [to_dict(obj)], self.clock(), resource_version=str(change.seq),
                                include_object=request.query.get("includeObject", "Metadata"))
-        return _encoder.encode({"type": kind, "object": doc}) + b"\n"
+            return _encoder.encode({"type": kind, "object": doc}) + b"\n"
+        # Every watcher of the change sends the same bytes: encoded once, by the first.
+        encoded = change.encoded.get(kind)
+        if encoded is None:
+            encoded = change.encoded[kind] = _encoder.encode({"type": kind, "object": to_dict(obj)}) + b"\n"
+        return encoded
 
-    def _bookmark(self, t: Target, rv: int) -> bytes:
-        obj = {"kind": t.info.kind, "apiVersion": t.info.api_version, "metadata": {"resourceVersion": str(rv)}}
+    def _bookmark(self, t: Target, rv: int, annotations: dict[str, str] | None = None) -> bytes:
+        meta: dict[str, Any] = {"resourceVersion": str(rv)}
+        if annotations:
+            meta["annotations"] = annotations
+        obj = {"kind": t.info.kind, "apiVersion": t.info.api_version, "metadata": meta}
         return _encoder.encode({"type": "BOOKMARK", "object": obj}) + b"\n"
 
     # -- write ----------------------------------------------------------------------------
@@ -823,6 +862,36 @@ class Server:
         with contextlib.suppress(Exception):
             await resp.write_eof()
         return resp
+
+
+def _list_options_invalid(field: str, message: str) -> Failure:
+    return Failure(422, "Invalid", f'ListOptions.meta.k8s.io "" is invalid: {field}: {message}', group="meta.k8s.io",
+                   kind="ListOptions", causes=[{"reason": "FieldValueForbidden" if message.startswith("Forbidden")
+                                                else "FieldValueNotSupported", "message": message, "field": field}])
+
+
+def _send_initial_events(request: web.Request) -> bool | None:
+    """A watch's ``sendInitialEvents`` (None: not given), checked with ``resourceVersionMatch``
+    as Kubernetes checks them: the one requires the other set to NotOlderThan."""
+    raw = request.query.get("sendInitialEvents")
+    match = request.query.get("resourceVersionMatch", "")
+    initial = None if raw is None else raw.lower() in ("1", "true")
+    if raw is not None and raw.lower() not in ("0", "1", "true", "false"):
+        raise _list_options_invalid("sendInitialEvents", f'Invalid value: "{raw}": must be true or false')
+    if initial is not None and match != "NotOlderThan":
+        raise _list_options_invalid("resourceVersionMatch",
+                                    "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan")
+    if match and initial is None:
+        raise _list_options_invalid("resourceVersionMatch",
+                                    "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents "
+                                    "is provided")
+    if match and match != "NotOlderThan":
+        raise _list_options_invalid("resourceVersionMatch",
+                                    f'Unsupported value: "{match}": supported values: "NotOlderThan"')
+    if match and request.query.get("continue"):
+        raise _list_options_invalid("resourceVersionMatch", "Forbidden: resourceVersionMatch is forbidden when "
+                                    "continue is provided")
+    return initial
 
 
 def _refused(e: limits.InputError, what: str) -> Failure:
