@@ -5,8 +5,11 @@ apiserver carries to the kubelet. Real kubectl v1.32, no mocks."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import threading
+import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -109,8 +112,26 @@ def test_logs_follow_tail_and_container(cluster):
                    what="kubectl logs -f to show lines written after it started")
     finally:
         followed.stop()
-    refused = _kubectl(cluster, "logs", "ticker", "-c", "main", "--timestamps", check=False)
-    assert refused.returncode == 1 and "timestamps" in refused.stderr
+
+
+def test_logs_timestamps_and_since(cluster):
+    """Each line carries the time the kubelet read it, as on Kubernetes (RFC 3339, nanoseconds)."""
+    [stamped] = _kubectl(cluster, "logs", "ticker", "-c", "side", "--timestamps").stdout.splitlines()
+    when, text = stamped.split(" ", 1)
+    started = datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
+    assert text == "side-started" and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", when)
+    assert time.time() - 600 < started <= time.time()
+    assert _kubectl(cluster, "logs", "ticker", "-c", "side", "--since=1h").stdout == "side-started\n"
+    later = datetime.fromtimestamp(started + 1, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert _kubectl(cluster, "logs", "ticker", "-c", "side", f"--since-time={later}").stdout == ""
+    asked = time.time()
+    recent = _kubectl(cluster, "logs", "ticker", "-c", "main", "--since=2s", "--timestamps").stdout.splitlines()
+    assert recent and all(line.split(" ", 1)[1].startswith("tick-") for line in recent)
+    assert all(datetime.fromisoformat(line.split(" ")[0].replace("Z", "+00:00")).timestamp() >= asked - 3
+               for line in recent)
+    refused = _kubectl(cluster, "get", "--raw", "/api/v1/namespaces/default/pods/ticker/log?sinceSeconds=0",
+                       check=False)
+    assert refused.returncode == 1 and "sinceSeconds" in refused.stderr and "greater than 0" in refused.stderr
 
 
 def test_attach_streams_the_output(cluster):

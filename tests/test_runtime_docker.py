@@ -265,6 +265,11 @@ async def test_logs_tail_and_follow_and_stats(runtime, pod_uid, busybox_image):
     followed = await read_logs(runtime, counter.id, follow=True)  # ends when the container exits
     assert followed == b"1\n2\n3\n4\n5\n"
     assert await read_logs(runtime, counter.id, tail=2) == b"4\n5\n"
+    stamped = (await read_logs(runtime, counter.id, timestamps=True)).splitlines()  # the engine's own times
+    assert [line.split(b" ", 1)[1] for line in stamped] == [b"1", b"2", b"3", b"4", b"5"]
+    times = [datetime.fromisoformat(line.split(b" ")[0].decode().replace("Z", "+00:00")) for line in stamped]
+    after_first = (times[0].timestamp() + times[1].timestamp()) / 2
+    assert await read_logs(runtime, counter.id, since=after_first) == b"2\n3\n4\n5\n"
 
     busy = await runtime.create_and_start(
         sandbox,

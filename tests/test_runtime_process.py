@@ -8,6 +8,7 @@ import os
 import sys
 import time
 import uuid
+from datetime import datetime
 
 import pytest
 
@@ -168,6 +169,14 @@ async def test_exec_logs_tail_follow_and_stats(runtime, pod):
     )
     assert await read_logs(runtime, counter.id, follow=True) == b"1\n2\n3\n4\n5\n"  # ends when it exits
     assert await read_logs(runtime, counter.id, tail=2) == b"4\n5\n"
+    stamped = (await read_logs(runtime, counter.id, timestamps=True)).splitlines()
+    assert [line.split(b" ", 1)[1] for line in stamped] == [b"1", b"2", b"3", b"4", b"5"]
+    times = [datetime.fromisoformat(line.split(b" ")[0].decode().replace("Z", "+00:00")) for line in stamped]
+    assert times == sorted(times) and time.time() - 60 < times[0].timestamp() <= time.time()
+    after_first = (times[0].timestamp() + times[1].timestamp()) / 2
+    assert await read_logs(runtime, counter.id, since=after_first) == b"2\n3\n4\n5\n"
+    assert await read_logs(runtime, counter.id, since=after_first, tail=1) == b"5\n"
+    assert await read_logs(runtime, counter.id, since=time.time() + 60) == b""
 
     busy = await runtime.create_and_start(
         sandbox,

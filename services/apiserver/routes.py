@@ -819,6 +819,7 @@ class Server:
         return _json(self._scale_of(await self._patched(request, t, change)))
 
     async def pod_log(self, request: web.Request, t: Target) -> web.StreamResponse:
+        since = _log_since(request, t.name or "")  # the options are checked before the pod is read
         pod = await self._get(t)
         node = (pod.get("spec") or {}).get("nodeName")
         if not node:
@@ -827,18 +828,12 @@ class Server:
             container = pick_container(pod, request.query.get("container"))
         except errors.KybError as e:
             return _status(st.from_error(e, name=t.name))
-        for unserved in ("sinceSeconds", "sinceTime"):
-            if request.query.get(unserved):
-                raise Failure(400, "BadRequest", f"{unserved} is not served yet: the container runtimes keep no "
-                              "time for each line of a log")
-        if _bool(request.query.get("timestamps")):
-            raise Failure(400, "BadRequest", "timestamps are not served yet: the container runtimes keep no time "
-                          "for each line of a log")
         follow = _bool(request.query.get("follow"))
         tail = _int(request.query.get("tailLines"), "tailLines")
         limit = _int(request.query.get("limitBytes"), "limitBytes")
         req = {"namespace": t.namespace, "pod": t.name, "container": container, "follow": follow,
-               "previous": _bool(request.query.get("previous")), "tail": tail}
+               "previous": _bool(request.query.get("previous")), "tail": tail,
+               "timestamps": _bool(request.query.get("timestamps")), **since}
         resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
         resp.enable_chunked_encoding()
         started = False
@@ -862,6 +857,30 @@ class Server:
         with contextlib.suppress(Exception):
             await resp.write_eof()
         return resp
+
+
+def _log_since(request: web.Request, pod: str) -> dict[str, Any]:
+    """PodLogOptions' sinceSeconds or sinceTime, checked as Kubernetes checks them (422 naming
+    the field); the pod's kubelet keeps a time for every line and starts there."""
+    def invalid(field: str, message: str) -> Failure:
+        return Failure(422, "Invalid", f'PodLogOptions "{pod}" is invalid: {field}: {message}', kind="PodLogOptions",
+                       name=pod, causes=[{"reason": "FieldValueInvalid", "message": message, "field": field}])
+
+    seconds = _int(request.query.get("sinceSeconds"), "sinceSeconds")
+    since_time = request.query.get("sinceTime")
+    if seconds is not None and since_time:
+        raise invalid("sinceSeconds", "Forbidden: at most one of `sinceTime` or `sinceSeconds` may be specified")
+    if seconds is not None:
+        if seconds < 1:
+            raise invalid("sinceSeconds", f"Invalid value: {seconds}: must be greater than 0")
+        return {"sinceSeconds": seconds}
+    if since_time:
+        try:
+            _dt.datetime.fromisoformat(since_time.replace("Z", "+00:00"))
+        except ValueError:
+            raise invalid("sinceTime", f'Invalid value: "{since_time}": must be an RFC 3339 time') from None
+        return {"sinceTime": since_time}
+    return {}
 
 
 def _list_options_invalid(field: str, message: str) -> Failure:

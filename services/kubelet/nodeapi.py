@@ -1,9 +1,13 @@
 """The kubelet's node API over NATS: container logs and exec, the two things only the node
 running a pod can answer (what the kubelet's HTTPS port serves in Kubernetes).
 
-    kyb.node.<node>.logs    {namespace, pod, container, follow, previous, tail}
+    kyb.node.<node>.logs    {namespace, pod, container, follow, previous, tail, timestamps, sinceSeconds,
+                             sinceTime}
                             -> chunks of output to the reply inbox, each its own message, then an
-                               empty message with header ``Kyb-EOF: 1``
+                               empty message with header ``Kyb-EOF: 1``; ``timestamps``: each line
+                               after its time (RFC 3339, nanoseconds) and a space; ``sinceSeconds``
+                               (before now, by this node's clock) or ``sinceTime`` (RFC 3339): the
+                               lines written from then on
     kyb.node.<node>.exec    {namespace, pod, container, command: [...], timeout?, stdin?}
                             -> {exitCode, output}; stdin (base64) is all the command reads;
                                binary: output in base64, with encoding "base64"
@@ -30,7 +34,9 @@ import contextlib
 import inspect
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -62,6 +68,25 @@ class LogsRequest(msgspec.Struct, kw_only=True, frozen=True):
     follow: bool = False
     previous: bool = False
     tail: int | None = None  # lines; None = all
+    timestamps: bool = False
+    sinceSeconds: int | None = None
+    sinceTime: str | None = None
+
+    def since(self, now: float) -> float | None:
+        """The UNIX time the log starts at, if asked (BadRequest naming the field otherwise)."""
+        if self.sinceSeconds is not None:
+            if self.sinceSeconds < 1:
+                raise errors.BadRequest("sinceSeconds must be greater than 0",
+                                        [errors.FieldError("sinceSeconds", "must be greater than 0")])
+            return now - self.sinceSeconds
+        if self.sinceTime:
+            try:
+                when = datetime.fromisoformat(self.sinceTime.replace("Z", "+00:00"))
+            except ValueError:
+                raise errors.BadRequest(f"sinceTime {self.sinceTime!r} is not an RFC 3339 time", [
+                    errors.FieldError("sinceTime", "an RFC 3339 time, such as 2026-01-02T03:04:05Z")]) from None
+            return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
+        return None
 
 
 class ExecRequest(msgspec.Struct, kw_only=True, frozen=True):
@@ -164,7 +189,9 @@ class NodeApi:
         try:
             req = limits.decode_json(msg.data, type=LogsRequest, what="logs request")
             cid = await self._container_id(req.namespace, req.pod, req.container, req.previous)
-            async for chunk in self.runtime.logs(cid, tail=req.tail, follow=req.follow and not req.previous):
+            since = req.since(time.time())
+            async for chunk in self.runtime.logs(cid, tail=req.tail, follow=req.follow and not req.previous,
+                                                 timestamps=req.timestamps, since=since):
                 for i in range(0, len(chunk), CHUNK):
                     await self.nc.publish(msg.reply, chunk[i : i + CHUNK])
             await self.nc.publish(msg.reply, b"", headers={EOF_HEADER: "1", STATUS_HEADER: "200"})

@@ -137,8 +137,12 @@ class ContainerRuntime(Protocol):
         (exit code, stdout+stderr) (ExecTimeout)."""
         ...
 
-    def logs(self, container_id: str, tail: int | None = None, follow: bool = False) -> AsyncIterator[bytes]:
-        """The container's output; with ``follow`` it keeps streaming until the container exits."""
+    def logs(self, container_id: str, tail: int | None = None, follow: bool = False, *, timestamps: bool = False,
+             since: float | None = None) -> AsyncIterator[bytes]:
+        """The container's output (the last ``tail`` lines); with ``follow`` it keeps streaming
+        until the container exits. ``timestamps``: each line after the time it was written
+        (RFC 3339, nanoseconds, UTC) and a space; ``since`` (a UNIX time): only the lines
+        written from then on."""
         ...
 
     async def stats(self, container_id: str) -> tuple[int, int]:

@@ -462,8 +462,10 @@ class DockerRuntime:
             pass
 
     async def logs(
-        self, container_id: str, tail: int | None = None, follow: bool = False
+        self, container_id: str, tail: int | None = None, follow: bool = False, *, timestamps: bool = False,
+        since: float | None = None,
     ) -> AsyncIterator[bytes]:
+        extra = {"since": since} if since is not None else {}  # the engine keeps a time per line
         stream = await self._call(
             "container",
             self._api.logs,
@@ -472,8 +474,9 @@ class DockerRuntime:
             stderr=True,
             stream=True,
             follow=follow,
-            timestamps=False,
+            timestamps=timestamps,
             tail="all" if tail is None else tail,
+            **extra,
         )
         chunks = iter(stream)
         try:

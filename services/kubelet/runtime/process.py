@@ -28,6 +28,7 @@ from pathlib import Path
 
 import msgspec
 
+from . import crilog
 from .base import ContainerConfig, ContainerInfo, ContainerState, PullPolicy, SandboxConfig
 from .errors import ContainerCreateError, ContainerNotFound, ContainerRuntimeError, ExecTimeout
 
@@ -488,30 +489,39 @@ class ProcessRuntime:
         return (128 - code if code < 0 else code), out
 
     async def logs(
-        self, container_id: str, tail: int | None = None, follow: bool = False
+        self, container_id: str, tail: int | None = None, follow: bool = False, *, timestamps: bool = False,
+        since: float | None = None,
     ) -> AsyncIterator[bytes]:
         rec = self._read(container_id)
         try:
             f = open(rec.log_path, "rb")  # noqa: SIM115 (closed below; the generator outlives a with block)
         except FileNotFoundError:
             return
+        reader = crilog.Reader(timestamps=timestamps, since=since)
         try:
             if tail is None:
-                chunk = f.read()
+                lines = reader.lines(f.read())
+                if not follow:
+                    lines += reader.rest()
             else:
-                chunk = b"".join(collections.deque(f, maxlen=tail)) if tail > 0 else b""
-                f.seek(0, os.SEEK_END)
-            if chunk:
-                yield chunk
+                last: collections.deque[bytes] = collections.deque(maxlen=max(tail, 0))
+                while block := f.read(1 << 20):
+                    last.extend(reader.lines(block))
+                if not follow:
+                    last.extend(reader.rest())
+                lines = list(last)
+            if lines:
+                yield b"".join(lines)
             while follow:
-                chunk = f.read(65536)
-                if chunk:
-                    yield chunk
+                block = f.read(65536)
+                if block:
+                    if lines := reader.lines(block):
+                        yield b"".join(lines)
                     continue
                 if (await self.inspect(container_id)).state != "running":
-                    rest = f.read()
-                    if rest:
-                        yield rest
+                    lines = reader.lines(f.read()) + reader.rest()
+                    if lines:
+                        yield b"".join(lines)
                     return
                 await asyncio.sleep(0.1)
         finally:
