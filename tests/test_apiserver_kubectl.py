@@ -268,3 +268,101 @@ def test_conflicting_update_and_dry_run(cluster):
     assert e.value.status == 404
     core.delete_namespaced_config_map("cas", "default")
     api_client.close()
+
+
+UNKNOWN_FIELDS = """\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {name}
+  colour: blue
+data: {{a: b}}
+bogus: 1
+"""
+
+
+def test_field_validation_strict_warn_and_ignore(cluster, tmp_path):
+    """kubectl apply --validate=strict|warn|false sends fieldValidation=Strict|Warn|Ignore."""
+    for name in ("fv-strict", "fv-warn", "fv-ignore"):
+        (tmp_path / f"{name}.yaml").write_text(UNKNOWN_FIELDS.format(name=name))
+    refused = _kubectl(cluster, "apply", "--validate=strict", "-f", str(tmp_path / "fv-strict.yaml"), check=False)
+    assert refused.returncode == 1
+    assert ('ConfigMap in version "v1" cannot be handled as a ConfigMap: strict decoding error: '
+            'unknown field "bogus", unknown field "metadata.colour"') in refused.stderr
+    assert _kubectl(cluster, "get", "cm", "fv-strict", check=False).returncode == 1
+
+    warned = _kubectl(cluster, "apply", "--validate=warn", "-f", str(tmp_path / "fv-warn.yaml"))
+    assert 'Warning: unknown field "bogus"' in warned.stderr
+    assert 'Warning: unknown field "metadata.colour"' in warned.stderr
+    stored = json.loads(_kubectl(cluster, "get", "cm", "fv-warn", "-o", "json").stdout)
+    assert "bogus" not in stored and "colour" not in stored["metadata"] and stored["data"] == {"a": "b"}
+
+    ignored = _kubectl(cluster, "apply", "--validate=false", "-f", str(tmp_path / "fv-ignore.yaml"))
+    assert "Warning" not in ignored.stderr
+    assert json.loads(_kubectl(cluster, "get", "cm", "fv-ignore", "-o", "json").stdout)["data"] == {"a": "b"}
+
+    # on an object that exists, apply patches it: the patch is checked the same way
+    changed = UNKNOWN_FIELDS.format(name="fv-warn").replace("data: {a: b}", "data: {a: c, nested: d}")
+    refused = _kubectl(cluster, "apply", "--validate=strict", "-f", "-", input=changed, check=False)
+    assert refused.returncode == 1 and 'unknown field "bogus"' in refused.stderr
+    _kubectl(cluster, "delete", "cm", "fv-warn", "fv-ignore")
+
+
+def _raw(cluster, method: str, path: str, body: bytes | None = None, ctype: str = "application/json"):
+    """(status, headers, body) of one request with the kubeconfig's token."""
+    ctx = ssl.create_default_context(cafile=str(cluster.data / "apiserver" / "ca.crt"))
+    token = (cluster.data / "apiserver" / "token").read_text().strip()
+    req = urllib.request.Request(f"https://127.0.0.1:{cluster.apiserver_port}{path}", data=body, method=method,
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": ctype})
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=20) as resp:
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def test_a_field_given_twice_is_refused_or_warned_about(cluster):
+    body = b'{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"dup"},"data":{"a":"1","a":"2"}}'
+    code, _, refused = _raw(cluster, "POST", "/api/v1/namespaces/default/configmaps?fieldValidation=Strict", body)
+    assert code == 400 and 'duplicate field "data.a"' in json.loads(refused)["message"]
+    code, headers, made = _raw(cluster, "POST", "/api/v1/namespaces/default/configmaps", body)  # Warn: the default
+    assert code == 201 and json.loads(made)["data"] == {"a": "2"}  # the last one, as Kubernetes keeps it
+    assert headers.get_all("Warning") == ['299 - "duplicate field \\"data.a\\""']
+    code, _, bad = _raw(cluster, "POST", "/api/v1/namespaces/default/configmaps?fieldValidation=Loose", body)
+    assert code == 400 and "fieldValidation" in json.loads(bad)["message"]
+    _kubectl(cluster, "delete", "cm", "dup")
+
+
+def test_watch_list_sends_the_initial_objects_then_a_bookmark(cluster):
+    """sendInitialEvents=true (client-go's WatchList): the current objects as ADDED, a BOOKMARK
+    annotated k8s.io/initial-events-end, then the changes."""
+    from kubernetes import client, config, watch
+
+    api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    core = client.CoreV1Api(api_client)
+    for name in ("wl-1", "wl-2"):
+        core.create_namespaced_config_map("default", client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name=name, labels={"watch-list": "yes"})))
+    seen: list[tuple[str, str | None, dict]] = []
+    w = watch.Watch()
+    for event in w.stream(core.list_namespaced_config_map, "default", label_selector="watch-list=yes",
+                          send_initial_events=True, resource_version_match="NotOlderThan",
+                          allow_watch_bookmarks=True, timeout_seconds=20):
+        if event["type"] == "BOOKMARK":  # the client hands a bookmark over as it came
+            assert int(event["object"]["metadata"]["resourceVersion"]) > 0
+            seen.append(("BOOKMARK", None, event["object"]["metadata"].get("annotations") or {}))
+            core.create_namespaced_config_map("default", client.V1ConfigMap(
+                metadata=client.V1ObjectMeta(name="wl-3", labels={"watch-list": "yes"})))
+            continue
+        obj = event["object"]
+        seen.append((event["type"], obj.metadata.name, dict(obj.metadata.annotations or {})))
+        if obj.metadata.name == "wl-3":
+            w.stop()
+    assert seen == [("ADDED", "wl-1", {}), ("ADDED", "wl-2", {}),
+                    ("BOOKMARK", None, {"k8s.io/initial-events-end": "true"}), ("ADDED", "wl-3", {})]
+    with pytest.raises(client.ApiException) as e:  # the one needs the other, as Kubernetes checks them
+        core.list_namespaced_config_map("default", watch=True, send_initial_events=True, _preload_content=False)
+    assert e.value.status == 422 and "resourceVersionMatch" in e.value.body
+    for name in ("wl-1", "wl-2", "wl-3"):
+        core.delete_namespaced_config_map(name, "default")
+    api_client.close()

@@ -25,7 +25,7 @@ from kyb.cli.nodeclient import pick_container, stream_logs
 from kyb.client import ApiClient
 from kyb.informer import ADDED, DELETED, MODIFIED
 from kyb.render import to_dict
-from schemas import limits
+from schemas import limits, strict
 from schemas.helpers import format_time
 from schemas.meta import LabelSelector
 from schemas.registry import KindInfo
@@ -54,6 +54,8 @@ PROTOBUF = "application/vnd.kubernetes.protobuf"
 MAX_BODY = 3 * 1024 * 1024
 PATCH_ATTEMPTS = 10
 WATCH_BATCH = 500  # events a watch sends in one write
+FIELD_VALIDATION = ("Ignore", "Strict", "Warn")
+WARNINGS = "kyb.warnings"  # the request's warnings, sent as Warning headers
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"  # the annotation of a watch-list's closing bookmark
 _encoder = msgspec.json.Encoder()
 
@@ -145,12 +147,12 @@ class Server:
             return _status(st.status(401, "Unauthorized", "Unauthorized"))
         try:
             if "traceparent" not in request.headers:
-                return await handler(request)
+                return _warned(request, await handler(request))
             # A client that traces (client-go, OpenTelemetry-instrumented ones) sends its trace
             # context: the request joins that trace, and so does every bus request it makes.
             with telemetry.span_from_headers(f"{request.method} {request.path}", request.headers,
                                              telemetry.SpanKind.SERVER, tracer_name="kyb.apiserver"):
-                return await handler(request)
+                return _warned(request, await handler(request))
         except Failure as f:
             return _status(f.doc)
         except web.HTTPException as e:
@@ -527,13 +529,39 @@ class Server:
         manager = fieldmanager.manager_of(request.query.get("fieldManager"), request.headers.get("User-Agent", ""))
         return fieldmanager.update(old, new, manager, now=format_time(self.clock()))
 
+    async def _checked(self, request: web.Request, t: Target, doc: dict[str, Any], *, body: bool = True
+                       ) -> dict[str, Any]:
+        """``doc`` as field validation (``fieldValidation``, Kubernetes' rules) lets it through:
+        Strict refuses unknown and repeated fields (400, naming every one), Warn (the default)
+        drops them with a ``Warning`` header each, Ignore drops them silently. ``body``: the
+        request's body is the object's JSON text (checked for repeated fields too)."""
+        mode = _field_validation(request)
+        doc, unknown = strict.pruned(t.info.type, doc)
+        if mode == "Ignore":
+            return doc
+        repeated: list[str] = []
+        if body and request.headers.get("Content-Type", JSON).split(";")[0].strip().lower() in (
+                JSON, patch.MERGE_PATCH, patch.STRATEGIC, patch.JSON_PATCH):
+            repeated = strict.duplicate_fields(await request.read())
+        problems = [f'unknown field "{p}"' for p in unknown] + [f'duplicate field "{p}"' for p in repeated]
+        if not problems:
+            return doc
+        if mode == "Strict":
+            version = t.info.api_version.rsplit("/", 1)[-1]
+            raise Failure(400, "BadRequest", f'{t.info.kind} in version "{version}" cannot be handled as a '
+                          f'{t.info.kind}: strict decoding error: {", ".join(problems)}')
+        warnings = request.setdefault(WARNINGS, [])
+        warnings += [w for w in problems if w not in warnings]
+        return doc
+
     async def create(self, request: web.Request, t: Target) -> web.Response:
-        doc = self._tracked(request, None, self._object_body(t, await self._body(request)))
+        doc = await self._checked(request, t, self._object_body(t, await self._body(request)))
+        doc = self._tracked(request, None, doc)
         obj = await self.api.create(doc, namespace=t.namespace, dry_run=self._dry_run(request))
         return await self.render(request, t, obj, 201)
 
     async def update(self, request: web.Request, t: Target) -> web.Response:
-        doc = self._object_body(t, await self._body(request))
+        doc = await self._checked(request, t, self._object_body(t, await self._body(request)))
         try:
             doc = self._tracked(request, await self._get(t), doc)
         except errors.NotFound:
@@ -550,7 +578,7 @@ class Server:
                           "is required for apply patch", causes=[{"field": "fieldManager", "reason":
                                                                    "FieldValueRequired", "message": "Required value"}])
         force = _bool(request.query.get("force"))
-        config = self._object_body(t, await self._body(request))
+        config = await self._checked(request, t, self._object_body(t, await self._body(request)), body=False)
         pinned = (config.get("metadata") or {}).get("resourceVersion")
         dry_run = self._dry_run(request)
         for attempt in range(PATCH_ATTEMPTS):
@@ -628,8 +656,35 @@ class Server:
     async def patch(self, request: web.Request, t: Target) -> web.Response:
         if request.headers.get("Content-Type", "").split(";")[0].strip().lower() == patch.APPLY_PATCH:
             return await self.server_side_apply(request, t)
-        fn = self._patch_fn(request, await self._patch_body(request))
+        fn = await self._checked_patch(request, t, self._patch_fn(request, await self._patch_body(request)))
         return await self.render(request, t, await self._patched(request, t, fn))
+
+    async def _checked_patch(self, request: web.Request, t: Target, fn: Callable[[dict[str, Any]], dict[str, Any]]
+                             ) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        """``fn`` with field validation of what it makes (the stored object has no unknown fields,
+        so those found are the patch's); the patch's text is checked for repeated fields once."""
+        mode = _field_validation(request)
+        repeated = [] if mode == "Ignore" else strict.duplicate_fields(await request.read())
+        if repeated and mode == "Strict":
+            raise Failure(400, "BadRequest", "strict decoding error: " + ", ".join(
+                f'duplicate field "{p}"' for p in repeated))
+        if repeated:
+            request.setdefault(WARNINGS, []).extend(f'duplicate field "{p}"' for p in repeated)
+
+        def checked(current: dict[str, Any]) -> dict[str, Any]:
+            new = fn(current)
+            if not isinstance(new, dict):
+                return new
+            doc, unknown = strict.pruned(t.info.type, new)
+            if unknown and mode == "Strict":
+                raise Failure(400, "BadRequest", "strict decoding error: " + ", ".join(
+                    f'unknown field "{p}"' for p in unknown))
+            if unknown and mode == "Warn":
+                warnings = request.setdefault(WARNINGS, [])
+                warnings += [w for w in (f'unknown field "{p}"' for p in unknown) if w not in warnings]
+            return doc
+
+        return checked
 
     async def _patch_body(self, request: web.Request) -> Any:
         body = await self._json_body(request, "the patch")
@@ -703,11 +758,11 @@ class Server:
         if t.sub == "log" and t.info.kind == "Pod" and method == "GET":
             return await self.pod_log(request, t)
         if t.sub == "status" and method == "PUT":
-            doc = self._object_body(t, await self._body(request))
+            doc = await self._checked(request, t, self._object_body(t, await self._body(request)))
             obj = await self.api.replace_status(doc, namespace=t.namespace, dry_run=self._dry_run(request))
             return await self.render(request, t, obj)
         if t.sub == "status" and method == "PATCH":
-            fn = self._patch_fn(request, await self._patch_body(request))
+            fn = await self._checked_patch(request, t, self._patch_fn(request, await self._patch_body(request)))
             return await self.render(request, t, await self._patched(request, t, fn, self.api.replace_status))
         if t.info.kind == "Pod" and t.sub in ("exec", "attach") and method in ("GET", "POST"):
             pod = await self._get(t)
@@ -857,6 +912,26 @@ class Server:
         with contextlib.suppress(Exception):
             await resp.write_eof()
         return resp
+
+
+def _field_validation(request: web.Request) -> str:
+    """The request's fieldValidation; Warn when unset, as Kubernetes' default since 1.27."""
+    mode = request.query.get("fieldValidation") or "Warn"
+    if mode not in FIELD_VALIDATION:
+        raise Failure(400, "BadRequest", f'fieldValidation: Unsupported value: "{mode}": supported values: '
+                      + ", ".join(f'"{m}"' for m in FIELD_VALIDATION),
+                      causes=[{"reason": "FieldValueNotSupported", "field": "fieldValidation",
+                               "message": f'Unsupported value: "{mode}"'}])
+    return mode
+
+
+def _warned(request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
+    """``resp`` with a ``Warning: 299 - "<text>"`` header per warning of the request (RFC 9111's
+    form, which kubectl prints as ``Warning: <text>``)."""
+    for text in request.get(WARNINGS) or ():
+        if not resp.prepared:
+            resp.headers.add("Warning", f"299 - {json.dumps(text)}")
+    return resp
 
 
 def _log_since(request: web.Request, pod: str) -> dict[str, Any]:
