@@ -112,31 +112,39 @@ def _holds_structs(t: mi.Type) -> bool:
 
 
 class _Object(dict):  # type: ignore[type-arg]
-    """A decoded JSON object that remembers the keys it was given more than once."""
+    """A decoded JSON object that was given some of its keys more than once."""
 
     repeated: list[str]
-
-
-def _pairs(pairs: list[tuple[str, Any]]) -> _Object:
-    obj = _Object(pairs)
-    seen: set[str] = set()
-    obj.repeated = [k for k, _ in pairs if k in seen or seen.add(k)]  # type: ignore[func-returns-value]
-    return obj
 
 
 def duplicate_fields(raw: bytes) -> list[str]:
     """The paths of the keys a JSON text repeats within one object (empty for other text).
     Call it on text ``schemas.limits`` has already bounded."""
+    repeats: list[_Object] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(items)
+        if len(obj) == len(items):  # the usual case: nothing repeated, a plain dict
+            return obj
+        marked = _Object(obj)
+        seen: set[str] = set()
+        marked.repeated = list(dict.fromkeys(k for k, _ in items if k in seen or seen.add(k)))  # type: ignore[func-returns-value]
+        repeats.append(marked)
+        return marked
+
     try:
-        doc = json.loads(raw, object_pairs_hook=_pairs)
+        doc = json.loads(raw, object_pairs_hook=pairs)
     except (ValueError, RecursionError):
+        return []
+    if not repeats:
         return []
     found: list[str] = []
     stack: list[tuple[Any, str]] = [(doc, "")]
     while stack:
         value, path = stack.pop()
-        if isinstance(value, _Object):
-            found += [f"{path}.{k}" if path else k for k in dict.fromkeys(value.repeated)]
+        if isinstance(value, dict):
+            if isinstance(value, _Object):
+                found += [f"{path}.{k}" if path else k for k in value.repeated]
             stack += [(v, f"{path}.{k}" if path else k) for k, v in value.items()]
         elif isinstance(value, list):
             stack += [(v, f"{path}[{i}]") for i, v in enumerate(value)]

@@ -366,3 +366,19 @@ def test_watch_list_sends_the_initial_objects_then_a_bookmark(cluster):
     for name in ("wl-1", "wl-2", "wl-3"):
         core.delete_namespaced_config_map(name, "default")
     api_client.close()
+
+
+def test_list_resource_version_match(cluster):
+    path = "/api/v1/namespaces/default/configmaps"
+    code, _, body = _raw(cluster, "GET", path)
+    rv = json.loads(body)["metadata"]["resourceVersion"]
+    code, _, body = _raw(cluster, "GET", f"{path}?resourceVersion={rv}&resourceVersionMatch=Exact")
+    assert code == 200 and json.loads(body)["metadata"]["resourceVersion"] == rv
+    _kubectl(cluster, "create", "configmap", "rvm", "--from-literal=a=b")
+    code, _, body = _raw(cluster, "GET", f"{path}?resourceVersion={rv}&resourceVersionMatch=Exact")
+    assert code == 410 and json.loads(body)["reason"] == "Expired"  # only the latest state is kept
+    code, _, body = _raw(cluster, "GET", f"{path}?resourceVersion={rv}&resourceVersionMatch=NotOlderThan")
+    assert code == 200 and "rvm" in [i["metadata"]["name"] for i in json.loads(body)["items"]]
+    code, _, body = _raw(cluster, "GET", f"{path}?resourceVersionMatch=NotOlderThan")
+    assert code == 422 and [c["field"] for c in json.loads(body)["details"]["causes"]] == ["resourceVersionMatch"]
+    _kubectl(cluster, "delete", "cm", "rvm")

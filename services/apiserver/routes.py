@@ -385,8 +385,19 @@ class Server:
         start = _continue_key(request.query.get("continue"))
         cache = await self.cache.kind(t.info)
         rv = request.query.get("resourceVersion")
-        if not rv:  # a consistent read; "0" or a version: what the cache holds
+        match = _resource_version_match(request)
+        if not rv:  # a consistent read
             await cache.consistent(self.cache.js)
+        elif rv != "0":  # NotOlderThan (also without resourceVersionMatch), or Exact
+            wanted = _int(rv, "resourceVersion") or 0
+            if not await cache.caught_up(wanted):
+                raise Failure(504, "Timeout", f"Too large resource version: {wanted}, current: {cache.revision}",
+                              causes=[{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                              retry_after=1)
+            if match == "Exact" and cache.revision != wanted:
+                raise Failure(410, "Expired", f"too old resource version: {wanted} ({cache.revision}): "
+                              "resourceVersionMatch=Exact is served only for the latest resourceVersion (the "
+                              "watch cache keeps the state as it is now, not as it was)")
         objects, revision = cache.snapshot(self._ns(t))
         objects = [o for o in objects if matches(o)]
         if start is not None:
@@ -962,6 +973,26 @@ def _list_options_invalid(field: str, message: str) -> Failure:
     return Failure(422, "Invalid", f'ListOptions.meta.k8s.io "" is invalid: {field}: {message}', group="meta.k8s.io",
                    kind="ListOptions", causes=[{"reason": "FieldValueForbidden" if message.startswith("Forbidden")
                                                 else "FieldValueNotSupported", "message": message, "field": field}])
+
+
+def _resource_version_match(request: web.Request) -> str:
+    """A list's resourceVersionMatch, checked as Kubernetes checks ListOptions."""
+    match = request.query.get("resourceVersionMatch", "")
+    if not match:
+        return ""
+    if not request.query.get("resourceVersion"):
+        raise _list_options_invalid("resourceVersionMatch", "Forbidden: resourceVersionMatch is forbidden unless "
+                                    "resourceVersion is provided")
+    if request.query.get("continue"):
+        raise _list_options_invalid("resourceVersionMatch", "Forbidden: resourceVersionMatch is forbidden when "
+                                    "continue is provided")
+    if match not in ("Exact", "NotOlderThan"):
+        raise _list_options_invalid("resourceVersionMatch", f'Unsupported value: "{match}": supported values: '
+                                    '"Exact", "NotOlderThan", ""')
+    if match == "Exact" and request.query.get("resourceVersion") == "0":
+        raise _list_options_invalid("resourceVersionMatch", 'Forbidden: resourceVersionMatch "exact" is forbidden '
+                                    'for resourceVersion "0"')
+    return match
 
 
 def _send_initial_events(request: web.Request) -> bool | None:
