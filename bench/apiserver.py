@@ -254,10 +254,27 @@ async def watch_run(mode: str, args, cfg: dict, nc, namespace: str) -> tuple[lis
                                                   stdout=asyncio.subprocess.PIPE, limit=1 << 26,  # the lags: one line
                                                   env={**os.environ, "PYTHONPATH": os.getcwd()})
              for n in per if n]
-    for p in procs:
+    async def protocol_line(p: asyncio.subprocess.Process, timeout: float) -> bytes:
+        """The next line the watchers print for us (a library's log line may come between)."""
         assert p.stdout is not None
-        line = await asyncio.wait_for(p.stdout.readline(), 120)
-        if line.strip() != b"ready":
+        while True:
+            line = await asyncio.wait_for(p.stdout.readline(), timeout)
+            if not line or line.strip() == b"ready" or line.startswith(b"{"):
+                return line.strip()
+
+    try:
+        return await _watched(mode, args, nc, namespace, procs, protocol_line)
+    finally:
+        for p in procs:  # none outlives a failed run
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+
+
+async def _watched(mode: str, args, nc, namespace: str, procs: list, protocol_line) -> tuple[list[list[float]], float, float]:
+    for p in procs:
+        line = await protocol_line(p, 120)
+        if line != b"ready":
             raise SystemExit(f"{mode} watchers did not start: {line[:300]!r}")
 
     start = time.monotonic()
@@ -276,8 +293,7 @@ async def watch_run(mode: str, args, cfg: dict, nc, namespace: str) -> tuple[lis
     lags: list[list[float]] = []
     cpu = 0.0
     for p in procs:
-        assert p.stdout is not None
-        out = json.loads(await asyncio.wait_for(p.stdout.readline(), 600))
+        out = json.loads(await protocol_line(p, 600))
         lags += out["lags"]
         cpu += out["cpu"]
         await p.wait()
