@@ -160,6 +160,7 @@ def test_compose_up_runs_a_pod_applied_from_the_host(compose, docker_engine, tmp
         KYB_INGRESS_HTTPS_PORT=str(free_port()),
         KYB_STATE_DIR=str(state),
         KYB_NODE_NAME=node,
+        KYB_NATS_HEALTHCHECK_INTERVAL="1s",  # the services start once NATS is healthy: sooner
     )
     project = ["-p", f"kybtest{os.getpid()}", "-f", str(source / "compose" / "docker-compose.yml")]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import tomllib
 import venv
 from pathlib import Path
@@ -46,12 +47,13 @@ def test_locks_pin_every_declared_dependency_with_hashes() -> None:
 @pytest.mark.timeout(600)
 def test_fresh_venv_from_the_lock_imports_every_module(tmp_path) -> None:
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
+    venv.create(env_dir, with_pip=False)  # our pip installs into it (--python), sparing ensurepip
     py = env_dir / "bin" / "python"
-    pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile"]
+    outer = [sys.executable, "-m", "pip", "--python", str(py), "--disable-pip-version-check"]
+    pip = [*outer, "install", "-q", "--no-compile"]
     subprocess.run([*pip, "--require-hashes", "--no-deps", "-r", str(ROOT / "requirements.lock")], check=True)
     subprocess.run([*pip, "--no-deps", "--no-build-isolation", "-e", str(ROOT)], check=True, cwd=tmp_path)
-    check = subprocess.run([str(py), "-m", "pip", "check"], capture_output=True, text=True)
+    check = subprocess.run([*outer, "check"], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     script = (
         "import importlib, pkgutil, sys\n"

@@ -118,18 +118,16 @@ def test_claim_and_ingress_without_class_get_the_defaults_and_work(up_factory) -
     other = httpx.get(f"http://{ip}:{up.ingress_port}/", headers={"Host": "other.example.test"}, timeout=5)
     assert other.status_code == 404
 
-
-def test_a_deleted_default_stays_deleted_and_disable_skips_them(up_factory, tmp_path) -> None:
-    up = up_factory()
-    assert up.get("storageclass", "local-path", ns="") is not None
+    # a default the user deleted stays deleted when kyb up starts again on the same data
     deleted = up.kyb("delete", "storageclass", "local-path")
     assert deleted.returncode == 0, deleted.stderr
     up.stop()
     again = up_factory(data=up.data)
     assert again.get("storageclass", "local-path", ns="") is None
     assert again.get("ingressclass", "kyb", ns="") is not None  # the other default is untouched
-    again.stop()
 
+
+def test_disable_skips_the_defaults(up_factory, tmp_path) -> None:
     bare = up_factory("--disable", "local-path,ingressclass", data=tmp_path / "bare")
     assert bare.get("storageclass", "local-path", ns="") is None
     assert bare.get("ingressclass", "kyb", ns="") is None
