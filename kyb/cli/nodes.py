@@ -110,7 +110,7 @@ async def drain(
                     await evict_pod(api, pod, grace_period)
                     pending.append(pod)
                 except errors.NotFound:
-                    pass
+                    pending.append(pod)  # already gone: said as evicted, as before
                 except errors.TooManyRequests as e:
                     meta = pod.get("metadata") or {}
                     warn(f'error when evicting pods/"{meta.get("name")}" -n "{meta.get("namespace") or "default"}" '
