@@ -22,7 +22,7 @@ import ctypes.util
 import os
 from typing import Any
 
-from kyb.netns import command, setns
+from kyb.netns import CommandError, run, setns
 
 LIBRARY = "libnftables.so.1"
 
@@ -105,13 +105,10 @@ class Nftables:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, script)
 
     async def _exec(self, script: str) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            *command(self.netns, "nft", "-f", "-"), stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await proc.communicate(script.encode())
-        if proc.returncode != 0:
-            raise NftError(err.decode(errors="replace").strip()[:2000] or f"nft exited {proc.returncode}")
-        return out.decode()
+        try:
+            return await run(self.netns, "nft", "-f", "-", stdin=script)
+        except CommandError as e:
+            raise NftError(str(e).removeprefix("nft -f -: ") or "nft refused the transaction") from None
 
     def close(self) -> None:
         """Free the context (on its own thread) and stop the thread."""

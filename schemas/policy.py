@@ -15,9 +15,11 @@ from typing import Literal
 
 from msgspec.structs import replace
 
+from schemas.helpers import format_time, parse_time, pod_is_ready, pod_is_terminal
 from schemas.meta import Base, Condition, LabelSelector, Object
 from schemas.pod import Pod
 from schemas.quantity import scaled_int_or_percent
+from schemas.selector import from_label_selector
 
 # A pod the api let go stays counted as disrupted (not healthy) until the controller sees it
 # deleted, or this long: Kubernetes' DeletionTimeout.
@@ -87,16 +89,20 @@ class Scale:
 
 
 def _healthy(pod: Pod) -> bool:
-    return (not pod.metadata.deletionTimestamp and pod.status.phase not in ("Succeeded", "Failed")
-            and any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions))
+    return not pod.metadata.deletionTimestamp and not pod_is_terminal(pod) and pod_is_ready(pod)
+
+
+def selects(pdb: PodDisruptionBudget, pod: Pod) -> bool:
+    """Whether the budget covers ``pod`` (policy/v1: no selector or an empty one is every pod
+    of the namespace)."""
+    return from_label_selector(pdb.spec.selector or LabelSelector()).matches(pod.metadata.labels)
 
 
 def _parse(text: str) -> _dt.datetime | None:
     try:
-        t = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_time(text)
     except ValueError:
         return None
-    return t if t.tzinfo else t.replace(tzinfo=_dt.UTC)
 
 
 def budget_status(pdb: PodDisruptionBudget, pods: Iterable[Pod], scales: Mapping[str, Scale | None],
@@ -153,8 +159,7 @@ def budget_status(pdb: PodDisruptionBudget, pods: Iterable[Pod], scales: Mapping
     else:
         cond = Condition(type="DisruptionAllowed", status="False", reason="InsufficientPods")
     old = next((c for c in pdb.status.conditions if c.type == "DisruptionAllowed"), None)
-    stamp = old.lastTransitionTime if old is not None and old.status == cond.status else \
-        now.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = old.lastTransitionTime if old is not None and old.status == cond.status else format_time(now)
     cond = Condition(type=cond.type, status=cond.status, reason=cond.reason, message=cond.message,
                      observedGeneration=pdb.metadata.generation, lastTransitionTime=stamp)
     return PodDisruptionBudgetStatus(
@@ -203,6 +208,5 @@ def taken(pdb: PodDisruptionBudget, pod_name: str, now: _dt.datetime) -> PodDisr
     st = pdb.status
     if st.disruptionsAllowed <= 0:
         return None
-    stamp = now.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return replace(pdb, status=replace(st, disruptionsAllowed=st.disruptionsAllowed - 1,
-                                       disruptedPods={**st.disruptedPods, pod_name: stamp}))
+                                       disruptedPods={**st.disruptedPods, pod_name: format_time(now)}))

@@ -288,10 +288,9 @@ class Api:
         """pods/eviction: delete the pod (as ``delete`` does, with its options) unless that
         would break the PodDisruptionBudget selecting it; a disruption is taken from the budget
         first, with CAS, so two concurrent evictions never both take the last one."""
-        from schemas.meta import LabelSelector
+        from schemas.helpers import pod_is_terminal
         from schemas.pod import Pod
-        from schemas.policy import PodDisruptionBudget, eviction_verdict, taken
-        from schemas.selector import from_label_selector
+        from schemas.policy import PodDisruptionBudget, eviction_verdict, selects, taken
 
         if kind_info(q.kind).kind != "Pod":
             raise errors.BadRequest(f"only pods can be evicted, not {q.kind}", [errors.FieldError("kind", "Unsupported value")])
@@ -300,10 +299,10 @@ class Api:
         ns = q.namespace or "default"
         pod = await self.store.get("Pod", ns, q.name)
         assert isinstance(pod, Pod)
-        if pod.status.phase in ("Succeeded", "Failed") or pod.metadata.deletionTimestamp:
+        if pod_is_terminal(pod) or pod.metadata.deletionTimestamp:
             return await self.delete(q)  # nothing left to disrupt
-        budgets = [b for b in await self.store.list("PodDisruptionBudget", ns) if isinstance(b, PodDisruptionBudget)
-                   and from_label_selector(b.spec.selector or LabelSelector()).matches(pod.metadata.labels)]
+        budgets = [b for b in await self.store.list("PodDisruptionBudget", ns)
+                   if isinstance(b, PodDisruptionBudget) and selects(b, pod)]
         if len(budgets) > 1:
             raise errors.Permanent("This pod has more than one PodDisruptionBudget, which the eviction subresource "
                                    "does not support.")

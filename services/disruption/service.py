@@ -24,16 +24,11 @@ from kyb.informer import Informer, start_all, stop_all
 from kyb.leading import run_as_leader
 from kyb.store import Store, split_key
 from schemas.helpers import object_key
-from schemas.meta import LabelSelector, Object
+from schemas.meta import Object
 from schemas.pod import Pod
-from schemas.policy import PodDisruptionBudget, Scale, budget_status
-from schemas.selector import from_label_selector
+from schemas.policy import PodDisruptionBudget, Scale, budget_status, selects
 
 SCALED_KINDS = ("ReplicaSet", "StatefulSet", "ReplicationController")
-
-
-def _selects(pdb: PodDisruptionBudget, pod: Pod) -> bool:
-    return from_label_selector(pdb.spec.selector or LabelSelector()).matches(pod.metadata.labels)
 
 
 class DisruptionController:
@@ -66,7 +61,7 @@ class DisruptionController:
 
     def _budgets_of_pod(self, pod: Pod) -> list[str]:
         return [object_key(b) for b in self.budgets.list(pod.metadata.namespace or "default")
-                if isinstance(b, PodDisruptionBudget) and _selects(b, pod)]
+                if isinstance(b, PodDisruptionBudget) and selects(b, pod)]
 
     def _budgets_in_namespace(self, obj: Object) -> list[str]:
         return [object_key(b) for b in self.budgets.list(obj.metadata.namespace or "default")]
@@ -90,7 +85,7 @@ class DisruptionController:
         pdb = self.budgets.get(key)
         if not isinstance(pdb, PodDisruptionBudget) or pdb.metadata.deletionTimestamp:
             return None
-        pods = [p for p in self.pods.list(ns) if isinstance(p, Pod) and _selects(pdb, p)]
+        pods = [p for p in self.pods.list(ns) if isinstance(p, Pod) and selects(pdb, p)]
         status = budget_status(pdb, pods, self._scales(pods), self.clock())
         if status != pdb.status:
             await self._write_status(pdb, status)
