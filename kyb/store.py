@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from kyb import buckets, deletion, errors, events, metrics, secretbox, telemetry
+from kyb.requester import Requester
 from schemas.helpers import split_key
 from schemas.meta import Object, ObjectMeta
 from schemas.names import generated_name
@@ -73,10 +75,12 @@ _stamp: tuple[int, str] = (-1, "")
 def now_rfc3339(now: datetime | None = None) -> str:
     """``now`` (default: the current time) to the second, as Kubernetes writes timestamps."""
     global _stamp
-    now = now or datetime.now(UTC)
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=UTC)
-    second = int(now.timestamp())
+    if now is None:
+        second = int(time.time())
+    else:
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UTC)
+        second = int(now.timestamp())
     if _stamp[0] != second:  # formatted once a second, not once per write
         _stamp = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     return _stamp[1]
@@ -160,11 +164,17 @@ class Store:
         self.js = js
         self.replicas = replicas
         self.clock = clock or (lambda: datetime.now(UTC))
+        self._given_clock = clock
         self._kv: dict[str, KeyValue] = {}
         self._ensured: set[str] = set()
         # Writes go out as plain requests on the context's connection, within its timeout.
         self._nc = js._nc
+        self._requests = Requester(self._nc)
         self._timeout = float(js._timeout)
+
+    def _now(self) -> str:
+        """Now as Kubernetes writes it: from the clock given, else the system's (no datetime made)."""
+        return now_rfc3339(self._given_clock() if self._given_clock is not None else None)
 
     # -- buckets ---------------------------------------------------------------------------
 
@@ -283,7 +293,7 @@ class Store:
         # A plain request rather than JetStreamContext.publish: the same message, with the
         # acknowledgement decoded by msgspec (the hot path of every write).
         try:
-            msg = await self._nc.request(subject, payload, timeout=self._timeout, headers=headers)
+            msg = await self._requests.request(subject, payload, self._timeout, headers)
             ack = _decode_ack(msg.data) if msg.data else _PubAck()
         except nats.errors.MaxPayloadError as e:
             raise errors.TooLarge(f"{info.plural} {key}: object too large to store") from e
@@ -328,7 +338,7 @@ class Store:
         meta = msgspec.structs.replace(
             meta,
             uid=str(uuid.uuid4()),
-            creationTimestamp=now_rfc3339(self.clock()),
+            creationTimestamp=self._now(),
             generation=1,
             resourceVersion=None,
             deletionTimestamp=None,
@@ -447,7 +457,7 @@ class Store:
             )
         meta = current.metadata
         key = key_of(info, meta.namespace, meta.name)
-        outcome = deletion.decide(info.kind, current, grace_period_seconds, add_finalizers, now_rfc3339(self.clock()))
+        outcome = deletion.decide(info.kind, current, grace_period_seconds, add_finalizers, self._now())
         if outcome.unchanged:
             return current  # already marked
         if outcome.marked is not None:
@@ -495,7 +505,7 @@ class Store:
     ) -> None:
         """Publish a v1 Event about ``obj`` on kyb.events.<ns>.<kind>.<name> (kept in KYB_EVENTS)."""
         await self.ensure_events_stream()
-        event = events.event_object(obj, reason, message, type, source, now_rfc3339(self.clock()))
+        event = events.event_object(obj, reason, message, type, source, self._now())
         subject = events.events_subject(obj.metadata.namespace, obj.kind, obj.metadata.name)
         payload = _encoder.encode(event)
         if nc is not None:

@@ -220,19 +220,23 @@ def _metadata(errs: Errors, obj: Object) -> None:
                          f"'abc-123'), got \"{meta.name}\""))
     elif isinstance(obj, _DNS_LABEL_NAMED):
         errs.extend(("metadata.name", m) for m in names.dns1123_label(meta.name))
-    else:
-        errs.extend(("metadata.name", m) for m in names.dns1123_subdomain(meta.name))
-    if meta.namespace:
-        errs.extend(("metadata.namespace", m) for m in names.dns1123_label(meta.namespace))
+    elif bad := names.dns1123_subdomain(meta.name):
+        errs.extend(("metadata.name", m) for m in bad)
+    if meta.namespace and (bad := names.dns1123_label(meta.namespace)):
+        errs.extend(("metadata.namespace", m) for m in bad)
     _labels(errs, "metadata.labels", meta.labels)
     for key in meta.annotations:
-        errs.extend((f"metadata.annotations[{key}]", m) for m in names.qualified_name(key))
+        if bad := names.qualified_name(key):
+            errs.extend((f"metadata.annotations[{key}]", m) for m in bad)
 
 
 def _labels(errs: Errors, path: str, labels: dict[str, str]) -> None:
+    # Every write checks its labels: no generator or string is made for a valid one.
     for key, value in labels.items():
-        errs.extend((f"{path}[{key}]", f"key {m}") for m in names.qualified_name(key))
-        errs.extend((f"{path}[{key}]", m) for m in names.label_value(value))
+        if bad := names.qualified_name(key):
+            errs.extend((f"{path}[{key}]", f"key {m}") for m in bad)
+        if bad := names.label_value(value):
+            errs.extend((f"{path}[{key}]", m) for m in bad)
 
 
 def _non_negative(errs: Errors, path: str, value: int | None) -> None:

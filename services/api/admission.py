@@ -21,6 +21,7 @@ from schemas import limits
 from schemas.batch import GENERATED_TEMPLATE_LABELS, Job
 from schemas.meta import LAST_APPLIED_ANNOTATION, Object
 from schemas.registry import KindInfo, UnknownKind, for_manifest
+from schemas.validation import SchemaError, decode
 
 MAX_PAYLOAD = limits.MAX_BYTES
 _sorted_json = msgspec.json.Encoder(order="sorted").encode
@@ -83,8 +84,6 @@ def kind_of(doc: dict[str, Any]) -> KindInfo:
 
 def admit(doc: dict[str, Any], default_namespace: str) -> tuple[KindInfo, Object]:
     """Validate and default one manifest; the namespace is filled for namespaced kinds."""
-    from schemas.validation import SchemaError, decode
-
     info = kind_of(doc)
     meta = doc.get("metadata")
     if meta is not None and not isinstance(meta, dict):
