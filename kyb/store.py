@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -84,6 +84,15 @@ def now_rfc3339(now: datetime | None = None) -> str:
     if _stamp[0] != second:  # formatted once a second, not once per write
         _stamp = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     return _stamp[1]
+
+
+def new_uid() -> str:
+    """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` gives, without the UUID object."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def with_revision(obj: Object, revision: int) -> Object:
@@ -337,7 +346,7 @@ class Store:
             meta = msgspec.structs.replace(meta, namespace=None)
         meta = msgspec.structs.replace(
             meta,
-            uid=str(uuid.uuid4()),
+            uid=new_uid(),
             creationTimestamp=self._now(),
             generation=1,
             resourceVersion=None,

@@ -20,6 +20,10 @@ class KindInfo:
     type: type[Object]             # the Struct
     namespaced: bool = True
     short_names: tuple[str, ...] = field(default=())
+    bucket: str = field(init=False, repr=False, compare=False)  # "kyb-deployments": read on every write
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bucket", f"kyb-{self.plural}")
 
     @property
     def api_version(self) -> str:
@@ -29,10 +33,6 @@ class KindInfo:
     def group(self) -> str:
         av = self.api_versions[0]
         return av.split("/", 1)[0] if "/" in av else ""
-
-    @property
-    def bucket(self) -> str:
-        return f"kyb-{self.plural}"
 
     @property
     def singular(self) -> str:

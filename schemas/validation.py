@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as _dt
 import re
 from typing import Any
@@ -19,7 +20,7 @@ import yaml
 from msgspec.structs import replace
 
 from schemas import cron, limits, names, podchecks
-from schemas.apps import DaemonSet, Deployment, ReplicaSet, StatefulSet
+from schemas.apps import ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet
 from schemas.autoscaling import HorizontalPodAutoscaler
 from schemas.batch import CronJob, Job
 from schemas.coordination import Lease
@@ -67,6 +68,11 @@ _QUANTITY_MAPS = {"limits", "requests", "capacity", "allocatable", "hard"}
 _QUANTITY_SCALARS = {"sizeLimit", "averageValue", "divisor"}
 _AT_PATH = re.compile(r"^(?P<msg>.*) - at `\$(?P<path>[^`]*)`$", re.S)
 _FIELD_IN_MSG = re.compile(r"^Object (?P<what>missing required|contains unknown) field `(?P<name>[^`]+)`$")
+
+
+# Kinds with free-form JSON fields (a ControllerRevision's data) keep what they are given, so
+# only normalising says what is stored there.
+_FREE_FORM = (ControllerRevision,)
 
 
 def _normalise(value: Any, key: str = "") -> Any:
@@ -175,11 +181,19 @@ def decode(raw: dict[str, Any] | bytes | str, *, node_port_range: tuple[int, int
                           [(f, "Expected `str`") for f in ("apiVersion", "kind")])
     info = for_manifest(api_version, kind)
     name = (data.get("metadata") or {}).get("name", "") if isinstance(data.get("metadata"), dict) else ""
-    normalised = _normalise(data)
-    try:
-        obj = msgspec.convert(normalised, info.type)
-    except msgspec.ValidationError as e:
-        raise SchemaError(f'{kind} "{name}" is invalid', [_field_from_msgspec(e, normalised)]) from None
+    obj = None
+    if info.type not in _FREE_FORM:
+        # Most manifests hold nothing to normalise: every value that would be (a YAML
+        # timestamp, ``cpu: 1``) is refused by a ``str`` field, so a strict conversion that
+        # succeeds is the same as one of the normalised manifest, and one that fails goes on.
+        with contextlib.suppress(msgspec.ValidationError):
+            obj = msgspec.convert(data, info.type)
+    if obj is None:
+        normalised = _normalise(data)
+        try:
+            obj = msgspec.convert(normalised, info.type)
+        except msgspec.ValidationError as e:
+            raise SchemaError(f'{kind} "{name}" is invalid', [_field_from_msgspec(e, normalised)]) from None
     obj = apply_defaults(obj)
     errors = validate(obj, node_port_range=node_port_range)
     if errors:

@@ -461,3 +461,24 @@ def test_hpa_accepts_both_versions() -> None:
     assert m1.resource is not None and (m1.resource.name, m1.resource.target.averageUtilization) == ("cpu", 50)
     m2 = effective_metrics(v2.spec)[0]
     assert m2.resource is not None and m2.resource.target.averageValue == "500Mi"
+
+
+def test_free_form_data_is_normalised_as_before():
+    # A ControllerRevision's data is free-form: only normalising turns ``cpu: 1`` into the
+    # quantity "1" there, so it is never decoded on the strict fast path alone.
+    raw = yaml.safe_load(
+        "apiVersion: apps/v1\nkind: ControllerRevision\nmetadata: {name: r1}\nrevision: 1\n"
+        "data: {spec: {template: {spec: {containers: [{name: c, resources: {limits: {cpu: 1}}}]}}}}\n"
+    )
+    data = decode(raw).data
+    assert data["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "1"}
+
+
+def test_a_manifest_that_needs_no_normalising_decodes_the_same_either_way():
+    as_json = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "b"}},
+               "spec": {"containers": [{"name": "c", "image": "i", "resources": {"limits": {"cpu": "1"}}}]}}
+    as_yaml = yaml.safe_load(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {a: b}}\n"
+        "spec: {containers: [{name: c, image: i, resources: {limits: {cpu: 1}}}]}\n"
+    )
+    assert decode(as_json) == decode(as_yaml)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import msgspec
 import pytest
 
 from kyb import errors
-from kyb.store import Store
+from kyb.store import Store, new_uid
 from schemas.core import ConfigMap
 from schemas.meta import ObjectMeta
 from schemas.pod import Pod
@@ -224,3 +225,11 @@ async def test_a_delete_without_precondition_wins_over_a_writer_that_keeps_chang
     for n in names:
         with pytest.raises(errors.NotFound):
             await store.get("ConfigMap", "default", n)
+
+
+def test_new_uid_is_a_version_4_uuid():
+    uids = {new_uid() for _ in range(2000)}
+    assert len(uids) == 2000
+    for u in uids:
+        parsed = uuid.UUID(u)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, u)
