@@ -31,9 +31,11 @@ from opentelemetry.trace import SpanKind
 
 from kyb import buckets, deletion, errors, events, metrics, secretbox, telemetry
 from kyb.requester import Requester
+from schemas.defaults import with_service_account
 from schemas.helpers import split_key
 from schemas.meta import Object, ObjectMeta
 from schemas.names import generated_name
+from schemas.pod import Pod
 from schemas.registry import KindInfo, UnknownKind, all_kinds, by_kind, resolve
 
 EVENTS_STREAM = events.EVENTS_STREAM
@@ -353,6 +355,8 @@ class Store:
             deletionTimestamp=None,
         )
         obj = msgspec.structs.replace(obj, apiVersion=obj.apiVersion or info.api_version, kind=info.kind, metadata=meta)
+        if isinstance(obj, Pod):  # what admission gives every new pod, also a controller's
+            obj = with_service_account(obj)
         key = key_of(info, meta.namespace, meta.name)
         payload = encode(obj)
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from schemas.meta import Base, Condition, ConditionStatus, LabelSelector, Object, ObjectReference
+from schemas.meta import Base, Condition, ConditionStatus, LabelSelector, LocalObjectReference, Object, ObjectReference
 from schemas.pod import NodeSelector, PodTemplateSpec, Protocol, TaintEffect
 
 # --- Namespace -------------------------------------------------------------------------------
@@ -241,6 +241,18 @@ class ConfigMap(Object, kw_only=True, frozen=True):
     data: dict[str, str] = {}
     binaryData: dict[str, str] = {}  # base64, as on the wire
     immutable: bool | None = None
+
+
+class ServiceAccount(Object, kw_only=True, frozen=True):
+    """An identity for the processes of pods. Every namespace has one named ``default``, and a
+    pod that names none runs as it. No tokens are issued: nothing in a pod authenticates with it."""
+
+    API_VERSION = "v1"
+    KIND = "ServiceAccount"
+
+    secrets: list[ObjectReference] = []
+    imagePullSecrets: list[LocalObjectReference] = []
+    automountServiceAccountToken: bool | None = None
 
 
 class Secret(Object, kw_only=True, frozen=True):

@@ -73,7 +73,21 @@ def _template(t: PodTemplateSpec) -> PodTemplateSpec:
 
 
 def _pod(p: Pod) -> Pod:
-    return replace(p, spec=pod_spec(p.spec))
+    return with_service_account(replace(p, spec=pod_spec(p.spec)))
+
+
+DEFAULT_SERVICE_ACCOUNT = "default"
+
+
+def with_service_account(p: Pod) -> Pod:
+    """Kubernetes' ServiceAccount admission: a pod that names no ServiceAccount runs as its
+    namespace's ``default``; the deprecated ``serviceAccount`` is read when it is the only one
+    set and always mirrors ``serviceAccountName``, as the v1 API shows it. Every new pod gets
+    this, from a manifest or from a controller (``kyb.store.Store.create``)."""
+    name = p.spec.serviceAccountName or p.spec.serviceAccount or DEFAULT_SERVICE_ACCOUNT
+    if p.spec.serviceAccountName == name and p.spec.serviceAccount == name:
+        return p
+    return replace(p, spec=replace(p.spec, serviceAccountName=name, serviceAccount=name))
 
 
 def _deployment(d: Deployment) -> Deployment:

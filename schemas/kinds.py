@@ -28,6 +28,7 @@ register(KindInfo("ReplicationController", ("v1",), "replicationcontrollers", co
 register(KindInfo("Service", ("v1",), "services", core.Service, short_names=("svc",)))
 register(KindInfo("Endpoints", ("v1",), "endpoints", core.Endpoints, short_names=("ep",)))
 register(KindInfo("ConfigMap", ("v1",), "configmaps", core.ConfigMap, short_names=("cm",)))
+register(KindInfo("ServiceAccount", ("v1",), "serviceaccounts", core.ServiceAccount, short_names=("sa",)))
 register(KindInfo("Secret", ("v1",), "secrets", core.Secret))
 register(KindInfo("PersistentVolume", ("v1",), "persistentvolumes", core.PersistentVolume, namespaced=False,
                   short_names=("pv",)))

@@ -182,6 +182,16 @@ def test_create_configmap_from_literal(cluster):
     _kubectl(cluster, "delete", "cm", "literal")
 
 
+def test_service_accounts_apply_and_list(cluster, tmp_path):
+    manifest = tmp_path / "sa.yaml"
+    manifest.write_text("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: builder}\n"
+                        "imagePullSecrets: [{name: registry}]\n")
+    assert _kubectl(cluster, "apply", "-f", str(manifest)).stdout.strip() == "serviceaccount/builder created"
+    names = _kubectl(cluster, "get", "sa", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
+    assert names == ["builder", "default"]
+    _kubectl(cluster, "delete", "serviceaccount", "builder")
+
+
 def test_explain_reads_the_openapi(cluster):
     out = _kubectl(cluster, "explain", "deployment.spec.strategy").stdout
     assert "KIND:       Deployment" in out and "rollingUpdate" in out and "Recreate" in out

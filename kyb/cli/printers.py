@@ -325,6 +325,10 @@ def _configmap_row(cm: Obj, now: _dt.datetime) -> Row:
     return [str(len(cm.get("data") or {}) + len(cm.get("binaryData") or {})), _age(cm, now)]
 
 
+def _service_account_row(sa: Obj, now: _dt.datetime) -> Row:
+    return [str(len(sa.get("secrets") or [])), _age(sa, now)]
+
+
 def _secret_row(s: Obj, now: _dt.datetime) -> Row:
     return [s.get("type") or "Opaque", str(len(s.get("data") or {}) + len(s.get("stringData") or {})), _age(s, now)]
 
@@ -436,6 +440,7 @@ _COLUMNS: dict[str, Columns] = {
     "Node": (["STATUS", "ROLES", "AGE", "VERSION"], _node_row),
     "Namespace": (["STATUS", "AGE"], _namespace_row),
     "ConfigMap": (["DATA", "AGE"], _configmap_row),
+    "ServiceAccount": (["SECRETS", "AGE"], _service_account_row),
     "Secret": (["TYPE", "DATA", "AGE"], _secret_row),
     "PersistentVolume": (["CAPACITY", "ACCESS MODES", "RECLAIM POLICY", "STATUS", "CLAIM", "STORAGECLASS", "AGE"], _pv_row),
     "PersistentVolumeClaim": (["STATUS", "VOLUME", "CAPACITY", "ACCESS MODES", "STORAGECLASS", "AGE"], _pvc_row),

@@ -30,6 +30,7 @@ from kyb.render import to_dict
 from kyb.serve import ServiceContext
 from kyb.store import Store, kind_info
 from schemas import limits
+from schemas.defaults import DEFAULT_SERVICE_ACCOUNT
 from schemas.meta import Object
 from schemas.registry import KindInfo, all_kinds, by_kind
 from services.api import admission, budget, defaultclass, noderestriction
@@ -114,6 +115,10 @@ class Api:
     async def _create(self, info: KindInfo, obj: Object) -> Object:
         obj = admission.fresh_status(obj)
         obj = await self._default_class(info, obj)
+        if info.kind == "Namespace":
+            created = await self.store.create(obj)
+            await self._default_service_account(created.metadata.name)
+            return created
         if info.kind != "Service":
             return await self.store.create(obj)
         obj, claimed = await self.allocator.assign(obj, None)
@@ -371,6 +376,19 @@ class Api:
         for ns in await self.store.list("Namespace"):
             if ns.metadata.deletionTimestamp:
                 self.finish_namespace(ns.metadata.name)
+            else:  # namespaces made before ServiceAccounts were served get theirs too
+                await self._default_service_account(ns.metadata.name)
+
+    async def _default_service_account(self, namespace: str) -> None:
+        """The ``default`` ServiceAccount of a new namespace, as Kubernetes' serviceaccounts
+        controller makes it (pods that name none run as it)."""
+        sa = msgspec.convert(
+            {"apiVersion": "v1", "kind": "ServiceAccount",
+             "metadata": {"name": DEFAULT_SERVICE_ACCOUNT, "namespace": namespace}},
+            by_kind("ServiceAccount").type,
+        )
+        with contextlib.suppress(errors.AlreadyExists):
+            await self.store.create(sa)
 
     async def close(self) -> None:
         self._closing = True
