@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from schemas.meta import Base, Condition, ConditionStatus, LabelSelector, LocalObjectReference, Object, ObjectReference
+from schemas.meta import (
+    Base,
+    Condition,
+    ConditionStatus,
+    LabelSelector,
+    LocalObjectReference,
+    Object,
+    ObjectReference,
+)
 from schemas.pod import NodeSelector, PodTemplateSpec, Protocol, TaintEffect
 
 # --- Namespace -------------------------------------------------------------------------------
