@@ -108,9 +108,12 @@ def test_version_and_api_resources(cluster):
     version = _kubectl(cluster, "version", "-o", "json")
     assert json.loads(version.stdout)["serverVersion"]["minor"] == "32"
     resources = _kubectl(cluster, "api-resources").stdout
-    lines = {line.split()[0]: line.split() for line in resources.splitlines()[1:]}
-    assert lines["pods"][1] == "po" and lines["deployments"][1] == "deploy"
-    assert "apps/v1" in lines["deployments"]
+    # keyed by name and group version: "pods" is also PodMetrics of metrics.k8s.io
+    lines = {(line.split()[0], line.split()[-3]): line.split()  # NAME [SHORTNAMES] APIVERSION NAMESPACED KIND
+             for line in resources.splitlines()[1:]}
+    assert lines["pods", "v1"][1] == "po" and lines["deployments", "apps/v1"][1] == "deploy"
+    assert lines["pods", "metrics.k8s.io/v1beta1"][-1] == "PodMetrics"
+    assert lines["nodes", "metrics.k8s.io/v1beta1"][-1] == "NodeMetrics"
     assert _kubectl(cluster, "api-resources", "--categories", "all", "-o", "name").stdout.split() >= ["pods"]
 
 

@@ -53,6 +53,8 @@ EXTRA = (
           "SelfSubjectAccessReview", False, ("create",)),
     Extra("authorization.k8s.io/v1", "selfsubjectrulesreviews", "selfsubjectrulesreview",
           "SelfSubjectRulesReview", False, ("create",)),
+    Extra("metrics.k8s.io/v1beta1", "nodes", "", "NodeMetrics", False, ("get", "list")),
+    Extra("metrics.k8s.io/v1beta1", "pods", "", "PodMetrics", True, ("get", "list")),
 )
 
 

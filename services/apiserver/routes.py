@@ -21,7 +21,7 @@ import structlog
 from aiohttp import web
 
 from kyb import errors, telemetry
-from kyb.cli.nodeclient import pick_container, stream_logs
+from kyb.cli.nodeclient import latest_samples, pick_container, stream_logs
 from kyb.client import ApiClient
 from kyb.informer import ADDED, DELETED, MODIFIED
 from kyb.render import to_dict
@@ -33,6 +33,7 @@ from schemas.selector import SelectorError, from_label_selector, from_labels, pa
 from services.apiserver import (
     discovery,
     fieldmanager,
+    metricsapi,
     openapi,
     patch,
     portforward,
@@ -239,6 +240,8 @@ class Server:
             namespace, segs = segs[1], segs[2:]
         if not segs or segs[0] not in {e.name for e in discovery.extras(gv)}:
             return None
+        if gv == metricsapi.GROUP_VERSION:
+            return await self._metrics(request, segs, namespace)
         if segs[0] in ("selfsubjectaccessreviews", "selfsubjectrulesreviews"):
             if request.method != "POST" or len(segs) != 1 or namespace is not None:
                 raise Failure(405, "MethodNotAllowed", f"{segs[0]} takes only POST")
@@ -259,6 +262,39 @@ class Server:
         except errors.KybError as e:
             return _status(st.from_error(e, plural="events", name=name))
         raise Failure(405, "MethodNotAllowed", f"the server does not allow this method on events: {method}")
+
+    async def _metrics(self, request: web.Request, segs: list[str], namespace: str | None) -> web.Response:
+        """NodeMetrics and PodMetrics (``services/apiserver/metricsapi.py``): get and list."""
+        resource = segs[0]
+        kind = "NodeMetrics" if resource == "nodes" else "PodMetrics"
+        if request.method != "GET":
+            raise Failure(405, "MethodNotAllowed", f"{resource}.{metricsapi.GROUP_VERSION} takes only GET")
+        if len(segs) > 2 or (resource == "nodes" and namespace is not None):
+            raise _not_found_path()
+        name = segs[1] if len(segs) == 2 else None
+        try:
+            try:
+                samples = await latest_samples(self.nc)
+            except errors.NotFound:
+                samples = []  # no kubelet has published a sample yet
+            labels: Any = None
+            selector = request.query.get("labelSelector")
+            if selector:  # the objects' own labels decide, as metrics-server filters
+                found = await self.api.list(resource, namespace if resource == "pods" else None, label_selector=selector)
+                if resource == "nodes":
+                    labels = {o["metadata"]["name"]: o["metadata"].get("labels") or {} for o in found}
+                else:
+                    labels = {(o["metadata"].get("namespace", ""), o["metadata"]["name"]): o["metadata"].get("labels") or {}
+                              for o in found}
+            items = metricsapi.nodes(samples, labels) if resource == "nodes" else metricsapi.pods(samples, namespace, labels)
+            if name is None:
+                return json_response(metricsapi.metrics_list(kind, items))
+            for item in items:
+                if item["metadata"]["name"] == name:
+                    return json_response(item)
+            raise errors.NotFound(f'{kind.lower()}.metrics.k8s.io "{name}" not found')
+        except errors.KybError as e:
+            return _status(st.from_error(e, plural=resource, group="metrics.k8s.io", name=name))
 
     async def _dispatch(self, request: web.Request, t: Target) -> web.StreamResponse:
         method = request.method
