@@ -193,6 +193,10 @@ def test_service_accounts_apply_and_list(cluster, tmp_path):
     names = _kubectl(cluster, "get", "sa", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
     assert names == ["builder", "default"]
     _kubectl(cluster, "delete", "serviceaccount", "builder")
+    # kubectl's generator sends protobuf
+    assert _kubectl(cluster, "create", "serviceaccount", "robot").stdout.strip() == "serviceaccount/robot created"
+    assert json.loads(_kubectl(cluster, "get", "sa", "robot", "-o", "json").stdout)["metadata"]["namespace"] == "default"
+    _kubectl(cluster, "delete", "sa", "robot")
 
 
 def test_explain_reads_the_openapi(cluster):

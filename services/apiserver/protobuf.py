@@ -1,5 +1,5 @@
 """Request bodies in Kubernetes' protobuf encoding (``application/vnd.kubernetes.protobuf``),
-as ``kubectl create configmap|secret|namespace`` ``kubectl auth can-i`` and ``kubectl drain`` send them, decoded to their JSON form. Pure.
+as ``kubectl create configmap|secret|namespace|serviceaccount``, ``kubectl auth can-i`` and ``kubectl drain`` send them, decoded to their JSON form. Pure.
 
 The envelope is the magic ``k8s\\x00`` then a ``runtime.Unknown`` (typeMeta, raw); ``raw`` is
 the object's message. Only the kinds in :data:`KINDS` are known (their field numbers are
@@ -38,6 +38,8 @@ KINDS: dict[str, Schema] = {
     "Secret": {1: ("metadata", OBJECT_META), 2: ("data", "map-bytes"), 3: ("type", "string"),
                4: ("stringData", "map"), 5: ("immutable", "bool")},
     "Namespace": {1: ("metadata", OBJECT_META), 2: ("spec", {1: ("finalizers", ["string"])})},
+    "ServiceAccount": {1: ("metadata", OBJECT_META), 2: ("secrets", [OBJECT_REFERENCE]),
+                       3: ("imagePullSecrets", [{1: ("name", "string")}]), 4: ("automountServiceAccountToken", "bool")},
     # kubectl drain, and schedulers written with client-go
     "Eviction": {1: ("metadata", OBJECT_META), 2: ("deleteOptions", DELETE_OPTIONS)},
     "Binding": {1: ("metadata", OBJECT_META), 2: ("target", OBJECT_REFERENCE)},
