@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from collections import Counter
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.scheduler import filters, scores
 from services.scheduler.plan import (
     HostPort,
     NodeInfo,
@@ -29,8 +31,8 @@ from services.scheduler.plan import (
 GiB = 1024**3
 
 
-def table_of(*nodes: NodeInfo, seed: int = 0) -> NodeTable:
-    t = NodeTable(np.random.default_rng(seed))
+def table_of(*nodes: NodeInfo) -> NodeTable:
+    t = NodeTable()
     for n in nodes:
         t.set_node(n)
     return t
@@ -186,12 +188,14 @@ def pod_sequences(draw) -> list[PodRequest]:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cluster=nodes(), sequence=pod_sequences(), seed=st.integers(0, 2**16))
 def test_sequence_never_binds_past_allocatable_nor_to_a_rejecting_node(cluster, sequence, seed):
-    t = table_of(*cluster, seed=seed)
+    t = table_of(*cluster)
+    rng = np.random.default_rng(seed)
     by_name = {n.name: n for n in cluster}
     bound: dict[str, list[PodRequest]] = {n.name: [] for n in cluster}
     for pod in sequence:
         fits = {n.name for n in cluster if ref_fits(pod, n, bound[n.name])}
-        d = schedule_one(t, pod, now=0.0)
+        d = schedule_one(t, pod, rng, now=0.0)
+        t.next_start = d.next_start
         if d.node_name is None:
             assert fits == set(), d.message
             continue
@@ -236,7 +240,7 @@ def ref_reasons(pod: PodRequest, node: NodeInfo) -> list[str]:
 @given(cluster=nodes(), pod=pods())
 def test_failure_reasons_count_every_node_like_kube_scheduler(cluster, pod):
     t = table_of(*cluster)
-    d = schedule_one(t, pod)
+    d = schedule_one(t, pod, np.random.default_rng(0))
     per_node = [ref_reasons(pod, n) for n in cluster]
     if d.node_name is not None:
         assert per_node[int(d.node_name[1:])] == []
@@ -254,14 +258,14 @@ def test_decision_does_not_depend_on_node_order(cluster, pod, perm_seed):
     """Same feasible set, same best score, same reasons whatever order nodes arrive in."""
     order = np.random.default_rng(perm_seed).permutation(len(cluster))
     a, b = table_of(*cluster), table_of(*[cluster[i] for i in order])
-    fa, fb = a.feasible(pod), b.feasible(pod)
+    fa, fb = filters.feasible(a, pod), filters.feasible(b, pod)
     assert {a.names[i] for i in np.flatnonzero(fa)} == {b.names[i] for i in np.flatnonzero(fb)}
-    da, db = schedule_one(a, pod), schedule_one(b, pod)
+    da, db = schedule_one(a, pod, np.random.default_rng(0)), schedule_one(b, pod, np.random.default_rng(0))
     assert da.reasons == db.reasons
     if da.node_name is not None:
         rows_a, rows_b = np.flatnonzero(fa), np.flatnonzero(fb)
-        sa = dict(zip([a.names[i] for i in rows_a], a.scores(pod, rows_a).tolist(), strict=True))
-        sb = dict(zip([b.names[i] for i in rows_b], b.scores(pod, rows_b).tolist(), strict=True))
+        sa = dict(zip([a.names[i] for i in rows_a], scores.scores(a, pod, rows_a).tolist(), strict=True))
+        sb = dict(zip([b.names[i] for i in rows_b], scores.scores(b, pod, rows_b).tolist(), strict=True))
         assert sa == sb
         assert sa[da.node_name] == max(sa.values()) == sb[db.node_name]
 
@@ -275,7 +279,7 @@ def test_fit_error_message_is_kube_schedulers():
         NodeInfo(name="b", cpu=500, memory=GiB),
         NodeInfo(name="c", cpu=8000, memory=GiB, taints=(Taint(key="key", value="value"),)),
     )
-    d = schedule_one(t, PodRequest(key="default.big", cpu=1000))
+    d = schedule_one(t, PodRequest(key="default.big", cpu=1000), np.random.default_rng(0))
     assert d.node_name is None
     assert d.message == "0/3 nodes are available: 1 node(s) had untolerated taint {key: value}, 2 Insufficient cpu."
 
@@ -303,7 +307,7 @@ def test_fit_error_message_is_kube_schedulers():
     ],
 )
 def test_each_filter_reports_its_reason(node, pod, reason):
-    d = schedule_one(table_of(node), pod)
+    d = schedule_one(table_of(node), pod, np.random.default_rng(0))
     assert d.node_name is None
     assert d.reasons == Counter({reason: 1})
 
@@ -311,18 +315,18 @@ def test_each_filter_reports_its_reason(node, pod, reason):
 def test_cordon_is_tolerable_and_exists_with_empty_key_tolerates_every_taint():
     t = table_of(NodeInfo(name="a", cpu=1000, memory=GiB, unschedulable=True, taints=(Taint(key="x", value="y"),)))
     pod = PodRequest(key="d.p", tolerations=(Toleration(operator="Exists"),))
-    assert schedule_one(t, pod).node_name == "a"
+    assert schedule_one(t, pod, np.random.default_rng(0)).node_name == "a"
 
 
 def test_host_port_conflicts_only_after_a_pod_uses_it():
     t = table_of(NodeInfo(name="a", cpu=1000, memory=GiB))
     web = PodRequest(key="d.web", host_ports=(HostPort(port=80),))
-    assert schedule_one(t, web).node_name == "a"
+    assert schedule_one(t, web, np.random.default_rng(0)).node_name == "a"
     t.assume(web, "a")
     other = PodRequest(key="d.web2", host_ports=(HostPort(port=80, host_ip="127.0.0.5"),))
-    assert schedule_one(t, other).reasons == Counter({"node(s) didn't have free ports for the requested pod ports": 1})
+    assert schedule_one(t, other, np.random.default_rng(0)).reasons == Counter({"node(s) didn't have free ports for the requested pod ports": 1})
     t.forget("d.web")
-    assert schedule_one(t, other).node_name == "a"
+    assert schedule_one(t, other, np.random.default_rng(0)).node_name == "a"
 
 
 def test_spreads_one_owners_pods_and_prefers_least_allocated():
@@ -330,7 +334,7 @@ def test_spreads_one_owners_pods_and_prefers_least_allocated():
     placed = Counter()
     for i in range(6):
         pod = PodRequest(key=f"d.p{i}", cpu=100, memory=GiB // 8, owner_uid="rs")
-        d = schedule_one(t, pod)
+        d = schedule_one(t, pod, np.random.default_rng(0))
         t.assume(pod, d.node_name)
         placed[d.node_name] += 1
     assert sorted(placed.values()) == [2, 2, 2]
@@ -343,7 +347,7 @@ def test_preferred_affinity_and_prefer_no_schedule_steer_placement():
         NodeInfo(name="spot", cpu=1000, memory=GiB, labels=(("disk", "ssd"),), taints=(Taint(key="spot", effect="PreferNoSchedule"),)),
     )
     pod = PodRequest(key="d.p", preferred=(PreferredTerm(weight=50, term=Term(match_expressions=(Requirement(key="disk", operator="In", values=("ssd",)),))),))
-    assert {schedule_one(t, pod).node_name for _ in range(20)} == {"ssd"}
+    assert {schedule_one(t, pod, np.random.default_rng(0)).node_name for _ in range(20)} == {"ssd"}
 
 
 def test_required_affinity_gt_and_match_fields():
@@ -356,7 +360,7 @@ def test_required_affinity_gt_and_match_fields():
         key="d.p",
         required=(Term(match_expressions=(Requirement(key="cores", operator="Gt", values=("8",)),), match_fields=(Requirement(key="metadata.name", operator="NotIn", values=("other",)),)),),
     )
-    assert schedule_one(t, pod).node_name == "big"
+    assert schedule_one(t, pod, np.random.default_rng(0)).node_name == "big"
 
 
 def test_node_changes_update_rows_and_keep_bound_pods_accounted():
@@ -364,11 +368,11 @@ def test_node_changes_update_rows_and_keep_bound_pods_accounted():
     pod = PodRequest(key="d.p", cpu=800)
     t.assume(pod, "a")
     t.remove_node("a")
-    assert schedule_one(t, PodRequest(key="d.q", cpu=800)).message == "no nodes available to schedule pods"
+    assert schedule_one(t, PodRequest(key="d.q", cpu=800), np.random.default_rng(0)).message == "no nodes available to schedule pods"
     t.set_node(NodeInfo(name="a", cpu=1000, memory=GiB))
-    assert schedule_one(t, PodRequest(key="d.q", cpu=800)).reasons == Counter({"Insufficient cpu": 1})
+    assert schedule_one(t, PodRequest(key="d.q", cpu=800), np.random.default_rng(0)).reasons == Counter({"Insufficient cpu": 1})
     t.set_node(NodeInfo(name="a", cpu=2000, memory=GiB))  # resized
-    assert schedule_one(t, PodRequest(key="d.q", cpu=800)).node_name == "a"
+    assert schedule_one(t, PodRequest(key="d.q", cpu=800), np.random.default_rng(0)).node_name == "a"
 
 
 # ---- partial scoring on large clusters (kube-scheduler's percentageOfNodesToScore) ---------------
@@ -405,7 +409,8 @@ def big_clusters(draw) -> list[NodeInfo]:
     seed=st.integers(0, 2**16),
 )
 def test_partial_scoring_binds_only_where_it_fits_and_walks_on(cluster, cpus, percentage, seed):
-    t = NodeTable(np.random.default_rng(seed), percentage_of_nodes_to_score=percentage)
+    t = NodeTable(percentage_of_nodes_to_score=percentage)
+    rng = np.random.default_rng(seed)
     for n in cluster:
         t.set_node(n)
     bound: dict[str, list[PodRequest]] = {n.name: [] for n in cluster}
@@ -414,7 +419,7 @@ def test_partial_scoring_binds_only_where_it_fits_and_walks_on(cluster, cpus, pe
         pod = PodRequest(key=f"d.p{i}", cpu=cpu, memory=GiB // 8, owner_uid="rs")
         fits = {n.name for n in cluster if ref_fits(pod, n, bound[n.name])}
         start = t.next_start
-        rows, walked = t.find_feasible(pod, want)
+        rows, walked = filters.find_feasible(t, pod, want, start)
         found = [t.names[r] for r in rows]
         # as many feasible nodes as asked for (or every one), each once, each one that fits
         assert len(found) == len(set(found)) == min(want, len(fits))
@@ -422,8 +427,10 @@ def test_partial_scoring_binds_only_where_it_fits_and_walks_on(cluster, cpus, pe
         # the walk starts where the previous pod stopped and ends at the last node found
         if found and len(fits) > want:
             assert int(rows[-1]) == (start + walked - 1) % t.n
-        d = schedule_one(t, pod)
-        assert t.next_start == (start + walked) % t.n
+        d = schedule_one(t, pod, rng)
+        assert t.next_start == start  # the decision says where to go on; the table stays as it was
+        assert d.next_start == (start + walked) % t.n
+        t.next_start = d.next_start
         if d.node_name is None:
             assert fits == set(), d.message
             continue
@@ -451,6 +458,52 @@ def test_cached_resource_scores_equal_fresh_ones(cluster, steps, shape):
             t.assume(pod, f"n{node}")
         else:
             t.forget(pod.key)
-        cached = t._resource_row_scores(probe)
-        fresh = t._resource_scores(probe.score_cpu, probe.score_memory, slice(0, t.n))
+        cached = scores.resource_row_scores(t, probe)
+        fresh = scores.resource_scores(t, probe.score_cpu, probe.score_memory, slice(0, t.n))
         assert cached.tolist() == fresh.tolist()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cluster=nodes(count=6),
+    steps=st.lists(st.tuples(st.integers(0, 9), st.integers(0, 6), st.sampled_from(["assume", "forget", "node"])), max_size=60),
+    probe=pods(),
+)
+def test_cached_feasibility_equals_fresh_filters(cluster, steps, probe):
+    """The feasibility kept per pod shape and refreshed row by row equals the filters run afresh."""
+    t = table_of(*cluster)
+    for k, node, what in steps:
+        pod = PodRequest(key=f"d.p{k}", cpu=300 * k, memory=GiB // (k + 1), host_ports=(HostPort(port=80),) if k % 3 == 0 else ())
+        if what == "assume":
+            t.assume(pod, f"n{node}")
+        elif what == "forget":
+            t.forget(pod.key)
+        elif node < len(cluster):
+            t.set_node(msgspec.structs.replace(cluster[node], cpu=cluster[node].cpu // 2 + 100 * k))
+        else:
+            t.remove_node(f"n{k % len(cluster)}")
+        assert filters.fits(t, probe).tolist() == filters.feasible(t, probe).tolist()
+
+
+def _state(t: NodeTable) -> tuple:
+    arrays = ("alloc_cpu", "alloc_mem", "alloc_pods", "req_cpu", "req_mem", "req_pods", "score_cpu", "score_mem", "alive")
+    return (
+        t.next_start, t.n, list(t.names), dict(t.pods), tuple(getattr(t, a)[: t.n].tolist() for a in arrays),
+        {uid: c[: t.n].tolist() for uid, c in t.owners.items()},
+    )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cluster=big_clusters(), cpus=st.lists(st.sampled_from([0, 100, 600]), min_size=1, max_size=10), seed=st.integers(0, 2**16))
+def test_schedule_one_changes_nothing_and_its_randomness_is_the_generator_passed(cluster, cpus, seed):
+    t = table_of(*cluster)
+    for i, cpu in enumerate(cpus):
+        pod = PodRequest(key=f"d.p{i}", cpu=cpu, memory=GiB // 8, owner_uid="rs")
+        before = _state(t)
+        d = schedule_one(t, pod, np.random.default_rng(seed))
+        assert _state(t) == before
+        # the same table, pod and generator seed: the same decision
+        assert schedule_one(t, pod, np.random.default_rng(seed)) == d
+        t.next_start = d.next_start
+        if d.node_name is not None:
+            t.assume(pod, d.node_name)

@@ -14,7 +14,7 @@ from typing import Any
 from schemas.core import Node
 from schemas.pod import NodeSelectorTerm, Pod
 from schemas.quantity import cpu_millis, to_bytes
-from services.scheduler.plan import (
+from services.scheduler.values import (
     HostPort,
     NodeInfo,
     PodRequest,

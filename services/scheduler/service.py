@@ -131,7 +131,8 @@ class Scheduler:
         self.reservations_published = 0                # node reservations this replica published
         self.clock = clock
         self.log = log
-        self.table = NodeTable(rng)
+        self.rng = rng if rng is not None else np.random.default_rng()  # breaks ties between equal nodes
+        self.table = NodeTable()
         self.pods = Informer(nc, "Pod")
         self.nodes = Informer(nc, "Node")
         # Claims, volumes and classes: a pod's claims may pin it to nodes or keep it pending.
@@ -448,7 +449,8 @@ class Scheduler:
         chosen: dict[str, list[tuple[Pod, PodRequest]]] = {}
         failed = list(blocked or [])
         for pod, req in batch:
-            d = schedule_one(self.table, req, now)
+            d = schedule_one(self.table, req, self.rng, now)
+            self.table.next_start = d.next_start
             if d.node_name is None:
                 failed.append((pod, d.message))
                 continue
