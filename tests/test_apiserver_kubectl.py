@@ -3,6 +3,7 @@ Kubernetes Python client, as a user drives a cluster with them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -60,17 +61,24 @@ data:
 """
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+@contextlib.contextmanager
+def apiserver_up(state, *args: str):
+    """A `kyb up` of the test's own (``args`` added to its command line), once its apiserver answers."""
     from tests.kybup import Up
 
-    up = Up(tmp_path_factory.mktemp("apiserver") / "state")
+    up = Up(state, *args)
     try:
         wait_until(lambda: _kubectl(up, "get", "--raw", "/version", check=False).returncode == 0, timeout=30,
                    what="the apiserver")
         yield up
     finally:
         up.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with apiserver_up(tmp_path_factory.mktemp("apiserver") / "state") as up:
+        yield up
 
 
 def _kubectl(up, *args: str, input: str | None = None, check: bool = True, timeout: float = 60):

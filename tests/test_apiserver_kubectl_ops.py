@@ -11,7 +11,7 @@ import stat
 import pytest
 
 from tests.cluster import wait_until
-from tests.test_apiserver_kubectl import KUBECTL, _kubectl
+from tests.test_apiserver_kubectl import KUBECTL, _kubectl, apiserver_up
 
 pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
 
@@ -40,15 +40,9 @@ spec:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    from tests.kybup import Up
-
-    up = Up(tmp_path_factory.mktemp("apiserver-ops") / "state", "--network", "loopback")  # pod traffic stays on 127/8
-    try:
-        wait_until(lambda: _kubectl(up, "get", "--raw", "/version", check=False).returncode == 0, timeout=30,
-                   what="the apiserver")
+    # pod traffic stays on 127/8
+    with apiserver_up(tmp_path_factory.mktemp("apiserver-ops") / "state", "--network", "loopback") as up:
         yield up
-    finally:
-        up.stop()
 
 
 def _pods(cluster, selector: str) -> list[dict]:

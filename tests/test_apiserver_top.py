@@ -9,7 +9,7 @@ import os
 import pytest
 
 from tests.cluster import wait_until
-from tests.test_apiserver_kubectl import KUBECTL, _kubectl
+from tests.test_apiserver_kubectl import KUBECTL, _kubectl, apiserver_up
 
 pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
 
@@ -33,15 +33,8 @@ spec:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    from tests.kybup import Up
-
-    up = Up(tmp_path_factory.mktemp("top") / "state", "-o", "metrics_interval=1")
-    try:
-        wait_until(lambda: _kubectl(up, "get", "--raw", "/version", check=False).returncode == 0, timeout=30,
-                   what="the apiserver")
+    with apiserver_up(tmp_path_factory.mktemp("top") / "state", "-o", "metrics_interval=1") as up:
         yield up
-    finally:
-        up.stop()
 
 
 def _rows(out: str) -> dict[str, list[str]]:
