@@ -4,10 +4,13 @@ nodes, rolled to a new template, against the ideal for that budget.
 Pods go through the whole pipeline (deployment -> replication -> scheduler -> the hollow kubelet
 of tests/cluster.py, reporting each bound pod Running and Ready at once), so the only waits are the
 cluster's own.
-Baseline in the same run: the per-wave pod start time, measured by starting one wave's worth
-of pods (maxSurge + maxUnavailable) as a fresh Deployment until all are available. The ideal
-rollout is waves x that time, with waves = ceil(replicas / (maxSurge + maxUnavailable)).
-Prints both, and their ratio (target <= 1.5). Starts its own nats-server in a temp directory.
+Baseline in the same run: the time to start n pods through the same pipeline, measured by
+starting n pods as a fresh Deployment until all are available, for each step size n of the
+ideal. The ideal (bench/rolling_ideal.py) plays Kubernetes' rolling-update algorithm with instant
+controllers: its dependent steps (each scale-down waits for the new pods of the step before to
+be Ready) each cost the measured start time of their pods. Printed beside the older estimate,
+waves x the start time of one wave, waves = ceil(replicas / (maxSurge + maxUnavailable)), and
+the ratio measured / ideal (target <= 1.25). Starts its own nats-server in a temp directory.
 
     python bench/rollout_deployment.py [--replicas 100] [--nodes 20] [--rounds 3]
 """
@@ -29,15 +32,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import nats  # noqa: E402
 from hollow import HollowNodes  # noqa: E402
+from rolling_ideal import fenceposts, ideal_seconds, rolling_steps  # noqa: E402
 
 from kyb.client import ApiClient  # noqa: E402
 from kyb.hollow import HollowKubelet  # noqa: E402
 from kyb.natsd import NatsServer, free_port  # noqa: E402
 from kyb.serve import run_services  # noqa: E402
 from kyb.store import Store  # noqa: E402
-from schemas.quantity import scaled_int_or_percent  # noqa: E402
 from tests.cluster import workload_manifest  # noqa: E402
 
+TARGET = 1.25
 OPTIONS = {"configure_logging": True, "log_level": "WARNING", "lease_seconds": 2, "renew_seconds": 0.5,
            "retry_seconds": 0.2, "replication_workers": 8, "deployment_workers": 4}
 
@@ -78,19 +82,23 @@ async def bench(url: str, replicas: int, nodes: int, rounds: int) -> None:
         await HollowNodes(count=nodes).register(store)
         await kubelet.start().wait_synced(30)
 
-        surge = scaled_int_or_percent("25%", replicas, True)
-        unavailable = scaled_int_or_percent("25%", replicas, False)
+        surge, unavailable = fenceposts(replicas, "25%", "25%")
         wave = surge + unavailable
         waves = math.ceil(replicas / wave)
+        steps = rolling_steps(replicas, surge, unavailable)
 
-        # Baseline: one wave of pods started through the same pipeline (median of `rounds`).
-        wave_times = []
-        for i in range(rounds):
-            t0 = time.monotonic()
-            await api.apply(manifest(f"wave-{i}", wave, "bench:1"))
-            wave_times.append(await wait_rolled_out(api, f"wave-{i}") - t0)
-            await api.delete("deployments", "default", f"wave-{i}")
-        wave_time = statistics.median(wave_times)
+        # Baseline: n pods started through the same pipeline (median of `rounds`), for each n
+        # the ideal's steps and the older estimate's waves start.
+        start_times: dict[int, float] = {}
+        for n in sorted({*steps, wave}):
+            times = []
+            for i in range(rounds):
+                name = f"start-{n}-{i}"
+                t0 = time.monotonic()
+                await api.apply(manifest(name, n, "bench:1"))
+                times.append(await wait_rolled_out(api, name) - t0)
+                await api.delete("deployments", "default", name)
+            start_times[n] = statistics.median(times)
 
         await api.apply(manifest("web", replicas, "bench:1"))
         await wait_rolled_out(api, "web")
@@ -101,12 +109,16 @@ async def bench(url: str, replicas: int, nodes: int, rounds: int) -> None:
             rollouts.append(await wait_rolled_out(api, "web") - t0)
         rollout = statistics.median(rollouts)
 
-        ideal = waves * wave_time
-        print(f"replicas={replicas} maxSurge={surge} maxUnavailable={unavailable} waves={waves}")
-        print(f"per-wave pod start time (baseline, {wave} pods, median of {rounds}): {wave_time:.2f} s")
-        print(f"ideal rollout (waves x wave time):          {ideal:.2f} s")
-        print(f"measured rollout (median of {rounds}):          {rollout:.2f} s")
-        print(f"ratio measured / ideal: {rollout / ideal:.2f} (target <= 1.5)")
+        ideal = ideal_seconds(steps, start_times.__getitem__)
+        older = waves * start_times[wave]
+        print(f"replicas={replicas} maxSurge={surge} maxUnavailable={unavailable}")
+        for n, t in sorted(start_times.items()):
+            print(f"start time of {n} pods (baseline, median of {rounds}): {t:.2f} s")
+        print(f"ideal (Kubernetes' rolling steps {'+'.join(map(str, steps))}, instant controllers): {ideal:.2f} s")
+        print(f"older estimate (waves {waves} x start time of {wave} pods):            {older:.2f} s")
+        print(f"measured rollout (median of {rounds}, {' '.join(f'{r:.2f}' for r in rollouts)}): {rollout:.2f} s")
+        print(f"ratio measured / ideal: {rollout / ideal:.2f} (target <= {TARGET}: "
+              f"{'met' if rollout / ideal <= TARGET else 'MISSED'}); measured / older estimate: {rollout / older:.2f}")
     finally:
         await kubelet.stop()
         stop.set()
