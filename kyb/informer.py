@@ -7,6 +7,12 @@ whenever anything goes wrong — a missed heartbeat, a consumer-sequence gap, a 
 or reconnect — it makes a new consumer starting right after that sequence: nothing is missed,
 and a per-key revision check drops anything seen twice.
 
+Decoded objects are held once per process: informers of the same kind (every service of ``kyb
+up`` has its own) share the object decoded from one stream message, and indexes and handlers
+get that same object, never a copy. Objects are frozen and never modified in place (STYLE.md
+#5), so sharing them is safe; the table holds them weakly and forgets one when no informer
+caches it any more.
+
 "Synced" is explicit: ``wait_synced()`` returns once the initial listing has been applied.
 Handlers receive ``(event, new, old, headers)`` and should only enqueue keys (STYLE.md #2);
 headers carry the writer's ``traceparent``.
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
@@ -38,6 +45,21 @@ Handler = Callable[[str, Object | None, Object | None, dict[str, str]], None]
 Indexer = Callable[[Object], Iterable[str]]
 
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
+
+# (bucket, key, stream sequence, hash of the message) -> the object decoded from it, while any
+# informer of this process caches it. The hash keeps apart equal sequences of different servers.
+_decoded: weakref.WeakValueDictionary[tuple[str, str, int, int], Object] = weakref.WeakValueDictionary()
+
+
+def shared_decode(info: KindInfo, key: str, data: bytes, seq: int) -> Object:
+    """The object stored at ``seq`` under ``key``: the one another informer of this process
+    already decoded from the same message, or a newly decoded one."""
+    ident = (info.bucket, key, seq, hash(data))
+    obj = _decoded.get(ident)
+    if obj is None:
+        obj = decode(info, data, seq)
+        _decoded[ident] = obj
+    return obj
 
 
 def by_owner_uid(obj: Object) -> list[str]:
@@ -228,7 +250,7 @@ class Informer:
             self._emit(DELETED, None, old, headers)
             return
         try:
-            obj = decode(self.info, data, seq)
+            obj = shared_decode(self.info, key, data, seq)
         except msgspec.DecodeError as e:
             ns, name = split_key(key)
             log.warning("undecodable object skipped", kind=self.info.plural, namespace=ns, name=name, error=str(e))

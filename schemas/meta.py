@@ -59,8 +59,10 @@ class ObjectMeta(Base, frozen=True):
     managedFields: list[ManagedFieldsEntry] = []
 
 
-class Object(Base, frozen=True):
+class Object(Base, frozen=True, weakref=True):
     """A top-level object: apiVersion, kind, metadata (each kind adds spec/status/data).
+
+    Weakly referable, so informers can share one decoded object (kyb.informer).
 
     Each kind names its preferred ``API_VERSION`` and ``KIND``; an object built without them
     gets them filled in, so encoded objects always say what they are.

@@ -131,3 +131,47 @@ async def test_a_stop_whose_cancellation_never_arrives_still_ends_a_busy_watch(n
         busy.cancel()
         await asyncio.gather(busy, return_exceptions=True)
         await inf.stop()
+
+
+async def test_every_informer_of_the_process_holds_one_decoded_object(nc):
+    """No second copy per informer, per index or per handler: the services of ``kyb up`` each
+    watch Pods, and all of them must hold the very same decoded object."""
+    store = Store(nc.jetstream())
+    await store.ensure_buckets()
+    await store.create(pod("a", node="n1", app="web"))
+    seen: list[Pod] = []
+    one = Informer(nc, "Pod", indexers={"node": by_node_name})
+    other = Informer(nc, "Pod", indexers={"app": by_label("app")})
+    other.add_handler(lambda ev, new, old, h: new is not None and seen.append(new))
+    await one.start()
+    await other.start()
+    try:
+        await one.wait_synced(10)
+        await other.wait_synced(10)
+        a = one.get("default.a")
+        assert a is not None and other.get("default.a") is a
+        assert one.by_index("node", "n1")[0] is a and other.by_index("app", "web")[0] is a
+        assert one.list("default")[0] is a and seen[-1] is a
+        changed = await store.mutate("Pod", "default", "a", lambda p: msgspec.structs.replace(
+            p, metadata=msgspec.structs.replace(p.metadata, labels={"app": "web", "v": "2"})))
+        want = changed.metadata.resourceVersion
+        await eventually(lambda: all(i.get("default.a").metadata.resourceVersion == want for i in (one, other)),
+                         what="both informers at the update")
+        assert one.get("default.a") is other.get("default.a") is seen[-1]
+        assert one.get("default.a") is not a
+    finally:
+        await one.stop()
+        await other.stop()
+
+
+def test_shared_decode_tells_apart_messages_of_other_servers():
+    from kyb.informer import shared_decode
+    from kyb.store import kind_info
+
+    info = kind_info("Pod")
+    first = msgspec.json.encode(pod("a", app="web"))
+    second = msgspec.json.encode(pod("a", app="db"))
+    x = shared_decode(info, "default.a", first, 7)
+    assert shared_decode(info, "default.a", first, 7) is x
+    y = shared_decode(info, "default.a", second, 7)  # same key and sequence, another stream
+    assert y is not x and y.metadata.labels == {"app": "db"}
