@@ -38,7 +38,13 @@ class Requester:
     async def _start(self) -> None:
         if self._starting is None:
             self._starting = asyncio.ensure_future(self._subscribe())
-        await asyncio.shield(self._starting)
+        starting = self._starting
+        try:
+            await asyncio.shield(starting)
+        except Exception:
+            if starting.done() and self._starting is starting:
+                self._starting = None  # a failed subscribe is tried again by the next request
+            raise
 
     async def _subscribe(self) -> None:
         prefix = self.nc.new_inbox() + "."

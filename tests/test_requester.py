@@ -56,3 +56,28 @@ async def test_a_cancelled_request_leaves_nothing_waiting(nc):
     with pytest.raises(asyncio.CancelledError):
         await task
     assert requests._waiting == {}
+
+
+async def test_a_failed_subscribe_is_tried_again(nc):
+    async def echo(msg):
+        await nc.publish(msg.reply, msg.data)
+
+    await nc.subscribe("t.again", cb=echo)
+    requests = Requester(nc)
+    real = nc.subscribe
+    calls = 0
+
+    async def failing_once(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise nats.errors.ConnectionReconnectingError()
+        return await real(*args, **kwargs)
+
+    nc.subscribe = failing_once
+    try:
+        with pytest.raises(nats.errors.ConnectionReconnectingError):
+            await requests.request("t.again", b"1", 5)
+        assert (await requests.request("t.again", b"2", 5)).data == b"2"
+    finally:
+        nc.subscribe = real
