@@ -59,9 +59,13 @@ def test_kubectl_top_pods_and_nodes(cluster):
 
         selected = _kubectl(cluster, "top", "pod", "-l", "app=calm").stdout
         assert set(_rows(selected)) == {"calm"}
-        per_container = _kubectl(cluster, "top", "pod", "busy", "--containers").stdout.splitlines()
+        # a container is in a sample from its second reading on: wait for both
+        def both_containers() -> list[str] | None:
+            lines = _kubectl(cluster, "top", "pod", "busy", "--containers").stdout.splitlines()
+            return lines if sorted(line.split()[1] for line in lines[1:]) == ["idle", "spin"] else None
+
+        per_container = wait_until(both_containers, timeout=30, what="both containers of busy in kubectl top")
         assert per_container[0].split() == ["POD", "NAME", "CPU(cores)", "MEMORY(bytes)"]
-        assert sorted(line.split()[1] for line in per_container[1:]) == ["idle", "spin"]
 
         nodes = _kubectl(cluster, "top", "node").stdout
         assert nodes.splitlines()[0].split() == ["NAME", "CPU(cores)", "CPU(%)", "MEMORY(bytes)", "MEMORY(%)"]
