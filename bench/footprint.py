@@ -271,13 +271,18 @@ def per_component(url: str, env: dict[str, str]) -> dict[str, float]:
         try:
             out[name] = steady_rss(proc)
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            interrupt(proc, 30)
     return out
+
+
+def interrupt(proc: subprocess.Popen, timeout: float) -> None:
+    """Stop ``proc`` as Ctrl-C does; killed when it has not ended within ``timeout`` seconds."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 async def answering(url: str, data: Path, timeout: float = 60) -> None:
@@ -369,18 +374,8 @@ def main() -> None:
                 asyncio.run(unload_scale(url))
         finally:
             if hollow is not None:
-                hollow.send_signal(signal.SIGINT)
-                try:
-                    hollow.wait(60)
-                except subprocess.TimeoutExpired:
-                    hollow.kill()
-                    hollow.wait()
-            up.send_signal(signal.SIGINT)
-            try:
-                up.wait(60)
-            except subprocess.TimeoutExpired:
-                up.kill()
-                up.wait()
+                interrupt(hollow, 60)
+            interrupt(up, 60)
 
     print(f"kyb up, idle              : RSS {idle_rss:6.0f} MB  USS {idle_uss:6.0f} MB  ({idle_parts})")
     print(f"kyb up, {args.configmaps} ConfigMaps + {args.replicas} pods: RSS {loaded_rss:6.0f} MB  "
