@@ -373,10 +373,13 @@ class Api:
             obj = msgspec.convert({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}, ns_type)
             with contextlib.suppress(errors.AlreadyExists):
                 await self.store.create(obj)
+        # one listing, not a create per namespace at every start
+        accounted = {sa.metadata.namespace for sa in await self.store.list("ServiceAccount")
+                     if sa.metadata.name == DEFAULT_SERVICE_ACCOUNT}
         for ns in await self.store.list("Namespace"):
             if ns.metadata.deletionTimestamp:
                 self.finish_namespace(ns.metadata.name)
-            else:  # namespaces made before ServiceAccounts were served get theirs too
+            elif ns.metadata.name not in accounted:  # namespaces made before ServiceAccounts were served
                 await self._default_service_account(ns.metadata.name)
 
     async def _default_service_account(self, namespace: str) -> None:
