@@ -2,19 +2,19 @@
 and runs the pods bound to it through a container runtime.
 
 ``kyb serve kubelet --node-name N --runtime docker|process|auto``. Options (ctx.options):
-see :class:`KubeletOptions`. Pods are synced by a controller keyed by pod key
-(:class:`services.kubelet.sync.PodWorker`); ConfigMap and Secret changes re-enqueue the pods
-on this node that refer to them.
+every one is read once into :class:`KubeletOptions`. :class:`Kubelet` runs the node: pods are
+synced by a controller keyed by pod key (:class:`services.kubelet.sync.PodWorker`); ConfigMap
+and Secret changes re-enqueue the pods on this node that refer to them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import os
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,7 @@ from services.kubelet.cni.spec import DEFAULT_CONF_DIR, DEFAULT_PLUGIN_DIRS
 from services.kubelet.env import referenced
 from services.kubelet.etcfiles import PodEtcFiles
 from services.kubelet.ipam import PodIPAllocator, check_cidr, default_cidr
+from services.kubelet.metrics import publish_metrics
 from services.kubelet.node import (
     LEASE_NAMESPACE,
     NodeSettings,
@@ -44,10 +45,14 @@ from services.kubelet.node import (
     node_object,
     parse_taint,
 )
+from services.kubelet.nodeapi import serve_node_api
+from services.kubelet.nodeclient import NodeApi, NodeSecrets
 from services.kubelet.podnet import CniPodNetwork
+from services.kubelet.probes import ProbeManager
 from services.kubelet.reconcile import Settings
 from services.kubelet.runtime.base import ContainerRuntime
-from services.kubelet.sync import HostDirVolumes, PodWorker
+from services.kubelet.sync import PodWorker
+from services.kubelet.volumes import DEFAULT_SECRET_DIR, VolumeManager
 
 CLUSTER_DNS = "10.96.0.10"  # the tenth address of the default service CIDR, as kubeadm picks it
 
@@ -83,6 +88,9 @@ class KubeletOptions:
     cluster_dns: tuple[str, ...] = (CLUSTER_DNS,)  # network cni: the nameserver of ClusterFirst pods ("" for none)
     cluster_domain: str = "cluster.local"  # network cni: the search domains' suffix
     resolv_conf: str = "/etc/resolv.conf"  # network cni: the node's resolvers (dnsPolicy Default)
+    secret_dir: str | None = None  # tmpfs directory of secret volumes (default: the volume manager's, per node)
+    node_restricted: bool = False  # writes go through the api's node-restricted verbs; Secrets are asked for
+    metrics_interval: float = 15.0  # seconds between resource-usage samples (kubectl top)
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> KubeletOptions:
@@ -121,12 +129,15 @@ class KubeletOptions:
             cni_bin_dirs=_dirs(options.get("cni_bin_dirs")) or DEFAULT_PLUGIN_DIRS,
             cni_cache_dir=options.get("cni_cache_dir"),
             cni_ipam_dir=options.get("cni_ipam_dir"),
-            cni_ip_masq=str(options.get("cni_ip_masq", "")).lower() in ("1", "true", "yes", "on"),
+            cni_ip_masq=opts_bool(options.get("cni_ip_masq", "")),
             cni_host_netns=options.get("cni_host_netns"),
             pod_cidr_wait=num("pod_cidr_wait", 1.0),
             cluster_dns=_dirs(options["cluster_dns"]) if "cluster_dns" in options else (CLUSTER_DNS,),
             cluster_domain=str(options.get("cluster_domain") or "cluster.local"),
             resolv_conf=str(options.get("resolv_conf") or "/etc/resolv.conf"),
+            secret_dir=options.get("secret_dir"),
+            node_restricted=opts_bool(options.get("node_restricted")),
+            metrics_interval=num("metrics_interval", 15.0) or 15.0,
         )
 
 
@@ -182,180 +193,215 @@ async def make_runtime(
             f"process://{platform.python_version()}")
 
 
-def _volume_manager(ctx: ServiceContext, node_name: str, configmaps: Informer, secrets: Informer, base: Path) -> Any:
-    """The volume manager of services/kubelet/volumes.py, or the host-directory fallback."""
-    try:
-        module = importlib.import_module("services.kubelet.volumes")
-    except ModuleNotFoundError:
-        return HostDirVolumes(base)
-    secret_dir = Path(ctx.options.get("secret_dir") or module.DEFAULT_SECRET_DIR / node_name)
-    return module.VolumeManager(ctx.store, configmaps, secrets, base, secret_dir)
+class Kubelet:
+    """One node's kubelet: registers the Node and keeps its Lease, waits for its podCIDR on the
+    cni network, then syncs the pods bound to it (a controller keyed by pod key driving
+    :class:`PodWorker`) until ``stop`` is set."""
 
+    def __init__(self, ctx: ServiceContext, opts: KubeletOptions) -> None:
+        if opts.network not in ("loopback", "cni"):
+            raise errors.Invalid(f"unknown network {opts.network!r}: expected loopback or cni")
+        self.ctx = ctx
+        self.opts = opts
+        self.node_name = opts.node_name
+        self.log = ctx.log.bind(node=opts.node_name)
+        self.state_dir = Path(opts.state_dir or Path(tempfile.gettempdir()) / f"kyb-kubelet-{opts.node_name}")
+        if opts.network == "cni":
+            self.cidr = opts.pod_cidr or ""  # else the one nodeipam gives the Node
+        else:
+            self.cidr = opts.pod_cidr or default_cidr(opts.node_name)
+            check_cidr(self.cidr)
+        self.taints = tuple(parse_taint(t) for t in opts.taints)
+        self.pods = Informer(ctx.nc, "Pod", indexers={"node": by_node_name})
+        self.configmaps = Informer(ctx.nc, "ConfigMap")
+        self.node_api: NodeApi | None = None
+        self.secrets: Any = Informer(ctx.nc, "Secret")
+        if opts.node_restricted:
+            self.node_api = NodeApi(ctx.nc, opts.node_name)
+            self.secrets = NodeSecrets(self.node_api)  # no read right on the Secrets bucket: ask the api
+        self.controller: Controller | None = None
+        self.worker: PodWorker | None = None
+        self.probes: ProbeManager | None = None
+        self.volumes: VolumeManager | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
 
-async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
-    opts = KubeletOptions.from_dict(ctx.options)
-    node_name = opts.node_name
-    log = ctx.log.bind(node=node_name)
-    state_dir = Path(opts.state_dir or Path(tempfile.gettempdir()) / f"kyb-kubelet-{node_name}")
-    state_dir.mkdir(parents=True, exist_ok=True)
-    if opts.network not in ("loopback", "cni"):
-        raise errors.Invalid(f"unknown network {opts.network!r}: expected loopback or cni")
-    if opts.network == "cni":
-        cidr = opts.pod_cidr or ""  # else the one nodeipam gives the Node
-    else:
-        cidr = opts.pod_cidr or default_cidr(node_name)
-        check_cidr(cidr)
-    taints = tuple(parse_taint(t) for t in opts.taints)
-    runtime, runtime_version = await make_runtime(opts, state_dir, node_name)
-    settings = NodeSettings(
-        name=node_name,
-        cpu=opts.cpu or str(os.cpu_count() or 1),
-        memory=opts.memory or host_memory(),
-        pods=opts.pods,
-        labels=opts.labels,
-        taints=taints,
-        pod_cidr=cidr,
-        hostname=socket.gethostname(),
-        runtime_version=runtime_version,
-        internal_ip=opts.node_ip,
-    )
-    pods = Informer(ctx.nc, "Pod", indexers={"node": by_node_name})
-    configmaps = Informer(ctx.nc, "ConfigMap")
-    node_api = None
-    secrets: Any = Informer(ctx.nc, "Secret")
-    if opts_bool(ctx.options.get("node_restricted")):
-        from services.kubelet.nodeclient import NodeApi, NodeSecrets
+    @property
+    def informers(self) -> tuple[Any, ...]:
+        return self.pods, self.configmaps, self.secrets
 
-        node_api = NodeApi(ctx.nc, node_name)
-        secrets = NodeSecrets(node_api)  # no read right on the Secrets bucket: ask the api
-    informers = [pods, configmaps, secrets]
-    probes = None
-    volumes: Any = None
-    try:
-        probes = importlib.import_module("services.kubelet.probes").ProbeManager(runtime)
-    except ModuleNotFoundError:
-        probes = None
-    controller: Controller | None = None
-    worker: PodWorker | None = None
-    tasks: list[asyncio.Task] = []
-    try:
+    def _my_pods(self) -> list[Any]:
+        return self.pods.by_index("node", self.node_name)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        runtime, runtime_version = await make_runtime(self.opts, self.state_dir, self.node_name)
+        try:
+            await self._run(runtime, runtime_version, stop)
+        finally:
+            stop.set()
+            await self._close(runtime)
+
+    async def _run(self, runtime: ContainerRuntime, runtime_version: str, stop: asyncio.Event) -> None:
+        ctx, opts = self.ctx, self.opts
+        settings = self._node_settings(runtime_version)
+        self.probes = ProbeManager(runtime)
         await register_node(ctx, settings)
         # Heartbeats first: a kubelet still waiting for its podCIDR or its caches is alive, and
         # its Lease says so (else the node lifecycle controller would call it lost meanwhile).
         # The first renewal is made here, so the Lease exists as soon as the Node does.
-        if not opts_bool(ctx.options.get("node_restricted")):  # else the api made it; a kubelet may not
+        if not opts.node_restricted:  # else the api made it; a kubelet may not
             with contextlib.suppress(errors.KybError):
                 await ensure_lease_namespace(ctx)
         with contextlib.suppress(errors.KybError):
             await renew_lease(ctx, settings.name)
-        tasks.append(asyncio.create_task(node_loop(ctx, settings, opts, stop), name="kubelet-node"))
+        self._spawn(node_loop(ctx, settings, opts, stop), "kubelet-node")
         network: CniPodNetwork | None = None
         if opts.network == "cni":
-            cidr = await wait_for_pod_cidr(ctx, node_name, opts, stop)
-            if not cidr:
+            self.cidr = await wait_for_pod_cidr(ctx, self.node_name, opts, stop)
+            if not self.cidr:
                 return  # stopped while waiting
-            network = cni_network(opts, state_dir, node_name, cidr)
-            log.info("pod network", network="cni", config=network.ensure_config(default_network(opts, node_name, cidr)))
-        for inf in informers:
+            network = cni_network(opts, self.state_dir, self.node_name, self.cidr)
+            config = network.ensure_config(default_network(opts, self.node_name, self.cidr))
+            self.log.info("pod network", network="cni", config=config)
+        for inf in self.informers:
             await inf.start()
-        for inf in informers:
+        for inf in self.informers:
             await inf.wait_synced(30)
-        allocator = PodIPAllocator(cidr if opts.network == "loopback" else default_cidr(node_name))
-        for p in pods.by_index("node", node_name):
+        self.worker = worker = self._pod_worker(runtime, settings, network)
+        self.controller = Controller(
+            "kubelet",
+            worker.reconcile,
+            workers=opts.workers,
+            resync_seconds=60,
+            keys=lambda: [f"{p.metadata.namespace}.{p.metadata.name}" for p in self._my_pods()],
+            max_backoff=30.0,
+            # A stopping kubelet leaves containers running (the next one adopts them), so
+            # it does not wait out graceful terminations in flight.
+            shutdown_timeout=3.0,
+        )
+        self.pods.add_handler(self._on_pod)
+        self.configmaps.add_handler(self._on_config("ConfigMap"))
+        self.secrets.add_handler(self._on_config("Secret"))
+        with contextlib.suppress(Exception):
+            await worker.housekeeping()
+        self._spawn(housekeeping_loop(worker, stop), "kubelet-housekeeping")
+        self._spawn(self._serve_node_api(runtime, worker, stop), "kubelet-nodeapi")
+        self._spawn(publish_metrics(ctx.nc, self.node_name, runtime, self._my_pods, stop, opts.metrics_interval),
+                    "kubelet-metrics")
+        self.log.info("kubelet started", runtime=runtime.name, pod_cidr=self.cidr, network=opts.network)
+        await self.controller.run(stop)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    def _node_settings(self, runtime_version: str) -> NodeSettings:
+        opts = self.opts
+        return NodeSettings(
+            name=self.node_name,
+            cpu=opts.cpu or str(os.cpu_count() or 1),
+            memory=opts.memory or host_memory(),
+            pods=opts.pods,
+            labels=opts.labels,
+            taints=self.taints,
+            pod_cidr=self.cidr,
+            hostname=socket.gethostname(),
+            runtime_version=runtime_version,
+            internal_ip=opts.node_ip,
+        )
+
+    def _pod_worker(self, runtime: ContainerRuntime, settings: NodeSettings,
+                    network: CniPodNetwork | None) -> PodWorker:
+        opts = self.opts
+        allocator = PodIPAllocator(self.cidr if opts.network == "loopback" else default_cidr(self.node_name))
+        for p in self._my_pods():
             if p.status.podIP and p.metadata.uid:
                 allocator.reserve(p.metadata.uid, p.status.podIP)
-        def enqueue(key: str) -> None:
-            if controller is not None:
-                controller.enqueue(key)
-
-        volumes = _volume_manager(ctx, node_name, configmaps, secrets, state_dir / "volumes")
-        worker = PodWorker(
-            node_name=node_name,
-            store=ctx.store,
+        secret_dir = Path(opts.secret_dir) if opts.secret_dir else DEFAULT_SECRET_DIR / self.node_name
+        self.volumes = VolumeManager(self.ctx.store, self.configmaps, self.secrets, self.state_dir / "volumes",
+                                     secret_dir)
+        etc_files = None
+        if network is not None:
+            etc_files = PodEtcFiles(self.state_dir / "etc", cluster_dns=opts.cluster_dns,
+                                    cluster_domain=opts.cluster_domain, host_resolv_conf=opts.resolv_conf)
+        return PodWorker(
+            node_name=self.node_name,
+            store=self.ctx.store,
             runtime=runtime,
-            pods=pods,
-            configmaps=configmaps,
-            secrets=secrets,
+            pods=self.pods,
+            configmaps=self.configmaps,
+            secrets=self.secrets,
             allocator=allocator,
-            volumes=volumes,
-            probes=probes,
+            volumes=self.volumes,
+            probes=self.probes,
             settings=Settings(
                 base_backoff=opts.crash_backoff,
                 max_backoff=opts.max_backoff,
                 reset_after=opts.backoff_reset,
                 relist=opts.relist,
             ),
-            tracer=ctx.tracer,
+            tracer=self.ctx.tracer,
             allocatable={"cpu": settings.cpu, "memory": settings.memory},
-            enqueue=enqueue,
-            node_api=node_api,
+            enqueue=self._enqueue,
+            node_api=self.node_api,
             network=network,
             host_ip=opts.node_ip,
-            etc_files=PodEtcFiles(state_dir / "etc", cluster_dns=opts.cluster_dns, cluster_domain=opts.cluster_domain,
-                                  host_resolv_conf=opts.resolv_conf) if network is not None else None,
+            etc_files=etc_files,
         )
-        controller = Controller(
-            "kubelet",
-            worker.reconcile,
-            workers=opts.workers,
-            resync_seconds=60,
-            keys=lambda: [f"{p.metadata.namespace}.{p.metadata.name}" for p in pods.by_index("node", node_name)],
-            max_backoff=30.0,
-            # A stopping kubelet leaves containers running (the next one adopts them), so
-            # it does not wait out graceful terminations in flight.
-            shutdown_timeout=3.0,
-        )
-        ctrl = controller
 
-        def on_pod(event: str, new: Any, old: Any, headers: dict[str, str]) -> None:
-            if new is not None and old is not None and not spec_or_meta_changed(old, new):
-                return  # a status write (most often our own): nothing to act on
-            for obj in (new, old):
-                if isinstance(obj, Pod) and obj.spec.nodeName == node_name:
-                    ctrl.enqueue_from_headers(f"{obj.metadata.namespace}.{obj.metadata.name}", headers)
-                    return
+    def _enqueue(self, key: str) -> None:
+        if self.controller is not None:
+            self.controller.enqueue(key)
 
-        def on_config(kind: str) -> Any:
-            def handler(event: str, new: Any, old: Any, headers: dict[str, str]) -> None:
-                obj = new or old
-                if obj is None:
-                    return
-                ns, name = obj.metadata.namespace, obj.metadata.name
-                for p in pods.by_index("node", node_name):
-                    if p.metadata.namespace != ns:
-                        continue
-                    cms, secs = referenced(p)
-                    if name in (cms if kind == "ConfigMap" else secs):
-                        ctrl.enqueue_from_headers(f"{ns}.{p.metadata.name}", headers)
+    def _on_pod(self, event: str, new: Any, old: Any, headers: dict[str, str]) -> None:
+        if self.controller is None:
+            return
+        if new is not None and old is not None and not spec_or_meta_changed(old, new):
+            return  # a status write (most often our own): nothing to act on
+        for obj in (new, old):
+            if isinstance(obj, Pod) and obj.spec.nodeName == self.node_name:
+                self.controller.enqueue_from_headers(f"{obj.metadata.namespace}.{obj.metadata.name}", headers)
+                return
 
-            return handler
+    def _on_config(self, kind: str) -> Callable[[str, Any, Any, dict[str, str]], None]:
+        """A ConfigMap or Secret changed: re-sync the pods here that refer to it."""
 
-        pods.add_handler(on_pod)
-        configmaps.add_handler(on_config("ConfigMap"))
-        secrets.add_handler(on_config("Secret"))
-        with contextlib.suppress(Exception):
-            await worker.housekeeping()
-        tasks.append(asyncio.create_task(housekeeping_loop(worker, stop), name="kubelet-housekeeping"))
-        tasks.extend(await _seams(ctx, node_name, runtime, worker, pods, stop))
-        log.info("kubelet started", runtime=runtime.name, pod_cidr=cidr, network=opts.network)
-        await controller.run(stop)
-    finally:
-        stop.set()
-        for t in tasks:
+        def handler(event: str, new: Any, old: Any, headers: dict[str, str]) -> None:
+            obj = new or old
+            if obj is None or self.controller is None:
+                return
+            ns, name = obj.metadata.namespace, obj.metadata.name
+            for p in self._my_pods():
+                if p.metadata.namespace != ns:
+                    continue
+                cms, secs = referenced(p)
+                if name in (cms if kind == "ConfigMap" else secs):
+                    self.controller.enqueue_from_headers(f"{ns}.{p.metadata.name}", headers)
+
+        return handler
+
+    async def _serve_node_api(self, runtime: ContainerRuntime, worker: PodWorker, stop: asyncio.Event) -> None:
+        """Logs, exec, attach and port forwarding of this node's pods, on kyb.node.<node>.*."""
+        handle = await serve_node_api(self.ctx.nc, self.node_name, runtime, worker.lookup, worker.pod_address)
+        try:
+            await stop.wait()
+        finally:
+            await handle.stop()
+
+    async def _close(self, runtime: ContainerRuntime) -> None:
+        for t in self._tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for inf in informers:
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for inf in self.informers:
             await inf.stop()
-        if probes is not None:
-            with contextlib.suppress(Exception):
-                await probes.close()
-        if worker is not None:
-            with contextlib.suppress(Exception):
-                await worker.close()
-        if volumes is not None and hasattr(volumes, "close"):
-            with contextlib.suppress(Exception):
-                await volumes.close()
+        for part in (self.probes, self.worker, self.volumes):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    await part.close()
         await runtime.close()
+
+
+async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
+    await Kubelet(ctx, KubeletOptions.from_dict(ctx.options)).run(stop)
 
 
 async def wait_for_pod_cidr(ctx: ServiceContext, node_name: str, opts: KubeletOptions, stop: asyncio.Event) -> str:
@@ -396,35 +442,6 @@ def spec_or_meta_changed(old: Pod, new: Pod) -> bool:
     return strip(old) != strip(new)
 
 
-async def _seams(
-    ctx: ServiceContext, node_name: str, runtime: ContainerRuntime, worker: PodWorker, pods: Informer,
-    stop: asyncio.Event,
-) -> list[asyncio.Task]:
-    """The node API (logs, exec) and the metrics publisher, when their modules are present."""
-    tasks = []
-    with contextlib.suppress(ModuleNotFoundError):
-        nodeapi = importlib.import_module("services.kubelet.nodeapi")
-
-        async def serve_api() -> None:
-            handle = await nodeapi.serve_node_api(ctx.nc, node_name, runtime, worker.lookup, worker.pod_address)
-            try:
-                await stop.wait()
-            finally:
-                result = handle.stop()
-                if asyncio.iscoroutine(result):
-                    await result
-
-        tasks.append(asyncio.create_task(serve_api(), name="kubelet-nodeapi"))
-    with contextlib.suppress(ModuleNotFoundError):
-        metrics = importlib.import_module("services.kubelet.metrics")
-        interval = float(ctx.options.get("metrics_interval") or 15.0)
-        tasks.append(asyncio.create_task(
-            metrics.publish_metrics(ctx.nc, node_name, runtime, lambda: pods.by_index("node", node_name), stop,
-                                    interval),
-            name="kubelet-metrics"))
-    return tasks
-
-
 async def register_node(ctx: ServiceContext, settings: NodeSettings) -> Node:
     """Create the Node, or bring an existing one's status, labels, CIDR and taints up to date."""
     now = datetime.now(UTC)
@@ -458,7 +475,7 @@ async def node_loop(ctx: ServiceContext, settings: NodeSettings, opts: KubeletOp
     status_interval (nodeStatusUpdateFrequency)."""
     loop = asyncio.get_running_loop()
     last_status = loop.time()
-    if not opts_bool(ctx.options.get("node_restricted")):  # else the api made it; a kubelet may not
+    if not opts.node_restricted:  # else the api made it; a kubelet may not
         with contextlib.suppress(Exception):
             await ensure_lease_namespace(ctx)
     while not stop.is_set():

@@ -21,7 +21,6 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
@@ -32,9 +31,8 @@ from kyb import errors
 from kyb.informer import Informer
 from kyb.store import Store
 from schemas.core import ConfigMap, Secret
-from schemas.defaults import image_pull_policy
 from schemas.pod import Container, LifecycleHandler, Pod
-from schemas.quantity import cpu_millis, to_bytes
+from services.kubelet import startplan
 from services.kubelet.cni.spec import CniError
 from services.kubelet.env import ConfigError, command_line, container_env, referenced
 from services.kubelet.etcfiles import PodEtcFiles
@@ -42,6 +40,7 @@ from services.kubelet.hooks import HookRunner
 from services.kubelet.ipam import PodIPAllocator
 from services.kubelet.podnet import CniPodNetwork
 from services.kubelet.reconcile import (
+    Event,
     Failure,
     Kill,
     Plan,
@@ -49,20 +48,15 @@ from services.kubelet.reconcile import (
     ProbeView,
     Settings,
     Start,
-    next_failure_backoff,
     plan,
     status_differs,
     with_failure,
 )
 from services.kubelet.runtime.base import (
-    ContainerConfig,
     ContainerInfo,
     ContainerRuntime,
     Mount,
-    PortMapping,
-    SandboxConfig,
     SandboxNetns,
-    SandboxNetwork,
 )
 from services.kubelet.runtime.errors import ContainerRuntimeError, ImagePullError, RuntimeUnavailable
 
@@ -101,45 +95,6 @@ class Probes(Protocol):
     def last_failure(self, pod_uid: str, name: str) -> str | None: ...
 
     def startup_done(self, pod_uid: str, name: str) -> bool: ...
-
-
-class HostDirVolumes:
-    """Fallback volumes until the volume manager is present: emptyDir and hostPath only."""
-
-    def __init__(self, base_dir: Path) -> None:
-        self.base_dir = base_dir
-
-    async def prepare(self, pod: Pod) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for v in pod.spec.volumes:
-            if v.hostPath is not None:
-                out[v.name] = v.hostPath.path
-            else:
-                path = self.base_dir / (pod.metadata.uid or "") / v.name
-                path.mkdir(parents=True, exist_ok=True)
-                path.chmod(0o777)
-                out[v.name] = str(path)
-        return out
-
-    def mounts_for(self, pod: Pod, container: Container, prepared: dict[str, str]) -> list[Mount]:
-        return [
-            Mount(host_path=prepared[m.name], container_path=m.mountPath, read_only=m.readOnly)
-            for m in container.volumeMounts
-            if m.name in prepared
-        ]
-
-    async def cleanup(self, pod_uid: str) -> None:
-        import shutil
-
-        await asyncio.to_thread(shutil.rmtree, self.base_dir / pod_uid, True)
-
-
-def _container(pod: Pod, name: str) -> Container | None:
-    return next((c for c in [*pod.spec.initContainers, *pod.spec.containers] if c.name == name), None)
-
-
-def _post_start(c: Container | None) -> LifecycleHandler | None:
-    return c.lifecycle.postStart if c is not None and c.lifecycle is not None else None
 
 
 class PodWorker:
@@ -278,11 +233,10 @@ class PodWorker:
             memory = result.memory
             if round_ == 0:
                 await self._probe_events(pod)
-                for ev in result.events:
-                    await self._event(pod, ev.reason, ev.message, ev.type)
+                await self._events(pod, *result.events)
             if not result.acts or round_ == MAX_ROUNDS - 1:
                 break
-            if round_ == 0 and any(_post_start(_container(pod, st.name)) for st in result.start):
+            if round_ == 0 and any(startplan.post_start(startplan.container(pod, st.name)) for st in result.start):
                 await self._write_status(pod, result)  # Waiting/ContainerCreating while the hook runs
             memory = await self._apply(pod, result, memory, ip)
         assert result is not None
@@ -294,11 +248,6 @@ class PodWorker:
             with contextlib.suppress(ContainerRuntimeError):
                 await self.runtime.remove(cid)
         return result.requeue_after
-
-    def _sandbox_network(self, pod: Pod) -> SandboxNetwork:
-        if self.network is None:
-            return "loopback"
-        return "host" if pod.spec.hostNetwork else "none"
 
     async def _pod_network(self, pod: Pod) -> str:
         """The pod's IP: from the loopback allocator, or (network "cni") from CNI once the
@@ -339,14 +288,13 @@ class PodWorker:
             if netns is None:
                 raise CniError(3, "the pod sandbox has no network namespace (it exited at once)", command="ADD")
             ips = await self.network.add(uid, netns, pod.metadata.namespace or "default", pod.metadata.name,
-                                         self._ports(pod))
+                                         startplan.port_mappings(pod))
         except CniError as e:
-            await self._event(pod, "FailedCreatePodSandBox",
-                              f"Failed to create pod sandbox: failed to set up the pod network: {e.message}", "Warning")
+            event, delay = startplan.sandbox_failure(e.message, failures, self.settings)
+            await self._events(pod, event)
             with contextlib.suppress(CniError):
                 await self.network.delete(uid, netns)
             await self.runtime.remove_sandbox(uid)
-            delay = min(self.settings.base_backoff * 2**failures, self.settings.max_backoff)
             self._net_failures[uid] = (failures + 1, time.monotonic() + delay)
             raise errors.Temporary(f"pod network: {e.message}", delay=delay) from e
         self._net_failures.pop(uid, None)
@@ -372,133 +320,83 @@ class PodWorker:
         sandbox = await self._sandbox(pod, ip)
         prepared: dict[str, str] | None = None
         for s in p.start:
-            c = _container(pod, s.name)
+            c = startplan.container(pod, s.name)
             if c is None:
                 continue
             if prepared is None:
                 try:
                     prepared = await self.volumes.prepare(pod)
                 except (errors.KybError, LookupError, OSError) as e:
-                    message = f"MountVolume.SetUp failed: {e}"
-                    await self._event(pod, "FailedMount", message, "Warning")
+                    event, failure = startplan.mount_failure(str(e), self.clock())
+                    await self._events(pod, event)
                     for other in p.start:
-                        memory = with_failure(memory, other.name, Failure("ContainerCreating", message, self.clock(), 0.0))
+                        memory = with_failure(memory, other.name, failure)
                     return memory
             memory = await self._start(pod, c, s, sandbox, prepared, memory, ip)
         return memory
 
-    @staticmethod
-    def _ports(pod: Pod) -> tuple[PortMapping, ...]:
-        return tuple(
-            PortMapping(
-                container_port=port.containerPort,
-                protocol=port.protocol if port.protocol != "SCTP" else "TCP",
-                host_port=port.hostPort,
-                host_ip=port.hostIP or None,
-            )
-            for c in pod.spec.containers
-            for port in c.ports
-        )
-
     async def _sandbox(self, pod: Pod, ip: str) -> str:
-        uid = pod.metadata.uid or ""
-        ports = self._ports(pod)
         resolv, hosts = self.etc_files.write(pod, ip) if self.etc_files is not None else (None, None)
-        cfg = SandboxConfig(
-            pod_uid=uid,
-            pod_name=pod.metadata.name,
-            namespace=pod.metadata.namespace or "default",
-            pod_ip=ip,
-            hostname=pod.spec.hostname or pod.metadata.name,
-            ports=ports,
-            network=self._sandbox_network(pod),
-            resolv_conf=resolv,
-            hosts_file=hosts,
-        )
+        cfg = startplan.sandbox_config(pod, ip, startplan.sandbox_network(pod, self.network is not None), resolv, hosts)
         sandbox = await self.runtime.create_sandbox(cfg)
-        self._sandboxes[uid] = sandbox
+        self._sandboxes[cfg.pod_uid] = sandbox
         return sandbox
 
     async def _start(
         self, pod: Pod, c: Container, s: Start, sandbox: str, prepared: dict[str, str], memory: PodMemory, ip: str
     ) -> PodMemory:
         uid = pod.metadata.uid or ""
-        attrs = {"k8s.pod.name": pod.metadata.name, "k8s.namespace.name": pod.metadata.namespace or "default",
-                 "k8s.pod.uid": uid, "k8s.container.name": c.name, "k8s.container.restart_count": s.attempt,
-                 "k8s.node.name": self.node_name}
+        attrs = startplan.span_attributes(pod, c, s.attempt, self.node_name)
         with self.tracer.start_as_current_span(f"start container {c.name}", attributes=attrs) as span:
             previous = memory.failures.get(c.name)
             now = self.clock()
-            # the downward API sees this pod's address even before the status write
-            seen = msgspec.structs.replace(
-                pod, status=msgspec.structs.replace(pod.status, podIP=ip, hostIP=self.host_ip)
-            )
+
+            async def failed(events: tuple[Event, ...], failure: Failure) -> PodMemory:
+                span.set_attribute("kyb.error", failure.message)
+                await self._events(pod, *events)
+                return with_failure(memory, c.name, failure)
+
             try:
-                env = container_env(seen, c, self._configmap, self._secret, self.allocatable)
+                env = container_env(startplan.with_addresses(pod, ip, self.host_ip), c, self._configmap,
+                                    self._secret, self.allocatable)
             except ConfigError as e:
-                span.set_attribute("kyb.error", str(e))
-                await self._event(pod, "Failed", f"Error: {e}", "Warning")
-                return with_failure(memory, c.name, Failure(ConfigError.reason, str(e), now, 0.0))
+                event, failure = startplan.config_failure(str(e), now)
+                return await failed((event,), failure)
             command, args = command_line(c, env)
-            policy = c.imagePullPolicy or image_pull_policy(c.image)
+            policy = startplan.pull_policy(c)
             try:
-                if policy == "Always":
-                    await self._event(pod, "Pulling", f'Pulling image "{c.image}"')
+                await self._events(pod, *startplan.pulling_events(c, policy))
                 await self.runtime.ensure_image(c.image, policy)
             except ImagePullError as e:
-                span.set_attribute("kyb.error", str(e))
-                backoff = next_failure_backoff(previous, e.reason, self.settings)
-                await self._event(pod, "Failed", f'Failed to pull image "{c.image}": {e.message}', "Warning")
-                await self._event(pod, "Failed", f"Error: {e.reason}", "Warning")
-                return with_failure(memory, c.name, Failure(e.reason, e.message, now, backoff))
-            if policy == "Always":
-                await self._event(pod, "Pulled", f'Successfully pulled image "{c.image}"')
-            else:
-                await self._event(pod, "Pulled", f'Container image "{c.image}" already present on machine')
-            limits = c.resources.limits
+                return await failed(*startplan.pull_failure(c, e.reason, e.message, previous, self.settings, now))
+            await self._events(pod, startplan.pulled_event(c, policy))
             try:
                 mounts = tuple(self.volumes.mounts_for(pod, c, prepared))
                 if self.etc_files is not None and self.runtime.name == "docker":
                     mounts += self.etc_files.mounts(uid)
             except (errors.KybError, OSError) as e:
-                await self._event(pod, "Failed", f"Error: {e}", "Warning")
-                return with_failure(memory, c.name, Failure(ConfigError.reason, str(e), now, 0.0))
-            cfg = ContainerConfig(
-                name=c.name,
-                image=c.image,
-                command=command,
-                args=args,
-                env=env,
-                working_dir=c.workingDir or None,
-                mounts=mounts,
-                cpu_limit_millis=cpu_millis(limits["cpu"]) if "cpu" in limits else None,
-                memory_limit_bytes=to_bytes(limits["memory"]) if "memory" in limits else None,
-                image_pull_policy=policy,
-                attempt=s.attempt,
-            )
+                event, failure = startplan.config_failure(str(e), now)
+                return await failed((event,), failure)
+            cfg = startplan.container_config(c, env, command, args, mounts, policy, s.attempt)
             try:
                 info = await self.runtime.create_and_start(sandbox, uid, cfg)
             except RuntimeUnavailable:
                 raise
             except ContainerRuntimeError as e:
-                span.set_attribute("kyb.error", str(e))
-                backoff = next_failure_backoff(previous, e.reason, self.settings)
-                await self._event(pod, "Failed", f"Error: {e.message}", "Warning")
-                return with_failure(memory, c.name, Failure(e.reason, e.message, now, backoff))
+                event, failure = startplan.start_failure(e.reason, e.message, previous, self.settings, now)
+                return await failed((event,), failure)
             span.set_attribute("k8s.container.id", info.id)
-            await self._event(pod, "Created", f"Created container {c.name}")
-            await self._event(pod, "Started", f"Started container {c.name}")
+            await self._events(pod, *startplan.started_events(c))
             self.log.info("container started", pod=f"{pod.metadata.namespace}/{pod.metadata.name}",
                           container=c.name, attempt=s.attempt, id=info.id[:12])
-            hook = _post_start(c)
+            hook = startplan.post_start(c)
             if hook is not None:
                 outcome, message = await self._post_start(pod, c, hook, info.id, ip)
                 if outcome == "failed":
                     span.set_attribute("kyb.error", message)
                     await self._event(pod, "FailedPostStartHook", message, "Warning")
-                    kill = Kill(info.id, c.name, "Killing", f"Stopping container {c.name}: its postStart hook failed")
                     deadline = time.monotonic() + max(0, pod.spec.terminationGracePeriodSeconds)
-                    await self._kill(pod, kill, ip, deadline)
+                    await self._kill(pod, startplan.post_start_kill(c, info.id), ip, deadline)
                     return with_failure(memory, c.name, None)
                 if outcome == "aborted":
                     return with_failure(memory, c.name, None)
@@ -551,7 +449,7 @@ class PodWorker:
     async def _stop_container(self, pod: Pod, container_id: str, name: str, ip: str, deadline: float) -> None:
         """preStop hook (a failure is a FailedPreStopHook event), then SIGTERM, then SIGKILL at
         ``deadline`` (monotonic): the hook's time counts against the grace period."""
-        c = _container(pod, name)
+        c = startplan.container(pod, name)
         hook = c.lifecycle.preStop if c is not None and c.lifecycle is not None else None
         left = deadline - time.monotonic()
         if c is not None and hook is not None and left > 0:
@@ -583,7 +481,7 @@ class PodWorker:
         for info in observed:
             if info.state != "running" or self._probed.get((uid, info.name)) == info.id:
                 continue
-            c = _container(pod, info.name)
+            c = startplan.container(pod, info.name)
             if c is not None and c in pod.spec.containers:
                 self._start_probes(pod, c, info, ip)
 
@@ -648,6 +546,10 @@ class PodWorker:
     async def _event(self, pod: Pod, reason: str, message: str, type_: str = "Normal") -> None:
         with contextlib.suppress(Exception):
             await self.store.record_event(pod, reason, message, type_, SOURCE)
+
+    async def _events(self, pod: Pod, *events: Event) -> None:
+        for ev in events:
+            await self._event(pod, ev.reason, ev.message, ev.type)
 
     # -- stopping --------------------------------------------------------------------------
 
