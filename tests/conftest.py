@@ -1,13 +1,17 @@
 """Shared fixtures: a real nats-server on a free port with a temporary store, a client on it,
-and the Docker gate (skip without an engine, fail when KYB_REQUIRE_DOCKER=1)."""
+one with the api service running on it, and the Docker gate (skip without an engine, fail
+when KYB_REQUIRE_DOCKER=1)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
 
 from kyb.natsd import NatsServer, free_port
+from kyb.serve import run_services
+from tests.cluster import wait_api
 from tests.kybup import up_factory  # noqa: F401  (fixture: a real `kyb up` of the test's own)
 
 
@@ -22,6 +26,21 @@ def nats_server(tmp_path):
 @pytest.fixture
 def nats_url(nats_server) -> str:
     return nats_server.url
+
+
+@pytest.fixture
+async def api_nc(nats_url):
+    """A client of a real nats-server on which the api service runs (and answers)."""
+    import nats
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_services(["api"], nats_url, {}, stop))
+    client = await nats.connect(nats_url)
+    await wait_api(client, task)
+    yield client
+    stop.set()
+    await asyncio.wait_for(task, 20)
+    await client.close()
 
 
 @pytest.fixture

@@ -12,10 +12,8 @@ import nats
 import pytest
 
 from kyb import errors
-from kyb.serve import run_services
 from kyb.store import Store
 from schemas.core import ConfigMap
-from tests.cluster import wait_api
 
 DEPLOYMENT = """
 apiVersion: apps/v1
@@ -39,18 +37,6 @@ spec:
 """
 
 
-@pytest.fixture
-async def cluster(nats_url):
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_services(["api"], nats_url, {}, stop))
-    client = await nats.connect(nats_url)
-    await wait_api(client, task)
-    yield client
-    stop.set()
-    await asyncio.wait_for(task, 20)
-    await client.close()
-
-
 async def call(nc, verb: str, body: bytes | dict, **headers) -> tuple[int, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     msg = await nc.request(f"kyb.api.{verb}", data, timeout=10, headers=headers or None)
@@ -65,63 +51,63 @@ async def stored(nc, kind: str, ns: str | None, name: str):
         return None
 
 
-async def test_raw_publish_of_a_manifest_stores_it_with_defaults(cluster):
-    code, obj = await call(cluster, "apply", DEPLOYMENT.encode())
+async def test_raw_publish_of_a_manifest_stores_it_with_defaults(api_nc):
+    code, obj = await call(api_nc, "apply", DEPLOYMENT.encode())
     assert code == 201, obj
     assert obj["metadata"]["namespace"] == "default" and obj["metadata"]["uid"]
     strategy = obj["spec"]["strategy"]
     assert strategy["type"] == "RollingUpdate"
     assert strategy["rollingUpdate"] == {"maxSurge": "25%", "maxUnavailable": "25%"}
     assert obj["spec"]["revisionHistoryLimit"] == 10 and obj["spec"]["progressDeadlineSeconds"] == 600
-    got = await stored(cluster, "Deployment", "default", "web")
+    got = await stored(api_nc, "Deployment", "default", "web")
     assert got is not None and got.metadata.resourceVersion == obj["metadata"]["resourceVersion"]
 
 
-async def test_reapply_is_idempotent_and_changes_bump_generation(cluster):
-    code, first = await call(cluster, "apply", DEPLOYMENT.encode())
+async def test_reapply_is_idempotent_and_changes_bump_generation(api_nc):
+    code, first = await call(api_nc, "apply", DEPLOYMENT.encode())
     assert code == 201
-    msg = await cluster.request("kyb.api.apply", DEPLOYMENT.encode(), timeout=10)
+    msg = await api_nc.request("kyb.api.apply", DEPLOYMENT.encode(), timeout=10)
     assert msg.headers["Kyb-Result"] == "unchanged"
     again = json.loads(msg.data)
     assert again["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
     assert again["metadata"]["generation"] == 1
-    code, changed = await call(cluster, "apply", DEPLOYMENT.replace("replicas: 2", "replicas: 3").encode())
+    code, changed = await call(api_nc, "apply", DEPLOYMENT.replace("replicas: 2", "replicas: 3").encode())
     assert code == 200 and changed["metadata"]["generation"] == 2 and changed["spec"]["replicas"] == 3
     # A label-only change is not a spec change.
-    code, labelled = await call(cluster, "apply", DEPLOYMENT.replace("replicas: 2", "replicas: 3").replace(
+    code, labelled = await call(api_nc, "apply", DEPLOYMENT.replace("replicas: 2", "replicas: 3").replace(
         "labels: {app: web}\nspec:\n  replicas", "labels: {app: web, tier: front}\nspec:\n  replicas").encode())
     assert code == 200 and labelled["metadata"]["generation"] == 2
     assert labelled["metadata"]["labels"] == {"app": "web", "tier": "front"}
 
 
-async def test_get_list_and_delete(cluster):
-    await call(cluster, "apply", DEPLOYMENT.encode())
-    code, obj = await call(cluster, "get", {"kind": "deploy", "namespace": "default", "name": "web"})
+async def test_get_list_and_delete(api_nc):
+    await call(api_nc, "apply", DEPLOYMENT.encode())
+    code, obj = await call(api_nc, "get", {"kind": "deploy", "namespace": "default", "name": "web"})
     assert code == 200 and obj["kind"] == "Deployment"
-    code, lst = await call(cluster, "list", {"kind": "deployments", "namespace": None, "labelSelector": "app=web"})
+    code, lst = await call(api_nc, "list", {"kind": "deployments", "namespace": None, "labelSelector": "app=web"})
     assert code == 200 and [i["metadata"]["name"] for i in lst["items"]] == ["web"]
-    code, lst = await call(cluster, "list", {"kind": "deployments", "labelSelector": "app!=web"})
+    code, lst = await call(api_nc, "list", {"kind": "deployments", "labelSelector": "app!=web"})
     assert lst["items"] == []
-    code, _ = await call(cluster, "delete", {"kind": "deployment", "namespace": "default", "name": "web"})
+    code, _ = await call(api_nc, "delete", {"kind": "deployment", "namespace": "default", "name": "web"})
     assert code == 200
-    assert await stored(cluster, "Deployment", "default", "web") is None
+    assert await stored(api_nc, "Deployment", "default", "web") is None
 
 
-async def test_a_list_comes_in_pages_and_the_client_follows_them(cluster):
+async def test_a_list_comes_in_pages_and_the_client_follows_them(api_nc):
     from kyb.client import ApiClient
 
     for i in range(5):
-        await call(cluster, "apply", {"apiVersion": "v1", "kind": "ConfigMap",
+        await call(api_nc, "apply", {"apiVersion": "v1", "kind": "ConfigMap",
                                       "metadata": {"name": f"page-{i}", "labels": {"paged": "yes"}}})
     query = {"kind": "configmaps", "namespace": "default", "labelSelector": "paged=yes", "limit": 2}
-    code, first = await call(cluster, "list", query)
+    code, first = await call(api_nc, "list", query)
     assert code == 200 and [i["metadata"]["name"] for i in first["items"]] == ["page-0", "page-1"]
     assert first["metadata"]["remainingItemCount"] == 3
-    code, second = await call(cluster, "list", query | {"continue": first["metadata"]["continue"]})
+    code, second = await call(api_nc, "list", query | {"continue": first["metadata"]["continue"]})
     assert [i["metadata"]["name"] for i in second["items"]] == ["page-2", "page-3"]
-    code, bad = await call(cluster, "list", query | {"continue": "not-a-token"})
+    code, bad = await call(api_nc, "list", query | {"continue": "not-a-token"})
     assert code == 400 and [d["field"] for d in bad["details"]] == ["continue"]
-    got = await ApiClient(cluster).list("configmaps", "default", "paged=yes", page=2)
+    got = await ApiClient(api_nc).list("configmaps", "default", "paged=yes", page=2)
     assert [i["metadata"]["name"] for i in got] == [f"page-{i}" for i in range(5)]
 
 
@@ -162,8 +148,8 @@ def test_a_list_reply_stops_before_the_message_size_limit():
         pytest.param(b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: nowhere}\n", 404, "metadata.namespace", id="missing-namespace"),
     ],
 )
-async def test_bad_input_is_refused_naming_the_field(cluster, body, code, field):
-    got_code, status = await call(cluster, "apply", body)
+async def test_bad_input_is_refused_naming_the_field(api_nc, body, code, field):
+    got_code, status = await call(api_nc, "apply", body)
     assert got_code == code, status
     assert status["kind"] == "Status" and status["code"] == code and status["message"]
     assert set(status) >= {"code", "reason", "message", "details"}
@@ -172,104 +158,104 @@ async def test_bad_input_is_refused_naming_the_field(cluster, body, code, field)
         assert any(f.startswith(field) for f in fields), (field, status)
     for kind in ("Pod", "ConfigMap", "ReplicaSet"):
         for name in ("p", "c", "r", "g"):
-            assert await stored(cluster, kind, "default", name) is None
+            assert await stored(api_nc, kind, "default", name) is None
 
 
-async def test_oversized_payload_is_refused(cluster):
+async def test_oversized_payload_is_refused(api_nc):
     big = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: big}\ndata:\n  x: " + b"a" * (2 * 1024 * 1024) + b"\n"
     # The server's max_payload stops 10 MiB at the client; a 2 MiB body reaches the api only
     # when the server allows it. Either way nothing is stored and the error is clear.
     try:
-        code, status = await call(cluster, "apply", big)
+        code, status = await call(api_nc, "apply", big)
     except nats.errors.MaxPayloadError:
         code, status = 413, {"reason": "RequestEntityTooLarge"}
     assert code == 413 and status["reason"] == "RequestEntityTooLarge"
     with pytest.raises(nats.errors.MaxPayloadError):
-        await cluster.request("kyb.api.apply", b"a" * (10 * 1024 * 1024), timeout=5)
-    assert await stored(cluster, "ConfigMap", "default", "big") is None
+        await api_nc.request("kyb.api.apply", b"a" * (10 * 1024 * 1024), timeout=5)
+    assert await stored(api_nc, "ConfigMap", "default", "big") is None
 
 
-async def test_concurrent_replaces_exactly_one_wins(cluster):
-    code, obj = await call(cluster, "apply", b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {v: '0'}\n")
+async def test_concurrent_replaces_exactly_one_wins(api_nc):
+    code, obj = await call(api_nc, "apply", b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {v: '0'}\n")
     rv = obj["metadata"]["resourceVersion"]
 
     def version(v: str) -> bytes:
         return json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "resourceVersion": rv}, "data": {"v": v}}).encode()
 
-    results = await asyncio.gather(call(cluster, "replace", version("1")), call(cluster, "replace", version("2")))
+    results = await asyncio.gather(call(api_nc, "replace", version("1")), call(api_nc, "replace", version("2")))
     codes = sorted(c for c, _ in results)
     assert codes == [200, 409], results
     winner = next(o for c, o in results if c == 200)
     loser = next(o for c, o in results if c == 409)
     assert loser["reason"] == "Conflict"
-    assert (await stored(cluster, "ConfigMap", "default", "c")).data == winner["data"]
+    assert (await stored(api_nc, "ConfigMap", "default", "c")).data == winner["data"]
 
 
-async def test_delete_of_missing_object_is_not_found(cluster):
-    code, status = await call(cluster, "delete", {"kind": "pod", "namespace": "default", "name": "ghost"})
+async def test_delete_of_missing_object_is_not_found(api_nc):
+    code, status = await call(api_nc, "delete", {"kind": "pod", "namespace": "default", "name": "ghost"})
     assert code == 404 and status["reason"] == "NotFound" and "ghost" in status["message"]
 
 
-async def test_unknown_verb_and_bad_query_get_the_same_error_shape(cluster):
-    code, status = await call(cluster, "frobnicate", {"kind": "pod"})
+async def test_unknown_verb_and_bad_query_get_the_same_error_shape(api_nc):
+    code, status = await call(api_nc, "frobnicate", {"kind": "pod"})
     assert code == 404 and status["kind"] == "Status"
-    code, status = await call(cluster, "get", {"kind": "pod", "bogus": 1})
+    code, status = await call(api_nc, "get", {"kind": "pod", "bogus": 1})
     assert code == 400 and status["kind"] == "Status"
-    code, status = await call(cluster, "get", {"kind": "gizmos", "name": "x"})
+    code, status = await call(api_nc, "get", {"kind": "gizmos", "name": "x"})
     assert code == 400 and "gizmos" in status["message"]
 
 
-async def test_namespaces_exist_from_start_and_deleting_one_deletes_its_contents(cluster):
+async def test_namespaces_exist_from_start_and_deleting_one_deletes_its_contents(api_nc):
     for ns in ("default", "kube-system"):
-        code, _ = await call(cluster, "get", {"kind": "namespace", "name": ns})
+        code, _ = await call(api_nc, "get", {"kind": "namespace", "name": ns})
         assert code == 200
-    await call(cluster, "apply", b"apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n")
-    code, _ = await call(cluster, "apply", b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: team}\ndata: {a: b}\n")
+    await call(api_nc, "apply", b"apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n")
+    code, _ = await call(api_nc, "apply", b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: team}\ndata: {a: b}\n")
     assert code == 201
-    await call(cluster, "apply", DEPLOYMENT.encode(), **{"Kyb-Namespace": "team"})
-    code, ns = await call(cluster, "delete", {"kind": "ns", "name": "team"})
+    await call(api_nc, "apply", DEPLOYMENT.encode(), **{"Kyb-Namespace": "team"})
+    code, ns = await call(api_nc, "delete", {"kind": "ns", "name": "team"})
     assert code == 200 and ns["metadata"]["deletionTimestamp"]
     deadline = time.monotonic() + 15
-    while await stored(cluster, "Namespace", None, "team") is not None:
+    while await stored(api_nc, "Namespace", None, "team") is not None:
         assert time.monotonic() < deadline, "namespace not gone"
         await asyncio.sleep(0.05)
-    assert await stored(cluster, "ConfigMap", "team", "c") is None
-    assert await stored(cluster, "Deployment", "team", "web") is None
-    code, status = await call(cluster, "delete", {"kind": "ns", "name": "default"})
+    assert await stored(api_nc, "ConfigMap", "team", "c") is None
+    assert await stored(api_nc, "Deployment", "team", "web") is None
+    code, status = await call(api_nc, "delete", {"kind": "ns", "name": "default"})
     assert code == 403
 
 
-async def test_writes_into_a_terminating_namespace_are_refused(cluster):
-    await call(cluster, "apply", b"apiVersion: v1\nkind: Namespace\nmetadata: {name: going}\n")
-    store = Store(cluster.jetstream())
+async def test_writes_into_a_terminating_namespace_are_refused(api_nc):
+    await call(api_nc, "apply", b"apiVersion: v1\nkind: Namespace\nmetadata: {name: going}\n")
+    store = Store(api_nc.jetstream())
     ns = await store.get("Namespace", None, "going")
     await store.update(msgspec.structs.replace(ns, metadata=msgspec.structs.replace(ns.metadata, finalizers=["example.com/hold"])))
     await store.delete("Namespace", None, "going")
     await asyncio.sleep(0)  # the api's namespace cache follows the KV watch
     deadline = time.monotonic() + 10
     while True:
-        code, status = await call(cluster, "apply", b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: going}\n")
+        code, status = await call(api_nc, "apply", b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: going}\n")
         if code == 403 or time.monotonic() > deadline:
             break
-        await call(cluster, "delete", {"kind": "cm", "namespace": "going", "name": "c"})
+        await call(api_nc, "delete", {"kind": "cm", "namespace": "going", "name": "c"})
         await asyncio.sleep(0.05)
     assert code == 403 and "terminated" in status["message"]
 
 
-async def test_replacing_an_object_with_what_get_returned_changes_nothing(cluster):
+async def test_replacing_an_object_with_what_get_returned_changes_nothing(api_nc):
     """A `kyb edit` with no change, or a read-modify-write tool sending the object back, keeps
     the generation and the revision; applying the manifest again is then still unchanged."""
-    code, applied = await call(cluster, "apply", DEPLOYMENT.encode())
+    code, applied = await call(api_nc, "apply", DEPLOYMENT.encode())
     assert code == 201
-    code, got = await call(cluster, "get", {"kind": "deploy", "namespace": "default", "name": "web"})
-    code, same = await call(cluster, "replace", json.dumps(got).encode())
+    code, got = await call(api_nc, "get", {"kind": "deploy", "namespace": "default", "name": "web"})
+    code, same = await call(api_nc, "replace", json.dumps(got).encode())
     assert code == 200
     assert same["metadata"]["resourceVersion"] == applied["metadata"]["resourceVersion"]
     assert same["metadata"]["generation"] == 1
-    msg = await cluster.request("kyb.api.apply", DEPLOYMENT.encode(), timeout=10)
+    msg = await api_nc.request("kyb.api.apply", DEPLOYMENT.encode(), timeout=10)
     assert msg.headers["Kyb-Result"] == "unchanged"
     got["spec"]["replicas"] = 5
-    code, changed = await call(cluster, "replace", json.dumps(got).encode())
+    code, changed = await call(api_nc, "replace", json.dumps(got).encode())
     assert code == 200 and changed["metadata"]["generation"] == 2
 
 

@@ -4,74 +4,58 @@ pods made by a controller get the same defaulting as pods from a manifest."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as _dt
 
 import msgspec
 import nats
-import pytest
 
 from kyb.cli.printers import table
-from kyb.serve import run_services
 from kyb.store import Store
 from schemas.defaults import with_service_account
 from schemas.pod import Pod
-from tests.cluster import wait_api
 from tests.test_api import call
 
 POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
        "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
 
 
-@pytest.fixture
-async def cluster(nats_url):
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_services(["api"], nats_url, {}, stop))
-    client = await nats.connect(nats_url)
-    await wait_api(client, task)
-    yield client
-    stop.set()
-    await asyncio.wait_for(task, 20)
-    await client.close()
-
-
-async def test_every_namespace_has_a_default_service_account(cluster):
+async def test_every_namespace_has_a_default_service_account(api_nc):
     for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
-        code, sa = await call(cluster, "get", {"kind": "sa", "namespace": ns, "name": "default"})
+        code, sa = await call(api_nc, "get", {"kind": "sa", "namespace": ns, "name": "default"})
         assert code == 200, sa
-    code, _ = await call(cluster, "apply", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
+    code, _ = await call(api_nc, "apply", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
     assert code == 201
-    code, sa = await call(cluster, "get", {"kind": "serviceaccounts", "namespace": "team-a", "name": "default"})
+    code, sa = await call(api_nc, "get", {"kind": "serviceaccounts", "namespace": "team-a", "name": "default"})
     assert code == 200 and sa["kind"] == "ServiceAccount" and sa["metadata"]["uid"]
 
 
-async def test_a_pod_runs_as_default_unless_it_names_one_and_reapplying_is_unchanged(cluster):
-    code, pod = await call(cluster, "apply", POD)
+async def test_a_pod_runs_as_default_unless_it_names_one_and_reapplying_is_unchanged(api_nc):
+    code, pod = await call(api_nc, "apply", POD)
     assert code == 201
     assert (pod["spec"]["serviceAccountName"], pod["spec"]["serviceAccount"]) == ("default", "default")
-    code, again = await call(cluster, "apply", POD)
+    code, again = await call(api_nc, "apply", POD)
     assert code == 200 and again["metadata"]["resourceVersion"] == pod["metadata"]["resourceVersion"]
 
-    code, sa = await call(cluster, "apply", {
+    code, sa = await call(api_nc, "apply", {
         "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "builder"},
         "imagePullSecrets": [{"name": "registry"}], "automountServiceAccountToken": False,
     })
     assert code == 201 and sa["imagePullSecrets"] == [{"name": "registry"}]
     named = {**POD, "metadata": {"name": "q"}, "spec": {**POD["spec"], "serviceAccountName": "builder"}}
-    code, pod = await call(cluster, "apply", named)
+    code, pod = await call(api_nc, "apply", named)
     assert code == 201 and pod["spec"]["serviceAccount"] == "builder"
     # only the deprecated field set: it names the account
     old = {**POD, "metadata": {"name": "r"}, "spec": {**POD["spec"], "serviceAccount": "builder"}}
-    code, pod = await call(cluster, "apply", old)
+    code, pod = await call(api_nc, "apply", old)
     assert code == 201 and pod["spec"]["serviceAccountName"] == "builder"
 
 
-async def test_a_bad_service_account_is_refused_naming_the_field(cluster):
-    code, status = await call(cluster, "apply", {
+async def test_a_bad_service_account_is_refused_naming_the_field(api_nc):
+    code, status = await call(api_nc, "apply", {
         "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "x"}, "secrets": "none",
     })
     assert code == 422 and [d["field"] for d in status["details"]] == ["secrets"], status
-    code, _ = await call(cluster, "get", {"kind": "sa", "namespace": "default", "name": "x"})
+    code, _ = await call(api_nc, "get", {"kind": "sa", "namespace": "default", "name": "x"})
     assert code == 404
 
 
