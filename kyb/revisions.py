@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection
+from typing import Any
 
 import msgspec
 from msgspec.structs import replace
@@ -49,7 +50,7 @@ def revision_name(owner: Object, hash_: str) -> str:
     return f"{owner.metadata.name}-{hash_}"
 
 
-def revision_data(template: PodTemplateSpec) -> dict:
+def revision_data(template: PodTemplateSpec) -> dict[str, Any]:
     """The patch a revision holds (Kubernetes' ``getPatch``): ``{"spec": {"template": ...}}``."""
     return {"spec": {"template": msgspec.to_builtins(template)}}
 

@@ -13,20 +13,31 @@ the scheduler's own hashable value types work as well as ``schemas.pod.Toleratio
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 
+# Read-only members, so frozen structs and fields narrowed to a ``Literal`` satisfy them.
 class TolerationLike(Protocol):
-    key: str
-    operator: str
-    value: str
-    effect: str
+    @property
+    def key(self) -> str: ...
+    @property
+    def operator(self) -> str: ...
+    @property
+    def value(self) -> str: ...
+    @property
+    def effect(self) -> str: ...
 
 
 class TaintLike(Protocol):
-    key: str
-    value: str
-    effect: str
+    @property
+    def key(self) -> str: ...
+    @property
+    def value(self) -> str: ...
+    @property
+    def effect(self) -> str: ...
+
+
+_Toleration = TypeVar("_Toleration", bound=TolerationLike)
 
 
 def tolerates(toleration: TolerationLike, taint: TaintLike) -> bool:
@@ -47,6 +58,6 @@ def tolerated(tolerations: Iterable[TolerationLike], taint: TaintLike) -> bool:
     return any(tolerates(t, taint) for t in tolerations)
 
 
-def matching(tolerations: Iterable[TolerationLike], taint: TaintLike) -> list[TolerationLike]:
+def matching(tolerations: Iterable[_Toleration], taint: TaintLike) -> list[_Toleration]:
     """The tolerations that match ``taint`` (for tolerationSeconds of NoExecute taints)."""
     return [t for t in tolerations if tolerates(t, taint)]

@@ -67,12 +67,24 @@ def _yaml_where(e: yaml.YAMLError) -> str:
     return str(problem)
 
 
+def _text(doc: dict[str, Any], key: str) -> str:
+    """A manifest's string field ("" when absent or not a string)."""
+    value = doc.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _spec_of(doc: dict[str, Any]) -> dict[str, Any]:
+    """A manifest's spec ({} when absent or not a mapping)."""
+    spec = doc.get("spec")
+    return spec if isinstance(spec, dict) else {}
+
+
 def kind_of(doc: dict[str, Any]) -> KindInfo:
     details = []
-    api_version, kind = doc.get("apiVersion"), doc.get("kind")
-    if not isinstance(api_version, str) or not api_version:
+    api_version, kind = _text(doc, "apiVersion"), _text(doc, "kind")
+    if not api_version:
         details.append(errors.FieldError("apiVersion", "Required value"))
-    if not isinstance(kind, str) or not kind:
+    if not kind:
         details.append(errors.FieldError("kind", "Required value"))
     if details:
         raise errors.BadRequest("the manifest must name its apiVersion and kind", details)
@@ -206,7 +218,7 @@ def _keep_generated_job_selector(merged: Object, current: Object, doc: dict[str,
     (as kubectl's three-way merge keeps what the last applied manifest did not hold)."""
     if not isinstance(current, Job) or not isinstance(merged, Job) or current.spec.selector is None:
         return merged
-    raw_spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
+    raw_spec = _spec_of(doc)
     if "selector" in raw_spec or merged.spec.manualSelector:
         return merged
     live = current.spec.template.metadata.labels
@@ -222,11 +234,11 @@ def _keep_unset_replicas(merged: Object, current: Object, doc: dict[str, Any], p
     spec = getattr(merged, "spec", None)
     if spec is None or not hasattr(spec, "replicas"):
         return merged
-    raw_spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
-    prev_spec = prev_doc.get("spec") if isinstance(prev_doc.get("spec"), dict) else {}
+    raw_spec = _spec_of(doc)
+    prev_spec = _spec_of(prev_doc)
     if "replicas" in raw_spec or "replicas" in prev_spec:
         return merged
-    live = getattr(current.spec, "replicas", None)
+    live = getattr(getattr(current, "spec", None), "replicas", None)
     if live is None:
         return merged
     return msgspec.structs.replace(merged, spec=msgspec.structs.replace(spec, replicas=live))
@@ -243,7 +255,9 @@ def _union(a: list[str], b: list[str]) -> list[str]:
 def same_content(a: Object, b: Object) -> bool:
     """Equal but for resourceVersion (what decides "unchanged")."""
     # By value: equal objects may encode differently (see kyb.store.spec_of).
-    strip = lambda o: msgspec.structs.replace(o, metadata=msgspec.structs.replace(o.metadata, resourceVersion=None))  # noqa: E731
+    def strip(o: Object) -> Object:
+        return msgspec.structs.replace(o, metadata=msgspec.structs.replace(o.metadata, resourceVersion=None))
+
     return strip(a) == strip(b)
 
 

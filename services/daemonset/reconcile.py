@@ -205,7 +205,7 @@ def new_pod(ds: DaemonSet, node: str, hash_: str) -> Pod:
 # --- the plan --------------------------------------------------------------------------------
 
 
-def _oldest_first(pod: Pod) -> tuple:
+def _oldest_first(pod: Pod) -> tuple[str, str]:
     return (pod.metadata.creationTimestamp or "", pod.metadata.name)
 
 

@@ -49,8 +49,8 @@ from schemas.batch import (
     JobStatus,
 )
 from schemas.helpers import format_time, owner_reference, parse_time
-from schemas.meta import Condition, LabelSelector, ObjectMeta
-from schemas.pod import EnvVar, EnvVarSource, ObjectFieldSelector, Pod
+from schemas.meta import Condition, ConditionStatus, LabelSelector, ObjectMeta
+from schemas.pod import Container, EnvVar, EnvVarSource, ObjectFieldSelector, Pod
 from services.job.failure_policy import (
     COUNT,
     INDEX_FAILURES_KEY,
@@ -238,7 +238,7 @@ def new_pod(job: Job, index: int | None, failures: tuple[int, int] | None = None
             valueFrom=EnvVarSource(fieldRef=ObjectFieldSelector(fieldPath=f"metadata.annotations['{INDEX_KEY}']")),
         )
 
-        def add_env(cs):  # noqa: ANN001, ANN202 - a local helper over containers
+        def add_env(cs: list[Container]) -> list[Container]:
             return [c if any(e.name == INDEX_ENV for e in c.env) else replace(c, env=[*c.env, env]) for c in cs]
 
         spec = replace(
@@ -261,7 +261,9 @@ def new_pod(job: Job, index: int | None, failures: tuple[int, int] | None = None
 # --- the plan --------------------------------------------------------------------------------
 
 
-def _set_condition(conds: list[Condition], type_: str, status: str, reason: str, message: str, now: str) -> list[Condition]:
+def _set_condition(
+    conds: list[Condition], type_: str, status: ConditionStatus, reason: str, message: str, now: str
+) -> list[Condition]:
     out = [c for c in conds if c.type != type_]
     old = next((c for c in conds if c.type == type_), None)
     if old is not None and old.status == status and old.reason == reason:
@@ -295,7 +297,7 @@ def _restarts(pods: list[Pod]) -> int:
     )
 
 
-def _deletion_order(pod: Pod) -> tuple:
+def _deletion_order(pod: Pod) -> tuple[bool, bool, bool, str]:
     """Kubernetes deletes the least useful pods first: unbound, pending, not ready, newest."""
     ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions)
     return (bool(pod.spec.nodeName), pod.status.phase == "Running", ready, "~" + (pod.metadata.creationTimestamp or ""))
@@ -306,7 +308,7 @@ def backoff_limit(spec: JobSpec) -> int:
 
 
 def _backoff_delay(failures: int, settings: Settings) -> float:
-    return min(settings.backoff_base * 2 ** min(failures - 1, 30), settings.backoff_cap)
+    return min(settings.backoff_base * 2.0 ** min(failures - 1, 30), settings.backoff_cap)
 
 
 def failed(pod: Pod) -> bool:
@@ -384,7 +386,7 @@ class _Draft:
     def requeue_in(self, seconds: float) -> None:
         self.requeue.append(max(0.0, seconds))
 
-    def condition(self, j: _Job, type_: str, status: str, reason: str, message: str) -> None:
+    def condition(self, j: _Job, type_: str, status: ConditionStatus, reason: str, message: str) -> None:
         self.conds = _set_condition(self.conds, type_, status, reason, message, j.now_s)
 
 
@@ -590,7 +592,7 @@ def _finish_or_manage(j: _Job, counts: _Counts, draft: _Draft, failure: tuple[st
             j.job, j.occupying, active, counts.completed | counts.failed_indexes, counts.total_succeeded,
             j.parallelism, j.now, j.settings, ready_at,
         )
-        draft.create = [new_pod(j.job, i, counts.index_failures.get(i, (0, 0)) if j.per_index else None) for i in c]
+        draft.create = [new_pod(j.job, i, counts.index_failures.get(i, (0, 0)) if j.per_index and i is not None else None) for i in c]
         draft.discard += d
         if wait is not None:
             draft.requeue_in(wait)

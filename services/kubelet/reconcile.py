@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 import msgspec
 
 from schemas.helpers import format_time
+from schemas.meta import ConditionStatus
 from schemas.pod import (
     Container,
     ContainerState,
@@ -42,6 +43,7 @@ from schemas.pod import (
     Pod,
     PodCondition,
     PodIP,
+    PodPhase,
     PodStatus,
 )
 from services.kubelet.handlers import DEADLINE_MESSAGE, DEADLINE_REASON, deadline_left
@@ -307,7 +309,7 @@ def _note_backoff(pod: Pod, name: str, init: bool, reason: str, acc: _Acc, messa
 
 
 def _condition(pod: Pod, type_: str, ok: bool, now: datetime, reason: str = "", message: str = "") -> PodCondition:
-    status = "True" if ok else "False"
+    status: ConditionStatus = "True" if ok else "False"
     before = next((c for c in pod.status.conditions if c.type == type_), None)
     since = before.lastTransitionTime if before is not None and before.status == status else format_time(now)
     return PodCondition(type=type_, status=status, lastTransitionTime=since, reason=reason, message=message)
@@ -421,7 +423,7 @@ def plan(
         conditions[2] = _condition(pod, "ContainersReady", False, now, "PodCompleted", "")
         conditions[3] = _condition(pod, "Ready", False, now, "PodCompleted", "")
 
-    status = PodStatus(
+    pod_status = PodStatus(
         phase=phase,
         conditions=conditions,
         reason=reason,
@@ -452,14 +454,14 @@ def plan(
         start=tuple(acc.start),
         kill=tuple(acc.kill),
         remove=tuple(acc.remove),
-        status=status,
+        status=pod_status,
         memory=new_memory,
         requeue_after=min(waits) if waits else None,
         events=tuple(acc.events),
     )
 
 
-def _phase(pod: Pod, initialized: bool, init_failed: bool, verdicts: list[str]) -> str:
+def _phase(pod: Pod, initialized: bool, init_failed: bool, verdicts: list[str]) -> PodPhase:
     """The kubelet's getPhase over the app containers' verdicts."""
     if init_failed and pod.spec.restartPolicy == "Never":
         return "Failed"

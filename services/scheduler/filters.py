@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+from numpy.typing import NDArray
 
 from services.scheduler.table import ABSENT, NodeTable
 from services.scheduler.values import PodRequest, Requirement, Taint, Term
@@ -35,7 +36,7 @@ _SCALAR_REFRESH = 32  # changed rows re-checked one by one in Python below this 
 _FIT_CACHE_SHAPES = 256  # pod shapes kept; past this the cache starts over
 
 
-def term_mask(table: NodeTable, term: Term, n: int) -> np.ndarray:
+def term_mask(table: NodeTable, term: Term, n: int) -> NDArray[np.bool_]:
     if not term.match_expressions and not term.match_fields:
         return np.zeros(n, dtype=bool)
     mask = np.ones(n, dtype=bool)
@@ -46,7 +47,7 @@ def term_mask(table: NodeTable, term: Term, n: int) -> np.ndarray:
     return mask
 
 
-def _requirement_mask(table: NodeTable, r: Requirement, n: int) -> np.ndarray:
+def _requirement_mask(table: NodeTable, r: Requirement, n: int) -> NDArray[np.bool_]:
     col = table.labels.get(r.key)
     codes = col.codes[:n] if col is not None else np.full(n, -1, dtype=np.int32)
     present = codes >= 0
@@ -69,7 +70,7 @@ def _requirement_mask(table: NodeTable, r: Requirement, n: int) -> np.ndarray:
         return numbers > bound if r.operator == "Gt" else numbers < bound
 
 
-def _field_mask(table: NodeTable, r: Requirement, n: int) -> np.ndarray:
+def _field_mask(table: NodeTable, r: Requirement, n: int) -> NDArray[np.bool_]:
     if r.key != "metadata.name" or r.operator not in ("In", "NotIn"):
         return np.zeros(n, dtype=bool)
     inside = np.zeros(n, dtype=bool)
@@ -80,11 +81,11 @@ def _field_mask(table: NodeTable, r: Requirement, n: int) -> np.ndarray:
     return inside if r.operator == "In" else ~inside
 
 
-def tolerated_columns(table: NodeTable, pod: PodRequest) -> np.ndarray:
+def tolerated_columns(table: NodeTable, pod: PodRequest) -> NDArray[np.bool_]:
     return np.array([pod.tolerates(t) for t in table.taint_list], dtype=bool)
 
 
-def _static(table: NodeTable, pod: PodRequest) -> tuple[np.ndarray, np.ndarray]:
+def _static(table: NodeTable, pod: PodRequest) -> tuple[NDArray[np.int8], NDArray[np.int64]]:
     """Filters that depend only on nodes, not on other pods: (first failing filter code per
     node, 0 = passes; first untolerated hard taint column per node). Cached per pod shape."""
     sig = (pod.node_name, pod.node_selector, pod.required, pod.tolerations)
@@ -95,7 +96,7 @@ def _static(table: NodeTable, pod: PodRequest) -> tuple[np.ndarray, np.ndarray]:
     code = np.zeros(n, dtype=np.int8)
     code[~table.alive[:n]] = -1
 
-    def fail(mask: np.ndarray, c: int) -> None:
+    def fail(mask: NDArray[np.bool_], c: int) -> None:
         code[(code == 0) & mask] = c
 
     if not pod.tolerates(Taint(key=NOT_READY_TAINT, effect="NoSchedule")):
@@ -123,7 +124,7 @@ def _static(table: NodeTable, pod: PodRequest) -> tuple[np.ndarray, np.ndarray]:
     for key, value in pod.node_selector:
         col = table.labels.get(key)
         c = col.values.get(value) if col is not None else None
-        affinity &= (col.codes[:n] == c) if c is not None else False
+        affinity &= (col.codes[:n] == c) if col is not None and c is not None else False
     if pod.required is not None:
         any_term = np.zeros(n, dtype=bool)
         for term in pod.required:
@@ -135,7 +136,7 @@ def _static(table: NodeTable, pod: PodRequest) -> tuple[np.ndarray, np.ndarray]:
     return out
 
 
-def _port_conflicts(table: NodeTable, pod: PodRequest, lo: int, hi: int) -> np.ndarray | None:
+def _port_conflicts(table: NodeTable, pod: PodRequest, lo: int, hi: int) -> NDArray[np.bool_] | None:
     conflict = None
     for hp in pod.host_ports:
         by_ip = table.ports.get((hp.protocol, hp.port))
@@ -148,14 +149,14 @@ def _port_conflicts(table: NodeTable, pod: PodRequest, lo: int, hi: int) -> np.n
     return conflict
 
 
-def feasible(table: NodeTable, pod: PodRequest) -> np.ndarray:
+def feasible(table: NodeTable, pod: PodRequest) -> NDArray[np.bool_]:
     """Per node row: does the pod pass every filter."""
     return _feasible_range(table, pod, 0, table.n)
 
 
-def _feasible_range(table: NodeTable, pod: PodRequest, lo: int, hi: int) -> np.ndarray:
+def _feasible_range(table: NodeTable, pod: PodRequest, lo: int, hi: int) -> NDArray[np.bool_]:
     code, _ = _static(table, pod)
-    ok = code[lo:hi] == 0
+    ok: NDArray[np.bool_] = code[lo:hi] == 0
     ports = _port_conflicts(table, pod, lo, hi)
     if ports is not None:
         ok &= ~ports
@@ -167,7 +168,7 @@ def _feasible_range(table: NodeTable, pod: PodRequest, lo: int, hi: int) -> np.n
     return ok
 
 
-def fits(table: NodeTable, pod: PodRequest) -> np.ndarray:
+def fits(table: NodeTable, pod: PodRequest) -> NDArray[np.bool_]:
     """``feasible`` of every row, cached per pod shape and refreshed on the rows changed since
     (binding a pod changes one row; a changed node drops every cached shape). Do not modify."""
     sig = (pod.node_name, pod.node_selector, pod.required, pod.tolerations, pod.host_ports, pod.cpu, pod.memory)
@@ -177,7 +178,7 @@ def fits(table: NodeTable, pod: PodRequest) -> np.ndarray:
         if len(table.fit_cache) >= _FIT_CACHE_SHAPES:
             table.fit_cache.clear()
         ok = feasible(table, pod)
-        table.fit_cache[sig] = [ok, len(log), log]
+        table.fit_cache[sig] = (ok, len(log), log)
         return ok
     ok, pos, _ = entry
     if pos < len(log):
@@ -188,11 +189,11 @@ def fits(table: NodeTable, pod: PodRequest) -> np.ndarray:
         else:
             rows = np.unique(np.array(log[pos:], dtype=np.int64))
             ok[rows] = _feasible_rows(table, pod, rows)
-        entry[1] = len(log)
+        table.fit_cache[sig] = (ok, len(log), log)
     return ok
 
 
-def _fits_row(table: NodeTable, pod: PodRequest, code: np.ndarray, i: int) -> bool:
+def _fits_row(table: NodeTable, pod: PodRequest, code: NDArray[np.int8], i: int) -> bool:
     """``feasible`` of one row, in plain Python (numpy calls cost more than they save here)."""
     if code[i] != 0 or table.req_pods[i] >= table.alloc_pods[i]:
         return False
@@ -204,10 +205,10 @@ def _fits_row(table: NodeTable, pod: PodRequest, code: np.ndarray, i: int) -> bo
     return ports is None or not ports[0]
 
 
-def _feasible_rows(table: NodeTable, pod: PodRequest, rows: np.ndarray) -> np.ndarray:
+def _feasible_rows(table: NodeTable, pod: PodRequest, rows: NDArray[np.int64]) -> NDArray[np.bool_]:
     """``feasible`` of the given rows."""
     code, _ = _static(table, pod)
-    ok = code[rows] == 0
+    ok: NDArray[np.bool_] = code[rows] == 0
     ports = _port_conflicts(table, pod, 0, table.n)
     if ports is not None:
         ok &= ~ports[rows]
@@ -219,7 +220,7 @@ def _feasible_rows(table: NodeTable, pod: PodRequest, rows: np.ndarray) -> np.nd
     return ok
 
 
-def find_feasible(table: NodeTable, pod: PodRequest, want: int, start: int = 0) -> tuple[np.ndarray, int]:
+def find_feasible(table: NodeTable, pod: PodRequest, want: int, start: int = 0) -> tuple[NDArray[np.intp], int]:
     """kube-scheduler's findNodesThatPassFilters: walk rows from ``start`` (wrapping) until
     ``want`` feasible nodes are found. Returns (their rows in walk order, rows walked)."""
     n = table.n
@@ -238,11 +239,11 @@ def find_feasible(table: NodeTable, pod: PodRequest, want: int, start: int = 0) 
     return np.concatenate((rows + start, wrapped)), n
 
 
-def reasons(table: NodeTable, pod: PodRequest) -> Counter:
+def reasons(table: NodeTable, pod: PodRequest) -> Counter[str]:
     """Why each node rejects the pod, counted per message as kube-scheduler reports it."""
     n = table.n
     code, first_taint = _static(table, pod)
-    out: Counter = Counter()
+    out: Counter[str] = Counter()
     fixed = {1: REASON_NOT_READY, 2: REASON_UNSCHEDULABLE, 3: REASON_NODE_NAME, 5: REASON_AFFINITY}
     for c, reason in fixed.items():
         k = int((code == c).sum())

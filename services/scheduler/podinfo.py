@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from schemas.core import Node
-from schemas.pod import NodeSelectorTerm, Pod
+from schemas.pod import NodeSelectorTerm, Pod, ResourceRequirements
 from schemas.quantity import cpu_millis, to_bytes
 from services.scheduler.values import (
     HostPort,
@@ -39,7 +39,7 @@ def _bytes(q: str) -> int:
     return to_bytes(q)
 
 
-def _request(resources, name: str) -> str | None:
+def _request(resources: ResourceRequirements, name: str) -> str | None:
     # An unset request defaults to the limit, as the API server defaults it.
     return resources.requests.get(name) or resources.limits.get(name)
 

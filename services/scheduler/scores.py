@@ -10,6 +10,7 @@ Pure: reads the table, writes only its derived caches.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 
 from services.scheduler.filters import term_mask, tolerated_columns
 from services.scheduler.table import ABSENT, NodeTable
@@ -20,13 +21,13 @@ WEIGHTS = {"least": 1, "balanced": 1, "spread": 2, "affinity": 2, "taint": 3}
 _SCALAR_REFRESH = 32  # changed rows re-scored one by one in Python below this many (numpy call overhead)
 
 
-def resource_scores(table: NodeTable, cpu: int, memory: int, rows: np.ndarray | slice) -> np.ndarray:
+def resource_scores(table: NodeTable, cpu: int, memory: int, rows: NDArray[np.int64] | slice) -> NDArray[np.int64]:
     """LeastAllocated + BalancedAllocation (weighted) of ``rows`` for a pod asking cpu/memory."""
     cap_cpu = table.alloc_cpu[rows]
     cap_mem = table.alloc_mem[rows]
     want_cpu = table.score_cpu[rows] + cpu
     want_mem = table.score_mem[rows] + memory
-    total = WEIGHTS["least"] * ((_least(want_cpu, cap_cpu) + _least(want_mem, cap_mem)) // 2)
+    total: NDArray[np.int64] = WEIGHTS["least"] * ((_least(want_cpu, cap_cpu) + _least(want_mem, cap_mem)) // 2)
     with np.errstate(divide="ignore", invalid="ignore"):
         f_cpu = np.where(cap_cpu > 0, np.minimum(want_cpu / np.maximum(cap_cpu, 1), 1.0), 1.0)
         f_mem = np.where(cap_mem > 0, np.minimum(want_mem / np.maximum(cap_mem, 1), 1.0), 1.0)
@@ -34,14 +35,14 @@ def resource_scores(table: NodeTable, cpu: int, memory: int, rows: np.ndarray | 
     return total
 
 
-def resource_row_scores(table: NodeTable, pod: PodRequest) -> np.ndarray:
+def resource_row_scores(table: NodeTable, pod: PodRequest) -> NDArray[np.int64]:
     """``resource_scores`` of every row, cached per pod shape and refreshed on changed rows."""
     shape = (pod.score_cpu, pod.score_memory)
     entry = table.resource_cache.get(shape)
     log = table.changed
     if entry is None or entry[0].size != table.n or entry[2] is not log:
         arr = resource_scores(table, *shape, slice(0, table.n))
-        table.resource_cache[shape] = [arr, len(log), log]
+        table.resource_cache[shape] = (arr, len(log), log)
         return arr
     arr, pos, _ = entry
     if pos < len(log):
@@ -51,7 +52,7 @@ def resource_row_scores(table: NodeTable, pod: PodRequest) -> np.ndarray:
         else:
             rows = np.unique(np.array(log[pos:], dtype=np.int64))
             arr[rows] = resource_scores(table, *shape, rows)
-        entry[1] = len(log)
+        table.resource_cache[shape] = (arr, len(log), log)
     return arr
 
 
@@ -65,14 +66,14 @@ def _resource_score(table: NodeTable, cpu: int, memory: int, i: int) -> int:
     return least + WEIGHTS["balanced"] * int((1.0 - abs(f_cpu - f_mem) / 2.0) * MAX_NODE_SCORE)
 
 
-def scores(table: NodeTable, pod: PodRequest, rows: np.ndarray) -> np.ndarray:
+def scores(table: NodeTable, pod: PodRequest, rows: NDArray[np.intp]) -> NDArray[np.int64]:
     """Weighted total score of each of ``rows`` (feasible node rows), as integers."""
     total = resource_row_scores(table, pod)[rows]
     const = 0  # scores equal on every row are added once at the end
     counts = table.owners.get(pod.owner_uid) if pod.owner_uid else None
     c = counts[rows] if counts is not None else None
     top = int(c.max()) if c is not None and c.size else 0
-    if top > 0:
+    if c is not None and top > 0:
         # (top - c) * 100 // top: exactly what kube-scheduler's float division truncates to
         np.subtract(top, c, out=c)
         c *= MAX_NODE_SCORE
@@ -103,7 +104,7 @@ def scores(table: NodeTable, pod: PodRequest, rows: np.ndarray) -> np.ndarray:
     return total
 
 
-def _least(requested: np.ndarray, capacity: np.ndarray) -> np.ndarray:
+def _least(requested: NDArray[np.int64], capacity: NDArray[np.int64]) -> NDArray[np.int64]:
     """NodeResourcesLeastAllocated for one resource: (capacity - requested) * 100 / capacity."""
     safe = np.maximum(capacity, 1)
     score = (capacity - requested) * MAX_NODE_SCORE // safe
@@ -115,7 +116,7 @@ def _least_one(requested: int, capacity: int) -> int:
     return (capacity - requested) * MAX_NODE_SCORE // capacity if capacity > 0 and requested <= capacity else 0
 
 
-def _normalize(raw: np.ndarray, *, reverse: bool) -> np.ndarray:
+def _normalize(raw: NDArray[np.int64], *, reverse: bool) -> NDArray[np.int64]:
     """kube-scheduler's DefaultNormalizeScore."""
     top = int(raw.max()) if raw.size else 0
     if top == 0:

@@ -10,12 +10,26 @@ Storage only: what fits is ``filters``, what is best is ``scores``, the decision
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import msgspec
 import numpy as np
+from numpy.typing import NDArray
 
-from services.scheduler.values import HostPort, NodeInfo, PodRequest, Taint
+from services.scheduler.values import HostPort, NodeInfo, PodRequest, Taint, Term, Toleration
 
 ABSENT = np.int16(32767)  # taint position of a taint a node does not carry
+
+_Scalar = TypeVar("_Scalar", bound=np.generic)
+
+# Cache keys: the parts of a pod that the cached results depend on.
+StaticShape = tuple[str, tuple[tuple[str, str], ...], tuple[Term, ...] | None, tuple[Toleration, ...]]
+FitShape = tuple[
+    str, tuple[tuple[str, str], ...], tuple[Term, ...] | None, tuple[Toleration, ...], tuple[HostPort, ...], int, int
+]
+# A cached per-row result, the length of the change log it is refreshed to, and that log.
+Refreshed = tuple[NDArray[_Scalar], int, list[int]]
 
 
 class _Bound(msgspec.Struct):
@@ -34,7 +48,7 @@ class _LabelColumn:
     __slots__ = ("codes", "values", "names")
 
     def __init__(self, capacity: int) -> None:
-        self.codes = np.full(capacity, -1, dtype=np.int32)
+        self.codes: NDArray[np.int32] = np.full(capacity, -1, dtype=np.int32)
         self.values: dict[str, int] = {}
         self.names: list[str] = []
 
@@ -45,7 +59,7 @@ class _LabelColumn:
             self.names.append(value)
         return c
 
-    def numeric(self) -> np.ndarray:
+    def numeric(self) -> NDArray[np.float64]:
         """Per value code its integer value (NaN when not an integer), for Gt/Lt."""
         out = np.full(len(self.names) + 1, np.nan)
         for i, v in enumerate(self.names):
@@ -56,7 +70,7 @@ class _LabelColumn:
         return out
 
 
-def _grow(a: np.ndarray, capacity: int, fill: object) -> np.ndarray:
+def _grow(a: NDArray[_Scalar], capacity: int, fill: object) -> NDArray[_Scalar]:
     shape = (capacity, *a.shape[1:])
     out = np.full(shape, fill, dtype=a.dtype)
     out[: a.shape[0]] = a
@@ -75,27 +89,27 @@ class NodeTable:
         self.index: dict[str, int] = {}
         self._free: list[int] = []
         self.nodes: dict[str, NodeInfo] = {}
-        z = lambda: np.zeros(capacity, dtype=np.int64)  # noqa: E731
+        z: Callable[[], NDArray[np.int64]] = lambda: np.zeros(capacity, dtype=np.int64)  # noqa: E731
         self.alloc_cpu, self.alloc_mem, self.alloc_pods = z(), z(), z()
         self.req_cpu, self.req_mem, self.req_pods = z(), z(), z()
         self.score_cpu, self.score_mem = z(), z()
-        self.alive = np.zeros(capacity, dtype=bool)
-        self.ready = np.zeros(capacity, dtype=bool)
-        self.unschedulable = np.zeros(capacity, dtype=bool)
+        self.alive: NDArray[np.bool_] = np.zeros(capacity, dtype=bool)
+        self.ready: NDArray[np.bool_] = np.zeros(capacity, dtype=bool)
+        self.unschedulable: NDArray[np.bool_] = np.zeros(capacity, dtype=bool)
         self._taints: dict[Taint, int] = {}
         self.taint_list: list[Taint] = []
-        self.taint_pos = np.full((capacity, 4), ABSENT, dtype=np.int16)
+        self.taint_pos: NDArray[np.int16] = np.full((capacity, 4), ABSENT, dtype=np.int16)
         self.labels: dict[str, _LabelColumn] = {}
-        self.ports: dict[tuple[str, int], dict[str, np.ndarray]] = {}
-        self.owners: dict[str, np.ndarray] = {}
+        self.ports: dict[tuple[str, int], dict[str, NDArray[np.int32]]] = {}
+        self.owners: dict[str, NDArray[np.int32]] = {}
         self.pods: dict[str, _Bound] = {}
         self._pods_on: dict[str, set[str]] = {}
         # Derived data, kept by ``filters`` and ``scores`` (never a decision's input on its own):
         # static filter results per pod shape (dropped when a node changes), and feasibility and
         # resource scores per pod shape, refreshed only on the rows changed since (the log).
-        self.static_cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-        self.fit_cache: dict[tuple, list] = {}
-        self.resource_cache: dict[tuple[int, int], list] = {}
+        self.static_cache: dict[StaticShape, tuple[NDArray[np.int8], NDArray[np.int64]]] = {}
+        self.fit_cache: dict[FitShape, Refreshed[np.bool_]] = {}
+        self.resource_cache: dict[tuple[int, int], Refreshed[np.int64]] = {}
         self.changed: list[int] = []
 
     # ---- nodes ---------------------------------------------------------------------------
@@ -156,16 +170,16 @@ class NodeTable:
         self.unschedulable[i] = node.unschedulable
         self.taint_pos[i, :] = ABSENT
         for pos, taint in enumerate(node.taints):
-            col = self._taint_column(taint)
-            if self.taint_pos[i, col] == ABSENT:
-                self.taint_pos[i, col] = pos
+            t = self._taint_column(taint)
+            if self.taint_pos[i, t] == ABSENT:
+                self.taint_pos[i, t] = pos
         for col in self.labels.values():
             col.codes[i] = -1
         for key, value in node.labels:
-            col = self.labels.get(key)
-            if col is None:
-                col = self.labels[key] = _LabelColumn(self._cap)
-            col.codes[i] = col.code(value)
+            label = self.labels.get(key)
+            if label is None:
+                label = self.labels[key] = _LabelColumn(self._cap)
+            label.codes[i] = label.code(value)
 
     def remove_node(self, name: str) -> None:
         """Forget a node; pods bound to it stay recorded and count again if it comes back."""

@@ -24,13 +24,13 @@ class _Data(msgspec.Struct, kw_only=True, frozen=True):
     """Base of the scheduler's own hashable value types."""
 
 
-class Taint(_Data):
+class Taint(_Data, frozen=True):
     key: str
     value: str = ""
     effect: Effect = "NoSchedule"
 
 
-class Toleration(_Data):
+class Toleration(_Data, frozen=True):
     key: str = ""
     operator: Literal["Equal", "Exists"] = "Equal"
     value: str = ""
@@ -41,7 +41,7 @@ class Toleration(_Data):
         return tolerations.tolerates(self, taint)
 
 
-class Requirement(_Data):
+class Requirement(_Data, frozen=True):
     """One matchExpressions/matchFields entry of a node selector term."""
 
     key: str
@@ -49,25 +49,25 @@ class Requirement(_Data):
     values: tuple[str, ...] = ()
 
 
-class Term(_Data):
+class Term(_Data, frozen=True):
     """A nodeSelectorTerm: all expressions and fields must match; an empty term matches nothing."""
 
     match_expressions: tuple[Requirement, ...] = ()
     match_fields: tuple[Requirement, ...] = ()
 
 
-class PreferredTerm(_Data):
+class PreferredTerm(_Data, frozen=True):
     weight: int
     term: Term
 
 
-class HostPort(_Data):
+class HostPort(_Data, frozen=True):
     port: int
     protocol: str = "TCP"
     host_ip: str = "0.0.0.0"
 
 
-class PodRequest(_Data):
+class PodRequest(_Data, frozen=True):
     """What the scheduler needs to know about one pod (built from a Pod by ``podinfo``)."""
 
     key: str                                   # "<namespace>.<name>"
@@ -93,7 +93,7 @@ class PodRequest(_Data):
         return tolerations.tolerated(self.tolerations, taint)
 
 
-class NodeInfo(_Data):
+class NodeInfo(_Data, frozen=True):
     """What the scheduler needs to know about one node."""
 
     name: str
@@ -106,9 +106,9 @@ class NodeInfo(_Data):
     unschedulable: bool = False
 
 
-class Decision(_Data):
+class Decision(_Data, frozen=True):
     node_name: str | None
-    reasons: Counter = msgspec.field(default_factory=Counter)  # filter message -> nodes (on failure)
+    reasons: Counter[str] = msgspec.field(default_factory=Counter)  # filter message -> nodes (on failure)
     nodes: int = 0                                            # nodes considered
     next_start: int = 0                                       # row the next pod's walk starts at
 

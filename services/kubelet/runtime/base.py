@@ -7,6 +7,7 @@ knows about the ``schemas`` package, so a runtime can be exercised on its own.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -131,7 +132,7 @@ class ContainerRuntime(Protocol):
         """One container's current state (ContainerNotFound)."""
         ...
 
-    async def exec(self, container_id: str, cmd: list[str], timeout: float,
+    async def exec(self, container_id: str, cmd: builtins.list[str], timeout: float,
                    stdin: bytes | None = None) -> tuple[int, bytes]:
         """Run ``cmd`` inside the container, reading ``stdin`` (None: nothing, closed); returns
         (exit code, stdout+stderr) (ExecTimeout)."""
@@ -149,7 +150,7 @@ class ContainerRuntime(Protocol):
         """(cumulative CPU time in nanoseconds, memory in use in bytes)."""
         ...
 
-    async def list_sandboxes(self) -> list[str]:
+    async def list_sandboxes(self) -> builtins.list[str]:
         """Pod uids that have a sandbox."""
         ...
 
