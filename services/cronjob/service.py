@@ -47,7 +47,7 @@ class CronJobController(ControllerShell, kind="CronJob", name="cronjob", source=
         except errors.NotFound:
             return None
         uid = cj.metadata.uid or ""
-        jobs: list[Job] = [j for j in self.jobs.by_index("owner", uid)  # type: ignore[misc]
+        jobs: list[Job] = [j for j in self.jobs.by_index("owner", uid)
                            if (r := controller_of(j)) is not None and r.uid == uid]
         seen = {j.metadata.uid for j in jobs}
         missing = set()

@@ -75,7 +75,7 @@ class DaemonSetController(ControllerShell, kind="DaemonSet", name="daemonset", s
         uid = ds.metadata.uid or ""
         pods = [p for p in self.pods.by_index("owner", uid) if (r := controller_of(p)) is not None and r.uid == uid]
         revisions = [r for r in self.revisions.by_index("owner", uid) if (c := controller_of(r)) is not None and c.uid == uid]
-        hist = reconcile.history(ds, revisions, pods)  # type: ignore[arg-type]
+        hist = reconcile.history(ds, revisions, pods)
         current_hash = hist.current_hash if await history.settle(self.store, ds, hist) else None
         if current_hash is None:
             return 0.1  # collisionCount bumped: the next reconcile hashes again

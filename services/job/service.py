@@ -70,7 +70,7 @@ class JobController(ControllerShell, kind="Job", name="job", source=SOURCE, sett
             job = await self.store.update(fixed, current=job)  # type: ignore[assignment]
         uid = job.metadata.uid or ""
         await self._release_orphans(key, uid)
-        pods: list[Pod] = [p for p in self.pods.by_index("owner", uid) if _controlled_by(p, uid)]  # type: ignore[misc]
+        pods: list[Pod] = [p for p in self.pods.by_index("owner", uid) if _controlled_by(p, uid)]
         plan = reconcile.plan(job, pods, self.clock(), self.settings)
 
         new_meta = reconcile.write_uncounted(job.metadata, plan.uncounted)

@@ -94,7 +94,7 @@ class ProbeManager:
             if probe is not None and (probe.httpGet or probe.tcpSocket or probe.exec):
                 specs[kind] = probe  # type: ignore[index]
                 states[kind] = initial(kind, timing_of(kind, probe), now)  # type: ignore[arg-type]
-        worker = _Worker(ContainerProbes(**states), specs)  # type: ignore[arg-type]
+        worker = _Worker(ContainerProbes(**states), specs)
         self._workers[(pod_uid, container_name)] = worker
         if specs:
             worker.task = asyncio.create_task(
@@ -153,18 +153,18 @@ class ProbeManager:
             now = self.clock()
             ran = False
             for kind in ("startup", "liveness", "readiness"):
-                if not w.probes.runnable(kind, now):  # type: ignore[arg-type]
+                if not w.probes.runnable(kind, now):
                     continue
                 ran = True
                 before = (w.probes.ready(), w.probes.liveness_failed(), w.probes.startup_done())
                 state: ProbeState = getattr(w.probes, kind)
                 ok, message = await self._probe(
                     w.specs[kind], state.timing.timeout, container, container_id, pod_ip
-                )  # type: ignore[index]
+                )
                 new = observe(state, ok, self.clock(), message)
                 w.probes = ContainerProbes(**{**_states(w.probes), kind: new})
                 if not ok:
-                    w.last_failure = f"{KIND_TITLE[kind]} probe failed: {message}"  # type: ignore[index]
+                    w.last_failure = f"{KIND_TITLE[kind]} probe failed: {message}"
                     w.failures += 1
                 after = (w.probes.ready(), w.probes.liveness_failed(), w.probes.startup_done())
                 if after != before or not ok:

@@ -130,7 +130,7 @@ class NodeLifecycle:
         _, name = split_key(key)
         now = self.clock()
         node = self.nodes.get(key)
-        pods: list[Pod] = self.pods.by_index("node", name)  # type: ignore[assignment]
+        pods: list[Pod] = self.pods.by_index("node", name)
         if node is None:
             self.health.pop(name, None)
             return await self._collect_orphans(pods, now)

@@ -127,7 +127,7 @@ class _ClientSide(_Side):
 
     async def _connect(self) -> None:
         fe = self.frontend
-        peer = self.transport.get_extra_info("peername") if self.transport else None  # type: ignore[union-attr]
+        peer = self.transport.get_extra_info("peername") if self.transport else None
         client_ip = peer[0] if peer else ""
         tried: set[Address] = set()
         loop = asyncio.get_running_loop()

@@ -82,7 +82,7 @@ class StatefulSetController(ControllerShell, kind="StatefulSet", name="statefuls
         uid = sts.metadata.uid or ""
         pods = await self._claim(sts)
         revs: list[ControllerRevision] = [
-            r for r in self.revisions.by_index("owner", uid)  # type: ignore[misc]
+            r for r in self.revisions.by_index("owner", uid)
             if (c := controller_of(r)) is not None and c.uid == uid
         ]
         in_use = {reconcile.revision_of(p) for p in pods} | {sts.status.currentRevision, sts.status.updateRevision}

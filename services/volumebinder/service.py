@@ -168,14 +168,14 @@ class VolumeBinder:
             await self.store.update(bound_volume(pv, claim), current=pv)
         if plan.bind_claim is not None:
             pv = await self.store.get("PersistentVolume", None, plan.bind_claim)
-            ref = pv.spec.claimRef  # type: ignore[attr-defined]
+            ref = pv.spec.claimRef
             if ref is None or ref.uid != claim.metadata.uid:
                 raise errors.Conflict(f'persistentvolume "{pv.metadata.name}" went to another claim')
-            await self._write_claim(claim, lambda c: bound_claim(c, pv))  # type: ignore[arg-type]
+            await self._write_claim(claim, lambda c: bound_claim(c, pv))
             await self.store.record_event(claim, "Bound", f"Bound to volume {pv.metadata.name}", source=SOURCE)
             return
         if plan.phase is not None:
-            await self._write_claim(claim, lambda c: _with_phase(c, plan.phase))  # type: ignore[arg-type]
+            await self._write_claim(claim, lambda c: _with_phase(c, plan.phase))
             if plan.phase == "Lost":
                 await self.store.record_event(claim, "ClaimLost", plan.message, type="Warning", source=SOURCE)
         if plan.message and (plan.add_finalizer or plan.phase is not None) and plan.phase != "Lost":
@@ -255,7 +255,7 @@ def _claim_defaults(claim: PersistentVolumeClaim, plan: ClaimPlan) -> Persistent
 
 
 def _with_phase(claim: PersistentVolumeClaim, phase: str) -> PersistentVolumeClaim:
-    return msgspec.structs.replace(claim, status=msgspec.structs.replace(claim.status, phase=phase))  # type: ignore[arg-type]
+    return msgspec.structs.replace(claim, status=msgspec.structs.replace(claim.status, phase=phase))
 
 
 def _waiting_reason(message: str) -> str:
