@@ -32,7 +32,7 @@ from opentelemetry.trace import SpanKind
 from kyb import buckets, deletion, errors, events, metrics, secretbox, telemetry
 from kyb.requester import Requester
 from schemas.defaults import with_service_account
-from schemas.helpers import split_key
+from schemas.helpers import scoped_key, split_key
 from schemas.meta import Object, ObjectMeta
 from schemas.names import generated_name
 from schemas.pod import Pod
@@ -62,13 +62,7 @@ def kind_info(kind: str | KindInfo) -> KindInfo:
 def key_of(info: KindInfo, namespace: str | None, name: str) -> str:
     if not name:
         raise errors.Invalid("name is required", [errors.FieldError("metadata.name", "Required value")])
-    if info.namespaced:
-        return f"{namespace or 'default'}.{name}"
-    return f"_.{name}"
-
-
-def object_key(obj: Object) -> str:
-    return key_of(kind_info(obj.kind), obj.metadata.namespace, obj.metadata.name)
+    return scoped_key(info.namespaced, namespace, name)
 
 
 _stamp: tuple[int, str] = (-1, "")

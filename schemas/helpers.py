@@ -31,7 +31,12 @@ def object_key(obj: Object) -> str:
 
 
 def key_for(kind: str, namespace: str | None, name: str) -> str:
-    if not by_kind(kind).namespaced:
+    return scoped_key(by_kind(kind).namespaced, namespace, name)
+
+
+def scoped_key(namespaced: bool, namespace: str | None, name: str) -> str:
+    """The KV key of ``name`` in a namespaced kind (``default`` when none is given) or a cluster-scoped one."""
+    if not namespaced:
         return f"{CLUSTER_SCOPE}.{name}"
     return f"{namespace or 'default'}.{name}"
 
