@@ -25,7 +25,7 @@ Errors = list[tuple[str, str]]
 def default(np: NetworkPolicy) -> NetworkPolicy:
     if np.spec.policyTypes:
         return np
-    types: list[Literal["Ingress", "Egress"]] = ["Ingress", *(["Egress"] if np.spec.egress else [])]  # type: ignore[list-item]
+    types: list[Literal["Ingress", "Egress"]] = ["Ingress", "Egress"] if np.spec.egress else ["Ingress"]
     return replace(np, spec=replace(np.spec, policyTypes=types))
 
 

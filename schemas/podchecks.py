@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
+from fractions import Fraction
 
 from schemas import names
 from schemas.pod import Container, LifecycleHandler, PodSpec, Probe, Volume
@@ -40,8 +41,8 @@ def int_or_port(value: int | str) -> list[str]:
     return port_number(value) if isinstance(value, int) else port_name(value)
 
 
-def quantities(errs: Errors, path: str, values: dict[str, str]) -> dict[str, object]:
-    parsed: dict[str, object] = {}
+def quantities(errs: Errors, path: str, values: dict[str, str]) -> dict[str, Fraction]:
+    parsed: dict[str, Fraction] = {}
     for key, q in values.items():
         try:
             v = parse_quantity(q)
@@ -112,7 +113,7 @@ def container(errs: Errors, path: str, c: Container, volumes: set[str]) -> None:
     limits = quantities(errs, f"{path}.resources.limits", c.resources.limits)
     for key, req in requests.items():
         lim = limits.get(key)
-        if lim is not None and req > lim:  # type: ignore[operator]
+        if lim is not None and req > lim:
             errs.append((f"{path}.resources.requests[{key}]",
                          f'must be less than or equal to {key} limit of {c.resources.limits[key]}'))
     for i, vm in enumerate(c.volumeMounts):

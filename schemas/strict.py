@@ -111,7 +111,7 @@ def _holds_structs(t: mi.Type) -> bool:
     return isinstance(t, mi.StructType)
 
 
-class _Object(dict):  # type: ignore[type-arg]
+class _Object(dict[str, Any]):
     """A decoded JSON object that was given some of its keys more than once."""
 
     repeated: list[str]
@@ -128,7 +128,12 @@ def duplicate_fields(raw: bytes) -> list[str]:
             return obj
         marked = _Object(obj)
         seen: set[str] = set()
-        marked.repeated = list(dict.fromkeys(k for k, _ in items if k in seen or seen.add(k)))  # type: ignore[func-returns-value]
+        repeated: dict[str, None] = {}  # in the order of their first repetition
+        for k, _ in items:
+            if k in seen:
+                repeated[k] = None
+            seen.add(k)
+        marked.repeated = list(repeated)
         repeats.append(marked)
         return marked
 

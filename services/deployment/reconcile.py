@@ -37,7 +37,7 @@ from schemas.helpers import (
     owner_reference,
     parse_time,
 )
-from schemas.meta import Condition, LabelSelector, ObjectMeta
+from schemas.meta import Condition, ConditionStatus, LabelSelector, ObjectMeta
 from schemas.names import safe_encode
 from schemas.pod import Pod, PodTemplateSpec
 from schemas.quantity import scaled_int_or_percent
@@ -461,9 +461,9 @@ def _set_condition(conds: list[Condition], cond: Condition) -> list[Condition]:
     return sorted(out, key=lambda c: order.get(c.type, 2))
 
 
-def _cond(type_: str, status: str, reason: str, message: str, now: _dt.datetime) -> Condition:
+def _cond(type_: str, status: ConditionStatus, reason: str, message: str, now: _dt.datetime) -> Condition:
     t = format_time(now)
-    return Condition(type=type_, status=status, reason=reason, message=message,  # type: ignore[arg-type]
+    return Condition(type=type_, status=status, reason=reason, message=message,
                      lastUpdateTime=t, lastTransitionTime=t)
 
 

@@ -31,7 +31,7 @@ from schemas.discovery import (
 )
 from schemas.helpers import owner_reference, pod_is_ready, pod_is_terminal
 from schemas.meta import ObjectMeta, ObjectReference
-from schemas.pod import Pod
+from schemas.pod import Pod, Protocol
 
 SLICE_MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 SLICE_MANAGER = "endpointslice-controller.k8s.io"
@@ -39,7 +39,7 @@ ENDPOINTS_MANAGED_BY_LABEL = "endpoints.kubernetes.io/managed-by"
 ENDPOINTS_MANAGER = "endpoint-controller"
 
 # (name, port, protocol, appProtocol) of one resolved port.
-PortTuple = tuple[str, int, str, str | None]
+PortTuple = tuple[str, int, Protocol, str | None]
 
 
 class Plan(msgspec.Struct, kw_only=True, frozen=True):
@@ -164,7 +164,7 @@ def desired_subsets(service: Service, pods: Iterable[Pod]) -> list[EndpointSubse
             EndpointSubset(
                 addresses=[addr(pe) for pe in members if pe.ready],
                 notReadyAddresses=[addr(pe) for pe in members if not pe.ready],
-                ports=[EndpointPort(name=n, port=p, protocol=proto, appProtocol=app) for n, p, proto, app in ports],  # type: ignore[arg-type]
+                ports=[EndpointPort(name=n, port=p, protocol=proto, appProtocol=app) for n, p, proto, app in ports],
             )
         )
     return subsets
@@ -205,7 +205,7 @@ def desired_slices(service: Service, pods: Iterable[Pod]) -> list[EndpointSlice]
                 addressType="IPv4",
                 endpoints=endpoints,
                 ports=[
-                    EndpointSlicePort(name=n, port=p, protocol=proto, appProtocol=app)  # type: ignore[arg-type]
+                    EndpointSlicePort(name=n, port=p, protocol=proto, appProtocol=app)
                     for n, p, proto, app in ports
                 ],
             )

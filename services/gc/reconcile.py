@@ -71,8 +71,13 @@ class Action(msgspec.Struct, kw_only=True, frozen=True):
     finalizer: str = ""  # remove-finalizer
 
 
-def _target(node: Node, verb: Verb, **kw: object) -> Action:
-    return Action(verb=verb, kind=node.kind, namespace=node.namespace, name=node.name, uid=node.uid, **kw)  # type: ignore[arg-type]
+def _target(
+    node: Node, verb: Verb, *, owner_uids: tuple[str, ...] = (), policy: Policy = "Background", finalizer: str = ""
+) -> Action:
+    return Action(
+        verb=verb, kind=node.kind, namespace=node.namespace, name=node.name, uid=node.uid,
+        owner_uids=owner_uids, policy=policy, finalizer=finalizer,
+    )
 
 
 def plan(

@@ -30,7 +30,7 @@ from schemas.autoscaling import (
     effective_metrics,
 )
 from schemas.helpers import format_time
-from schemas.meta import Condition
+from schemas.meta import Condition, ConditionStatus
 from schemas.quantity import cpu_millis, format_quantity, to_bytes
 
 TOLERANCE = 0.1
@@ -271,10 +271,12 @@ def limit_rate(
 # -- one HPA ---------------------------------------------------------------------------------
 
 
-def _condition(old: Sequence[Condition], type_: str, status: str, reason: str, message: str, now: str) -> Condition:
+def _condition(
+    old: Sequence[Condition], type_: str, status: ConditionStatus, reason: str, message: str, now: str
+) -> Condition:
     prev = next((c for c in old if c.type == type_), None)
     since = prev.lastTransitionTime if prev is not None and prev.status == status else now
-    return Condition(type=type_, status=status, reason=reason, message=message, lastTransitionTime=since)  # type: ignore[arg-type]
+    return Condition(type=type_, status=status, reason=reason, message=message, lastTransitionTime=since)
 
 
 def decide(

@@ -62,8 +62,7 @@ def parse_resolv_conf(text: str) -> Resolver:
 
 
 def _unique(items: list[str]) -> list[str]:
-    seen: set[str] = set()
-    return [i for i in items if not (i in seen or seen.add(i))]  # type: ignore[func-returns-value]
+    return list(dict.fromkeys(items))
 
 
 def _merge_options(base: list[str], extra: list[str]) -> list[str]:

@@ -12,13 +12,15 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import get_args
 
 import msgspec
 
 from schemas.coordination import NODE_LEASE_NAMESPACE, Lease, node_lease
 from schemas.core import Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Taint
 from schemas.helpers import format_time
-from schemas.meta import ObjectMeta
+from schemas.meta import ConditionStatus, ObjectMeta
+from schemas.pod import TaintEffect
 
 KUBELET_VERSION = "v1.2.0-kyb"
 LEASE_NAMESPACE = NODE_LEASE_NAMESPACE
@@ -39,19 +41,23 @@ class NodeSettings:
     runtime_version: str = ""  # nodeInfo.containerRuntimeVersion, e.g. docker://27.0.3
 
 
+_EFFECTS: dict[str, TaintEffect] = {e: e for e in get_args(TaintEffect)}
+
+
 def parse_taint(text: str) -> Taint:
     """``key=value:Effect`` or ``key:Effect`` (as kubectl taint writes them)."""
-    head, sep, effect = text.rpartition(":")
-    if not sep or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+    head, sep, written = text.rpartition(":")
+    effect = _EFFECTS.get(written) if sep else None
+    if effect is None:
         raise ValueError(f"taint {text!r}: expected key=value:Effect with Effect NoSchedule|PreferNoSchedule|NoExecute")
     key, _, value = head.partition("=")
     if not key:
         raise ValueError(f"taint {text!r}: the key is empty")
-    return Taint(key=key, value=value, effect=effect)  # type: ignore[arg-type]
+    return Taint(key=key, value=value, effect=effect)
 
 
 def _conditions(previous: list[NodeCondition], now: datetime) -> list[NodeCondition]:
-    wanted = [
+    wanted: list[tuple[str, ConditionStatus, str, str]] = [
         ("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
         ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
         ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
@@ -64,7 +70,7 @@ def _conditions(previous: list[NodeCondition], now: datetime) -> list[NodeCondit
         out.append(
             NodeCondition(
                 type=type_,
-                status=status,  # type: ignore[arg-type]
+                status=status,
                 lastHeartbeatTime=format_time(now),
                 lastTransitionTime=since,
                 reason=reason,

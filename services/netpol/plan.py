@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from schemas.core import Namespace
+from schemas.meta import LabelSelector
 from schemas.networking import NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort
 from schemas.pod import Pod
 from schemas.selector import SelectorError, from_label_selector
@@ -70,9 +71,9 @@ def _live(pod: Pod) -> bool:
     return bool(pod.status.podIP) and not pod.spec.hostNetwork and pod.status.phase not in ("Succeeded", "Failed")
 
 
-def _matches(selector: object, labels: Mapping[str, str]) -> bool:
+def _matches(selector: LabelSelector | None, labels: Mapping[str, str]) -> bool:
     try:
-        return from_label_selector(selector).matches(labels)  # type: ignore[arg-type]
+        return from_label_selector(selector).matches(labels)
     except SelectorError:
         return False  # admission rejects bad selectors; a stored one selects nothing
 
