@@ -10,7 +10,7 @@ import json
 import pytest
 
 from services.api.allocator import Allocator, Ranges
-from tests.test_api import call, cluster  # noqa: F401  (fixture)
+from tests.test_api import call
 
 
 def svc(name: str, type_: str = "ClusterIP", **spec) -> bytes:
@@ -23,70 +23,70 @@ def svc(name: str, type_: str = "ClusterIP", **spec) -> bytes:
     return json.dumps(body).encode()
 
 
-async def test_cluster_ip_from_the_range_and_stable_across_applies(cluster):  # noqa: F811
-    code, a = await call(cluster, "apply", svc("a"))
+async def test_cluster_ip_from_the_range_and_stable_across_applies(api_nc):
+    code, a = await call(api_nc, "apply", svc("a"))
     assert code == 201, a
     ip = a["spec"]["clusterIP"]
     assert ipaddress.ip_address(ip) in ipaddress.ip_network("127.254.0.0/16")
     assert a["spec"]["clusterIPs"] == [ip]
     assert a["spec"]["ports"][0]["targetPort"] == 8080
-    msg = await cluster.request("kyb.api.apply", svc("a"), timeout=10)
+    msg = await api_nc.request("kyb.api.apply", svc("a"), timeout=10)
     assert msg.headers["Kyb-Result"] == "unchanged"
-    code, changed = await call(cluster, "apply", svc("a", sessionAffinity="ClientIP"))
+    code, changed = await call(api_nc, "apply", svc("a", sessionAffinity="ClientIP"))
     assert code == 200 and changed["spec"]["clusterIP"] == ip
-    code, status = await call(cluster, "apply", svc("a", clusterIP="127.254.9.9"))
+    code, status = await call(api_nc, "apply", svc("a", clusterIP="127.254.9.9"))
     assert code == 422 and status["details"][0]["field"] == "spec.clusterIP"
 
 
-async def test_headless_and_external_name_get_no_address(cluster):  # noqa: F811
-    code, h = await call(cluster, "apply", svc("h", clusterIP="None"))
+async def test_headless_and_external_name_get_no_address(api_nc):
+    code, h = await call(api_nc, "apply", svc("h", clusterIP="None"))
     assert code == 201 and h["spec"]["clusterIP"] == "None"
     body = json.dumps({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ext"},
                        "spec": {"type": "ExternalName", "externalName": "db.example.com"}}).encode()
-    code, e = await call(cluster, "apply", body)
+    code, e = await call(api_nc, "apply", body)
     assert code == 201 and not e["spec"].get("clusterIP")
 
 
-async def test_node_port_allocated_and_a_taken_port_is_a_clear_error(cluster):  # noqa: F811
-    code, n = await call(cluster, "apply", svc("n", "NodePort"))
+async def test_node_port_allocated_and_a_taken_port_is_a_clear_error(api_nc):
+    code, n = await call(api_nc, "apply", svc("n", "NodePort"))
     assert code == 201, n
     port = n["spec"]["ports"][0]["nodePort"]
     assert 30000 <= port <= 32767
-    code, fixed = await call(cluster, "apply", svc("m", "NodePort", ports=[{"port": 80, "nodePort": 30080}]))
+    code, fixed = await call(api_nc, "apply", svc("m", "NodePort", ports=[{"port": 80, "nodePort": 30080}]))
     assert code == 201 and fixed["spec"]["ports"][0]["nodePort"] == 30080
-    code, status = await call(cluster, "apply", svc("o", "NodePort", ports=[{"port": 80, "nodePort": 30080}]))
+    code, status = await call(api_nc, "apply", svc("o", "NodePort", ports=[{"port": 80, "nodePort": 30080}]))
     assert code == 422
     assert status["details"][0]["field"] == "spec.ports[0].nodePort"
     assert "already allocated" in status["message"]
-    code, _ = await call(cluster, "get", {"kind": "svc", "namespace": "default", "name": "o"})
+    code, _ = await call(api_nc, "get", {"kind": "svc", "namespace": "default", "name": "o"})
     assert code == 404
-    code, status = await call(cluster, "apply", svc("p", "NodePort", ports=[{"port": 80, "nodePort": 80}]))
+    code, status = await call(api_nc, "apply", svc("p", "NodePort", ports=[{"port": 80, "nodePort": 80}]))
     assert code == 422 and "30000-32767" in status["message"]
 
 
-async def test_deleting_a_service_frees_its_address_and_port(cluster):  # noqa: F811
-    code, m = await call(cluster, "apply", svc("m", "NodePort", clusterIP="127.254.1.1", ports=[{"port": 80, "nodePort": 30081}]))
+async def test_deleting_a_service_frees_its_address_and_port(api_nc):
+    code, m = await call(api_nc, "apply", svc("m", "NodePort", clusterIP="127.254.1.1", ports=[{"port": 80, "nodePort": 30081}]))
     assert code == 201, m
-    code, status = await call(cluster, "apply", svc("m2", "NodePort", clusterIP="127.254.1.1", ports=[{"port": 80, "nodePort": 30082}]))
+    code, status = await call(api_nc, "apply", svc("m2", "NodePort", clusterIP="127.254.1.1", ports=[{"port": 80, "nodePort": 30082}]))
     assert code == 422 and "spec.clusterIP" in [d["field"] for d in status["details"]]
-    code, _ = await call(cluster, "delete", {"kind": "svc", "namespace": "default", "name": "m"})
+    code, _ = await call(api_nc, "delete", {"kind": "svc", "namespace": "default", "name": "m"})
     assert code == 200
-    code, again = await call(cluster, "apply", svc("m2", "NodePort", clusterIP="127.254.1.1", ports=[{"port": 80, "nodePort": 30081}]))
+    code, again = await call(api_nc, "apply", svc("m2", "NodePort", clusterIP="127.254.1.1", ports=[{"port": 80, "nodePort": 30081}]))
     assert code == 201, again
 
 
-async def test_load_balancer_gets_an_address_from_the_pool(cluster):  # noqa: F811
-    code, lb = await call(cluster, "apply", svc("lb", "LoadBalancer"))
+async def test_load_balancer_gets_an_address_from_the_pool(api_nc):
+    code, lb = await call(api_nc, "apply", svc("lb", "LoadBalancer"))
     assert code == 201, lb
     ip = lb["status"]["loadBalancer"]["ingress"][0]["ip"]
     assert ipaddress.ip_address(ip) in ipaddress.ip_network("127.253.0.0/24")
     assert lb["spec"]["ports"][0]["nodePort"]
-    code, again = await call(cluster, "apply", svc("lb", "LoadBalancer", sessionAffinity="ClientIP"))
+    code, again = await call(api_nc, "apply", svc("lb", "LoadBalancer", sessionAffinity="ClientIP"))
     assert again["status"]["loadBalancer"]["ingress"][0]["ip"] == ip
 
 
-async def test_concurrent_creates_never_share_an_address(cluster):  # noqa: F811
-    results = await asyncio.gather(*(call(cluster, "apply", svc(f"s{i}", "NodePort")) for i in range(40)))
+async def test_concurrent_creates_never_share_an_address(api_nc):
+    results = await asyncio.gather(*(call(api_nc, "apply", svc(f"s{i}", "NodePort")) for i in range(40)))
     assert all(code == 201 for code, _ in results), [r for r in results if r[0] != 201]
     ips = [o["spec"]["clusterIP"] for _, o in results]
     ports = [o["spec"]["ports"][0]["nodePort"] for _, o in results]
