@@ -63,12 +63,13 @@ async def ensure_stream(js: JetStreamContext, config: api.StreamConfig, *, updat
                                             and have.max_bytes == config.max_bytes)):
         return
     try:
-        if have is None:
-            await js.add_stream(config)
-        else:
+        if have is not None:
             await js.update_stream(config)
-    except nats.js.errors.BadRequestError:
-        if update:
-            await js.update_stream(config)  # created meanwhile by someone else with other limits
+            return
+        try:
+            await js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            if update:
+                await js.update_stream(config)  # created meanwhile by someone else with other limits
     except (nats.errors.Error, OSError) as e:
         raise errors.Unreachable(f"cannot create stream {name}: {e}") from e

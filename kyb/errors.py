@@ -10,7 +10,9 @@
     ├── Forbidden                 403   Forbidden
     ├── Temporary(delay)          503   ServiceUnavailable  (retry after `delay` seconds)
     │   ├── Unreachable           503   ServiceUnavailable  (NATS cannot be reached)
-    │   │   └── Unauthenticated   401   Unauthorized    (NATS answered and refused the credentials)
+    │   │   ├── Unauthenticated   401   Unauthorized    (NATS answered and refused the credentials)
+    │   │   └── NoResponders      503   ServiceUnavailable  (nobody subscribes to a request's subject)
+    │   ├── TimedOut              503   ServiceUnavailable  (a request got no reply in time)
     │   └── TooManyRequests       429   TooManyRequests     (over a concurrency or time budget)
     └── Permanent                 500   InternalError
 
@@ -107,6 +109,14 @@ class Temporary(KybError):
 
 class Unreachable(Temporary):
     pass
+
+
+class NoResponders(Unreachable):
+    """NATS answered that nobody subscribes to the subject a request was sent on."""
+
+
+class TimedOut(Temporary):
+    """A request was sent and no reply came within its timeout."""
 
 
 class TooManyRequests(Temporary):
