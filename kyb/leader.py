@@ -26,13 +26,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import nats.errors
-import nats.js.errors
 import structlog
 from nats.js.client import JetStreamContext
-from nats.js.kv import KeyValue
 
-from kyb import buckets
+from kyb import bus, errors
 
 __all__ = ["LEASE_BUCKET", "LeaderElector", "Lease", "LeaseSpec", "rfc3339_micro"]
 
@@ -41,8 +38,9 @@ LEASE_NAMESPACE = "kube-system"
 
 log = structlog.get_logger(__name__)
 
-# failures of one attempt that mean "could not reach the bus", not "lost the race"
-_TRANSIENT = (nats.errors.Error, nats.js.errors.Error, TimeoutError, OSError)
+# failures of one attempt that mean "could not reach the bus", not "lost the race" (kyb.bus
+# turns NATS's into kyb errors; a lost race is AlreadyExists or Conflict, handled in the attempt)
+_TRANSIENT = (errors.KybError, TimeoutError, OSError)
 
 
 class LeaseMeta(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
@@ -113,7 +111,7 @@ class LeaderElector:
         self.bucket = bucket
         self._clock = clock
         self._wall = wall_clock
-        self._kv: KeyValue | None = None
+        self._kv: bus.Bucket | None = None
         self._observed: Lease | None = None
         self._observed_revision: int | None = None
         self._observed_at: float = 0.0
@@ -135,7 +133,7 @@ class LeaderElector:
         kv = await self._bucket()
         try:
             entry = await kv.get(self.key)
-        except nats.js.errors.KeyNotFoundError:
+        except errors.NotFound:
             return None
         return self._decode(entry.value or b"")
 
@@ -149,7 +147,7 @@ class LeaderElector:
         duration = max(1, math.ceil(self.lease_seconds))
         try:
             entry = await kv.get(self.key)
-        except nats.js.errors.KeyNotFoundError:
+        except errors.NotFound:
             entry = None
         if entry is None:
             lease = Lease(
@@ -164,7 +162,7 @@ class LeaderElector:
             )
             try:
                 revision = await kv.create(self.key, msgspec.json.encode(lease))
-            except nats.js.errors.KeyWrongLastSequenceError:
+            except errors.AlreadyExists:
                 return False
             self._observe(lease, revision, started)
             self._renewed_at = started
@@ -190,7 +188,7 @@ class LeaderElector:
         )
         try:
             revision = await kv.update(self.key, msgspec.json.encode(lease), last=entry.revision)
-        except nats.js.errors.KeyWrongLastSequenceError:
+        except errors.Conflict:
             return False
         self._observe(lease, revision, started)
         self._renewed_at = started
@@ -201,7 +199,7 @@ class LeaderElector:
         kv = await self._bucket()
         try:
             entry = await kv.get(self.key)
-        except nats.js.errors.KeyNotFoundError:
+        except errors.NotFound:
             return False
         old = self._decode(entry.value or b"")
         if old.spec.holderIdentity != self.identity:
@@ -219,7 +217,7 @@ class LeaderElector:
         )
         try:
             revision = await kv.update(self.key, msgspec.json.encode(lease), last=entry.revision)
-        except nats.js.errors.KeyWrongLastSequenceError:
+        except errors.Conflict:
             return False
         self._observe(lease, revision, self._clock())
         self.log.info("released leadership")
@@ -326,8 +324,8 @@ class LeaderElector:
             # unreadable: treat as held by an unknown holder, so it is taken over only once it stays unchanged
             return Lease(metadata=LeaseMeta(name=self.name), spec=LeaseSpec(holderIdentity="<unreadable>"))
 
-    async def _bucket(self) -> KeyValue:
+    async def _bucket(self) -> bus.Bucket:
         if self._kv is not None:
             return self._kv
-        self._kv = await buckets.ensure_kv(self._js, self.bucket)
+        self._kv = await bus.bucket(self._js, self.bucket)
         return self._kv

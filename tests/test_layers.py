@@ -1,9 +1,11 @@
 """The layering rules of STYLE.md, checked by import-linter against pyproject.toml's contracts:
 services -> kyb -> schemas only point down, and pure reconcile/plan modules import neither
-nats, docker nor asyncio."""
+nats, docker nor asyncio; and, by reading their imports, that services never import NATS's
+exception modules."""
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -55,3 +57,32 @@ def test_every_cli_module_but_the_entry_point_is_bound_by_the_cli_contract():
     cli = next(c for c in contracts if c.get("forbidden_modules") == ["kyb.cli.main"])
     modules = {f"kyb.cli.{p.stem}" for p in (ROOT / "kyb" / "cli").glob("*.py") if p.stem not in ("main", "__init__")}
     assert set(cli["source_modules"]) == modules
+
+
+# NATS's exceptions become kyb.errors in kyb (kyb.bus, kyb.buckets, kyb.store, ...) and nowhere
+# else. import-linter cannot say so: with include_external_packages it forbids an external
+# package only by its top-level name ("nats"), and services do import nats for its client.
+NATS_ERROR_MODULES = ("nats.errors", "nats.js.errors")
+
+
+def _imported_modules(tree: ast.AST) -> set[str]:
+    """Every module an ``import`` or ``from ... import`` names, the names imported from a
+    package included (``from nats.js import errors`` names ``nats.js.errors``)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_services_never_import_nats_errors():
+    offenders = []
+    for path in sorted((ROOT / "services").rglob("*.py")):
+        imported = _imported_modules(ast.parse(path.read_text(), filename=str(path)))
+        bad = sorted(m for m in imported if any(m == e or m.startswith(e + ".") for e in NATS_ERROR_MODULES))
+        if bad:
+            offenders.append(f"{path.relative_to(ROOT)}: {', '.join(bad)}")
+    assert not offenders, "services handle kyb.errors (kyb.bus translates NATS's): " + "; ".join(offenders)

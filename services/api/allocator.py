@@ -15,17 +15,19 @@ import contextlib
 import ipaddress
 import random
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import msgspec
-import nats.errors
-import nats.js.errors
 from nats.js import JetStreamContext
 
-from kyb import buckets, errors
+from kyb import bus, errors
 from schemas.core import LoadBalancerIngress, LoadBalancerStatus, Service, ServiceStatus
 
 BUCKET = "kyb-allocations"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -89,14 +91,14 @@ class Allocator:
         self.replicas = replicas
         self.ranges = ranges or Ranges()
         self.rng = rng or random.Random()
-        self._kv = None
+        self._kv: bus.Bucket | None = None
         self._net = ipaddress.ip_network(self.ranges.service_cidr)
         self._lb = ipaddress.ip_network(self.ranges.lb_pool)
         self._suspects: dict[str, float] = {}
 
-    async def _bucket(self):
+    async def _bucket(self) -> bus.Bucket:
         if self._kv is None:
-            self._kv = await buckets.ensure_kv(self.js, BUCKET, replicas=self.replicas)
+            self._kv = await bus.bucket(self.js, BUCKET, replicas=self.replicas)
         return self._kv
 
     async def _claim(self, key: str, owner: str) -> bool:
@@ -104,15 +106,22 @@ class Allocator:
         try:
             await kv.create(key, owner.encode())
             return True
-        except nats.js.errors.KeyWrongLastSequenceError:
-            with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+        except errors.AlreadyExists:
+            with contextlib.suppress(errors.NotFound):
                 entry = await kv.get(key)
                 return entry.value == owner.encode()
             return False
 
+    async def _first_claimed(self, candidates: Iterable[T], key: Callable[[T], str], owner: str) -> T | None:
+        """The first candidate whose key ``owner`` holds once claimed (None when none could be)."""
+        for candidate in candidates:
+            if await self._claim(key(candidate), owner):
+                return candidate
+        return None
+
     async def _free(self, key: str, owner: str) -> None:
         kv = await self._bucket()
-        with contextlib.suppress(nats.js.errors.KeyNotFoundError, nats.js.errors.KeyWrongLastSequenceError):
+        with contextlib.suppress(errors.NotFound, errors.Conflict):
             entry = await kv.get(key)
             if entry.value == owner.encode():
                 await kv.delete(key, last=entry.revision)
@@ -131,18 +140,20 @@ class Allocator:
                 raise _invalid(field, msg)
             return requested
         first, size = int(net.network_address) + 1, net.num_addresses - 2
-        for _ in range(64):  # random probes first: cheap while the range is mostly free
-            candidate = str(ipaddress.ip_address(first + self.rng.randrange(size)))
-            if await self._claim(_ip_key(kind, candidate), owner):
-                return candidate
-        kv = await self._bucket()
-        taken = set()
-        with contextlib.suppress(nats.js.errors.NoKeysError):
-            taken = set(await kv.keys(filters=[f"{kind}.>"]))
-        for offset in range(size):
-            candidate = str(ipaddress.ip_address(first + offset))
-            if _ip_key(kind, candidate) not in taken and await self._claim(_ip_key(kind, candidate), owner):
-                return candidate
+
+        def key(candidate: str) -> str:
+            return _ip_key(kind, candidate)
+
+        # random probes first: cheap while the range is mostly free
+        probes = (str(ipaddress.ip_address(first + self.rng.randrange(size))) for _ in range(64))
+        found = await self._first_claimed(probes, key, owner)
+        if found is not None:
+            return found
+        taken = set(await (await self._bucket()).keys(filters=[f"{kind}.>"]))
+        every = (str(ipaddress.ip_address(first + offset)) for offset in range(size))
+        found = await self._first_claimed((c for c in every if key(c) not in taken), key, owner)
+        if found is not None:
+            return found
         msg = f"range {net} is full"
         raise _invalid(field, msg)
 
@@ -156,13 +167,16 @@ class Allocator:
                 msg = f"Invalid value: {requested}: provided port is already allocated"
                 raise _invalid(field, msg)
             return requested
-        for _ in range(64):
-            candidate = self.rng.randint(lo, hi)
-            if await self._claim(_port_key(protocol, candidate), owner):
-                return candidate
-        for candidate in range(lo, hi + 1):
-            if await self._claim(_port_key(protocol, candidate), owner):
-                return candidate
+
+        def key(candidate: int) -> str:
+            return _port_key(protocol, candidate)
+
+        found = await self._first_claimed((self.rng.randint(lo, hi) for _ in range(64)), key, owner)
+        if found is not None:
+            return found
+        found = await self._first_claimed(range(lo, hi + 1), key, owner)
+        if found is not None:
+            return found
         msg = f"no free node port in {lo}-{hi}"
         raise _invalid(field, msg)
 
@@ -242,10 +256,7 @@ class Allocator:
         ``older_than`` seconds (so a create in flight keeps what it just claimed)."""
         kv = await self._bucket()
         wanted = {key for s in services for key in held_keys(s)}
-        try:
-            keys = await kv.keys()
-        except nats.js.errors.NoKeysError:
-            keys = []
+        keys = await kv.keys()
         now = time.monotonic() if now is None else now
         orphans = {k for k in keys if k not in wanted}
         self._suspects = {k: t for k, t in self._suspects.items() if k in orphans}
@@ -254,7 +265,7 @@ class Allocator:
             first = self._suspects.setdefault(key, now)
             if now - first < older_than:
                 continue
-            with contextlib.suppress(nats.js.errors.KeyNotFoundError, nats.js.errors.KeyWrongLastSequenceError, nats.errors.Error):
+            with contextlib.suppress(errors.KybError):  # gone, changed meanwhile, or not reachable: next round
                 entry = await kv.get(key)
                 await kv.delete(key, last=entry.revision)
                 freed += 1

@@ -20,11 +20,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
-import nats.errors
 import structlog
 from opentelemetry.trace import SpanKind
 
-from kyb import errors, telemetry
+from kyb import bus, errors, telemetry
 from kyb.informer import Informer
 from kyb.render import to_dict
 from kyb.serve import ServiceContext
@@ -566,8 +565,8 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
                 else:
                     body, reply_headers = await handle(api, verb, msg.data, headers, list_bytes)
             if msg.reply:
-                with contextlib.suppress(nats.errors.Error):
-                    await ctx.nc.publish(msg.reply, body, headers=reply_headers)
+                with contextlib.suppress(errors.KybError):  # the requester is gone, or so is NATS
+                    await bus.publish(ctx.nc, msg.reply, body, headers=reply_headers)
 
     async def on_msg(msg) -> None:
         task = asyncio.create_task(serve_one(msg))

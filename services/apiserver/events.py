@@ -18,11 +18,9 @@ import datetime as _dt
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import nats.errors
-import nats.js.errors
 from aiohttp import web
-from nats.js import api
 
+from kyb import bus, errors
 from kyb.cli.streams import EVENTS_STREAM
 from kyb.store import events_subject
 from schemas import limits
@@ -126,10 +124,7 @@ class Events:
     # -- the stream -------------------------------------------------------------------------
 
     async def _last_seq(self) -> int:
-        try:
-            return (await self.js.stream_info(EVENTS_STREAM)).state.last_seq
-        except nats.js.errors.NotFoundError:
-            return 0
+        return await bus.last_sequence(self.js, EVENTS_STREAM)
 
     async def stored(self, subj: str) -> tuple[list[tuple[int, dict[str, Any]]], int]:
         """Every stored event on ``subj`` with its sequence (oldest first), and the stream's
@@ -143,11 +138,9 @@ class Events:
         return out, last
 
     async def _messages(self, subj: str, after: int | None, *, until: int | None) -> AsyncIterator[tuple[int, dict]]:
-        policy = {"deliver_policy": api.DeliverPolicy.ALL} if not after else {
-            "deliver_policy": api.DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": after + 1}
         try:
-            sub = await self.js.subscribe(subj, stream=EVENTS_STREAM, ordered_consumer=True, **policy)
-        except (nats.js.errors.NotFoundError, nats.js.errors.Error, nats.errors.Error):
+            sub = await bus.subscribe_ordered(self.js, subj, stream=EVENTS_STREAM, after=after or 0)
+        except errors.KybError:  # no stream yet (no event was ever recorded), or no JetStream
             return
         try:
             if until is not None:
@@ -158,7 +151,7 @@ class Events:
             while True:
                 try:
                     msg = await sub.next_msg(timeout=None if until is None else READ_TIMEOUT)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nothing more came: the stored events are all read
                     return
                 seq = msg.metadata.sequence.stream if msg.metadata is not None else 0
                 if until is not None and seq > until:

@@ -23,7 +23,6 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import nats.errors
 from aiohttp import WSMsgType, web
 
 from kyb import errors
@@ -58,7 +57,7 @@ class Forward:
         await self.nc.publish(subject, json.dumps(self.request).encode(), reply=self.inbox)
         try:
             msg = await self.sub.next_msg(timeout=CONNECT_TIMEOUT)
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # no first reply from the kubelet (nats-py's timeout is a TimeoutError)
             raise errors.Temporary(f'node "{self.node}" did not answer on {subject}') from None
         _check(msg)
 

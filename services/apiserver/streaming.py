@@ -20,10 +20,9 @@ import contextlib
 import json
 from typing import Any
 
-import nats.errors
 from aiohttp import WSMsgType, web
 
-from kyb import errors
+from kyb import bus, errors
 from kyb.cli.nodeclient import pick_container, stream_logs
 from services.apiserver.respond import Failure
 
@@ -138,10 +137,10 @@ async def exec_(request: web.Request, nc: Any, pod: dict[str, Any], namespace: s
 async def _exec(nc: Any, node: str, body: dict[str, Any]) -> tuple[int, bytes]:
     subject = f"kyb.node.{node}.exec"
     try:
-        msg = await nc.request(subject, json.dumps(body).encode(), timeout=EXEC_TIMEOUT + 10)
-    except nats.errors.NoRespondersError:
+        msg = await bus.request(nc, subject, json.dumps(body).encode(), EXEC_TIMEOUT + 10)
+    except errors.NoResponders:
         raise errors.Temporary(f'node "{node}" does not answer on {subject} (is its kubelet running?)') from None
-    except nats.errors.TimeoutError:
+    except errors.TimedOut:
         raise errors.Temporary(f'node "{node}" did not answer on {subject}') from None
     status = (msg.headers or {}).get("Kyb-Status", "200")
     reply = json.loads(msg.data)

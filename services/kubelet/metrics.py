@@ -23,12 +23,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import msgspec
-import nats.errors
-import nats.js.errors
 import psutil
 import structlog
 from nats.aio.client import Client as NATS
 
+from kyb import buckets, bus, errors
 from kyb.cli.nodeclient import metrics_stream_config
 from schemas.pod import Pod
 from services.kubelet.runtime.base import ContainerRuntime
@@ -128,15 +127,6 @@ class _Sampler:
         )
 
 
-async def ensure_metrics_stream(nc: NATS) -> None:
-    js = nc.jetstream()
-    cfg = metrics_stream_config()
-    try:
-        await js.add_stream(cfg)
-    except nats.js.errors.BadRequestError:
-        await js.update_stream(cfg)
-
-
 async def publish_metrics(
     nc: NATS,
     node_name: str,
@@ -148,8 +138,8 @@ async def publish_metrics(
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """Publish a sample every ``interval`` seconds until ``stop`` is set (see the module docstring)."""
-    with contextlib.suppress(nats.errors.Error, OSError):
-        await ensure_metrics_stream(nc)
+    with contextlib.suppress(errors.KybError, OSError):  # without it, live subscribers still get samples
+        await buckets.ensure_stream(nc.jetstream(), metrics_stream_config())
     sampler = _Sampler(runtime, clock)
     subject = f"kyb.metrics.{node_name}"
     last: float | None = None
@@ -174,9 +164,9 @@ async def publish_metrics(
                     node_usage=node,
                     pods=[r for r in results if isinstance(r, PodMetrics)],
                 )
-                await nc.publish(subject, msgspec.json.encode(sample))
+                await bus.publish(nc, subject, msgspec.json.encode(sample))
             last = started
-        except (ContainerRuntimeError, nats.errors.Error, OSError) as e:
+        except (ContainerRuntimeError, errors.KybError, OSError) as e:
             log.warning("metrics sample failed", error=str(e))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), max(0.0, interval - (clock() - started)))

@@ -13,9 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-import nats.errors
 
-from kyb import errors
+from kyb import bus, errors
 from kyb.render import to_dict
 from schemas.core import Secret
 from schemas.meta import Object
@@ -34,8 +33,8 @@ class NodeApi:
 
     async def call(self, verb: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            msg = await self.nc.request(f"{PREFIX}.{self.node}.{verb}", msgspec.json.encode(body), timeout=self.timeout)
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
+            msg = await bus.request(self.nc, f"{PREFIX}.{self.node}.{verb}", msgspec.json.encode(body), self.timeout)
+        except (errors.TimedOut, errors.NoResponders) as e:
             raise errors.Temporary(f"api node {verb}: {type(e).__name__}", delay=1.0) from e
         data = msgspec.json.decode(msg.data)
         if (msg.headers or {}).get("Kyb-Status", "200") not in ("200", "201"):

@@ -17,10 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import nats.errors
-import nats.js.errors
 
-from kyb import buckets
+from kyb import bus, errors
 from kyb.leader import LEASE_BUCKET, rfc3339_micro
 from services.scheduler.peers import (
     PRESENCE_NAMESPACE,
@@ -30,8 +28,6 @@ from services.scheduler.peers import (
     lease_name,
     presence,
 )
-
-_TRANSIENT = (nats.errors.Error, nats.js.errors.Error, TimeoutError, OSError)
 
 
 class PresenceLease:
@@ -59,7 +55,7 @@ class PresenceLease:
         self.peers = Peers(identity)
         self.changed = asyncio.Event()       # set whenever the peers' records change
         self._acked: frozenset[str] = frozenset()
-        self._kv: Any = None
+        self._kv: bus.Bucket | None = None
         self._revision: int | None = None
         self._tasks: list[asyncio.Task] = []
         self._watcher: Any = None
@@ -71,7 +67,7 @@ class PresenceLease:
         return bool(self.peers.live(self.clock()))
 
     async def start(self) -> None:
-        self._kv = await self._bucket()
+        self._kv = await bus.bucket(self.js, LEASE_BUCKET)
         self._watcher = await self._kv.watch(f"{PRESENCE_NAMESPACE}.>")
         await self._initial()
         await self._write()
@@ -99,7 +95,7 @@ class PresenceLease:
             with contextlib.suppress(Exception):
                 await self._watcher.stop()
         if self._kv is not None and self._revision is not None:
-            with contextlib.suppress(*_TRANSIENT):
+            with contextlib.suppress(errors.KybError, TimeoutError, OSError):  # the record expires anyway
                 await asyncio.wait_for(self._kv.delete(self.key, last=self._revision), 2.0)
 
     # -- the watch ----------------------------------------------------------------------------
@@ -152,21 +148,15 @@ class PresenceLease:
     async def _write(self, acked: frozenset[str] = frozenset()) -> None:
         record = presence(self.identity, acked, self.lease_seconds, rfc3339_micro(datetime.now(UTC)))
         payload = msgspec.json.encode(record)
+        assert self._kv is not None, "start() opens the bucket"
         try:
             if self._revision is None:
                 self._revision = await self._kv.create(self.key, payload)
             else:
                 self._revision = await self._kv.update(self.key, payload, last=self._revision)
-        except nats.js.errors.KeyWrongLastSequenceError:
+        except (errors.AlreadyExists, errors.Conflict):
             # A record of ours from before a restart, or our last write's ack was lost: write over
-            # the revision stored now (the key is ours alone).
-            try:
-                last = (await self._kv.get(self.key)).revision
-            except nats.js.errors.KeyNotFoundError as e:
-                marker = getattr(e, "entry", None)  # deleted: write over the delete marker
-                last = marker.revision if marker is not None else 0
+            # the revision stored now, a delete marker's included (the key is ours alone).
+            last = await self._kv.last_revision(self.key)
             self._revision = await self._kv.update(self.key, payload, last=last)
         self._acked = acked
-
-    async def _bucket(self) -> Any:
-        return await buckets.ensure_kv(self.js, LEASE_BUCKET)

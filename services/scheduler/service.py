@@ -30,12 +30,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import nats.errors
-import nats.js.errors
 import numpy as np
 from nats.js import api
 
-from kyb import buckets, errors, telemetry
+from kyb import buckets, bus, errors, telemetry
 from kyb.informer import Informer
 from kyb.store import Store, split_key
 from schemas.pod import Pod, PodCondition
@@ -56,7 +54,6 @@ STREAM = "KYB_SCHEDULING"
 SUBJECT = "kyb.scheduling"
 RESERVATION_TTL = 10.0     # a reservation whose pod never shows up bound is dropped after this
 BACKOFF_INITIAL, BACKOFF_MAX = 1.0, 10.0
-WRONG_LAST_SEQUENCE = 10071
 
 
 class Reservation(msgspec.Struct, array_like=True):
@@ -422,23 +419,19 @@ class Scheduler:
     async def _reserve_locked(self, node: str, body: ReservationMsg) -> bool:
         expected = self._seen_seq.get(node, 0)
         try:
-            ack = await self.js.publish(
-                f"{SUBJECT}.{node}", _enc.encode(body), headers={"Nats-Expected-Last-Subject-Sequence": str(expected)}
-            )
-        except nats.js.errors.APIError as e:
-            if e.err_code != WRONG_LAST_SEQUENCE:
-                raise errors.Temporary(f"reserving on {node}: {e}") from e
+            seq = await bus.publish_after(self.js, f"{SUBJECT}.{node}", _enc.encode(body), expected)
+        except errors.Conflict:
             # Someone reserved on this node since: our view of it is stale until the
             # stream brings that reservation. If the subject has expired, start over at 0.
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await self.js.get_last_msg(STREAM, f"{SUBJECT}.{node}")
+            with contextlib.suppress(errors.NotFound):
+                await bus.last_message(self.js, STREAM, f"{SUBJECT}.{node}")
                 return False
             self._seen_seq[node] = 0
             return False
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
-            raise errors.Temporary(f"reserving on {node}: {type(e).__name__}") from e
+        except errors.KybError as e:
+            raise errors.Temporary(f"reserving on {node}: {e}") from e
         if self._seen_seq.get(node, 0) == expected:
-            self._seen_seq[node] = ack.seq
+            self._seen_seq[node] = seq
         self.reservations_published += 1
         return True
 
