@@ -172,10 +172,11 @@ class Bucket:
         except nats.errors.Error as e:
             raise translate(e, self._what(key)) from e
 
-    async def keys(self, filters: list[str] | None = None) -> list[str]:
-        """The keys holding a value (as ``KeyValue.keys`` filters them); [] when none."""
+    async def keys(self) -> list[str]:
+        """The keys holding a value; [] when none. (Not ``KeyValue.keys``'s ``filters``: they
+        match as substrings of the key, so a subject pattern such as ``a.>`` matches nothing.)"""
         try:
-            return await self.kv.keys(filters=filters) if filters else await self.kv.keys()
+            return await self.kv.keys()
         except nats.js.errors.NoKeysError:
             return []
         except nats.errors.Error as e:

@@ -70,3 +70,24 @@ async def test_repair_frees_an_orphan_only_once_it_stayed_orphaned(allocator):
     again, _ = await allocator.assign(service("new", clusterIP=leaked.spec.clusterIP), None)
     assert again.spec.clusterIP == leaked.spec.clusterIP
     assert await allocator.repair([kept, again], older_than=60, now=300.0) == 0
+
+
+async def test_the_scan_after_the_probes_skips_what_is_taken(allocator, nc):
+    """With all but one address of a /24 held by others, the random probes may all miss; the
+    scan then claims the free one without trying the 253 taken ones."""
+    big = Allocator(nc.jetstream(), Ranges(service_cidr="127.254.0.0/24"), rng=random.Random(1))
+    kv = await big._bucket()
+    for i in range(1, 255):
+        if i != 200:
+            await kv.create(f"clusterip.127-254-0-{i}", b"other/svc")
+    claims = []
+    claim = big._claim
+
+    async def counted(key, owner):
+        claims.append(key)
+        return await claim(key, owner)
+
+    big._claim = counted
+    svc, _ = await big.assign(service("last"), None)
+    assert svc.spec.clusterIP == "127.254.0.200"
+    assert len(claims) <= 65, f"{len(claims)} claims"

@@ -149,7 +149,7 @@ class Allocator:
         found = await self._first_claimed(probes, key, owner)
         if found is not None:
             return found
-        taken = set(await (await self._bucket()).keys(filters=[f"{kind}.>"]))
+        taken = set(await (await self._bucket()).keys())
         every = (str(ipaddress.ip_address(first + offset)) for offset in range(size))
         found = await self._first_claimed((c for c in every if key(c) not in taken), key, owner)
         if found is not None:
