@@ -193,6 +193,44 @@ def test_create_configmap_from_literal(cluster):
     _kubectl(cluster, "delete", "cm", "literal")
 
 
+def test_kubectl_create_generators_for_workloads_services_and_ingresses(cluster):
+    """kubectl create deployment|service|job|cronjob|ingress|pdb send protobuf bodies."""
+    made = ["deployment/gen", "service/gen", "service/gen-np", "service/gen-headless", "cronjob/gen-cron",
+            "job/gen-job", "job/gen-manual", "ingress/gen", "pdb/gen"]
+    try:
+        out = _kubectl(cluster, "create", "deployment", "gen", "--image=busybox", "--replicas=0", "--port=8080",
+                       "--", "sleep", "3600").stdout
+        assert out.strip() == "deployment.apps/gen created"
+        d = json.loads(_kubectl(cluster, "get", "deploy", "gen", "-o", "json").stdout)
+        assert d["spec"]["replicas"] == 0 and d["spec"]["selector"] == {"matchLabels": {"app": "gen"}}
+        c = d["spec"]["template"]["spec"]["containers"][0]
+        assert (c["image"], c["command"], c["ports"][0]["containerPort"]) == ("busybox", ["sleep", "3600"], 8080)
+        _kubectl(cluster, "create", "service", "clusterip", "gen", "--tcp=80:8080")
+        _kubectl(cluster, "create", "service", "nodeport", "gen-np", "--tcp=80:8080", "--node-port=30999")
+        _kubectl(cluster, "create", "service", "clusterip", "gen-headless", "--clusterip=None")
+        svc = json.loads(_kubectl(cluster, "get", "svc", "gen", "-o", "json").stdout)["spec"]
+        assert svc["selector"] == {"app": "gen"} and svc["ports"][0]["targetPort"] == 8080 and svc["clusterIP"]
+        np = json.loads(_kubectl(cluster, "get", "svc", "gen-np", "-o", "json").stdout)["spec"]
+        assert (np["type"], np["ports"][0]["nodePort"]) == ("NodePort", 30999)
+        headless = _kubectl(cluster, "get", "svc", "gen-headless", "-o", "jsonpath={.spec.clusterIP}").stdout
+        assert headless == "None"
+        _kubectl(cluster, "create", "cronjob", "gen-cron", "--image=busybox", "--schedule=*/5 * * * *", "--", "date")
+        _kubectl(cluster, "create", "job", "gen-job", "--image=busybox", "--", "true")
+        # --from copies the stored template, defaults included, and names the CronJob its owner
+        _kubectl(cluster, "create", "job", "gen-manual", "--from=cronjob/gen-cron")
+        manual = json.loads(_kubectl(cluster, "get", "job", "gen-manual", "-o", "json").stdout)
+        assert manual["metadata"]["ownerReferences"][0]["name"] == "gen-cron"
+        assert manual["spec"]["template"]["spec"]["containers"][0]["command"] == ["date"]
+        _kubectl(cluster, "create", "ingress", "gen", "--rule=shop.example/api*=gen:80,tls=shop-cert")
+        rule = json.loads(_kubectl(cluster, "get", "ing", "gen", "-o", "json").stdout)["spec"]["rules"][0]
+        assert rule["host"] == "shop.example" and rule["http"]["paths"][0]["pathType"] == "Prefix"
+        _kubectl(cluster, "create", "pdb", "gen", "--selector=app=gen", "--min-available=50%")
+        pdb = json.loads(_kubectl(cluster, "get", "pdb", "gen", "-o", "json").stdout)["spec"]
+        assert pdb["minAvailable"] == "50%"
+    finally:
+        _kubectl(cluster, "delete", "--ignore-not-found", "--wait=false", *made, check=False)
+
+
 def test_service_accounts_apply_and_list(cluster, tmp_path):
     manifest = tmp_path / "sa.yaml"
     manifest.write_text("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: builder}\n"

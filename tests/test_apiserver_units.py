@@ -95,7 +95,54 @@ def test_protobuf_configmap():
     assert protobuf.decode(body) == {"apiVersion": "v1", "kind": "ConfigMap",
                                      "metadata": {"name": "cm", "labels": {"app": "web"}}, "data": {"k": "v"}}
     with pytest.raises(protobuf.Unsupported):
-        protobuf.decode(protobuf.MAGIC + _field(1, _field(1, b"apps/v1") + _field(2, b"Deployment")))
+        protobuf.decode(protobuf.MAGIC + _field(1, _field(1, b"apps/v1") + _field(2, b"StatefulSet")))
+
+
+def _number(number: int, value: int) -> bytes:
+    return bytes([number << 3, value])
+
+
+def _envelope(api_version: bytes, kind: bytes, raw: bytes) -> bytes:
+    return protobuf.MAGIC + _field(1, _field(1, api_version) + _field(2, kind)) + _field(2, raw)
+
+
+def test_protobuf_deployment_as_kubectl_create_deployment_sends_it():
+    # Go writes unset non-pointer fields too: empty strings, zero numbers, empty status
+    meta = _field(1, b"web") + _field(2, b"") + _number(7, 0) + _field(11, _field(1, b"app") + _field(2, b"web"))
+    container = (_field(1, b"busybox") + _field(2, b"busybox:1.36") + _field(3, b"sleep") + _field(3, b"60")
+                 + _field(6, _field(1, b"") + _number(2, 0) + _number(3, 80)) + _field(13, b""))
+    template = _field(1, _field(11, _field(1, b"app") + _field(2, b"web"))) + _field(2, _field(2, container))
+    spec = _number(1, 0) + _field(2, _field(1, _field(1, b"app") + _field(2, b"web"))) + _field(3, template)
+    raw = _field(1, meta) + _field(2, spec + _field(4, b"")) + _field(3, _number(1, 0))
+    assert protobuf.decode(_envelope(b"apps/v1", b"Deployment", raw)) == {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {"replicas": 0,  # a pointer: --replicas=0 stays 0
+                 "selector": {"matchLabels": {"app": "web"}}, "strategy": {},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
+                     {"name": "busybox", "image": "busybox:1.36", "command": ["sleep", "60"],
+                      "ports": [{"containerPort": 80}]}]}}}}
+
+
+def test_protobuf_int_or_string_and_inline_structs():
+    pdb = _field(1, _field(1, b"budget")) + _field(2, _field(1, _number(1, 1) + _field(3, b"50%"))
+                                                    + _field(3, _number(2, 2)))
+    assert protobuf.decode(_envelope(b"policy/v1", b"PodDisruptionBudget", pdb))["spec"] == {
+        "minAvailable": "50%", "maxUnavailable": 2}
+    backend = _field(4, _field(1, b"svc") + _field(2, _field(1, b"http")))
+    path = _field(1, b"/api") + _field(2, backend) + _field(3, b"Prefix")
+    rule = _field(1, b"shop.example") + _field(2, _field(1, _field(1, path)))
+    ingress = protobuf.decode(_envelope(b"networking.k8s.io/v1", b"Ingress", _field(2, _field(3, rule))))
+    assert ingress["spec"]["rules"] == [{"host": "shop.example", "http": {"paths": [
+        {"path": "/api", "pathType": "Prefix", "backend": {"service": {"name": "svc", "port": {"name": "http"}}}}]}}]
+
+
+def test_protobuf_body_with_a_field_not_read_is_refused_naming_it():
+    # PodSpec field 11 (hostNetwork) is set: a body is never read in part
+    template = _field(2, _field(2, _field(1, b"c") + _field(2, b"img")) + _number(11, 1))
+    raw = _field(1, _field(1, b"web")) + _field(2, _field(3, template))
+    with pytest.raises(protobuf.Unsupported, match="field 11 of PodSpec"):
+        protobuf.decode(_envelope(b"apps/v1", b"Deployment", raw))
 
 
 def test_invalid_becomes_status_with_causes():
