@@ -1,11 +1,9 @@
 """The layering rules of STYLE.md, checked by import-linter against pyproject.toml's contracts:
 services -> kyb -> schemas only point down, and pure reconcile/plan modules import neither
-nats, docker nor asyncio; and, by reading their imports, that services never import NATS's
-exception modules."""
+nats, docker nor asyncio, and services never import NATS's exception modules."""
 
 from __future__ import annotations
 
-import ast
 import shutil
 import subprocess
 import sys
@@ -59,30 +57,28 @@ def test_every_cli_module_but_the_entry_point_is_bound_by_the_cli_contract():
     assert set(cli["source_modules"]) == modules
 
 
-# NATS's exceptions become kyb.errors in kyb (kyb.bus, kyb.buckets, kyb.store, ...) and nowhere
-# else. import-linter cannot say so: with include_external_packages it forbids an external
-# package only by its top-level name ("nats"), and services do import nats for its client.
-NATS_ERROR_MODULES = ("nats.errors", "nats.js.errors")
 
+def test_the_forbidden_submodules_contract_finds_an_import_over_several_lines(tmp_path, monkeypatch):
+    """The contract type that keeps services from importing nats.errors (tests/importcontracts.py)
+    names the module and line, and lets ``import nats`` and ``nats.js.api`` through."""
+    import grimp
 
-def _imported_modules(tree: ast.AST) -> set[str]:
-    """Every module an ``import`` or ``from ... import`` names, the names imported from a
-    package included (``from nats.js import errors`` names ``nats.js.errors``)."""
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return found
+    from tests.importcontracts import ForbiddenSubmodulesContract
 
-
-def test_services_never_import_nats_errors():
-    offenders = []
-    for path in sorted((ROOT / "services").rglob("*.py")):
-        imported = _imported_modules(ast.parse(path.read_text(), filename=str(path)))
-        bad = sorted(m for m in imported if any(m == e or m.startswith(e + ".") for e in NATS_ERROR_MODULES))
-        if bad:
-            offenders.append(f"{path.relative_to(ROOT)}: {', '.join(bad)}")
-    assert not offenders, "services handle kyb.errors (kyb.bus translates NATS's): " + "; ".join(offenders)
+    pkg = tmp_path / "fakesvc"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "fine.py").write_text("import nats\nfrom nats.js import api\nfrom nats.aio.client import Client\n")
+    (pkg / "bad.py").write_text("import msgspec\nfrom nats.js import (\n    api,\n    errors,\n)\n")
+    (pkg / "worse.py").write_text("import nats.errors\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    graph = grimp.build_graph("fakesvc", include_external_packages=True, cache_dir=None)
+    contract = ForbiddenSubmodulesContract(
+        "no nats errors", {}, {"source_modules": ["fakesvc"], "forbidden_modules": ["nats.errors", "nats.js.errors"]}
+    )
+    check = contract.check(graph, verbose=False)
+    assert not check.kept
+    assert [(i["importer"], i["imported"], i["line_number"]) for i in check.metadata["imports"]] == [
+        ("fakesvc.bad", "nats.js.errors", 2),
+        ("fakesvc.worse", "nats.errors", 1),
+    ]
