@@ -139,7 +139,7 @@ class WorkQueue(Generic[C]):
         self._timer_at: float | None = None
         self._shutting_down = False
         self._drain_pending = False
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: list[asyncio.Future[None]] = []  # workers waiting for a key, oldest first
 
     # -- adding ---------------------------------------------------------------------------
 
@@ -157,7 +157,7 @@ class WorkQueue(Generic[C]):
         if key in self._processing:
             return  # rerun once after done()
         self._queue.append(key)
-        self._wake()
+        self._wake_one()
 
     def add_after(self, key: str, delay: float, ctx: C | None = None) -> None:
         """Queue ``key`` once ``delay`` seconds have passed; an earlier pending time wins."""
@@ -231,7 +231,9 @@ class WorkQueue(Generic[C]):
                 self._ctx.pop(key, None)
             else:
                 self._queue.append(key)
-        self._wake()
+                self._wake_one()
+        if self._shutting_down:
+            self._wake()  # shutdown waits for the last key in flight; draining workers too
 
     # -- running --------------------------------------------------------------------------
 
@@ -322,14 +324,27 @@ class WorkQueue(Generic[C]):
     # -- internals ------------------------------------------------------------------------
 
     async def _woken(self) -> None:
-        """Wait until the next ``_wake`` (a key added or done, or shutdown)."""
+        """Wait until woken: by ``_wake_one`` (a key became ready) or ``_wake`` (shutdown)."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
             await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._wake_one()  # woken for a key, then cancelled: another waiter takes it
+            raise
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
+
+    def _wake_one(self) -> None:
+        """Wake one waiter for one ready key: waking every idle worker for each key only has
+        all but one find the queue empty again (with 64 workers, most of a busy loop's work)."""
+        while self._waiters:
+            w = self._waiters.pop(0)
+            if not w.done():
+                w.set_result(None)
+                return
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []

@@ -51,6 +51,7 @@ class Deployments:
     """Informers in, plans out through the store."""
 
     def __init__(self, nc: Any, store: Store, *, workers: int = 4, clock: Any = None) -> None:
+        self.nc = nc
         self.store = store
         self.clock = clock or (lambda: _dt.datetime.now(_dt.UTC))
         self.deployments = Informer(nc, "Deployment")
@@ -174,7 +175,8 @@ class Deployments:
                 # Ours, not yet in the cache, or a hash collision the next step will see.
                 raise errors.Temporary(f'replicasets "{plan.create.metadata.name}" already exists', delay=0.1) from None
         if plan.updates:
-            results = await asyncio.gather(*(self.store.update(rs) for rs in plan.updates), return_exceptions=True)
+            results = await asyncio.gather(*(self.store.update(rs, current=_cached(self.replicasets, rs))
+                                             for rs in plan.updates), return_exceptions=True)
             failed = [r for r in results if isinstance(r, BaseException)]
             written += [(self.replicasets, r) for r in results if not isinstance(r, BaseException)]
             if failed:
@@ -185,12 +187,15 @@ class Deployments:
                                         resource_version=rs.metadata.resourceVersion)
         if plan.deployment is not None:
             try:
-                written.append((self.deployments, await self.store.update(plan.deployment)))
+                written.append((self.deployments, await self.store.update(
+                    plan.deployment, current=_cached(self.deployments, plan.deployment))))
             except errors.NotFound:
                 return
-        for ev in plan.events:
-            await self.store.record_event(d, ev.reason, ev.message, ev.type, source=SOURCE)
-        await self._observed(written)
+        await asyncio.gather(
+            *(self.store.record_event(d, ev.reason, ev.message, ev.type, source=SOURCE, nc=self.nc)
+              for ev in plan.events),
+            self._observed(written),
+        )
 
     async def _observed(self, written: list[tuple[Informer, Object]], timeout: float = 2.0) -> None:
         """Wait (bounded) until the caches hold what we just wrote, so the next step of this
@@ -203,6 +208,15 @@ class Deployments:
                 if seen is not None and int(seen.metadata.resourceVersion or 0) >= want:
                     break
                 await asyncio.sleep(0.002)
+
+
+def _cached(informer: Informer, obj: Object) -> Object | None:
+    """The cached object ``obj`` was made from, when the cache still holds that revision (the
+    stored object at it, so the store need not read it again before the compare-and-set)."""
+    seen = informer.get(object_key(obj))
+    if seen is not None and seen.metadata.resourceVersion == obj.metadata.resourceVersion:
+        return seen
+    return None
 
 
 async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:

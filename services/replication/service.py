@@ -24,7 +24,7 @@ from kyb.informer import Informer, start_all, stop_all
 from kyb.leading import run_as_leader
 from kyb.serve import ServiceContext
 from kyb.store import Store
-from schemas.helpers import controller_of
+from schemas.helpers import controller_of, object_key
 from schemas.meta import Object
 from schemas.pod import Pod
 from services.replication.reconcile import (
@@ -41,6 +41,11 @@ from services.replication.reconcile import (
 SOURCE = "replicaset-controller"
 KINDS = ("ReplicaSet", "ReplicationController")
 EXPECTATIONS_TTL = 300.0  # seconds after which unmet expectations are dropped (a lost watch event)
+
+
+def _orphan_namespace(pod: Object) -> list[str]:
+    """Index of the pods no controller holds, by namespace (those an owner may adopt)."""
+    return [pod.metadata.namespace or "default"] if controller_of(pod) is None else []
 
 
 def owner_key(kind: str, namespace: str | None, name: str) -> str:
@@ -61,7 +66,7 @@ class Replication:
         self.store = store
         self.clock = clock or (lambda: _dt.datetime.now(_dt.UTC))
         self.owners = {kind: Informer(nc, kind) for kind in KINDS}
-        self.pods = Informer(nc, "Pod")
+        self.pods = Informer(nc, "Pod", indexers={"orphan": _orphan_namespace})
         self.expectations = Expectations(EXPECTATIONS_TTL)
         self.controller = Controller("replication", self.reconcile, workers=workers, keys=self.keys)
         for inf in self.owners.values():
@@ -136,7 +141,7 @@ class Replication:
             self.expectations.forget(key)
             return None
         now = self.clock()
-        pods = self.pods.list(ns)
+        pods = self.candidates(ns, obj.metadata.uid or "")
         plan = reconcile(obj, pods, self.expectations.satisfied(key, now.timestamp()), now)  # type: ignore[arg-type]
         owner = Owner.of(obj)
         if plan.adopt:
@@ -165,6 +170,14 @@ class Replication:
             raise failure
         return plan.requeue_after
 
+    def candidates(self, ns: str, uid: str) -> list[Object]:
+        """The pods of ``ns`` the owner ``uid`` may claim: those referring to it and the orphans.
+        A pod another controller holds is never claimed (kyb.controllerref), so it is left out."""
+        found = {object_key(p): p for p in self.pods.by_index("owner", uid)}
+        for p in self.pods.by_index("orphan", ns):
+            found.setdefault(object_key(p), p)
+        return list(found.values())
+
     async def _can_adopt(self, obj: Workload) -> None:
         """Kubernetes' canAdopt: never adopt for an owner that is gone or being deleted, however
         stale the cache that said otherwise (a fresh read; Conflict re-queues the key)."""
@@ -184,6 +197,14 @@ class Replication:
     async def _create(self, key: str, obj: Workload, owner: Owner, count: int, now: _dt.datetime) -> None:
         self.expectations.expect(key, now.timestamp(), adds=count)
         pod = pod_from_template(owner, now)
+        recording: list[asyncio.Task] = []  # events go out beside the next batch, not before it
+        try:
+            await self._create_batches(key, obj, pod, count, recording)
+        finally:
+            await asyncio.gather(*recording, return_exceptions=True)
+
+    async def _create_batches(self, key: str, obj: Workload, pod: Pod, count: int,
+                              recording: list[asyncio.Task]) -> None:
         created = 0
         for batch in slow_start_batches(count):
             results = await asyncio.gather(
@@ -191,15 +212,13 @@ class Replication:
             )
             failures = [r for r in results if isinstance(r, BaseException)]
             created += batch - len(failures)
-            await asyncio.gather(
-                *(
-                    self.store.record_event(
-                        obj, "SuccessfulCreate", f"Created pod: {r.metadata.name}", source=SOURCE, nc=self.nc
-                    )
-                    for r in results
-                    if not isinstance(r, BaseException)
-                )
-            )
+            recording += [
+                asyncio.create_task(self.store.record_event(
+                    obj, "SuccessfulCreate", f"Created pod: {r.metadata.name}", source=SOURCE, nc=self.nc
+                ))
+                for r in results
+                if not isinstance(r, BaseException)
+            ]
             if failures:
                 self.expectations.creation_skipped(key, count - created)
                 err = failures[0]
@@ -237,6 +256,16 @@ class Replication:
             raise failures[0]
 
     async def _write_status(self, obj: Workload, status: Any) -> None:
+        """Write ``status`` at the revision read; only a lost compare-and-set reads afresh."""
+        try:
+            # the cached object is the stored one at its revision: no read before the write
+            await self.store.update(msgspec.structs.replace(obj, status=status), current=obj)
+            return
+        except errors.NotFound:
+            return
+        except errors.Conflict:
+            pass
+
         def fn(current: Object) -> Object | None:
             if current.metadata.uid != obj.metadata.uid or current.status == status:  # type: ignore[attr-defined]
                 return None
