@@ -1,7 +1,7 @@
 """batch/v1 Job: run pods to completion, with retries (backoffLimit, or per index with
-backoffLimitPerIndex), parallelism, indexed completions and a pod failure policy that decides
-per failed pod whether it fails the Job, fails its index, is ignored or counts as usual; and
-CronJob, which creates Jobs from its jobTemplate on a cron schedule."""
+backoffLimitPerIndex), parallelism, indexed completions, a pod failure policy that decides
+per failed pod whether it fails the Job, fails its index, is ignored or counts as usual, and a
+success policy that declares an Indexed Job succeeded once chosen indexes have; and CronJob, which creates Jobs from its jobTemplate on a cron schedule."""
 
 from __future__ import annotations
 
@@ -55,6 +55,53 @@ class PodFailurePolicy(Base, kw_only=True, frozen=True):
     rules: list[PodFailurePolicyRule]
 
 
+class SuccessPolicyRule(Base, kw_only=True, frozen=True):
+    """Met when the indexes in ``succeededIndexes`` have all succeeded, or ``succeededCount`` of
+    them; with ``succeededCount`` alone, when that many indexes of the Job have. At least one."""
+
+    succeededIndexes: str | None = None  # an interval list like "0-2,5", increasing, within completions
+    succeededCount: int | None = None  # at most completions, and at most the size of succeededIndexes
+
+
+class SuccessPolicy(Base, kw_only=True, frozen=True):
+    """Rules evaluated in order; the first that is met declares the Job succeeded (Indexed only)."""
+
+    rules: list[SuccessPolicyRule]
+
+
+class IndexesError(ValueError):
+    """An interval list that is not increasing, not numbers, or reaches past completions."""
+
+
+def index_intervals(text: str, completions: int) -> list[tuple[int, int]]:
+    """The intervals of an index list such as ``"0-2,5"`` (first and last index, both included),
+    checked as Kubernetes checks ``succeededIndexes``: every index below ``completions``, each
+    fragment one number or two joined by '-', strictly increasing ("1-1" is refused). "" is none.
+    Raises IndexesError with Kubernetes' words."""
+    out: list[tuple[int, int]] = []
+    if not text:
+        return out
+    last: int | None = None
+    for fragment in text.split(","):
+        limits = fragment.split("-")
+        if len(limits) > 2:
+            raise IndexesError(f"the fragment {fragment!r} violates the requirement that an index interval "
+                               "can have at most two parts separated by '-'")
+        bounds: list[int] = []
+        for raw in limits:
+            if not (raw.isascii() and raw.isdigit()):
+                raise IndexesError(f'cannot convert string to integer for index: "{raw}"')
+            x = int(raw)
+            if x >= completions:
+                raise IndexesError(f'too large index: "{raw}"')
+            if last is not None and last >= x:
+                raise IndexesError(f"non-increasing order, previous: {last}, current: {x}")
+            last = x
+            bounds.append(x)
+        out.append((bounds[0], bounds[-1]))
+    return out
+
+
 class JobSpec(Base, kw_only=True, frozen=True):
     template: PodTemplateSpec = PodTemplateSpec()
     parallelism: int | None = None  # defaulted to 1
@@ -64,6 +111,7 @@ class JobSpec(Base, kw_only=True, frozen=True):
     backoffLimitPerIndex: int | None = None  # Indexed only: failures allowed per index before it fails
     maxFailedIndexes: int | None = None  # with backoffLimitPerIndex: more failed indexes fail the Job
     podFailurePolicy: PodFailurePolicy | None = None  # requires restartPolicy Never
+    successPolicy: SuccessPolicy | None = None  # Indexed only; immutable
     activeDeadlineSeconds: int | None = None
     ttlSecondsAfterFinished: int | None = None
     suspend: bool = False
@@ -83,7 +131,7 @@ class JobStatus(Base, kw_only=True, frozen=True):
     ready: int | None = None
     startTime: str | None = None
     completionTime: str | None = None
-    conditions: list[Condition] = []  # Complete, Failed, FailureTarget, Suspended
+    conditions: list[Condition] = []  # Complete, Failed, FailureTarget, SuccessCriteriaMet, Suspended
     completedIndexes: str = ""  # "1,3-5"
     failedIndexes: str | None = None  # "1,3-5"; set ("" when none) only with backoffLimitPerIndex
 

@@ -22,7 +22,7 @@ from msgspec.structs import replace
 from schemas import cron, limits, names, podchecks
 from schemas.apps import ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet
 from schemas.autoscaling import HorizontalPodAutoscaler
-from schemas.batch import CronJob, Job
+from schemas.batch import CronJob, IndexesError, Job, JobSpec, index_intervals
 from schemas.coordination import Lease
 from schemas.core import (
     ConfigMap,
@@ -215,6 +215,20 @@ def validate(obj: Object, *, node_port_range: tuple[int, int] = NODE_PORT_RANGE)
         else:
             check(errs, obj)
     return errs
+
+
+def validate_update(new: Object, old: Object) -> Errors:
+    """What Kubernetes refuses on an update beyond ``validate``: fields that may not change."""
+    errs: Errors = []
+    check = _UPDATE_CHECKS.get(type(new))
+    if check is not None and type(old) is type(new):
+        check(errs, new, old)
+    return errs
+
+
+def _job_update(errs: Errors, new: Job, old: Job) -> None:
+    if new.spec.successPolicy != old.spec.successPolicy:
+        errs.append(("spec.successPolicy", "field is immutable"))
 
 
 _DNS_LABEL_NAMED = (Namespace,)
@@ -455,6 +469,8 @@ def _job(errs: Errors, job: Job) -> None:
                                          f"{_MAX_INDEXES} when backoffLimitPerIndex is specified"))
     if spec.podFailurePolicy is not None:
         _pod_failure_policy(errs, job)
+    if spec.successPolicy is not None:
+        _success_policy(errs, spec)
     if spec.selector is not None:
         _selector_matches(errs, spec.selector, spec.template)
     _template(errs, "spec.template", spec.template, ("OnFailure", "Never"))
@@ -511,6 +527,50 @@ def _pod_failure_policy(errs: Errors, job: Job) -> None:
             errs.append((rp, "Invalid value: specifying both OnExitCodes and OnPodConditions is not supported"))
         if on_exit is None and not patterns:
             errs.append((rp, "Invalid value: specifying one of OnExitCodes and OnPodConditions is required"))
+
+
+_MAX_SUCCEEDED_INDEXES_CHARS = 64 * 1024
+
+
+def _success_policy(errs: Errors, spec: JobSpec) -> None:
+    """The checks Kubernetes runs on ``spec.successPolicy``."""
+    policy = spec.successPolicy
+    assert policy is not None
+    path = "spec.successPolicy"
+    if spec.completionMode != "Indexed":
+        errs.append((path, "Invalid value: requires indexed completion mode"))
+        return
+    if not policy.rules:
+        errs.append((f"{path}.rules", "Required value: at least one rules must be specified when the successPolicy "
+                                      "is specified"))
+    if len(policy.rules) > _MAX_RULES:
+        errs.append((f"{path}.rules", f"Too many: {len(policy.rules)}: must have at most {_MAX_RULES} items"))
+    completions = spec.completions
+    if completions is None:
+        return  # refused above: Indexed requires completions
+    for i, rule in enumerate(policy.rules):
+        rp = f"{path}.rules[{i}]"
+        if rule.succeededIndexes is None and rule.succeededCount is None:
+            errs.append((rp, "Required value: at least one of succeededCount or succeededIndexes must be specified"))
+        total = 0
+        if rule.succeededIndexes is not None:
+            ip, text = f"{rp}.succeededIndexes", rule.succeededIndexes
+            if len(text) > _MAX_SUCCEEDED_INDEXES_CHARS:
+                errs.append((ip, f"Too long: may not be more than {_MAX_SUCCEEDED_INDEXES_CHARS} bytes"))
+            try:
+                total = sum(b - a + 1 for a, b in index_intervals(text, completions))
+            except IndexesError as e:
+                errs.append((ip, f'Invalid value: "{text}": error parsing succeededIndexes: {e}'))
+        count = rule.succeededCount
+        if count is not None:
+            cp = f"{rp}.succeededCount"
+            _non_negative(errs, cp, count)
+            if count > completions:
+                errs.append((cp, f"Invalid value: {count}: must be less than or equal to {completions} "
+                                 "(the number of specified completions)"))
+            if rule.succeededIndexes is not None and count > total:
+                errs.append((cp, f"Invalid value: {count}: must be less than or equal to {total} "
+                                 "(the number of indexes in the specified succeededIndexes field)"))
 
 
 def _service(errs: Errors, svc: Service, node_port_range: tuple[int, int]) -> None:
@@ -720,4 +780,8 @@ _CHECKS: dict[type, Any] = {
     PodDisruptionBudget: _pdb,
 }
 
-__all__ = ["NODE_PORT_RANGE", "SchemaError", "decode", "load", "validate"]
+_UPDATE_CHECKS: dict[type, Any] = {
+    Job: _job_update,
+}
+
+__all__ = ["NODE_PORT_RANGE", "SchemaError", "decode", "load", "validate", "validate_update"]

@@ -21,7 +21,7 @@ from schemas import limits
 from schemas.batch import GENERATED_TEMPLATE_LABELS, Job
 from schemas.meta import LAST_APPLIED_ANNOTATION, Object
 from schemas.registry import KindInfo, UnknownKind, for_manifest
-from schemas.validation import SchemaError, decode
+from schemas.validation import SchemaError, decode, validate_update
 
 MAX_PAYLOAD = limits.MAX_BYTES
 _sorted_json = msgspec.json.Encoder(order="sorted").encode
@@ -119,6 +119,15 @@ def admit(doc: dict[str, Any], default_namespace: str) -> tuple[KindInfo, Object
     except UnknownKind as e:
         raise errors.BadRequest(str(e)) from None
     return info, obj
+
+
+def check_update(new: Object, current: Object) -> None:
+    """Kubernetes' update validation (fields that may not change once set): Invalid naming each."""
+    errs = validate_update(new, current)
+    if errs:
+        details = [errors.FieldError(f, m) for f, m in errs]
+        summary = "; ".join(f"{d.field}: {d.message}" for d in details[:3])
+        raise errors.Invalid(f'{new.KIND} "{new.metadata.name}" is invalid: {summary}', details)
 
 
 _STATUS_DEFAULTS: dict[type, Any] = {}

@@ -129,6 +129,7 @@ class Api:
 
     async def _update(self, info: KindInfo, new: Object, current: Object) -> Object | None:
         """Write ``new`` over ``current``; None when it would change nothing."""
+        admission.check_update(new, current)
         claimed: set[str] = set()
         if info.kind == "Service":
             new, claimed = await self.allocator.assign(new, current)

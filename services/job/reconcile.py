@@ -24,6 +24,13 @@ asked. A ``FailJob`` match is kept in the ``FailureTarget`` condition, written w
 set that holds the pod; ``Failed`` follows once it is counted. With ``backoffLimitPerIndex``, an
 index whose recorded failures pass the limit joins ``status.failedIndexes`` in that same write.
 
+An Indexed Job's ``spec.successPolicy`` (``success_rule``: its rules in order, the first met
+decides) is checked once no failure is decided; when a rule is met the Job gets
+``SuccessCriteriaMet`` (reason ``SuccessPolicy``), written with the uncounted set, and from then
+on no failure is looked for and no pod created: the lingering pods are deleted (counted as failed
+as they end, as Kubernetes counts them) and ``Complete`` follows, with the same reason and
+message, once none is left running and every result is counted.
+
 A pod is *finished* when its phase is Succeeded or Failed, or when it is being deleted (then it
 counts as failed unless it succeeded, as Kubernetes' job controller counts it). A terminating
 pod still holds its slot (and its completion index) until it is gone or terminal, so the Job
@@ -33,6 +40,7 @@ never runs more than ``parallelism`` pods at once.
 from __future__ import annotations
 
 import datetime as dt
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 import msgspec
@@ -44,9 +52,12 @@ from schemas.batch import (
     LABEL_JOB_NAME,
     LEGACY_CONTROLLER_UID,
     LEGACY_JOB_NAME,
+    IndexesError,
     Job,
     JobSpec,
     JobStatus,
+    SuccessPolicy,
+    index_intervals,
 )
 from schemas.helpers import format_time, owner_reference, parse_time
 from schemas.meta import Condition, ConditionStatus, LabelSelector, ObjectMeta
@@ -64,6 +75,8 @@ INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 FINALIZER = "batch.kubernetes.io/job-tracking"
 UNCOUNTED_ANNOTATION = "kybernetes.io/uncounted-terminated-pods"
 INDEX_ENV = "JOB_COMPLETION_INDEX"
+SUCCESS_CRITERIA_MET = "SuccessCriteriaMet"
+SUCCESS_POLICY_REASON = "SuccessPolicy"
 
 
 @dataclass(frozen=True)
@@ -186,6 +199,39 @@ def format_indexes(indexes: set[int]) -> str:
         parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
         i = j + 1
     return ",".join(parts)
+
+
+# --- success policy ---------------------------------------------------------------------------
+
+
+def success_rule(policy: SuccessPolicy | None, completions: int, succeeded: set[int]) -> int | None:
+    """The position of the first rule of ``policy`` that the succeeded indexes meet, or None
+    (Kubernetes' matchSuccessPolicy): a rule with ``succeededIndexes`` is met when all of those
+    indexes succeeded, or ``succeededCount`` of them when it has both; a rule with
+    ``succeededCount`` alone when that many indexes of the Job did. Nothing is met before any
+    index succeeded; a rule whose index list is empty or unreadable is skipped."""
+    if policy is None or not succeeded:
+        return None
+    done = sorted(succeeded)
+    for position, rule in enumerate(policy.rules):
+        if rule.succeededIndexes is not None:
+            try:
+                intervals = index_intervals(rule.succeededIndexes, completions)
+            except IndexesError:
+                continue
+            if not intervals:
+                continue
+            contains = sum(bisect_right(done, b) - bisect_right(done, a - 1) for a, b in intervals)
+            required = sum(b - a + 1 for a, b in intervals) if rule.succeededCount is None else rule.succeededCount
+            if contains >= required:
+                return position
+        elif rule.succeededCount is not None and len(succeeded) >= rule.succeededCount:
+            return position
+    return None
+
+
+def success_message(position: int) -> str:
+    return f"Matched rules at index {position}"
 
 
 # --- selector setup -------------------------------------------------------------------------
@@ -395,8 +441,9 @@ def plan(job: Job, pods: list[Pod], now: dt.datetime, settings: Settings = Setti
 
     The steps, in order: 1-3 count (``_count``: settle the uncounted set, add newly finished
     pods, release their finalizers), 4 failures per index (``_index_failures``), 5 suspend and
-    resume (``_suspend``), 6 decide a failure (``_failure``), 7 finish or manage the pods
-    (``_finish_or_manage``, with ``_manage``), 8 TTL after finishing (``_ttl``), 9 the status
+    resume (``_suspend``), 6 decide a failure (``_failure``) or else whether the success policy
+    is met (``_success_policy``), 7 finish or manage the pods (``_finish_or_manage``, with
+    ``_manage``; ``_finish_by_success_policy`` once the policy is met), 8 TTL after finishing (``_ttl``), 9 the status
     and the plan (``_result``)."""
     j = _Job(job, pods, now, settings)
     counts = _count(j)
@@ -404,9 +451,16 @@ def plan(job: Job, pods: list[Pod], now: dt.datetime, settings: Settings = Setti
     draft = _Draft(conds=list(job.status.conditions), start_time=job.status.startTime,
                    completion_time=job.status.completionTime, finished=is_job_finished(job))
     if not draft.finished:
-        _suspend(j, draft)
-        failure = _failure(j, counts, draft)
-        _finish_or_manage(j, counts, draft, failure)
+        met = (criteria := condition(job, SUCCESS_CRITERIA_MET)) is not None and criteria.status == "True"
+        failure = None
+        if not met:  # a Job that met its success policy neither suspends nor fails any more
+            _suspend(j, draft)
+            failure = _failure(j, counts, draft)
+            met = failure is None and _success_policy(j, counts, draft)
+        if met:
+            _finish_by_success_policy(j, counts, draft)
+        else:
+            _finish_or_manage(j, counts, draft, failure)
     elif any(c.type == "Failed" and c.status == "True" for c in draft.conds):
         draft.delete += [p.metadata.name for p in j.active]  # left over by an interrupted run
     else:
@@ -541,6 +595,35 @@ def _failure(j: _Job, counts: _Counts, draft: _Draft) -> tuple[str, str] | None:
         elif counts.failed_indexes and len(counts.failed_indexes) + len(counts.completed) >= spec.completions:
             failure = ("FailedIndexes", "Job has failed indexes")
     return failure
+
+
+def _success_policy(j: _Job, counts: _Counts, draft: _Draft) -> bool:
+    """Step 6, when no failure is decided: whether a rule of the success policy is met by the
+    completed indexes (those recorded, counted or not); the decision is kept in the
+    SuccessCriteriaMet condition, written with the uncounted set that holds the successes."""
+    completions = j.job.spec.completions
+    if not j.indexed or completions is None:
+        return False
+    position = success_rule(j.job.spec.successPolicy, completions, counts.completed)
+    if position is None:
+        return False
+    draft.condition(j, SUCCESS_CRITERIA_MET, "True", SUCCESS_POLICY_REASON, success_message(position))
+    return True
+
+
+def _finish_by_success_policy(j: _Job, counts: _Counts, draft: _Draft) -> None:
+    """Step 7 for a Job that met its success policy: the lingering pods are deleted (each counted
+    as failed when it ends, as Kubernetes counts them), none is created, and Complete, with the
+    reason and message of SuccessCriteriaMet, waits until no pod runs or terminates and every
+    recorded result is counted."""
+    draft.delete += [p.metadata.name for p in j.active]
+    if counts.uncounted or j.occupying:
+        return
+    met = next(c for c in draft.conds if c.type == SUCCESS_CRITERIA_MET)
+    draft.condition(j, "Complete", "True", met.reason or SUCCESS_POLICY_REASON, met.message or "")
+    draft.events.append(Event(reason="Completed", message="Job completed"))
+    draft.completion_time = j.now_s
+    draft.finished = True
 
 
 def _finish_or_manage(j: _Job, counts: _Counts, draft: _Draft, failure: tuple[str, str] | None) -> None:
