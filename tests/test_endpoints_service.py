@@ -43,11 +43,17 @@ async def test_endpoints_and_slices_follow_readiness(net):
     await net.set_ready("web-1", True)
     await wait_for(lambda: state(([a, b], [], [8081])), 5, "readiness change reflected")
 
-    slices = [s for s in await net.store.list("EndpointSlice", "default")
-              if s.metadata.labels.get("kubernetes.io/service-name") == "web"]
-    assert len(slices) == 1
-    assert sorted(e.addresses[0] for e in slices[0].endpoints if e.conditions.ready) == [a, b]
-    assert slices[0].metadata.ownerReferences[0].kind == "Service"
+    async def web_slices():
+        return [s for s in await net.store.list("EndpointSlice", "default")
+                if s.metadata.labels.get("kubernetes.io/service-name") == "web"]
+
+    async def slice_ready():  # the slice is written after the Endpoints: it may come a moment later
+        slices = await web_slices()
+        return len(slices) == 1 and sorted(e.addresses[0] for e in slices[0].endpoints if e.conditions.ready) == [a, b]
+
+    await wait_for(slice_ready, 5, "the slice's ready endpoints: both pods")
+    slices = await web_slices()
+    assert len(slices) == 1 and slices[0].metadata.ownerReferences[0].kind == "Service"
 
     await net.store.delete("Pod", "default", "web-0", grace_period_seconds=0)
     await wait_for(lambda: state(([b], [], [8081])), 5, "deleted pod removed")
