@@ -37,6 +37,7 @@ from schemas.meta import Object, ObjectMeta
 from schemas.names import generated_name
 from schemas.pod import Pod
 from schemas.registry import KindInfo, UnknownKind, all_kinds, by_kind, resolve
+from schemas.scheduling import PriorityClass, PriorityRefused, global_default, with_priority
 
 EVENTS_STREAM = events.EVENTS_STREAM
 events_subject = events.events_subject  # kept here for the modules that read events
@@ -176,6 +177,8 @@ class Store:
         self._nc = js._nc
         self._requests = Requester(self._nc)
         self._timeout = float(js._timeout)
+        self._classes: tuple[int, list[PriorityClass]] | None = None  # (stream's last sequence, classes)
+        self._classes_read: asyncio.Future[list[PriorityClass]] | None = None  # the read in flight
 
     def _now(self) -> str:
         """Now as Kubernetes writes it: from the clock given, else the system's (no datetime made)."""
@@ -350,7 +353,7 @@ class Store:
         )
         obj = msgspec.structs.replace(obj, apiVersion=obj.apiVersion or info.api_version, kind=info.kind, metadata=meta)
         if isinstance(obj, Pod):  # what admission gives every new pod, also a controller's
-            obj = with_service_account(obj)
+            obj = await self.admit_pod(with_service_account(obj))
         key = key_of(info, meta.namespace, meta.name)
         payload = encode(obj)
         try:
@@ -371,6 +374,59 @@ class Store:
             else:
                 raise self._exists(info, meta.name) from None
         return with_revision(obj, rev)
+
+    async def admit_pod(self, pod: Pod) -> Pod:
+        """Kubernetes' Priority admission of a new pod (``schemas.scheduling.with_priority``)
+        against the PriorityClasses stored now; Forbidden naming the field it refuses."""
+        classes = await self._priority_classes()
+        wanted = pod.spec.priorityClassName
+        named = next((c for c in classes if c.metadata.name == wanted), None) if wanted else None
+        try:
+            return with_priority(pod, named, global_default(classes))
+        except PriorityRefused as e:
+            name = pod.metadata.name or pod.metadata.generateName or ""
+            raise errors.Forbidden(f'pods "{name}" is forbidden: {e.message}', [errors.FieldError(e.field, e.message)]) from None
+
+    async def _priority_classes(self) -> list[PriorityClass]:
+        """Every PriorityClass as stored now. Concurrent creates share one read (a pod created
+        while one is in flight sees the classes as of that read, one round trip old at most),
+        and the classes are listed again only when their stream has moved since the last
+        listing: one stream-info request per wave of new pods otherwise."""
+        while (pending := self._classes_read) is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # we are the one cancelled
+                # the reader was cancelled: read ourselves
+        read: asyncio.Future[list[PriorityClass]] = asyncio.get_running_loop().create_future()
+        self._classes_read = read
+        try:
+            classes = await self._read_priority_classes()
+        except Exception as e:
+            read.set_exception(e)
+            read.exception()  # retrieved: the waiters, if any, raise it too
+            raise
+        except BaseException:
+            read.cancel()
+            raise
+        finally:
+            self._classes_read = None
+        read.set_result(classes)
+        return classes
+
+    async def _read_priority_classes(self) -> list[PriorityClass]:
+        info = by_kind("PriorityClass")
+        await self._bucket(info)
+        try:
+            last = (await self.js.stream_info(f"KV_{info.bucket}")).state.last_seq
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.Error) as e:
+            raise errors.Temporary(f"reading {info.plural}: {type(e).__name__}", delay=0.5) from e
+        if self._classes is not None and self._classes[0] == last:
+            return self._classes[1]
+        classes = [c for c in await self.list(info) if isinstance(c, PriorityClass)]
+        self._classes = (last, classes)
+        return classes
 
     @staticmethod
     def _exists(info: KindInfo, name: str) -> errors.AlreadyExists:

@@ -16,6 +16,7 @@ from schemas import (
                   networking,
                   pod,
                   policy,
+                  scheduling,
                   storage,
 )
 from schemas.registry import KindInfo, register
@@ -52,6 +53,8 @@ register(KindInfo("IngressClass", ("networking.k8s.io/v1",), "ingressclasses", n
 register(KindInfo("EndpointSlice", ("discovery.k8s.io/v1",), "endpointslices", discovery.EndpointSlice))
 register(KindInfo("StorageClass", ("storage.k8s.io/v1",), "storageclasses", storage.StorageClass,
                   namespaced=False, short_names=("sc",)))
+register(KindInfo("PriorityClass", ("scheduling.k8s.io/v1",), "priorityclasses", scheduling.PriorityClass,
+                  namespaced=False, short_names=("pc",)))
 register(KindInfo("Lease", ("coordination.k8s.io/v1",), "leases", coordination.Lease))
 register(KindInfo("PodDisruptionBudget", ("policy/v1",), "poddisruptionbudgets", policy.PodDisruptionBudget,
                   short_names=("pdb",)))

@@ -370,8 +370,9 @@ class PodSpec(Base, kw_only=True, frozen=True):
     automountServiceAccountToken: bool | None = None
     hostname: str = ""
     subdomain: str = ""
-    priorityClassName: str = ""
-    priority: int | None = None
+    priorityClassName: str = ""  # filled on create: the global default class's name when unset
+    priority: int | None = None  # set on create from the class (schemas.scheduling.with_priority)
+    preemptionPolicy: Literal["PreemptLowerPriority", "Never"] | None = None  # likewise
     securityContext: PodSecurityContext | None = None
     imagePullSecrets: list[LocalObjectReference] = []
     enableServiceLinks: bool | None = None

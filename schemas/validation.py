@@ -43,6 +43,12 @@ from schemas.policy import PodDisruptionBudget
 from schemas.policy import validate as _pdb
 from schemas.quantity import scaled_int_or_percent
 from schemas.registry import for_manifest
+from schemas.scheduling import (
+    HIGHEST_USER_DEFINABLE_PRIORITY,
+    SYSTEM_PRIORITY_CLASS_PREFIX,
+    PriorityClass,
+    system_class_problem,
+)
 from schemas.selector import SelectorError, from_label_selector, from_labels
 
 Errors = list[tuple[str, str]]
@@ -229,6 +235,32 @@ def validate_update(new: Object, old: Object) -> Errors:
 def _job_update(errs: Errors, new: Job, old: Job) -> None:
     if new.spec.successPolicy != old.spec.successPolicy:
         errs.append(("spec.successPolicy", "field is immutable"))
+
+
+def _pod_update(errs: Errors, new: Pod, old: Pod) -> None:
+    # The fields Priority admission set on create (kept when an update leaves them unset).
+    for name in ("priorityClassName", "priority", "preemptionPolicy"):
+        if getattr(new.spec, name) != getattr(old.spec, name):
+            errs.append((f"spec.{name}", "field is immutable"))
+
+
+def _priority_class(errs: Errors, pc: PriorityClass) -> None:
+    """Kubernetes' ValidatePriorityClass (one globalDefault is the api's check: it needs the others)."""
+    if pc.metadata.name.startswith(SYSTEM_PRIORITY_CLASS_PREFIX):
+        problem = system_class_problem(pc)
+        if problem is not None:
+            errs.append(("metadata.name", f"Forbidden: priority class names with '{SYSTEM_PRIORITY_CLASS_PREFIX}' "
+                                          f"prefix are reserved for system use only. error: {problem}"))
+    elif pc.value > HIGHEST_USER_DEFINABLE_PRIORITY:
+        errs.append(("value", "Forbidden: maximum allowed value of a user defined priority is "
+                              f"{HIGHEST_USER_DEFINABLE_PRIORITY}"))
+
+
+def _priority_class_update(errs: Errors, new: PriorityClass, old: PriorityClass) -> None:
+    if new.value != old.value:
+        errs.append(("value", "Forbidden: may not be changed in an update."))
+    if new.preemptionPolicy != old.preemptionPolicy:
+        errs.append(("preemptionPolicy", "field is immutable"))
 
 
 _DNS_LABEL_NAMED = (Namespace,)
@@ -778,10 +810,13 @@ _CHECKS: dict[type, Any] = {
     Lease: _lease,
     NetworkPolicy: _network_policy,
     PodDisruptionBudget: _pdb,
+    PriorityClass: _priority_class,
 }
 
 _UPDATE_CHECKS: dict[type, Any] = {
     Job: _job_update,
+    Pod: _pod_update,
+    PriorityClass: _priority_class_update,
 }
 
 __all__ = ["NODE_PORT_RANGE", "SchemaError", "decode", "load", "validate", "validate_update"]

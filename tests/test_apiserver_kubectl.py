@@ -245,6 +245,26 @@ def test_service_accounts_apply_and_list(cluster, tmp_path):
     _kubectl(cluster, "delete", "sa", "robot")
 
 
+def test_priority_classes_and_pod_priority(cluster, tmp_path):
+    lines = _kubectl(cluster, "get", "pc").stdout.splitlines()
+    assert lines[0].split() == ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE"]
+    assert [line.split()[:3] for line in lines[1:]] == [["system-cluster-critical", "2000000000", "false"],
+                                                        ["system-node-critical", "2000001000", "false"]]
+    manifest = tmp_path / "pc.yaml"
+    manifest.write_text("apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: batch-high}\n"
+                        "value: 1000\ndescription: batch work that goes first\n---\n"
+                        "apiVersion: v1\nkind: Pod\nmetadata: {name: urgent}\n"
+                        "spec: {priorityClassName: batch-high, containers: [{name: c, image: busybox}]}\n")
+    _kubectl(cluster, "apply", "-f", str(manifest))
+    assert _kubectl(cluster, "get", "pod", "urgent", "-o", "jsonpath={.spec.priority}").stdout == "1000"
+    lost = tmp_path / "lost.yaml"
+    lost.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: lost}\n"
+                    "spec: {priorityClassName: nope, containers: [{name: c, image: busybox}]}\n")
+    done = _kubectl(cluster, "apply", "-f", str(lost), check=False)
+    assert done.returncode == 1 and "no PriorityClass with name nope was found" in done.stderr
+    _kubectl(cluster, "delete", "-f", str(manifest), "--timeout=60s")
+
+
 def test_explain_reads_the_openapi(cluster):
     out = _kubectl(cluster, "explain", "deployment.spec.strategy").stdout
     assert "KIND:       Deployment" in out and "rollingUpdate" in out and "Recreate" in out

@@ -360,6 +360,10 @@ def _storageclass_row(sc: Obj, now: _dt.datetime) -> Row:
     return [sc.get("provisioner") or "", sc.get("reclaimPolicy") or "Delete", _age(sc, now)]
 
 
+def _priorityclass_row(pc: Obj, now: _dt.datetime) -> Row:
+    return [str(pc.get("value", 0)), "true" if pc.get("globalDefault") else "false", _age(pc, now)]
+
+
 def _hpa_row(hpa: Obj, now: _dt.datetime) -> Row:
     spec, st = _spec(hpa), _status(hpa)
     ref = spec.get("scaleTargetRef") or {}
@@ -445,6 +449,7 @@ _COLUMNS: dict[str, Columns] = {
     "PersistentVolume": (["CAPACITY", "ACCESS MODES", "RECLAIM POLICY", "STATUS", "CLAIM", "STORAGECLASS", "AGE"], _pv_row),
     "PersistentVolumeClaim": (["STATUS", "VOLUME", "CAPACITY", "ACCESS MODES", "STORAGECLASS", "AGE"], _pvc_row),
     "StorageClass": (["PROVISIONER", "RECLAIMPOLICY", "AGE"], _storageclass_row),
+    "PriorityClass": (["VALUE", "GLOBAL-DEFAULT", "AGE"], _priorityclass_row),
     "HorizontalPodAutoscaler": (["REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"], _hpa_row),
     "Lease": (["HOLDER", "AGE"], _lease_row),
     "Event": (["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], _event_row),

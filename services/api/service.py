@@ -31,7 +31,9 @@ from kyb.store import Store, kind_info
 from schemas import limits
 from schemas.defaults import DEFAULT_SERVICE_ACCOUNT
 from schemas.meta import Object
+from schemas.pod import Pod
 from schemas.registry import KindInfo, all_kinds, by_kind
+from schemas.scheduling import SYSTEM_PRIORITY_CLASSES, PriorityClass, global_default, keep_priority
 from services.api import admission, budget, defaultclass, noderestriction
 from services.api.allocator import Allocator, Ranges, held_keys, owner_of
 
@@ -111,9 +113,22 @@ class Api:
             return obj
         return defaultclass.with_class(obj, await self.store.list(class_kind))
 
+    async def _one_global_default(self, obj: Object) -> None:
+        """Kubernetes' Priority admission of a PriorityClass: only one may be globalDefault."""
+        if not isinstance(obj, PriorityClass) or not obj.globalDefault:
+            return
+        others = [c for c in await self.store.list("PriorityClass")
+                  if isinstance(c, PriorityClass) and c.metadata.name != obj.metadata.name]
+        marked = global_default(others)
+        if marked is not None:
+            message = f"PriorityClass {marked.metadata.name} is already marked as default. Only one default can exist"
+            raise errors.Forbidden(f'priorityclasses.scheduling.k8s.io "{obj.metadata.name}" is forbidden: {message}',
+                                   [errors.FieldError("globalDefault", message)])
+
     async def _create(self, info: KindInfo, obj: Object) -> Object:
         obj = admission.fresh_status(obj)
         obj = await self._default_class(info, obj)
+        await self._one_global_default(obj)
         if info.kind == "Namespace":
             created = await self.store.create(obj)
             await self._default_service_account(created.metadata.name)
@@ -129,7 +144,10 @@ class Api:
 
     async def _update(self, info: KindInfo, new: Object, current: Object) -> Object | None:
         """Write ``new`` over ``current``; None when it would change nothing."""
+        if isinstance(new, Pod) and isinstance(current, Pod):
+            new = keep_priority(new, current)
         admission.check_update(new, current)
+        await self._one_global_default(new)
         claimed: set[str] = set()
         if info.kind == "Service":
             new, claimed = await self.allocator.assign(new, current)
@@ -196,7 +214,8 @@ class Api:
             raise errors.Invalid("name or generateName is required", [errors.FieldError("metadata.name", "Required value")])
         await self._check_namespace(info, desired)
         if dry_run:  # admitted and validated, not stored
-            return await self._default_class(info, admission.fresh_status(desired))
+            obj = await self._default_class(info, admission.fresh_status(desired))
+            return await self.store.admit_pod(obj) if isinstance(obj, Pod) else obj
         created = await self._create(info, desired)
         await self._event(created, "Created", f"{info.kind} {created.metadata.name} created")
         return created
@@ -382,6 +401,15 @@ class Api:
             elif ns.metadata.name not in accounted:  # namespaces made before ServiceAccounts were served
                 await self._default_service_account(ns.metadata.name)
 
+    async def ensure_system_priority_classes(self) -> None:
+        """``system-node-critical`` and ``system-cluster-critical``, as Kubernetes' apiserver
+        makes them at start (one it finds is left as it is)."""
+        have = {c.metadata.name for c in await self.store.list("PriorityClass")}
+        for pc in SYSTEM_PRIORITY_CLASSES:
+            if pc.metadata.name not in have:
+                with contextlib.suppress(errors.AlreadyExists):
+                    await self.store.create(pc)
+
     async def _default_service_account(self, namespace: str) -> None:
         """The ``default`` ServiceAccount of a new namespace, as Kubernetes' serviceaccounts
         controller makes it (pods that name none run as it)."""
@@ -540,6 +568,7 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     allocator = Allocator(ctx.js, Ranges.from_options(ctx.options), replicas=ctx.store.replicas)
     api = Api(ctx.store, namespaces, nc=ctx.nc, source="api", allocator=allocator)
     await api.ensure_namespaces()
+    await api.ensure_system_priority_classes()
     await namespaces.wait_synced(30)
     limit = asyncio.Semaphore(int(ctx.options.get("api_concurrency", 256)))
     # Like Kubernetes' apiserver (samplingRatePerMillion, default 0): a request that arrives

@@ -24,7 +24,6 @@ import contextlib
 import gc
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -49,6 +48,7 @@ from services.scheduler.podinfo import (
     wants_scheduling,
 )
 from services.scheduler.presence import PresenceLease
+from services.scheduler.queue import PendingQueue
 
 STREAM = "KYB_SCHEDULING"
 SUBJECT = "kyb.scheduling"
@@ -138,8 +138,7 @@ class Scheduler:
         self.classes = Informer(nc, "StorageClass")
         self._dirty_pods: set[str] = set()
         self._dirty_nodes: set[str] = set()
-        self._queue: deque[str] = deque()
-        self._queued: set[str] = set()
+        self._queue = PendingQueue()                   # pending pods, higher priority first
         self._in_flight: set[str] = set()
         self._unschedulable: dict[str, float] = {}     # key -> not retried before (clock)
         self._attempts: dict[str, int] = {}
@@ -285,8 +284,7 @@ class Scheduler:
         blocked: list[tuple[Pod, str]] = []
         storage = None
         while self._queue and len(batch) < self.batch_size:
-            key = self._queue.popleft()
-            self._queued.discard(key)
+            key = self._queue.pop()
             pod = self.pods.get(key)
             if pod is None or not wants_scheduling(pod, self.scheduler_name) or key in self._in_flight:
                 continue
@@ -307,9 +305,9 @@ class Scheduler:
         return 0 < len(batch) < self.batch_size
 
     def _enqueue(self, key: str) -> None:
-        if key not in self._queued and key not in self._in_flight:
-            self._queued.add(key)
-            self._queue.append(key)
+        if key not in self._queue and key not in self._in_flight:
+            pod = self.pods.get(key)
+            self._queue.add(key, (pod.spec.priority or 0) if pod is not None else 0)
 
     def _retry_unschedulable(self) -> None:
         """The cluster changed: pods that fit nowhere try again once their back-off allows."""
