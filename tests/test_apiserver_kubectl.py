@@ -265,6 +265,25 @@ def test_priority_classes_and_pod_priority(cluster, tmp_path):
     _kubectl(cluster, "delete", "-f", str(manifest), "--timeout=60s")
 
 
+def test_a_job_success_policy_is_accepted_and_validated(cluster, tmp_path):
+    job = ("apiVersion: batch/v1\nkind: Job\nmetadata: {name: leader-done}\nspec:\n  completions: 3\n"
+           "  parallelism: 3\n  completionMode: Indexed\n  suspend: true\n"
+           "  successPolicy: {rules: [{succeededIndexes: 'INDEXES', succeededCount: 1}]}\n"
+           "  template: {spec: {restartPolicy: Never, containers: [{name: c, image: busybox}]}}\n")
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(job.replace("INDEXES", "0"))
+    _kubectl(cluster, "apply", "-f", str(manifest))
+    path = "jsonpath={.spec.successPolicy.rules[0].succeededIndexes}"
+    assert _kubectl(cluster, "get", "job", "leader-done", "-o", path).stdout == "0"
+    manifest.write_text(job.replace("INDEXES", "0-1"))  # valid, but the policy may not change
+    done = _kubectl(cluster, "apply", "-f", str(manifest), check=False)
+    assert done.returncode == 1 and "spec.successPolicy: field is immutable" in done.stderr, done.stderr
+    manifest.write_text(job.replace("INDEXES", "0-3").replace("leader-done", "too-far"))
+    done = _kubectl(cluster, "apply", "-f", str(manifest), check=False)
+    assert done.returncode == 1 and "too large index" in done.stderr, done.stderr
+    _kubectl(cluster, "delete", "job", "leader-done")
+
+
 def test_explain_reads_the_openapi(cluster):
     out = _kubectl(cluster, "explain", "deployment.spec.strategy").stdout
     assert "KIND:       Deployment" in out and "rollingUpdate" in out and "Recreate" in out
