@@ -66,10 +66,12 @@ async def request(nc: Any, subject: str, payload: bytes, timeout: float, headers
         raise translate(e, f"request on {subject}") from e
 
 
-async def publish(nc: Any, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> None:
-    """Publish ``payload`` on ``subject`` (Unreachable when the connection cannot take it)."""
+async def publish(nc: Any, subject: str, payload: bytes, headers: dict[str, str] | None = None,
+                  reply: str = "") -> None:
+    """Publish ``payload`` on ``subject``, answers to ``reply`` if given (Unreachable when the
+    connection cannot take it)."""
     try:
-        await nc.publish(subject, payload, headers=headers)
+        await nc.publish(subject, payload, reply=reply, headers=headers)
     except nats.errors.Error as e:
         raise translate(e, f"publish on {subject}") from e
 

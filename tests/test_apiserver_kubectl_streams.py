@@ -4,9 +4,14 @@ apiserver carries to the kubelet. Real kubectl v1.32, no mocks."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
+import select
+import struct
 import subprocess
+import termios
 import threading
 import time
 from datetime import UTC, datetime
@@ -88,6 +93,71 @@ def test_exec_with_stdin(cluster):
     assert done.stdout == text
     counted = _kubectl(cluster, "exec", "-i", "ticker", "-c", "main", "--", "wc", "-l", input=text)
     assert counted.stdout.strip() == "2000"
+
+
+def test_exec_it_is_an_interactive_terminal(cluster):
+    """kubectl exec -it on a terminal: a shell reads each line as it is typed and answers it at
+    once, its stdin is a terminal sized like kubectl's, and its exit code is kubectl's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+    env |= {"KUBECONFIG": str(cluster.kubeconfig), "HOME": str(cluster.data), "TERM": "dumb"}
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
+    proc = subprocess.Popen([KUBECTL, "exec", "-it", "ticker", "-c", "main", "--", "sh"], stdin=slave,
+                            stdout=slave, stderr=slave, env=env, start_new_session=True)
+    os.close(slave)
+    seen = bytearray()
+
+    def read_until(marker: bytes, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while marker not in seen:
+            left = deadline - time.monotonic()
+            assert left > 0, f"{marker!r} not seen; the terminal showed {bytes(seen)!r}"
+            ready, _, _ = select.select([master], [], [], left)
+            if ready:
+                with contextlib.suppress(OSError):
+                    seen.extend(os.read(master, 4096))
+
+    try:
+        os.write(master, b"echo first-$((20+22))\n")
+        read_until(b"first-42")  # answered while the session is still open
+        os.write(master, b"test -t 0 && echo on-a-tty; stty size\n")
+        read_until(b"on-a-tty")
+        read_until(b"33 111")
+        os.write(master, b"exit 7\n")
+        assert proc.wait(timeout=30) == 7
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+
+
+def test_python_client_exec_session_reads_stdin_as_it_comes(cluster):
+    """The official client's interactive exec: each line written gets its answer before the next
+    is sent, stderr arrives on its own channel, and the exit code is the command's."""
+    from kubernetes import client, config
+    from kubernetes.stream import stream
+
+    api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    core = client.CoreV1Api(api_client)
+    resp = stream(core.connect_get_namespaced_pod_exec, "ticker", "default", container="side",
+                  command=["sh"], stdin=True, stdout=True, stderr=True, tty=False, _preload_content=False)
+    try:
+        out = err = ""
+        resp.write_stdin("echo to-out; echo to-err >&2\n")
+        deadline = time.monotonic() + 30
+        while ("to-out" not in out or "to-err" not in err) and time.monotonic() < deadline:
+            resp.update(timeout=1)
+            out += resp.read_stdout(timeout=0) or ""
+            err += resp.read_stderr(timeout=0) or ""
+        assert (out, err) == ("to-out\n", "to-err\n")
+        resp.write_stdin("exit 6\n")
+        while resp.is_open() and time.monotonic() < deadline:
+            resp.update(timeout=1)
+        assert resp.returncode == 6
+    finally:
+        resp.close()
+        api_client.close()
 
 
 def test_cp_to_and_from_the_pod(cluster, tmp_path):

@@ -253,6 +253,39 @@ async def test_exec_returns_output_and_exit_code(runtime, pod_uid, busybox_image
         await runtime.exec(c.id, ["sleep", "60"], timeout=0.5)
 
 
+async def _drain(session) -> list[tuple[int, bytes]]:
+    out = []
+    while (item := await asyncio.wait_for(session.output(), 30)) is not None:
+        out.append(item)
+    return out
+
+
+async def test_exec_session_streams_stdin_and_output_live(runtime, pod_uid, busybox_image):
+    """kubectl exec -i/-it: stdin reaches the command while it runs, stderr stays apart without
+    a terminal, a terminal echoes and has the size asked for, a kill ends a session."""
+    sandbox = await runtime.create_sandbox(sandbox_cfg(pod_uid))
+    c = await runtime.create_and_start(sandbox, pod_uid, app(busybox_image, "shell", args=("sleep", "600")))
+    piped = await runtime.exec_session(c.id, ["sh", "-c", "read x; echo got $x; echo oops >&2; exit 5"],
+                                       stdin=True, tty=False)
+    await piped.write(b"hello\n")
+    chunks = await _drain(piped)
+    assert await piped.wait() == 5
+    assert b"".join(d for s, d in chunks if s == 1) == b"got hello\n"
+    assert b"".join(d for s, d in chunks if s == 2) == b"oops\n"
+    tty = await runtime.exec_session(c.id, ["sh", "-c", "read x; stty size; echo got $x"], stdin=True, tty=True)
+    await tty.resize(123, 45)
+    await tty.write(b"there\n")
+    tty_chunks = await _drain(tty)
+    assert await tty.wait() == 0
+    text = b"".join(d for _, d in tty_chunks)
+    assert b"45 123" in text and b"got there" in text
+    assert {s for s, _ in tty_chunks} == {1}  # a terminal is one stream
+    sleeper = await runtime.exec_session(c.id, ["sleep", "600"], stdin=False, tty=False)
+    await sleeper.kill()
+    assert await _drain(sleeper) == []
+    assert await asyncio.wait_for(sleeper.wait(), 30) != 0
+
+
 async def test_logs_tail_and_follow_and_stats(runtime, pod_uid, busybox_image):
     sandbox = await runtime.create_sandbox(sandbox_cfg(pod_uid))
     counter = await runtime.create_and_start(

@@ -4,20 +4,20 @@ byte then data (0 stdin, 1 stdout, 2 stderr, 3 error: a metav1.Status, 4 resize;
 close: ``[255, channel]``), carried to the pod's kubelet over ``kyb.node.<node>.exec``
 (services/kubelet/nodeapi.py) and ``kyb.node.<node>.logs``.
 
-The kubelet's exec is one request and one reply: stdin, when asked for, is read whole (until
-the client closes it, which v5 says with ``[255, 0]``; a v4 client can only close the whole
-connection, so stdin over v4 is refused), then the command runs, then its output (stdout and
-stderr together, on channel 1) and the exit status come back. So ``kubectl exec POD -- CMD``,
-``kubectl exec -i POD -- CMD < file`` and ``kubectl cp`` work; an interactive session (``-it``)
-does not. Attach streams the container's output from now on; its stdin is not delivered.
+An exec is a live session with the kubelet: what the client sends on stdin reaches the
+command as it comes, its stdout and stderr come back on their channels as it writes them, a
+``tty`` gives it a terminal of its own that resize messages size, and closing stdin ([255, 0]
+in v5) or the connection ends it as on Kubernetes (``kubectl exec -it POD -- sh``, ``kubectl
+exec -i POD -- CMD < file``, ``kubectl cp``). Attach streams the container's output from now
+on; its stdin is not delivered.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
+import secrets
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -31,8 +31,13 @@ V4 = "v4.channel.k8s.io"
 PROTOCOLS = (V5, V4)
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 CHUNK = 32 * 1024
-MAX_STDIN = 700 * 1024  # base64 of it must fit in one NATS message (1 MiB)
-EXEC_TIMEOUT = 300.0
+MAX_MESSAGE = 1024 * 1024  # a client's WebSocket message (kubectl sends stdin in 32 KiB pieces)
+START_TIMEOUT = 30.0  # seconds for the kubelet to start the command
+EOF_HEADER = "Kyb-EOF"
+STATUS_HEADER = "Kyb-Status"
+STREAM_HEADER = "Kyb-Stream"
+EXIT_HEADER = "Kyb-Exit-Code"
+RESIZE_HEADER = "Kyb-Resize"
 SUCCESS: dict[str, Any] = {"metadata": {}, "status": "Success"}
 
 
@@ -65,7 +70,7 @@ def _node_of(pod: dict[str, Any], name: str) -> str:
 
 
 async def _upgrade(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=MAX_STDIN + 1024, autoping=True)
+    ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=MAX_MESSAGE, autoping=True)
     ready = ws.can_prepare(request)
     if not ready.ok:
         raise Failure(400, "BadRequest", "pods/exec and pods/attach are served over WebSocket (subprotocol "
@@ -86,24 +91,6 @@ async def _finish(ws: web.WebSocketResponse, status: dict[str, Any]) -> None:
         await ws.close()
 
 
-async def _read_stdin(ws: web.WebSocketResponse) -> bytes:
-    """Everything the client sends on stdin until it closes it ([255, 0] in v5)."""
-    data = bytearray()
-    async for msg in ws:
-        if msg.type != WSMsgType.BINARY or not msg.data:
-            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
-                break
-            continue
-        channel, body = msg.data[0], msg.data[1:]
-        if channel == STDIN:
-            data += body
-            if len(data) > MAX_STDIN:
-                raise errors.TooLarge(f"stdin of more than {MAX_STDIN} bytes is not served")
-        elif channel == CLOSE and body[:1] == bytes([STDIN]):
-            return bytes(data)
-    raise errors.BadRequest("the connection closed before stdin did")
-
-
 async def exec_(request: web.Request, nc: Any, pod: dict[str, Any], namespace: str, name: str) -> web.StreamResponse:
     q = request.query
     command = q.getall("command", [])
@@ -114,41 +101,130 @@ async def exec_(request: web.Request, nc: Any, pod: dict[str, Any], namespace: s
         container = pick_container(pod, q.get("container"))
     except errors.KybError as e:
         raise Failure(e.code, e.reason, e.message) from None
-    want_stdin = _bool(q.get("stdin"))
     ws = await _upgrade(request)
+    session = ExecSession(nc, node, {"namespace": namespace, "pod": name, "container": container,
+                                     "command": command, "session": secrets.token_hex(16),
+                                     "openStdin": _bool(q.get("stdin")), "tty": _bool(q.get("tty"))})
     try:
-        body: dict[str, Any] = {"namespace": namespace, "pod": name, "container": container, "command": command,
-                                "binary": True, "timeout": EXEC_TIMEOUT}
-        if want_stdin:
-            if ws.ws_protocol != V5:
-                raise errors.BadRequest(f"stdin is served over {V5} only (it can say when stdin ends)")
-            body["stdin"] = base64.b64encode(await _read_stdin(ws)).decode()
-        code, output = await _exec(nc, node, body)
-        if output and _bool(q.get("stdout", "true")):
-            await _send(ws, STDOUT, output)
-        await _finish(ws, exit_status(code, command))
+        await session.open()
+        code = await session.relay(ws, stdout=_bool(q.get("stdout", "true")), stderr=_bool(q.get("stderr", "true")))
+        if code is not None:
+            await _finish(ws, exit_status(code, command))
     except errors.KybError as e:
         await _finish(ws, failure(e))
     except (ConnectionResetError, asyncio.CancelledError):
         pass
+    finally:
+        await session.close()
     return ws
 
 
-async def _exec(nc: Any, node: str, body: dict[str, Any]) -> tuple[int, bytes]:
-    subject = f"kyb.node.{node}.exec"
+class ExecSession:
+    """One live exec through the pod's kubelet (services/kubelet/nodeapi.py, ``exec`` with a
+    session): the client's stdin, stdin's close and terminal sizes go up on
+    ``kyb.node.<node>.exec.<session>``, the command's output and exit code come back."""
+
+    def __init__(self, nc: Any, node: str, request: dict[str, Any]) -> None:
+        self.nc = nc
+        self.node = node
+        self.request = request
+        self.upstream = f"kyb.node.{node}.exec.{request['session']}"
+        self.inbox = ""
+        self.sub: Any = None
+        self.ended = False
+
+    async def open(self) -> None:
+        """Start the command (the kubelet's first, empty reply says it runs)."""
+        self.inbox = self.nc.new_inbox()
+        self.sub = await self.nc.subscribe(self.inbox)
+        subject = f"kyb.node.{self.node}.exec"
+        await bus.publish(self.nc, subject, json.dumps(self.request).encode(), reply=self.inbox)
+        try:
+            first = await self.sub.next_msg(timeout=START_TIMEOUT)
+        except TimeoutError:  # nats-py's timeout is a TimeoutError
+            raise errors.Temporary(f'node "{self.node}" did not answer on {subject} (is its kubelet running?)') from None
+        _check(first)
+
+    async def relay(self, ws: web.WebSocketResponse, *, stdout: bool, stderr: bool) -> int | None:
+        """Carry the session both ways until the command ends (its exit code) or the client goes (None)."""
+        upward = asyncio.create_task(self._from_client(ws))
+        try:
+            while True:
+                msg = await self._next(upward)
+                if msg is None:
+                    return None  # the client went away
+                _check(msg)
+                headers = msg.headers or {}
+                if headers.get(EOF_HEADER) == "1":
+                    self.ended = True
+                    return int(headers.get(EXIT_HEADER, "0"))
+                channel = STDERR if headers.get(STREAM_HEADER) == "2" else STDOUT
+                if msg.data and (stdout if channel == STDOUT else stderr):
+                    await _send(ws, channel, msg.data)
+        finally:
+            upward.cancel()
+            with contextlib.suppress(BaseException):
+                await upward
+
+    async def _next(self, upward: asyncio.Task[None]) -> Any:
+        """The kubelet's next message, or None once the client's side has ended the session."""
+        down = asyncio.ensure_future(self.sub.next_msg(timeout=None))
+        done, _ = await asyncio.wait({down, upward}, return_when=asyncio.FIRST_COMPLETED)
+        if down in done:
+            return down.result()
+        down.cancel()
+        with contextlib.suppress(BaseException):
+            await down
+        upward.result()  # raises what ended it
+        return None
+
+    async def _from_client(self, ws: web.WebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type == WSMsgType.BINARY:
+                data = bytes(msg.data)
+            elif msg.type == WSMsgType.TEXT:  # the Python client writes str stdin as text frames
+                data = msg.data.encode()
+            elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                return
+            else:
+                continue
+            if not data:
+                continue
+            channel, body = data[0], data[1:]
+            if channel == STDIN and body:
+                await bus.publish(self.nc, self.upstream, body)
+            elif channel == CLOSE and body[:1] == bytes([STDIN]):
+                await bus.publish(self.nc, self.upstream, b"", headers={EOF_HEADER: "1"})
+            elif channel == RESIZE:
+                size = _terminal_size(body)
+                if size is not None:
+                    await bus.publish(self.nc, self.upstream, b"", headers={RESIZE_HEADER: f"{size[0]} {size[1]}"})
+
+    async def close(self) -> None:
+        if not self.ended and self.inbox:  # the client left first: the kubelet kills the command
+            with contextlib.suppress(errors.KybError):
+                await bus.publish(self.nc, f"kyb.node.{self.node}.cancel", json.dumps({"inbox": self.inbox}).encode())
+        if self.sub is not None:
+            with contextlib.suppress(Exception):
+                await self.sub.unsubscribe()
+
+
+def _terminal_size(body: bytes) -> tuple[int, int] | None:
+    """(columns, rows) of a resize message, ``{"Width": 80, "Height": 24}``; None when it is not one."""
     try:
-        msg = await bus.request(nc, subject, json.dumps(body).encode(), EXEC_TIMEOUT + 10)
-    except errors.NoResponders:
-        raise errors.Temporary(f'node "{node}" does not answer on {subject} (is its kubelet running?)') from None
-    except errors.TimedOut:
-        raise errors.Temporary(f'node "{node}" did not answer on {subject}') from None
-    status = (msg.headers or {}).get("Kyb-Status", "200")
-    reply = json.loads(msg.data)
+        size = json.loads(body)
+        return int(size["Width"]), int(size["Height"])
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def _check(msg: Any) -> None:
+    status = (msg.headers or {}).get(STATUS_HEADER, "200")
     if not status.startswith("2"):
-        raise errors.from_status(reply)
-    output = reply.get("output", "")
-    raw = base64.b64decode(output) if reply.get("encoding") == "base64" else str(output).encode()
-    return int(reply["exitCode"]), raw
+        try:
+            raise errors.from_status(json.loads(msg.data))
+        except ValueError:
+            raise errors.Permanent(f"the node answered {status}") from None
 
 
 async def attach(request: web.Request, nc: Any, pod: dict[str, Any], namespace: str, name: str) -> web.StreamResponse:

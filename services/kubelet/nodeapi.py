@@ -11,6 +11,15 @@ running a pod can answer (what the kubelet's HTTPS port serves in Kubernetes).
     kyb.node.<node>.exec    {namespace, pod, container, command: [...], timeout?, stdin?}
                             -> {exitCode, output}; stdin (base64) is all the command reads;
                                binary: output in base64, with encoding "base64"
+    kyb.node.<node>.exec    {namespace, pod, container, command, session, openStdin?, tty?}
+                            -> a live session (kubectl exec -it): an empty message once it runs, then
+                               its output, each chunk its own message with header ``Kyb-Stream``
+                               1 (stdout) or 2 (stderr; a terminal has only 1), then an empty
+                               message with ``Kyb-EOF: 1`` and ``Kyb-Exit-Code``. The client
+                               publishes on ``kyb.node.<node>.exec.<session>``: bytes for its stdin,
+                               an empty message with ``Kyb-EOF: 1`` to close it, one with
+                               ``Kyb-Resize: <columns> <rows>`` to size its terminal. A cancel of
+                               the reply inbox kills the command.
     kyb.node.<node>.portforward  {namespace, pod, port, session}
                             -> a TCP connection from this node to the pod's IP and port: an empty
                                message once connected, then what the pod sends, each chunk its own
@@ -46,7 +55,7 @@ from nats.aio.msg import Msg
 
 from kyb import errors
 from schemas import limits
-from services.kubelet.runtime.base import ContainerRuntime
+from services.kubelet.runtime.base import ContainerRuntime, ExecSession
 from services.kubelet.runtime.errors import ContainerNotFound, ContainerRuntimeError, ExecTimeout
 
 log = structlog.get_logger("kyb.kubelet.nodeapi")
@@ -55,6 +64,9 @@ CHUNK = 64 * 1024  # bytes per streamed message
 DEFAULT_EXEC_TIMEOUT = 300.0
 EOF_HEADER = "Kyb-EOF"
 STATUS_HEADER = "Kyb-Status"
+STREAM_HEADER = "Kyb-Stream"  # exec sessions: the output stream of a chunk (1 stdout, 2 stderr)
+EXIT_HEADER = "Kyb-Exit-Code"
+RESIZE_HEADER = "Kyb-Resize"
 
 Lookup = Callable[[str, str, str | None, bool], "str | None | Awaitable[str | None]"]
 PodAddress = Callable[[str, str], "str | None"]  # (namespace, pod) -> the IP of a pod of this node
@@ -97,6 +109,9 @@ class ExecRequest(msgspec.Struct, kw_only=True, frozen=True):
     timeout: float = DEFAULT_EXEC_TIMEOUT
     stdin: str | None = None  # base64: what the command reads before end of file; None: no stdin
     binary: bool = False  # the output as base64 (encoding "base64"), not text
+    session: str = ""  # set: a live session (see the module docstring), driven on exec.<session>
+    openStdin: bool = False  # session: the command's stdin stays open for what the client sends
+    tty: bool = False  # session: the command gets a terminal of its own
 
 
 class PortForwardRequest(msgspec.Struct, kw_only=True, frozen=True):
@@ -222,6 +237,9 @@ class NodeApi:
             req = limits.decode_json(msg.data, type=ExecRequest, what="exec request")
             if not req.command:
                 raise errors.BadRequest("you must specify at least one command for the container")
+            if req.session:
+                await self._exec_session(msg.reply, req)
+                return
             cid = await self._container_id(req.namespace, req.pod, req.container, False)
             if req.stdin is None:
                 code, output = await self.runtime.exec(cid, list(req.command), req.timeout)
@@ -242,6 +260,49 @@ class NodeApi:
         except Exception as e:
             await self._reply_error(msg.reply, _as_kyb(e), eof=False)
 
+
+    async def _exec_session(self, reply: str, req: ExecRequest) -> None:
+        if not _SESSION.fullmatch(req.session):
+            raise errors.BadRequest("session: Invalid value: 1-64 letters, digits, - or _")
+        cid = await self._container_id(req.namespace, req.pod, req.container, False)
+        self._streams[reply] = asyncio.current_task()  # type: ignore[assignment]
+        inbound = session = feeding = None
+        try:
+            inbound = await self.nc.subscribe(subject(self.node_name, f"exec.{req.session}"))
+            session = await self.runtime.exec_session(cid, list(req.command), stdin=req.openStdin, tty=req.tty)
+            await self.nc.publish(reply, b"", headers={STATUS_HEADER: "200"})
+            feeding = asyncio.create_task(self._to_exec(inbound, session))
+            while (item := await session.output()) is not None:
+                stream, data = item
+                await self.nc.publish(reply, data, headers={STREAM_HEADER: str(stream)})
+            code = await session.wait()
+            await self.nc.publish(reply, b"", headers={EOF_HEADER: "1", STATUS_HEADER: "200",
+                                                       EXIT_HEADER: str(code)})
+        except asyncio.CancelledError:
+            if session is not None:
+                with contextlib.suppress(Exception):
+                    await session.kill()
+            raise
+        finally:
+            self._streams.pop(reply, None)
+            if feeding is not None:
+                feeding.cancel()
+            if inbound is not None:
+                with contextlib.suppress(Exception):
+                    await inbound.unsubscribe()
+
+    @staticmethod
+    async def _to_exec(inbound: Any, session: ExecSession) -> None:
+        async for m in inbound.messages:
+            headers = m.headers or {}
+            if headers.get(EOF_HEADER) == "1":
+                await session.close_stdin()
+            elif RESIZE_HEADER in headers:
+                columns, _, rows = headers[RESIZE_HEADER].partition(" ")
+                with contextlib.suppress(ValueError):
+                    await session.resize(int(columns), int(rows))
+            elif m.data:
+                await session.write(m.data)
 
     # -- port forward ----------------------------------------------------------------------
 

@@ -138,6 +138,13 @@ class ContainerRuntime(Protocol):
         (exit code, stdout+stderr) (ExecTimeout)."""
         ...
 
+    async def exec_session(self, container_id: str, cmd: builtins.list[str], *, stdin: bool,
+                           tty: bool) -> ExecSession:
+        """Start ``cmd`` inside the container and hand back the live session (kubectl exec -it):
+        its stdin open when ``stdin``, a terminal of its own when ``tty`` (ContainerNotFound,
+        ContainerRuntimeError)."""
+        ...
+
     def logs(self, container_id: str, tail: int | None = None, follow: bool = False, *, timestamps: bool = False,
              since: float | None = None) -> AsyncIterator[bytes]:
         """The container's output (the last ``tail`` lines); with ``follow`` it keeps streaming
@@ -155,6 +162,36 @@ class ContainerRuntime(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+STDOUT_STREAM, STDERR_STREAM = 1, 2
+
+
+class ExecSession(Protocol):
+    """A command running inside a container, driven while it runs: what it reads, what it writes
+    (stdout and stderr apart; one stream with a terminal), the terminal's size, its exit."""
+
+    async def output(self) -> tuple[int, bytes] | None:
+        """The next chunk it wrote, as (STDOUT_STREAM | STDERR_STREAM, bytes); None once it closed both."""
+        ...
+
+    async def write(self, data: bytes) -> None:
+        """Send ``data`` to its stdin (ignored once stdin is closed or the command ended)."""
+        ...
+
+    async def close_stdin(self) -> None: ...
+
+    async def resize(self, width: int, height: int) -> None:
+        """Set its terminal's size in columns and rows (no-op without a terminal)."""
+        ...
+
+    async def wait(self) -> int:
+        """Its exit code, once it ended."""
+        ...
+
+    async def kill(self) -> None:
+        """End it (SIGKILL), as when the client goes away. Idempotent."""
+        ...
 
 
 @runtime_checkable

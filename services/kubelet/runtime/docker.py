@@ -14,6 +14,7 @@ runs in a small thread pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import io
 import math
@@ -22,6 +23,7 @@ import shutil
 import signal
 import socket
 import tarfile
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -40,6 +42,8 @@ from .base import (
     LABEL_POD_UID,
     LABEL_SANDBOX,
     SANDBOX_CONTAINER_NAME,
+    STDERR_STREAM,
+    STDOUT_STREAM,
     ContainerConfig,
     ContainerInfo,
     ContainerState,
@@ -57,6 +61,7 @@ from .errors import (
     ImagePullError,
     from_docker,
 )
+from .sessions import OutputQueue
 
 T = TypeVar("T")
 
@@ -439,6 +444,13 @@ class DockerRuntime:
         result = await self._call("container", self._api.exec_inspect, exec_id)
         return int(result.get("ExitCode") or 0), bytes(output or b"")
 
+    async def exec_session(self, container_id: str, cmd: list[str], *, stdin: bool, tty: bool) -> DockerSession:
+        created = await self._call("container", self._api.exec_create, container_id, cmd, stdout=True, stderr=True,
+                                   stdin=stdin, tty=tty)
+        exec_id = created["Id"]
+        sock = await self._call("container", self._api.exec_start, exec_id, socket=True, tty=tty)
+        return DockerSession(self, exec_id, sock, tty)
+
     def _exec_with_input(self, exec_id: str, data: bytes) -> bytes:
         """An exec that reads ``data`` on its stdin, then end of file (the engine's attach socket)."""
         from docker.utils.socket import frames_iter
@@ -501,3 +513,89 @@ class DockerRuntime:
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._owns_client:
             self._client.close()
+
+
+KILL_WAIT = 10.0  # seconds a kill waits for the engine to report the exec's pid
+
+
+class DockerSession:
+    """An exec on the engine's attach socket: a thread reads its frames (stdout and stderr apart,
+    one raw stream with a terminal) into an :class:`OutputQueue`; stdin is written to the socket."""
+
+    def __init__(self, runtime: DockerRuntime, exec_id: str, sock: Any, tty: bool) -> None:
+        self._runtime = runtime
+        self._exec_id = exec_id
+        self._sock = sock
+        self._raw = getattr(sock, "_sock", sock)
+        self._stdin_open = True
+        self._out = OutputQueue(1)
+        self._loop = asyncio.get_running_loop()
+        self._reader = threading.Thread(target=self._read_frames, args=(tty,), name=f"exec-{exec_id[:12]}",
+                                        daemon=True)
+        self._reader.start()
+
+    def _read_frames(self, tty: bool) -> None:
+        from docker.utils.socket import frames_iter
+
+        try:
+            for stream, chunk in frames_iter(self._sock, tty=tty):
+                if chunk:
+                    self._loop.call_soon_threadsafe(self._out.put, STDERR_STREAM if stream == 2 else STDOUT_STREAM,
+                                                    bytes(chunk))
+        except (OSError, ValueError):
+            pass  # the socket closed under us (kill)
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is gone when the kubelet stops
+                self._loop.call_soon_threadsafe(self._out.ended)
+
+    async def output(self) -> tuple[int, bytes] | None:
+        return await self._out.get()
+
+    async def write(self, data: bytes) -> None:
+        if not self._stdin_open:
+            return
+        try:
+            await asyncio.to_thread(self._raw.sendall, data)
+        except OSError:
+            self._stdin_open = False
+
+    async def close_stdin(self) -> None:
+        if self._stdin_open:
+            self._stdin_open = False
+            with contextlib.suppress(OSError):
+                self._raw.shutdown(socket.SHUT_WR)
+
+    async def resize(self, width: int, height: int) -> None:
+        if width > 0 and height > 0:
+            with contextlib.suppress(ContainerRuntimeError):
+                await self._runtime._call("container", self._runtime._api.exec_resize, self._exec_id,
+                                          height=height, width=width)
+
+    async def wait(self) -> int:
+        await asyncio.to_thread(self._reader.join)
+        while True:
+            result = await self._runtime._call("container", self._runtime._api.exec_inspect, self._exec_id)
+            if not result.get("Running"):
+                with contextlib.suppress(OSError):
+                    self._sock.close()
+                return int(result.get("ExitCode") or 0)
+            await asyncio.sleep(0.05)  # the output ended a moment before the engine records the exit
+
+    async def kill(self) -> None:
+        # The engine reports the exec's pid a moment after it started; it has no call to end an exec.
+        deadline = asyncio.get_running_loop().time() + KILL_WAIT
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                info = await self._runtime._call("container", self._runtime._api.exec_inspect, self._exec_id)
+            except ContainerRuntimeError:
+                break
+            pid = int(info.get("Pid") or 0)
+            if not info.get("Running"):
+                break
+            if pid > 0:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                break
+            await asyncio.sleep(0.05)
+        with contextlib.suppress(OSError):
+            self._raw.shutdown(socket.SHUT_RDWR)

@@ -31,6 +31,7 @@ import msgspec
 from . import crilog
 from .base import ContainerConfig, ContainerInfo, ContainerState, PullPolicy, SandboxConfig
 from .errors import ContainerCreateError, ContainerNotFound, ContainerRuntimeError, ExecTimeout
+from .sessions import ProcessSession, start_process_session
 
 SHIM = Path(__file__).with_name("shim.py")
 _UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
@@ -454,8 +455,8 @@ class ProcessRuntime:
         await self._wait_exited(container_id, 10.0)
         self._forget(self._record_path(container_id))
 
-    async def exec(self, container_id: str, cmd: list[str], timeout: float,
-                   stdin: bytes | None = None) -> tuple[int, bytes]:
+    def _exec_argv(self, container_id: str, cmd: list[str]) -> tuple[Record, list[str]]:
+        """The running container's record, and ``cmd`` as run in its network namespace."""
         rec = self._read(container_id)
         if _info(rec).state != "running":
             raise ContainerRuntimeError(f"container {container_id} is not running")
@@ -464,6 +465,18 @@ class ProcessRuntime:
             cmd = [*_in_netns(netns.removeprefix(f"{NETNS_DIR}/")), *cmd]
         elif netns:
             cmd = ["nsenter", f"--net={netns}", "--", *cmd]
+        return rec, cmd
+
+    async def exec_session(self, container_id: str, cmd: list[str], *, stdin: bool, tty: bool) -> ProcessSession:
+        rec, argv = self._exec_argv(container_id, cmd)
+        try:
+            return await start_process_session(argv, cwd=rec.cwd, env=dict(rec.env), stdin=stdin, tty=tty)
+        except OSError as e:
+            raise ContainerRuntimeError(f"cannot run {cmd[0]!r}: {e.strerror}") from e
+
+    async def exec(self, container_id: str, cmd: list[str], timeout: float,
+                   stdin: bytes | None = None) -> tuple[int, bytes]:
+        rec, cmd = self._exec_argv(container_id, cmd)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *cmd,
