@@ -67,6 +67,9 @@ def key_of(info: KindInfo, namespace: str | None, name: str) -> str:
 
 
 _stamp: tuple[int, str] = (-1, "")
+# Seconds a store trusts the PriorityClasses it read before it asks whether they changed (one
+# stream-info request); its own class writes reset them at once.
+PRIORITY_CLASSES_FRESH = 1.0
 
 
 def now_rfc3339(now: datetime | None = None) -> str:
@@ -178,6 +181,7 @@ class Store:
         self._requests = Requester(self._nc)
         self._timeout = float(js._timeout)
         self._classes: tuple[int, list[PriorityClass]] | None = None  # (stream's last sequence, classes)
+        self._classes_checked = 0.0  # monotonic time the classes were last found current
         self._classes_read: asyncio.Future[list[PriorityClass]] | None = None  # the read in flight
 
     def _now(self) -> str:
@@ -282,6 +286,8 @@ class Store:
 
     async def _publish(self, info: KindInfo, key: str, payload: bytes, expected: int, extra: dict[str, str] | None = None) -> int:
         await self._bucket(info)
+        if info.kind == "PriorityClass":
+            self._classes = None  # this process sees its own class writes at its next pod
         op = "delete" if (extra or {}).get("KV-Operation") == "DEL" else ("create" if expected == 0 else "update")
         # Inside a trace, the write is a span of its own naming the object, so `kyb trace`
         # can find the traces that touched an object; watchers continue from this span.
@@ -377,10 +383,17 @@ class Store:
 
     async def admit_pod(self, pod: Pod) -> Pod:
         """Kubernetes' Priority admission of a new pod (``schemas.scheduling.with_priority``)
-        against the PriorityClasses stored now; Forbidden naming the field it refuses."""
+        against the PriorityClasses as this store last saw them (at most
+        ``PRIORITY_CLASSES_FRESH`` seconds ago, its own class writes always; as Kubernetes'
+        admission reads an informer's cache); a class named but not seen is read afresh before
+        the pod is refused. Forbidden naming the field it refuses."""
         classes = await self._priority_classes()
         wanted = pod.spec.priorityClassName
         named = next((c for c in classes if c.metadata.name == wanted), None) if wanted else None
+        if wanted and named is None and self._classes is not None:
+            self._classes = None  # made since the last look, perhaps by another process
+            classes = await self._priority_classes()
+            named = next((c for c in classes if c.metadata.name == wanted), None)
         try:
             return with_priority(pod, named, global_default(classes))
         except PriorityRefused as e:
@@ -416,12 +429,16 @@ class Store:
         return classes
 
     async def _read_priority_classes(self) -> list[PriorityClass]:
+        now = time.monotonic()
+        if self._classes is not None and now - self._classes_checked < PRIORITY_CLASSES_FRESH:
+            return self._classes[1]
         info = by_kind("PriorityClass")
         await self._bucket(info)
         try:
             last = (await self.js.stream_info(f"KV_{info.bucket}")).state.last_seq
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.Error) as e:
             raise errors.Temporary(f"reading {info.plural}: {type(e).__name__}", delay=0.5) from e
+        self._classes_checked = now
         if self._classes is not None and self._classes[0] == last:
             return self._classes[1]
         classes = [c for c in await self.list(info) if isinstance(c, PriorityClass)]
