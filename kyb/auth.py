@@ -11,8 +11,8 @@ nats.go) with default options gets its replies; no component may subscribe under
 so components cannot read a client's replies either.
 
 - ``admin`` (the CLI): every ``kyb.api.*`` verb, reads of every bucket (``get -w``,
-  describe), the events stream, ``kyb.node.*.logs|exec|cancel|portforward`` (and the exec and port
-  forward sessions' ``.<session>`` subjects) and ``kyb.metrics.*``. It writes objects only through
+  describe), the events stream, ``kyb.node.*.logs|exec|attach|cancel|portforward`` (and the
+  sessions' ``.<session>`` subjects) and ``kyb.metrics.*``. It writes objects only through
   the api, like any user.
 - ``api``: reads and writes every bucket (it writes what users publish) and creates them.
 - a controller: reads every bucket but Secrets, writes the buckets of the kinds it owns
@@ -178,8 +178,9 @@ def _common(user: str) -> tuple[list[str], list[str]]:
 
 def admin_permissions(user: str = "admin") -> Permissions:
     publish, subscribe = _common(user)
-    publish += ["kyb.api.>", "kyb.node.*.logs", "kyb.node.*.exec", "kyb.node.*.exec.>", "kyb.node.*.cancel",
-                "kyb.node.*.portforward", "kyb.node.*.portforward.>", "$JS.API.INFO"]
+    publish += ["kyb.api.>", "kyb.node.*.logs", "kyb.node.*.exec", "kyb.node.*.exec.>", "kyb.node.*.attach",
+                "kyb.node.*.attach.>", "kyb.node.*.cancel", "kyb.node.*.portforward", "kyb.node.*.portforward.>",
+                "$JS.API.INFO"]
     for bucket in object_buckets():
         publish += bucket_read(bucket)
     for stream in (EVENTS_STREAM, METRICS_STREAM):

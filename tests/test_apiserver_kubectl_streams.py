@@ -160,6 +160,11 @@ def test_python_client_exec_session_reads_stdin_as_it_comes(cluster):
         api_client.close()
 
 
+def test_attach_with_stdin_says_the_process_runtime_cannot(cluster):
+    done = _kubectl(cluster, "attach", "-i", "ticker", "-c", "main", input="hello\n", check=False, timeout=30)
+    assert done.returncode != 0 and "not served by the process runtime" in done.stderr
+
+
 def test_cp_to_and_from_the_pod(cluster, tmp_path):
     source = tmp_path / "source.bin"
     source.write_bytes(bytes(range(256)) * 64)

@@ -9,7 +9,9 @@ command as it comes, its stdout and stderr come back on their channels as it wri
 ``tty`` gives it a terminal of its own that resize messages size, and closing stdin ([255, 0]
 in v5) or the connection ends it as on Kubernetes (``kubectl exec -it POD -- sh``, ``kubectl
 exec -i POD -- CMD < file``, ``kubectl cp``). Attach streams the container's output from now
-on; its stdin is not delivered.
+on (``kubectl attach``), or with stdin (``-i``; ``kubectl run -it``) is the same live session
+with the container's main process, on the Docker runtime (the process runtime's keeper holds no
+terminal: it says so).
 """
 
 from __future__ import annotations
@@ -124,11 +126,12 @@ class ExecSession:
     session): the client's stdin, stdin's close and terminal sizes go up on
     ``kyb.node.<node>.exec.<session>``, the command's output and exit code come back."""
 
-    def __init__(self, nc: Any, node: str, request: dict[str, Any]) -> None:
+    def __init__(self, nc: Any, node: str, request: dict[str, Any], verb: str = "exec") -> None:
         self.nc = nc
         self.node = node
         self.request = request
-        self.upstream = f"kyb.node.{node}.exec.{request['session']}"
+        self.verb = verb  # exec, or attach (to the main process)
+        self.upstream = f"kyb.node.{node}.{verb}.{request['session']}"
         self.inbox = ""
         self.sub: Any = None
         self.ended = False
@@ -137,7 +140,7 @@ class ExecSession:
         """Start the command (the kubelet's first, empty reply says it runs)."""
         self.inbox = self.nc.new_inbox()
         self.sub = await self.nc.subscribe(self.inbox)
-        subject = f"kyb.node.{self.node}.exec"
+        subject = f"kyb.node.{self.node}.{self.verb}"
         await bus.publish(self.nc, subject, json.dumps(self.request).encode(), reply=self.inbox)
         try:
             first = await self.sub.next_msg(timeout=START_TIMEOUT)
@@ -234,6 +237,23 @@ async def attach(request: web.Request, nc: Any, pod: dict[str, Any], namespace: 
     except errors.KybError as e:
         raise Failure(e.code, e.reason, e.message) from None
     ws = await _upgrade(request)
+    q = request.query
+    if _bool(q.get("stdin")):  # kubectl attach -i, kubectl run -it: a session with the main process
+        session = ExecSession(nc, node, {"namespace": namespace, "pod": name, "container": container,
+                                         "session": secrets.token_hex(16), "openStdin": True,
+                                         "tty": _bool(q.get("tty"))}, verb="attach")
+        try:
+            await session.open()
+            if await session.relay(ws, stdout=_bool(q.get("stdout", "true")),
+                                   stderr=_bool(q.get("stderr", "true"))) is not None:
+                await _finish(ws, SUCCESS)
+        except errors.KybError as e:
+            await _finish(ws, failure(e))
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            await session.close()
+        return ws
     req = {"namespace": namespace, "pod": name, "container": container, "follow": True, "tail": 0}
 
     async def output() -> None:

@@ -20,6 +20,10 @@ running a pod can answer (what the kubelet's HTTPS port serves in Kubernetes).
                                an empty message with ``Kyb-EOF: 1`` to close it, one with
                                ``Kyb-Resize: <columns> <rows>`` to size its terminal. A cancel of
                                the reply inbox kills the command.
+    kyb.node.<node>.attach  {namespace, pod, container, session, openStdin?, tty?}
+                            -> the same session with the container's main process (kubectl attach -i,
+                               kubectl run -it), driven on ``kyb.node.<node>.attach.<session>``; a
+                               cancel detaches, the container goes on
     kyb.node.<node>.portforward  {namespace, pod, port, session}
                             -> a TCP connection from this node to the pod's IP and port: an empty
                                message once connected, then what the pod sends, each chunk its own
@@ -114,6 +118,15 @@ class ExecRequest(msgspec.Struct, kw_only=True, frozen=True):
     tty: bool = False  # session: the command gets a terminal of its own
 
 
+class AttachRequest(msgspec.Struct, kw_only=True, frozen=True):
+    pod: str
+    session: str
+    namespace: str = "default"
+    container: str | None = None
+    openStdin: bool = False
+    tty: bool = False
+
+
 class PortForwardRequest(msgspec.Struct, kw_only=True, frozen=True):
     pod: str
     port: int
@@ -150,7 +163,7 @@ class NodeApi:
         self._streams: dict[str, asyncio.Task[None]] = {}  # reply inbox -> the log stream feeding it
 
     async def start(self) -> None:
-        verbs = [("logs", self._logs), ("exec", self._exec), ("cancel", self._cancel)]
+        verbs = [("logs", self._logs), ("exec", self._exec), ("attach", self._attach), ("cancel", self._cancel)]
         if self.pod_address is not None:
             verbs.append(("portforward", self._portforward))
         for verb, handler in verbs:
@@ -262,14 +275,32 @@ class NodeApi:
 
 
     async def _exec_session(self, reply: str, req: ExecRequest) -> None:
-        if not _SESSION.fullmatch(req.session):
-            raise errors.BadRequest("session: Invalid value: 1-64 letters, digits, - or _")
         cid = await self._container_id(req.namespace, req.pod, req.container, False)
+        await self._session(reply, f"exec.{req.session}",
+                            lambda: self.runtime.exec_session(cid, list(req.command), stdin=req.openStdin, tty=req.tty))
+
+    async def _attach(self, msg: Msg) -> None:
+        if not msg.reply:
+            return
+        try:
+            req = limits.decode_json(msg.data, type=AttachRequest, what="attach request")
+            cid = await self._container_id(req.namespace, req.pod, req.container, False)
+            await self._session(msg.reply, f"attach.{req.session}",
+                                lambda: self.runtime.attach_session(cid, stdin=req.openStdin, tty=req.tty))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            await self._reply_error(msg.reply, _as_kyb(e), eof=True)
+
+    async def _session(self, reply: str, upstream: str, start: Callable[[], Awaitable[ExecSession]]) -> None:
+        """Run a live session (exec or attach): the client drives it on ``kyb.node.<node>.<upstream>``."""
+        if not _SESSION.fullmatch(upstream.partition(".")[2]):
+            raise errors.BadRequest("session: Invalid value: 1-64 letters, digits, - or _")
         self._streams[reply] = asyncio.current_task()  # type: ignore[assignment]
         inbound = session = feeding = None
         try:
-            inbound = await self.nc.subscribe(subject(self.node_name, f"exec.{req.session}"))
-            session = await self.runtime.exec_session(cid, list(req.command), stdin=req.openStdin, tty=req.tty)
+            inbound = await self.nc.subscribe(subject(self.node_name, upstream))
+            session = await start()
             await self.nc.publish(reply, b"", headers={STATUS_HEADER: "200"})
             feeding = asyncio.create_task(self._to_exec(inbound, session))
             while (item := await session.output()) is not None:

@@ -144,6 +144,9 @@ def container_config(c: Container, env: Mapping[str, str], command: tuple[str, .
         memory_limit_bytes=to_bytes(limits["memory"]) if "memory" in limits else None,
         image_pull_policy=policy,
         attempt=attempt,
+        stdin=c.stdin,
+        stdin_once=c.stdinOnce,
+        tty=c.tty,
     )
 
 

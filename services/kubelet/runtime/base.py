@@ -74,6 +74,9 @@ class ContainerConfig:
     memory_limit_bytes: int | None = None
     image_pull_policy: PullPolicy = "IfNotPresent"
     attempt: int = 0  # restart count; part of the container's identity
+    stdin: bool = False  # its stdin stays open for an attach (Kubernetes `stdin`)
+    stdin_once: bool = False  # stdin closes when the first attach detaches (`stdinOnce`)
+    tty: bool = False  # it runs on a terminal of its own (`tty`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +146,13 @@ class ContainerRuntime(Protocol):
         """Start ``cmd`` inside the container and hand back the live session (kubectl exec -it):
         its stdin open when ``stdin``, a terminal of its own when ``tty`` (ContainerNotFound,
         ContainerRuntimeError)."""
+        ...
+
+    async def attach_session(self, container_id: str, *, stdin: bool, tty: bool) -> ExecSession:
+        """Attach to the container's main process (kubectl attach -i, kubectl run -it): its output
+        from now on, and its stdin when the container was started with ``stdin``. ``kill`` only
+        detaches; ``wait`` is the container's exit code once it ended. ContainerRuntimeError where
+        the runtime cannot attach."""
         ...
 
     def logs(self, container_id: str, tail: int | None = None, follow: bool = False, *, timestamps: bool = False,

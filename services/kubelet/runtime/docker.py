@@ -380,18 +380,19 @@ class DockerRuntime:
             memswap_limit=cfg.memory_limit_bytes,
         )
         try:
-            created = await self._call(
-                "create",
-                self._api.create_container,
+            config = self._api.create_container_config(
                 image=cfg.image,
-                name=name,
                 entrypoint=list(cfg.command) or None,
                 command=list(cfg.args) or None,
                 environment=[f"{k}={v}" for k, v in cfg.env.items()],
                 working_dir=cfg.working_dir or None,
                 labels=labels,
                 host_config=host_config,
+                stdin_open=cfg.stdin,
+                tty=cfg.tty,
             )
+            config["StdinOnce"] = cfg.stdin and cfg.stdin_once  # docker-py would close stdin after any attach
+            created = await self._call("create", self._api.create_container_from_config, config, name=name)
             container_id = str(created["Id"])
         except ContainerCreateError as e:
             if not isinstance(e.__cause__, docker.errors.APIError) or e.__cause__.status_code != 409:
@@ -450,6 +451,14 @@ class DockerRuntime:
         exec_id = created["Id"]
         sock = await self._call("container", self._api.exec_start, exec_id, socket=True, tty=tty)
         return DockerSession(self, exec_id, sock, tty)
+
+    async def attach_session(self, container_id: str, *, stdin: bool, tty: bool) -> DockerSession:
+        config = (await self._call("container", self._api.inspect_container, container_id)).get("Config") or {}
+        if stdin and not config.get("OpenStdin"):
+            raise ContainerRuntimeError("the container was not started with stdin: true, so it has no stdin to attach to")
+        params = {"stdout": 1, "stderr": 1, "stream": 1, "stdin": 1 if stdin else 0}
+        sock = await self._call("container", self._api.attach_socket, container_id, params=params)
+        return DockerSession(self, "", sock, bool(config.get("Tty")), container_id=container_id)
 
     def _exec_with_input(self, exec_id: str, data: bytes) -> bytes:
         """An exec that reads ``data`` on its stdin, then end of file (the engine's attach socket)."""
@@ -519,12 +528,14 @@ KILL_WAIT = 10.0  # seconds a kill waits for the engine to report the exec's pid
 
 
 class DockerSession:
-    """An exec on the engine's attach socket: a thread reads its frames (stdout and stderr apart,
-    one raw stream with a terminal) into an :class:`OutputQueue`; stdin is written to the socket."""
+    """An exec, or an attach to a container's main process, on the engine's attach socket: a
+    thread reads its frames (stdout and stderr apart, one raw stream with a terminal) into an
+    :class:`OutputQueue`; stdin is written to the socket."""
 
-    def __init__(self, runtime: DockerRuntime, exec_id: str, sock: Any, tty: bool) -> None:
+    def __init__(self, runtime: DockerRuntime, exec_id: str, sock: Any, tty: bool, container_id: str = "") -> None:
         self._runtime = runtime
-        self._exec_id = exec_id
+        self._exec_id = exec_id  # "" for an attach to the container's main process
+        self._container_id = container_id
         self._sock = sock
         self._raw = getattr(sock, "_sock", sock)
         self._stdin_open = True
@@ -567,12 +578,19 @@ class DockerSession:
 
     async def resize(self, width: int, height: int) -> None:
         if width > 0 and height > 0:
+            api = self._runtime._api
+            target = (api.exec_resize, self._exec_id) if self._exec_id else (api.resize, self._container_id)
             with contextlib.suppress(ContainerRuntimeError):
-                await self._runtime._call("container", self._runtime._api.exec_resize, self._exec_id,
-                                          height=height, width=width)
+                await self._runtime._call("container", target[0], target[1], height=height, width=width)
 
     async def wait(self) -> int:
         await asyncio.to_thread(self._reader.join)
+        if not self._exec_id:  # attached: the output ended with the container, or we detached
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            state = (await self._runtime._call("container", self._runtime._api.inspect_container,
+                                                self._container_id)).get("State") or {}
+            return int(state.get("ExitCode") or 0)
         while True:
             result = await self._runtime._call("container", self._runtime._api.exec_inspect, self._exec_id)
             if not result.get("Running"):
@@ -582,6 +600,10 @@ class DockerSession:
             await asyncio.sleep(0.05)  # the output ended a moment before the engine records the exit
 
     async def kill(self) -> None:
+        if not self._exec_id:  # an attach only detaches: the container goes on
+            with contextlib.suppress(OSError):
+                self._raw.shutdown(socket.SHUT_RDWR)
+            return
         # The engine reports the exec's pid a moment after it started; it has no call to end an exec.
         deadline = asyncio.get_running_loop().time() + KILL_WAIT
         while asyncio.get_running_loop().time() < deadline:

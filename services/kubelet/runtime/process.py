@@ -474,6 +474,10 @@ class ProcessRuntime:
         except OSError as e:
             raise ContainerRuntimeError(f"cannot run {cmd[0]!r}: {e.strerror}") from e
 
+    async def attach_session(self, container_id: str, *, stdin: bool, tty: bool) -> ProcessSession:
+        raise ContainerRuntimeError("attaching to a container's stdin is not served by the process runtime "
+                                    "(its keeper holds no terminal); kubectl attach without -i streams the output")
+
     async def exec(self, container_id: str, cmd: list[str], timeout: float,
                    stdin: bytes | None = None) -> tuple[int, bytes]:
         rec, cmd = self._exec_argv(container_id, cmd)
