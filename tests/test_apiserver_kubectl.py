@@ -231,6 +231,17 @@ def test_kubectl_create_generators_for_workloads_services_and_ingresses(cluster)
         _kubectl(cluster, "delete", "--ignore-not-found", "--wait=false", *made, check=False)
 
 
+def test_kubectl_create_priorityclass(cluster):
+    try:
+        out = _kubectl(cluster, "create", "priorityclass", "gen-high", "--value=1234", "--description=batch",
+                       "--preemption-policy=Never").stdout
+        assert out.strip() == "priorityclass.scheduling.k8s.io/gen-high created"
+        pc = json.loads(_kubectl(cluster, "get", "pc", "gen-high", "-o", "json").stdout)
+        assert (pc["value"], pc["description"], pc["preemptionPolicy"]) == (1234, "batch", "Never")
+    finally:
+        _kubectl(cluster, "delete", "pc", "gen-high", "--ignore-not-found", check=False)
+
+
 def test_service_accounts_apply_and_list(cluster, tmp_path):
     manifest = tmp_path / "sa.yaml"
     manifest.write_text("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: builder}\n"

@@ -137,6 +137,15 @@ def test_protobuf_int_or_string_and_inline_structs():
         {"path": "/api", "pathType": "Prefix", "backend": {"service": {"name": "svc", "port": {"name": "http"}}}}]}}]
 
 
+def test_protobuf_role_keeps_the_core_group_as_an_empty_string():
+    # kubectl create role --verb=get --resource=pods: apiGroups [""] is an empty repeated string
+    rule = _field(1, b"get") + _field(2, b"") + _field(3, b"pods")
+    role = protobuf.decode(_envelope(b"rbac.authorization.k8s.io/v1", b"Role", _field(1, _field(1, b"r")) + _field(2, rule)))
+    assert role["rules"] == [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}]
+    pc = protobuf.decode(_envelope(b"scheduling.k8s.io/v1", b"PriorityClass", _field(1, _field(1, b"zero")) + _number(2, 0)))
+    assert pc["value"] == 0  # a value, not an unset field
+
+
 def test_protobuf_body_with_a_field_not_read_is_refused_naming_it():
     # PodSpec field 11 (hostNetwork) is set: a body is never read in part
     template = _field(2, _field(2, _field(1, b"c") + _field(2, b"img")) + _number(11, 1))

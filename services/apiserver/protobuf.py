@@ -1,6 +1,7 @@
 """Request bodies in Kubernetes' protobuf encoding (``application/vnd.kubernetes.protobuf``),
 as kubectl's generators (``kubectl create configmap|secret|namespace|serviceaccount|deployment|service|
-job|cronjob|ingress|poddisruptionbudget``), ``kubectl auth can-i`` and ``kubectl drain`` send
+job|cronjob|ingress|poddisruptionbudget|priorityclass|role|clusterrole|rolebinding|clusterrolebinding``),
+``kubectl auth can-i`` and ``kubectl drain`` send
 them, decoded to their JSON form. Pure.
 
 The envelope is the magic ``k8s\\x00`` then a ``runtime.Unknown`` (typeMeta, raw); ``raw`` is
@@ -87,6 +88,12 @@ SERVICE_BACKEND = _m("IngressBackend", f4=("service", _m(
     "IngressServiceBackend", f1=("name", "string"),
     f2=("port", _m("ServiceBackendPort", f1=("name", "string"), f2=("number", "int"))))))
 
+POLICY_RULE = _m("PolicyRule", f1=("verbs", ["string"]), f2=("apiGroups", ["string"]), f3=("resources", ["string"]),
+                 f4=("resourceNames", ["string"]), f5=("nonResourceURLs", ["string"]))
+SUBJECT = _m("Subject", f1=("kind", "string"), f2=("apiGroup", "string"), f3=("name", "string"),
+             f4=("namespace", "string"))
+ROLE_REF = _m("RoleRef", f1=("apiGroup", "string"), f2=("kind", "string"), f3=("name", "string"))
+
 KINDS: dict[str, Message] = {
     "ConfigMap": _m("ConfigMap", f1=("metadata", OBJECT_META), f2=("data", "map"), f3=("binaryData", "map-bytes"),
                     f4=("immutable", "bool")),
@@ -121,6 +128,16 @@ KINDS: dict[str, Message] = {
     "PodDisruptionBudget": _m("PodDisruptionBudget", f1=("metadata", OBJECT_META), f2=("spec", _m(
         "PodDisruptionBudgetSpec", f1=("minAvailable", "intstr"), f2=("selector", LABEL_SELECTOR),
         f3=("maxUnavailable", "intstr")))),
+    # kubectl create priorityclass|role|clusterrole|rolebinding|clusterrolebinding
+    "PriorityClass": _m("PriorityClass", f1=("metadata", OBJECT_META), f2=("value", "int?"),
+                        f3=("globalDefault", "bool"), f4=("description", "string"),
+                        f5=("preemptionPolicy", "string")),
+    "Role": _m("Role", f1=("metadata", OBJECT_META), f2=("rules", [POLICY_RULE])),
+    "ClusterRole": _m("ClusterRole", f1=("metadata", OBJECT_META), f2=("rules", [POLICY_RULE]),
+                      f3=("aggregationRule", _m("AggregationRule", f1=("clusterRoleSelectors", [LABEL_SELECTOR])))),
+    "RoleBinding": _m("RoleBinding", f1=("metadata", OBJECT_META), f2=("subjects", [SUBJECT]), f3=("roleRef", ROLE_REF)),
+    "ClusterRoleBinding": _m("ClusterRoleBinding", f1=("metadata", OBJECT_META), f2=("subjects", [SUBJECT]),
+                             f3=("roleRef", ROLE_REF)),
     # kubectl drain, and schedulers written with client-go
     "Eviction": _m("Eviction", f1=("metadata", OBJECT_META), f2=("deleteOptions", DELETE_OPTIONS)),
     "Binding": _m("Binding", f1=("metadata", OBJECT_META), f2=("target", OBJECT_REFERENCE)),
