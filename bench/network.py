@@ -71,11 +71,13 @@ INGRESS = (
     "uvloop.run(main())\n"
 )
 
-HAND_WRITTEN_CONF = """
+# What both nginx instances share: one worker in the foreground, its files under {dir}, no
+# access log, long keep-alive. {name} keeps their pid and error log apart.
+NGINX_PROLOGUE = """
 worker_processes 1;
 daemon off;
-pid {dir}/hand.pid;
-error_log {dir}/hand-error.log warn;
+pid {dir}/{name}.pid;
+error_log {dir}/{name}-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
@@ -85,6 +87,9 @@ http {{
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
     keepalive_requests 1000000;
+"""
+
+HAND_WRITTEN_CONF = NGINX_PROLOGUE.replace("{name}", "hand") + """\
     upstream web {{ server {backend}; keepalive 64; }}
     server {{
         listen {listen} default_server;
@@ -106,20 +111,7 @@ http {{
 }}
 """
 
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    keepalive_requests 1000000;
+NGINX_CONF = NGINX_PROLOGUE.replace("{name}", "nginx") + """\
     upstream backend {{ server {backend}; keepalive 128; }}
     server {{
         listen {backend};
@@ -135,6 +127,15 @@ http {{
     }}
 }}
 """
+
+
+def stop_processes(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM to each, then wait up to 10 s for each (the benchmark's helpers and servers)."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(10)
 
 
 def wait_port(ip: str, port: int, timeout: float = 10.0) -> None:
@@ -236,11 +237,7 @@ def main() -> None:
             ]:
                 rows.append((label, *load(ip, port, args.seconds, args.connections, args.threads, host)))
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    p.wait(10)
+            stop_processes(procs)
     tool = "wrk" if shutil.which("wrk") else "python"
     print(f"load: {tool}, {args.connections} connections, {args.seconds}s each, small static file from nginx")
     print(f"{'path':<20} {'req/s':>10} {'p99 ms':>8} {'x direct':>9}")
@@ -256,7 +253,7 @@ def main() -> None:
         sys.path.insert(0, str(ROOT / "bench"))
         import network_nft
 
-        network_nft.run(args.seconds, args.connections, args.threads, run_wrk)
+        network_nft.run(args.seconds, args.connections, args.threads, run_wrk, stop_processes)
         import network_hosts
 
         print()

@@ -116,7 +116,7 @@ USERSPACE = (
 
 
 def data_path(node: str, server: str, client: str, routed_client: str, seconds: int, connections: int,
-              threads: int, run_wrk, rounds: int = 3) -> list[tuple[str, float, float]]:  # type: ignore[no-untyped-def]
+              threads: int, run_wrk, stop_processes, rounds: int = 3) -> list[tuple[str, float, float]]:  # type: ignore[no-untyped-def]
     import os
 
     sh("ip", "netns", "exec", node, "ip", "link", "add", "br0", "type", "bridge")
@@ -170,14 +170,10 @@ def data_path(node: str, server: str, client: str, routed_client: str, seconds: 
             return [(label, statistics.median(r for r, _ in runs[label]), statistics.median(p for _, p in runs[label]))
                     for label, _, _ in paths]
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    p.wait(10)
+            stop_processes(procs)
 
 
-def run(seconds: int, connections: int, threads: int, run_wrk) -> None:  # type: ignore[no-untyped-def]
+def run(seconds: int, connections: int, threads: int, run_wrk, stop_processes) -> None:  # type: ignore[no-untyped-def]
     prefix = f"kybb{secrets.token_hex(3)}"
     names = [f"{prefix}-{n}" for n in ("node", "server", "client", "routed", "rules")]
     made = []
@@ -186,7 +182,8 @@ def run(seconds: int, connections: int, threads: int, run_wrk) -> None:  # type:
             sh("ip", "netns", "add", n)
             made.append(n)
             sh("ip", "netns", "exec", n, "ip", "link", "set", "lo", "up")
-        rows = data_path(names[0], names[1], names[2], names[3], seconds, connections, threads, run_wrk)
+        rows = data_path(names[0], names[1], names[2], names[3], seconds, connections, threads, run_wrk,
+                         stop_processes)
         print(f"\nnftables proxy, in namespaces of this run ({connections} connections, {seconds}s each, "
               "median of 3 interleaved rounds)")
         print(f"{'path':<30} {'req/s':>10} {'p99 ms':>8} {'x direct':>9}")
