@@ -59,7 +59,7 @@ class Forward:
             msg = await self.sub.next_msg(timeout=CONNECT_TIMEOUT)
         except TimeoutError:  # no first reply from the kubelet (nats-py's timeout is a TimeoutError)
             raise errors.Temporary(f'node "{self.node}" did not answer on {subject}') from None
-        _check(msg)
+        check_reply(msg)
 
     async def send(self, data: bytes) -> None:
         if data:
@@ -72,7 +72,7 @@ class Forward:
         """What the pod sends, until it closes its side."""
         while True:
             msg = await self.sub.next_msg(timeout=None)
-            _check(msg)
+            check_reply(msg)
             if (msg.headers or {}).get(EOF_HEADER) == "1":
                 return
             if msg.data:
@@ -86,7 +86,8 @@ class Forward:
                 await self.sub.unsubscribe()
 
 
-def _check(msg: Any) -> None:
+def check_reply(msg: Any) -> None:
+    """Raise the kyb error a kubelet's streamed reply carries (its Kyb-Status not 2xx)."""
     status = (msg.headers or {}).get(STATUS_HEADER, "200")
     if not status.startswith("2"):
         try:

@@ -20,12 +20,14 @@ import asyncio
 import contextlib
 import json
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from kyb import bus, errors
 from kyb.cli.nodeclient import pick_container, stream_logs
+from services.apiserver.portforward import EOF_HEADER, check_reply
 from services.apiserver.respond import Failure
 
 V5 = "v5.channel.k8s.io"
@@ -35,8 +37,6 @@ STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 CHUNK = 32 * 1024
 MAX_MESSAGE = 1024 * 1024  # a client's WebSocket message (kubectl sends stdin in 32 KiB pieces)
 START_TIMEOUT = 30.0  # seconds for the kubelet to start the command
-EOF_HEADER = "Kyb-EOF"
-STATUS_HEADER = "Kyb-Status"
 STREAM_HEADER = "Kyb-Stream"
 EXIT_HEADER = "Kyb-Exit-Code"
 RESIZE_HEADER = "Kyb-Resize"
@@ -107,18 +107,25 @@ async def exec_(request: web.Request, nc: Any, pod: dict[str, Any], namespace: s
     session = ExecSession(nc, node, {"namespace": namespace, "pod": name, "container": container,
                                      "command": command, "session": secrets.token_hex(16),
                                      "openStdin": _bool(q.get("stdin")), "tty": _bool(q.get("tty"))})
+    await _serve_session(ws, session, q, lambda code: exit_status(code, command))
+    return ws
+
+
+async def _serve_session(ws: web.WebSocketResponse, session: ExecSession, q: Any,
+                         ended: Callable[[int], dict[str, Any]]) -> None:
+    """Run ``session`` on ``ws``; the error channel's last word is ``ended(exit code)``, or the
+    failure that stopped it; nothing when the client left first."""
     try:
         await session.open()
         code = await session.relay(ws, stdout=_bool(q.get("stdout", "true")), stderr=_bool(q.get("stderr", "true")))
         if code is not None:
-            await _finish(ws, exit_status(code, command))
+            await _finish(ws, ended(code))
     except errors.KybError as e:
         await _finish(ws, failure(e))
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
         await session.close()
-    return ws
 
 
 class ExecSession:
@@ -146,7 +153,7 @@ class ExecSession:
             first = await self.sub.next_msg(timeout=START_TIMEOUT)
         except TimeoutError:  # nats-py's timeout is a TimeoutError
             raise errors.Temporary(f'node "{self.node}" did not answer on {subject} (is its kubelet running?)') from None
-        _check(first)
+        check_reply(first)
 
     async def relay(self, ws: web.WebSocketResponse, *, stdout: bool, stderr: bool) -> int | None:
         """Carry the session both ways until the command ends (its exit code) or the client goes (None)."""
@@ -156,7 +163,7 @@ class ExecSession:
                 msg = await self._next(upward)
                 if msg is None:
                     return None  # the client went away
-                _check(msg)
+                check_reply(msg)
                 headers = msg.headers or {}
                 if headers.get(EOF_HEADER) == "1":
                     self.ended = True
@@ -221,15 +228,6 @@ def _terminal_size(body: bytes) -> tuple[int, int] | None:
         return None
 
 
-def _check(msg: Any) -> None:
-    status = (msg.headers or {}).get(STATUS_HEADER, "200")
-    if not status.startswith("2"):
-        try:
-            raise errors.from_status(json.loads(msg.data))
-        except ValueError:
-            raise errors.Permanent(f"the node answered {status}") from None
-
-
 async def attach(request: web.Request, nc: Any, pod: dict[str, Any], namespace: str, name: str) -> web.StreamResponse:
     node = _node_of(pod, name)
     try:
@@ -242,17 +240,7 @@ async def attach(request: web.Request, nc: Any, pod: dict[str, Any], namespace: 
         session = ExecSession(nc, node, {"namespace": namespace, "pod": name, "container": container,
                                          "session": secrets.token_hex(16), "openStdin": True,
                                          "tty": _bool(q.get("tty"))}, verb="attach")
-        try:
-            await session.open()
-            if await session.relay(ws, stdout=_bool(q.get("stdout", "true")),
-                                   stderr=_bool(q.get("stderr", "true"))) is not None:
-                await _finish(ws, SUCCESS)
-        except errors.KybError as e:
-            await _finish(ws, failure(e))
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
-            await session.close()
+        await _serve_session(ws, session, q, lambda _code: SUCCESS)
         return ws
     req = {"namespace": namespace, "pod": name, "container": container, "follow": True, "tail": 0}
 
