@@ -62,11 +62,11 @@ data:
 
 
 @contextlib.contextmanager
-def apiserver_up(state, *args: str):
+def apiserver_up(state, *args: str, runtime: str = "process"):
     """A `kyb up` of the test's own (``args`` added to its command line), once its apiserver answers."""
     from tests.kybup import Up
 
-    up = Up(state, *args)
+    up = Up(state, *args, runtime=runtime)
     try:
         wait_until(lambda: _kubectl(up, "get", "--raw", "/version", check=False).returncode == 0, timeout=30,
                    what="the apiserver")
@@ -293,6 +293,56 @@ def test_a_job_success_policy_is_accepted_and_validated(cluster, tmp_path):
     done = _kubectl(cluster, "apply", "-f", str(manifest), check=False)
     assert done.returncode == 1 and "too large index" in done.stderr, done.stderr
     _kubectl(cluster, "delete", "job", "leader-done")
+
+
+def test_a_helm_charts_rbac_applies_and_aggregates(cluster, tmp_path):
+    from tests.test_rbac import HELM_RBAC
+
+    first = _kubectl(cluster, "apply", "-f", str(HELM_RBAC)).stdout.splitlines()
+    assert first == ["serviceaccount/demo-operator created",
+                     "clusterrole.rbac.authorization.k8s.io/demo-operator created",
+                     "clusterrole.rbac.authorization.k8s.io/demo-operator-view created",
+                     "clusterrolebinding.rbac.authorization.k8s.io/demo-operator created",
+                     "role.rbac.authorization.k8s.io/demo-operator-leader-election created",
+                     "rolebinding.rbac.authorization.k8s.io/demo-operator-leader-election created"]
+    again = _kubectl(cluster, "apply", "-f", str(HELM_RBAC)).stdout.splitlines()
+    # As against Kubernetes: subjects is an atomic list and the User's apiGroup was defaulted, so
+    # kubectl's patch names the list again (the stored object stays as it was); the rest is unchanged.
+    assert again[-1] == "rolebinding.rbac.authorization.k8s.io/demo-operator-leader-election configured"
+    assert [line.rsplit(" ", 1)[1] for line in again[:-1]] == ["unchanged"] * 5, again
+    roles = _kubectl(cluster, "get", "roles").stdout.splitlines()
+    assert roles[0].split() == ["NAME", "CREATED", "AT"] and roles[1].split()[0] == "demo-operator-leader-election"
+    crb = _kubectl(cluster, "get", "clusterrolebinding", "demo-operator", "-o", "wide").stdout.splitlines()
+    assert crb[0].split() == ["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"]
+    assert crb[1].split()[:2] == ["demo-operator", "ClusterRole/demo-operator"]
+    assert crb[1].split()[-1] == "default/demo-operator"
+    rb = _kubectl(cluster, "get", "rolebindings").stdout.splitlines()
+    assert rb[0].split() == ["NAME", "ROLE", "AGE"] and rb[1].split()[1] == "Role/demo-operator-leader-election"
+
+    # an aggregated ClusterRole picks up the chart's aggregate-to-view role
+    view = tmp_path / "view.yaml"
+    view.write_text("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: demo-view-all}\n"
+                    "aggregationRule:\n  clusterRoleSelectors:\n"
+                    "  - matchLabels: {rbac.authorization.k8s.io/aggregate-to-view: 'true'}\nrules: []\n")
+    _kubectl(cluster, "apply", "-f", str(view))
+    wait_until(lambda: _kubectl(cluster, "get", "clusterrole", "demo-view-all", "-o",
+                                "jsonpath={.rules[0].resources}").stdout == '["widgets","widgets/status"]',
+               timeout=30, what="the aggregated rules")
+
+    # refused, naming the field
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: bad}\n"
+                   "roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}\n"
+                   "subjects: [{kind: ServiceAccount, name: robot}]\n")
+    done = _kubectl(cluster, "apply", "-f", str(bad), check=False)
+    assert done.returncode == 1 and "subjects[0].namespace: Required value" in done.stderr, done.stderr
+    moved = tmp_path / "moved.yaml"
+    moved.write_text(HELM_RBAC.read_text().split("# Source: demo-operator/templates/rolebinding.yaml")[1]
+                     .replace("kind: Role\n", "kind: ClusterRole\n").replace(
+                         "name: demo-operator-leader-election\nsubjects", "name: demo-operator\nsubjects"))
+    done = _kubectl(cluster, "apply", "-f", str(moved), check=False)
+    assert done.returncode == 1 and "cannot change roleRef" in done.stderr, done.stderr
+    _kubectl(cluster, "delete", "-f", str(HELM_RBAC), "-f", str(view), "--timeout=60s")
 
 
 def test_explain_reads_the_openapi(cluster):

@@ -17,7 +17,7 @@ import pytest
 
 from tests import images
 from tests.cluster import wait_until
-from tests.test_apiserver_kubectl import KUBECTL, _kubectl
+from tests.test_apiserver_kubectl import KUBECTL, _kubectl, apiserver_up
 
 pytestmark = [pytest.mark.docker,
               pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")]
@@ -26,15 +26,8 @@ busybox_image = images.busybox_image  # the session fixture, shared with other t
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, docker_engine):
-    from tests.kybup import Up
-
-    up = Up(tmp_path_factory.mktemp("apiserver-attach") / "state", runtime="docker")  # loopback network
-    try:
-        wait_until(lambda: _kubectl(up, "get", "--raw", "/version", check=False).returncode == 0, timeout=30,
-                   what="the apiserver")
+    with apiserver_up(tmp_path_factory.mktemp("apiserver-attach") / "state", runtime="docker") as up:  # loopback
         yield up
-    finally:
-        up.stop()
 
 
 class Terminal:

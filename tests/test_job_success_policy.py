@@ -3,7 +3,6 @@ cluster of tests/test_job_reconcile.py, validation, and the controller on a real
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import msgspec
@@ -26,7 +25,7 @@ from services.job.reconcile import (
     success_rule,
 )
 from tests.cluster import HollowKubelet, wait_for
-from tests.test_job_reconcile import World, actions, job, settle
+from tests.test_job_reconcile import World, actions, drive, job, settle
 from tests.test_job_service import Cluster, cluster, job_manifest  # noqa: F401 - the cluster fixture
 
 # --- the rule ---------------------------------------------------------------------------------
@@ -139,16 +138,7 @@ def test_a_met_policy_stops_the_pods_never_fails_and_completes(shape, acts):
     the Job never fails, and it ends Complete (reason SuccessPolicy) with every result counted
     once and nothing left running; a Job that does not fail always meets its policy in the end."""
     w = PolicyWorld(job(**shape))
-    for kind, a, b in acts:
-        if kind == "finish":
-            w.finish(a, b)
-        elif kind == "reconcile":
-            w.reconcile(steps=a)
-        elif kind == "tick":
-            w.now += dt.timedelta(seconds=a)
-        else:
-            w.kubelet_removes_terminating()
-        w.check()
+    drive(w, acts)
     settle(w)
     status = w.job.status
     assert status.succeeded == len(w.ever_succeeded) and status.failed == len(w.ever_failed)
