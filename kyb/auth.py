@@ -77,6 +77,7 @@ CONTROLLER_WRITES: dict[str, tuple[str, ...]] = {
     "daemonset": ("DaemonSet", "Pod", "ControllerRevision"),
     "statefulset": ("StatefulSet", "Pod", "PersistentVolumeClaim", "ControllerRevision"),
     "disruption": ("PodDisruptionBudget",),
+    "clusterroleaggregation": ("ClusterRole",),
     "endpoints": ("Endpoints", "EndpointSlice"),
     "nodelifecycle": ("Node", "Pod"),
     "nodeipam": ("Node",),

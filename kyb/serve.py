@@ -37,6 +37,7 @@ SERVICES: dict[str, str] = {
     "daemonset": "services.daemonset.service",
     "statefulset": "services.statefulset.service",
     "disruption": "services.disruption.service",
+    "clusterroleaggregation": "services.clusterroleaggregation.service",
     "gc": "services.gc.service",
     "endpoints": "services.endpoints.service",
     "nodelifecycle": "services.nodelifecycle.service",

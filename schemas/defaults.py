@@ -4,8 +4,8 @@ Unconditional defaults (replicas 1, restartPolicy Always, probe periods, protoco
 struct field defaults, so they hold for every decoded or constructed object. This module adds
 the ones that depend on other fields: imagePullPolicy from the image tag, rolling-update
 parameters for the RollingUpdate strategy, a Service port's targetPort, Job completions,
-a ReplicationController's selector, Secret stringData. ``apply_defaults`` never mutates its
-argument; it returns a new object.
+a ReplicationController's selector, Secret stringData, an RBAC binding's roleRef and subject
+apiGroups. ``apply_defaults`` never mutates its argument; it returns a new object.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from schemas.meta import Object
 from schemas.netpolicy import default as _network_policy
 from schemas.networking import NetworkPolicy
 from schemas.pod import Container, EmptyDirVolumeSource, Pod, PodSpec, PodTemplateSpec, PullPolicy, Volume
+from schemas.rbac import ClusterRoleBinding, RoleBinding, default_binding
 
 T = TypeVar("T", bound=Object)
 
@@ -170,6 +171,8 @@ _DEFAULTERS: dict[type, Callable[[Any], Any]] = {
     Service: _service,
     Secret: _secret,
     NetworkPolicy: _network_policy,
+    RoleBinding: default_binding,
+    ClusterRoleBinding: default_binding,
 }
 
 

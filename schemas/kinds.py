@@ -16,6 +16,7 @@ from schemas import (
                   networking,
                   pod,
                   policy,
+                  rbac,
                   scheduling,
                   storage,
 )
@@ -55,6 +56,11 @@ register(KindInfo("StorageClass", ("storage.k8s.io/v1",), "storageclasses", stor
                   namespaced=False, short_names=("sc",)))
 register(KindInfo("PriorityClass", ("scheduling.k8s.io/v1",), "priorityclasses", scheduling.PriorityClass,
                   namespaced=False, short_names=("pc",)))
+register(KindInfo("Role", (rbac.API_VERSION,), "roles", rbac.Role))
+register(KindInfo("RoleBinding", (rbac.API_VERSION,), "rolebindings", rbac.RoleBinding))
+register(KindInfo("ClusterRole", (rbac.API_VERSION,), "clusterroles", rbac.ClusterRole, namespaced=False))
+register(KindInfo("ClusterRoleBinding", (rbac.API_VERSION,), "clusterrolebindings", rbac.ClusterRoleBinding,
+                  namespaced=False))
 register(KindInfo("Lease", ("coordination.k8s.io/v1",), "leases", coordination.Lease))
 register(KindInfo("PodDisruptionBudget", ("policy/v1",), "poddisruptionbudgets", policy.PodDisruptionBudget,
                   short_names=("pdb",)))

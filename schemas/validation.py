@@ -42,6 +42,17 @@ from schemas.pod import PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec,
 from schemas.policy import PodDisruptionBudget
 from schemas.policy import validate as _pdb
 from schemas.quantity import scaled_int_or_percent
+from schemas.rbac import (
+    ClusterRole,
+    ClusterRoleBinding,
+    Role,
+    RoleBinding,
+    validate_binding_update,
+    validate_cluster_role,
+    validate_cluster_role_binding,
+    validate_role,
+    validate_role_binding,
+)
 from schemas.registry import for_manifest
 from schemas.scheduling import (
     HIGHEST_USER_DEFINABLE_PRIORITY,
@@ -811,12 +822,18 @@ _CHECKS: dict[type, Any] = {
     NetworkPolicy: _network_policy,
     PodDisruptionBudget: _pdb,
     PriorityClass: _priority_class,
+    Role: validate_role,
+    ClusterRole: validate_cluster_role,
+    RoleBinding: validate_role_binding,
+    ClusterRoleBinding: validate_cluster_role_binding,
 }
 
 _UPDATE_CHECKS: dict[type, Any] = {
     Job: _job_update,
     Pod: _pod_update,
     PriorityClass: _priority_class_update,
+    RoleBinding: validate_binding_update,
+    ClusterRoleBinding: validate_binding_update,
 }
 
 __all__ = ["NODE_PORT_RANGE", "SchemaError", "decode", "load", "validate", "validate_update"]

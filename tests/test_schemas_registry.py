@@ -24,7 +24,9 @@ SCHEMAS_DIR = Path(generate.__file__).parent
      ("pvc", "PersistentVolumeClaim"), ("sc", "StorageClass"), ("ing", "Ingress"),
      ("hpa", "HorizontalPodAutoscaler"), ("ev", "Event"), ("jobs", "Job"), ("job.batch", "Job"),
      ("leases", "Lease"), ("endpointslices", "EndpointSlice"), ("ingressclasses", "IngressClass"),
-     ("secrets", "Secret"), ("pc", "PriorityClass"), ("priorityclasses.scheduling.k8s.io", "PriorityClass")],
+     ("secrets", "Secret"), ("pc", "PriorityClass"), ("priorityclasses.scheduling.k8s.io", "PriorityClass"),
+     ("roles", "Role"), ("clusterrole", "ClusterRole"), ("rolebindings.rbac.authorization.k8s.io", "RoleBinding"),
+     ("ClusterRoleBinding", "ClusterRoleBinding")],
 )
 def test_kubectl_names_resolve(name: str, kind: str) -> None:
     assert resolve(name).kind == kind
@@ -32,7 +34,8 @@ def test_kubectl_names_resolve(name: str, kind: str) -> None:
 
 def test_scopes_and_versions() -> None:
     cluster = {k.kind for k in all_kinds() if not k.namespaced}
-    assert cluster == {"Namespace", "Node", "PersistentVolume", "StorageClass", "IngressClass", "PriorityClass"}
+    assert cluster == {"Namespace", "Node", "PersistentVolume", "StorageClass", "IngressClass", "PriorityClass",
+                       "ClusterRole", "ClusterRoleBinding"}
     assert for_manifest("autoscaling/v1", "HorizontalPodAutoscaler").bucket == "kyb-horizontalpodautoscalers"
     assert by_kind("Deployment").api_version == "apps/v1"
     with pytest.raises(UnknownKind):
@@ -49,6 +52,8 @@ def test_every_kind_says_what_it_is_on_the_wire(info) -> None:
         minimal["provisioner"] = "kyb.io/hostpath"
     if "value" in fields:  # PriorityClass
         minimal["value"] = 1
+    if "roleRef" in fields:  # RoleBinding, ClusterRoleBinding
+        minimal["roleRef"] = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"}
     obj = msgspec.convert({"metadata": {"name": "x"}, **minimal}, info.type)
     wire = json.loads(msgspec.json.encode(obj))
     assert wire["kind"] == info.kind and wire["apiVersion"] == info.api_version

@@ -364,6 +364,31 @@ def _priorityclass_row(pc: Obj, now: _dt.datetime) -> Row:
     return [str(pc.get("value", 0)), "true" if pc.get("globalDefault") else "false", _age(pc, now)]
 
 
+def _created_at(obj: Obj, _now: _dt.datetime) -> Row:
+    """kubectl's CREATED AT of Roles and ClusterRoles: the creation time in RFC 3339, UTC."""
+    t = parse_time(_meta(obj).get("creationTimestamp"))
+    return [t.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else "<unknown>"]
+
+
+def _binding_row(b: Obj, now: _dt.datetime) -> Row:
+    ref = b.get("roleRef") or {}
+    return [f"{ref.get('kind', '')}/{ref.get('name', '')}", _age(b, now)]
+
+
+def _binding_wide(b: Obj, now: _dt.datetime) -> Row:
+    """kubectl's USERS, GROUPS, SERVICEACCOUNTS (``namespace/name``) of a binding's subjects."""
+    users, groups, accounts = [], [], []
+    for s in b.get("subjects") or []:
+        kind, name = s.get("kind"), s.get("name", "")
+        if kind == "User":
+            users.append(name)
+        elif kind == "Group":
+            groups.append(name)
+        elif kind == "ServiceAccount":
+            accounts.append(f"{s['namespace']}/{name}" if s.get("namespace") else name)
+    return _binding_row(b, now) + [", ".join(users), ", ".join(groups), ", ".join(accounts)]
+
+
 def _hpa_row(hpa: Obj, now: _dt.datetime) -> Row:
     spec, st = _spec(hpa), _status(hpa)
     ref = spec.get("scaleTargetRef") or {}
@@ -450,6 +475,10 @@ _COLUMNS: dict[str, Columns] = {
     "PersistentVolumeClaim": (["STATUS", "VOLUME", "CAPACITY", "ACCESS MODES", "STORAGECLASS", "AGE"], _pvc_row),
     "StorageClass": (["PROVISIONER", "RECLAIMPOLICY", "AGE"], _storageclass_row),
     "PriorityClass": (["VALUE", "GLOBAL-DEFAULT", "AGE"], _priorityclass_row),
+    "Role": (["CREATED AT"], _created_at),
+    "ClusterRole": (["CREATED AT"], _created_at),
+    "RoleBinding": (["ROLE", "AGE"], _binding_row),
+    "ClusterRoleBinding": (["ROLE", "AGE"], _binding_row),
     "HorizontalPodAutoscaler": (["REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"], _hpa_row),
     "Lease": (["HOLDER", "AGE"], _lease_row),
     "Event": (["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], _event_row),
@@ -464,6 +493,8 @@ _WIDE: dict[str, Columns] = {
                    lambda o, now: _replicaset_row(o, now) + _containers_images_selector(o)),
     "StatefulSet": (["READY", "AGE", "CONTAINERS", "IMAGES"],
                     lambda o, now: _statefulset_row(o, now) + _containers_images_selector(o)[:2]),
+    "RoleBinding": (["ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"], _binding_wide),
+    "ClusterRoleBinding": (["ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"], _binding_wide),
 }
 
 

@@ -20,6 +20,7 @@ from kyb import errors
 from schemas import limits
 from schemas.batch import GENERATED_TEMPLATE_LABELS, Job
 from schemas.meta import LAST_APPLIED_ANNOTATION, Object
+from schemas.rbac import ClusterRole
 from schemas.registry import KindInfo, UnknownKind, for_manifest
 from schemas.validation import SchemaError, decode, validate_update
 
@@ -219,7 +220,19 @@ def merge_apply(current: Object, desired: Object, doc: dict[str, Any]) -> Object
             continue
         changes[f] = getattr(desired, f)
     merged = msgspec.structs.replace(current, apiVersion=desired.apiVersion, **changes)
-    return _keep_generated_job_selector(_keep_unset_replicas(merged, current, doc, prev_doc), current, doc)
+    merged = _keep_aggregated_rules(_keep_unset_replicas(merged, current, doc, prev_doc), current, doc, prev_doc)
+    return _keep_generated_job_selector(merged, current, doc)
+
+
+def _keep_aggregated_rules(merged: Object, current: Object, doc: dict[str, Any], prev_doc: dict[str, Any]) -> Object:
+    """An aggregated ClusterRole's rules are the controller's: a manifest that never held
+    ``rules`` leaves them as they are (as kubectl's three-way merge keeps a field neither the
+    manifest nor the last applied one sets)."""
+    if not isinstance(merged, ClusterRole) or not isinstance(current, ClusterRole) or merged.aggregationRule is None:
+        return merged
+    if "rules" in doc or "rules" in prev_doc or merged.rules == current.rules:
+        return merged
+    return msgspec.structs.replace(merged, rules=current.rules)
 
 
 def _keep_generated_job_selector(merged: Object, current: Object, doc: dict[str, Any]) -> Object:
