@@ -242,6 +242,27 @@ def test_kubectl_create_priorityclass(cluster):
         _kubectl(cluster, "delete", "pc", "gen-high", "--ignore-not-found", check=False)
 
 
+def test_kubectl_create_roles_and_bindings(cluster):
+    """kubectl create role|clusterrole|rolebinding|clusterrolebinding send protobuf bodies."""
+    made = ["role/gen-reader", "rolebinding/gen-reader", "clusterrole/gen-logs", "clusterrolebinding/gen-logs"]
+    try:
+        _kubectl(cluster, "create", "role", "gen-reader", "--verb=get,list", "--resource=pods,deployments.apps")
+        rules = json.loads(_kubectl(cluster, "get", "role", "gen-reader", "-o", "json").stdout)["rules"]
+        assert [(r["apiGroups"], r["resources"], r["verbs"]) for r in rules] == [
+            ([""], ["pods"], ["get", "list"]), (["apps"], ["deployments"], ["get", "list"])]
+        _kubectl(cluster, "create", "rolebinding", "gen-reader", "--role=gen-reader", "--user=ann",
+                 "--serviceaccount=default:robot")
+        rb = json.loads(_kubectl(cluster, "get", "rolebinding", "gen-reader", "-o", "json").stdout)
+        assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "gen-reader"}
+        assert [(s["kind"], s["name"]) for s in rb["subjects"]] == [("User", "ann"), ("ServiceAccount", "robot")]
+        _kubectl(cluster, "create", "clusterrole", "gen-logs", "--verb=get", "--non-resource-url=/logs/*")
+        _kubectl(cluster, "create", "clusterrolebinding", "gen-logs", "--clusterrole=gen-logs", "--group=ops")
+        crb = _kubectl(cluster, "get", "clusterrolebinding", "gen-logs", "-o", "wide").stdout.splitlines()[1].split()
+        assert crb[1] == "ClusterRole/gen-logs" and "ops" in crb
+    finally:
+        _kubectl(cluster, "delete", "--ignore-not-found", *made, check=False)
+
+
 def test_service_accounts_apply_and_list(cluster, tmp_path):
     manifest = tmp_path / "sa.yaml"
     manifest.write_text("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: builder}\n"
