@@ -33,6 +33,7 @@ from kyb import buckets, deletion, errors, events, metrics, secretbox, telemetry
 from kyb.requester import Requester
 from schemas.defaults import with_service_account
 from schemas.helpers import scoped_key, split_key
+from schemas.limitrange import LimitRange, LimitRefused, with_limits
 from schemas.meta import Object, ObjectMeta
 from schemas.names import generated_name
 from schemas.pod import Pod
@@ -67,9 +68,11 @@ def key_of(info: KindInfo, namespace: str | None, name: str) -> str:
 
 
 _stamp: tuple[int, str] = (-1, "")
-# Seconds a store trusts the PriorityClasses it read before it asks whether they changed (one
-# stream-info request); its own class writes reset them at once.
+# Seconds a store trusts the PriorityClasses (and LimitRanges) it read before it asks whether
+# they changed (one stream-info request); its own writes of them reset them at once.
 PRIORITY_CLASSES_FRESH = 1.0
+# The kinds every new pod's admission reads (Priority, LimitRanger), each through a KindCache.
+ADMISSION_KINDS = ("PriorityClass", "LimitRange")
 
 
 def now_rfc3339(now: datetime | None = None) -> str:
@@ -166,6 +169,68 @@ class _PubAck(msgspec.Struct):
 _decode_ack = msgspec.json.Decoder(_PubAck).decode
 
 
+class KindCache:
+    """Every object of one kind as a store last listed it, for what admission reads on every new
+    pod. Concurrent readers share one listing (a pod created while one is in flight sees the
+    objects as of that read, one round trip old at most), and the kind is listed again only when
+    its stream has moved since the last listing, asked at most every ``PRIORITY_CLASSES_FRESH``
+    seconds: one stream-info request per wave of new pods otherwise."""
+
+    def __init__(self, store: Store, kind: str) -> None:
+        self.store, self.kind = store, kind
+        self._objects: tuple[int, list[Object]] | None = None  # (stream's last sequence, objects)
+        self._checked = 0.0  # monotonic time the objects were last found current
+        self._read: asyncio.Future[list[Object]] | None = None  # the read in flight
+
+    @property
+    def seen(self) -> bool:
+        return self._objects is not None
+
+    def forget(self) -> None:
+        self._objects = None
+
+    async def get(self) -> list[Object]:
+        while (pending := self._read) is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # we are the one cancelled
+                # the reader was cancelled: read ourselves
+        read: asyncio.Future[list[Object]] = asyncio.get_running_loop().create_future()
+        self._read = read
+        try:
+            objects = await self._fetch()
+        except Exception as e:
+            read.set_exception(e)
+            read.exception()  # retrieved: the waiters, if any, raise it too
+            raise
+        except BaseException:
+            read.cancel()
+            raise
+        finally:
+            self._read = None
+        read.set_result(objects)
+        return objects
+
+    async def _fetch(self) -> list[Object]:
+        now = time.monotonic()
+        if self._objects is not None and now - self._checked < PRIORITY_CLASSES_FRESH:
+            return self._objects[1]
+        info = by_kind(self.kind)
+        await self.store._bucket(info)
+        try:
+            last = (await self.store.js.stream_info(f"KV_{info.bucket}")).state.last_seq
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.Error) as e:
+            raise errors.Temporary(f"reading {info.plural}: {type(e).__name__}", delay=0.5) from e
+        self._checked = now
+        if self._objects is not None and self._objects[0] == last:
+            return self._objects[1]
+        objects = await self.store.list(info)
+        self._objects = (last, objects)
+        return objects
+
+
 class Store:
     """CAS reads and writes of typed objects; see the module docstring."""
 
@@ -180,9 +245,7 @@ class Store:
         self._nc = js._nc
         self._requests = Requester(self._nc)
         self._timeout = float(js._timeout)
-        self._classes: tuple[int, list[PriorityClass]] | None = None  # (stream's last sequence, classes)
-        self._classes_checked = 0.0  # monotonic time the classes were last found current
-        self._classes_read: asyncio.Future[list[PriorityClass]] | None = None  # the read in flight
+        self._admission = {kind: KindCache(self, kind) for kind in ADMISSION_KINDS}
 
     def _now(self) -> str:
         """Now as Kubernetes writes it: from the clock given, else the system's (no datetime made)."""
@@ -286,8 +349,8 @@ class Store:
 
     async def _publish(self, info: KindInfo, key: str, payload: bytes, expected: int, extra: dict[str, str] | None = None) -> int:
         await self._bucket(info)
-        if info.kind == "PriorityClass":
-            self._classes = None  # this process sees its own class writes at its next pod
+        if info.kind in self._admission:
+            self._admission[info.kind].forget()  # this process sees its own writes at its next pod
         op = "delete" if (extra or {}).get("KV-Operation") == "DEL" else ("create" if expected == 0 else "update")
         # Inside a trace, the write is a span of its own naming the object, so `kyb trace`
         # can find the traces that touched an object; watchers continue from this span.
@@ -382,68 +445,38 @@ class Store:
         return with_revision(obj, rev)
 
     async def admit_pod(self, pod: Pod) -> Pod:
-        """Kubernetes' Priority admission of a new pod (``schemas.scheduling.with_priority``)
-        against the PriorityClasses as this store last saw them (at most
-        ``PRIORITY_CLASSES_FRESH`` seconds ago, its own class writes always; as Kubernetes'
-        admission reads an informer's cache); a class named but not seen is read afresh before
-        the pod is refused. Forbidden naming the field it refuses."""
-        classes = await self._priority_classes()
+        """What admission does to every new pod, from a manifest or a controller: Kubernetes'
+        Priority admission (``schemas.scheduling.with_priority``) and LimitRanger
+        (``schemas.limitrange.with_limits``), against the PriorityClasses and LimitRanges as this
+        store last saw them (at most ``PRIORITY_CLASSES_FRESH`` seconds ago, its own writes of
+        them always; as Kubernetes' admission reads an informer's cache); a class named but not
+        seen is read afresh before the pod is refused. Forbidden naming the field it refuses
+        (Invalid when LimitRanger's defaults leave a request above its limit)."""
+        name = pod.metadata.name or pod.metadata.generateName or ""
+        classes_cache = self._admission["PriorityClass"]
+        classes = [c for c in await classes_cache.get() if isinstance(c, PriorityClass)]
         wanted = pod.spec.priorityClassName
         named = next((c for c in classes if c.metadata.name == wanted), None) if wanted else None
-        if wanted and named is None and self._classes is not None:
-            self._classes = None  # made since the last look, perhaps by another process
-            classes = await self._priority_classes()
+        if wanted and named is None and classes_cache.seen:
+            classes_cache.forget()  # made since the last look, perhaps by another process
+            classes = [c for c in await classes_cache.get() if isinstance(c, PriorityClass)]
             named = next((c for c in classes if c.metadata.name == wanted), None)
         try:
-            return with_priority(pod, named, global_default(classes))
+            pod = with_priority(pod, named, global_default(classes))
         except PriorityRefused as e:
-            name = pod.metadata.name or pod.metadata.generateName or ""
             raise errors.Forbidden(f'pods "{name}" is forbidden: {e.message}', [errors.FieldError(e.field, e.message)]) from None
-
-    async def _priority_classes(self) -> list[PriorityClass]:
-        """Every PriorityClass as stored now. Concurrent creates share one read (a pod created
-        while one is in flight sees the classes as of that read, one round trip old at most),
-        and the classes are listed again only when their stream has moved since the last
-        listing: one stream-info request per wave of new pods otherwise."""
-        while (pending := self._classes_read) is not None:
-            try:
-                return await asyncio.shield(pending)
-            except asyncio.CancelledError:
-                if not pending.cancelled():
-                    raise  # we are the one cancelled
-                # the reader was cancelled: read ourselves
-        read: asyncio.Future[list[PriorityClass]] = asyncio.get_running_loop().create_future()
-        self._classes_read = read
+        namespace = pod.metadata.namespace or "default"
+        ranges = [r for r in await self._admission["LimitRange"].get()
+                  if isinstance(r, LimitRange) and r.metadata.namespace == namespace]
         try:
-            classes = await self._read_priority_classes()
-        except Exception as e:
-            read.set_exception(e)
-            read.exception()  # retrieved: the waiters, if any, raise it too
-            raise
-        except BaseException:
-            read.cancel()
-            raise
-        finally:
-            self._classes_read = None
-        read.set_result(classes)
-        return classes
-
-    async def _read_priority_classes(self) -> list[PriorityClass]:
-        now = time.monotonic()
-        if self._classes is not None and now - self._classes_checked < PRIORITY_CLASSES_FRESH:
-            return self._classes[1]
-        info = by_kind("PriorityClass")
-        await self._bucket(info)
-        try:
-            last = (await self.js.stream_info(f"KV_{info.bucket}")).state.last_seq
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.Error) as e:
-            raise errors.Temporary(f"reading {info.plural}: {type(e).__name__}", delay=0.5) from e
-        self._classes_checked = now
-        if self._classes is not None and self._classes[0] == last:
-            return self._classes[1]
-        classes = [c for c in await self.list(info) if isinstance(c, PriorityClass)]
-        self._classes = (last, classes)
-        return classes
+            return with_limits(pod, ranges)
+        except LimitRefused as e:
+            details = [errors.FieldError(f, m) for f, m in e.problems]
+            if not e.forbidden:
+                joined = ", ".join(f"{f}: {m}" for f, m in e.problems)
+                raise errors.Invalid(f'Pod "{name}" is invalid: {joined}', details) from None
+            joined = e.problems[0][1] if len(e.problems) == 1 else "[" + ", ".join(m for _, m in e.problems) + "]"
+            raise errors.Forbidden(f'pods "{name}" is forbidden: {joined}', details) from None
 
     @staticmethod
     def _exists(info: KindInfo, name: str) -> errors.AlreadyExists:

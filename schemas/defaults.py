@@ -5,7 +5,7 @@ struct field defaults, so they hold for every decoded or constructed object. Thi
 the ones that depend on other fields: imagePullPolicy from the image tag, rolling-update
 parameters for the RollingUpdate strategy, a Service port's targetPort, Job completions,
 a ReplicationController's selector, Secret stringData, an RBAC binding's roleRef and subject
-apiGroups. ``apply_defaults`` never mutates its argument; it returns a new object.
+apiGroups, a LimitRange's Container defaults. ``apply_defaults`` never mutates its argument; it returns a new object.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from schemas.apps import (
 )
 from schemas.batch import CronJob, Job
 from schemas.core import ReplicationController, Secret, Service
+from schemas.limitrange import LimitRange
+from schemas.limitrange import default as _limit_range
 from schemas.meta import Object
 from schemas.netpolicy import default as _network_policy
 from schemas.networking import NetworkPolicy
@@ -171,6 +173,7 @@ _DEFAULTERS: dict[type, Callable[[Any], Any]] = {
     Service: _service,
     Secret: _secret,
     NetworkPolicy: _network_policy,
+    LimitRange: _limit_range,
     RoleBinding: default_binding,
     ClusterRoleBinding: default_binding,
 }

@@ -13,6 +13,7 @@ from schemas import (
                   core,
                   discovery,
                   events,
+                  limitrange,
                   networking,
                   pod,
                   policy,
@@ -32,6 +33,7 @@ register(KindInfo("Endpoints", ("v1",), "endpoints", core.Endpoints, short_names
 register(KindInfo("ConfigMap", ("v1",), "configmaps", core.ConfigMap, short_names=("cm",)))
 register(KindInfo("ServiceAccount", ("v1",), "serviceaccounts", core.ServiceAccount, short_names=("sa",)))
 register(KindInfo("Secret", ("v1",), "secrets", core.Secret))
+register(KindInfo("LimitRange", ("v1",), "limitranges", limitrange.LimitRange, short_names=("limits",)))
 register(KindInfo("PersistentVolume", ("v1",), "persistentvolumes", core.PersistentVolume, namespaced=False,
                   short_names=("pv",)))
 register(KindInfo("PersistentVolumeClaim", ("v1",), "persistentvolumeclaims", core.PersistentVolumeClaim,

@@ -35,6 +35,8 @@ from schemas.core import (
     Service,
 )
 from schemas.defaults import apply_defaults
+from schemas.limitrange import LimitRange
+from schemas.limitrange import validate as _limit_range
 from schemas.meta import LabelSelector, Object
 from schemas.netpolicy import validate as _network_policy
 from schemas.networking import Ingress, NetworkPolicy
@@ -822,6 +824,7 @@ _CHECKS: dict[type, Any] = {
     NetworkPolicy: _network_policy,
     PodDisruptionBudget: _pdb,
     PriorityClass: _priority_class,
+    LimitRange: _limit_range,
     Role: validate_role,
     ClusterRole: validate_cluster_role,
     RoleBinding: validate_role_binding,

@@ -475,6 +475,7 @@ _COLUMNS: dict[str, Columns] = {
     "PersistentVolumeClaim": (["STATUS", "VOLUME", "CAPACITY", "ACCESS MODES", "STORAGECLASS", "AGE"], _pvc_row),
     "StorageClass": (["PROVISIONER", "RECLAIMPOLICY", "AGE"], _storageclass_row),
     "PriorityClass": (["VALUE", "GLOBAL-DEFAULT", "AGE"], _priorityclass_row),
+    "LimitRange": (["CREATED AT"], _created_at),
     "Role": (["CREATED AT"], _created_at),
     "ClusterRole": (["CREATED AT"], _created_at),
     "RoleBinding": (["ROLE", "AGE"], _binding_row),

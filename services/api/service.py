@@ -30,6 +30,7 @@ from kyb.serve import ServiceContext
 from kyb.store import Store, kind_info
 from schemas import limits
 from schemas.defaults import DEFAULT_SERVICE_ACCOUNT
+from schemas.limitrange import keep_defaults
 from schemas.meta import Object
 from schemas.pod import Pod
 from schemas.registry import KindInfo, all_kinds, by_kind
@@ -145,7 +146,7 @@ class Api:
     async def _update(self, info: KindInfo, new: Object, current: Object) -> Object | None:
         """Write ``new`` over ``current``; None when it would change nothing."""
         if isinstance(new, Pod) and isinstance(current, Pod):
-            new = keep_priority(new, current)
+            new = keep_defaults(keep_priority(new, current), current)
         admission.check_update(new, current)
         await self._one_global_default(new)
         claimed: set[str] = set()
