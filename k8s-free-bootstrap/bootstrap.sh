@@ -46,7 +46,7 @@ NODE_AGENTS="netagent netpol proxy dns"
 CNI_PLUGINS="bridge host-local portmap firewall loopback"
 PACKAGES="containernetworking-plugins nftables conntrack"
 # Used when the installed package cannot be asked (--no-install without a virtualenv).
-DEFAULT_SERVICES="api scheduler replication deployment job cronjob daemonset statefulset disruption clusterroleaggregation gc endpoints nodelifecycle nodeipam netagent netpol hpa volumebinder ingress proxy dns apiserver"
+DEFAULT_SERVICES="api scheduler replication deployment job cronjob daemonset statefulset disruption clusterroleaggregation resourcequota gc endpoints nodelifecycle nodeipam netagent netpol hpa volumebinder ingress proxy dns apiserver"
 
 while [ $# -gt 0 ]; do
   case "$1" in

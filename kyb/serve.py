@@ -38,6 +38,7 @@ SERVICES: dict[str, str] = {
     "statefulset": "services.statefulset.service",
     "disruption": "services.disruption.service",
     "clusterroleaggregation": "services.clusterroleaggregation.service",
+    "resourcequota": "services.resourcequota.service",
     "gc": "services.gc.service",
     "endpoints": "services.endpoints.service",
     "nodelifecycle": "services.nodelifecycle.service",

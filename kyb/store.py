@@ -37,6 +37,7 @@ from schemas.limitrange import LimitRange, LimitRefused, with_limits
 from schemas.meta import Object, ObjectMeta
 from schemas.names import generated_name
 from schemas.pod import Pod
+from schemas.quota import QuotaRefused, ResourceQuota, charge, quotas_for
 from schemas.registry import KindInfo, UnknownKind, all_kinds, by_kind, resolve
 from schemas.scheduling import PriorityClass, PriorityRefused, global_default, with_priority
 
@@ -72,7 +73,7 @@ _stamp: tuple[int, str] = (-1, "")
 # they changed (one stream-info request); its own writes of them reset them at once.
 PRIORITY_CLASSES_FRESH = 1.0
 # The kinds every new pod's admission reads (Priority, LimitRanger), each through a KindCache.
-ADMISSION_KINDS = ("PriorityClass", "LimitRange")
+ADMISSION_KINDS = ("PriorityClass", "LimitRange", "ResourceQuota")
 
 
 def now_rfc3339(now: datetime | None = None) -> str:
@@ -423,6 +424,7 @@ class Store:
         obj = msgspec.structs.replace(obj, apiVersion=obj.apiVersion or info.api_version, kind=info.kind, metadata=meta)
         if isinstance(obj, Pod):  # what admission gives every new pod, also a controller's
             obj = await self.admit_pod(with_service_account(obj))
+            await self.charge_quotas(obj)
         key = key_of(info, meta.namespace, meta.name)
         payload = encode(obj)
         try:
@@ -477,6 +479,41 @@ class Store:
                 raise errors.Invalid(f'Pod "{name}" is invalid: {joined}', details) from None
             joined = e.problems[0][1] if len(e.problems) == 1 else "[" + ", ".join(m for _, m in e.problems) + "]"
             raise errors.Forbidden(f'pods "{name}" is forbidden: {joined}', details) from None
+
+    async def charge_quotas(self, pod: Pod) -> None:
+        """Kubernetes' ResourceQuota admission of a new pod: charge it to each quota of its
+        namespace that limits pods or compute (``schemas.quota.charge``), each by a
+        compare-and-set of the quota's ``status.used`` at the revision read, so concurrent
+        creates (on any path, in any process) cannot together pass ``hard``: a conflict re-reads
+        and recomputes. Forbidden, naming the quota's resource, when one would be exceeded.
+        The quotas a process knows are at most ``PRIORITY_CLASSES_FRESH`` seconds old."""
+        namespace = pod.metadata.namespace or "default"
+        name = pod.metadata.name or pod.metadata.generateName or ""
+        info = by_kind("ResourceQuota")
+        for known in quotas_for(await self._admission["ResourceQuota"].get(), namespace):
+            for _ in range(60):
+                try:
+                    quota = await self.get(info, namespace, known.metadata.name)
+                except errors.NotFound:
+                    break
+                if not isinstance(quota, ResourceQuota):
+                    break
+                try:
+                    used = charge(quota, pod)
+                except QuotaRefused as e:
+                    raise errors.Forbidden(f'pods "{name}" is forbidden: {e.message}',
+                                           [errors.FieldError(e.field, e.message)]) from None
+                if used is None:
+                    break
+                charged = msgspec.structs.replace(quota, status=msgspec.structs.replace(quota.status, used=used))
+                try:
+                    await self.update(charged, current=quota)
+                except errors.Conflict:
+                    await asyncio.sleep(random.uniform(0, 0.01))
+                    continue
+                break
+            else:
+                raise errors.Conflict(f'resourcequotas "{known.metadata.name}": too many concurrent charges, try again')
 
     @staticmethod
     def _exists(info: KindInfo, name: str) -> errors.AlreadyExists:

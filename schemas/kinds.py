@@ -17,6 +17,7 @@ from schemas import (
                   networking,
                   pod,
                   policy,
+                  quota,
                   rbac,
                   scheduling,
                   storage,
@@ -34,6 +35,7 @@ register(KindInfo("ConfigMap", ("v1",), "configmaps", core.ConfigMap, short_name
 register(KindInfo("ServiceAccount", ("v1",), "serviceaccounts", core.ServiceAccount, short_names=("sa",)))
 register(KindInfo("Secret", ("v1",), "secrets", core.Secret))
 register(KindInfo("LimitRange", ("v1",), "limitranges", limitrange.LimitRange, short_names=("limits",)))
+register(KindInfo("ResourceQuota", ("v1",), "resourcequotas", quota.ResourceQuota, short_names=("quota",)))
 register(KindInfo("PersistentVolume", ("v1",), "persistentvolumes", core.PersistentVolume, namespaced=False,
                   short_names=("pv",)))
 register(KindInfo("PersistentVolumeClaim", ("v1",), "persistentvolumeclaims", core.PersistentVolumeClaim,

@@ -44,6 +44,8 @@ from schemas.pod import PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec,
 from schemas.policy import PodDisruptionBudget
 from schemas.policy import validate as _pdb
 from schemas.quantity import scaled_int_or_percent
+from schemas.quota import ResourceQuota
+from schemas.quota import validate as _resource_quota
 from schemas.rbac import (
     ClusterRole,
     ClusterRoleBinding,
@@ -825,6 +827,7 @@ _CHECKS: dict[type, Any] = {
     PodDisruptionBudget: _pdb,
     PriorityClass: _priority_class,
     LimitRange: _limit_range,
+    ResourceQuota: _resource_quota,
     Role: validate_role,
     ClusterRole: validate_cluster_role,
     RoleBinding: validate_role_binding,

@@ -26,7 +26,8 @@ SCHEMAS_DIR = Path(generate.__file__).parent
      ("leases", "Lease"), ("endpointslices", "EndpointSlice"), ("ingressclasses", "IngressClass"),
      ("secrets", "Secret"), ("pc", "PriorityClass"), ("priorityclasses.scheduling.k8s.io", "PriorityClass"),
      ("roles", "Role"), ("clusterrole", "ClusterRole"), ("rolebindings.rbac.authorization.k8s.io", "RoleBinding"),
-     ("ClusterRoleBinding", "ClusterRoleBinding"), ("limits", "LimitRange"), ("limitranges", "LimitRange")],
+     ("ClusterRoleBinding", "ClusterRoleBinding"), ("limits", "LimitRange"), ("limitranges", "LimitRange"),
+     ("quota", "ResourceQuota"), ("resourcequotas", "ResourceQuota")],
 )
 def test_kubectl_names_resolve(name: str, kind: str) -> None:
     assert resolve(name).kind == kind

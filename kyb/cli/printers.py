@@ -389,6 +389,19 @@ def _binding_wide(b: Obj, now: _dt.datetime) -> Row:
     return _binding_row(b, now) + [", ".join(users), ", ".join(groups), ", ".join(accounts)]
 
 
+def _quota_row(q: Obj, now: _dt.datetime) -> Row:
+    """kubectl's REQUEST and LIMIT of a ResourceQuota: ``used/hard`` of each resource in
+    status.hard, by name, the ``limits.*`` ones under LIMIT."""
+    status = _status(q)
+    hard, used = status.get("hard") or {}, status.get("used") or {}
+    request: list[str] = []
+    limit: list[str] = []
+    for name in sorted(hard):
+        (limit if name.split(".")[0] == "limits" and "." in name else request).append(
+            f"{name}: {used.get(name, '0')}/{hard[name]}")
+    return [_age(q, now), ", ".join(request), ", ".join(limit)]
+
+
 def _hpa_row(hpa: Obj, now: _dt.datetime) -> Row:
     spec, st = _spec(hpa), _status(hpa)
     ref = spec.get("scaleTargetRef") or {}
@@ -476,6 +489,7 @@ _COLUMNS: dict[str, Columns] = {
     "StorageClass": (["PROVISIONER", "RECLAIMPOLICY", "AGE"], _storageclass_row),
     "PriorityClass": (["VALUE", "GLOBAL-DEFAULT", "AGE"], _priorityclass_row),
     "LimitRange": (["CREATED AT"], _created_at),
+    "ResourceQuota": (["AGE", "REQUEST", "LIMIT"], _quota_row),
     "Role": (["CREATED AT"], _created_at),
     "ClusterRole": (["CREATED AT"], _created_at),
     "RoleBinding": (["ROLE", "AGE"], _binding_row),

@@ -1,0 +1,217 @@
+"""ResourceQuota (v1): validation, usage and the admission charge as pure rules, `kyb get quota`'s
+columns, and on a real nats-server the resourcequota service keeping status.hard and status.used,
+pods over quota refused with Kubernetes' "exceeded quota" on both write paths (the api and
+Store.create), concurrent creates never passing hard, and usage released when pods go."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import msgspec
+import pytest
+
+from kyb import errors
+from kyb.cli import printers
+from kyb.client import ApiClient
+from kyb.store import Store
+from schemas.pod import Pod
+from schemas.quota import QuotaRefused, ResourceQuota, charge, usage
+from schemas.validation import SchemaError, decode
+from tests.cluster import QUIET, Services, wait_api, wait_for
+
+
+def quota_manifest(name: str = "q", **hard: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"hard": {k.replace("_", "."): v for k, v in hard.items()}}}
+
+
+def quota(hard: dict[str, str], used: dict[str, str] | None = None, name: str = "q") -> ResourceQuota:
+    return msgspec.convert({"metadata": {"name": name, "namespace": "default"}, "spec": {"hard": hard},
+                            "status": {"hard": hard, "used": used if used is not None else {}}}, ResourceQuota)
+
+
+def pod_manifest(name: str, cpu: str | None = "100m", memory: str | None = "64Mi", phase: str | None = None
+                 ) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    if cpu:
+        res["requests"] = {"cpu": cpu}
+    if memory:
+        res["limits"] = {"memory": memory}
+    m: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                         "spec": {"containers": [{"name": "c", "image": "busybox", "resources": res}]}}
+    if phase:
+        m["status"] = {"phase": phase}
+    return m
+
+
+def pod(name: str, **kw: Any) -> Pod:
+    return msgspec.convert(pod_manifest(name, **kw), Pod)
+
+
+# --- pure rules --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("hard", "want"),
+    [
+        pytest.param({"pods": "-1"}, [("spec.hard[pods]", 'Invalid value: "-1": must be greater than or equal to 0')],
+                     id="negative"),
+        pytest.param({"pods": "1.5"}, [("spec.hard[pods]", 'Invalid value: "1.5": must be an integer')],
+                     id="fractional-count"),
+        pytest.param({"widgets": "1"}, [("spec.hard[widgets]",
+                                         'Invalid value: "widgets": must be a standard resource for quota')],
+                     id="not-standard"),
+        pytest.param({"requests.cpu": "much"}, [("spec.hard[requests.cpu]", "quantities must match the regular "
+                                                 "expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$': \"much\"")],
+                     id="not-a-quantity"),
+    ],
+)
+def test_bad_quotas_are_refused_naming_the_field(hard, want):
+    with pytest.raises(SchemaError) as raised:
+        decode({**quota_manifest(), "spec": {"hard": hard}})
+    assert raised.value.details == want
+
+
+def test_usage_counts_non_terminal_pods_and_sums_their_resources():
+    hard = {"pods": "10", "requests.cpu": "2", "cpu": "2", "limits.memory": "1Gi", "count/configmaps": "3",
+            "services.nodeports": "1"}
+    pods = [pod("a"), pod("b", cpu="250m", memory="128Mi"), pod("done", phase="Succeeded"), pod("bare", cpu=None,
+                                                                                               memory=None)]
+    assert usage(hard, pods, {"configmaps": 2}) == {"pods": "3", "requests.cpu": "350m", "cpu": "350m",
+                                                    "limits.memory": "192Mi", "count/configmaps": "2"}
+    assert usage({"pods": "1"}, [], {}) == {"pods": "0"}
+
+
+def test_charge_adds_the_pod_or_refuses_as_kubernetes_does():
+    q = quota({"pods": "2", "requests.cpu": "1"}, {"pods": "1", "requests.cpu": "800m"})
+    assert charge(q, pod("a", cpu="200m")) == {"pods": "2", "requests.cpu": "1"}
+    with pytest.raises(QuotaRefused) as raised:
+        charge(q, pod("b", cpu="300m"))
+    assert raised.value.message == ("exceeded quota: q, requested: requests.cpu=300m, used: requests.cpu=800m, "
+                                    "limited: requests.cpu=1")
+    assert raised.value.field == "spec.hard[requests.cpu]"
+    with pytest.raises(QuotaRefused) as raised:
+        charge(q, pod("c", cpu=None))
+    assert raised.value.message == "failed quota: q: must specify requests.cpu for: c"
+    with pytest.raises(QuotaRefused) as raised:
+        charge(quota({"pods": "2"}, {}), pod("d"))
+    assert raised.value.message == "status unknown for quota: q, resource: pods"
+    assert charge(quota({"configmaps": "1"}, {"configmaps": "0"}), pod("e")) is None  # limits nothing of pods
+    full = quota({"pods": "1"}, {"pods": "1"})
+    with pytest.raises(QuotaRefused) as raised:
+        charge(full, pod("f"))
+    assert raised.value.message == "exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1"
+
+
+def test_kyb_get_quota_columns():
+    now = dt.datetime(2026, 1, 10, 12, 0, 0, tzinfo=dt.UTC)
+    obj = {**quota_manifest(), "metadata": {"name": "compute", "creationTimestamp": "2026-01-10T11:00:00Z"},
+           "status": {"hard": {"pods": "10", "requests.cpu": "1", "limits.memory": "1Gi"},
+                      "used": {"pods": "2", "requests.cpu": "200m"}}}
+    assert printers.table("ResourceQuota", [obj], now) == (
+        ["NAME", "AGE", "REQUEST", "LIMIT"],
+        [["compute", "60m", "pods: 2/10, requests.cpu: 200m/1", "limits.memory: 0/1Gi"]])
+
+
+# --- on a real nats-server ---------------------------------------------------------------------
+
+
+@pytest.fixture
+async def cluster(nats_url, nc):
+    services = Services(["api", "resourcequota"], nats_url, QUIET).start()
+    await wait_api(nc, services.task)
+    try:
+        yield ApiClient(nc), Store(nc.jetstream())
+    finally:
+        await services.stop()
+
+
+async def used_is(client: ApiClient, want: dict[str, str], name: str = "compute") -> dict[str, Any] | None:
+    q = await client.get("ResourceQuota", "default", name)
+    return q if (q.get("status") or {}).get("used") == want else None
+
+
+async def test_quotas_are_kept_and_enforced_on_both_write_paths(cluster):
+    client, store = cluster
+    await client.apply(pod_manifest("before"))
+    await client.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "one"}, "data": {"a": "b"}})
+    await client.apply(quota_manifest("compute", pods="3", requests_cpu="1", limits_memory="256Mi"))
+    await client.apply(quota_manifest("objects", **{"count/configmaps": "5", "count/pods": "10"}))
+    q = await wait_for(lambda: used_is(client, {"pods": "1", "requests.cpu": "100m", "limits.memory": "64Mi"}),
+                       20, "the compute quota's status")
+    assert q["status"]["hard"] == {"pods": "3", "requests.cpu": "1", "limits.memory": "256Mi"}
+    await wait_for(lambda: used_is(client, {"count/configmaps": "1", "count/pods": "1"}, "objects"), 20,
+                   "the object counts")
+
+    made, _ = await client.apply(pod_manifest("second", cpu="500m", memory="64Mi"))
+    assert made["metadata"]["name"] == "second"
+    assert await used_is(client, {"pods": "2", "requests.cpu": "600m", "limits.memory": "128Mi"})  # charged at once
+    with pytest.raises(errors.Forbidden) as raised:
+        await client.apply(pod_manifest("greedy", cpu="500m"))
+    assert raised.value.message == ('pods "greedy" is forbidden: exceeded quota: compute, requested: '
+                                    "requests.cpu=500m, used: requests.cpu=600m, limited: requests.cpu=1")
+    assert [d.field for d in raised.value.details] == ["spec.hard[requests.cpu]"]
+    with pytest.raises(errors.Forbidden) as raised:
+        await client.apply(pod_manifest("unbounded", memory=None))
+    assert "failed quota: compute: must specify limits.memory for: c" in raised.value.message
+
+    # controllers' creates are charged too; concurrent ones never pass hard (1 pod left)
+    async def attempt(i: int) -> bool:
+        try:
+            await store.create(pod(f"wave-{i}", cpu="10m", memory="1Mi"))
+        except errors.Forbidden as e:
+            assert "exceeded quota: compute, requested: pods=1" in e.message
+            return False
+        return True
+
+    made_ok = await asyncio.gather(*(attempt(i) for i in range(8)))
+    assert sum(made_ok) == 1
+    assert len(await store.list("Pod", "default")) == 3
+
+    # a pod that goes is released by the controller
+    await client.delete("Pod", "default", "second", grace_period_seconds=0)
+    await wait_for(lambda: _gone(store, "second"), 20, "second deleted")
+    await wait_for(lambda: used_is(client, {"pods": "2", "requests.cpu": "110m", "limits.memory": "65Mi"}), 20,
+                   "the deleted pod released")
+    again, _ = await client.apply(pod_manifest("third", cpu="100m", memory="64Mi"))
+    assert again["metadata"]["name"] == "third"
+
+
+async def _gone(store: Store, name: str) -> bool:
+    return all(p.metadata.name != name for p in await store.list("Pod", "default"))
+
+
+# --- through kubectl, on a `kyb up` with its per-component NATS credentials --------------------
+
+
+def test_a_deployment_under_a_pod_quota_through_kubectl(tmp_path):
+    import json
+    import os
+
+    from tests.cluster import wait_until
+    from tests.test_apiserver_kubectl import KUBECTL, _kubectl, apiserver_up
+
+    if not os.path.exists(KUBECTL):
+        pytest.skip("kubectl is not installed")
+    with apiserver_up(tmp_path / "state") as up:
+        quota_file, app = tmp_path / "quota.yaml", tmp_path / "app.yaml"
+        quota_file.write_text("apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: pods}\nspec: {hard: {pods: '2'}}\n")
+        app.write_text(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 3\n"
+            "  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n"
+            "    spec: {containers: [{name: c, image: busybox, command: [sleep, '3600']}]}\n")
+        _kubectl(up, "apply", "-f", str(quota_file))
+        wait_until(lambda: "pods: 0/2" in _kubectl(up, "get", "quota", "pods").stdout, 30, "the quota's status")
+        _kubectl(up, "apply", "-f", str(app))
+
+        def pods() -> list[str]:
+            out = _kubectl(up, "get", "pods", "-l", "app=web", "-o", "json").stdout
+            return [p["metadata"]["name"] for p in json.loads(out)["items"]]
+
+        wait_until(lambda: len(pods()) == 2, 60, "two of the three pods")
+        wait_until(lambda: "pods: 2/2" in _kubectl(up, "get", "quota", "pods").stdout, 30, "the quota used up")
+        events = _kubectl(up, "get", "events", "-o", "json").stdout
+        assert "exceeded quota: pods" in events
+        assert len(pods()) == 2
