@@ -11,6 +11,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kyb import errors
 from kyb.cli import printers
@@ -261,3 +263,28 @@ async def test_limit_ranges_admit_pods_from_manifests_and_from_controllers(api):
         return made.spec.containers[0].resources.limits == {}  # type: ignore[attr-defined]
 
     await wait_for(unbounded, 10, "no defaults once the LimitRanges are gone")
+
+
+# --- a property of the admission -----------------------------------------------------------------
+
+millis = st.integers(1, 3000)
+
+
+@given(st.lists(st.tuples(st.none() | millis, st.none() | millis), min_size=1, max_size=4),
+       millis, millis, millis)
+def test_an_admitted_pod_lies_within_the_limit_range_and_admitting_it_again_changes_nothing(cs, a, b, c):
+    low, mid, high = sorted((a, b, c))
+    item = {"type": "Container", "min": {"cpu": f"{low}m"}, "max": {"cpu": f"{high}m"},
+            "defaultRequest": {"cpu": f"{mid}m"}}
+    containers = [container(f"c{i}", requests={"cpu": f"{r}m"} if r else None, limits={"cpu": f"{li}m"} if li else None)
+                  for i, (r, li) in enumerate(cs)]
+    ranges = [lr(item)]
+    try:
+        got = with_limits(pod("p", *containers), ranges)
+    except LimitRefused as e:
+        assert e.problems and all(f.startswith("spec.containers[") for f, _ in e.problems)
+        return
+    for ct in got.spec.containers:
+        req, lim = ct.resources.requests["cpu"], ct.resources.limits["cpu"]
+        assert low <= int(req[:-1]) <= int(lim[:-1]) <= high
+    assert with_limits(got, ranges) == got

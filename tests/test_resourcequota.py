@@ -11,12 +11,15 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kyb import errors
 from kyb.cli import printers
 from kyb.client import ApiClient
 from kyb.store import Store
 from schemas.pod import Pod
+from schemas.quantity import parse_quantity
 from schemas.quota import QuotaRefused, ResourceQuota, charge, usage
 from schemas.validation import SchemaError, decode
 from tests.cluster import QUIET, Services, wait_api, wait_for
@@ -215,3 +218,26 @@ def test_a_deployment_under_a_pod_quota_through_kubectl(tmp_path):
         events = _kubectl(up, "get", "events", "-o", "json").stdout
         assert "exceeded quota: pods" in events
         assert len(pods()) == 2
+
+
+# --- a property of the charge --------------------------------------------------------------------
+
+
+@given(st.lists(st.tuples(st.integers(1, 900), st.booleans()), max_size=12), st.integers(0, 5), st.integers(1, 3000))
+def test_charging_pods_one_by_one_never_passes_hard_and_adds_up_to_their_usage(pods_, max_pods, max_millis):
+    hard = {"pods": str(max_pods), "requests.cpu": f"{max_millis}m"}
+    q = quota(hard, usage(hard, [], {}))
+    admitted = []
+    for i, (cpu, terminal) in enumerate(pods_):
+        p = pod(f"p{i}", cpu=f"{cpu}m", phase="Succeeded" if terminal else None)
+        try:
+            used = charge(q, p)
+        except QuotaRefused as e:
+            assert e.message.startswith("exceeded quota: q, requested: ")
+            continue
+        if used is not None:
+            q = msgspec.structs.replace(q, status=msgspec.structs.replace(q.status, used=used))
+        admitted.append(p)
+    assert q.status.used == usage(hard, admitted, {})
+    assert int(q.status.used["pods"]) <= max_pods
+    assert parse_quantity(q.status.used["requests.cpu"]) <= parse_quantity(hard["requests.cpu"])
