@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import random
 import time
@@ -72,7 +73,10 @@ _stamp: tuple[int, str] = (-1, "")
 # Seconds a store trusts the PriorityClasses (and LimitRanges) it read before it asks whether
 # they changed (one stream-info request); its own writes of them reset them at once.
 PRIORITY_CLASSES_FRESH = 1.0
-# The kinds every new pod's admission reads (Priority, LimitRanger), each through a KindCache.
+# A quota charge's own write: it changes status.used only, so the quotas a KindCache holds stay
+# good (the charge reads each quota afresh) and the cache moves past it instead of re-listing.
+_CHARGE_WRITE: contextvars.ContextVar[bool] = contextvars.ContextVar("kyb_charge_write", default=False)
+# The kinds every new pod's admission reads (Priority, LimitRanger, quotas), each through a KindCache.
 ADMISSION_KINDS = ("PriorityClass", "LimitRange", "ResourceQuota")
 
 
@@ -190,6 +194,12 @@ class KindCache:
     def forget(self) -> None:
         self._objects = None
 
+    def written(self, revision: int) -> None:
+        """This process wrote ``revision`` of the kind's stream and nothing the cache holds was
+        changed by it: a cache current just before it stays current."""
+        if self._objects is not None and self._objects[0] == revision - 1:
+            self._objects = (revision, self._objects[1])
+
     async def get(self) -> list[Object]:
         while (pending := self._read) is not None:
             try:
@@ -247,6 +257,9 @@ class Store:
         self._requests = Requester(self._nc)
         self._timeout = float(js._timeout)
         self._admission = {kind: KindCache(self, kind) for kind in ADMISSION_KINDS}
+        # new pods waiting to be charged to their namespace's quotas, and the task charging them
+        self._quota_waiting: dict[str, list[tuple[Pod, asyncio.Future[None]]]] = {}
+        self._quota_chargers: dict[str, asyncio.Task[None]] = {}
 
     def _now(self) -> str:
         """Now as Kubernetes writes it: from the clock given, else the system's (no datetime made)."""
@@ -350,7 +363,7 @@ class Store:
 
     async def _publish(self, info: KindInfo, key: str, payload: bytes, expected: int, extra: dict[str, str] | None = None) -> int:
         await self._bucket(info)
-        if info.kind in self._admission:
+        if info.kind in self._admission and not _CHARGE_WRITE.get():
             self._admission[info.kind].forget()  # this process sees its own writes at its next pod
         op = "delete" if (extra or {}).get("KV-Operation") == "DEL" else ("create" if expected == 0 else "update")
         # Inside a trace, the write is a span of its own naming the object, so `kyb trace`
@@ -482,13 +495,46 @@ class Store:
 
     async def charge_quotas(self, pod: Pod) -> None:
         """Kubernetes' ResourceQuota admission of a new pod: charge it to each quota of its
-        namespace that limits pods or compute (``schemas.quota.charge``), each by a
-        compare-and-set of the quota's ``status.used`` at the revision read, so concurrent
-        creates (on any path, in any process) cannot together pass ``hard``: a conflict re-reads
-        and recomputes. Forbidden, naming the quota's resource, when one would be exceeded.
-        The quotas a process knows are at most ``PRIORITY_CLASSES_FRESH`` seconds old."""
+        namespace that limits pods or compute (``schemas.quota.charge``) by a compare-and-set of
+        the quota's ``status.used`` at the revision read, so concurrent creates (on any path, in
+        any process) cannot together pass ``hard``: a conflict re-reads and recomputes. As
+        Kubernetes' quota evaluator does, the creates waiting in this process for one namespace
+        are charged together, one quota write per round for all of them. Forbidden, naming the
+        quota's resource, when one would be exceeded. The quotas a process knows are at most
+        ``PRIORITY_CLASSES_FRESH`` seconds old."""
         namespace = pod.metadata.namespace or "default"
-        name = pod.metadata.name or pod.metadata.generateName or ""
+        if not quotas_for(await self._admission["ResourceQuota"].get(), namespace):
+            return
+        decided: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._quota_waiting.setdefault(namespace, []).append((pod, decided))
+        if namespace not in self._quota_chargers:
+            self._quota_chargers[namespace] = asyncio.create_task(self._charge_rounds(namespace))
+        await decided
+
+    async def _charge_rounds(self, namespace: str) -> None:
+        """Charge the waiting creates of ``namespace`` round by round until none waits."""
+        try:
+            while batch := self._quota_waiting.pop(namespace, None):
+                try:
+                    refused = await self._charge_batch(namespace, [p for p, _ in batch])
+                except Exception as e:
+                    refused = dict.fromkeys(range(len(batch)), e)
+                for i, (_, decided) in enumerate(batch):
+                    if decided.done():
+                        continue  # its create was cancelled meanwhile
+                    if i in refused:
+                        decided.set_exception(refused[i])
+                    else:
+                        decided.set_result(None)
+        finally:
+            self._quota_chargers.pop(namespace, None)
+            for _, decided in self._quota_waiting.pop(namespace, []):
+                if not decided.done():
+                    decided.set_exception(errors.Temporary("quota admission stopped", delay=0.1))
+
+    async def _charge_batch(self, namespace: str, pods: list[Pod]) -> dict[int, Exception]:
+        """Charge ``pods`` in order to each quota of ``namespace``; the ones refused, by index."""
+        refused: dict[int, Exception] = {}
         info = by_kind("ResourceQuota")
         for known in quotas_for(await self._admission["ResourceQuota"].get(), namespace):
             for _ in range(60):
@@ -498,22 +544,36 @@ class Store:
                     break
                 if not isinstance(quota, ResourceQuota):
                     break
-                try:
-                    used = charge(quota, pod)
-                except QuotaRefused as e:
-                    raise errors.Forbidden(f'pods "{name}" is forbidden: {e.message}',
-                                           [errors.FieldError(e.field, e.message)]) from None
-                if used is None:
-                    break
-                charged = msgspec.structs.replace(quota, status=msgspec.structs.replace(quota.status, used=used))
-                try:
-                    await self.update(charged, current=quota)
-                except errors.Conflict:
-                    await asyncio.sleep(random.uniform(0, 0.01))
-                    continue
+                charged, here = quota, {}
+                for i, pod in enumerate(pods):
+                    if i in refused:
+                        continue
+                    try:
+                        used = charge(charged, pod)
+                    except QuotaRefused as e:
+                        name = pod.metadata.name or pod.metadata.generateName or ""
+                        here[i] = errors.Forbidden(f'pods "{name}" is forbidden: {e.message}',
+                                                   [errors.FieldError(e.field, e.message)])
+                        continue
+                    if used is not None:
+                        charged = msgspec.structs.replace(charged, status=msgspec.structs.replace(charged.status,
+                                                                                                  used=used))
+                if charged is not quota:
+                    token = _CHARGE_WRITE.set(True)
+                    try:
+                        written = await self.update(charged, current=quota)
+                    except errors.Conflict:
+                        await asyncio.sleep(random.uniform(0, 0.01))
+                        continue
+                    finally:
+                        _CHARGE_WRITE.reset(token)
+                    self._admission["ResourceQuota"].written(int(written.metadata.resourceVersion or 0))
+                refused.update(here)
                 break
             else:
-                raise errors.Conflict(f'resourcequotas "{known.metadata.name}": too many concurrent charges, try again')
+                busy = errors.Conflict(f'resourcequotas "{known.metadata.name}": too many concurrent charges, try again')
+                refused.update({i: busy for i in range(len(pods)) if i not in refused})
+        return refused
 
     @staticmethod
     def _exists(info: KindInfo, name: str) -> errors.AlreadyExists:

@@ -11,6 +11,7 @@ change afterwards. Items of ``type: PersistentVolumeClaim`` are stored and valid
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from typing import Literal
@@ -21,6 +22,9 @@ from schemas import names
 from schemas.meta import Base, Object
 from schemas.pod import Container, Pod
 from schemas.quantity import format_quantity, parse_quantity
+
+# Every new pod's admission compares the same few bounds: parse each string once.
+quantity = functools.lru_cache(maxsize=4096)(parse_quantity)
 
 LimitType = Literal["Container", "Pod", "PersistentVolumeClaim"]
 ANNOTATION = "kubernetes.io/limit-ranger"  # what the plugin set, per container, as Kubernetes records it
@@ -176,35 +180,35 @@ def _with_defaults(c: Container, limits: dict[str, str], requests: dict[str, str
 
 
 def _min(kind: str, res: str, enforced: str, req: Mapping[str, str], lim: Mapping[str, str]) -> str | None:
-    e = parse_quantity(enforced)
+    e = quantity(enforced)
     if res not in req:
         return f"minimum {res} usage per {kind} is {enforced}.  No request is specified"
-    if parse_quantity(req[res]) < e:
+    if quantity(req[res]) < e:
         return f"minimum {res} usage per {kind} is {enforced}, but request is {req[res]}"
-    if res in lim and parse_quantity(lim[res]) < e:
+    if res in lim and quantity(lim[res]) < e:
         return f"minimum {res} usage per {kind} is {enforced}, but limit is {lim[res]}"
     return None
 
 
 def _max(kind: str, res: str, enforced: str, req: Mapping[str, str], lim: Mapping[str, str]) -> str | None:
-    e = parse_quantity(enforced)
+    e = quantity(enforced)
     if res not in lim:
         return f"maximum {res} usage per {kind} is {enforced}.  No limit is specified"
-    if parse_quantity(lim[res]) > e:
+    if quantity(lim[res]) > e:
         return f"maximum {res} usage per {kind} is {enforced}, but limit is {lim[res]}"
-    if res in req and parse_quantity(req[res]) > e:
+    if res in req and quantity(req[res]) > e:
         return f"maximum {res} usage per {kind} is {enforced}, but request is {req[res]}"
     return None
 
 
 def _ratio(kind: str, res: str, enforced: str, req: Mapping[str, str], lim: Mapping[str, str]) -> str | None:
-    r = parse_quantity(req[res]) if res in req else Fraction(0)
-    li = parse_quantity(lim[res]) if res in lim else Fraction(0)
+    r = quantity(req[res]) if res in req else Fraction(0)
+    li = quantity(lim[res]) if res in lim else Fraction(0)
     if r == 0:
         return f"{res} max limit to request ratio per {kind} is {enforced}, but no request is specified or request is 0"
     if li == 0:
         return f"{res} max limit to request ratio per {kind} is {enforced}, but no limit is specified or limit is 0"
-    if li / r > parse_quantity(enforced):
+    if li / r > quantity(enforced):
         return f"{res} max limit to request ratio per {kind} is {enforced}, but provided ratio is {float(li / r):f}"
     return None
 
@@ -235,12 +239,12 @@ def pod_totals(pod: Pod) -> tuple[dict[str, str], dict[str, str]]:
     for c in pod.spec.containers:
         for acc, values in zip(totals, (c.resources.requests, c.resources.limits), strict=True):
             for k, v in values.items():
-                acc[k] = acc.get(k, Fraction(0)) + parse_quantity(v)
+                acc[k] = acc.get(k, Fraction(0)) + quantity(v)
                 binary |= {k} if v.endswith("i") else set()
     for c in pod.spec.initContainers:
         for acc, values in zip(totals, (c.resources.requests, c.resources.limits), strict=True):
             for k, v in values.items():
-                acc[k] = max(acc.get(k, Fraction(0)), parse_quantity(v))
+                acc[k] = max(acc.get(k, Fraction(0)), quantity(v))
     req, lim = totals
     return ({k: _fmt(v, k in binary) for k, v in req.items()}, {k: _fmt(v, k in binary) for k, v in lim.items()})
 
@@ -267,7 +271,7 @@ def with_limits(pod: Pod, ranges: Iterable[LimitRange]) -> Pod:
     for field, containers in (("containers", spec.containers), ("initContainers", spec.initContainers)):
         for i, c in enumerate(containers):
             for k, v in c.resources.requests.items():
-                if k in c.resources.limits and parse_quantity(v) > parse_quantity(c.resources.limits[k]):
+                if k in c.resources.limits and quantity(v) > quantity(c.resources.limits[k]):
                     invalid.append((f"spec.{field}[{i}].resources.requests[{k}]",
                                     f'Invalid value: "{v}": must be less than or equal to {k} limit of '
                                     f"{c.resources.limits[k]}"))

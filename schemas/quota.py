@@ -16,7 +16,7 @@ from fractions import Fraction
 
 from schemas import names
 from schemas.helpers import pod_is_terminal
-from schemas.limitrange import pod_totals
+from schemas.limitrange import pod_totals, quantity
 from schemas.meta import Base, Object
 from schemas.pod import Pod
 from schemas.quantity import format_quantity, parse_quantity
@@ -106,7 +106,7 @@ def pod_usage(pod: Pod, keys: Iterable[str]) -> dict[str, Fraction]:
             which, resource = COMPUTE[key]
             values = requests if which == "requests" else limits
             if resource in values:
-                out[key] = parse_quantity(values[resource])
+                out[key] = quantity(values[resource])
     return out
 
 
@@ -167,8 +167,8 @@ def charge(quota: ResourceQuota, pod: Pod) -> dict[str, str] | None:
         if key not in hard or key not in used:
             raise QuotaRefused(f"status unknown for quota: {name}, resource: {key}", f"status.used[{key}]")
     delta = pod_usage(pod, keys)
-    new = {k: parse_quantity(used[k]) + v for k, v in delta.items()}
-    over = sorted(k for k, v in new.items() if v > parse_quantity(hard[k]) and delta[k] > 0)
+    new = {k: quantity(used[k]) + v for k, v in delta.items()}
+    over = sorted(k for k, v in new.items() if v > quantity(hard[k]) and delta[k] > 0)
     if over:
         requested = {k: _fmt(COMPUTE[k][1] if k in COMPUTE else k, delta[k]) for k in over}
         raise QuotaRefused(f"exceeded quota: {name}, requested: {_joined(requested)}, "

@@ -182,6 +182,23 @@ async def test_quotas_are_kept_and_enforced_on_both_write_paths(cluster):
     assert again["metadata"]["name"] == "third"
 
 
+async def test_a_large_wave_of_creates_is_charged_in_batches_without_conflicts(cluster):
+    client, store = cluster
+    await client.apply(quota_manifest("wave", pods="150"))
+    await wait_for(lambda: used_is(client, {"pods": "0"}, "wave"), 20, "the quota's status")
+
+    async def attempt(i: int) -> bool:
+        try:
+            await store.create(pod(f"w-{i}"))
+        except errors.Forbidden:
+            return False
+        return True
+
+    made = await asyncio.gather(*(attempt(i) for i in range(200)))  # a Conflict would be raised here
+    assert sum(made) == 150 and len(await store.list("Pod", "default")) == 150
+    assert await used_is(client, {"pods": "150"}, "wave")
+
+
 async def _gone(store: Store, name: str) -> bool:
     return all(p.metadata.name != name for p in await store.list("Pod", "default"))
 
