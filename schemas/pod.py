@@ -14,6 +14,7 @@ from schemas.meta import Base, ConditionStatus, LabelSelector, LocalObjectRefere
 Protocol = Literal["TCP", "UDP", "SCTP"]
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 RestartPolicy = Literal["Always", "OnFailure", "Never"]
+ContainerRestartPolicy = Literal["Always"]  # init containers only: "Always" makes a sidecar
 TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 PodPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"]
 
@@ -204,6 +205,13 @@ class Container(Base, kw_only=True, frozen=True):
     stdin: bool = False
     stdinOnce: bool = False
     tty: bool = False
+    restartPolicy: ContainerRestartPolicy | None = None  # "Always" on an init container: a sidecar
+
+
+def is_sidecar(c: Container) -> bool:
+    """An init container with restartPolicy Always: started in the init sequence, then kept
+    running beside the app containers (Kubernetes' "restartable init container")."""
+    return c.restartPolicy == "Always"
 
 
 # --- volumes ---------------------------------------------------------------------------------

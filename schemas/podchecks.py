@@ -164,6 +164,8 @@ def pod_spec(errs: Errors, path: str, spec: PodSpec, restart_policies: tuple[str
         for i, c in enumerate(getattr(spec, group)):
             cp = f"{path}.{group}[{i}]"
             container(errs, cp, c, vol_names)
+            if c.restartPolicy is not None and group == "containers":
+                errs.append((f"{cp}.restartPolicy", "Forbidden: may not be set for non-init containers"))
             if c.name in seen:
                 errs.append((f"{cp}.name", f'Duplicate value: "{c.name}"'))
             seen.add(c.name)

@@ -113,6 +113,18 @@ def test_pod_table_shows_ready_restarts_and_wide_columns() -> None:
     assert rows == [["p", "1/2", "Running", "3 (2m ago)", "65s", "127.1.0.5", "n1"]]
 
 
+def test_a_started_sidecar_counts_in_ready_and_restarts_and_leaves_the_init_sequence() -> None:
+    side = {"name": "proxy", "ready": True, "started": True, "restartCount": 2,
+            "state": {"running": {"startedAt": ago(30)}}, "lastState": {"terminated": {"finishedAt": ago(31)}}}
+    p = pod(statuses=[RUNNING], init=[side], conditions=[{"type": "Initialized", "status": "True"}])
+    p["spec"]["initContainers"] = [{"name": "proxy", "restartPolicy": "Always"}]
+    _, rows = printers.table("Pod", [p], NOW)
+    assert rows == [["p", "2/2", "Running", "2 (31s ago)", "65s"]]
+    starting = pod("Pending", init=[dict(side, started=False, ready=False, restartCount=0)])
+    starting["spec"]["initContainers"] = [{"name": "proxy", "restartPolicy": "Always"}]
+    assert printers.pod_status(starting) == "Init:0/1" and printers.pod_ready(starting) == "0/2"
+
+
 def test_all_namespaces_adds_the_namespace_column_first() -> None:
     head, rows = printers.table("ConfigMap", [{"metadata": {"name": "c", "namespace": "team",
                                                "creationTimestamp": ago(5)}, "data": {"a": "1", "b": "2"}}],

@@ -263,3 +263,34 @@ async def test_busybox_job_completes_on_docker(nats_url, nc, tmp_path, busybox_i
         await kubelet.stop()
         await base.stop()
         await remove_containers(node)
+
+
+@pytest.mark.docker
+async def test_job_with_a_sidecar_completes_on_docker(nats_url, nc, tmp_path, busybox_image):  # noqa: F811
+    """The sidecar runs forever (and ignores SIGTERM); the Job completes when its main container does."""
+    node = "sidecarnode"
+    kubelet_opts = docker_kubelet_options(node, tmp_path, "127.79.0.0/16")
+    base = Services(["api", "scheduler", "job"], nats_url, QUIET).start()
+    kubelet = Services(["kubelet"], nats_url, kubelet_opts).start()
+    store = Store(nc.jetstream())
+    c = Cluster(nc, store, nats_url)
+    try:
+        await wait_api(nc)
+        manifest = job_manifest("with-sidecar", completions=1)
+        spec = manifest["spec"]["template"]["spec"]
+        spec["initContainers"] = [{"name": "logger", "image": busybox_image, "imagePullPolicy": "Never",
+                                   "restartPolicy": "Always", "command": ["sh", "-c", "while true; do sleep 1; done"]}]
+        spec["containers"] = [{"name": "work", "image": busybox_image, "imagePullPolicy": "Never",
+                               "command": ["sh", "-c", "sleep 0.5"]}]
+        spec["terminationGracePeriodSeconds"] = 1
+        await c.api.apply(manifest)
+        job = await c.wait_condition("with-sidecar", "Complete", 60)
+        assert job.status.succeeded == 1 and job.status.failed == 0
+        [pod] = await c.pods_of("with-sidecar")
+        assert pod.status.phase == "Succeeded"
+        logger = pod.status.initContainerStatuses[0]
+        assert logger.name == "logger" and logger.restartCount == 0
+    finally:
+        await kubelet.stop()
+        await base.stop()
+        await remove_containers(node)

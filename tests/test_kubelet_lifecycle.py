@@ -354,3 +354,70 @@ async def test_deletion_is_graceful_and_the_object_goes_last(cluster: Cluster):
         assert await rt.list(uid) == []
     finally:
         await rt.close()
+
+
+async def test_a_sidecar_runs_beside_the_app_and_goes_when_it_completes(cluster: Cluster):
+    volumes, mounts = data_volume(cluster)
+    log = in_pod(cluster, "sidecar")
+    forever = "trap 'exit 0' TERM; while true; do sleep 0.1; done"
+    inits = [
+        {"name": "proxy", **sh(f"echo proxy >> {log}; {forever}"), "restartPolicy": "Always", "volumeMounts": mounts},
+        {"name": "setup", **sh(f"until grep -q proxy {log}; do sleep 0.1; done; echo setup >> {log}"),
+         "volumeMounts": mounts},
+    ]
+    app = {"name": "app", **sh(f"grep -q proxy {log} && echo app >> {log}"), "volumeMounts": mounts}
+    await cluster.apply(cluster.pod_manifest("sidecar", [app], initContainers=inits, volumes=volumes,
+                                             restartPolicy="Never"))
+    pod = await cluster.wait_pod("sidecar", lambda p: p.status.phase in ("Succeeded", "Failed"))
+    assert pod.status.phase == "Succeeded", pod.status
+    assert (cluster.data / "sidecar").read_text().split() == ["proxy", "setup", "app"]
+    pod = await cluster.wait_pod("sidecar", lambda p: status_of(p, "proxy").state.terminated is not None)
+    assert pod.status.phase == "Succeeded" and status_of(pod, "proxy").restartCount == 0
+    assert status_of(pod, "app").state.terminated.exitCode == 0
+    if cluster.runtime == "docker":
+        from services.kubelet.runtime.docker import DockerRuntime
+
+        rt: Any = DockerRuntime(node_name=cluster.options["node_name"])
+    else:
+        from services.kubelet.runtime.process import ProcessRuntime
+
+        rt = ProcessRuntime(Path(cluster.options["state_dir"]) / "process")
+    try:
+        await asyncio.sleep(1)  # a few syncs: the killed sidecar is not started again
+        assert [i.name for i in await rt.list(pod.metadata.uid) if i.state == "running"] == []
+        assert {i.name for i in await rt.list(pod.metadata.uid)} == {"proxy", "setup", "app"}
+    finally:
+        await rt.close()
+
+
+async def test_deletion_stops_the_sidecar_after_the_app(cluster: Cluster):
+    volumes, mounts = data_volume(cluster)
+    log = in_pod(cluster, "stops")
+
+    def until_term(name: str, linger: str) -> str:
+        return f"trap 'sleep {linger}; echo {name} >> {log}; exit 0' TERM; while true; do sleep 0.1; done"
+
+    side = {"name": "proxy", **sh(until_term("proxy", "0")), "restartPolicy": "Always", "volumeMounts": mounts}
+    app = {"name": "app", **sh(until_term("app", "0.5")), "volumeMounts": mounts}
+    await cluster.apply(cluster.pod_manifest("stops", [app], initContainers=[side], volumes=volumes))
+    await cluster.wait_pod("stops", lambda p: p.status.phase == "Running" and status_of(p, "app").state.running is not None)
+    await cluster.delete("stops")  # the app answers SIGTERM half a second late: were they stopped together,
+    deadline = time.monotonic() + 20
+    while await cluster.pod("stops") is not None:
+        assert time.monotonic() < deadline, "the pod object was never removed"
+        await asyncio.sleep(0.05)
+    assert (cluster.data / "stops").read_text().split() == ["app", "proxy"]  # the sidecar would come first
+
+
+async def test_the_next_init_container_waits_for_the_sidecars_startup_probe(cluster: Cluster):
+    volumes, mounts = data_volume(cluster)
+    flag = in_pod(cluster, "up")
+    side = {"name": "proxy", **sh(f"sleep 1; touch {flag}; trap 'exit 0' TERM; while true; do sleep 0.1; done"),
+            "restartPolicy": "Always", "volumeMounts": mounts,
+            "startupProbe": {"exec": {"command": ["test", "-f", flag]}, "periodSeconds": 1, "failureThreshold": 30}}
+    setup = {"name": "setup", **sh(f"test -f {flag}"), "volumeMounts": mounts}  # fails (Never) if it ran too early
+    await cluster.apply(cluster.pod_manifest("probed", [{"name": "app", **sh("exit 0")}], initContainers=[side, setup],
+                                             volumes=volumes, restartPolicy="Never"))
+    pod = await cluster.wait_pod("probed", lambda p: p.status.phase in ("Succeeded", "Failed"))
+    assert pod.status.phase == "Succeeded", pod.status
+    assert status_of(pod, "setup").state.terminated.exitCode == 0

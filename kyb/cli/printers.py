@@ -97,7 +97,10 @@ def pod_status(pod: Obj) -> str:
     reason = status.get("reason") or status.get("phase") or "Pending"
     initializing = False
     init_statuses = status.get("initContainerStatuses") or []
+    sidecars = _sidecars(spec)
     for i, cs in enumerate(init_statuses):
+        if cs.get("name") in sidecars and cs.get("started"):
+            continue  # a started sidecar keeps running: the init sequence went past it
         state = cs.get("state") or {}
         term, wait = state.get("terminated"), state.get("waiting")
         if term is not None and term.get("exitCode", 0) == 0:
@@ -115,7 +118,9 @@ def pod_status(pod: Obj) -> str:
             reason = f"Init:{i}/{len(spec.get('initContainers') or [])}"
         initializing = True
         break
-    if not initializing:
+    initialized = any(c.get("type") == "Initialized" and c.get("status") == "True"
+                      for c in status.get("conditions") or [])
+    if not initializing or initialized:
         has_running = False
         for cs in reversed(status.get("containerStatuses") or []):
             state = cs.get("state") or {}
@@ -136,15 +141,27 @@ def pod_status(pod: Obj) -> str:
     return reason
 
 
+def _sidecars(spec: Obj) -> set[str]:
+    """The names of the pod's sidecars: init containers with restartPolicy Always."""
+    return {c.get("name", "") for c in spec.get("initContainers") or [] if c.get("restartPolicy") == "Always"}
+
+
+def _sidecar_statuses(pod: Obj) -> list[Obj]:
+    sidecars = _sidecars(_spec(pod))
+    return [cs for cs in _status(pod).get("initContainerStatuses") or [] if cs.get("name") in sidecars]
+
+
 def pod_ready(pod: Obj) -> str:
+    """READY as kubectl counts it: app containers and sidecars (a sidecar once started)."""
     statuses = _status(pod).get("containerStatuses") or []
     ready = sum(1 for cs in statuses if cs.get("ready"))
-    total = len(_spec(pod).get("containers") or [])
+    ready += sum(1 for cs in _sidecar_statuses(pod) if cs.get("started") and cs.get("ready"))
+    total = len(_spec(pod).get("containers") or []) + len(_sidecars(_spec(pod)))
     return f"{ready}/{total}"
 
 
 def pod_restarts(pod: Obj, now: _dt.datetime) -> str:
-    statuses = _status(pod).get("containerStatuses") or []
+    statuses = [*_sidecar_statuses(pod), *(_status(pod).get("containerStatuses") or [])]
     restarts = sum(int(cs.get("restartCount") or 0) for cs in statuses)
     last: _dt.datetime | None = None
     for cs in statuses:

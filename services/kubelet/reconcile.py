@@ -19,6 +19,15 @@ Kubernetes semantics, as documented in "Pod Lifecycle":
 - a pod active longer than ``spec.activeDeadlineSeconds`` (from ``status.startTime``) is
   Failed with reason DeadlineExceeded and its containers are killed.
 
+Sidecars ("Sidecar Containers": init containers with ``restartPolicy: Always``) start in the
+init sequence; the next init container starts once the sidecar runs and its startup probe,
+if any, succeeded, without waiting for it to exit. They restart whenever they exit, whatever
+the pod's restartPolicy (with the crash back-off), a liveness failure restarts them, their
+readiness counts for the pod's, and the phase is the app containers' alone: once those ended
+for good the pod is Succeeded or Failed and its sidecars are killed, last started first
+(``stop_waves``, also the order of a graceful deletion). A sidecar blocks what follows it only
+until something after it has started (Kubernetes' "previously initialized").
+
 No I/O, no asyncio: ``now`` is an argument.
 """
 
@@ -27,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
 
 import msgspec
 
@@ -45,6 +55,7 @@ from schemas.pod import (
     PodIP,
     PodPhase,
     PodStatus,
+    is_sidecar,
 )
 from services.kubelet.handlers import DEADLINE_MESSAGE, DEADLINE_REASON, deadline_left
 from services.kubelet.runtime.base import ContainerInfo
@@ -160,8 +171,10 @@ def _terminated(info: ContainerInfo, runtime: str) -> ContainerStateTerminated:
     )
 
 
-def _should_restart(policy: str, info: ContainerInfo, init: bool) -> bool:
+def _should_restart(policy: str, info: ContainerInfo, init: bool, sidecar: bool = False) -> bool:
     failed = (info.exit_code or 0) != 0
+    if sidecar:
+        return True
     if init:
         return failed and policy != "Never"
     return policy == "Always" or (policy == "OnFailure" and failed)
@@ -228,20 +241,22 @@ def _one(
     )
     fail = memory.failures.get(c.name)
     policy = pod.spec.restartPolicy
+    sidecar = init and is_sidecar(c)
+    restartable = not init or sidecar  # probed, ready, restarted like an app container
 
     if latest is not None and latest.state == "running":
         view = probes.get(c.name, ProbeView())
         ident = dict(containerID=container_id(runtime, latest), imageID=latest.image_id or "")
         started = view.started is not False
         ready = started and view.ready is not False
-        if view.liveness_failed and not init:
+        if view.liveness_failed and restartable:
             acc.kill.append(
                 Kill(latest.id, c.name, "Killing", f"Container {c.name} failed liveness probe, will be restarted")
             )
         status = msgspec.structs.replace(
             base,
             state=ContainerState(running=ContainerStateRunning(startedAt=_time(latest.started_at))),
-            ready=ready and not init,
+            ready=ready and restartable,
             started=started,
             **ident,
         )
@@ -250,7 +265,7 @@ def _one(
     if latest is not None and latest.state == "exited":
         term = _terminated(latest, runtime)
         ident = dict(containerID=term.containerID, imageID=latest.image_id or "")
-        if not may_start or not _should_restart(policy, latest, init):  # a failed pod restarts nothing
+        if not may_start or not _should_restart(policy, latest, init, sidecar):  # a failed pod restarts nothing
             status = msgspec.structs.replace(base, state=ContainerState(terminated=term), **ident)
             return status, ("done" if term.exitCode == 0 else "failed")
         # it comes back: after its back-off
@@ -282,7 +297,7 @@ def _one(
         if may_start:
             acc.start.append(Start(c.name, latest.attempt + 1, init))
             acc.backoff[c.name] = settings.base_backoff if delay is None else min(delay * 2, settings.max_backoff)
-        waiting = ContainerStateWaiting(reason="ContainerCreating" if not init else "PodInitializing")
+        waiting = ContainerStateWaiting(reason="ContainerCreating" if restartable else "PodInitializing")
         return msgspec.structs.replace(restarting, state=ContainerState(waiting=waiting)), "restarting"
 
     # never started (or created but not started)
@@ -344,7 +359,7 @@ def plan(
     initialized = True
     init_failed = False
     may_start = not terminal and not past_deadline
-    for c in spec.initContainers:
+    for i, c in enumerate(spec.initContainers):
         if not initialized:
             waiting = ContainerStateWaiting(reason="PodInitializing")
             prev = _attempts(observed, c.name)
@@ -360,6 +375,12 @@ def plan(
             continue
         status, verdict = _one(pod, c, True, observed, now, memory, settings, runtime, probes, may_start, acc)
         init_statuses.append(status)
+        if is_sidecar(c):
+            after = [*spec.initContainers[i + 1 :], *spec.containers]
+            passed = any(_attempts(observed, later.name) for later in after)  # previously initialized
+            if not (verdict == "running" and status.started) and not passed:
+                initialized = False
+            continue
         if verdict != "done":
             initialized = False
             init_failed = init_failed or verdict == "failed"
@@ -396,14 +417,19 @@ def plan(
         reason, message = pod.status.reason, pod.status.message
     if phase in ("Succeeded", "Failed"):
         acc.start.clear()
-        for info in observed:
+        for info in observed:  # the sidecars of a pod whose app containers ended, ...
             if info.state == "running" and all(k.container_id != info.id for k in acc.kill):
                 acc.kill.append(Kill(info.id, info.name, "Killing", f"Stopping container {info.name}: the pod is {phase.lower()}"))
 
-    containers_ready = initialized and all(s.ready for s in statuses) and bool(statuses)
-    not_ready = [s.name for s in statuses if not s.ready]
+    sidecars = {c.name for c in spec.initContainers if is_sidecar(c)}
+    sidecar_statuses = [s for s in init_statuses if s.name in sidecars]
+    containers_ready = initialized and all(s.ready for s in [*sidecar_statuses, *statuses]) and bool(statuses)
+    not_ready = [s.name for s in [*sidecar_statuses, *statuses] if not s.ready]
     unready_msg = f"containers with unready status: [{' '.join(not_ready)}]" if not_ready else ""
-    pending_init = [s.name for s in init_statuses if not (s.state.terminated and s.state.terminated.exitCode == 0)]
+    pending_init = [
+        s.name for s in init_statuses
+        if not (s.started if s.name in sidecars else s.state.terminated and s.state.terminated.exitCode == 0)
+    ]
     conditions = [
         _condition(pod, "PodScheduled", True, now),
         _condition(
@@ -461,8 +487,29 @@ def plan(
     )
 
 
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+_N = TypeVar("_N", bound=_Named)
+
+
+def stop_waves(pod: Pod, items: Sequence[_N]) -> list[list[_N]]:
+    """The order Kubernetes stops a pod's containers in: the app containers (and anything not
+    a sidecar) together first, then the sidecars one at a time, the last started first."""
+    sidecars = [c.name for c in pod.spec.initContainers if is_sidecar(c)]
+    first = [x for x in items if x.name not in sidecars]
+    waves = [first] if first else []
+    for name in reversed(sidecars):
+        wave = [x for x in items if x.name == name]
+        if wave:
+            waves.append(wave)
+    return waves
+
+
 def _phase(pod: Pod, initialized: bool, init_failed: bool, verdicts: list[str]) -> PodPhase:
-    """The kubelet's getPhase over the app containers' verdicts."""
+    """The kubelet's getPhase over the app containers' verdicts (sidecars never count)."""
     if init_failed and pod.spec.restartPolicy == "Never":
         return "Failed"
     if not initialized:

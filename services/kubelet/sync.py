@@ -11,7 +11,8 @@ Lifecycle hooks: a container's postStart hook runs right after it started and ho
 pod's sync (the container stays Waiting/ContainerCreating) until it completes; a failed one
 kills the container, which then restarts as its restartPolicy says. Every kill, whether a
 deletion, a liveness failure or a pod past its activeDeadlineSeconds, runs the preStop hook
-first, within the grace period.
+first, within the grace period. Kills go in :func:`~services.kubelet.reconcile.stop_waves`
+order: app containers first, then sidecars one after another, the last started first.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from kyb import errors
 from kyb.informer import Informer
 from kyb.store import Store
 from schemas.core import ConfigMap, Secret
-from schemas.pod import Container, LifecycleHandler, Pod
+from schemas.pod import Container, LifecycleHandler, Pod, is_sidecar
 from services.kubelet import startplan
 from services.kubelet.cni.spec import CniError
 from services.kubelet.env import ConfigError, command_line, container_env, referenced
@@ -50,6 +51,7 @@ from services.kubelet.reconcile import (
     Start,
     plan,
     status_differs,
+    stop_waves,
     with_failure,
 )
 from services.kubelet.runtime.base import (
@@ -314,7 +316,8 @@ class PodWorker:
     async def _apply(self, pod: Pod, p: Plan, memory: PodMemory, ip: str) -> PodMemory:
         if p.kill:
             deadline = time.monotonic() + max(0, pod.spec.terminationGracePeriodSeconds)
-            await asyncio.gather(*(self._kill(pod, k, ip, deadline) for k in p.kill))
+            for wave in stop_waves(pod, p.kill):
+                await asyncio.gather(*(self._kill(pod, k, ip, deadline) for k in wave))
         if not p.start:
             return memory
         sandbox = await self._sandbox(pod, ip)
@@ -482,7 +485,7 @@ class PodWorker:
             if info.state != "running" or self._probed.get((uid, info.name)) == info.id:
                 continue
             c = startplan.container(pod, info.name)
-            if c is not None and c in pod.spec.containers:
+            if c is not None and (c in pod.spec.containers or is_sidecar(c)):
                 self._start_probes(pod, c, info, ip)
 
     async def _probe_events(self, pod: Pod) -> None:
@@ -490,7 +493,7 @@ class PodWorker:
         if self.probes is None:
             return
         uid = pod.metadata.uid or ""
-        for c in pod.spec.containers:
+        for c in _probed_containers(pod):
             if not (c.livenessProbe or c.readinessProbe or c.startupProbe):
                 continue
             count = self.probes.failure_count(uid, c.name)
@@ -509,7 +512,7 @@ class PodWorker:
             return {}
         uid = pod.metadata.uid or ""
         out = {}
-        for c in pod.spec.containers:
+        for c in _probed_containers(pod):
             out[c.name] = ProbeView(
                 ready=self.probes.readiness(uid, c.name) if c.readinessProbe else None,
                 started=self.probes.startup_done(uid, c.name) if c.startupProbe else None,
@@ -570,7 +573,8 @@ class PodWorker:
             await self._event(pod, "Killing", f"Stopping container {info.name}")
             await self._stop_container(pod, info.id, info.name, ip, deadline)
 
-        await asyncio.gather(*(stop_one(i) for i in running))
+        for wave in stop_waves(pod, running):  # sidecars after the app containers, last started first
+            await asyncio.gather(*(stop_one(i) for i in wave))
         await self.teardown(uid)
         await self._delete_object(pod)
 
@@ -631,3 +635,8 @@ class PodWorker:
         for uid in present - wanted - {""}:
             self.log.info("removing containers of a pod not bound here", pod_uid=uid)
             await self.teardown(uid)
+
+
+def _probed_containers(pod: Pod) -> list[Container]:
+    """The containers whose probes the kubelet acts on: the sidecars and the app containers."""
+    return [*(c for c in pod.spec.initContainers if is_sidecar(c)), *pod.spec.containers]
