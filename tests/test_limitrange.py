@@ -18,7 +18,7 @@ from kyb import errors
 from kyb.cli import printers
 from kyb.client import ApiClient
 from kyb.store import Store
-from schemas.limitrange import ANNOTATION, LimitRange, LimitRefused, keep_defaults, with_limits
+from schemas.limitrange import ANNOTATION, LimitRange, LimitRefused, keep_defaults, pod_totals, with_limits
 from schemas.pod import Pod
 from schemas.validation import SchemaError, decode
 from tests.cluster import QUIET, Services, wait_api, wait_for
@@ -170,6 +170,17 @@ def test_pods_out_of_bounds_are_refused_naming_the_field(items, p, want):
     with pytest.raises(LimitRefused) as raised:
         with_limits(p, [lr(*items)])
     assert raised.value.problems == want and raised.value.forbidden
+
+
+def test_pod_sums_count_sidecars_as_kubernetes_does():
+    def c(name: str, cpu: str, **kw: Any) -> dict[str, Any]:
+        return {**container(name, requests={"cpu": cpu}), **kw}
+
+    # app 100m + sidecar 200m keep running: 300m; the init sequence peaks at the sidecar beside i2: 650m
+    p = pod("p", c("a", "100m"), init=[c("i1", "500m"), c("s1", "200m", restartPolicy="Always"), c("i2", "450m")])
+    assert pod_totals(p) == ({"cpu": "650m"}, {})
+    late = pod("q", c("a", "900m"), init=[c("i1", "500m"), c("s1", "200m", restartPolicy="Always")])
+    assert pod_totals(late) == ({"cpu": "1100m"}, {})  # a sidecar adds to the app containers
 
 
 def test_a_default_limit_under_the_containers_request_makes_the_pod_invalid():
