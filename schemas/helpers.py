@@ -7,13 +7,16 @@ Time is always passed in (``now``), never read from the clock here.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable, Mapping
+from fractions import Fraction
+from functools import lru_cache
 from typing import TypeVar
 
 import msgspec
 
 from schemas.core import Service
 from schemas.meta import Object, OwnerReference
-from schemas.pod import Pod
+from schemas.pod import Container, Pod, is_sidecar
 from schemas.quantity import cpu_millis, to_bytes
 from schemas.registry import by_kind
 
@@ -69,15 +72,69 @@ def pod_is_terminal(pod: Pod) -> bool:
     return pod.status.phase in ("Succeeded", "Failed")
 
 
-def pod_requests(pod: Pod) -> tuple[int, int]:
-    """(CPU millicores, memory bytes) the scheduler reserves for a pod: the larger of each
-    init container's request and the sum over app containers."""
-    cpu = sum(cpu_millis(c.resources.requests.get("cpu", "0")) for c in pod.spec.containers)
-    mem = sum(to_bytes(c.resources.requests.get("memory", "0")) for c in pod.spec.containers)
+N = TypeVar("N", int, Fraction)
+
+
+def _add(a: Mapping[str, N], b: Mapping[str, N]) -> dict[str, N]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out[k] + v if k in out else v
+    return out
+
+
+def _at_least(a: Mapping[str, N], b: Mapping[str, N]) -> dict[str, N]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = max(out[k], v) if k in out else v
+    return out
+
+
+def pod_resources(pod: Pod, of: Callable[[Container], Mapping[str, N]]) -> dict[str, N]:
+    """What a pod needs of each resource, ``of(container)`` giving each container's: Kubernetes'
+    PodRequests/PodLimits. The app containers' sum with the sidecars' (init containers with
+    restartPolicy Always, which keep running) added, or more where the init sequence needs more
+    at its peak (each plain init container beside the sidecars started before it)."""
+    total: dict[str, N] = {}
+    for c in pod.spec.containers:
+        total = _add(total, of(c))
+    sidecars: dict[str, N] = {}
+    peak: dict[str, N] = {}
     for c in pod.spec.initContainers:
-        cpu = max(cpu, cpu_millis(c.resources.requests.get("cpu", "0")))
-        mem = max(mem, to_bytes(c.resources.requests.get("memory", "0")))
-    return cpu, mem
+        own = of(c)
+        if is_sidecar(c):
+            total = _add(total, own)
+            sidecars = _add(sidecars, own)
+            peak = _at_least(peak, sidecars)
+        else:
+            peak = _at_least(peak, _add(sidecars, own))
+    return _at_least(total, peak)
+
+
+@lru_cache(maxsize=4096)
+def _millis(q: str) -> int:
+    return cpu_millis(q)
+
+
+@lru_cache(maxsize=4096)
+def _bytes(q: str) -> int:
+    return to_bytes(q)
+
+
+def _scheduled(c: Container) -> dict[str, int]:
+    out = {}
+    for name, parse in (("cpu", _millis), ("memory", _bytes)):
+        # an unset request is the limit, as the API server defaults it
+        q = c.resources.requests.get(name) or c.resources.limits.get(name)
+        if q:
+            out[name] = parse(q)
+    return out
+
+
+def pod_requests(pod: Pod) -> tuple[int, int]:
+    """(CPU millicores, memory bytes) the scheduler reserves for a pod (:func:`pod_resources`
+    of the containers' requests, or their limits where a request is unset)."""
+    need = pod_resources(pod, _scheduled)
+    return need.get("cpu", 0), need.get("memory", 0)
 
 
 def controller_of(obj: Object) -> OwnerReference | None:

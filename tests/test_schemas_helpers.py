@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -65,6 +66,20 @@ def test_pod_requests_take_the_larger_of_init_and_app_sums() -> None:
         initContainers=[_c("i1", "500m", "32Mi"), _c("i2", "50m", "1Gi")]))
     assert pod_requests(pod) == (500, 1024**3)
     assert pod_requests(Pod(metadata=ObjectMeta(name="p"), spec=PodSpec(containers=[_c("a")]))) == (0, 0)
+
+
+def test_pod_requests_count_sidecars_and_default_requests_to_limits() -> None:
+    """Kubernetes' PodRequests: a sidecar (restartPolicy Always) adds to the app sum and to the
+    init containers after it; an unset request is the container's limit."""
+    sidecar = msgspec.structs.replace(_c("proxy", "50m", "16Mi"), restartPolicy="Always")
+    late = _c("migrate", "200m", "8Mi")
+    pod = Pod(metadata=ObjectMeta(name="p"), spec=PodSpec(containers=[_c("app", "100m", "64Mi")],
+                                                         initContainers=[_c("early", "300m"), sidecar, late]))
+    assert pod_requests(pod) == (300, 80 * 1024**2)  # early alone: 300m; apps + sidecar: 80Mi
+    pod = msgspec.structs.replace(pod, spec=msgspec.structs.replace(pod.spec, initContainers=[sidecar, late]))
+    assert pod_requests(pod) == (250, 80 * 1024**2)  # migrate beside the sidecar: 250m
+    limited = Container(name="l", image="x", resources=ResourceRequirements(limits={"cpu": "1", "memory": "1Gi"}))
+    assert pod_requests(Pod(metadata=ObjectMeta(name="p"), spec=PodSpec(containers=[limited]))) == (1000, 1024**3)
 
 
 quantities = st.sampled_from(["0", "1m", "100m", "0.5", "2", "1Mi", "64Mi", "1G", "500k"])

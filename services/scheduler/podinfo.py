@@ -12,7 +12,8 @@ from functools import lru_cache
 from typing import Any
 
 from schemas.core import Node
-from schemas.pod import NodeSelectorTerm, Pod, ResourceRequirements
+from schemas.helpers import pod_requests
+from schemas.pod import NodeSelectorTerm, Pod
 from schemas.quantity import cpu_millis, to_bytes
 from services.scheduler.values import (
     HostPort,
@@ -37,27 +38,6 @@ def _cpu(q: str) -> int:
 @lru_cache(maxsize=4096)
 def _bytes(q: str) -> int:
     return to_bytes(q)
-
-
-def _request(resources: ResourceRequirements, name: str) -> str | None:
-    # An unset request defaults to the limit, as the API server defaults it.
-    return resources.requests.get(name) or resources.limits.get(name)
-
-
-def pod_requests(pod: Pod) -> tuple[int, int]:
-    """(cpu millis, memory bytes): the sum over containers, or the largest init container."""
-    cpu = mem = 0
-    for c in pod.spec.containers:
-        q = _request(c.resources, "cpu")
-        cpu += _cpu(q) if q else 0
-        q = _request(c.resources, "memory")
-        mem += _bytes(q) if q else 0
-    for c in pod.spec.initContainers:
-        q = _request(c.resources, "cpu")
-        cpu = max(cpu, _cpu(q) if q else 0)
-        q = _request(c.resources, "memory")
-        mem = max(mem, _bytes(q) if q else 0)
-    return cpu, mem
 
 
 def _term(t: NodeSelectorTerm) -> Term:
