@@ -231,6 +231,22 @@ def test_kubectl_create_generators_for_workloads_services_and_ingresses(cluster)
         _kubectl(cluster, "delete", "--ignore-not-found", "--wait=false", *made, check=False)
 
 
+def test_kubectl_create_job_from_a_cronjob_with_a_sidecar(cluster):
+    """--from copies the template with its init containers: a sidecar keeps restartPolicy Always."""
+    cron = ("apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: gen-side}\nspec:\n  schedule: '0 * * * *'\n"
+            "  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n"
+            "          initContainers: [{name: proxy, image: busybox, restartPolicy: Always}]\n"
+            "          containers: [{name: main, image: busybox}]\n")
+    try:
+        _kubectl(cluster, "apply", "-f", "-", input=cron)
+        _kubectl(cluster, "create", "job", "gen-side-now", "--from=cronjob/gen-side")
+        spec = json.loads(_kubectl(cluster, "get", "job", "gen-side-now", "-o", "json").stdout)["spec"]["template"]["spec"]
+        assert [(c["name"], c.get("restartPolicy")) for c in spec["initContainers"]] == [("proxy", "Always")]
+    finally:
+        _kubectl(cluster, "delete", "--ignore-not-found", "--wait=false", "job/gen-side-now", "cronjob/gen-side",
+                 check=False)
+
+
 def test_kubectl_create_priorityclass(cluster):
     try:
         out = _kubectl(cluster, "create", "priorityclass", "gen-high", "--value=1234", "--description=batch",

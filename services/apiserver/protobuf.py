@@ -70,8 +70,9 @@ CONTAINER = _m(
     f8=("resources", _m("ResourceRequirements", f1=("limits", "map-quantity"), f2=("requests", "map-quantity"))),
     f9=("volumeMounts", [_m("VolumeMount", f1=("name", "string"), f2=("readOnly", "bool"),
                             f3=("mountPath", "string"))]),
-    f13=("terminationMessagePath", "string"), f14=("imagePullPolicy", "string"),
-    f20=("terminationMessagePolicy", "string"),
+    f13=("terminationMessagePath", "string"), f14=("imagePullPolicy", "string"), f16=("stdin", "bool"),
+    f17=("stdinOnce", "bool"), f18=("tty", "bool"), f20=("terminationMessagePolicy", "string"),
+    f24=("restartPolicy", "string"),  # "Always": a sidecar (init containers only)
 )
 VOLUME = _m("Volume", f1=("name", "string"), f2=("", ("inline", _m(
     "VolumeSource", f2=("emptyDir", _m("EmptyDirVolumeSource", f1=("medium", "string"), f2=("sizeLimit", "quantity")))))))
@@ -79,7 +80,7 @@ POD_SPEC = _m(
     "PodSpec", f1=("volumes", [VOLUME]), f2=("containers", [CONTAINER]), f3=("restartPolicy", "string"),
     f4=("terminationGracePeriodSeconds", "int?"), f6=("dnsPolicy", "string"), f7=("nodeSelector", "map"),
     f8=("serviceAccountName", "string"), f16=("hostname", "string"), f17=("subdomain", "string"),
-    f19=("schedulerName", "string"),
+    f19=("schedulerName", "string"), f20=("initContainers", [CONTAINER]),
 )
 POD_TEMPLATE = _m("PodTemplateSpec", f1=("metadata", OBJECT_META), f2=("spec", POD_SPEC))
 JOB_SPEC = _m("JobSpec", f3=("activeDeadlineSeconds", "int?"), f6=("template", POD_TEMPLATE),
