@@ -65,22 +65,23 @@ CONTROLLER_LEASE_NAMESPACE = "kube-system"
 NODE_API_PREFIX = "kyb.api.node"  # kyb.api.node.<node>.<verb>, answered by the api
 ALL = "*"
 
-# The kinds each controller writes (its own objects and what it manages). Those that create pods
-# write ResourceQuotas too: the store charges each new pod to its namespace's quotas (status.used).
+# The kinds each controller writes (its own objects and what it manages). Those that create
+# namespaced objects write ResourceQuotas too: the store charges each new pod, and each new object
+# a count limits, to its namespace's quotas (status.used).
 CONTROLLER_WRITES: dict[str, tuple[str, ...]] = {
     "api": (ALL,),
     "gc": (ALL,),
     "scheduler": ("Pod", "PersistentVolumeClaim"),
     "replication": ("Pod", "ReplicaSet", "ReplicationController", "ResourceQuota"),
-    "deployment": ("Deployment", "ReplicaSet"),
+    "deployment": ("Deployment", "ReplicaSet", "ResourceQuota"),
     "job": ("Job", "Pod", "ResourceQuota"),
-    "cronjob": ("CronJob", "Job"),
+    "cronjob": ("CronJob", "Job", "ResourceQuota"),
     "daemonset": ("DaemonSet", "Pod", "ControllerRevision", "ResourceQuota"),
     "statefulset": ("StatefulSet", "Pod", "PersistentVolumeClaim", "ControllerRevision", "ResourceQuota"),
     "disruption": ("PodDisruptionBudget",),
     "clusterroleaggregation": ("ClusterRole",),
     "resourcequota": ("ResourceQuota",),
-    "endpoints": ("Endpoints", "EndpointSlice"),
+    "endpoints": ("Endpoints", "EndpointSlice", "ResourceQuota"),
     "nodelifecycle": ("Node", "Pod"),
     "nodeipam": ("Node",),
     "netagent": (),

@@ -258,7 +258,7 @@ class Store:
         self._timeout = float(js._timeout)
         self._admission = {kind: KindCache(self, kind) for kind in ADMISSION_KINDS}
         # new pods waiting to be charged to their namespace's quotas, and the task charging them
-        self._quota_waiting: dict[str, list[tuple[Pod, asyncio.Future[None]]]] = {}
+        self._quota_waiting: dict[str, list[tuple[Object, asyncio.Future[None]]]] = {}
         self._quota_chargers: dict[str, asyncio.Task[None]] = {}
 
     def _now(self) -> str:
@@ -437,6 +437,7 @@ class Store:
         obj = msgspec.structs.replace(obj, apiVersion=obj.apiVersion or info.api_version, kind=info.kind, metadata=meta)
         if isinstance(obj, Pod):  # what admission gives every new pod, also a controller's
             obj = await self.admit_pod(with_service_account(obj))
+        if info.namespaced:
             await self.charge_quotas(obj)
         key = key_of(info, meta.namespace, meta.name)
         payload = encode(obj)
@@ -493,20 +494,21 @@ class Store:
             joined = e.problems[0][1] if len(e.problems) == 1 else "[" + ", ".join(m for _, m in e.problems) + "]"
             raise errors.Forbidden(f'pods "{name}" is forbidden: {joined}', details) from None
 
-    async def charge_quotas(self, pod: Pod) -> None:
-        """Kubernetes' ResourceQuota admission of a new pod: charge it to each quota of its
-        namespace that limits pods or compute (``schemas.quota.charge``) by a compare-and-set of
+    async def charge_quotas(self, obj: Object) -> None:
+        """Kubernetes' ResourceQuota admission of a new object: charge it to each quota of its
+        namespace that limits it (a pod's count and compute, another kind's count:
+        ``schemas.quota.charge``) by a compare-and-set of
         the quota's ``status.used`` at the revision read, so concurrent creates (on any path, in
         any process) cannot together pass ``hard``: a conflict re-reads and recomputes. As
         Kubernetes' quota evaluator does, the creates waiting in this process for one namespace
         are charged together, one quota write per round for all of them. Forbidden, naming the
         quota's resource, when one would be exceeded. The quotas a process knows are at most
         ``PRIORITY_CLASSES_FRESH`` seconds old."""
-        namespace = pod.metadata.namespace or "default"
-        if not quotas_for(await self._admission["ResourceQuota"].get(), namespace):
+        namespace = obj.metadata.namespace or "default"
+        if not quotas_for(await self._admission["ResourceQuota"].get(), namespace, obj.kind):
             return
         decided: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._quota_waiting.setdefault(namespace, []).append((pod, decided))
+        self._quota_waiting.setdefault(namespace, []).append((obj, decided))
         if namespace not in self._quota_chargers:
             self._quota_chargers[namespace] = asyncio.create_task(self._charge_rounds(namespace))
         await decided
@@ -532,27 +534,31 @@ class Store:
                 if not decided.done():
                     decided.set_exception(errors.Temporary("quota admission stopped", delay=0.1))
 
-    async def _charge_batch(self, namespace: str, pods: list[Pod]) -> dict[int, Exception]:
-        """Charge ``pods`` in order to each quota of ``namespace``; the ones refused, by index."""
+    async def _charge_batch(self, namespace: str, objs: list[Object]) -> dict[int, Exception]:
+        """Charge ``objs`` in order to each quota of ``namespace``; the ones refused, by index."""
         refused: dict[int, Exception] = {}
         info = by_kind("ResourceQuota")
-        for known in quotas_for(await self._admission["ResourceQuota"].get(), namespace):
+        known_quotas = await self._admission["ResourceQuota"].get()
+        kinds = {o.kind for o in objs}
+        names = sorted({q.metadata.name for kind in kinds for q in quotas_for(known_quotas, namespace, kind)})
+        for quota_name in names:
             for _ in range(60):
                 try:
-                    quota = await self.get(info, namespace, known.metadata.name)
+                    quota = await self.get(info, namespace, quota_name)
                 except errors.NotFound:
                     break
                 if not isinstance(quota, ResourceQuota):
                     break
                 charged, here = quota, {}
-                for i, pod in enumerate(pods):
+                for i, obj in enumerate(objs):
                     if i in refused:
                         continue
                     try:
-                        used = charge(charged, pod)
+                        used = charge(charged, obj)
                     except QuotaRefused as e:
-                        name = pod.metadata.name or pod.metadata.generateName or ""
-                        here[i] = errors.Forbidden(f'pods "{name}" is forbidden: {e.message}',
+                        name = obj.metadata.name or obj.metadata.generateName or ""
+                        plural = kind_info(obj.kind).plural
+                        here[i] = errors.Forbidden(f'{plural} "{name}" is forbidden: {e.message}',
                                                    [errors.FieldError(e.field, e.message)])
                         continue
                     if used is not None:
@@ -571,8 +577,8 @@ class Store:
                 refused.update(here)
                 break
             else:
-                busy = errors.Conflict(f'resourcequotas "{known.metadata.name}": too many concurrent charges, try again')
-                refused.update({i: busy for i in range(len(pods)) if i not in refused})
+                busy = errors.Conflict(f'resourcequotas "{quota_name}": too many concurrent charges, try again')
+                refused.update({i: busy for i in range(len(objs)) if i not in refused})
         return refused
 
     @staticmethod

@@ -5,8 +5,9 @@ a new pod, pure.
 ``count/deployments.apps``, ...) and the compute requests and limits of its non-terminal pods
 (``requests.cpu``, ``limits.memory``; ``cpu`` and ``memory`` mean the requests). The
 resourcequota service keeps ``status.hard`` (a copy of spec.hard) and ``status.used``
-(:func:`usage`); every new pod is charged to its namespace's quotas before it is stored
-(:func:`charge`), refused with Kubernetes' "exceeded quota" message when one would go over.
+(:func:`usage`); every new pod, and every new object a count limits, is charged to its
+namespace's quotas before it is stored (:func:`charge`), refused with Kubernetes' "exceeded
+quota" message when one would go over.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from schemas.limitrange import pod_totals, quantity
 from schemas.meta import Base, Object
 from schemas.pod import Pod
 from schemas.quantity import format_quantity, parse_quantity
+from schemas.registry import UnknownKind, resolve
 
 Errors = list[tuple[str, str]]
 
@@ -143,30 +145,50 @@ def _joined(values: Mapping[str, str]) -> str:
     return ",".join(f"{k}={values[k]}" for k in sorted(values))
 
 
-def charge(quota: ResourceQuota, pod: Pod) -> dict[str, str] | None:
-    """The quota's ``status.used`` with ``pod`` added (None: the pod uses none of what it
-    limits), as Kubernetes' quota admission computes it; :class:`QuotaRefused` when the status
-    is not known yet, a container does not set a limited compute resource, or the pod would go
-    over ``status.hard`` (messages as Kubernetes')."""
+def _counts_kind(key: str, kind: str) -> bool:
+    """Whether the object-count key ``key`` counts objects of ``kind``."""
+    name = counted_kind(key)
+    if name is None:
+        return False
+    try:
+        return resolve(name).kind == kind
+    except UnknownKind:
+        return False
+
+
+def limited_keys(quota: ResourceQuota, kind: str) -> list[str]:
+    """The keys of ``quota`` a new object of ``kind`` is charged to: a pod's count and compute,
+    any other kind's count."""
+    if kind == "Pod":
+        return [k for k in quota.spec.hard if k in COMPUTE or k in ("pods", "count/pods")]
+    return [k for k in quota.spec.hard if _counts_kind(k, kind)]
+
+
+def charge(quota: ResourceQuota, obj: Object) -> dict[str, str] | None:
+    """The quota's ``status.used`` with the new ``obj`` added (None: it uses none of what the
+    quota limits), as Kubernetes' quota admission computes it; :class:`QuotaRefused` when the
+    status is not known yet, a pod's container does not set a limited compute resource, or the
+    object would go over ``status.hard`` (messages as Kubernetes')."""
     hard, used = quota.status.hard, quota.status.used
     name = quota.metadata.name
-    keys = [k for k in quota.spec.hard if k in COMPUTE or k in ("pods", "count/pods")]
+    keys = limited_keys(quota, obj.kind)
     if not keys:
         return None
-    missing: dict[str, list[str]] = {}
-    for key in keys:
-        if key in COMPUTE:
-            which, resource = COMPUTE[key]
-            for c in pod.spec.containers:
-                if resource not in getattr(c.resources, which):
-                    missing.setdefault(key, []).append(c.name)
-    if missing:
-        text = "; ".join(f"{k} for: {','.join(v)}" for k, v in sorted(missing.items()))
-        raise QuotaRefused(f"failed quota: {name}: must specify {text}", f"spec.hard[{sorted(missing)[0]}]")
+    if isinstance(obj, Pod):
+        missing: dict[str, list[str]] = {}
+        for key in keys:
+            if key in COMPUTE:
+                which, resource = COMPUTE[key]
+                for c in obj.spec.containers:
+                    if resource not in getattr(c.resources, which):
+                        missing.setdefault(key, []).append(c.name)
+        if missing:
+            text = "; ".join(f"{k} for: {','.join(v)}" for k, v in sorted(missing.items()))
+            raise QuotaRefused(f"failed quota: {name}: must specify {text}", f"spec.hard[{sorted(missing)[0]}]")
     for key in keys:
         if key not in hard or key not in used:
             raise QuotaRefused(f"status unknown for quota: {name}, resource: {key}", f"status.used[{key}]")
-    delta = pod_usage(pod, keys)
+    delta = pod_usage(obj, keys) if isinstance(obj, Pod) else dict.fromkeys(keys, Fraction(1))
     new = {k: quantity(used[k]) + v for k, v in delta.items()}
     over = sorted(k for k, v in new.items() if v > quantity(hard[k]) and delta[k] > 0)
     if over:
@@ -179,9 +201,9 @@ def charge(quota: ResourceQuota, pod: Pod) -> dict[str, str] | None:
     return {**used, **{k: _fmt(COMPUTE[k][1] if k in COMPUTE else k, v) for k, v in new.items()}}
 
 
-def quotas_for(quotas: Iterable[Object], namespace: str) -> list[ResourceQuota]:
-    """The namespace's quotas that limit pods, by name (the order a pod is charged in)."""
+def quotas_for(quotas: Iterable[Object], namespace: str, kind: str = "Pod") -> list[ResourceQuota]:
+    """The namespace's quotas that a new object of ``kind`` is charged to, by name (the order it
+    is charged in)."""
     return sorted((q for q in quotas if isinstance(q, ResourceQuota) and q.metadata.namespace == namespace
-                   and q.metadata.deletionTimestamp is None
-                   and any(k in COMPUTE or k in ("pods", "count/pods") for k in q.spec.hard)),
+                   and q.metadata.deletionTimestamp is None and limited_keys(q, kind)),
                   key=lambda q: q.metadata.name)

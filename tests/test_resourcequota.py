@@ -199,6 +199,37 @@ async def test_a_large_wave_of_creates_is_charged_in_batches_without_conflicts(c
     assert await used_is(client, {"pods": "150"}, "wave")
 
 
+async def test_object_counts_are_enforced_on_both_write_paths(cluster):
+    client, store = cluster
+
+    def cm(name: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}}
+
+    await client.apply(quota_manifest("objects", configmaps="2", **{"count/deployments.apps": "0"}))
+    await wait_for(lambda: used_is(client, {"configmaps": "0", "count/deployments.apps": "0"}, "objects"), 20,
+                   "the quota's status")
+    await client.apply(cm("one"))
+    await store.create(decode(cm("two")))  # a controller's create is charged as well
+    with pytest.raises(errors.Forbidden) as raised:
+        await client.apply(cm("three"))
+    assert raised.value.message == ('configmaps "three" is forbidden: exceeded quota: objects, requested: '
+                                    "configmaps=1, used: configmaps=2, limited: configmaps=2")
+    assert [d.field for d in raised.value.details] == ["spec.hard[configmaps]"]
+    with pytest.raises(errors.Forbidden) as raised:
+        await store.create(decode(cm("four")))
+    with pytest.raises(errors.Forbidden) as raised:
+        await client.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                            "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {
+                                "metadata": {"labels": {"a": "b"}}, "spec": {"containers": [
+                                    {"name": "c", "image": "busybox"}]}}}})
+    assert "exceeded quota: objects, requested: count/deployments.apps=1" in raised.value.message
+    # a deleted one is released by the service's next count, and then another fits
+    await client.delete("ConfigMap", "default", "one")
+    await wait_for(lambda: used_is(client, {"configmaps": "1", "count/deployments.apps": "0"}, "objects"), 30,
+                   "the deleted ConfigMap released")
+    await client.apply(cm("three"))
+
+
 async def _gone(store: Store, name: str) -> bool:
     return all(p.metadata.name != name for p in await store.list("Pod", "default"))
 
