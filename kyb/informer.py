@@ -36,6 +36,7 @@ from nats.js import api
 
 from kyb import metrics
 from kyb.store import decode, ensure_bucket, kind_info, split_key
+from schemas.helpers import scoped_key
 from schemas.meta import Object
 from schemas.registry import KindInfo
 
@@ -138,7 +139,7 @@ class Informer:
         return self._cache.get(key)
 
     def get_by_name(self, namespace: str | None, name: str) -> Object | None:
-        return self._cache.get(f"{namespace if self.info.namespaced else '_'}.{name}")
+        return self._cache.get(scoped_key(self.info.namespaced, namespace, name))
 
     def keys(self) -> list[str]:
         return list(self._cache)

@@ -7,6 +7,7 @@ Time is always passed in (``now``), never read from the clock here.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from collections.abc import Callable, Mapping
 from fractions import Fraction
 from functools import lru_cache
@@ -37,17 +38,40 @@ def key_for(kind: str, namespace: str | None, name: str) -> str:
     return scoped_key(by_kind(kind).namespaced, namespace, name)
 
 
+# What a name may hold in a KV key as it is; anything else (the ':' of RBAC names such as
+# system:auth-delegator, which Kubernetes allows there, and '=' itself) is written as =XX, one per
+# UTF-8 byte, so a key stays within NATS' key alphabet and maps back to one name. A DNS name
+# (every other kind's) is its own key.
+_KEY_SAFE = re.compile(r"[-_.a-zA-Z0-9]*")
+_KEY_CHAR = re.compile(r"[^-_.a-zA-Z0-9]")
+_KEY_ESCAPE = re.compile(r"(?:=[0-9A-F]{2})+")
+
+
+def key_name(name: str) -> str:
+    """``name`` as it stands in a KV key."""
+    if _KEY_SAFE.fullmatch(name):
+        return name
+    return _KEY_CHAR.sub(lambda m: "".join(f"={b:02X}" for b in m[0].encode()), name)
+
+
+def name_of_key(part: str) -> str:
+    """The name a KV key's name part stands for (``key_name`` undone)."""
+    if "=" not in part:
+        return part
+    return _KEY_ESCAPE.sub(lambda m: bytes.fromhex(m[0].replace("=", "")).decode(errors="replace"), part)
+
+
 def scoped_key(namespaced: bool, namespace: str | None, name: str) -> str:
     """The KV key of ``name`` in a namespaced kind (``default`` when none is given) or a cluster-scoped one."""
     if not namespaced:
-        return f"{CLUSTER_SCOPE}.{name}"
-    return f"{namespace or 'default'}.{name}"
+        return f"{CLUSTER_SCOPE}.{key_name(name)}"
+    return f"{namespace or 'default'}.{key_name(name)}"
 
 
 def split_key(key: str) -> tuple[str | None, str]:
     """(namespace, name) of a KV key; the namespace is None for cluster-scoped keys."""
     namespace, _, name = key.partition(".")
-    return (None if namespace == CLUSTER_SCOPE else namespace), name
+    return (None if namespace == CLUSTER_SCOPE else namespace), name_of_key(name)
 
 
 def pod_is_ready(pod: Pod) -> bool:

@@ -40,6 +40,13 @@ def dns1123_subdomain(value: str) -> list[str]:
     return errs
 
 
+def path_segment_name(value: str) -> list[str]:
+    """Kubernetes' IsValidPathSegmentName: the names of RBAC objects (``system:auth-delegator``)."""
+    if value in (".", ".."):
+        return [f"may not be '{value}'"]
+    return [f"may not contain '{c}'" for c in ("/", "%") if c in value]
+
+
 def qualified_name(value: str) -> list[str]:
     """A label or annotation key: an optional DNS subdomain prefix and '/', then a name <= 63 chars."""
     if not value:

@@ -192,7 +192,7 @@ def _binding(errs: Errors, b: Binding, kinds: tuple[str, ...], namespaced: bool)
     if not ref.name:
         errs.append(("roleRef.name", "Required value"))
     else:
-        errs.extend(("roleRef.name", f'Invalid value: "{ref.name}": {m}') for m in names.dns1123_subdomain(ref.name))
+        errs.extend(("roleRef.name", f'Invalid value: "{ref.name}": {m}') for m in names.path_segment_name(ref.name))
     for i, s in enumerate(b.subjects):
         _subject(errs, f"subjects[{i}]", s, namespaced)
 

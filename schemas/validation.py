@@ -279,6 +279,7 @@ def _priority_class_update(errs: Errors, new: PriorityClass, old: PriorityClass)
 
 
 _DNS_LABEL_NAMED = (Namespace,)
+_PATH_SEGMENT_NAMED = (Role, ClusterRole, RoleBinding, ClusterRoleBinding)
 _DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
 
@@ -295,6 +296,8 @@ def _metadata(errs: Errors, obj: Object) -> None:
                          f"'abc-123'), got \"{meta.name}\""))
     elif isinstance(obj, _DNS_LABEL_NAMED):
         errs.extend(("metadata.name", m) for m in names.dns1123_label(meta.name))
+    elif isinstance(obj, _PATH_SEGMENT_NAMED):  # Kubernetes' ValidateRBACName
+        errs.extend(("metadata.name", m) for m in names.path_segment_name(meta.name))
     elif bad := names.dns1123_subdomain(meta.name):
         errs.extend(("metadata.name", m) for m in bad)
     if meta.namespace and (bad := names.dns1123_label(meta.namespace)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,14 @@ from hypothesis import strategies as st
 from kyb import errors
 from kyb.cli import printers
 from kyb.client import ApiClient
+from schemas.helpers import key_name, scoped_key, split_key
 from schemas.rbac import GROUP, ClusterRole, PolicyRule
 from schemas.validation import SchemaError, decode, validate_update
 from services.clusterroleaggregation.reconcile import aggregated_rules, aggregating
 from tests.cluster import QUIET, Services, wait_api, wait_for
 
 HELM_RBAC = Path(__file__).parent / "manifests" / "helm-rbac.yaml"
+METRICS_SERVER_RBAC = Path(__file__).parent / "manifests" / "metrics-server-rbac.yaml"
 AV = f"{GROUP}/v1"
 RULE = {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}
 
@@ -84,6 +87,10 @@ def refusal(m: dict[str, Any]) -> list[tuple[str, str]]:
                      [("roleRef.apiGroup", f'Unsupported value: "apps": supported values: "{GROUP}"')],
                      id="ref-group"),
         pytest.param(binding("RoleBinding", ref_name=""), [("roleRef.name", "Required value")], id="ref-name"),
+        pytest.param(binding("RoleBinding", ref_name="a/b"), [("roleRef.name", "Invalid value: \"a/b\": may not contain '/'")],
+                     id="ref-name-slash"),
+        pytest.param(manifest("ClusterRole", "50%"), [("metadata.name", "may not contain '%'")], id="name-percent"),
+        pytest.param(manifest("Role", ".."), [("metadata.name", "may not be '..'")], id="name-dotdot"),
         pytest.param(binding("ClusterRoleBinding", subjects=[{"kind": "ServiceAccount", "name": "robot"}]),
                      [("subjects[0].namespace", "Required value")], id="sa-needs-namespace-cluster-wide"),
         pytest.param(binding("RoleBinding", subjects=[{"kind": "Robot", "name": "r2"}]),
@@ -322,3 +329,60 @@ async def test_aggregated_cluster_roles_follow_the_roles_they_select(cluster):
         {"matchLabels": {"aggregate-to-admin": "true"}}]}))
     assert result == "unchanged"
     assert (await client.get("ClusterRole", None, "admin"))["rules"] == [pods, svcs]
+
+
+async def test_rbac_names_with_colons_as_kubernetes_system_roles_have(cluster, nats_url):
+    client = cluster
+    code, out, err = await kyb(nats_url, "apply", "-f", str(METRICS_SERVER_RBAC))
+    assert code == 0, err
+    assert "clusterrolebinding.rbac.authorization.k8s.io/metrics-server:system:auth-delegator created" in out
+    crb = await client.get("ClusterRoleBinding", None, "metrics-server:system:auth-delegator")
+    assert crb["roleRef"]["name"] == "system:auth-delegator"
+    names = {o["metadata"]["name"] for o in await client.list("ClusterRole")}
+    assert names == {"system:metrics-server", "system:metrics-server-aggregated-reader"}
+    # an aggregated role picks up a role whose name has colons, by its labels
+    await client.apply(manifest("ClusterRole", "view", aggregationRule={"clusterRoleSelectors": [
+        {"matchLabels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"}}]}))
+
+    async def aggregated() -> bool:
+        rules = (await client.get("ClusterRole", None, "view")).get("rules", [])
+        return rules == [{"apiGroups": ["metrics.k8s.io"], "resources": ["pods", "nodes"],
+                          "verbs": ["get", "list", "watch"]}]
+
+    await wait_for(aggregated, 20, "view aggregated")
+    code, out, _ = await kyb(nats_url, "get", "clusterrolebinding", "metrics-server:system:auth-delegator", "-o", "wide")
+    assert code == 0 and out.splitlines()[1].split()[:2] == ["metrics-server:system:auth-delegator",
+                                                             "ClusterRole/system:auth-delegator"]
+    code, out, err = await kyb(nats_url, "delete", "-f", str(METRICS_SERVER_RBAC))
+    assert code == 0, err
+    assert {o["metadata"]["name"] for o in await client.list("ClusterRole")} == {"view"}
+
+
+def test_rbac_names_with_colons_through_kubectl(tmp_path):
+    import os
+
+    from tests.test_apiserver_kubectl import KUBECTL, _kubectl, apiserver_up
+
+    if not os.path.exists(KUBECTL):
+        pytest.skip("kubectl is not installed")
+    with apiserver_up(tmp_path / "state") as up:
+        out = _kubectl(up, "apply", "-f", str(METRICS_SERVER_RBAC)).stdout.splitlines()
+        assert "clusterrole.rbac.authorization.k8s.io/system:metrics-server created" in out
+        again = _kubectl(up, "apply", "-f", str(METRICS_SERVER_RBAC)).stdout.splitlines()
+        assert all(line.endswith(" unchanged") for line in again), again
+        got = _kubectl(up, "get", "clusterrole", "system:metrics-server", "-o", "jsonpath={.rules[0].resources}")
+        assert got.stdout == '["nodes/metrics"]'
+        listed = _kubectl(up, "get", "clusterrolebindings").stdout
+        assert "metrics-server:system:auth-delegator   ClusterRole/system:auth-delegator" in listed
+        _kubectl(up, "delete", "clusterrolebinding", "metrics-server:system:auth-delegator")
+        _kubectl(up, "delete", "-f", str(METRICS_SERVER_RBAC), "--ignore-not-found")
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_any_name_has_one_kv_key_and_dns_names_are_their_own(name):
+    key = scoped_key(False, None, name)
+    assert re.fullmatch(r"[-/_=.a-zA-Z0-9]+", key)  # NATS' key alphabet
+    assert split_key(key) == (None, name)
+    assert scoped_key(True, "ns", name).startswith("ns.")
+    dns = re.sub(r"[^a-z0-9.-]", "", name.lower()) or "a"
+    assert key_name(dns) == dns
