@@ -19,8 +19,9 @@ from typing import Literal
 from msgspec.structs import replace
 
 from schemas import names
+from schemas.helpers import pod_resources
 from schemas.meta import Base, Object
-from schemas.pod import Container, Pod, is_sidecar
+from schemas.pod import Container, Pod
 from schemas.quantity import format_quantity, parse_quantity
 
 # Every new pod's admission compares the same few bounds: parse each string once.
@@ -231,41 +232,14 @@ def _fmt(value: Fraction, binary: bool) -> str:
     return format_quantity(value, binary=binary)
 
 
-def _sum(total: dict[str, Fraction], values: Mapping[str, Fraction]) -> dict[str, Fraction]:
-    return {**total, **{k: total.get(k, Fraction(0)) + v for k, v in values.items()}}
-
-
-def _totals(pod: Pod, which: str) -> dict[str, Fraction]:
-    """Kubernetes' PodRequests / PodLimits: the app containers added up; sidecars (init containers
-    with restartPolicy Always) added too, as they keep running; then the larger of that and what
-    the init sequence needs at its peak (each plain init container beside the sidecars started
-    before it, each sidecar beside those before and itself)."""
-    def of(c: Container) -> dict[str, Fraction]:
-        return {k: quantity(v) for k, v in getattr(c.resources, which).items()}
-
-    total: dict[str, Fraction] = {}
-    for c in pod.spec.containers:
-        total = _sum(total, of(c))
-    sidecars: dict[str, Fraction] = {}
-    peak: dict[str, Fraction] = {}
-    for c in pod.spec.initContainers:
-        own = of(c)
-        if is_sidecar(c):
-            total = _sum(total, own)
-            sidecars = _sum(sidecars, own)
-            needs = sidecars
-        else:
-            needs = _sum(sidecars, own)
-        peak = {**peak, **{k: max(peak.get(k, Fraction(0)), v) for k, v in needs.items()}}
-    return {**total, **{k: max(total.get(k, Fraction(0)), v) for k, v in peak.items()}}
-
-
 def pod_totals(pod: Pod) -> tuple[dict[str, str], dict[str, str]]:
-    """The pod's requests and limits as LimitRanger and quota sum them (:func:`_totals`), as
-    quantity strings (binary where a container wrote that resource in binary units)."""
+    """The pod's requests and limits as LimitRanger and quota sum them (Kubernetes' PodRequests
+    and PodLimits: ``schemas.helpers.pod_resources``, sidecars counted), as quantity strings
+    (binary where a container wrote that resource in binary units)."""
     binary = {k for c in (*pod.spec.containers, *pod.spec.initContainers)
               for values in (c.resources.requests, c.resources.limits) for k, v in values.items() if v.endswith("i")}
-    req, lim = _totals(pod, "requests"), _totals(pod, "limits")
+    req = pod_resources(pod, lambda c: {k: quantity(v) for k, v in c.resources.requests.items()})
+    lim = pod_resources(pod, lambda c: {k: quantity(v) for k, v in c.resources.limits.items()})
     return ({k: _fmt(v, k in binary) for k, v in req.items()}, {k: _fmt(v, k in binary) for k, v in lim.items()})
 
 
