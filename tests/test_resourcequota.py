@@ -237,7 +237,7 @@ async def _gone(store: Store, name: str) -> bool:
 # --- through kubectl, on a `kyb up` with its per-component NATS credentials --------------------
 
 
-def test_a_deployment_under_a_pod_quota_through_kubectl(tmp_path):
+def test_a_deployment_under_a_pod_quota_and_a_limit_range_through_kubectl(tmp_path):
     import json
     import os
 
@@ -253,6 +253,10 @@ def test_a_deployment_under_a_pod_quota_through_kubectl(tmp_path):
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 3\n"
             "  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n"
             "    spec: {containers: [{name: c, image: busybox, command: [sleep, '3600']}]}\n")
+        limits = tmp_path / "limits.yaml"
+        limits.write_text("apiVersion: v1\nkind: LimitRange\nmetadata: {name: defaults}\nspec:\n  limits:\n"
+                          "  - {type: Container, defaultRequest: {cpu: 50m}, default: {cpu: 200m}}\n")
+        _kubectl(up, "apply", "-f", str(limits))  # the replication controller's creates get its defaults
         _kubectl(up, "apply", "-f", str(quota_file))
         wait_until(lambda: "pods: 0/2" in _kubectl(up, "get", "quota", "pods").stdout, 30, "the quota's status")
         _kubectl(up, "apply", "-f", str(app))
@@ -266,6 +270,9 @@ def test_a_deployment_under_a_pod_quota_through_kubectl(tmp_path):
         events = _kubectl(up, "get", "events", "-o", "json").stdout
         assert "exceeded quota: pods" in events
         assert len(pods()) == 2
+        resources = json.loads(_kubectl(up, "get", "pods", "-l", "app=web", "-o", "json").stdout)["items"][0][
+            "spec"]["containers"][0]["resources"]
+        assert resources == {"limits": {"cpu": "200m"}, "requests": {"cpu": "50m"}}
 
 
 # --- a property of the charge --------------------------------------------------------------------
