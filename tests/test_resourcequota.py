@@ -230,6 +230,24 @@ async def test_object_counts_are_enforced_on_both_write_paths(cluster):
     await client.apply(cm("three"))
 
 
+async def test_a_namespace_charged_without_pause_is_still_released(cluster):
+    client, store = cluster
+    await client.apply(quota_manifest("busy", pods="100"))
+    await wait_for(lambda: used_is(client, {"pods": "0"}, "busy"), 20, "the quota's status")
+    await client.apply(pod_manifest("gone"))
+    await client.delete("Pod", "default", "gone", grace_period_seconds=0)
+    # a new pod every 0.3 s: the quota never stays still for the 2 s a lowering waits for
+    for i in range(60):
+        await store.create(pod(f"busy-{i}"))
+        live = len(await store.list("Pod", "default"))
+        used = (await client.get("ResourceQuota", "default", "busy"))["status"]["used"]["pods"]
+        if int(used) == live:
+            break
+        await asyncio.sleep(0.3)
+    else:
+        raise AssertionError(f"the deleted pod was never released (used {used}, live pods {live})")
+
+
 async def _gone(store: Store, name: str) -> bool:
     return all(p.metadata.name != name for p in await store.list("Pod", "default"))
 

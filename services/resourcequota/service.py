@@ -7,8 +7,9 @@ namespace enqueue the quota; quotas that count other objects are looked at every
 New pods are charged to the quotas by the store's create (``kyb.store.Store.charge_quotas``),
 with compare-and-set on the quota, before this controller has seen the pod; so a recomputation
 that would lower ``used`` waits until the quota has been still for ``SETTLE_SECONDS`` (the pod
-charged a moment ago reaches the pod informer meanwhile), and a write is dropped when the quota
-changed since it was read. Runs as the leader's work of lease ``kyb-resourcequota``.
+charged a moment ago reaches the pod informer meanwhile) or, in a namespace charged without
+pause, until it has waited ``MAX_DEFER_SECONDS``; and a write is dropped when the quota changed
+since it was read. Runs as the leader's work of lease ``kyb-resourcequota``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from schemas.quota import ResourceQuota, ResourceQuotaStatus, counted_kind, usag
 from schemas.registry import UnknownKind, resolve
 
 SETTLE_SECONDS = 2.0
+# A namespace whose quotas are charged more often than SETTLE_SECONDS never settles: its usage is
+# lowered anyway once a lowering has waited this long (the window Kubernetes' controller has too).
+MAX_DEFER_SECONDS = 10.0
 COUNT_RESYNC_SECONDS = 10.0
 
 
@@ -45,6 +49,7 @@ class QuotaController:
         self.quotas = Informer(nc, "ResourceQuota")
         self.pods = Informer(nc, "Pod")
         self.changed: dict[str, float] = {}  # quota key -> monotonic time its last change was seen
+        self.deferred: dict[str, float] = {}  # quota key -> when a lowering of its usage was first put off
         self.controller = Controller("resourcequota", self.reconcile, workers=workers, keys=self.quotas.keys,
                                      resync_seconds=60)
         self.quotas.add_handler(self._on_quota)
@@ -82,6 +87,7 @@ class QuotaController:
         quota = self.quotas.get(key)
         if not isinstance(quota, ResourceQuota) or quota.metadata.deletionTimestamp:
             self.changed.pop(key, None)
+            self.deferred.pop(key, None)
             return None
         namespace = quota.metadata.namespace or "default"
         pods = [p for p in self.pods.list(namespace) if isinstance(p, Pod)]
@@ -92,9 +98,13 @@ class QuotaController:
             return again
         lowers = any(k in quota.status.used and parse_quantity(v) < parse_quantity(quota.status.used[k])
                      for k, v in status.used.items())
-        settled_for = time.monotonic() - self.changed.get(key, 0.0)
+        now = time.monotonic()
+        settled_for = now - self.changed.get(key, 0.0)
         if lowers and settled_for < SETTLE_SECONDS:
-            return SETTLE_SECONDS - settled_for  # a pod charged a moment ago may not be in the informer yet
+            since = self.deferred.setdefault(key, now)
+            if now - since < MAX_DEFER_SECONDS:
+                return SETTLE_SECONDS - settled_for  # a pod charged a moment ago may not be in the informer yet
+        self.deferred.pop(key, None)
 
         def change(current: Object) -> Object | None:
             if not isinstance(current, ResourceQuota) or current.metadata.uid != quota.metadata.uid:
