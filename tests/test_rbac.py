@@ -386,3 +386,27 @@ def test_any_name_has_one_kv_key_and_dns_names_are_their_own(name):
     assert scoped_key(True, "ns", name).startswith("ns.")
     dns = re.sub(r"[^a-z0-9.-]", "", name.lower()) or "a"
     assert key_name(dns) == dns
+
+
+async def test_the_garbage_collector_deletes_a_role_whose_owner_is_gone(nats_url, nc):
+    services = Services(["api", "gc"], nats_url, QUIET).start()
+    client = ApiClient(nc)
+    try:
+        await wait_api(nc, services.task)
+        owner, _ = await client.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "operator"}})
+        ref = {"apiVersion": "v1", "kind": "ServiceAccount", "name": "operator", "uid": owner["metadata"]["uid"]}
+        role = manifest("Role", "operator-leases", rules=[RULE])
+        role["metadata"]["ownerReferences"] = [ref]
+        rb = binding("RoleBinding", "operator-leases", ref_kind="Role", ref_name="operator-leases",
+                     subjects=[{"kind": "ServiceAccount", "name": "operator"}])
+        rb["metadata"]["ownerReferences"] = [ref]
+        await client.apply(role)
+        await client.apply(rb)
+        await client.delete("ServiceAccount", "default", "operator")
+
+        async def gone() -> bool:
+            return not await client.list("Role", "default") and not await client.list("RoleBinding", "default")
+
+        await wait_for(gone, 20, "the owned Role and RoleBinding collected")
+    finally:
+        await services.stop()

@@ -44,6 +44,11 @@ KINDS = (
     "Service",
     "ConfigMap",
     "Secret",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "LimitRange",
+    "ResourceQuota",
 )
 
 
