@@ -237,6 +237,24 @@ async def remove_containers(node: str) -> None:
         await rt.close()
 
 
+async def remove_process_pods(node: str) -> None:
+    """End every pod the process runtime of ``node``'s kubelet (default state directory) left running."""
+    import tempfile
+
+    from services.kubelet.runtime.process import ProcessRuntime
+
+    state = Path(tempfile.gettempdir()) / f"kyb-kubelet-{node}" / "process"
+    if not state.exists():
+        return
+    rt = ProcessRuntime(state)
+    try:
+        for uid in set(await rt.list_sandboxes()) | {i.pod_uid for i in await rt.list()}:
+            if uid:
+                await rt.remove_sandbox(uid)
+    finally:
+        await rt.close()
+
+
 # --- hollow nodes and their kubelet: the product's own simulator (kyb.hollow) ----------------
 
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import zlib
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,9 @@ class Up:
     def __init__(self, data: Path, *args: str, env: dict[str, str] | None = None, runtime: str = "process") -> None:
         self.data = data
         self.runtime = runtime
-        self.node = f"up-{os.getpid()}"
+        # One node name per data directory: its pods get a pod range and kubelet state of their own
+        # (a restart on the same directory is the same node and adopts them).
+        self.node = f"up-{os.getpid()}-{zlib.crc32(str(data.resolve()).encode()) % 100_000}"
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.ingress_port = free_port()
@@ -79,6 +82,12 @@ class Up:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.runtime == "process":  # a stopping kubelet leaves its pods running: end them
+            import asyncio
+
+            from tests.cluster import remove_process_pods
+
+            asyncio.run(remove_process_pods(self.node))
 
 
 @pytest.fixture
