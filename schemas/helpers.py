@@ -134,19 +134,22 @@ def pod_resources(pod: Pod, of: Callable[[Container], Mapping[str, N]]) -> dict[
     return _at_least(total, peak)
 
 
+# Cached: thousands of pods and nodes share a handful of quantity strings.
 @lru_cache(maxsize=4096)
-def _millis(q: str) -> int:
+def millis(q: str) -> int:
+    """``schemas.quantity.cpu_millis``, cached."""
     return cpu_millis(q)
 
 
 @lru_cache(maxsize=4096)
-def _bytes(q: str) -> int:
+def size(q: str) -> int:
+    """``schemas.quantity.to_bytes``, cached."""
     return to_bytes(q)
 
 
 def _scheduled(c: Container) -> dict[str, int]:
     out = {}
-    for name, parse in (("cpu", _millis), ("memory", _bytes)):
+    for name, parse in (("cpu", millis), ("memory", size)):
         # an unset request is the limit, as the API server defaults it
         q = c.resources.requests.get(name) or c.resources.limits.get(name)
         if q:

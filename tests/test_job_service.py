@@ -239,16 +239,24 @@ async def test_suspended_job_creates_nothing_until_resumed(cluster: Cluster):
 from tests.images import busybox_image  # noqa: E402,F401
 
 
+async def _docker_cluster(nats_url, nc, tmp_path, node: str, cidr: str) -> tuple[Services, Services, Cluster]:
+    """api, scheduler and job, and a Docker kubelet for ``node`` with pod range ``cidr``, once the api answers."""
+    base = Services(["api", "scheduler", "job"], nats_url, QUIET).start()
+    kubelet = Services(["kubelet"], nats_url, docker_kubelet_options(node, tmp_path, cidr)).start()
+    try:
+        await wait_api(nc)
+    except BaseException:
+        await kubelet.stop()
+        await base.stop()
+        raise
+    return base, kubelet, Cluster(nc, Store(nc.jetstream()), nats_url)
+
+
 @pytest.mark.docker
 async def test_busybox_job_completes_on_docker(nats_url, nc, tmp_path, busybox_image):  # noqa: F811
     node = "jobnode"
-    kubelet_opts = docker_kubelet_options(node, tmp_path, "127.78.0.0/16")
-    base = Services(["api", "scheduler", "job"], nats_url, QUIET).start()
-    kubelet = Services(["kubelet"], nats_url, kubelet_opts).start()
-    store = Store(nc.jetstream())
-    c = Cluster(nc, store, nats_url)
+    base, kubelet, c = await _docker_cluster(nats_url, nc, tmp_path, node, "127.78.0.0/16")
     try:
-        await wait_api(nc)
         manifest = job_manifest("hello", completions=3, parallelism=2)
         manifest["spec"]["template"]["spec"]["containers"] = [
             {"name": "work", "image": busybox_image, "imagePullPolicy": "Never", "command": ["sh", "-c", "exit 0"]}
@@ -269,13 +277,8 @@ async def test_busybox_job_completes_on_docker(nats_url, nc, tmp_path, busybox_i
 async def test_job_with_a_sidecar_completes_on_docker(nats_url, nc, tmp_path, busybox_image):  # noqa: F811
     """The sidecar runs forever (and ignores SIGTERM); the Job completes when its main container does."""
     node = "sidecarnode"
-    kubelet_opts = docker_kubelet_options(node, tmp_path, "127.79.0.0/16")
-    base = Services(["api", "scheduler", "job"], nats_url, QUIET).start()
-    kubelet = Services(["kubelet"], nats_url, kubelet_opts).start()
-    store = Store(nc.jetstream())
-    c = Cluster(nc, store, nats_url)
+    base, kubelet, c = await _docker_cluster(nats_url, nc, tmp_path, node, "127.79.0.0/16")
     try:
-        await wait_api(nc)
         manifest = job_manifest("with-sidecar", completions=1)
         spec = manifest["spec"]["template"]["spec"]
         spec["initContainers"] = [{"name": "logger", "image": busybox_image, "imagePullPolicy": "Never",

@@ -15,6 +15,7 @@ from schemas.pod import Container, Pod, PodSpec, PodStatus, Probe
 from schemas.validation import SchemaError, decode
 from services.kubelet.reconcile import Kill, PodMemory, ProbeView, Settings, plan, stop_waves
 from services.kubelet.runtime.base import ContainerInfo
+from tests.test_kubelet_reconcile import observed_for  # attempts of each container, as the runtime lists them
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 SET = Settings(base_backoff=10, max_backoff=300, reset_after=600)
@@ -155,19 +156,6 @@ def test_stop_waves_app_containers_first_then_sidecars_last_started_first():
 
 # --- a property ---------------------------------------------------------------------------------
 
-
-@st.composite
-def observed_for(draw, names):
-    out = []
-    for name in names:
-        n = draw(st.integers(0, 3))
-        for attempt in range(n):
-            last = attempt == n - 1
-            state = draw(st.sampled_from(["running", "exited"])) if last else "exited"
-            code = draw(st.sampled_from([0, 1, 137])) if state == "exited" else None
-            fin = T0 + timedelta(seconds=draw(st.integers(0, 700))) if state == "exited" else None
-            out.append(info(name, attempt, state, code, T0, fin))
-    return out
 
 
 @given(policy=st.sampled_from(["Always", "OnFailure", "Never"]),

@@ -8,13 +8,11 @@ request strings.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
 from schemas.core import Node
-from schemas.helpers import pod_requests
+from schemas.helpers import millis, pod_requests, size
 from schemas.pod import NodeSelectorTerm, Pod
-from schemas.quantity import cpu_millis, to_bytes
 from services.scheduler.values import (
     HostPort,
     NodeInfo,
@@ -28,16 +26,6 @@ from services.scheduler.values import (
 
 DEFAULT_SCHEDULER = "default-scheduler"
 DEFAULT_MAX_PODS = 110
-
-
-@lru_cache(maxsize=4096)
-def _cpu(q: str) -> int:
-    return cpu_millis(q)
-
-
-@lru_cache(maxsize=4096)
-def _bytes(q: str) -> int:
-    return to_bytes(q)
 
 
 def _term(t: NodeSelectorTerm) -> Term:
@@ -102,9 +90,9 @@ def node_info(node: Node) -> NodeInfo:
     ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
     return NodeInfo(
         name=node.metadata.name,
-        cpu=_cpu(res["cpu"]) if "cpu" in res else 0,
-        memory=_bytes(res["memory"]) if "memory" in res else 0,
-        pods=int(_bytes(res["pods"])) if "pods" in res else DEFAULT_MAX_PODS,
+        cpu=millis(res["cpu"]) if "cpu" in res else 0,
+        memory=size(res["memory"]) if "memory" in res else 0,
+        pods=int(size(res["pods"])) if "pods" in res else DEFAULT_MAX_PODS,
         labels=tuple(sorted(node.metadata.labels.items())),
         taints=tuple(Taint(key=t.key, value=t.value, effect=t.effect) for t in node.spec.taints),
         ready=ready,
