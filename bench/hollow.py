@@ -11,6 +11,8 @@ from kyb.hollow import hollow_node
 from kyb.store import Store
 from schemas.core import Node
 
+ZONE = "topology.kubernetes.io/zone"
+
 
 @dataclass(frozen=True)
 class HollowNodes:
@@ -20,10 +22,14 @@ class HollowNodes:
     pods: str = "110"
     prefix: str = "hollow"
     concurrency: int = 512     # Node creates in flight
+    zones: int = 0             # > 0: label node i topology.kubernetes.io/zone=zone-<i mod zones>
 
     def node(self, i: int) -> Node:
         name = f"{self.prefix}-{i:05d}"
-        return hollow_node(name, labels={"kubemark": "true"},
+        labels = {"kubemark": "true"}
+        if self.zones:
+            labels[ZONE] = f"zone-{i % self.zones}"
+        return hollow_node(name, labels=labels,
                            resources={"cpu": self.cpu, "memory": self.memory, "pods": self.pods})
 
     async def register(self, store: Store) -> None:

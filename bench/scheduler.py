@@ -7,6 +7,7 @@ their ratio. Starts its own nats-server on a free port in a temporary directory;
 scheduler runs in its own process, as it does in a deployment.
 
     python bench/scheduler.py [--nodes 5000] [--pods 10000] [--reserve auto|always|never] [--profile out.prof]
+        [--spread none|zone|zone-soft]
 """
 
 from __future__ import annotations
@@ -35,7 +36,13 @@ from schemas.registry import resolve  # noqa: E402
 POD_CONCURRENCY = 1024
 
 
-def make_pod(i: int) -> Pod:
+def make_pod(i: int, spread: str = "none") -> Pod:
+    constraints = [] if spread == "none" else [{
+        "maxSkew": 1,
+        "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "DoNotSchedule" if spread == "zone" else "ScheduleAnyway",
+        "labelSelector": {"matchLabels": {"app": "bench"}},
+    }]
     return msgspec.convert(
         {
             "apiVersion": "v1",
@@ -51,7 +58,8 @@ def make_pod(i: int) -> Pod:
             "spec": {
                 "containers": [
                     {"name": "app", "image": "bench:1", "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}
-                ]
+                ],
+                "topologySpreadConstraints": constraints,
             },
         },
         Pod,
@@ -137,7 +145,7 @@ async def run(args) -> None:
             store = Store(js)
             await store.ensure_buckets([resolve("pods"), resolve("nodes")])
             t = time.perf_counter()
-            await HollowNodes(args.nodes).register(store)
+            await HollowNodes(args.nodes, zones=3).register(store)
             print(f"registered {args.nodes} hollow nodes in {time.perf_counter() - t:.1f}s")
             ctx = mp.get_context("spawn")
             ready = ctx.Event()
@@ -146,7 +154,7 @@ async def run(args) -> None:
             proc.start()
             await asyncio.get_running_loop().run_in_executor(None, ready.wait, 120)
 
-            pods = [make_pod(i) for i in range(args.pods)]
+            pods = [make_pod(i, args.spread) for i in range(args.pods)]
             done = asyncio.Event()
             bound: dict = {}
             watcher = asyncio.create_task(watch_bindings(js, args.pods, done, bound))
@@ -187,6 +195,12 @@ def main() -> None:
         help="node reservations: only while another replica is alive (auto, the default), always, or never",
     )
     p.add_argument("--profile", help="write a cProfile of the scheduler process to this file")
+    p.add_argument(
+        "--spread",
+        choices=["none", "zone", "zone-soft"],
+        default="none",
+        help="every pod spreads over the nodes' 3 zones, maxSkew 1: DoNotSchedule (zone), ScheduleAnyway (zone-soft)",
+    )
     args = p.parse_args()
     import uvloop
 

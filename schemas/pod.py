@@ -335,6 +335,19 @@ class Toleration(Base, kw_only=True, frozen=True):
     tolerationSeconds: int | None = None
 
 
+class TopologySpreadConstraint(Base, kw_only=True, frozen=True):
+    """How matching pods may be spread over the domains of ``topologyKey`` (zones, nodes)."""
+
+    maxSkew: int
+    topologyKey: str
+    whenUnsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"]
+    labelSelector: LabelSelector | None = None
+    matchLabelKeys: list[str] = []
+    minDomains: int | None = None
+    nodeAffinityPolicy: Literal["Honor", "Ignore"] | None = None  # unset: Honor
+    nodeTaintsPolicy: Literal["Honor", "Ignore"] | None = None  # unset: Ignore
+
+
 class PodDNSConfigOption(Base, kw_only=True, frozen=True):
     name: str = ""
     value: str | None = None
@@ -362,6 +375,7 @@ class PodSpec(Base, kw_only=True, frozen=True):
     nodeSelector: dict[str, str] = {}
     affinity: Affinity | None = None
     tolerations: list[Toleration] = []
+    topologySpreadConstraints: list[TopologySpreadConstraint] = []
     restartPolicy: RestartPolicy = "Always"
     terminationGracePeriodSeconds: int = 30
     activeDeadlineSeconds: int | None = None

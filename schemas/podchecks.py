@@ -15,6 +15,7 @@ from fractions import Fraction
 from schemas import names
 from schemas.pod import Container, LifecycleHandler, PodSpec, Probe, Volume
 from schemas.quantity import parse_quantity
+from schemas.selector import SelectorError, from_label_selector
 
 Errors = list[tuple[str, str]]
 
@@ -195,10 +196,51 @@ def pod_spec(errs: Errors, path: str, spec: PodSpec, restart_policies: tuple[str
                 errs.append((f"{tp}.key", m))
         if t.tolerationSeconds is not None and t.effect != "NoExecute":
             errs.append((f"{tp}.effect", "effect must be 'NoExecute' when `tolerationSeconds` is set"))
+    _spread(errs, path, spec)
     if spec.nodeName:
         for m in names.dns1123_subdomain(spec.nodeName):
             errs.append((f"{path}.nodeName", m))
     _dns(errs, path, spec)
+
+
+def _spread(errs: Errors, path: str, spec: PodSpec) -> None:
+    """topologySpreadConstraints, as Kubernetes' validateTopologySpreadConstraints."""
+    seen: set[tuple[str, str]] = set()
+    for i, c in enumerate(spec.topologySpreadConstraints):
+        cp = f"{path}.topologySpreadConstraints[{i}]"
+        if c.maxSkew <= 0:
+            errs.append((f"{cp}.maxSkew", f"Invalid value: {c.maxSkew}: must be greater than zero"))
+        if c.minDomains is not None:
+            if c.minDomains <= 0:
+                errs.append((f"{cp}.minDomains", f"Invalid value: {c.minDomains}: must be greater than zero"))
+            elif c.whenUnsatisfiable != "DoNotSchedule":
+                errs.append((f"{cp}.minDomains", f"Invalid value: {c.minDomains}: can only use minDomains if "
+                             "whenUnsatisfiable=DoNotSchedule"))
+        if not c.topologyKey:
+            errs.append((f"{cp}.topologyKey", "Required value: can not be empty"))
+        else:
+            for m in names.qualified_name(c.topologyKey):
+                errs.append((f"{cp}.topologyKey", m))
+        pair = (c.topologyKey, c.whenUnsatisfiable)
+        if pair in seen:
+            errs.append((f"{cp}.{{topologyKey, whenUnsatisfiable}}",
+                         f'Duplicate value: {{"{c.topologyKey}", "{c.whenUnsatisfiable}"}}'))
+        seen.add(pair)
+        selector_keys: set[str] = set()
+        if c.labelSelector is not None:
+            try:
+                from_label_selector(c.labelSelector)
+            except SelectorError as e:
+                errs.append((f"{cp}.labelSelector", str(e)))
+            selector_keys = set(c.labelSelector.matchLabels) | {e.key for e in c.labelSelector.matchExpressions}
+        for j, key in enumerate(c.matchLabelKeys):
+            kp = f"{cp}.matchLabelKeys[{j}]"
+            for m in names.qualified_name(key):
+                errs.append((kp, m))
+            if key in selector_keys:
+                errs.append((kp, f'Invalid value: "{key}": exists in both matchLabelKeys and labelSelector'))
+            elif key in c.matchLabelKeys[:j]:
+                errs.append((kp, f'Duplicate value: "{key}"'))
 
 
 MAX_DNS_NAMESERVERS = 3  # Kubernetes' validation limits (pkg/apis/core/validation)

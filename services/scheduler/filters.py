@@ -30,6 +30,8 @@ REASON_PORTS = "node(s) didn't have free ports for the requested pod ports"
 REASON_TOO_MANY_PODS = "Too many pods"
 REASON_CPU = "Insufficient cpu"
 REASON_MEMORY = "Insufficient memory"
+REASON_SPREAD = "node(s) didn't match pod topology spread constraints"
+REASON_SPREAD_LABEL = "node(s) didn't match pod topology spread constraints (missing required label)"
 
 _HARD_EFFECTS = ("NoSchedule", "NoExecute")
 _SCALAR_REFRESH = 32  # changed rows re-checked one by one in Python below this many (numpy call overhead)
@@ -81,6 +83,28 @@ def _field_mask(table: NodeTable, r: Requirement, n: int) -> NDArray[np.bool_]:
     return inside if r.operator == "In" else ~inside
 
 
+def node_affinity(table: NodeTable, pod: PodRequest, n: int) -> NDArray[np.bool_]:
+    """Per node row: does it match the pod's nodeSelector and required node affinity."""
+    affinity = np.ones(n, dtype=bool)
+    for key, value in pod.node_selector:
+        col = table.labels.get(key)
+        c = col.values.get(value) if col is not None else None
+        affinity &= (col.codes[:n] == c) if col is not None and c is not None else False
+    if pod.required is not None:
+        any_term = np.zeros(n, dtype=bool)
+        for term in pod.required:
+            any_term |= term_mask(table, term, n)
+        affinity &= any_term
+    return affinity
+
+
+def untainted(table: NodeTable, pod: PodRequest) -> NDArray[np.bool_]:
+    """Per node row: no NoSchedule/NoExecute taint the pod does not tolerate."""
+    _, first_taint = _static(table, pod)
+    ok: NDArray[np.bool_] = first_taint == -1
+    return ok
+
+
 def tolerated_columns(table: NodeTable, pod: PodRequest) -> NDArray[np.bool_]:
     return np.array([pod.tolerates(t) for t in table.taint_list], dtype=bool)
 
@@ -120,17 +144,7 @@ def _static(table: NodeTable, pod: PodRequest) -> tuple[NDArray[np.int8], NDArra
             has = pos[np.arange(n), best] != ABSENT
             first_taint[has] = cols[best[has]]
             fail(has, 4)
-    affinity = np.ones(n, dtype=bool)
-    for key, value in pod.node_selector:
-        col = table.labels.get(key)
-        c = col.values.get(value) if col is not None else None
-        affinity &= (col.codes[:n] == c) if col is not None and c is not None else False
-    if pod.required is not None:
-        any_term = np.zeros(n, dtype=bool)
-        for term in pod.required:
-            any_term |= term_mask(table, term, n)
-        affinity &= any_term
-    fail(~affinity, 5)
+    fail(~node_affinity(table, pod, n), 5)
     out = (code, first_taint)
     table.static_cache[sig] = out
     return out
@@ -220,13 +234,17 @@ def _feasible_rows(table: NodeTable, pod: PodRequest, rows: NDArray[np.int64]) -
     return ok
 
 
-def find_feasible(table: NodeTable, pod: PodRequest, want: int, start: int = 0) -> tuple[NDArray[np.intp], int]:
+def find_feasible(
+    table: NodeTable, pod: PodRequest, want: int, start: int = 0, also: NDArray[np.bool_] | None = None
+) -> tuple[NDArray[np.intp], int]:
     """kube-scheduler's findNodesThatPassFilters: walk rows from ``start`` (wrapping) until
-    ``want`` feasible nodes are found. Returns (their rows in walk order, rows walked)."""
+    ``want`` feasible nodes are found. Returns (their rows in walk order, rows walked).
+    ``also``: a further per-row filter (topology spread), ANDed with the cached ones."""
     n = table.n
     if want >= len(table) or n == 0:
-        return np.flatnonzero(feasible(table, pod)), n
-    ok = fits(table, pod)
+        every = feasible(table, pod)
+        return np.flatnonzero(every if also is None else every & also), n
+    ok = fits(table, pod) if also is None else fits(table, pod) & also
     start %= n
     rows = np.flatnonzero(ok[start:n])
     if rows.size >= want:
@@ -239,8 +257,10 @@ def find_feasible(table: NodeTable, pod: PodRequest, want: int, start: int = 0) 
     return np.concatenate((rows + start, wrapped)), n
 
 
-def reasons(table: NodeTable, pod: PodRequest) -> Counter[str]:
-    """Why each node rejects the pod, counted per message as kube-scheduler reports it."""
+def reasons(table: NodeTable, pod: PodRequest, spread: tuple[NDArray[np.bool_], NDArray[np.bool_]] | None = None
+            ) -> Counter[str]:
+    """Why each node rejects the pod, counted per message as kube-scheduler reports it.
+    ``spread``: per row (has every topology key, within every maxSkew), after the filters above."""
     n = table.n
     code, first_taint = _static(table, pod)
     out: Counter[str] = Counter()
@@ -269,4 +289,14 @@ def reasons(table: NodeTable, pod: PodRequest) -> Counter[str]:
             k = int((rest & short).sum())
             if k:
                 out[reason] = k
+    if spread is not None:
+        for _, short in checks:
+            if short is not None:
+                rest &= ~short
+        labelled, within = spread
+        for reason, bad in ((REASON_SPREAD_LABEL, ~labelled), (REASON_SPREAD, ~within)):
+            k = int((rest & bad).sum())
+            if k:
+                out[reason] = k
+            rest &= ~bad
     return out

@@ -8,8 +8,9 @@ Like kube-scheduler, a pod is scored on only part of a large cluster: nodes are 
 ``table.next_start`` (wrapping around) until ``num_feasible_nodes_to_find`` feasible ones are
 found (all of them below 100 nodes; otherwise ``percentageOfNodesToScore``, adaptive by default:
 50% minus 1% per 125 nodes, at least 5% and at least 100 nodes), and the best of those wins.
-The decision says where the next pod's walk starts; spreading over successive pods comes from
-the caller moving the start there. Ties are broken with the random generator passed in.
+Topology spread (``spread``) is one more filter and score, evaluated only for pods that have
+constraints. The decision says where the next pod's walk starts; spreading over successive pods
+comes from the caller moving the start there. Ties are broken with the random generator passed in.
 
 Pure: no I/O, no clock (``now`` is an argument), no randomness but the generator passed in;
 ``schedule_one`` changes nothing in the table but its derived caches.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.scheduler import filters, scores
+from services.scheduler import filters, scores, spread
 from services.scheduler.filters import (
     NOT_READY_TAINT,
     REASON_AFFINITY,
@@ -28,6 +29,8 @@ from services.scheduler.filters import (
     REASON_NODE_NAME,
     REASON_NOT_READY,
     REASON_PORTS,
+    REASON_SPREAD,
+    REASON_SPREAD_LABEL,
     REASON_TOO_MANY_PODS,
     REASON_UNSCHEDULABLE,
     UNSCHEDULABLE_TAINT,
@@ -43,6 +46,7 @@ from services.scheduler.values import (
     PodRequest,
     PreferredTerm,
     Requirement,
+    SpreadConstraint,
     Taint,
     Term,
     Toleration,
@@ -50,9 +54,10 @@ from services.scheduler.values import (
 
 __all__ = [
     "DEFAULT_CPU_MILLIS", "DEFAULT_MEMORY_BYTES", "MAX_NODE_SCORE", "NOT_READY_TAINT", "REASON_AFFINITY", "REASON_CPU",
-    "REASON_MEMORY", "REASON_NODE_NAME", "REASON_NOT_READY", "REASON_PORTS", "REASON_TOO_MANY_PODS",
-    "REASON_UNSCHEDULABLE", "UNSCHEDULABLE_TAINT", "WEIGHTS", "Decision", "HostPort", "NodeInfo", "NodeTable",
-    "PodRequest", "PreferredTerm", "Requirement", "Taint", "Term", "Toleration", "num_feasible_nodes_to_find",
+    "REASON_MEMORY", "REASON_NODE_NAME", "REASON_NOT_READY", "REASON_PORTS", "REASON_SPREAD",
+    "REASON_SPREAD_LABEL", "REASON_TOO_MANY_PODS", "REASON_UNSCHEDULABLE", "UNSCHEDULABLE_TAINT", "WEIGHTS",
+    "Decision", "HostPort", "NodeInfo", "NodeTable", "PodRequest", "PreferredTerm", "Requirement",
+    "SpreadConstraint", "Taint", "Term", "Toleration", "num_feasible_nodes_to_find",
     "schedule_one",
 ]
 
@@ -81,12 +86,14 @@ def schedule_one(table: NodeTable, pod: PodRequest, rng: np.random.Generator, no
     del now  # filters and scores here do not depend on time
     nodes = len(table)
     start = table.next_start
+    masks = spread.filter_masks(table, pod) if pod.spread else None
     rows, walked = filters.find_feasible(
-        table, pod, num_feasible_nodes_to_find(nodes, table.percentage_of_nodes_to_score), start
+        table, pod, num_feasible_nodes_to_find(nodes, table.percentage_of_nodes_to_score), start,
+        None if masks is None else masks[0] & masks[1],
     )
     next_start = (start + walked) % table.n if table.n else start
     if rows.size == 0:
-        return Decision(node_name=None, reasons=filters.reasons(table, pod), nodes=nodes, next_start=next_start)
+        return Decision(node_name=None, reasons=filters.reasons(table, pod, masks), nodes=nodes, next_start=next_start)
     if rows.size == 1:
         pick = int(rows[0])
     else:

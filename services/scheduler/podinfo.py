@@ -12,13 +12,16 @@ from typing import Any
 
 from schemas.core import Node
 from schemas.helpers import millis, pod_requests, size
-from schemas.pod import NodeSelectorTerm, Pod
+from schemas.pod import NodeSelectorTerm, Pod, TopologySpreadConstraint
+from schemas.selector import Requirement as LabelRequirement
+from schemas.selector import Selector, SelectorError, from_label_selector
 from services.scheduler.values import (
     HostPort,
     NodeInfo,
     PodRequest,
     PreferredTerm,
     Requirement,
+    SpreadConstraint,
     Taint,
     Term,
     Toleration,
@@ -32,6 +35,27 @@ def _term(t: NodeSelectorTerm) -> Term:
     return Term(
         match_expressions=tuple(Requirement(key=r.key, operator=r.operator, values=tuple(r.values)) for r in t.matchExpressions),
         match_fields=tuple(Requirement(key=r.key, operator=r.operator, values=tuple(r.values)) for r in t.matchFields),
+    )
+
+
+def _spread(c: TopologySpreadConstraint, labels: Mapping[str, str]) -> SpreadConstraint:
+    """One constraint, its matchLabelKeys folded into the selector as kube-scheduler does: the
+    incoming pod's values of those keys (keys it lacks are skipped; a nil selector stays nothing)."""
+    try:
+        selector = from_label_selector(c.labelSelector)
+    except SelectorError:  # refused on create; a stored one matches nothing rather than everything
+        selector = Selector.none()
+    extra = tuple(LabelRequirement(k, "=", (labels[k],)) for k in c.matchLabelKeys if k in labels)
+    if extra and not selector.nothing:
+        selector = Selector(selector.requirements + extra)
+    return SpreadConstraint(
+        max_skew=c.maxSkew,
+        topology_key=c.topologyKey,
+        hard=c.whenUnsatisfiable == "DoNotSchedule",
+        selector=selector,
+        min_domains=c.minDomains or 1,
+        honor_affinity=c.nodeAffinityPolicy != "Ignore",
+        honor_taints=c.nodeTaintsPolicy == "Honor",
     )
 
 
@@ -67,6 +91,9 @@ def pod_request(pod: Pod, key: str, volume_terms: tuple[Term, ...] | None = None
         tolerations=tuple(Toleration(key=t.key, operator=t.operator, value=t.value, effect=t.effect) for t in spec.tolerations),
         host_ports=ports,
         owner_uid=owner,
+        namespace=pod.metadata.namespace or "default",
+        labels=tuple(sorted(pod.metadata.labels.items())),
+        spread=tuple(_spread(c, pod.metadata.labels) for c in spec.topologySpreadConstraints),
     )
 
 

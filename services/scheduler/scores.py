@@ -1,7 +1,9 @@
 """kube-scheduler's scores over the feasible rows of a ``NodeTable``, weighted like its default profile.
 
 NodeResourcesLeastAllocated (1), NodeResourcesBalancedAllocation (1), spreading of one owner's
-pods (2), preferred node affinity (2), TaintToleration for PreferNoSchedule (3); 0-100 each.
+pods (2; for pods without topologySpreadConstraints), PodTopologySpread for ScheduleAnyway
+constraints (2, ``spread``), preferred node affinity (2), TaintToleration for PreferNoSchedule
+(3); 0-100 each.
 Resource scores are cached per pod shape and refreshed on the rows changed since.
 
 Pure: reads the table, writes only its derived caches.
@@ -12,12 +14,13 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from services.scheduler import spread
 from services.scheduler.filters import term_mask, tolerated_columns
 from services.scheduler.table import ABSENT, NodeTable
 from services.scheduler.values import PodRequest
 
 MAX_NODE_SCORE = 100
-WEIGHTS = {"least": 1, "balanced": 1, "spread": 2, "affinity": 2, "taint": 3}
+WEIGHTS = {"least": 1, "balanced": 1, "spread": 2, "topology": 2, "affinity": 2, "taint": 3}
 _SCALAR_REFRESH = 32  # changed rows re-scored one by one in Python below this many (numpy call overhead)
 
 
@@ -70,7 +73,8 @@ def scores(table: NodeTable, pod: PodRequest, rows: NDArray[np.intp]) -> NDArray
     """Weighted total score of each of ``rows`` (feasible node rows), as integers."""
     total = resource_row_scores(table, pod)[rows]
     const = 0  # scores equal on every row are added once at the end
-    counts = table.owners.get(pod.owner_uid) if pod.owner_uid else None
+    # a pod's own topologySpreadConstraints replace the default spreading of its owner's pods
+    counts = table.owners.get(pod.owner_uid) if pod.owner_uid and not pod.spread else None
     c = counts[rows] if counts is not None else None
     top = int(c.max()) if c is not None and c.size else 0
     if c is not None and top > 0:
@@ -82,6 +86,10 @@ def scores(table: NodeTable, pod: PodRequest, rows: NDArray[np.intp]) -> NDArray
         total += c
     else:
         const += WEIGHTS["spread"] * MAX_NODE_SCORE
+    if pod.spread:
+        topology = spread.scores(table, pod, rows)
+        if topology is not None:
+            total += WEIGHTS["topology"] * topology
     if pod.preferred:
         raw = np.zeros(rows.size, dtype=np.int64)
         n = table.n

@@ -17,9 +17,11 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
+from schemas.selector import Selector
 from services.scheduler.values import HostPort, NodeInfo, PodRequest, Taint, Term, Toleration
 
 ABSENT = np.int16(32767)  # taint position of a taint a node does not carry
+_MATCHING_SELECTORS = 64  # spread selectors whose counts are kept; past this they start over
 
 _Scalar = TypeVar("_Scalar", bound=np.generic)
 
@@ -40,6 +42,8 @@ class _Bound(msgspec.Struct):
     score_memory: int
     owner_uid: str
     host_ports: tuple[HostPort, ...]
+    namespace: str
+    labels: dict[str, str]
 
 
 class _LabelColumn:
@@ -104,6 +108,10 @@ class NodeTable:
         self.owners: dict[str, NDArray[np.int32]] = {}
         self.pods: dict[str, _Bound] = {}
         self._pods_on: dict[str, set[str]] = {}
+        self.in_namespace: dict[str, set[str]] = {}  # pod keys by namespace (topology spread counts)
+        # per (namespace, selector) of a topology spread constraint seen: matching pods per row,
+        # kept up to date like ``owners`` from then on
+        self.matching: dict[tuple[str, Selector], NDArray[np.int64]] = {}
         # Derived data, kept by ``filters`` and ``scores`` (never a decision's input on its own):
         # static filter results per pod shape (dropped when a node changes), and feasibility and
         # resource scores per pod shape, refreshed only on the rows changed since (the log).
@@ -133,6 +141,8 @@ class NodeTable:
                 by_ip[ip] = _grow(by_ip[ip], cap, 0)
         for uid in self.owners:
             self.owners[uid] = _grow(self.owners[uid], cap, 0)
+        for sel in self.matching:
+            self.matching[sel] = _grow(self.matching[sel], cap, 0)
         self._cap = cap
 
     def _taint_column(self, taint: Taint) -> int:
@@ -201,6 +211,8 @@ class NodeTable:
                 counts[i] = 0
         for counts in self.owners.values():
             counts[i] = 0
+        for matching in self.matching.values():
+            matching[i] = 0
         self._touch(i)
         self._free.append(i)
 
@@ -235,6 +247,10 @@ class NodeTable:
             if counts is None:
                 counts = self.owners[b.owner_uid] = np.zeros(self._cap, dtype=np.int32)
             counts[i] += sign
+        if self.matching:
+            for (ns, selector), matching in self.matching.items():
+                if ns == b.namespace and selector.matches(b.labels):
+                    matching[i] += sign
 
     def assume(self, pod: PodRequest, node_name: str) -> None:
         """Count ``pod`` on ``node_name`` (bound, or about to be). Idempotent per pod key."""
@@ -243,9 +259,13 @@ class NodeTable:
             if old.node == node_name:
                 return
             self.forget(pod.key)
-        b = _Bound(node_name, pod.cpu, pod.memory, pod.score_cpu, pod.score_memory, pod.owner_uid, pod.host_ports)
+        b = _Bound(
+            node_name, pod.cpu, pod.memory, pod.score_cpu, pod.score_memory, pod.owner_uid, pod.host_ports,
+            pod.namespace, dict(pod.labels),
+        )
         self.pods[pod.key] = b
         self._pods_on.setdefault(node_name, set()).add(pod.key)
+        self.in_namespace.setdefault(pod.namespace, set()).add(pod.key)
         i = self.index.get(node_name)
         if i is not None:
             self._account(i, b, +1)
@@ -260,9 +280,30 @@ class NodeTable:
             on.discard(key)
             if not on:
                 del self._pods_on[b.node]
+        same = self.in_namespace.get(b.namespace)
+        if same is not None:
+            same.discard(key)
+            if not same:
+                del self.in_namespace[b.namespace]
         i = self.index.get(b.node)
         if i is not None:
             self._account(i, b, -1)
+
+    def matching_per_row(self, namespace: str, selector: Selector) -> NDArray[np.int64]:
+        """Per node row: how many pods of ``namespace`` counted there (bound or assumed) have
+        labels that ``selector`` matches. Counted once, then kept up to date. Do not modify."""
+        key = (namespace, selector)
+        out = self.matching.get(key)
+        if out is None:
+            if len(self.matching) >= _MATCHING_SELECTORS:
+                self.matching.clear()
+            out = self.matching[key] = np.zeros(self._cap, dtype=np.int64)
+            for pod in self.in_namespace.get(namespace, ()):
+                b = self.pods[pod]
+                i = self.index.get(b.node)
+                if i is not None and selector.matches(b.labels):
+                    out[i] += 1
+        return out[: self.n]
 
     def node_of(self, key: str) -> str | None:
         b = self.pods.get(key)

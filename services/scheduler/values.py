@@ -12,6 +12,7 @@ from typing import Literal
 import msgspec
 
 from schemas import tolerations
+from schemas.selector import Selector
 
 # kube-scheduler scores pods without requests as if they asked for this much (non-zero defaults).
 DEFAULT_CPU_MILLIS = 100
@@ -67,6 +68,18 @@ class HostPort(_Data, frozen=True):
     host_ip: str = "0.0.0.0"
 
 
+class SpreadConstraint(_Data, frozen=True):
+    """One topologySpreadConstraint, with matchLabelKeys already folded into ``selector``."""
+
+    max_skew: int
+    topology_key: str
+    hard: bool                                 # DoNotSchedule (a filter); else ScheduleAnyway (a score)
+    selector: Selector                         # which pods of the namespace count
+    min_domains: int = 1
+    honor_affinity: bool = True                # nodeAffinityPolicy Honor
+    honor_taints: bool = False                 # nodeTaintsPolicy Honor
+
+
 class PodRequest(_Data, frozen=True):
     """What the scheduler needs to know about one pod (built from a Pod by ``podinfo``)."""
 
@@ -80,6 +93,9 @@ class PodRequest(_Data, frozen=True):
     tolerations: tuple[Toleration, ...] = ()
     host_ports: tuple[HostPort, ...] = ()
     owner_uid: str = ""                        # controller owner, for spreading
+    namespace: str = ""
+    labels: tuple[tuple[str, str], ...] = ()   # counted by other pods' spread constraints
+    spread: tuple[SpreadConstraint, ...] = ()  # topologySpreadConstraints
 
     @property
     def score_cpu(self) -> int:
