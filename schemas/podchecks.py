@@ -233,6 +233,8 @@ def _spread(errs: Errors, path: str, spec: PodSpec) -> None:
             except SelectorError as e:
                 errs.append((f"{cp}.labelSelector", str(e)))
             selector_keys = set(c.labelSelector.matchLabels) | {e.key for e in c.labelSelector.matchExpressions}
+        if c.matchLabelKeys and c.labelSelector is None:
+            errs.append((f"{cp}.matchLabelKeys", "Forbidden: must not be specified when labelSelector is not set"))
         for j, key in enumerate(c.matchLabelKeys):
             kp = f"{cp}.matchLabelKeys[{j}]"
             for m in names.qualified_name(key):

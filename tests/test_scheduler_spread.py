@@ -315,6 +315,8 @@ F = "spec.topologySpreadConstraints"
                      id="duplicate-pair"),
         pytest.param(_manifest(_c(matchLabelKeys=["app"])), f"{F}[0].matchLabelKeys[0]",
                      "exists in both matchLabelKeys and labelSelector", id="match-label-keys-overlap"),
+        pytest.param(_manifest(_c(labelSelector=None, matchLabelKeys=["app"])), f"{F}[0].matchLabelKeys",
+                     "must not be specified when labelSelector is not set", id="match-label-keys-without-selector"),
         pytest.param(_manifest(_c(whenUnsatisfiable="Sometimes")), f"{F}[0].whenUnsatisfiable", "Invalid enum value",
                      id="when-unsatisfiable-enum"),
         pytest.param(_manifest(_c(nodeAffinityPolicy="Maybe")), f"{F}[0].nodeAffinityPolicy", "Invalid enum value",
