@@ -9,9 +9,11 @@ import os
 
 import pytest
 
+from kyb.client import ApiClient
 from kyb.natsd import NatsServer, free_port
 from kyb.serve import run_services
-from tests.cluster import wait_api
+from kyb.store import Store
+from tests.cluster import QUIET, Services, wait_api
 from tests.kybup import up_factory  # noqa: F401  (fixture: a real `kyb up` of the test's own)
 
 
@@ -41,6 +43,17 @@ async def api_nc(nats_url):
     stop.set()
     await asyncio.wait_for(task, 20)
     await client.close()
+
+
+@pytest.fixture
+async def api(nats_url, nc):
+    """The api service on the test's nats-server: a client of it and a store on the same server."""
+    services = Services(["api"], nats_url, QUIET).start()
+    await wait_api(nc, services.task)
+    try:
+        yield ApiClient(nc), Store(nc.jetstream())
+    finally:
+        await services.stop()
 
 
 @pytest.fixture

@@ -16,12 +16,10 @@ from hypothesis import strategies as st
 
 from kyb import errors
 from kyb.cli import printers
-from kyb.client import ApiClient
-from kyb.store import Store
 from schemas.limitrange import ANNOTATION, LimitRange, LimitRefused, keep_defaults, pod_totals, with_limits
 from schemas.pod import Pod
 from schemas.validation import SchemaError, decode
-from tests.cluster import QUIET, Services, wait_api, wait_for
+from tests.cluster import wait_for
 
 
 def lr_manifest(name: str = "limits", namespace: str = "default", *items: dict[str, Any]) -> dict[str, Any]:
@@ -209,16 +207,6 @@ def test_kyb_get_limits_columns():
 
 
 # --- on a real nats-server ---------------------------------------------------------------------
-
-
-@pytest.fixture
-async def api(nats_url, nc):
-    services = Services(["api"], nats_url, QUIET).start()
-    await wait_api(nc, services.task)
-    try:
-        yield ApiClient(nc), Store(nc.jetstream())
-    finally:
-        await services.stop()
 
 
 async def test_limit_ranges_admit_pods_from_manifests_and_from_controllers(api):

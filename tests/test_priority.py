@@ -179,16 +179,6 @@ def test_pending_pods_leave_by_priority_then_arrival(adds):
 # --- on a real nats-server --------------------------------------------------------------------
 
 
-@pytest.fixture
-async def api(nats_url, nc):
-    services = Services(["api"], nats_url, QUIET).start()
-    await wait_api(nc)
-    try:
-        yield ApiClient(nc), Store(nc.jetstream())
-    finally:
-        await services.stop()
-
-
 async def test_the_system_classes_exist_from_the_start(api):
     client, _ = api
     items = await client.list("PriorityClass")
