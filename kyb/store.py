@@ -70,9 +70,10 @@ def key_of(info: KindInfo, namespace: str | None, name: str) -> str:
 
 
 _stamp: tuple[int, str] = (-1, "")
-# Seconds a store trusts the PriorityClasses (and LimitRanges) it read before it asks whether
-# they changed (one stream-info request); its own writes of them reset them at once.
-PRIORITY_CLASSES_FRESH = 1.0
+# Seconds a store trusts the objects admission reads (PriorityClasses, LimitRanges,
+# ResourceQuotas) before it asks whether they changed (one stream-info request); its own writes
+# of them reset them at once.
+ADMISSION_FRESH = 1.0
 # A quota charge's own write: it changes status.used only, so the quotas a KindCache holds stay
 # good (the charge reads each quota afresh) and the cache moves past it instead of re-listing.
 _CHARGE_WRITE: contextvars.ContextVar[bool] = contextvars.ContextVar("kyb_charge_write", default=False)
@@ -178,7 +179,7 @@ class KindCache:
     """Every object of one kind as a store last listed it, for what admission reads on every new
     pod. Concurrent readers share one listing (a pod created while one is in flight sees the
     objects as of that read, one round trip old at most), and the kind is listed again only when
-    its stream has moved since the last listing, asked at most every ``PRIORITY_CLASSES_FRESH``
+    its stream has moved since the last listing, asked at most every ``ADMISSION_FRESH``
     seconds: one stream-info request per wave of new pods otherwise."""
 
     def __init__(self, store: Store, kind: str) -> None:
@@ -226,7 +227,7 @@ class KindCache:
 
     async def _fetch(self) -> list[Object]:
         now = time.monotonic()
-        if self._objects is not None and now - self._checked < PRIORITY_CLASSES_FRESH:
+        if self._objects is not None and now - self._checked < ADMISSION_FRESH:
             return self._objects[1]
         info = by_kind(self.kind)
         await self.store._bucket(info)
@@ -464,7 +465,7 @@ class Store:
         """What admission does to every new pod, from a manifest or a controller: Kubernetes'
         Priority admission (``schemas.scheduling.with_priority``) and LimitRanger
         (``schemas.limitrange.with_limits``), against the PriorityClasses and LimitRanges as this
-        store last saw them (at most ``PRIORITY_CLASSES_FRESH`` seconds ago, its own writes of
+        store last saw them (at most ``ADMISSION_FRESH`` seconds ago, its own writes of
         them always; as Kubernetes' admission reads an informer's cache); a class named but not
         seen is read afresh before the pod is refused. Forbidden naming the field it refuses
         (Invalid when LimitRanger's defaults leave a request above its limit)."""
@@ -503,7 +504,7 @@ class Store:
         Kubernetes' quota evaluator does, the creates waiting in this process for one namespace
         are charged together, one quota write per round for all of them. Forbidden, naming the
         quota's resource, when one would be exceeded. The quotas a process knows are at most
-        ``PRIORITY_CLASSES_FRESH`` seconds old."""
+        ``ADMISSION_FRESH`` seconds old."""
         namespace = obj.metadata.namespace or "default"
         if not quotas_for(await self._admission["ResourceQuota"].get(), namespace, obj.kind):
             return

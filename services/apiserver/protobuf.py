@@ -32,8 +32,6 @@ class Message(NamedTuple):
     fields: dict[int, tuple[str, Any]]
 
 
-Schema = Message
-
 
 def _m(name: str, **numbered: Any) -> Message:
     """``_m("Time", f1=("seconds", "int"))``: field numbers as keywords, for readable tables."""

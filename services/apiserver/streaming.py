@@ -104,14 +104,14 @@ async def exec_(request: web.Request, nc: Any, pod: dict[str, Any], namespace: s
     except errors.KybError as e:
         raise Failure(e.code, e.reason, e.message) from None
     ws = await _upgrade(request)
-    session = ExecSession(nc, node, {"namespace": namespace, "pod": name, "container": container,
+    session = NodeSession(nc, node, {"namespace": namespace, "pod": name, "container": container,
                                      "command": command, "session": secrets.token_hex(16),
                                      "openStdin": _bool(q.get("stdin")), "tty": _bool(q.get("tty"))})
     await _serve_session(ws, session, q, lambda code: exit_status(code, command))
     return ws
 
 
-async def _serve_session(ws: web.WebSocketResponse, session: ExecSession, q: Any,
+async def _serve_session(ws: web.WebSocketResponse, session: NodeSession, q: Any,
                          ended: Callable[[int], dict[str, Any]]) -> None:
     """Run ``session`` on ``ws``; the error channel's last word is ``ended(exit code)``, or the
     failure that stopped it; nothing when the client left first."""
@@ -128,10 +128,10 @@ async def _serve_session(ws: web.WebSocketResponse, session: ExecSession, q: Any
         await session.close()
 
 
-class ExecSession:
-    """One live exec through the pod's kubelet (services/kubelet/nodeapi.py, ``exec`` with a
-    session): the client's stdin, stdin's close and terminal sizes go up on
-    ``kyb.node.<node>.exec.<session>``, the command's output and exit code come back."""
+class NodeSession:
+    """One live exec or attach through the pod's kubelet (services/kubelet/nodeapi.py, ``exec``
+    or ``attach`` with a session): the client's stdin, stdin's close and terminal sizes go up on
+    ``kyb.node.<node>.<verb>.<session>``, the output and the exit code come back."""
 
     def __init__(self, nc: Any, node: str, request: dict[str, Any], verb: str = "exec") -> None:
         self.nc = nc
@@ -237,7 +237,7 @@ async def attach(request: web.Request, nc: Any, pod: dict[str, Any], namespace: 
     ws = await _upgrade(request)
     q = request.query
     if _bool(q.get("stdin")):  # kubectl attach -i, kubectl run -it: a session with the main process
-        session = ExecSession(nc, node, {"namespace": namespace, "pod": name, "container": container,
+        session = NodeSession(nc, node, {"namespace": namespace, "pod": name, "container": container,
                                          "session": secrets.token_hex(16), "openStdin": True,
                                          "tty": _bool(q.get("tty"))}, verb="attach")
         await _serve_session(ws, session, q, lambda _code: SUCCESS)

@@ -276,7 +276,7 @@ class NodeApi:
 
     async def _exec_session(self, reply: str, req: ExecRequest) -> None:
         cid = await self._container_id(req.namespace, req.pod, req.container, False)
-        await self._session(reply, f"exec.{req.session}",
+        await self._session(reply, "exec", req.session,
                             lambda: self.runtime.exec_session(cid, list(req.command), stdin=req.openStdin, tty=req.tty))
 
     async def _attach(self, msg: Msg) -> None:
@@ -285,21 +285,22 @@ class NodeApi:
         try:
             req = limits.decode_json(msg.data, type=AttachRequest, what="attach request")
             cid = await self._container_id(req.namespace, req.pod, req.container, False)
-            await self._session(msg.reply, f"attach.{req.session}",
+            await self._session(msg.reply, "attach", req.session,
                                 lambda: self.runtime.attach_session(cid, stdin=req.openStdin, tty=req.tty))
         except asyncio.CancelledError:
             raise
         except Exception as e:
             await self._reply_error(msg.reply, _as_kyb(e), eof=True)
 
-    async def _session(self, reply: str, upstream: str, start: Callable[[], Awaitable[ExecSession]]) -> None:
-        """Run a live session (exec or attach): the client drives it on ``kyb.node.<node>.<upstream>``."""
-        if not _SESSION.fullmatch(upstream.partition(".")[2]):
+    async def _session(self, reply: str, verb: str, session_id: str,
+                       start: Callable[[], Awaitable[ExecSession]]) -> None:
+        """Run a live session (exec or attach): the client drives it on ``kyb.node.<node>.<verb>.<session_id>``."""
+        if not _SESSION.fullmatch(session_id):
             raise errors.BadRequest("session: Invalid value: 1-64 letters, digits, - or _")
         self._streams[reply] = asyncio.current_task()  # type: ignore[assignment]
         inbound = session = feeding = None
         try:
-            inbound = await self.nc.subscribe(subject(self.node_name, upstream))
+            inbound = await self.nc.subscribe(subject(self.node_name, f"{verb}.{session_id}"))
             session = await start()
             await self.nc.publish(reply, b"", headers={STATUS_HEADER: "200"})
             feeding = asyncio.create_task(self._to_exec(inbound, session))
