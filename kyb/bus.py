@@ -18,6 +18,7 @@ Events and the scheduler's reservations make.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import nats.errors
@@ -124,10 +125,23 @@ async def publish_after(js: JetStreamContext, subject: str, payload: bytes, last
 # -- key-value buckets --------------------------------------------------------------------------
 
 
+async def key_count(js: JetStreamContext, stream: str, subject: str) -> int | None:
+    """How many keys the stream holds under ``subject`` now, deleted ones included (None when
+    it does not say): what a complete replay of them must have seen."""
+    si = await js.stream_info(stream, subjects_filter=subject)
+    if si.state.subjects is None:
+        return 0 if si.state.messages == 0 else None
+    return len(si.state.subjects)
+
+
+LISTING_TRIES = 8  # replays of a listing that came back short before giving up (Temporary)
+
+
 class Bucket:
     """A key-value bucket: reads, and writes that are compare-and-set."""
 
-    def __init__(self, kv: KeyValue, name: str) -> None:
+    def __init__(self, js: JetStreamContext, kv: KeyValue, name: str) -> None:
+        self.js = js
         self.kv = kv
         self.name = name
 
@@ -175,14 +189,33 @@ class Bucket:
             raise translate(e, self._what(key)) from e
 
     async def keys(self) -> list[str]:
-        """The keys holding a value; [] when none. (Not ``KeyValue.keys``'s ``filters``: they
-        match as substrings of the key, so a subject pattern such as ``a.>`` matches nothing.)"""
+        """The keys holding a value; [] when none. Not ``KeyValue.keys``: its watcher can end
+        its first replay early and come back short (nats.py #842), and its ``filters`` match as
+        substrings of the key. The replay here is checked against the stream's own count of keys
+        (deleted ones included) and taken again while it falls short, as ``Store.list`` does."""
+        for attempt in range(LISTING_TRIES):
+            try:
+                seen, live = await self._replay()
+                expected = await key_count(self.js, f"KV_{self.name}", f"$KV.{self.name}.>")
+            except nats.errors.Error as e:
+                raise translate(e, f"keys of {self.name}") from e
+            if expected is None or seen >= expected:
+                return live
+            await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+        raise errors.Temporary(f"keys of {self.name}: saw {seen} of {expected} keys")
+
+    async def _replay(self) -> tuple[int, list[str]]:
+        """(keys seen, deleted ones included; keys holding a value) of one replay."""
+        seen, live = 0, []
+        watcher = await self.kv.watch(">", meta_only=True)
         try:
-            return await self.kv.keys()
-        except nats.js.errors.NoKeysError:
-            return []
-        except nats.errors.Error as e:
-            raise translate(e, f"keys of {self.name}") from e
+            while (entry := await watcher.updates(timeout=10)) is not None:
+                seen += 1
+                if entry.operation is None:
+                    live.append(entry.key)
+        finally:
+            await watcher.stop()
+        return seen, live
 
     async def watch(self, pattern: str) -> KeyValue.KeyWatcher:
         """A watcher of the keys matching ``pattern``: their current values, None, then changes."""
@@ -194,4 +227,4 @@ class Bucket:
 
 async def bucket(js: JetStreamContext, name: str, *, replicas: int = 1) -> Bucket:
     """The bucket ``name``, created if missing (``kyb.buckets.ensure_kv``)."""
-    return Bucket(await buckets.ensure_kv(js, name, replicas=replicas), name)
+    return Bucket(js, await buckets.ensure_kv(js, name, replicas=replicas), name)

@@ -30,7 +30,7 @@ from nats.js.kv import KeyValue
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from kyb import buckets, deletion, errors, events, metrics, secretbox, telemetry
+from kyb import buckets, bus, deletion, errors, events, metrics, secretbox, telemetry
 from kyb.requester import Requester
 from schemas.defaults import with_service_account
 from schemas.helpers import scoped_key, split_key
@@ -353,12 +353,7 @@ class Store:
 
     async def _key_count(self, info: KindInfo, pattern: str) -> int | None:
         """Keys under ``pattern`` the stream holds now (None when it does not say)."""
-        subject = f"$KV.{info.bucket}.{pattern}"
-        si = await self.js.stream_info(f"KV_{info.bucket}", subjects_filter=subject)
-        subjects = si.state.subjects
-        if subjects is None:
-            return 0 if si.state.messages == 0 else None
-        return len(subjects)
+        return await bus.key_count(self.js, f"KV_{info.bucket}", f"$KV.{info.bucket}.{pattern}")
 
     # -- writes ----------------------------------------------------------------------------
 
