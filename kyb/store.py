@@ -32,7 +32,7 @@ from opentelemetry.trace import SpanKind
 
 from kyb import buckets, bus, deletion, errors, events, metrics, secretbox, telemetry
 from kyb.requester import Requester
-from schemas.defaults import with_service_account
+from schemas.defaults import with_scheduling_gated, with_service_account
 from schemas.helpers import scoped_key, split_key
 from schemas.limitrange import LimitRange, LimitRefused, with_limits
 from schemas.meta import Object, ObjectMeta
@@ -432,7 +432,7 @@ class Store:
         )
         obj = msgspec.structs.replace(obj, apiVersion=obj.apiVersion or info.api_version, kind=info.kind, metadata=meta)
         if isinstance(obj, Pod):  # what admission gives every new pod, also a controller's
-            obj = await self.admit_pod(with_service_account(obj))
+            obj = await self.admit_pod(with_scheduling_gated(with_service_account(obj)))
         if info.namespaced:
             await self.charge_quotas(obj)
         key = key_of(info, meta.namespace, meta.name)

@@ -32,7 +32,16 @@ from schemas.limitrange import default as _limit_range
 from schemas.meta import Object
 from schemas.netpolicy import default as _network_policy
 from schemas.networking import NetworkPolicy
-from schemas.pod import Container, EmptyDirVolumeSource, Pod, PodSpec, PodTemplateSpec, PullPolicy, Volume
+from schemas.pod import (
+    Container,
+    EmptyDirVolumeSource,
+    Pod,
+    PodCondition,
+    PodSpec,
+    PodTemplateSpec,
+    PullPolicy,
+    Volume,
+)
 from schemas.rbac import ClusterRoleBinding, RoleBinding, default_binding
 
 T = TypeVar("T", bound=Object)
@@ -91,6 +100,21 @@ def with_service_account(p: Pod) -> Pod:
     if p.spec.serviceAccountName == name and p.spec.serviceAccount == name:
         return p
     return replace(p, spec=replace(p.spec, serviceAccountName=name, serviceAccount=name))
+
+
+SCHEDULING_GATED = "SchedulingGated"  # the PodScheduled reason of a pod with scheduling gates
+SCHEDULING_GATED_MESSAGE = "Scheduling is blocked due to non-empty scheduling gates"
+
+
+def with_scheduling_gated(p: Pod) -> Pod:
+    """As Kubernetes' pod strategy on create: a new pod with ``schedulingGates`` starts with
+    PodScheduled=False, reason SchedulingGated (written once; the scheduler leaves the pod alone
+    until its last gate is removed, then replaces the condition when it binds it)."""
+    if not p.spec.schedulingGates or any(c.type == "PodScheduled" for c in p.status.conditions):
+        return p
+    cond = PodCondition(type="PodScheduled", status="False", reason=SCHEDULING_GATED, message=SCHEDULING_GATED_MESSAGE,
+                        lastTransitionTime=p.metadata.creationTimestamp)
+    return replace(p, status=replace(p.status, conditions=[*p.status.conditions, cond]))
 
 
 def _deployment(d: Deployment) -> Deployment:

@@ -157,12 +157,47 @@ class Lifecycle(Base, kw_only=True, frozen=True):
     preStop: LifecycleHandler | None = None
 
 
-# --- security (accepted and stored; the runtimes honour what they can) -----------------------
+# --- security (the runtimes honour what they can: services/kubelet/startplan.py) ------------
+
+SecurityProfileType = Literal["RuntimeDefault", "Unconfined", "Localhost"]
 
 
 class Capabilities(Base, kw_only=True, frozen=True):
     add: list[str] = []
     drop: list[str] = []
+
+
+class SeccompProfile(Base, kw_only=True, frozen=True):
+    """``Localhost``: a profile file under the kubelet's seccomp directory (``localhostProfile``)."""
+
+    type: SecurityProfileType
+    localhostProfile: str | None = None
+
+
+class AppArmorProfile(Base, kw_only=True, frozen=True):
+    """``Localhost``: a profile loaded on the node, named by ``localhostProfile``."""
+
+    type: SecurityProfileType
+    localhostProfile: str | None = None
+
+
+class SELinuxOptions(Base, kw_only=True, frozen=True):
+    user: str = ""
+    role: str = ""
+    type: str = ""
+    level: str = ""
+
+
+class WindowsSecurityContextOptions(Base, kw_only=True, frozen=True):
+    gmsaCredentialSpecName: str | None = None
+    gmsaCredentialSpec: str | None = None
+    runAsUserName: str | None = None
+    hostProcess: bool | None = None
+
+
+class Sysctl(Base, kw_only=True, frozen=True):
+    name: str
+    value: str
 
 
 class SecurityContext(Base, kw_only=True, frozen=True):
@@ -173,6 +208,11 @@ class SecurityContext(Base, kw_only=True, frozen=True):
     readOnlyRootFilesystem: bool | None = None
     allowPrivilegeEscalation: bool | None = None
     capabilities: Capabilities | None = None
+    procMount: Literal["Default", "Unmasked"] | None = None
+    seLinuxOptions: SELinuxOptions | None = None
+    windowsOptions: WindowsSecurityContextOptions | None = None
+    seccompProfile: SeccompProfile | None = None  # overrides the pod's
+    appArmorProfile: AppArmorProfile | None = None  # overrides the pod's
 
 
 class PodSecurityContext(Base, kw_only=True, frozen=True):
@@ -180,7 +220,22 @@ class PodSecurityContext(Base, kw_only=True, frozen=True):
     runAsGroup: int | None = None
     runAsNonRoot: bool | None = None
     fsGroup: int | None = None
+    fsGroupChangePolicy: Literal["OnRootMismatch", "Always"] | None = None
     supplementalGroups: list[int] = []
+    supplementalGroupsPolicy: Literal["Merge", "Strict"] | None = None  # unset: Merge
+    seLinuxOptions: SELinuxOptions | None = None
+    seLinuxChangePolicy: Literal["MountOption", "Recursive"] | None = None
+    windowsOptions: WindowsSecurityContextOptions | None = None
+    sysctls: list[Sysctl] = []
+    seccompProfile: SeccompProfile | None = None
+    appArmorProfile: AppArmorProfile | None = None
+
+
+class ContainerResizePolicy(Base, kw_only=True, frozen=True):
+    """How a container would take a change of one resource in place (resizes are not done here)."""
+
+    resourceName: Literal["cpu", "memory"]
+    restartPolicy: Literal["NotRequired", "RestartContainer"]
 
 
 class Container(Base, kw_only=True, frozen=True):
@@ -193,6 +248,7 @@ class Container(Base, kw_only=True, frozen=True):
     envFrom: list[EnvFromSource] = []
     env: list[EnvVar] = []
     resources: ResourceRequirements = ResourceRequirements()
+    resizePolicy: list[ContainerResizePolicy] = []
     volumeMounts: list[VolumeMount] = []
     livenessProbe: Probe | None = None
     readinessProbe: Probe | None = None
@@ -368,6 +424,12 @@ class HostAlias(Base, kw_only=True, frozen=True):
     hostnames: list[str] = []
 
 
+class PodSchedulingGate(Base, kw_only=True, frozen=True):
+    """While a pod has any, the scheduler leaves it alone (PodScheduled=False, SchedulingGated)."""
+
+    name: str
+
+
 class PodSpec(Base, kw_only=True, frozen=True):
     containers: list[Container] = []
     initContainers: list[Container] = []
@@ -385,6 +447,8 @@ class PodSpec(Base, kw_only=True, frozen=True):
     hostNetwork: bool = False
     hostPID: bool = False
     hostIPC: bool = False
+    shareProcessNamespace: bool | None = None
+    hostUsers: bool | None = None  # unset: true (false asks for a user namespace)
     nodeName: str = ""
     schedulerName: str = "default-scheduler"
     serviceAccountName: str = ""
@@ -396,6 +460,7 @@ class PodSpec(Base, kw_only=True, frozen=True):
     priority: int | None = None  # set on create from the class (schemas.scheduling.with_priority)
     preemptionPolicy: Literal["PreemptLowerPriority", "Never"] | None = None  # likewise
     securityContext: PodSecurityContext | None = None
+    schedulingGates: list[PodSchedulingGate] = []
     imagePullSecrets: list[LocalObjectReference] = []
     enableServiceLinks: bool | None = None
 

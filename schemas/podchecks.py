@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from fractions import Fraction
 
-from schemas import names
+from schemas import names, securitychecks
 from schemas.pod import Container, LifecycleHandler, PodSpec, Probe, Volume
 from schemas.quantity import parse_quantity
 from schemas.selector import SelectorError, from_label_selector
@@ -201,6 +201,7 @@ def pod_spec(errs: Errors, path: str, spec: PodSpec, restart_policies: tuple[str
         for m in names.dns1123_subdomain(spec.nodeName):
             errs.append((f"{path}.nodeName", m))
     _dns(errs, path, spec)
+    securitychecks.pod_spec(errs, path, spec)
 
 
 def _spread(errs: Errors, path: str, spec: PodSpec) -> None:

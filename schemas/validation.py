@@ -19,7 +19,7 @@ import msgspec
 import yaml
 from msgspec.structs import replace
 
-from schemas import cron, limits, names, podchecks
+from schemas import cron, limits, names, podchecks, securitychecks
 from schemas.apps import ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet
 from schemas.autoscaling import HorizontalPodAutoscaler
 from schemas.batch import CronJob, IndexesError, Job, JobSpec, index_intervals
@@ -257,6 +257,7 @@ def _pod_update(errs: Errors, new: Pod, old: Pod) -> None:
     for name in ("priorityClassName", "priority", "preemptionPolicy"):
         if getattr(new.spec, name) != getattr(old.spec, name):
             errs.append((f"spec.{name}", "field is immutable"))
+    securitychecks.gates_update(errs, new.spec.schedulingGates, old.spec.schedulingGates)
 
 
 def _priority_class(errs: Errors, pc: PriorityClass) -> None:
@@ -346,6 +347,7 @@ def _selector_matches(errs: Errors, selector: LabelSelector | None, template: Po
 
 def _pod(errs: Errors, pod: Pod) -> None:
     podchecks.pod_spec(errs, "spec", pod.spec)
+    securitychecks.gated_pod(errs, pod.spec)
 
 
 def _deployment(errs: Errors, d: Deployment) -> None:

@@ -95,6 +95,8 @@ def pod_status(pod: Obj) -> str:
     status = _status(pod)
     spec = _spec(pod)
     reason = status.get("reason") or status.get("phase") or "Pending"
+    if any(c.get("type") == "PodScheduled" and c.get("reason") == "SchedulingGated" for c in status.get("conditions") or []):
+        reason = "SchedulingGated"
     initializing = False
     init_statuses = status.get("initContainerStatuses") or []
     sidecars = _sidecars(spec)

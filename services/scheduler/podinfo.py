@@ -98,9 +98,12 @@ def pod_request(pod: Pod, key: str, volume_terms: tuple[Term, ...] | None = None
 
 
 def wants_scheduling(pod: Pod, scheduler_name: str = DEFAULT_SCHEDULER) -> bool:
-    """Pending, unbound, not being deleted, and addressed to this scheduler."""
+    """Pending, unbound, not gated (``schedulingGates``), not being deleted, and addressed to
+    this scheduler. A gated pod is not queued; the update that removes its last gate comes
+    through the pod watch like any change and queues it."""
     return (
         not pod.spec.nodeName
+        and not pod.spec.schedulingGates
         and (pod.spec.schedulerName or DEFAULT_SCHEDULER) == scheduler_name
         and pod.metadata.deletionTimestamp is None
         and pod.status.phase not in ("Succeeded", "Failed")
