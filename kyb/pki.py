@@ -1,5 +1,6 @@
 """What a Kubernetes client needs to reach the apiserver: a CA, the serving certificate it
-signs, a bearer token and the kubeconfig naming all three, kept in the data directory.
+signs, a bearer token and the kubeconfig naming all three, kept in the data directory; and
+the service account key that signs the tokens pods get (kyb/satoken.py).
 
 ``kyb up`` (and the apiserver when it runs alone) calls :func:`ensure`; the CA, the serving
 certificate and the token are made once and kept across runs, so a kubeconfig copied
@@ -27,6 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kyb import satoken
+
 NAME = "kybernetes"  # the kubeconfig's cluster, user and context
 DEFAULT_PORT = 6443
 HOSTS = ("127.0.0.1", "localhost")
@@ -44,12 +47,13 @@ class ApiserverFiles:
     key: Path
     token_file: Path
     kubeconfig: Path
+    sa_key: Path  # signs service account tokens (the api) and checks them (the apiserver)
 
     @classmethod
     def under(cls, data_dir: Path) -> ApiserverFiles:
         d = Path(data_dir) / "apiserver"
         return cls(dir=d, ca_cert=d / "ca.crt", ca_key=d / "ca.key", cert=d / "server.crt", key=d / "server.key",
-                   token_file=d / "token", kubeconfig=Path(data_dir) / "kubeconfig.yaml")
+                   token_file=d / "token", kubeconfig=Path(data_dir) / "kubeconfig.yaml", sa_key=d / "sa.key")
 
     def token(self) -> str:
         return self.token_file.read_text().strip()
@@ -138,6 +142,8 @@ def ensure(data_dir: Path, port: int = DEFAULT_PORT, *, now: _dt.datetime | None
         _new_serving_cert(files, now)
     if not files.token_file.exists():
         _write(files.token_file, (secrets.token_urlsafe(32) + "\n").encode(), 0o600)
+    if not files.sa_key.exists():
+        _write(files.sa_key, satoken.new_key_pem(), 0o600)
     text = kubeconfig(f"https://127.0.0.1:{port}", files.ca_cert.read_bytes(), files.token())
     _write(files.kubeconfig, text.encode(), 0o600)
     return files

@@ -64,7 +64,7 @@ def _container(c: Container) -> Container:
 
 
 def _volume(v: Volume) -> Volume:
-    sources = (v.emptyDir, v.hostPath, v.configMap, v.secret, v.persistentVolumeClaim, v.downwardAPI)
+    sources = (v.emptyDir, v.hostPath, v.configMap, v.secret, v.persistentVolumeClaim, v.downwardAPI, v.projected)
     if all(s is None for s in sources):
         return replace(v, emptyDir=EmptyDirVolumeSource())
     return v

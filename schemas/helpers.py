@@ -96,6 +96,24 @@ def pod_is_terminal(pod: Pod) -> bool:
     return pod.status.phase in ("Succeeded", "Failed")
 
 
+def volume_references(pod: Pod) -> tuple[set[str], set[str]]:
+    """Names of the ConfigMaps and Secrets a pod's volumes project: configMap and secret
+    volumes and the sources of projected volumes."""
+    cms: set[str] = set()
+    secrets: set[str] = set()
+    for v in pod.spec.volumes:
+        if v.configMap is not None:
+            cms.add(v.configMap.name)
+        if v.secret is not None:
+            secrets.add(v.secret.secretName)
+        for s in v.projected.sources if v.projected is not None else ():
+            if s.configMap is not None:
+                cms.add(s.configMap.name)
+            if s.secret is not None:
+                secrets.add(s.secret.name)
+    return cms, secrets
+
+
 N = TypeVar("N", int, Fraction)
 
 

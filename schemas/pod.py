@@ -322,6 +322,51 @@ class DownwardAPIVolumeSource(Base, kw_only=True, frozen=True):
     defaultMode: int | None = None
 
 
+class SecretProjection(Base, kw_only=True, frozen=True):
+    name: str = ""
+    items: list[KeyToPath] = []
+    optional: bool | None = None
+
+
+class ConfigMapProjection(Base, kw_only=True, frozen=True):
+    name: str = ""
+    items: list[KeyToPath] = []
+    optional: bool | None = None
+
+
+class DownwardAPIProjection(Base, kw_only=True, frozen=True):
+    items: list[DownwardAPIVolumeFile] = []
+
+
+class ServiceAccountTokenProjection(Base, kw_only=True, frozen=True):
+    audience: str = ""  # empty: the apiserver's own audience
+    expirationSeconds: int = 3600  # at least 600
+    path: str
+
+
+class ClusterTrustBundleProjection(Base, kw_only=True, frozen=True):
+    name: str | None = None
+    signerName: str | None = None
+    labelSelector: LabelSelector | None = None
+    optional: bool | None = None
+    path: str
+
+
+class VolumeProjection(Base, kw_only=True, frozen=True):
+    """One source of a projected volume: exactly one of these is set."""
+
+    secret: SecretProjection | None = None
+    configMap: ConfigMapProjection | None = None
+    downwardAPI: DownwardAPIProjection | None = None
+    serviceAccountToken: ServiceAccountTokenProjection | None = None
+    clusterTrustBundle: ClusterTrustBundleProjection | None = None
+
+
+class ProjectedVolumeSource(Base, kw_only=True, frozen=True):
+    sources: list[VolumeProjection] = []
+    defaultMode: int | None = None
+
+
 class Volume(Base, kw_only=True, frozen=True):
     name: str
     emptyDir: EmptyDirVolumeSource | None = None
@@ -330,6 +375,7 @@ class Volume(Base, kw_only=True, frozen=True):
     secret: SecretVolumeSource | None = None
     persistentVolumeClaim: PersistentVolumeClaimVolumeSource | None = None
     downwardAPI: DownwardAPIVolumeSource | None = None
+    projected: ProjectedVolumeSource | None = None
 
 
 # --- scheduling ------------------------------------------------------------------------------

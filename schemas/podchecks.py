@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from fractions import Fraction
 
-from schemas import names, securitychecks
+from schemas import names, securitychecks, volumechecks
 from schemas.pod import Container, LifecycleHandler, PodSpec, Probe, Volume
 from schemas.quantity import parse_quantity
 from schemas.selector import SelectorError, from_label_selector
@@ -136,8 +136,8 @@ def container(errs: Errors, path: str, c: Container, volumes: set[str]) -> None:
 def volume(errs: Errors, path: str, v: Volume) -> None:
     for m in names.dns1123_label(v.name):
         errs.append((f"{path}.name", m))
-    sources = [s for s in ("emptyDir", "hostPath", "configMap", "secret", "persistentVolumeClaim", "downwardAPI")
-               if getattr(v, s) is not None]
+    sources = [s for s in ("emptyDir", "hostPath", "configMap", "secret", "persistentVolumeClaim", "downwardAPI",
+                           "projected") if getattr(v, s) is not None]
     if not sources:
         errs.append((path, "must specify a volume type"))
     elif len(sources) > 1:
@@ -148,6 +148,7 @@ def volume(errs: Errors, path: str, v: Volume) -> None:
         errs.append((f"{path}.persistentVolumeClaim.claimName", "Required value"))
     if v.hostPath is not None and not v.hostPath.path:
         errs.append((f"{path}.hostPath.path", "Required value"))
+    volumechecks.volume_files(errs, path, v)
 
 
 def pod_spec(errs: Errors, path: str, spec: PodSpec, restart_policies: tuple[str, ...] | None = None) -> None:

@@ -7,7 +7,9 @@ there, so the subject names the caller). The api then allows:
 
 - ``status``: replacing the ``status`` of a pod bound to that node (nothing else of it);
 - ``delete``: the final removal of a terminating pod bound to that node;
-- ``secret``: reading a Secret that a pod bound to that node refers to.
+- ``secret``: reading a Secret that a pod bound to that node refers to;
+- ``token``: a service account token for a pod bound to that node, for that pod's account
+  and bound to it (Kubernetes' TokenRequest as the NodeRestriction admission allows it).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from collections.abc import Iterable
 
 import msgspec
 
-from kyb import errors
+from kyb import errors, satoken
+from schemas.helpers import volume_references
 from schemas.pod import Pod, PodStatus
 
-NODE_VERBS = ("status", "delete", "secret")
+NODE_VERBS = ("status", "delete", "secret", "token")
+MIN_TOKEN_SECONDS = 600
 
 
 class NodeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -30,6 +34,8 @@ class NodeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     uid: str | None = None  # status and delete: the pod the kubelet ran
     resourceVersion: str | None = None  # delete: the revision the kubelet read
     status: PodStatus | None = None  # status: the new status
+    audience: str = ""  # token: the audience ("" for the apiserver's own)
+    expirationSeconds: int = 3600  # token: its lifetime
 
 
 def referenced_secrets(pod: Pod) -> set[str]:
@@ -42,9 +48,7 @@ def referenced_secrets(pod: Pod) -> set[str]:
         for v in c.env:
             if v.valueFrom is not None and v.valueFrom.secretKeyRef is not None:
                 names.add(v.valueFrom.secretKeyRef.name)
-    for vol in pod.spec.volumes:
-        if vol.secret is not None:
-            names.add(vol.secret.secretName)
+    names |= volume_references(pod)[1]
     for ref in getattr(pod.spec, "imagePullSecrets", None) or ():
         name = getattr(ref, "name", None)
         if name:
@@ -87,3 +91,15 @@ def check_secret(node: str, namespace: str, name: str, pods: Iterable[Pod]) -> N
             if name in referenced_secrets(pod):
                 return
     raise _forbidden(node, f'read secret "{namespace}/{name}": no pod bound to it refers to it')
+
+
+def token_binding(node: str, pod: Pod, req: NodeRequest) -> satoken.Binding:
+    """Whom the token asked for a pod bound to ``node`` is for: the pod's own service account."""
+    check_pod(node, pod, req.uid, "request a token for")
+    if req.expirationSeconds < MIN_TOKEN_SECONDS:
+        raise errors.Invalid("may not specify a duration less than 10 minutes",
+                             [errors.FieldError("spec.expirationSeconds", "may not specify a duration less than "
+                                                "10 minutes")])
+    account = pod.spec.serviceAccountName or pod.spec.serviceAccount or "default"
+    return satoken.Binding(namespace=pod.metadata.namespace or "default", service_account=account,
+                           pod=pod.metadata.name, pod_uid=pod.metadata.uid or "", node=node)

@@ -14,22 +14,27 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
+import datetime
 import os
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 import structlog
+from cryptography.hazmat.primitives.asymmetric import ec
 from opentelemetry.trace import SpanKind
 
-from kyb import bus, errors, telemetry
+from kyb import bus, errors, pki, satoken, telemetry
 from kyb.informer import Informer
 from kyb.render import to_dict
 from kyb.serve import ServiceContext
 from kyb.store import Store, kind_info
 from schemas import limits
 from schemas.defaults import DEFAULT_SERVICE_ACCOUNT
+from schemas.helpers import format_time
 from schemas.limitrange import keep_defaults
 from schemas.meta import Object
 from schemas.pod import Pod
@@ -75,8 +80,12 @@ class Api:
         nc: Any = None,
         source: str = "api",
         allocator: Allocator | None = None,
+        token_key: ec.EllipticCurvePrivateKey | None = None,  # signs service account tokens; None: none issued
+        clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     ) -> None:
         self.store = store
+        self.token_key = token_key
+        self.clock = clock
         self.allocator = allocator or Allocator(store.js)
         self.namespaces = namespaces
         self.nc = nc
@@ -402,6 +411,25 @@ class Api:
             elif ns.metadata.name not in accounted:  # namespaces made before ServiceAccounts were served
                 await self._default_service_account(ns.metadata.name)
 
+    async def token_request(self, node: str, req: noderestriction.NodeRequest) -> dict[str, Any]:
+        """A node's TokenRequest for one of its pods (authentication.k8s.io/v1), signed with the
+        service account key; NotFound when the api has none, or the pod's account is missing."""
+        pod = await self.store.get("Pod", req.namespace, req.name)
+        binding = noderestriction.token_binding(node, pod, req)
+        if self.token_key is None:
+            raise errors.NotFound("service account tokens are not issued: the api has no service account key "
+                                  "(option service_account_key_file)")
+        account = await self.store.get("ServiceAccount", binding.namespace, binding.service_account)
+        binding = dataclasses.replace(binding, service_account_uid=account.metadata.uid or "")
+        audiences = [req.audience] if req.audience else list(satoken.API_AUDIENCES)
+        token, expires = satoken.issue(self.token_key, binding, audiences=audiences,
+                                       expiration_seconds=req.expirationSeconds, now=self.clock())
+        return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"audiences": audiences, "expirationSeconds": req.expirationSeconds,
+                         "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod.metadata.name,
+                                            "uid": pod.metadata.uid}},
+                "status": {"token": token, "expirationTimestamp": format_time(expires)}}
+
     async def ensure_system_priority_classes(self) -> None:
         """``system-node-critical`` and ``system-cluster-critical``, as Kubernetes' apiserver
         makes them at start (one it finds is left as it is)."""
@@ -544,6 +572,8 @@ async def handle_node(api: Api, node: str, verb: str, body: bytes) -> tuple[byte
             pods = await store.list("Pod", req.namespace)
             noderestriction.check_secret(node, req.namespace, req.name, pods)
             return _encoder.encode(to_dict(await store.get("Secret", req.namespace, req.name))), _reply_headers(200)
+        if verb == "token":
+            return _encoder.encode(await api.token_request(node, req)), _reply_headers(201)
         raise errors.NotFound(f'unknown node verb "{verb}": use {", ".join(noderestriction.NODE_VERBS)}')
     except errors.KybError as e:
         return _encoder.encode(e.to_status()), _reply_headers(e.code)
@@ -563,11 +593,24 @@ def _sample_ratio(raw: Any) -> float:
     return ratio
 
 
+def service_account_key(options: dict[str, Any]) -> ec.EllipticCurvePrivateKey | None:
+    """The key that signs service account tokens: option ``service_account_key_file``, else
+    ``<data_dir>/apiserver/sa.key`` (``kyb up`` makes it); None when there is none."""
+    path = options.get("service_account_key_file") or os.environ.get("KYB_SERVICE_ACCOUNT_KEY_FILE")
+    if not path and options.get("data_dir"):
+        path = str(pki.ApiserverFiles.under(Path(str(options["data_dir"])).expanduser()).sa_key)
+    if not path or not Path(str(path)).exists():
+        log.info("no service account key: service account tokens are not issued")
+        return None
+    return satoken.load_key(Path(str(path)))
+
+
 async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     namespaces = Informer(ctx.nc, "Namespace")
     await namespaces.start()
     allocator = Allocator(ctx.js, Ranges.from_options(ctx.options), replicas=ctx.store.replicas)
-    api = Api(ctx.store, namespaces, nc=ctx.nc, source="api", allocator=allocator)
+    api = Api(ctx.store, namespaces, nc=ctx.nc, source="api", allocator=allocator,
+              token_key=service_account_key(ctx.options))
     await api.ensure_namespaces()
     await api.ensure_system_priority_classes()
     await namespaces.wait_synced(30)

@@ -20,7 +20,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from kyb import errors, telemetry
+from kyb import errors, satoken, telemetry
 from kyb.cli.nodeclient import latest_samples, pick_container, stream_logs
 from kyb.client import ApiClient
 from kyb.informer import ADDED, DELETED, MODIFIED
@@ -53,6 +53,8 @@ log = structlog.get_logger("apiserver")
 JSON = respond.JSON
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 MAX_BODY = 3 * 1024 * 1024
+ACCOUNT_RECHECK = 10.0  # seconds a service account token's bound pod is taken as still there
+MAX_ACCOUNTS = 10_000  # tokens remembered as checked
 PATCH_ATTEMPTS = 10
 WATCH_BATCH = 500  # events a watch sends in one write
 FIELD_VALIDATION = ("Ignore", "Strict", "Warn")
@@ -103,9 +105,12 @@ def _bool(value: str | None) -> bool:
 
 class Server:
     def __init__(self, nc: Any, token: str, *, bookmark_seconds: float = 60.0,
-                 clock: Callable[[], _dt.datetime] | None = None, server_address: str = "127.0.0.1:6443") -> None:
+                 clock: Callable[[], _dt.datetime] | None = None, server_address: str = "127.0.0.1:6443",
+                 service_account_key: Any = None) -> None:
         self.nc = nc
         self.token = token
+        self.service_account_key = service_account_key  # checks pods' service account tokens; None: refused
+        self._accounts: dict[str, tuple[float, str]] = {}  # token -> (when checked, user), see _service_account
         self.api = ApiClient(nc, timeout=15, start_traces=False)
         self.cache = WatchCache(nc)
         self.bookmark_seconds = bookmark_seconds
@@ -144,8 +149,11 @@ class Server:
     async def _authenticate(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.token.encode()):
+        if scheme.lower() != "bearer":
             return _status(st.status(401, "Unauthorized", "Unauthorized"))
+        if not hmac.compare_digest(token.strip().encode(), self.token.encode()):
+            if await self._service_account(token.strip()) is None:
+                return _status(st.status(401, "Unauthorized", "Unauthorized"))
         try:
             if "traceparent" not in request.headers:
                 return _warned(request, await handler(request))
@@ -164,6 +172,36 @@ class Server:
             if e.status == 413:
                 return _status(st.status(413, "RequestEntityTooLarge", "the request body is too large"))
             raise
+
+    async def _service_account(self, token: str) -> str | None:
+        """The ``system:serviceaccount:<ns>:<name>`` a pod's token authenticates, or None.
+
+        As Kubernetes' service account authenticator: signature, issuer, audience and times,
+        then the pod it is bound to must still exist with the same uid (checked at most once
+        every ``ACCOUNT_RECHECK`` seconds per token). Every authenticated user is still cluster
+        admin: RBAC is not enforced."""
+        if self.service_account_key is None or token.count(".") != 2:
+            return None
+        now = self.clock()
+        try:
+            binding = satoken.verify(self.service_account_key, token, now=now)
+        except satoken.TokenInvalid:
+            return None
+        checked = self._accounts.get(token)
+        if checked is not None and now.timestamp() - checked[0] < ACCOUNT_RECHECK:
+            return checked[1]
+        if binding.pod:
+            try:
+                pod = await self.api.get("Pod", binding.namespace, binding.pod)
+            except errors.KybError:
+                return None
+            if (pod.get("metadata") or {}).get("uid") != binding.pod_uid:
+                return None
+        user = satoken.username(binding.namespace, binding.service_account)
+        if len(self._accounts) > MAX_ACCOUNTS:
+            self._accounts.clear()
+        self._accounts[token] = (now.timestamp(), user)
+        return user
 
     # -- discovery ------------------------------------------------------------------------
 

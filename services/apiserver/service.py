@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from kyb import pki
+from kyb import pki, satoken
 from kyb.serve import ServiceContext
 from services.apiserver.routes import Server
 
@@ -34,7 +34,8 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     data_dir = Path(str(ctx.options.get("data_dir") or os.environ.get("KYB_DATA_DIR") or DEFAULT_DATA_DIR)).expanduser()
     files = pki.ensure(data_dir, port)
     server = Server(ctx.nc, files.token(), server_address=f"{host}:{port}",
-                    bookmark_seconds=float(ctx.options.get("apiserver_bookmark_seconds", 60)))
+                    bookmark_seconds=float(ctx.options.get("apiserver_bookmark_seconds", 60)),
+                    service_account_key=satoken.load_key(files.sa_key).public_key())
     runner = web.AppRunner(server.app(), access_log=None, handle_signals=False, shutdown_timeout=2)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context(files), reuse_address=True)

@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Mapping
 
 from schemas.core import ConfigMap, Secret
+from schemas.helpers import volume_references
 from schemas.pod import Container, Pod
 from schemas.quantity import parse_quantity
 
@@ -98,15 +99,14 @@ def resource_value(
     pod: Pod, container: Container, resource: str, divisor: str | None, node_allocatable: Mapping[str, str]
 ) -> str:
     """The downward API's ``resourceFieldRef``: a limit (the node's allocatable when unset) or
-    a request, divided by ``divisor`` and rounded up."""
+    a request (the limit when unset, else 0), divided by ``divisor`` and rounded up."""
     kind, _, name = resource.partition(".")
     if kind not in ("limits", "requests") or name not in ("cpu", "memory", "ephemeral-storage"):
         raise ConfigError(f'unsupported resource "{resource}"')
-    source = container.resources.limits if kind == "limits" else container.resources.requests
-    raw = source.get(name)
-    if raw is None and kind == "requests":
-        raw = container.resources.limits.get(name)
-    if raw is None:
+    raw = container.resources.limits.get(name)
+    if kind == "requests":  # an unset request is the limit, as the api defaults it, else 0
+        raw = container.resources.requests.get(name, raw or "0")
+    elif raw is None:  # an unset limit is the node's allocatable (Kubernetes' MergeContainerResourceLimits)
         raw = node_allocatable.get(name, "0")
     value = parse_quantity(raw)
     div = parse_quantity(divisor) if divisor else parse_quantity("1")
@@ -203,9 +203,5 @@ def referenced(pod: Pod) -> tuple[set[str], set[str]]:
                 cms.add(v.valueFrom.configMapKeyRef.name)
             if v.valueFrom is not None and v.valueFrom.secretKeyRef is not None:
                 secrets.add(v.valueFrom.secretKeyRef.name)
-    for vol in pod.spec.volumes:
-        if vol.configMap is not None:
-            cms.add(vol.configMap.name)
-        if vol.secret is not None:
-            secrets.add(vol.secret.secretName)
-    return cms, secrets
+    volume_cms, volume_secrets = volume_references(pod)
+    return cms | volume_cms, secrets | volume_secrets

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import msgspec
@@ -17,8 +18,10 @@ import msgspec
 from kyb import bus, errors
 from kyb.render import to_dict
 from schemas.core import Secret
+from schemas.helpers import parse_time
 from schemas.meta import Object
 from schemas.pod import Pod
+from services.kubelet.tokens import IssuedToken, TokenNotIssued
 
 PREFIX = "kyb.api.node"
 
@@ -54,6 +57,26 @@ class NodeApi:
             return msgspec.convert(await self.call("secret", {"namespace": namespace, "name": name}), type=Secret)
         except (errors.NotFound, errors.Forbidden):
             return None
+
+
+class NodeTokens:
+    """Service account tokens for this node's pods, from the api (``token``: Kubernetes'
+    TokenRequest, bound to the pod)."""
+
+    def __init__(self, api: NodeApi) -> None:
+        self.api = api
+
+    async def token(self, pod: Pod, audience: str, expiration_seconds: int) -> IssuedToken:
+        body = {"namespace": pod.metadata.namespace or "default", "name": pod.metadata.name, "uid": pod.metadata.uid,
+                "audience": audience, "expirationSeconds": expiration_seconds}
+        try:
+            answer = await self.api.call("token", body)
+        except (errors.NotFound, errors.Forbidden) as e:
+            raise TokenNotIssued(str(e)) from e
+        status = answer["status"]
+        expires = parse_time(status["expirationTimestamp"])
+        return IssuedToken(token=status["token"], issued=expires - timedelta(seconds=expiration_seconds),
+                           expires=expires)
 
 
 class NodeSecrets:

@@ -46,7 +46,7 @@ from services.kubelet.node import (
     parse_taint,
 )
 from services.kubelet.nodeapi import serve_node_api
-from services.kubelet.nodeclient import NodeApi, NodeSecrets
+from services.kubelet.nodeclient import NodeApi, NodeSecrets, NodeTokens
 from services.kubelet.podnet import CniPodNetwork
 from services.kubelet.probes import ProbeManager
 from services.kubelet.reconcile import Settings
@@ -318,7 +318,8 @@ class Kubelet:
                 allocator.reserve(p.metadata.uid, p.status.podIP)
         secret_dir = Path(opts.secret_dir) if opts.secret_dir else DEFAULT_SECRET_DIR / self.node_name
         self.volumes = VolumeManager(self.ctx.store, self.configmaps, self.secrets, self.state_dir / "volumes",
-                                     secret_dir)
+                                     secret_dir, allocatable={"cpu": settings.cpu, "memory": settings.memory},
+                                     tokens=NodeTokens(self.node_api or NodeApi(self.ctx.nc, self.node_name)))
         etc_files = None
         if network is not None:
             etc_files = PodEtcFiles(self.state_dir / "etc", cluster_dns=opts.cluster_dns,

@@ -75,6 +75,8 @@ class Volumes(Protocol):
 
     def mounts_for(self, pod: Pod, container: Container, prepared: dict[str, str]) -> list[Mount]: ...
 
+    async def sync(self, pod: Pod) -> None: ...
+
     async def cleanup(self, pod_uid: str) -> None: ...
 
 
@@ -209,6 +211,7 @@ class PodWorker:
                 return None
             if hasattr(self.secrets, "refresh"):  # node-restricted: fetch the Secrets it uses
                 await self.secrets.refresh(pod, referenced(pod)[1])
+            await self.volumes.sync(pod)  # the downward API's labels and annotations, fresh Secrets
             return await self._sync(pod)
         except RuntimeUnavailable as e:
             raise errors.Temporary(f"container runtime: {e}", delay=2.0) from e

@@ -1,11 +1,16 @@
 """Pod volumes on this node: make each volume of a pod exist as a host directory (or file)
-before its containers start, project ConfigMap, Secret and downward API contents into it,
-keep those projections current while the pod runs, and remove it all with the pod.
+before its containers start, project ConfigMap, Secret, downward API and service account
+token contents into it, keep those projections current while the pod runs, and remove it all
+with the pod.
 
-Layout (``kind`` is empty-dir, configmap, secret, downward-api):
+Layout (``kind`` is empty-dir, configmap, secret, downward-api, projected):
 
     <base_dir>/pods/<uid>/volumes/<kind>/<name>      emptyDir, configMap, downwardAPI
-    <secret_dir>/pods/<uid>/volumes/<kind>/<name>    secret, emptyDir with medium Memory
+    <secret_dir>/pods/<uid>/volumes/<kind>/<name>    secret, projected, emptyDir with medium Memory
+
+A projected volume is one directory holding the files of all its sources (Secrets,
+ConfigMaps, downward API items, a service account token, an optional ClusterTrustBundle's
+empty file), written as one payload, so one rename switches them all.
 
 ``secret_dir`` must be on tmpfs (default ``/dev/shm/kybernetes``): secret bytes never reach
 the node's disk. Projected volumes are written the way Kubernetes' AtomicWriter does: the
@@ -26,6 +31,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,9 +41,12 @@ from kyb import errors
 from kyb.informer import Informer
 from kyb.store import Store
 from schemas.core import ConfigMap, Secret
+from schemas.helpers import volume_references
 from schemas.meta import Object
-from schemas.pod import Container, KeyToPath, Pod, Volume
+from schemas.pod import Container, DownwardAPIVolumeFile, KeyToPath, Pod, ProjectedVolumeSource, Volume
+from services.kubelet.env import ConfigError, field_value, resource_value
 from services.kubelet.runtime.base import Mount
+from services.kubelet.tokens import TokenIssuer, TokenNotIssued, Tokens
 
 log = structlog.get_logger("kyb.kubelet.volumes")
 
@@ -138,7 +147,7 @@ def write_atomically(target: Path, payload: Payload) -> bool:
 
 
 def _project(
-    data: dict[str, bytes], items: list[KeyToPath], default_mode: int | None, source: str
+    data: dict[str, bytes], items: list[KeyToPath], default_mode: int | None, source: str, optional: bool = False
 ) -> Payload:
     mode = DEFAULT_MODE if default_mode is None else default_mode
     if not items:
@@ -146,6 +155,8 @@ def _project(
     out: Payload = {}
     for item in items:
         if item.key not in data:
+            if optional:  # an optional source's missing key is no file, as in Kubernetes
+                continue
             raise VolumeNotReady(f'{source} references non-existent key "{item.key}"')
         out[_safe_relative(item.path, "items path")] = (
             data[item.key],
@@ -166,36 +177,29 @@ def secret_bytes(secret: Secret) -> dict[str, bytes]:
     return data
 
 
-def _format_map(m: dict[str, str]) -> bytes:
-    return "\n".join(f'{k}="{v}"' for k, v in sorted(m.items())).encode()
-
-
-def downward_payload(pod: Pod, volume: Volume) -> Payload:
-    src = volume.downwardAPI
-    assert src is not None
-    fields = {
-        "metadata.name": pod.metadata.name.encode(),
-        "metadata.namespace": (pod.metadata.namespace or "default").encode(),
-        "metadata.uid": (pod.metadata.uid or "").encode(),
-        "metadata.labels": _format_map(pod.metadata.labels),
-        "metadata.annotations": _format_map(pod.metadata.annotations),
-        "spec.nodeName": pod.spec.nodeName.encode(),
-        "spec.serviceAccountName": pod.spec.serviceAccountName.encode(),
-    }
-    mode = DEFAULT_MODE if src.defaultMode is None else src.defaultMode
+def downward_payload(
+    pod: Pod, items: list[DownwardAPIVolumeFile], default_mode: int | None, allocatable: Mapping[str, str]
+) -> Payload:
+    """The files of downward API items: pod fields (``fieldRef``) and a container's requests
+    and limits (``resourceFieldRef``; an unset limit is the node's ``allocatable``)."""
+    mode = DEFAULT_MODE if default_mode is None else default_mode
+    containers = {c.name: c for c in [*pod.spec.initContainers, *pod.spec.containers]}
     out: Payload = {}
-    for item in src.items:
-        if item.fieldRef is None:
-            continue  # resourceFieldRef is not projected (yet)
-        path = item.fieldRef.fieldPath
-        if path.startswith("metadata.labels['") or path.startswith("metadata.annotations['"):
-            which, _, key = path.partition("['")
-            value = getattr(pod.metadata, which.split(".")[1]).get(key.rstrip("']"), "").encode()
-        elif path in fields:
-            value = fields[path]
-        else:
-            raise VolumeSetupError(f"downwardAPI fieldPath {path!r} is not supported")
-        out[_safe_relative(item.path, "items path")] = (value, mode if item.mode is None else item.mode)
+    for item in items:
+        try:
+            if item.fieldRef is not None:
+                value = field_value(pod, item.fieldRef.fieldPath)
+            elif item.resourceFieldRef is not None:
+                ref = item.resourceFieldRef
+                container = containers.get(ref.containerName)
+                if container is None:
+                    raise VolumeSetupError(f'downwardAPI item {item.path!r}: no container "{ref.containerName}"')
+                value = resource_value(pod, container, ref.resource, ref.divisor, allocatable)
+            else:
+                continue
+        except ConfigError as e:
+            raise VolumeSetupError(f"downwardAPI item {item.path!r}: {e}") from None
+        out[_safe_relative(item.path, "items path")] = (value.encode(), mode if item.mode is None else item.mode)
     return out
 
 
@@ -245,6 +249,9 @@ class VolumeManager:
         secret_dir: Path = DEFAULT_SECRET_DIR,
         *,
         resync_period: float = 3.0,  # seconds between two refreshes of every projected volume
+        allocatable: Mapping[str, str] | None = None,  # the node's, for resourceFieldRef of unset limits
+        tokens: TokenIssuer | None = None,  # who issues service account tokens; None: none are
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if filesystem_type(secret_dir) != "tmpfs":
             raise ValueError(
@@ -256,6 +263,9 @@ class VolumeManager:
         self.base_dir = Path(base_dir)
         self.secret_dir = Path(secret_dir)
         self.resync_period = resync_period
+        self.allocatable = dict(allocatable or {})
+        self.tokens = Tokens(tokens, clock)
+        self._warned: set[tuple[str, str]] = set()  # (pod uid, reason) of the Warning events recorded
         self._pods: dict[str, Pod] = {}  # uid -> the pod as last prepared or synced
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
@@ -297,11 +307,8 @@ class VolumeManager:
             host = Path(prepared[vm.name])
             if vm.subPath:
                 host = self._sub_path(host, _safe_relative(vm.subPath, "subPath"))
-            projected = (
-                volume.configMap is not None or volume.secret is not None or volume.downwardAPI is not None
-            )
             mounts.append(
-                Mount(host_path=str(host), container_path=vm.mountPath, read_only=vm.readOnly or projected)
+                Mount(host_path=str(host), container_path=vm.mountPath, read_only=vm.readOnly or _projects(volume))
             )
         return mounts
 
@@ -312,7 +319,7 @@ class VolumeManager:
             return
         self._pods[uid] = pod
         for volume in pod.spec.volumes:
-            if volume.configMap or volume.secret or volume.downwardAPI:
+            if _projects(volume):
                 try:
                     await self._setup(pod, uid, volume)
                 except errors.KybError as e:  # keep the last good contents, as the kubelet does
@@ -322,6 +329,8 @@ class VolumeManager:
         """Remove every volume directory of a pod (hostPath contents are never touched)."""
         self._pods.pop(pod_uid, None)
         self._dirty.discard(pod_uid)
+        self.tokens.forget(pod_uid)
+        self._warned = {w for w in self._warned if w[0] != pod_uid}
         for root in (self.base_dir, self.secret_dir):
             pod_dir = root / "pods" / pod_uid
             await asyncio.to_thread(shutil.rmtree, pod_dir, True)
@@ -348,8 +357,12 @@ class VolumeManager:
             payload = await self._projected(pod, "Secret", sv.secretName, sv.optional, sv.items, sv.defaultMode)
             return await self._write(self._dir(uid, "secret", volume.name, tmpfs=True), payload)
         if volume.downwardAPI is not None:
-            payload = downward_payload(pod, volume)
+            src = volume.downwardAPI
+            payload = downward_payload(pod, src.items, src.defaultMode, self.allocatable)
             return await self._write(self._dir(uid, "downward-api", volume.name, tmpfs=False), payload)
+        if volume.projected is not None:
+            payload = await self._projected_volume(pod, volume.projected)
+            return await self._write(self._dir(uid, "projected", volume.name, tmpfs=True), payload)
         if volume.persistentVolumeClaim is not None:
             return await self._claim_path(pod, volume.persistentVolumeClaim.claimName)
         memory = volume.emptyDir is not None and volume.emptyDir.medium == "Memory"
@@ -371,7 +384,46 @@ class VolumeManager:
             data = configmap_bytes(obj) if isinstance(obj, ConfigMap) else {}
         else:
             data = secret_bytes(obj) if isinstance(obj, Secret) else {}
-        return _project(data, items if obj is not None else [], default_mode, what)
+        return _project(data, items if obj is not None else [], default_mode, what, bool(optional))
+
+    async def _projected_volume(self, pod: Pod, src: ProjectedVolumeSource) -> Payload:
+        """The files of every source of a projected volume, in one payload (a later source's
+        file wins a path that validation could not see twice: a whole ConfigMap's keys)."""
+        mode = DEFAULT_MODE if src.defaultMode is None else src.defaultMode
+        payload: Payload = {}
+        for s in src.sources:
+            if s.secret is not None:
+                sp = s.secret
+                payload.update(await self._projected(pod, "Secret", sp.name, sp.optional, sp.items, src.defaultMode))
+            elif s.configMap is not None:
+                cp = s.configMap
+                payload.update(await self._projected(pod, "ConfigMap", cp.name, cp.optional, cp.items, src.defaultMode))
+            elif s.downwardAPI is not None:
+                payload.update(downward_payload(pod, s.downwardAPI.items, src.defaultMode, self.allocatable))
+            elif s.serviceAccountToken is not None:
+                t = s.serviceAccountToken
+                try:
+                    token = await self.tokens.get(pod, t.audience, t.expirationSeconds)
+                except TokenNotIssued as e:
+                    await self._warn_once(pod, "TokenNotIssued", f"service account token {t.path!r} not written: {e}")
+                    continue
+                payload[_safe_relative(t.path, "serviceAccountToken path")] = (token.encode(), mode)
+            elif s.clusterTrustBundle is not None:  # validation admits only optional ones
+                b = s.clusterTrustBundle
+                payload[_safe_relative(b.path, "clusterTrustBundle path")] = (b"", mode)
+                await self._warn_once(pod, "ClusterTrustBundleNotServed",
+                                      f"clusterTrustBundle {b.path!r} is an empty file: ClusterTrustBundles "
+                                      "(certificates.k8s.io) are not served")
+        return payload
+
+    async def _warn_once(self, pod: Pod, reason: str, message: str) -> None:
+        key = (_uid(pod), reason)
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        log.warning("volume source not effective", pod=pod.metadata.name, reason=reason, message=message)
+        with contextlib.suppress(errors.KybError):
+            await self.store.record_event(pod, reason, message, "Warning", "kubelet")
 
     async def _source(self, informer: Informer, kind: str, pod: Pod, name: str) -> Object | None:
         """The named ConfigMap/Secret from the watch cache, else straight from the store."""
@@ -456,12 +508,13 @@ class VolumeManager:
 
 
 def _references(pod: Pod, kind: str, name: str) -> bool:
-    for v in pod.spec.volumes:
-        if kind == "ConfigMap" and v.configMap is not None and v.configMap.name == name:
-            return True
-        if kind == "Secret" and v.secret is not None and v.secret.secretName == name:
-            return True
-    return False
+    cms, secrets = volume_references(pod)
+    return name in (cms if kind == "ConfigMap" else secrets)
+
+
+def _projects(volume: Volume) -> bool:
+    """A volume whose files the kubelet writes (read-only in the container, kept current)."""
+    return any(s is not None for s in (volume.configMap, volume.secret, volume.downwardAPI, volume.projected))
 
 
 def _uid(pod: Pod) -> str:
