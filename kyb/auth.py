@@ -161,6 +161,13 @@ def bucket_write(bucket: str, keys: str = ">") -> list[str]:
     return [f"$KV.{bucket}.{keys}"]
 
 
+# The buckets of custom kinds (kyb-<plural>_<group>) come and go with their CRDs, and NATS
+# wildcards match whole subject tokens only, so their readers may read any stream and their
+# writer (the api) write any bucket: only users that already hold every object bucket get these.
+CUSTOM_BUCKETS_READ = stream_read("*")
+CUSTOM_BUCKETS_WRITE = ["$KV.*.>", "$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.UPDATE.*"]
+
+
 def _buckets_of(kinds: tuple[str, ...]) -> list[str]:
     if ALL in kinds:
         return object_buckets()
@@ -189,6 +196,7 @@ def admin_permissions(user: str = "admin") -> Permissions:
         publish += bucket_read(bucket)
     for stream in (EVENTS_STREAM, METRICS_STREAM):
         publish += stream_read(stream)
+    publish += CUSTOM_BUCKETS_READ
     subscribe += ["kyb.metrics.>"]
     return Permissions(publish=tuple(publish), subscribe=tuple(subscribe))
 
@@ -221,6 +229,7 @@ def controller_permissions(component: str, user: str | None = None) -> Permissio
         publish += stream_manage(f"KV_{ALLOCATIONS_BUCKET}")
         for bucket in object_buckets():
             publish += stream_manage(f"KV_{bucket}")
+        publish += CUSTOM_BUCKETS_READ + CUSTOM_BUCKETS_WRITE
         publish += stream_manage(EVENTS_STREAM)
         subscribe += ["kyb.api.*", f"{NODE_API_PREFIX}.*.*"]
         responder = True

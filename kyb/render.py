@@ -19,7 +19,7 @@ _FIELDS: dict[type, tuple[tuple[str, str, bool], ...]] = {}
 def _opaque(t: Any) -> bool:
     """A field of free-form JSON (``dict[str, Any]``: managedFields' fieldsV1, a revision's
     data): no Struct can be in it, and it may be deep."""
-    return typing.get_origin(t) in (dict, list) and Any in typing.get_args(t)
+    return t is Any or (typing.get_origin(t) in (dict, list) and Any in typing.get_args(t))
 
 
 def _fields(cls: type) -> tuple[tuple[str, str, bool], ...]:
@@ -38,7 +38,7 @@ def to_dict(value: Any) -> Any:
         out: dict[str, Any] = {}
         for name, wire, opaque in _fields(type(value)):
             v = getattr(value, name)
-            if v is None:
+            if v is None or v is msgspec.UNSET:
                 continue
             if v.__class__ in _SCALARS:  # most fields: no call needed
                 out[wire] = v

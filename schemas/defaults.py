@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from msgspec.structs import replace
 
+from schemas.apiextensions import CustomResourceDefinition, default_crd
 from schemas.apps import (
     DaemonSet,
     Deployment,
@@ -200,6 +201,7 @@ _DEFAULTERS: dict[type, Callable[[Any], Any]] = {
     LimitRange: _limit_range,
     RoleBinding: default_binding,
     ClusterRoleBinding: default_binding,
+    CustomResourceDefinition: default_crd,
 }
 
 

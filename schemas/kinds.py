@@ -6,6 +6,7 @@ The registry imports this module lazily; importing it directly is also fine.
 from __future__ import annotations
 
 from schemas import (
+                  apiextensions,
                   apps,
                   autoscaling,
                   batch,
@@ -68,3 +69,5 @@ register(KindInfo("ClusterRoleBinding", (rbac.API_VERSION,), "clusterrolebinding
 register(KindInfo("Lease", ("coordination.k8s.io/v1",), "leases", coordination.Lease))
 register(KindInfo("PodDisruptionBudget", ("policy/v1",), "poddisruptionbudgets", policy.PodDisruptionBudget,
                   short_names=("pdb",)))
+register(KindInfo("CustomResourceDefinition", (apiextensions.API_VERSION,), "customresourcedefinitions",
+                  apiextensions.CustomResourceDefinition, namespaced=False, short_names=("crd", "crds")))

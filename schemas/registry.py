@@ -8,6 +8,7 @@ deployments.apps, ...).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from schemas.meta import Object
 
@@ -20,10 +21,13 @@ class KindInfo:
     type: type[Object]             # the Struct
     namespaced: bool = True
     short_names: tuple[str, ...] = field(default=())
+    singular_name: str = ""        # when not the kind in lower case (a CRD's spec.names.singular)
+    custom: Any = field(default=None, repr=False, compare=False)  # schemas.apiextensions.CustomKind
+    bucket_name: str = ""          # when not kyb-<plural> (a custom kind's)
     bucket: str = field(init=False, repr=False, compare=False)  # "kyb-deployments": read on every write
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "bucket", f"kyb-{self.plural}")
+        object.__setattr__(self, "bucket", self.bucket_name or f"kyb-{self.plural}")
 
     @property
     def api_version(self) -> str:
@@ -36,7 +40,7 @@ class KindInfo:
 
     @property
     def singular(self) -> str:
-        return self.kind.lower()
+        return self.singular_name or self.kind.lower()
 
 
 class UnknownKind(LookupError):
@@ -47,14 +51,73 @@ _BY_KIND: dict[str, KindInfo] = {}
 _BY_NAME: dict[str, KindInfo] = {}
 
 
-def register(info: KindInfo) -> KindInfo:
-    _BY_KIND[info.kind] = info
+_GENERATION = [0]  # bumped whenever the kinds change (a CustomResourceDefinition came or went)
+
+
+def _names(info: KindInfo) -> set[str]:
     names = {info.kind.lower(), info.plural, info.singular, *info.short_names}
     if info.group:
         names |= {f"{info.plural}.{info.group}", f"{info.singular}.{info.group}"}
-    for name in names:
-        _BY_NAME[name.lower()] = info
+    return {n.lower() for n in names}
+
+
+def register(info: KindInfo) -> KindInfo:
+    _BY_KIND[info.kind] = info
+    for name in _names(info):
+        _BY_NAME[name] = info
+    _GENERATION[0] += 1
     return info
+
+
+def clash(info: KindInfo) -> str | None:
+    """Why a custom kind cannot be served beside the kinds registered now (a kind or a name
+    another kind answers to), or None."""
+    _load()
+    have = _BY_KIND.get(info.kind)
+    if have is not None and have.custom is None:
+        return f'kind "{info.kind}" is a built-in kind'
+    if have is not None and have.custom is not None and have.custom.crd != info.custom.crd:
+        return f'kind "{info.kind}" is already served by customresourcedefinition "{have.custom.crd}"'
+    for name in sorted(_names(info)):
+        other = _BY_NAME.get(name)
+        if other is not None and other.kind != info.kind:
+            return f'"{name}" is already in use by kind "{other.kind}"'
+    return None
+
+
+def register_custom(info: KindInfo) -> bool:
+    """Serve a custom kind (replacing the one of the same CRD); False when it clashes."""
+    if clash(info) is not None:
+        return False
+    old = _BY_KIND.get(info.kind)
+    if old is not None:
+        _drop(old)
+    register(info)
+    return True
+
+
+def unregister_custom(crd: str) -> KindInfo | None:
+    """Stop serving the kind CRD ``crd`` made; the kind, or None when it was not served."""
+    _load()
+    for info in list(_BY_KIND.values()):
+        if info.custom is not None and info.custom.crd == crd:
+            _drop(info)
+            _GENERATION[0] += 1
+            return info
+    return None
+
+
+def _drop(info: KindInfo) -> None:
+    if _BY_KIND.get(info.kind) is info:
+        del _BY_KIND[info.kind]
+    for name, have in list(_BY_NAME.items()):
+        if have is info:
+            del _BY_NAME[name]
+
+
+def generation() -> int:
+    """Changes whenever a kind comes or goes: caches of what is served key on it."""
+    return _GENERATION[0]
 
 
 def _load() -> None:

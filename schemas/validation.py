@@ -20,6 +20,7 @@ import yaml
 from msgspec.structs import replace
 
 from schemas import cron, limits, names, podchecks, securitychecks
+from schemas.apiextensions import CustomResourceDefinition, validate_crd, validate_crd_update
 from schemas.apps import ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet
 from schemas.autoscaling import HorizontalPodAutoscaler
 from schemas.batch import CronJob, IndexesError, Job, JobSpec, index_intervals
@@ -57,7 +58,7 @@ from schemas.rbac import (
     validate_role,
     validate_role_binding,
 )
-from schemas.registry import for_manifest
+from schemas.registry import KindInfo, for_manifest
 from schemas.scheduling import (
     HIGHEST_USER_DEFINABLE_PRIORITY,
     SYSTEM_PRIORITY_CLASS_PREFIX,
@@ -202,6 +203,8 @@ def decode(raw: dict[str, Any] | bytes | str, *, node_port_range: tuple[int, int
                           [(f, "Expected `str`") for f in ("apiVersion", "kind")])
     info = for_manifest(api_version, kind)
     name = (data.get("metadata") or {}).get("name", "") if isinstance(data.get("metadata"), dict) else ""
+    if info.custom is not None:
+        return _decode_custom(info, data, name)
     obj = None
     if info.type not in _FREE_FORM:
         # Most manifests hold nothing to normalise: every value that would be (a YAML
@@ -219,6 +222,38 @@ def decode(raw: dict[str, Any] | bytes | str, *, node_port_range: tuple[int, int
     errors = validate(obj, node_port_range=node_port_range)
     if errors:
         raise SchemaError(f'{kind} "{obj.metadata.name or name}" is invalid', errors)
+    return obj
+
+
+def _dates(value: Any) -> Any:
+    """YAML timestamps as Kubernetes' strings; nothing else of a custom resource is touched
+    (its schema says what a number is)."""
+    if isinstance(value, dict):
+        return {k: _dates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_dates(v) for v in value]
+    if isinstance(value, (_dt.datetime, _dt.date)):
+        return _normalise(value)
+    return value
+
+
+def _decode_custom(info: KindInfo, data: dict[str, Any], name: str) -> Object:
+    """A custom resource: defaulted and checked by its version's schema, then its metadata."""
+    from schemas import apiextensions
+
+    kind = info.kind
+    data = _dates(data)
+    defaulted, problems = apiextensions.admit(info, data)
+    if problems:
+        raise SchemaError(f'{kind}.{info.group} "{name}" is invalid', problems)
+    try:
+        obj = msgspec.convert(defaulted, info.type)
+    except msgspec.ValidationError as e:
+        raise SchemaError(f'{kind}.{info.group} "{name}" is invalid', [_field_from_msgspec(e, defaulted)]) from None
+    errors: Errors = []
+    _metadata(errors, obj)
+    if errors:
+        raise SchemaError(f'{kind}.{info.group} "{obj.metadata.name or name}" is invalid', errors)
     return obj
 
 
@@ -834,12 +869,14 @@ _CHECKS: dict[type, Any] = {
     LimitRange: _limit_range,
     ResourceQuota: _resource_quota,
     Role: validate_role,
+    CustomResourceDefinition: lambda errs, crd: errs.extend(validate_crd(crd)),
     ClusterRole: validate_cluster_role,
     RoleBinding: validate_role_binding,
     ClusterRoleBinding: validate_cluster_role_binding,
 }
 
 _UPDATE_CHECKS: dict[type, Any] = {
+    CustomResourceDefinition: validate_crd_update,
     Job: _job_update,
     Pod: _pod_update,
     PriorityClass: _priority_class_update,

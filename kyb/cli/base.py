@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
+import msgspec
 
 from kyb import errors
 from kyb.cli import printers
@@ -86,13 +87,53 @@ def server_error(e: errors.KybError) -> str:
     return "\n".join(lines)
 
 
+_LOOKED_UP: set[str] = set()
+
+
+def load_custom_kinds(nats_url: str) -> None:
+    """Serve, in this process, the kinds the cluster's CustomResourceDefinitions make (read
+    once over the bus; from a thread of its own, so it also works inside a running loop)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kyb.customkinds import serve
+    from schemas.apiextensions import CustomResourceDefinition
+    from schemas.registry import by_kind
+
+    async def fetch() -> list[dict[str, Any]]:
+        nc = await connect(nats_url)
+        try:
+            return await ApiClient(nc, timeout=5.0).list("customresourcedefinitions", None)
+        finally:
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        crds = pool.submit(asyncio.run, fetch()).result()
+    crd_type = by_kind("CustomResourceDefinition").type
+    for doc in crds:
+        crd = msgspec.convert(doc, crd_type)
+        if isinstance(crd, CustomResourceDefinition):
+            serve(crd)
+
+
 def resolve_kind(name: str) -> Any:
+    """The kind a user names: a built-in one, or one of the cluster's custom kinds (their
+    CRDs are read from the cluster the first time a name is not known here)."""
     from schemas.registry import resolve
 
     try:
         return resolve(name)
     except LookupError:
-        raise click.ClickException(f'the server doesn\'t have a resource type "{name}"') from None
+        pass
+    ctx = click.get_current_context(silent=True)
+    url = (ctx.find_root().obj or {}).get("nats") if ctx is not None else None
+    if url and name.lower() not in _LOOKED_UP:
+        _LOOKED_UP.add(name.lower())
+        with contextlib.suppress(errors.KybError, OSError):
+            load_custom_kinds(url)
+        with contextlib.suppress(LookupError):
+            return resolve(name)
+    raise click.ClickException(f'the server doesn\'t have a resource type "{name}"')
 
 
 def kind_ref(info: Any) -> str:

@@ -515,6 +515,7 @@ _COLUMNS: dict[str, Columns] = {
     "ClusterRoleBinding": (["ROLE", "AGE"], _binding_row),
     "HorizontalPodAutoscaler": (["REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"], _hpa_row),
     "Lease": (["HOLDER", "AGE"], _lease_row),
+    "CustomResourceDefinition": (["CREATED AT"], _created_at),
     "Event": (["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], _event_row),
 }
 
@@ -532,10 +533,48 @@ _WIDE: dict[str, Columns] = {
 }
 
 
+def _custom_cell(value: Any, type_: str, now: _dt.datetime) -> str:
+    if value is None:
+        return "<none>"
+    if type_ == "date" and isinstance(value, str):
+        return age(value, now)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        import json
+
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def _custom_columns(kind: str, wide: bool) -> Columns | None:
+    """A custom kind's columns: its CRD's additionalPrinterColumns (priority > 0 only with
+    ``wide``), or AGE when it names none, as Kubernetes' table convertor for CRDs has them."""
+    from schemas import apiextensions, registry
+
+    try:
+        info = registry.by_kind(kind)
+    except registry.UnknownKind:
+        return None
+    if info.custom is None:
+        return None
+    version = info.custom.version(info.api_version)
+    columns = [c for c in version.columns if wide or c.priority == 0]
+    if not version.columns:
+        return ["AGE"], _generic_row
+
+    def row(obj: Obj, now: _dt.datetime) -> Row:
+        return [_custom_cell(apiextensions.cell(c, obj), c.type, now) for c in columns]
+
+    return [c.name.upper() for c in columns], row
+
+
 def columns_for(kind: str, wide: bool = False) -> Columns:
     if wide and kind in _WIDE:
         return _WIDE[kind]
-    return _COLUMNS.get(kind, (["AGE"], _generic_row))
+    if kind in _COLUMNS:
+        return _COLUMNS[kind]
+    return _custom_columns(kind, wide) or (["AGE"], _generic_row)
 
 
 def table(

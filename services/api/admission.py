@@ -28,6 +28,10 @@ MAX_PAYLOAD = limits.MAX_BYTES
 _sorted_json = msgspec.json.Encoder(order="sorted").encode
 LAST_APPLIED = LAST_APPLIED_ANNOTATION
 
+class UnknownKindRequest(errors.BadRequest):
+    """A manifest of a kind this process does not serve (BadRequest naming it)."""
+
+
 def parse_manifest(body: bytes) -> dict[str, Any]:
     """One manifest (YAML or JSON) as a mapping, or BadRequest saying what is wrong with it
     (TooLarge past a size limit); the limits are ``schemas.limits``'."""
@@ -92,7 +96,7 @@ def kind_of(doc: dict[str, Any]) -> KindInfo:
     try:
         return for_manifest(api_version, kind)
     except UnknownKind as e:
-        raise errors.BadRequest(str(e), [errors.FieldError("kind", str(e))]) from None
+        raise UnknownKindRequest(str(e), [errors.FieldError("kind", str(e))]) from None
 
 
 def admit(doc: dict[str, Any], default_namespace: str) -> tuple[KindInfo, Object]:

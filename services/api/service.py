@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from opentelemetry.trace import SpanKind
 
 from kyb import bus, errors, pki, satoken, telemetry
+from kyb.customkinds import CRD_KIND, CustomKinds
 from kyb.informer import Informer
 from kyb.render import to_dict
 from kyb.serve import ServiceContext
@@ -40,7 +41,7 @@ from schemas.meta import Object
 from schemas.pod import Pod
 from schemas.registry import KindInfo, all_kinds, by_kind
 from schemas.scheduling import SYSTEM_PRIORITY_CLASSES, PriorityClass, global_default, keep_priority
-from services.api import admission, budget, defaultclass, noderestriction
+from services.api import admission, budget, crds, defaultclass, noderestriction
 from services.api.allocator import Allocator, Ranges, held_keys, owner_of
 
 log = structlog.get_logger("api")
@@ -81,6 +82,7 @@ class Api:
         source: str = "api",
         allocator: Allocator | None = None,
         token_key: ec.EllipticCurvePrivateKey | None = None,  # signs service account tokens; None: none issued
+        kinds: CustomKinds | None = None,  # the custom kinds this process serves (CRDs)
         clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     ) -> None:
         self.store = store
@@ -90,6 +92,8 @@ class Api:
         self.namespaces = namespaces
         self.nc = nc
         self.source = source
+        self.kinds = kinds
+        self.crds = crds.Crds(store, kinds) if kinds is not None else None
         self._ns_tasks: dict[str, asyncio.Task] = {}
         self._closing = False
 
@@ -135,10 +139,39 @@ class Api:
             raise errors.Forbidden(f'priorityclasses.scheduling.k8s.io "{obj.metadata.name}" is forbidden: {message}',
                                    [errors.FieldError("globalDefault", message)])
 
+    async def _admit(self, body: bytes, namespace: str) -> budget.Admitted:
+        """The manifest admitted; a kind this process does not know is looked up afresh among
+        the CustomResourceDefinitions (one made a moment ago through another replica) first."""
+        try:
+            return await budget.admit(body, namespace)
+        except admission.UnknownKindRequest:
+            if self.kinds is None:
+                raise
+            await self.kinds.refresh()
+        return await budget.admit(body, namespace)
+
+    async def _kind(self, kind: str) -> KindInfo:
+        """The kind a query names (looked up afresh among the CRDs when unknown, as ``_admit``)."""
+        try:
+            return kind_info(kind)
+        except errors.BadRequest:
+            if self.kinds is None:
+                raise
+            await self.kinds.refresh()
+        return kind_info(kind)
+
     async def _create(self, info: KindInfo, obj: Object) -> Object:
-        obj = admission.fresh_status(obj)
+        if not crds.keeps_status(info, obj.apiVersion):
+            obj = admission.fresh_status(obj)
         obj = await self._default_class(info, obj)
         await self._one_global_default(obj)
+        if self.crds is not None:
+            if info.kind == CRD_KIND:
+                created = await self.store.create(self.crds.prepared(obj))
+                await self.crds.serve(created)
+                return created
+            if info.custom is not None:
+                self.crds.check_open(info)
         if info.kind == "Namespace":
             created = await self.store.create(obj)
             await self._default_service_account(created.metadata.name)
@@ -161,6 +194,8 @@ class Api:
         claimed: set[str] = set()
         if info.kind == "Service":
             new, claimed = await self.allocator.assign(new, current)
+        if info.kind == CRD_KIND and self.crds is not None:
+            new = self.crds.prepared(new, current)
         if admission.same_content(new, current):
             return None
         try:
@@ -169,6 +204,8 @@ class Api:
             if claimed:
                 await self.allocator.release_keys(claimed, owner_of(new))
             raise
+        if info.kind == CRD_KIND and self.crds is not None:
+            await self.crds.serve(updated)
         if info.kind == "Service":
             await self.allocator.release_keys(held_keys(current) - held_keys(updated), owner_of(updated))
         return updated
@@ -180,7 +217,7 @@ class Api:
     # -- verbs ----------------------------------------------------------------------------
 
     async def apply(self, body: bytes, namespace: str) -> tuple[Object, str]:
-        doc, info, desired = await budget.admit(body, namespace)
+        doc, info, desired = await self._admit(body, namespace)
         desired = admission.with_last_applied(desired, doc)
         if not desired.metadata.name:
             raise errors.Invalid("name is required for apply", [errors.FieldError("metadata.name", "Required value")])
@@ -219,7 +256,7 @@ class Api:
         raise errors.Conflict(f'{info.plural} "{desired.metadata.name}": too many concurrent writers, try again')
 
     async def create(self, body: bytes, namespace: str, dry_run: bool = False) -> Object:
-        _, info, desired = await budget.admit(body, namespace)
+        _, info, desired = await self._admit(body, namespace)
         if not desired.metadata.name and not desired.metadata.generateName:
             raise errors.Invalid("name or generateName is required", [errors.FieldError("metadata.name", "Required value")])
         await self._check_namespace(info, desired)
@@ -233,7 +270,7 @@ class Api:
     async def _read_for_replace(self, body: bytes, namespace: str) -> tuple[KindInfo, Object, Object]:
         """(kind, the desired object, the stored one), or Conflict when the body names a
         resourceVersion that is not the stored one (a PUT's precondition)."""
-        _, info, desired = await budget.admit(body, namespace)
+        _, info, desired = await self._admit(body, namespace)
         current = await self.store.get(info, desired.metadata.namespace, desired.metadata.name)
         rv = desired.metadata.resourceVersion
         if rv is not None and rv != current.metadata.resourceVersion:
@@ -246,6 +283,8 @@ class Api:
     async def replace(self, body: bytes, namespace: str, dry_run: bool = False) -> Object:
         info, desired, current = await self._read_for_replace(body, namespace)
         new = admission.replace_onto(current, desired)
+        if crds.keeps_status(info, desired.apiVersion):
+            new = msgspec.structs.replace(new, status=getattr(desired, "status", msgspec.UNSET))
         if dry_run:
             return new
         updated = await self._update(info, new, current)
@@ -257,7 +296,7 @@ class Api:
     async def replace_status(self, body: bytes, namespace: str, dry_run: bool = False) -> Object:
         """`status` (the status subresource): the body's status, everything else as stored."""
         info, desired, current = await self._read_for_replace(body, namespace)
-        if "status" not in type(current).__struct_fields__:
+        if not crds.has_status(info, desired.apiVersion):
             raise errors.NotFound(f"{info.plural} have no status")
         new = msgspec.structs.replace(current, status=desired.status)
         if dry_run:
@@ -265,7 +304,7 @@ class Api:
         return await self._update(info, new, current) or current
 
     async def get(self, q: Query) -> Object:
-        info = kind_info(q.kind)
+        info = await self._kind(q.kind)
         if not q.name:
             raise errors.BadRequest("get needs a name", [errors.FieldError("name", "Required value")])
         return await self.store.get(info, q.namespace or "default", q.name)
@@ -273,7 +312,7 @@ class Api:
     async def list(self, q: Query) -> list[Object]:
         from schemas.selector import parse, parse_fields
 
-        info = kind_info(q.kind)
+        info = await self._kind(q.kind)
         selector = _selector(parse, q.labelSelector, "label", "labelSelector") if q.labelSelector else None
         items = await self.store.list(info, q.namespace if info.namespaced else None, selector)
         if q.fieldSelector:
@@ -285,7 +324,7 @@ class Api:
         return items
 
     async def delete(self, q: Query) -> Object:
-        info = kind_info(q.kind)
+        info = await self._kind(q.kind)
         if not q.name:
             raise errors.BadRequest("delete needs a name", [errors.FieldError("name", "Required value")])
         policy = q.propagationPolicy or "Background"
@@ -316,6 +355,8 @@ class Api:
             await self.allocator.release(deleted)
         if info.kind == "Namespace":
             self.finish_namespace(q.name)
+        if info.kind == CRD_KIND and self.crds is not None and deleted.metadata.deletionTimestamp:
+            self.crds.finish(q.name)
         return deleted
 
     async def evict(self, q: Query) -> Object:
@@ -452,6 +493,8 @@ class Api:
 
     async def close(self) -> None:
         self._closing = True
+        if self.crds is not None:
+            await self.crds.close()
         for t in self._ns_tasks.values():
             t.cancel()
         await asyncio.gather(*self._ns_tasks.values(), return_exceptions=True)
@@ -609,9 +652,13 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     namespaces = Informer(ctx.nc, "Namespace")
     await namespaces.start()
     allocator = Allocator(ctx.js, Ranges.from_options(ctx.options), replicas=ctx.store.replicas)
+    kinds = CustomKinds(ctx.store, ctx.nc)
+    await kinds.start()
     api = Api(ctx.store, namespaces, nc=ctx.nc, source="api", allocator=allocator,
-              token_key=service_account_key(ctx.options))
+              token_key=service_account_key(ctx.options), kinds=kinds)
     await api.ensure_namespaces()
+    if api.crds is not None:
+        await api.crds.resume()
     await api.ensure_system_priority_classes()
     await namespaces.wait_synced(30)
     limit = asyncio.Semaphore(int(ctx.options.get("api_concurrency", 256)))
@@ -679,4 +726,5 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
         if inflight:
             await asyncio.wait(set(inflight), timeout=5)
         await api.close()
+        await kinds.stop()
         await namespaces.stop()

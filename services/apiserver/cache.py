@@ -210,6 +210,7 @@ class WatchCache:
         self.sync_timeout = sync_timeout
         self._kinds: dict[str, KindCache] = {}
         self._starting: dict[str, asyncio.Task] = {}
+        self._stopping: set[asyncio.Future[None]] = set()
 
     async def kind(self, info: KindInfo) -> KindCache:
         cache = self._kinds.get(info.kind)
@@ -235,6 +236,17 @@ class WatchCache:
         self._kinds[info.kind] = cache
         self._starting.pop(info.kind, None)
         return cache
+
+    def forget(self, info: KindInfo, gone: bool) -> None:
+        """Drop a custom kind's cache when its CRD is gone or its objects' shape changed (its
+        watchers end; clients watch again, as after any ended watch)."""
+        cache = self._kinds.get(info.kind)
+        if cache is None or (not gone and cache.info.type is info.type):
+            return
+        del self._kinds[info.kind]
+        task = asyncio.ensure_future(cache.stop())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
 
     async def stop(self) -> None:
         for task in self._starting.values():

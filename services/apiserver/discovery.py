@@ -12,6 +12,7 @@ import functools
 import platform
 from dataclasses import dataclass
 
+from schemas import registry
 from schemas.registry import KindInfo, all_kinds
 
 KUBE_VERSION = ("1", "32")
@@ -62,8 +63,28 @@ def extras(group_version: str) -> list[Extra]:
     return [e for e in EXTRA if e.group_version == group_version]
 
 
-def subresources(info: KindInfo) -> list[Subresource]:
-    group, version = split_gv(info.api_version)
+def scalable(info: KindInfo) -> bool:
+    if info.custom is not None:
+        return any(v.scale is not None for v in info.custom.versions.values())
+    return info.plural in SCALABLE
+
+
+def custom_group(group_version: str) -> bool:
+    """Whether a group version may be a custom kind's (a group with a dot that no built-in has)."""
+    group = split_gv(group_version)[0]
+    return "." in group and not any(i.group == group and i.custom is None for i in all_kinds())
+
+
+def subresources(info: KindInfo, group_version: str | None = None) -> list[Subresource]:
+    group, version = split_gv(group_version or info.api_version)
+    if info.custom is not None:
+        v = info.custom.versions.get(version)
+        out = []
+        if v is not None and v.status:
+            out.append(Subresource("status", info.kind, group, version, ("get", "patch", "update")))
+        if v is not None and v.scale is not None:
+            out.append(Subresource("scale", "Scale", "autoscaling", "v1", ("get", "patch", "update")))
+        return out
     out = [Subresource("status", info.kind, group, version, ("get", "patch", "update"))]
     if info.plural in SCALABLE:
         out.append(Subresource("scale", "Scale", "autoscaling", "v1", ("get", "patch", "update")))
@@ -82,20 +103,28 @@ def split_gv(gv: str) -> tuple[str, str]:
 
 
 def group_versions() -> dict[str, list[KindInfo]]:
-    """groupVersion ("v1", "apps/v1") -> the kinds served there (each kind at its preferred one)."""
+    """groupVersion ("v1", "apps/v1") -> the kinds served there (each built-in kind at its
+    preferred one, a custom kind at each of its served versions)."""
+    return _group_versions(registry.generation())
+
+
+@functools.lru_cache(maxsize=4)
+def _group_versions(_generation: int) -> dict[str, list[KindInfo]]:
     out: dict[str, list[KindInfo]] = {}
     for info in all_kinds():
-        out.setdefault(info.api_version, []).append(info)
+        for gv in (info.api_versions if info.custom is not None else (info.api_version,)):
+            out.setdefault(gv, []).append(info)
     return out
 
 
 def lookup(group_version: str, plural: str) -> KindInfo | None:
-    return _by_path().get((group_version, plural))
+    return _by_path(registry.generation()).get((group_version, plural))
 
 
-@functools.cache
-def _by_path() -> dict[tuple[str, str], KindInfo]:
-    """(groupVersion, plural) -> kind, built once: every request of the apiserver looks one up."""
+@functools.lru_cache(maxsize=4)
+def _by_path(_generation: int) -> dict[tuple[str, str], KindInfo]:
+    """(groupVersion, plural) -> kind, built once per set of kinds: every request of the
+    apiserver looks one up."""
     return {(gv, info.plural): info for gv, infos in group_versions().items() for info in infos}
 
 
@@ -140,6 +169,8 @@ def api_group(name: str) -> dict | None:
 
 
 def _categories(info: KindInfo) -> list[str]:
+    if info.custom is not None:
+        return list(info.custom.categories)
     return ["all"] if info.plural in ALL_CATEGORY else []
 
 
@@ -163,7 +194,7 @@ def resource_list(group_version: str) -> dict | None:
         if _categories(info):
             entry["categories"] = _categories(info)
         resources.append(entry)
-        for sub in subresources(info):
+        for sub in subresources(info, group_version):
             one = {"name": f"{info.plural}/{sub.name}", "singularName": "", "namespaced": info.namespaced,
                    "kind": sub.kind, "verbs": list(sub.verbs)}
             if sub.group != split_gv(group_version)[0]:
@@ -172,8 +203,8 @@ def resource_list(group_version: str) -> dict | None:
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}
 
 
-def _discovery_resource(info: KindInfo) -> dict:
-    group, ver = split_gv(info.api_version)
+def _discovery_resource(info: KindInfo, gv: str) -> dict:
+    group, ver = split_gv(gv)
     out = {
         "resource": info.plural,
         "responseKind": {"group": group, "version": ver, "kind": info.kind},
@@ -188,7 +219,7 @@ def _discovery_resource(info: KindInfo) -> dict:
     out["subresources"] = [
         {"subresource": s.name, "responseKind": {"group": s.group, "version": s.version, "kind": s.kind},
          "verbs": list(s.verbs)}
-        for s in subresources(info)
+        for s in subresources(info, gv)
     ]
     return out
 
@@ -204,7 +235,7 @@ def _discovery_extra(e: Extra) -> dict:
 
 
 def _discovery_resources(gv: str) -> list[dict]:
-    return [_discovery_resource(i) for i in group_versions().get(gv, [])] + [_discovery_extra(e) for e in extras(gv)]
+    return [_discovery_resource(i, gv) for i in group_versions().get(gv, [])] + [_discovery_extra(e) for e in extras(gv)]
 
 
 def aggregated(core: bool) -> dict:

@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from schemas import registry
 from schemas.generate import normalise_descriptions
 from schemas.registry import KindInfo, all_kinds
 from services.apiserver import discovery
@@ -86,8 +87,17 @@ def _gvk(info: KindInfo) -> list[dict[str, str]]:
     return [{"group": group, "kind": info.kind, "version": version}]
 
 
+def _custom_schema(info: KindInfo, ref_template: str) -> dict[str, Any]:
+    """A custom kind's schema: its preferred version's openAPIV3Schema, with metadata."""
+    schema = json.loads(json.dumps(info.custom.version(info.api_version).schema))
+    props = schema.setdefault("properties", {})
+    props["metadata"] = {"$ref": ref_template.format(name="ObjectMeta")}
+    return schema
+
+
 def components(ref_template: str) -> dict[str, Any]:
-    kinds = all_kinds()
+    every = all_kinds()
+    kinds = [i for i in every if i.custom is None]
     _, comps = msgspec.json.schema_components([i.type for i in kinds], ref_template=ref_template)
     comps = normalise_descriptions(comps)
     out = {name: _clean(schema, owner=name) for name, schema in comps.items()}
@@ -100,6 +110,12 @@ def components(ref_template: str) -> dict[str, Any]:
                                    "this representation of an object."}
             props["kind"] = {"type": "string", "description": "Kind is a string value representing the REST "
                              "resource this object represents."}
+    for info in every:
+        if info.custom is not None and info.type.__name__ not in out:
+            schema = _custom_schema(info, ref_template)
+            schema["x-kubernetes-group-version-kind"] = [
+                {"group": info.group, "kind": info.kind, "version": gv.rpartition("/")[2]} for gv in info.api_versions]
+            out[info.type.__name__] = schema
     return out
 
 
@@ -158,8 +174,16 @@ class OpenApi:
     def __init__(self) -> None:
         self._v2: bytes | None = None
         self._v3: dict[str, bytes] | None = None
+        self._generation = registry.generation()
+
+    def _fresh(self) -> None:
+        """Forget the documents once the kinds changed (a CRD came or went)."""
+        if self._generation != registry.generation():
+            self._v2 = self._v3 = None
+            self._generation = registry.generation()
 
     def _v3_docs(self) -> dict[str, bytes]:
+        self._fresh()
         if self._v3 is None:
             schemas = components(REF_V3)
             docs: dict[str, bytes] = {}
@@ -182,6 +206,7 @@ class OpenApi:
         return self._v3_docs().get(path.strip("/"))
 
     def v2(self) -> bytes:
+        self._fresh()
         if self._v2 is None:
             paths: dict[str, Any] = {}
             for info in all_kinds():

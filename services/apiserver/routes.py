@@ -45,6 +45,7 @@ from services.apiserver import (
 )
 from services.apiserver import status as st
 from services.apiserver.cache import Change, Expired, WatchCache
+from services.apiserver.custom import custom_scale, scale_paths, set_path
 from services.apiserver.events import Events
 from services.apiserver.respond import Failure, json_response, not_found_path, status_response
 
@@ -119,6 +120,7 @@ class Server:
         self.stopping = asyncio.Event()
         self.openapi = openapi.OpenApi()
         self.events = Events(nc, self.clock)
+        self.kinds: Any = None  # kyb.customkinds.CustomKinds: the kinds CRDs make (set by the service)
 
     # -- the application ----------------------------------------------------------------
 
@@ -265,7 +267,13 @@ class Server:
         extra = await self._extra(request, gv, [s for s in tail.split("/") if s])
         if extra is not None:
             return extra
-        t = parse_target(gv, tail)
+        try:
+            t = parse_target(gv, tail)
+        except Failure:
+            if self.kinds is None or not discovery.custom_group(gv):
+                raise
+            await self.kinds.refresh()  # a CRD made a moment ago, not yet in this process's watch
+            t = parse_target(gv, tail)
         try:
             return await self._dispatch(request, t)
         except errors.KybError as e:
@@ -838,7 +846,7 @@ class Server:
         method = request.method
         if t.sub == "status" and method == "GET":
             return await self.render(request, t, await self._get(t))
-        if t.sub == "scale" and t.info.plural in discovery.SCALABLE:
+        if t.sub == "scale" and discovery.scalable(t.info):
             return await self.scale(request, t)
         if t.sub == "log" and t.info.kind == "Pod" and method == "GET":
             return await self.pod_log(request, t)
@@ -915,8 +923,14 @@ class Server:
         await self._patched(request, t, change)
         return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
 
+    def kinds_changed(self, info: KindInfo, gone: bool) -> None:
+        """A custom kind came, changed or went: its watch cache is made afresh on next use."""
+        self.cache.forget(info, gone)
+
     @staticmethod
-    def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+    def _scale_of(obj: dict[str, Any], info: KindInfo | None = None) -> dict[str, Any]:
+        if info is not None and info.custom is not None:
+            return custom_scale(obj, info)
         meta = obj.get("metadata") or {}
         spec = obj.get("spec") or {}
         selector = spec.get("selector") or {}
@@ -934,14 +948,14 @@ class Server:
 
     async def scale(self, request: web.Request, t: Target) -> web.Response:
         if request.method == "GET":
-            return _json(self._scale_of(await self._get(t)))
+            return _json(self._scale_of(await self._get(t), t.info))
         if request.method not in ("PUT", "PATCH"):
             raise Failure(405, "MethodNotAllowed", f"the server does not allow this method on scale: {request.method}")
         body = await self._patch_body(request)
         fn = self._patch_fn(request, body) if request.method == "PATCH" else None
 
         def change(current: dict[str, Any]) -> dict[str, Any]:
-            scale = self._scale_of(current)
+            scale = self._scale_of(current, t.info)
             wanted = fn(scale) if fn is not None else body
             if not isinstance(wanted, dict):
                 raise Failure(400, "BadRequest", "a Scale is a JSON object")
@@ -951,12 +965,15 @@ class Server:
                               causes=[{"field": "spec.replicas", "message": "Required value",
                                                  "reason": "FieldValueRequired"}])
             rv = (wanted.get("metadata") or {}).get("resourceVersion")
-            current.setdefault("spec", {})["replicas"] = replicas
+            if t.info.custom is not None:
+                set_path(current, scale_paths(t.info, current)[0], replicas)
+            else:
+                current.setdefault("spec", {})["replicas"] = replicas
             if rv:
                 current["metadata"]["resourceVersion"] = rv
             return current
 
-        return _json(self._scale_of(await self._patched(request, t, change)))
+        return _json(self._scale_of(await self._patched(request, t, change), t.info))
 
     async def pod_log(self, request: web.Request, t: Target) -> web.StreamResponse:
         since = _log_since(request, t.name or "")  # the options are checked before the pod is read

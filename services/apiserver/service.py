@@ -14,6 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 from kyb import pki, satoken
+from kyb.customkinds import CustomKinds
 from kyb.serve import ServiceContext
 from services.apiserver.routes import Server
 
@@ -36,6 +37,9 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     server = Server(ctx.nc, files.token(), server_address=f"{host}:{port}",
                     bookmark_seconds=float(ctx.options.get("apiserver_bookmark_seconds", 60)),
                     service_account_key=satoken.load_key(files.sa_key).public_key())
+    kinds = CustomKinds(ctx.store, ctx.nc, on_change=server.kinds_changed)
+    await kinds.start()
+    server.kinds = kinds
     runner = web.AppRunner(server.app(), access_log=None, handle_signals=False, shutdown_timeout=2)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context(files), reuse_address=True)
@@ -48,3 +52,4 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(runner.cleanup(), 5)
         await server.cache.stop()
+        await kinds.stop()
