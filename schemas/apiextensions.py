@@ -399,6 +399,4 @@ def cell(column: Column, obj: dict[str, Any]) -> Any:
     value = found[0] if len(found) == 1 else found
     if column.type == "integer" and isinstance(value, (int, float)) and not isinstance(value, bool):
         return int(value)
-    if column.type == "string" and isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    return value
+    return value  # a list or an object is printed as its JSON, as kubectl prints it

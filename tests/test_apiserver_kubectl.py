@@ -582,3 +582,73 @@ def test_list_resource_version_match(cluster):
     code, _, body = _raw(cluster, "GET", f"{path}?resourceVersionMatch=NotOlderThan")
     assert code == 422 and [c["field"] for c in json.loads(body)["details"]["causes"]] == ["resourceVersionMatch"]
     _kubectl(cluster, "delete", "cm", "rvm")
+
+
+CRD_DIR = os.path.join(os.path.dirname(__file__), "manifests", "crd")
+GATEWAY_API = os.path.join(os.path.dirname(__file__), "manifests", "gateway-api")
+
+
+def test_a_crd_and_its_objects_through_kubectl(cluster, tmp_path):
+    crd = os.path.join(CRD_DIR, "crontab-crd.yaml")
+    out = _kubectl(cluster, "apply", "-f", crd).stdout
+    assert out.strip() == "customresourcedefinition.apiextensions.k8s.io/crontabs.stable.example.com created"
+    _kubectl(cluster, "wait", "--for", "condition=Established", "crd/crontabs.stable.example.com", "--timeout=20s")
+    cr = tmp_path / "cr.yaml"
+    cr.write_text("apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: my-new-cron-object}\n"
+                  "spec: {cronSpec: '* * * * */5', image: my-awesome-cron-image}\n")
+    assert _kubectl(cluster, "apply", "-f", str(cr)).stdout.strip() == \
+        "crontab.stable.example.com/my-new-cron-object created"
+    table = _kubectl(cluster, "get", "crontabs").stdout.splitlines()
+    assert table[0].split() == ["NAME", "SPEC", "REPLICAS", "AGE"]
+    assert table[1].split()[:7] == ["my-new-cron-object", "*", "*", "*", "*", "*/5", "1"]
+    assert _kubectl(cluster, "get", "ct", "-o", "name").stdout.strip() == "crontab.stable.example.com/my-new-cron-object"
+    resources = _kubectl(cluster, "api-resources", "--api-group", "stable.example.com").stdout
+    assert resources.splitlines()[1].split() == ["crontabs", "ct", "stable.example.com/v1", "true", "CronTab"]
+
+    _kubectl(cluster, "scale", "crontab/my-new-cron-object", "--replicas=3")
+    got = json.loads(_kubectl(cluster, "get", "crontab", "my-new-cron-object", "-o", "json").stdout)
+    assert got["spec"]["replicas"] == 3
+    _kubectl(cluster, "patch", "crontab", "my-new-cron-object", "--subresource=status", "--type=merge",
+             "-p", '{"status": {"replicas": 3}}')
+    scale = json.loads(_kubectl(cluster, "get", "--raw",
+                                "/apis/stable.example.com/v1/namespaces/default/crontabs/my-new-cron-object/scale").stdout)
+    assert scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
+    explained = _kubectl(cluster, "explain", "crontab.spec").stdout
+    assert "cronSpec" in explained and "replicas" in explained
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: bad}\n"
+                   "spec: {cronSpec: '* * * * */5', replicas: 15}\n")
+    done = _kubectl(cluster, "apply", "-f", str(bad), check=False)
+    assert done.returncode == 1 and "spec.replicas" in done.stderr and "less than or equal to 10" in done.stderr
+
+    _kubectl(cluster, "delete", "crd", "crontabs.stable.example.com", timeout=60)
+    # the CRD went with its objects, and the kind with it
+    assert _kubectl(cluster, "get", "crd", "crontabs.stable.example.com", check=False).returncode == 1
+    gone = _kubectl(cluster, "get", "--raw", "/apis/stable.example.com/v1/namespaces/default/crontabs", check=False)
+    assert gone.returncode == 1 and "NotFound" in gone.stderr
+
+
+def test_the_gateway_apis_crds_and_objects_apply(cluster):
+    # The Gateway API's own installation instructions apply its CRDs server-side (the largest
+    # is too big for client-side apply's annotation).
+    out = _kubectl(cluster, "apply", "--server-side", "-f", GATEWAY_API, timeout=120).stdout
+    assert "customresourcedefinition.apiextensions.k8s.io/httproutes.gateway.networking.k8s.io serverside-applied" in out
+    _kubectl(cluster, "wait", "--for", "condition=Established", "crd", "--all", "--timeout=30s")
+    out = _kubectl(cluster, "apply", "-f", os.path.join(CRD_DIR, "gateway-example.yaml")).stdout
+    assert out.split("\n")[:3] == ["gatewayclass.gateway.networking.k8s.io/example created",
+                                   "gateway.gateway.networking.k8s.io/example-gateway created",
+                                   "httproute.gateway.networking.k8s.io/example-route created"]
+    routes = _kubectl(cluster, "get", "httproutes").stdout.splitlines()
+    assert routes[0].split() == ["NAME", "HOSTNAMES", "AGE"]
+    assert routes[1].split()[:2] == ["example-route", '["www.example.com"]']
+    route = json.loads(_kubectl(cluster, "get", "httproute", "example-route", "-o", "json").stdout)
+    # the schema's defaults: a rule without matches matches every path; a parentRef is a Gateway
+    assert route["spec"]["rules"][0]["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
+    assert route["spec"]["parentRefs"][0]["kind"] == "Gateway"
+    assert _kubectl(cluster, "get", "gtw", "-o", "name").stdout.strip() == \
+        "gateway.gateway.networking.k8s.io/example-gateway"
+    bad = _kubectl(cluster, "apply", "-f", "-", check=False, input=(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: bad}\n"
+        "spec: {rules: [{backendRefs: [{name: s, port: 70000}]}]}\n"))
+    assert bad.returncode == 1 and "spec.rules[0].backendRefs[0].port" in bad.stderr
