@@ -51,6 +51,7 @@ from services.kubelet.nodeclient import NodeApi, NodeTokens
 from services.kubelet.tokens import IssuedToken, Tokens, needs_refresh
 from services.kubelet.volumes import VolumeManager, VolumeNotReady, downward_payload
 from tests.cluster import wait_api, wait_for
+from tests.images import BUSYBOX_TAG, busybox_image  # noqa: F401  (fixture)
 
 T0 = _dt.datetime(2026, 1, 1, tzinfo=_dt.UTC)
 
@@ -386,3 +387,68 @@ async def test_a_missing_secret_holds_the_volume_and_a_missing_signing_key_is_a_
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+# -- end to end: the kubelet (Docker and host processes) and the api ---------------------------
+
+
+@pytest.fixture(params=[pytest.param("docker", id="docker"), pytest.param("process", id="process")])
+async def kubelet_cluster(request, nats_url, tmp_path, monkeypatch):
+    from tests.test_kubelet_lifecycle import cluster_for
+
+    key_file = tmp_path / "sa.key"
+    key_file.write_bytes(satoken.new_key_pem())
+    monkeypatch.setenv("KYB_SERVICE_ACCOUNT_KEY_FILE", str(key_file))  # read by the api as it starts
+    image = request.getfixturevalue("busybox_image") if request.param == "docker" else BUSYBOX_TAG
+    async with cluster_for(request.param, nats_url, tmp_path, image) as c:
+        yield c, satoken.load_key(key_file).public_key()
+
+
+async def test_a_running_container_sees_every_source_and_their_updates(kubelet_cluster):
+    c, public = kubelet_cluster
+    await c.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+                   "data": {"mode": "blue"}})
+    await c.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+                   "stringData": {"password": "hunter2"}})
+    root = "/" if c.runtime == "docker" else ""
+    files = ("mode", "db-password", "labels", "cpu", "token")
+    copy = "; ".join(f"cat {root}projected/{f} > {root}data/{f}.tmp 2>/dev/null && mv {root}data/{f}.tmp "
+                     f"{root}data/{f}" for f in files)
+    volumes = [
+        {"name": "data", "hostPath": {"path": str(c.data)}},
+        {"name": "all", "projected": {"defaultMode": 0o444, "sources": [
+            {"configMap": {"name": "settings"}},
+            {"secret": {"name": "db", "items": [{"key": "password", "path": "db-password"}]}},
+            {"downwardAPI": {"items": [
+                {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                {"path": "cpu", "resourceFieldRef": {"containerName": "app", "resource": "limits.cpu",
+                                                     "divisor": "1m"}}]}},
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 600}},
+        ]}},
+    ]
+    container = {"name": "app", "command": ["sh", "-c", f"while true; do {copy}; sleep 0.2; done"],
+                 "resources": {"limits": {"cpu": "250m"}},
+                 "volumeMounts": [{"name": "data", "mountPath": "/data"},
+                                  {"name": "all", "mountPath": "/projected"}]}
+    manifest = c.pod_manifest("projected", [container], volumes=volumes)
+    manifest["metadata"]["labels"] = {"app": "web"}
+    await c.apply(manifest)
+    pod = await c.wait_pod("projected", lambda p: p.status.phase == "Running")
+
+    def seen(name: str) -> str:
+        path = c.data / name
+        return path.read_text() if path.exists() else ""
+
+    await wait_for(lambda: seen("token"), what="the token inside the container")
+    assert seen("mode") == "blue" and seen("db-password") == "hunter2" and seen("cpu") == "250"
+    assert seen("labels") == 'app="web"'
+    binding = satoken.verify(public, seen("token"), now=_dt.datetime.now(_dt.UTC))
+    assert (binding.service_account, binding.pod, binding.pod_uid) == ("default", "projected", pod.metadata.uid)
+
+    await c.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+                   "data": {"mode": "green"}})
+    await wait_for(lambda: seen("mode") == "green", what="the ConfigMap's change inside the container")
+    manifest["metadata"]["labels"] = {"app": "shop"}
+    await c.apply(manifest)
+    await wait_for(lambda: seen("labels") == 'app="shop"', what="the new labels inside the container")
+    assert seen("db-password") == "hunter2"
