@@ -285,7 +285,7 @@ def _object(schema: Schema, value: dict[str, Any], path: str, errs: Errors, *, r
             errs.append((_join(path, name), "Required value"))
     if embedded:
         for name in ("apiVersion", "kind"):
-            if not value.get(name) and not schema.get(PRESERVE):
+            if not value.get(name):
                 errs.append((_join(path, name), "Required value: must not be empty"))
     n = len(value)
     if "maxProperties" in schema and n > schema["maxProperties"]:

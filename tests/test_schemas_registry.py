@@ -36,7 +36,7 @@ def test_kubectl_names_resolve(name: str, kind: str) -> None:
 def test_scopes_and_versions() -> None:
     cluster = {k.kind for k in all_kinds() if not k.namespaced}
     assert cluster == {"Namespace", "Node", "PersistentVolume", "StorageClass", "IngressClass", "PriorityClass",
-                       "ClusterRole", "ClusterRoleBinding"}
+                       "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
     assert for_manifest("autoscaling/v1", "HorizontalPodAutoscaler").bucket == "kyb-horizontalpodautoscalers"
     assert by_kind("Deployment").api_version == "apps/v1"
     with pytest.raises(UnknownKind):
