@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any, TypeVar
 
 from msgspec.structs import replace
@@ -28,6 +29,7 @@ from schemas.apps import (
 )
 from schemas.batch import CronJob, Job
 from schemas.core import ReplicationController, Secret, Service
+from schemas.helpers import POD_LEVEL_RESOURCES, pod_resources
 from schemas.limitrange import LimitRange
 from schemas.limitrange import default as _limit_range
 from schemas.meta import Object
@@ -41,8 +43,10 @@ from schemas.pod import (
     PodSpec,
     PodTemplateSpec,
     PullPolicy,
+    ResourceRequirements,
     Volume,
 )
+from schemas.quantity import format_quantity, is_quantity, parse_quantity
 from schemas.rbac import ClusterRoleBinding, RoleBinding, default_binding
 
 T = TypeVar("T", bound=Object)
@@ -71,14 +75,45 @@ def _volume(v: Volume) -> Volume:
     return v
 
 
+def _pod_requests(spec: PodSpec) -> PodSpec:
+    """Pod-level requests a pod with pod-level limits leaves unset, as Kubernetes'
+    defaultPodRequests: the containers' aggregate (effective) requests when some container asks
+    for that resource, else the pod-level limit."""
+    r = spec.resources
+    if r is None or not r.limits:
+        return spec
+    requests = dict(r.requests)
+    aggregate = None
+    for key, limit in r.limits.items():
+        if key in requests or key not in POD_LEVEL_RESOURCES:
+            continue
+        if aggregate is None:
+            aggregate = pod_resources(Pod(spec=spec), _effective_requests, pod_level=False)
+        try:
+            requests[key] = format_quantity(aggregate[key], binary=limit.endswith("i")) if key in aggregate else limit
+        except ValueError:
+            continue  # an unparsable quantity: validation names it
+    return replace(spec, resources=replace(r, requests=requests))
+
+
+def _effective_requests(r: ResourceRequirements) -> dict[str, Fraction]:
+    out = {}
+    for key in POD_LEVEL_RESOURCES:
+        q = r.requests.get(key) or r.limits.get(key)  # a container's unset request is its limit
+        if q is not None and is_quantity(q):
+            out[key] = parse_quantity(q)
+    return out
+
+
 def pod_spec(spec: PodSpec) -> PodSpec:
-    """Pod-spec defaults: imagePullPolicy by tag, an emptyDir for a volume without a source."""
-    return replace(
+    """Pod-spec defaults: imagePullPolicy by tag, an emptyDir for a volume without a source,
+    pod-level requests from pod-level limits."""
+    return _pod_requests(replace(
         spec,
         containers=[_container(c) for c in spec.containers],
         initContainers=[_container(c) for c in spec.initContainers],
         volumes=[_volume(v) for v in spec.volumes],
-    )
+    ))
 
 
 def _template(t: PodTemplateSpec) -> PodTemplateSpec:

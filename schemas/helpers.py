@@ -17,7 +17,7 @@ import msgspec
 
 from schemas.core import Service
 from schemas.meta import Object, OwnerReference
-from schemas.pod import Container, Pod, is_sidecar
+from schemas.pod import Pod, ResourceRequirements, is_sidecar
 from schemas.quantity import cpu_millis, to_bytes
 from schemas.registry import by_kind
 
@@ -131,25 +131,34 @@ def _at_least(a: Mapping[str, N], b: Mapping[str, N]) -> dict[str, N]:
     return out
 
 
-def pod_resources(pod: Pod, of: Callable[[Container], Mapping[str, N]]) -> dict[str, N]:
-    """What a pod needs of each resource, ``of(container)`` giving each container's: Kubernetes'
-    PodRequests/PodLimits. The app containers' sum with the sidecars' (init containers with
+POD_LEVEL_RESOURCES = ("cpu", "memory")  # what spec.resources may set (Kubernetes' PodLevelResources)
+
+
+def pod_resources(pod: Pod, of: Callable[[ResourceRequirements], Mapping[str, N]], *,
+                  pod_level: bool = True) -> dict[str, N]:
+    """What a pod needs of each resource, ``of(requirements)`` giving each container's (and the
+    pod's): Kubernetes' PodRequests/PodLimits. A resource the pod-level ``spec.resources`` sets
+    is that value; any other is the app containers' sum with the sidecars' (init containers with
     restartPolicy Always, which keep running) added, or more where the init sequence needs more
-    at its peak (each plain init container beside the sidecars started before it)."""
+    at its peak (each plain init container beside the sidecars started before it).
+    ``pod_level=False``: the containers' aggregate alone (what validation compares the pod's with)."""
     total: dict[str, N] = {}
     for c in pod.spec.containers:
-        total = _add(total, of(c))
+        total = _add(total, of(c.resources))
     sidecars: dict[str, N] = {}
     peak: dict[str, N] = {}
     for c in pod.spec.initContainers:
-        own = of(c)
+        own = of(c.resources)
         if is_sidecar(c):
             total = _add(total, own)
             sidecars = _add(sidecars, own)
             peak = _at_least(peak, sidecars)
         else:
             peak = _at_least(peak, _add(sidecars, own))
-    return _at_least(total, peak)
+    need = _at_least(total, peak)
+    if pod_level and pod.spec.resources is not None:
+        need.update({k: v for k, v in of(pod.spec.resources).items() if k in POD_LEVEL_RESOURCES})
+    return need
 
 
 # Cached: thousands of pods and nodes share a handful of quantity strings.
@@ -165,11 +174,11 @@ def size(q: str) -> int:
     return to_bytes(q)
 
 
-def _scheduled(c: Container) -> dict[str, int]:
+def _scheduled(r: ResourceRequirements) -> dict[str, int]:
     out = {}
     for name, parse in (("cpu", millis), ("memory", size)):
         # an unset request is the limit, as the API server defaults it
-        q = c.resources.requests.get(name) or c.resources.limits.get(name)
+        q = r.requests.get(name) or r.limits.get(name)
         if q:
             out[name] = parse(q)
     return out
@@ -177,7 +186,7 @@ def _scheduled(c: Container) -> dict[str, int]:
 
 def pod_requests(pod: Pod) -> tuple[int, int]:
     """(CPU millicores, memory bytes) the scheduler reserves for a pod (:func:`pod_resources`
-    of the containers' requests, or their limits where a request is unset)."""
+    of the requests, or the limits where a request is unset; the pod-level ones where set)."""
     need = pod_resources(pod, _scheduled)
     return need.get("cpu", 0), need.get("memory", 0)
 

@@ -236,10 +236,12 @@ def pod_totals(pod: Pod) -> tuple[dict[str, str], dict[str, str]]:
     """The pod's requests and limits as LimitRanger and quota sum them (Kubernetes' PodRequests
     and PodLimits: ``schemas.helpers.pod_resources``, sidecars counted), as quantity strings
     (binary where a container wrote that resource in binary units)."""
-    binary = {k for c in (*pod.spec.containers, *pod.spec.initContainers)
-              for values in (c.resources.requests, c.resources.limits) for k, v in values.items() if v.endswith("i")}
-    req = pod_resources(pod, lambda c: {k: quantity(v) for k, v in c.resources.requests.items()})
-    lim = pod_resources(pod, lambda c: {k: quantity(v) for k, v in c.resources.limits.items()})
+    everyone = [c.resources for c in (*pod.spec.containers, *pod.spec.initContainers)]
+    if pod.spec.resources is not None:
+        everyone.append(pod.spec.resources)
+    binary = {k for r in everyone for values in (r.requests, r.limits) for k, v in values.items() if v.endswith("i")}
+    req = pod_resources(pod, lambda r: {k: quantity(v) for k, v in r.requests.items()})
+    lim = pod_resources(pod, lambda r: {k: quantity(v) for k, v in r.limits.items()})
     return ({k: _fmt(v, k in binary) for k, v in req.items()}, {k: _fmt(v, k in binary) for k, v in lim.items()})
 
 

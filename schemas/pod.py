@@ -509,6 +509,7 @@ class PodSpec(Base, kw_only=True, frozen=True):
     schedulingGates: list[PodSchedulingGate] = []
     imagePullSecrets: list[LocalObjectReference] = []
     enableServiceLinks: bool | None = None
+    resources: ResourceRequirements | None = None  # pod-level requests and limits (cpu, memory)
 
 
 class PodTemplateSpec(Base, kw_only=True, frozen=True):

@@ -13,8 +13,9 @@ from collections.abc import Iterable
 from fractions import Fraction
 
 from schemas import names, securitychecks, volumechecks
-from schemas.pod import Container, LifecycleHandler, PodSpec, Probe, Volume
-from schemas.quantity import parse_quantity
+from schemas.helpers import POD_LEVEL_RESOURCES, pod_resources
+from schemas.pod import Container, LifecycleHandler, Pod, PodSpec, Probe, Volume
+from schemas.quantity import format_quantity, parse_quantity
 from schemas.selector import SelectorError, from_label_selector
 
 Errors = list[tuple[str, str]]
@@ -198,11 +199,54 @@ def pod_spec(errs: Errors, path: str, spec: PodSpec, restart_policies: tuple[str
         if t.tolerationSeconds is not None and t.effect != "NoExecute":
             errs.append((f"{tp}.effect", "effect must be 'NoExecute' when `tolerationSeconds` is set"))
     _spread(errs, path, spec)
+    _pod_resources(errs, path, spec)
     if spec.nodeName:
         for m in names.dns1123_subdomain(spec.nodeName):
             errs.append((f"{path}.nodeName", m))
     _dns(errs, path, spec)
     securitychecks.pod_spec(errs, path, spec)
+
+
+def _pod_resources(errs: Errors, path: str, spec: PodSpec) -> None:
+    """Pod-level ``resources`` as Kubernetes' validatePodResources: cpu and memory only,
+    requests within limits, requests covering the containers' aggregate requests, limits
+    covering each container's limit."""
+    if spec.resources is None:
+        return
+    rp = f"{path}.resources"
+    supported = ", ".join(f'"{r}"' for r in POD_LEVEL_RESOURCES)
+    for kind in ("requests", "limits"):
+        for key in getattr(spec.resources, kind):
+            if key not in POD_LEVEL_RESOURCES:
+                errs.append((f"{rp}.{kind}[{key}]", f'Unsupported value: "{key}": supported values: {supported}'))
+    requests = quantities(errs, f"{rp}.requests", spec.resources.requests)
+    limits = quantities(errs, f"{rp}.limits", spec.resources.limits)
+    for key, req in requests.items():
+        if key in limits and req > limits[key]:
+            errs.append((f"{rp}.requests[{key}]", f'Invalid value: "{spec.resources.requests[key]}": must be less than '
+                         f"or equal to {key} limit of {spec.resources.limits[key]}"))
+
+    def parsed(values: dict[str, str]) -> dict[str, Fraction]:
+        out = {}
+        for k, q in values.items():
+            try:
+                out[k] = parse_quantity(q)
+            except ValueError:
+                continue  # reported with the container's own path
+        return out
+
+    aggregate = pod_resources(Pod(spec=spec), lambda r: parsed(r.requests), pod_level=False)
+    for key, total in aggregate.items():
+        if key in requests and requests[key] < total:
+            errs.append((f"{rp}.requests[{key}]", f'Invalid value: "{spec.resources.requests[key]}": must be greater '
+                         f"than or equal to aggregate container requests of {format_quantity(total)}"))
+    for group in ("initContainers", "containers"):
+        for i, c in enumerate(getattr(spec, group)):
+            for key, lim in parsed(c.resources.limits).items():
+                if key in limits and lim > limits[key]:
+                    errs.append((f"{path}.{group}[{i}].resources.limits[{key}]",
+                                 f'Invalid value: "{c.resources.limits[key]}": must be less than or equal to pod '
+                                 f"limits of {spec.resources.limits[key]}"))
 
 
 def _spread(errs: Errors, path: str, spec: PodSpec) -> None:

@@ -615,6 +615,13 @@ def test_a_crd_and_its_objects_through_kubectl(cluster, tmp_path):
     assert scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
     explained = _kubectl(cluster, "explain", "crontab.spec").stdout
     assert "cronSpec" in explained and "replicas" in explained
+    # kyb reads the cluster's CRDs to know the kind, and prints the same columns
+    mine = cluster.kyb("get", "ct")
+    assert mine.returncode == 0, mine.stderr
+    assert mine.stdout.splitlines()[0].split() == ["NAME", "SPEC", "REPLICAS", "AGE"]
+    assert mine.stdout.splitlines()[1].split()[:7] == ["my-new-cron-object", "*", "*", "*", "*", "*/5", "3"]
+    listed = cluster.kyb("api-resources")
+    assert "crontabs" in listed.stdout and "stable.example.com/v1" in listed.stdout
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: bad}\n"

@@ -5,14 +5,29 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.meta import ObjectMeta
-from schemas.pod import Container, ContainerPort, Pod, PodSpec, ResourceRequirements
+from schemas.pod import (
+    AppArmorProfile,
+    Capabilities,
+    Container,
+    ContainerPort,
+    Pod,
+    PodSecurityContext,
+    PodSpec,
+    ResourceRequirements,
+    SeccompProfile,
+    SecurityContext,
+    Sysctl,
+)
 from services.kubelet import startplan
 from services.kubelet.reconcile import Failure, Settings
-from services.kubelet.runtime.base import Mount
+from services.kubelet.runtime.base import ContainerSecurity, Mount
+from services.kubelet.runtime.docker import non_root_problem, security_options, user_spec
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 SET = Settings(base_backoff=10, max_backoff=300)
@@ -119,3 +134,133 @@ def test_started_and_post_start_kill_name_the_container() -> None:
     assert [e.message for e in startplan.started_events(c)] == ["Created container app", "Started container app"]
     kill = startplan.post_start_kill(c, "abc")
     assert (kill.container_id, kill.name, kill.reason) == ("abc", "app", "Killing")
+
+
+# --- security: what each runtime is asked to apply, and what the kubelet refuses --------------
+
+PROFILE_TYPES = ("RuntimeDefault", "Unconfined", "Localhost")
+
+
+def secured(pod_sc: PodSecurityContext | None = None, sc: SecurityContext | None = None, **spec: object) -> Pod:
+    pod = make_pod(securityContext=sc)
+    return msgspec.structs.replace(pod, spec=msgspec.structs.replace(pod.spec, securityContext=pod_sc, **spec))
+
+
+def test_the_containers_security_context_over_the_pods_becomes_the_runtimes() -> None:
+    pod = secured(PodSecurityContext(runAsUser=1000, runAsGroup=2000, fsGroup=3000, supplementalGroups=[4000, 3000],
+                                     runAsNonRoot=True, seccompProfile=SeccompProfile(type="RuntimeDefault")),
+                  SecurityContext(runAsUser=1001, readOnlyRootFilesystem=True, allowPrivilegeEscalation=False,
+                                  capabilities=Capabilities(add=["NET_ADMIN"], drop=["ALL"]),
+                                  seccompProfile=SeccompProfile(type="Localhost", localhostProfile="p/a.json")))
+    sec = startplan.container_security(pod, pod.spec.containers[0], "/var/lib/kyb/seccomp/")
+    assert sec == ContainerSecurity(user=1001, group=2000, supplemental_groups=(4000, 3000), run_as_non_root=True,
+                                    read_only_root=True, no_new_privileges=True, cap_add=("NET_ADMIN",),
+                                    cap_drop=("ALL",), seccomp="/var/lib/kyb/seccomp/p/a.json")
+    init = startplan.container_security(pod, pod.spec.initContainers[0], "/s")
+    assert (init.user, init.seccomp, init.no_new_privileges) == (1000, None, False)  # RuntimeDefault: the engine's
+
+
+@given(st.sampled_from((None, *PROFILE_TYPES)), st.sampled_from((None, *PROFILE_TYPES)), st.booleans())
+def test_a_containers_profile_overrides_its_pods(pod_type, container_type, apparmor) -> None:
+    def profile(t: str | None) -> SeccompProfile | AppArmorProfile | None:
+        if t is None:
+            return None
+        cls = AppArmorProfile if apparmor else SeccompProfile
+        return cls(type=t, localhostProfile="x" if t == "Localhost" else None)  # type: ignore[arg-type]
+
+    field = "appArmorProfile" if apparmor else "seccompProfile"
+    pod = secured(PodSecurityContext(**{field: profile(pod_type)}), SecurityContext(**{field: profile(container_type)}))
+    sec = startplan.container_security(pod, pod.spec.containers[0], "/s")
+    chosen = container_type or pod_type
+    got = sec.apparmor if apparmor else sec.seccomp
+    want = {None: None, "RuntimeDefault": None, "Unconfined": "unconfined", "Localhost": "x" if apparmor else "/s/x"}
+    assert got == want[chosen]
+    assert (sec.seccomp if apparmor else sec.apparmor) is None
+
+
+def test_docker_security_options_user_and_non_root_check() -> None:
+    sec = ContainerSecurity(seccomp="/s/p.json", apparmor="unconfined", no_new_privileges=True)
+    assert security_options(sec, '{"defaultAction":"SCMP_ACT_ALLOW"}') == [
+        'seccomp={"defaultAction":"SCMP_ACT_ALLOW"}', "apparmor=unconfined", "no-new-privileges:true"]
+    assert security_options(ContainerSecurity(seccomp="unconfined"), None) == ["seccomp=unconfined"]
+    assert security_options(ContainerSecurity(), None) == []
+    assert user_spec(ContainerSecurity(), "nobody") is None
+    assert user_spec(ContainerSecurity(user=5), "") == "5"
+    assert user_spec(ContainerSecurity(user=5, group=6), "") == "5:6"
+    assert user_spec(ContainerSecurity(group=6), "nobody:nogroup") == "nobody:6"
+    assert user_spec(ContainerSecurity(group=6), "") == "0:6"
+    strict = ContainerSecurity(run_as_non_root=True)
+    assert non_root_problem(ContainerSecurity(), "") is None
+    assert non_root_problem(strict, "") == "container has runAsNonRoot and image will run as root"
+    assert non_root_problem(strict, "root") == "container has runAsNonRoot and image will run as root"
+    assert non_root_problem(strict, "1000:1000") is None
+    assert "non-numeric user (nobody)" in (non_root_problem(strict, "nobody") or "")
+    assert non_root_problem(ContainerSecurity(run_as_non_root=True, user=0), "1000") == \
+        "container's runAsUser breaks non-root policy"
+    assert non_root_problem(ContainerSecurity(run_as_non_root=True, user=7), "root") is None
+
+
+@pytest.mark.parametrize(
+    ("kw", "runtime", "apparmor", "want"),
+    [
+        pytest.param({}, "docker", False, None, id="nothing-asked"),
+        pytest.param({"sc": SecurityContext(appArmorProfile=AppArmorProfile(type="RuntimeDefault"))}, "docker", False,
+                     ("AppArmor", "Cannot enforce AppArmor: AppArmor is not enabled on the host"), id="apparmor-missing"),
+        pytest.param({"sc": SecurityContext(appArmorProfile=AppArmorProfile(type="RuntimeDefault"))}, "docker", True,
+                     None, id="apparmor-present"),
+        pytest.param({"pod_sc": PodSecurityContext(appArmorProfile=AppArmorProfile(type="Unconfined"))}, "docker",
+                     False, None, id="unconfined-needs-nothing"),
+        pytest.param({"sc": SecurityContext(appArmorProfile=AppArmorProfile(type="Localhost", localhostProfile="p"))},
+                     "process", False, None, id="process-runtime-warns-instead"),
+        pytest.param({"pod_sc": PodSecurityContext(sysctls=[Sysctl(name="kernel.msgmax", value="1")])}, "docker",
+                     True, ("SysctlForbidden", 'forbidden sysctl: "kernel.msgmax" not allowlisted'), id="unsafe-sysctl"),
+        pytest.param({"pod_sc": PodSecurityContext(sysctls=[Sysctl(name="net/ipv4/tcp_syncookies", value="1")]),
+                      "hostNetwork": True}, "docker", True,
+                     ("SysctlForbidden", 'forbidden sysctl: "net.ipv4.tcp_syncookies" not allowed with host net enabled'),
+                     id="net-sysctl-on-host-network"),
+        pytest.param({"pod_sc": PodSecurityContext(sysctls=[Sysctl(name="net.ipv4.tcp_syncookies", value="1")])},
+                     "docker", True, None, id="safe-sysctl"),
+    ],
+)
+def test_the_kubelet_admits_only_what_it_can_enforce(kw, runtime, apparmor, want) -> None:
+    pod = secured(kw.pop("pod_sc", None), kw.pop("sc", None), **kw)
+    assert startplan.admission(pod, runtime=runtime, apparmor_enabled=apparmor) == want
+    if want is not None:
+        status = startplan.rejected_status(pod, *want)
+        assert (status.phase, status.reason, status.message) == ("Failed", want[0], f"Pod was rejected: {want[1]}")
+        assert startplan.rejected(msgspec.structs.replace(pod, status=status))
+
+
+def test_sysctls_go_to_the_sandbox_with_kubernetes_names() -> None:
+    pod = secured(PodSecurityContext(sysctls=[Sysctl(name="net/ipv4/ip_local_port_range", value="1024 65000"),
+                                              Sysctl(name="kernel.shm_rmid_forced", value="1")]))
+    assert startplan.sandbox_config(pod, "10.0.0.1", "none").sysctls == {
+        "net.ipv4.ip_local_port_range": "1024 65000", "kernel.shm_rmid_forced": "1"}
+    assert startplan.sysctl_name("a/b.c/d") == "a.b/c.d"
+
+
+def test_what_is_not_effective_is_said_per_runtime() -> None:
+    pod = secured(PodSecurityContext(runAsUser=1, seccompProfile=SeccompProfile(type="RuntimeDefault"), fsGroup=5,
+                                     supplementalGroupsPolicy="Strict"),
+                  SecurityContext(capabilities=Capabilities(drop=["ALL"])), hostUsers=False, shareProcessNamespace=True)
+    process = startplan.not_effective_event(pod, "process")
+    assert process is not None and (process.type, process.reason) == ("Warning", "FieldsNotEffective")
+    for field in ("spec.hostUsers", "spec.securityContext.runAsUser", "spec.securityContext.seccompProfile",
+                  "spec.containers[0].securityContext.capabilities", "spec.shareProcessNamespace"):
+        assert field in process.message
+    docker = startplan.not_effective_event(pod, "docker")
+    assert docker is not None
+    assert "spec.hostUsers" in docker.message and "supplementalGroupsPolicy" in docker.message
+    assert "seccompProfile" not in docker.message and "shareProcessNamespace" not in docker.message
+    assert startplan.not_effective_event(make_pod(), "process") is None
+    assert startplan.not_effective_event(make_pod(), "docker") is None
+
+
+@given(st.lists(st.sampled_from(["runAsUser", "runAsNonRoot", "privileged", "readOnlyRootFilesystem"]), unique=True))
+def test_the_process_runtime_names_every_security_field_set(fields) -> None:
+    values = {"runAsUser": 1, "runAsNonRoot": True, "privileged": True, "readOnlyRootFilesystem": True}
+    pod = secured(None, SecurityContext(**{f: values[f] for f in fields}))
+    event = startplan.not_effective_event(pod, "process")
+    assert (event is None) == (not fields)
+    for f in fields:
+        assert event is not None and f"spec.containers[0].securityContext.{f}" in event.message

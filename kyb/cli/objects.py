@@ -4,6 +4,7 @@ api-resources and version, over the api request protocol (kyb.client.ApiClient).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 import sys
@@ -21,6 +22,7 @@ from kyb.cli.base import (
     Failed,
     fail,
     kind_ref,
+    load_custom_kinds,
     namespace_opt,
     namespace_scope,
     not_found,
@@ -428,6 +430,10 @@ def api_resources(namespace: str) -> None:
     """The kinds this cluster serves."""
     from schemas.registry import all_kinds
 
+    nats_url = (click.get_current_context().find_root().obj or {}).get("nats")
+    if nats_url:
+        with contextlib.suppress(errors.KybError, OSError):
+            load_custom_kinds(nats_url)  # the kinds the cluster's CRDs make
     rows = [[k.plural, ",".join(k.short_names), k.api_version, "true" if k.namespaced else "false", k.kind]
             for k in all_kinds()]
     click.echo(output.render_table(["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"], rows), nl=False)

@@ -98,16 +98,18 @@ def field_value(pod: Pod, path: str) -> str:
 def resource_value(
     pod: Pod, container: Container, resource: str, divisor: str | None, node_allocatable: Mapping[str, str]
 ) -> str:
-    """The downward API's ``resourceFieldRef``: a limit (the node's allocatable when unset) or
-    a request (the limit when unset, else 0), divided by ``divisor`` and rounded up."""
+    """The downward API's ``resourceFieldRef``: a limit (the pod-level limit when unset, else the
+    node's allocatable) or a request (the limit when unset, else 0), divided by ``divisor`` and
+    rounded up."""
     kind, _, name = resource.partition(".")
     if kind not in ("limits", "requests") or name not in ("cpu", "memory", "ephemeral-storage"):
         raise ConfigError(f'unsupported resource "{resource}"')
     raw = container.resources.limits.get(name)
     if kind == "requests":  # an unset request is the limit, as the api defaults it, else 0
         raw = container.resources.requests.get(name, raw or "0")
-    elif raw is None:  # an unset limit is the node's allocatable (Kubernetes' MergeContainerResourceLimits)
-        raw = node_allocatable.get(name, "0")
+    elif raw is None:  # unset: the pod-level limit, else the node's allocatable (MergeContainerResourceLimits)
+        pod_limits = pod.spec.resources.limits if pod.spec.resources is not None else {}
+        raw = pod_limits.get(name) or node_allocatable.get(name, "0")
     value = parse_quantity(raw)
     div = parse_quantity(divisor) if divisor else parse_quantity("1")
     if div == 0:

@@ -347,6 +347,7 @@ class Kubelet:
             network=network,
             host_ip=opts.node_ip,
             etc_files=etc_files,
+            seccomp_dir=str(self.state_dir / "seccomp"),  # Localhost seccomp profiles, as <kubelet root>/seccomp
         )
 
     def _enqueue(self, key: str) -> None:

@@ -6,18 +6,29 @@ user sees (``kubectl describe pod``) and the back-off of a failed start.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 import msgspec
 
 from schemas.defaults import image_pull_policy
-from schemas.pod import Container, LifecycleHandler, Pod
+from schemas.pod import (
+    AppArmorProfile,
+    Capabilities,
+    Container,
+    LifecycleHandler,
+    Pod,
+    PodSecurityContext,
+    PodStatus,
+    SeccompProfile,
+    SecurityContext,
+)
 from schemas.quantity import cpu_millis, to_bytes
 from services.kubelet.env import ConfigError
 from services.kubelet.reconcile import Event, Failure, Kill, Settings, next_failure_backoff
 from services.kubelet.runtime.base import (
     ContainerConfig,
+    ContainerSecurity,
     Mount,
     PortMapping,
     PullPolicy,
@@ -68,6 +79,7 @@ def sandbox_config(pod: Pod, ip: str, network: SandboxNetwork, resolv_conf: str 
         network=network,
         resolv_conf=resolv_conf,
         hosts_file=hosts_file,
+        sysctls=sysctls(pod),
     )
 
 
@@ -130,7 +142,8 @@ def started_events(c: Container) -> tuple[Event, Event]:
 
 
 def container_config(c: Container, env: Mapping[str, str], command: tuple[str, ...], args: tuple[str, ...],
-                     mounts: tuple[Mount, ...], policy: PullPolicy, attempt: int) -> ContainerConfig:
+                     mounts: tuple[Mount, ...], policy: PullPolicy, attempt: int,
+                     security: ContainerSecurity = ContainerSecurity(), share_pid: bool = False) -> ContainerConfig:
     limits = c.resources.limits
     return ContainerConfig(
         name=c.name,
@@ -147,6 +160,8 @@ def container_config(c: Container, env: Mapping[str, str], command: tuple[str, .
         stdin=c.stdin,
         stdin_once=c.stdinOnce,
         tty=c.tty,
+        security=security,
+        share_pid=share_pid,
     )
 
 
@@ -161,3 +176,172 @@ def sandbox_failure(message: str, failures: int, settings: Settings) -> tuple[Ev
     event = Event("Warning", "FailedCreatePodSandBox",
                   f"Failed to create pod sandbox: failed to set up the pod network: {message}")
     return event, min(settings.base_backoff * 2**failures, settings.max_backoff)
+
+
+# --- security: the kubelet's admission and what each runtime applies ------------------------
+
+# Kubernetes' safe sysctls (pkg/kubelet/sysctl/safe_sysctls.go) and the namespace each lives in;
+# any other is refused by the kubelet, as a kubelet without --allowed-unsafe-sysctls does.
+SAFE_SYSCTLS: Mapping[str, str] = {
+    "kernel.shm_rmid_forced": "ipc",
+    "net.ipv4.ip_local_port_range": "net",
+    "net.ipv4.tcp_syncookies": "net",
+    "net.ipv4.ping_group_range": "net",
+    "net.ipv4.ip_unprivileged_port_start": "net",
+    "net.ipv4.ip_local_reserved_ports": "net",
+    "net.ipv4.tcp_keepalive_time": "net",
+    "net.ipv4.tcp_fin_timeout": "net",
+    "net.ipv4.tcp_keepalive_intvl": "net",
+    "net.ipv4.tcp_keepalive_probes": "net",
+    "net.ipv4.tcp_rmem": "net",
+    "net.ipv4.tcp_wmem": "net",
+}
+APPARMOR_REASON = "AppArmor"
+SYSCTL_REASON = "SysctlForbidden"
+REJECTED = "Pod was rejected: "
+NOT_EFFECTIVE_REASON = "FieldsNotEffective"
+
+
+def sysctl_name(name: str) -> str:
+    """Kubernetes' NormalizeName: ``net/ipv4/ip_forward`` (slashes first) as ``net.ipv4.ip_forward``."""
+    first = next((ch for ch in name if ch in "./"), ".")
+    return name if first == "." else name.translate(str.maketrans("./", "/."))
+
+
+def sysctls(pod: Pod) -> dict[str, str]:
+    sc = pod.spec.securityContext
+    return {sysctl_name(s.name): s.value for s in sc.sysctls} if sc is not None else {}
+
+
+def _apparmor_in_use(pod: Pod) -> bool:
+    """isRequired of Kubernetes' AppArmor validator: a profile other than Unconfined somewhere."""
+    sc = pod.spec.securityContext
+    if sc is not None and sc.appArmorProfile is not None and sc.appArmorProfile.type != "Unconfined":
+        return True
+    return any(c.securityContext is not None and c.securityContext.appArmorProfile is not None
+               and c.securityContext.appArmorProfile.type != "Unconfined"
+               for c in [*pod.spec.initContainers, *pod.spec.containers])
+
+
+def admission(pod: Pod, *, runtime: str, apparmor_enabled: bool) -> tuple[str, str] | None:
+    """The kubelet's pod admission (its AppArmor and sysctl admit handlers): None to run the pod,
+    else (reason, message) of the refusal. AppArmor profiles are refused only where the runtime
+    would apply them (docker) and the host has no AppArmor; the process runtime applies none
+    and says so (``not_effective``)."""
+    if runtime == "docker" and _apparmor_in_use(pod) and not apparmor_enabled:
+        return APPARMOR_REASON, "Cannot enforce AppArmor: AppArmor is not enabled on the host"
+    for name in sysctls(pod):
+        ns = SAFE_SYSCTLS.get(name)
+        if ns is None:
+            return SYSCTL_REASON, f'forbidden sysctl: "{name}" not allowlisted'
+        if (ns == "net" and pod.spec.hostNetwork) or (ns == "ipc" and pod.spec.hostIPC):
+            return SYSCTL_REASON, f'forbidden sysctl: "{name}" not allowed with host {ns} enabled'
+    return None
+
+
+def rejected_status(pod: Pod, reason: str, message: str) -> PodStatus:
+    """What the kubelet's rejectPod writes: Failed, the admit handler's reason, "Pod was rejected: ..."."""
+    return msgspec.structs.replace(pod.status, phase="Failed", reason=reason, message=REJECTED + message)
+
+
+def rejected(pod: Pod) -> bool:
+    """A pod this node's kubelet refused: nothing of it runs, its status stays as written."""
+    return pod.status.phase == "Failed" and pod.status.message.startswith(REJECTED)
+
+
+def container_security(pod: Pod, c: Container, seccomp_dir: str) -> ContainerSecurity:
+    """The container's securityContext over its pod's, as the runtime applies it. A Localhost
+    seccomp profile is the file ``<seccomp_dir>/<localhostProfile>`` (kubelet's
+    ``<root>/seccomp``); RuntimeDefault and unset are the runtime's default profile."""
+    psc = pod.spec.securityContext or PodSecurityContext()
+    sc = c.securityContext or SecurityContext()
+    seccomp = sc.seccompProfile or psc.seccompProfile
+    apparmor = sc.appArmorProfile or psc.appArmorProfile
+    groups = [*psc.supplementalGroups, *([psc.fsGroup] if psc.fsGroup is not None else [])]
+    caps = sc.capabilities or Capabilities()
+    return ContainerSecurity(
+        user=sc.runAsUser if sc.runAsUser is not None else psc.runAsUser,
+        group=sc.runAsGroup if sc.runAsGroup is not None else psc.runAsGroup,
+        supplemental_groups=tuple(dict.fromkeys(groups)),
+        run_as_non_root=bool(sc.runAsNonRoot if sc.runAsNonRoot is not None else psc.runAsNonRoot),
+        privileged=bool(sc.privileged),
+        read_only_root=bool(sc.readOnlyRootFilesystem),
+        no_new_privileges=sc.allowPrivilegeEscalation is False,
+        cap_add=tuple(caps.add),
+        cap_drop=tuple(caps.drop),
+        seccomp=_profile(seccomp, lambda name: f"{seccomp_dir.rstrip('/')}/{name}"),
+        apparmor=_profile(apparmor, lambda name: name),
+    )
+
+
+def _profile(p: SeccompProfile | AppArmorProfile | None, localhost: Callable[[str], str]) -> str | None:
+    if p is None or p.type == "RuntimeDefault":
+        return None
+    if p.type == "Unconfined":
+        return "unconfined"
+    return localhost(p.localhostProfile or "")
+
+
+_SECURITY_FIELDS = ("runAsUser", "runAsGroup", "runAsNonRoot", "privileged", "readOnlyRootFilesystem",
+                    "allowPrivilegeEscalation", "capabilities", "procMount", "seccompProfile", "appArmorProfile")
+_POD_SECURITY_FIELDS = ("runAsUser", "runAsGroup", "runAsNonRoot", "fsGroup", "supplementalGroups",
+                        "supplementalGroupsPolicy", "fsGroupChangePolicy", "sysctls", "seccompProfile",
+                        "appArmorProfile")
+
+
+def _set(obj: object, names: tuple[str, ...]) -> list[str]:
+    return [n for n in names if getattr(obj, n) not in (None, [], False)]
+
+
+def not_effective(pod: Pod, runtime: str) -> tuple[str, ...]:
+    """The fields of ``pod`` that cannot take effect on this runtime, each with why."""
+    spec = pod.spec
+    out: list[str] = []
+    if spec.hostUsers is False:
+        out.append("spec.hostUsers (false needs a user namespace, not set up here: the pod runs in the node's)")
+    for group in ("initContainers", "containers"):
+        for i, c in enumerate(getattr(spec, group)):
+            if c.resizePolicy:
+                out.append(f"spec.{group}[{i}].resizePolicy (resources are not resized in place)")
+    psc = spec.securityContext
+    if runtime == "process":
+        fields = [f"spec.securityContext.{n}" for n in _set(psc, _POD_SECURITY_FIELDS)] if psc is not None else []
+        for group in ("initContainers", "containers"):
+            for i, c in enumerate(getattr(spec, group)):
+                if c.securityContext is not None:
+                    fields += [f"spec.{group}[{i}].securityContext.{n}" for n in _set(c.securityContext, _SECURITY_FIELDS)]
+        if fields:
+            out.append(", ".join(fields) + " (the process runtime runs containers as host processes with the "
+                       "kubelet's user, privileges and filesystem)")
+        if spec.shareProcessNamespace:
+            out.append("spec.shareProcessNamespace (the containers see each other's processes through the node's "
+                       "PID namespace, not one of the pod's own)")
+        return tuple(out)
+    if psc is not None:
+        if psc.supplementalGroupsPolicy == "Strict":
+            out.append("spec.securityContext.supplementalGroupsPolicy (Strict: Docker always adds the groups of "
+                       "the image's /etc/group)")
+        if psc.fsGroup is not None:
+            out.append("spec.securityContext.fsGroup (a supplemental group of every container; volume ownership "
+                       "is not changed)")
+        if psc.fsGroupChangePolicy is not None:
+            out.append("spec.securityContext.fsGroupChangePolicy (volume ownership is not changed)")
+    for group in ("initContainers", "containers"):
+        for i, c in enumerate(getattr(spec, group)):
+            if c.securityContext is not None and c.securityContext.procMount == "Unmasked":
+                out.append(f"spec.{group}[{i}].securityContext.procMount (Unmasked needs a user namespace)")
+    return tuple(out)
+
+
+MAX_EVENT_MESSAGE = 1024
+
+
+def not_effective_event(pod: Pod, runtime: str) -> Event | None:
+    """A Warning naming what ``not_effective`` finds (the kubelet sends it once per pod)."""
+    fields = not_effective(pod, runtime)
+    if not fields:
+        return None
+    message = f"not effective on the {runtime} runtime: " + ", ".join(fields)
+    if len(message) > MAX_EVENT_MESSAGE:
+        message = message[: MAX_EVENT_MESSAGE - 3] + "..."
+    return Event("Warning", NOT_EFFECTIVE_REASON, message)

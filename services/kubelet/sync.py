@@ -32,7 +32,7 @@ from kyb import errors
 from kyb.informer import Informer
 from kyb.store import Store
 from schemas.core import ConfigMap, Secret
-from schemas.pod import Container, LifecycleHandler, Pod, is_sidecar
+from schemas.pod import Container, LifecycleHandler, Pod, PodStatus, is_sidecar
 from services.kubelet import startplan
 from services.kubelet.cni.spec import CniError
 from services.kubelet.env import ConfigError, command_line, container_env, referenced
@@ -66,6 +66,16 @@ HOST_IP = "127.0.0.1"
 SOURCE = "kubelet"
 MAX_ROUNDS = 4  # plan/apply rounds in one sync (an init container that ends at once, ...)
 HOOK_WATCH = 0.5  # seconds between checks that a running postStart hook is still wanted
+APPARMOR_ENABLED = "/sys/module/apparmor/parameters/enabled"
+
+
+def host_apparmor_enabled(path: str = APPARMOR_ENABLED) -> bool:
+    """Whether this host enforces AppArmor profiles (runc's check: the module says Y)."""
+    try:
+        with open(path) as f:
+            return f.read(1) == "Y"
+    except OSError:
+        return False
 
 
 class Volumes(Protocol):
@@ -126,7 +136,13 @@ class PodWorker:
         network: CniPodNetwork | None = None,  # network "cni": sandboxes configured by CNI
         host_ip: str = HOST_IP,  # the node's address (hostNetwork pods' IP in cni mode)
         etc_files: PodEtcFiles | None = None,  # network "cni": the pods' resolv.conf and hosts
+        seccomp_dir: str = "/var/lib/kubelet/seccomp",  # where Localhost seccomp profiles are
+        apparmor_enabled: bool | None = None,  # None: as the host says (APPARMOR_ENABLED)
     ) -> None:
+        self.seccomp_dir = seccomp_dir
+        self.apparmor_enabled = host_apparmor_enabled() if apparmor_enabled is None else apparmor_enabled
+        self._noted: set[str] = set()  # uids whose not-effective fields were reported
+        self._rejected: set[str] = set()  # uids refused by admission (until their Failed status is seen)
         self.node_name = node_name
         self.etc_files = etc_files
         self.network = network
@@ -209,6 +225,14 @@ class PodWorker:
             if pod.metadata.deletionTimestamp:
                 await self.terminate(pod)
                 return None
+            if startplan.rejected(pod) or uid in self._rejected:
+                return None  # refused by admission: nothing of it runs
+            if pod.status.phase == "Pending":
+                refusal = startplan.admission(pod, runtime=self.runtime.name, apparmor_enabled=self.apparmor_enabled)
+                if refusal is not None:
+                    self._rejected.add(uid)
+                    await self._reject(pod, *refusal)
+                    return None
             if hasattr(self.secrets, "refresh"):  # node-restricted: fetch the Secrets it uses
                 await self.secrets.refresh(pod, referenced(pod)[1])
             await self.volumes.sync(pod)  # the downward API's labels and annotations, fresh Secrets
@@ -239,6 +263,11 @@ class PodWorker:
             if round_ == 0:
                 await self._probe_events(pod)
                 await self._events(pod, *result.events)
+                if uid not in self._noted:
+                    self._noted.add(uid)
+                    noted = startplan.not_effective_event(pod, self.runtime.name)
+                    if noted is not None:
+                        await self._events(pod, noted)
             if not result.acts or round_ == MAX_ROUNDS - 1:
                 break
             if round_ == 0 and any(startplan.post_start(startplan.container(pod, st.name)) for st in result.start):
@@ -383,7 +412,9 @@ class PodWorker:
             except (errors.KybError, OSError) as e:
                 event, failure = startplan.config_failure(str(e), now)
                 return await failed((event,), failure)
-            cfg = startplan.container_config(c, env, command, args, mounts, policy, s.attempt)
+            cfg = startplan.container_config(c, env, command, args, mounts, policy, s.attempt,
+                                             startplan.container_security(pod, c, self.seccomp_dir),
+                                             share_pid=bool(pod.spec.shareProcessNamespace))
             try:
                 info = await self.runtime.create_and_start(sandbox, uid, cfg)
             except RuntimeUnavailable:
@@ -525,19 +556,29 @@ class PodWorker:
 
     # -- status and events -----------------------------------------------------------------
 
+    async def _reject(self, pod: Pod, reason: str, message: str) -> None:
+        """The kubelet's rejectPod: a Warning event, then Failed with the admit handler's reason."""
+        self.log.warning("pod rejected", pod=f"{pod.metadata.namespace}/{pod.metadata.name}", reason=reason,
+                         message=message)
+        await self._event(pod, reason, message, "Warning")
+        await self._write_pod_status(pod, startplan.rejected_status(pod, reason, message))
+
     async def _write_status(self, pod: Pod, p: Plan) -> None:
-        if not status_differs(pod.status, p.status):
+        await self._write_pod_status(pod, p.status)
+
+    async def _write_pod_status(self, pod: Pod, status: PodStatus) -> None:
+        if not status_differs(pod.status, status):
             return
         uid = pod.metadata.uid
 
         def fn(current: Any) -> Any:
             if current.metadata.uid != uid or current.metadata.deletionTimestamp and not pod.metadata.deletionTimestamp:
                 return None
-            if current.status.phase in ("Succeeded", "Failed") and p.status.phase != current.status.phase:
+            if current.status.phase in ("Succeeded", "Failed") and status.phase != current.status.phase:
                 return None
-            if not status_differs(current.status, p.status):
+            if not status_differs(current.status, status):
                 return None
-            return msgspec.structs.replace(current, status=p.status)
+            return msgspec.structs.replace(current, status=status)
 
         if self.node_api is not None:
             current = self.pods.get(f"{pod.metadata.namespace}.{pod.metadata.name}") or pod
@@ -621,6 +662,8 @@ class PodWorker:
         if self.etc_files is not None:
             self.etc_files.remove(uid)
         self.allocator.release(uid)
+        self._noted.discard(uid)
+        self._rejected.discard(uid)
         self._memory.pop(uid, None)
         self._sandboxes.pop(uid, None)
         for k in [k for k in self._probed if k[0] == uid]:

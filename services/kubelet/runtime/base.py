@@ -47,6 +47,23 @@ class Mount:
 
 
 @dataclass(frozen=True, slots=True)
+class ContainerSecurity:
+    """What a container's securityContext (over its pod's) asks of the runtime."""
+
+    user: int | None = None  # runAsUser (None: the image's user)
+    group: int | None = None  # runAsGroup (None: the user's primary group)
+    supplemental_groups: tuple[int, ...] = ()  # supplementalGroups, then fsGroup
+    run_as_non_root: bool = False  # refuse to start it when it would run as uid 0
+    privileged: bool = False
+    read_only_root: bool = False
+    no_new_privileges: bool = False  # allowPrivilegeEscalation: false
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    seccomp: str | None = None  # None: the runtime's default; "unconfined"; else the path of a profile file
+    apparmor: str | None = None  # None: the runtime's default; "unconfined"; else a profile loaded on the node
+
+
+@dataclass(frozen=True, slots=True)
 class SandboxConfig:
     pod_uid: str
     pod_name: str
@@ -59,6 +76,7 @@ class SandboxConfig:
     network: SandboxNetwork = "loopback"
     resolv_conf: str | None = None  # a host file the pod sees as /etc/resolv.conf (None: the runtime's own)
     hosts_file: str | None = None  # a host file the pod sees as /etc/hosts (None: the runtime's own)
+    sysctls: Mapping[str, str] = field(default_factory=dict)  # the pod's (namespaced: net.*, IPC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +95,8 @@ class ContainerConfig:
     stdin: bool = False  # its stdin stays open for an attach (Kubernetes `stdin`)
     stdin_once: bool = False  # stdin closes when the first attach detaches (`stdinOnce`)
     tty: bool = False  # it runs on a terminal of its own (`tty`)
+    security: ContainerSecurity = ContainerSecurity()
+    share_pid: bool = False  # in the sandbox's PID namespace (shareProcessNamespace)
 
 
 @dataclass(frozen=True, slots=True)

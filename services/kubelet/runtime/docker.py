@@ -46,12 +46,14 @@ from .base import (
     STDOUT_STREAM,
     ContainerConfig,
     ContainerInfo,
+    ContainerSecurity,
     ContainerState,
     PullPolicy,
     SandboxConfig,
     container_name,
 )
 from .errors import (
+    ContainerConfigError,
     ContainerCreateError,
     ContainerNotFound,
     ContainerRuntimeError,
@@ -205,6 +207,51 @@ def port_bindings(cfg: SandboxConfig) -> dict[str, list[tuple[str, int]]]:
     return bindings
 
 
+def security_options(sec: ContainerSecurity, seccomp_profile: str | None) -> list[str]:
+    """The engine's ``SecurityOpt`` for ``sec``; ``seccomp_profile`` is the JSON of a Localhost
+    profile (the engine takes the profile itself, as the docker CLI sends it, not a path)."""
+    opts = []
+    if sec.seccomp == "unconfined":
+        opts.append("seccomp=unconfined")
+    elif sec.seccomp is not None and seccomp_profile is not None:
+        opts.append(f"seccomp={seccomp_profile}")
+    if sec.apparmor is not None:
+        opts.append(f"apparmor={sec.apparmor}")
+    if sec.no_new_privileges:
+        opts.append("no-new-privileges:true")
+    return opts
+
+
+def user_spec(sec: ContainerSecurity, image_user: str) -> str | None:
+    """``--user``: runAsUser[:runAsGroup]; a group alone goes with the image's user (root when unset)."""
+    if sec.user is None and sec.group is None:
+        return None
+    user = str(sec.user) if sec.user is not None else (image_user.partition(":")[0] or "0")
+    return f"{user}:{sec.group}" if sec.group is not None else user
+
+
+def non_root_problem(sec: ContainerSecurity, image_user: str) -> str | None:
+    """runAsNonRoot, as the kubelet's verifyRunAsNonRoot: why the container may not start, or None."""
+    if not sec.run_as_non_root:
+        return None
+    if sec.user is not None:
+        return "container's runAsUser breaks non-root policy" if sec.user == 0 else None
+    name = image_user.partition(":")[0]
+    if name in ("", "root", "0"):
+        return "container has runAsNonRoot and image will run as root"
+    if not name.isdigit():
+        return f"container has runAsNonRoot and image has non-numeric user ({name}), cannot verify user is non-root"
+    return None
+
+
+def _read_profile(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as e:
+        raise ContainerCreateError(f'cannot load seccomp profile "{path}": {e.strerror or e}') from e
+
+
 class DockerRuntime:
     """``ContainerRuntime`` on a Docker engine through docker-py."""
 
@@ -301,7 +348,9 @@ class DockerRuntime:
         bindings = port_bindings(cfg) if cfg.network == "loopback" else {}
         network_mode = {"none": "none", "host": "host"}.get(cfg.network)
         host_config = self._api.create_host_config(
-            port_bindings=bindings, dns=list(cfg.dns_servers) or None, network_mode=network_mode
+            port_bindings=bindings, dns=list(cfg.dns_servers) or None, network_mode=network_mode,
+            ipc_mode="shareable",  # the app containers join it (one IPC namespace per pod)
+            sysctls=dict(cfg.sysctls) or None,
         )
         try:
             created = await self._call(
@@ -363,6 +412,18 @@ class DockerRuntime:
             sandbox_labels.get(LABEL_POD_NAME, ""),
         )
         name = container_name(namespace, pod_name, cfg.name, cfg.attempt, pod_uid)
+        sec = cfg.security
+        image_user = ""
+        if sec.run_as_non_root or (sec.group is not None and sec.user is None):
+            image = await self._call("create", self._api.inspect_image, cfg.image)
+            image_user = str((image.get("Config") or {}).get("User") or "")
+        problem = non_root_problem(sec, image_user)
+        if problem is not None:
+            raise ContainerConfigError(f"{problem} (pod: \"{pod_name}_{namespace}({pod_uid})\", container: {cfg.name})")
+        seccomp_profile = None
+        if sec.seccomp not in (None, "unconfined"):
+            seccomp_profile = await asyncio.to_thread(_read_profile, sec.seccomp)
+        shareable = (sandbox.get("HostConfig") or {}).get("IpcMode") == "shareable"
         labels = {
             LABEL_POD_UID: pod_uid,
             LABEL_POD_NAME: pod_name,
@@ -378,6 +439,14 @@ class DockerRuntime:
             nano_cpus=cfg.cpu_limit_millis * 1_000_000 if cfg.cpu_limit_millis else None,
             mem_limit=cfg.memory_limit_bytes,
             memswap_limit=cfg.memory_limit_bytes,
+            ipc_mode=f"container:{sandbox_id}" if shareable else None,
+            pid_mode=f"container:{sandbox_id}" if cfg.share_pid else None,
+            privileged=sec.privileged,
+            read_only=sec.read_only_root or None,
+            cap_add=list(sec.cap_add) or None,
+            cap_drop=list(sec.cap_drop) or None,
+            group_add=[str(g) for g in sec.supplemental_groups] or None,
+            security_opt=security_options(sec, seccomp_profile) or None,
         )
         try:
             config = self._api.create_container_config(
@@ -388,6 +457,7 @@ class DockerRuntime:
                 working_dir=cfg.working_dir or None,
                 labels=labels,
                 host_config=host_config,
+                user=user_spec(sec, image_user),
                 stdin_open=cfg.stdin,
                 tty=cfg.tty,
             )

@@ -4,6 +4,7 @@
     ├── ImagePullError                 ErrImagePull      (the kubelet backs off: ImagePullBackOff)
     │   └── ImageNeverPullError        ErrImageNeverPull (policy Never and the image is missing)
     ├── ContainerCreateError           CreateContainerError (bad command, bad mount, start failed)
+    ├── ContainerConfigError           CreateContainerConfigError (runAsNonRoot and the image runs as root)
     ├── ContainerNotFound              ContainerNotFound
     ├── ExecTimeout                    ExecTimeout       (an exec outlived its timeout; it was killed)
     └── RuntimeUnavailable             RuntimeUnavailable (the engine does not answer; retry later)
@@ -37,6 +38,10 @@ class ImageNeverPullError(ImagePullError):
 
 class ContainerCreateError(ContainerRuntimeError):
     reason = "CreateContainerError"
+
+
+class ContainerConfigError(ContainerRuntimeError):
+    reason = "CreateContainerConfigError"
 
 
 class ContainerNotFound(ContainerRuntimeError):
