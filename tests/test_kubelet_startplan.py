@@ -252,6 +252,9 @@ def test_what_is_not_effective_is_said_per_runtime() -> None:
     assert docker is not None
     assert "spec.hostUsers" in docker.message and "supplementalGroupsPolicy" in docker.message
     assert "seccompProfile" not in docker.message and "shareProcessNamespace" not in docker.message
+    host = startplan.not_effective_event(secured(None, None, hostPID=True), "docker")
+    assert host is not None and "spec.hostPID" in host.message
+    assert startplan.not_effective_event(secured(None, None, hostPID=True), "process") is None
     assert startplan.not_effective_event(make_pod(), "process") is None
     assert startplan.not_effective_event(make_pod(), "docker") is None
 

@@ -317,6 +317,9 @@ def not_effective(pod: Pod, runtime: str) -> tuple[str, ...]:
             out.append("spec.shareProcessNamespace (the containers see each other's processes through the node's "
                        "PID namespace, not one of the pod's own)")
         return tuple(out)
+    for name, what in (("hostPID", "PID"), ("hostIPC", "IPC")):
+        if getattr(spec, name):
+            out.append(f"spec.{name} (the pod gets an {what} namespace of its own, not the node's)")
     if psc is not None:
         if psc.supplementalGroupsPolicy == "Strict":
             out.append("spec.securityContext.supplementalGroupsPolicy (Strict: Docker always adds the groups of "
