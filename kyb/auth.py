@@ -215,6 +215,8 @@ def controller_permissions(component: str, user: str | None = None) -> Permissio
         publish += bucket_read(bucket)
     for bucket in _buckets_of(CONTROLLER_WRITES.get(component, ())):
         publish += bucket_write(bucket)
+    if ALL in CONTROLLER_WRITES.get(component, ()) and component in SECRET_READERS:
+        publish += CUSTOM_BUCKETS_READ + CUSTOM_BUCKETS_WRITE  # every bucket, custom kinds' too (gc)
     publish += bucket_read(LEASE_BUCKET) + bucket_write(LEASE_BUCKET, f"{CONTROLLER_LEASE_NAMESPACE}.>")
     for stream in COMPONENT_STREAMS.get(component, ()):
         publish += stream_read(stream) + stream_manage(stream)

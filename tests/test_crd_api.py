@@ -177,3 +177,56 @@ async def test_deleting_a_crd_deletes_its_objects_then_itself(api):
     await eventually(kind_gone)  # the api's watch of the CRDs stops serving the kind
     with pytest.raises(errors.BadRequest):
         await client.apply(crontab("after"))
+
+
+@pytest.fixture
+async def api_and_gc(nats_url, nc):
+    from kyb.client import ApiClient
+    from kyb.store import Store
+    from tests.cluster import QUIET, Services, wait_api
+
+    services = Services(["api", "gc"], nats_url, QUIET).start()
+    await wait_api(nc, services.task)
+    try:
+        yield ApiClient(nc), Store(nc.jetstream())
+    finally:
+        await services.stop()
+
+
+async def test_the_garbage_collector_follows_owners_of_custom_kinds(api_and_gc):
+    client, _ = api_and_gc
+    await client.apply(CRONTAB_CRD)
+    owner, _ = await client.apply(crontab("owner"))
+    ref = {"apiVersion": "stable.example.com/v1", "kind": "CronTab", "name": "owner",
+           "uid": owner["metadata"]["uid"], "controller": True}
+    for name in ("dep-a", "dep-b"):
+        await client.apply({"apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": {"name": name, "ownerReferences": [ref]}, "data": {"k": "v"}})
+    # a custom object owned by a custom object is followed as well
+    child = crontab("child")
+    child["metadata"]["ownerReferences"] = [ref]
+    await client.apply(child)
+    # a dependent whose owner is alive stays; one whose owner never existed goes
+    stray = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "stray", "ownerReferences": [
+        {**ref, "name": "nobody", "uid": "00000000-0000-0000-0000-000000000000"}]}}
+    await client.apply(stray)
+
+    async def stray_gone():
+        try:
+            await client.get("configmaps", "default", "stray")
+        except errors.NotFound:
+            return True
+        return False
+
+    await eventually(stray_gone, timeout=20)
+    assert (await client.get("configmaps", "default", "dep-a"))["data"] == {"k": "v"}
+    assert await client.get("crontabs", "default", "child")
+
+    await client.delete("crontabs", "default", "owner")
+
+    async def dependents_gone():
+        left = [o["metadata"]["name"] for o in await client.list("configmaps", "default")]
+        kids = [o["metadata"]["name"] for o in await client.list("crontabs", "default")]
+        return not {"dep-a", "dep-b"} & set(left) and kids == []
+
+    await eventually(dependents_gone, timeout=20)

@@ -19,12 +19,13 @@ from opentelemetry.context import Context
 
 from kyb import errors
 from kyb.controller import Controller
+from kyb.customkinds import CustomKinds
 from kyb.informer import Informer, start_all, stop_all
 from kyb.leading import run_as_leader
 from kyb.serve import ServiceContext
 from kyb.store import Store, kind_info
 from schemas.meta import Object, OwnerReference
-from schemas.registry import UnknownKind, by_kind
+from schemas.registry import KindInfo, UnknownKind, by_kind
 from services.gc.reconcile import FOREGROUND, Action, Node, plan, without_finalizer, without_owners
 
 SOURCE = "garbage-collector"
@@ -59,9 +60,14 @@ def gc_key(kind: str, namespace: str | None, name: str) -> str:
 class Collector:
     """The graph of owners and dependents, and the reconcile applying :func:`plan`."""
 
-    def __init__(self, nc: Any, store: Store, *, kinds: tuple[str, ...] = KINDS, workers: int = 4) -> None:
+    def __init__(self, nc: Any, store: Store, *, kinds: tuple[str, ...] = KINDS, workers: int = 4,
+                 custom: bool = True) -> None:
+        self.nc = nc
         self.store = store
         self.informers: dict[str, Informer] = {}
+        # The kinds CRDs make are followed too, each once its informer has synced.
+        self.custom = CustomKinds(store, nc, on_change=self._kind_changed) if custom else None
+        self._following: set[asyncio.Task[None]] = set()
         for kind in kinds:
             with contextlib.suppress(UnknownKind, errors.BadRequest):
                 by_kind(kind)
@@ -73,9 +79,44 @@ class Collector:
 
     async def start(self, timeout: float = 30) -> None:
         await start_all(self.informers.values(), timeout)
+        if self.custom is not None:
+            await self.custom.start(timeout)
 
     async def stop(self) -> None:
+        if self.custom is not None:
+            await self.custom.stop()
+        for task in list(self._following):
+            task.cancel()
+        await asyncio.gather(*self._following, return_exceptions=True)
         await stop_all(self.informers.values())
+
+    def _kind_changed(self, info: KindInfo, gone: bool) -> None:
+        task = asyncio.ensure_future(self._follow(info, gone))
+        self._following.add(task)
+        task.add_done_callback(self._following.discard)
+
+    async def _follow(self, info: KindInfo, gone: bool) -> None:
+        """Watch a custom kind that came (or changed shape); stop watching one that went."""
+        have = self.informers.get(info.kind)
+        if have is not None and (gone or have.info.type is not info.type):
+            del self.informers[info.kind]
+            await have.stop()
+            have = None
+        if gone or have is not None:
+            return
+        informer = Informer(self.nc, info)
+        informer.add_handler(self._on_event)
+        await informer.start()
+        try:
+            await informer.wait_synced(30)
+        except TimeoutError:
+            await informer.stop()
+            return
+        if self.informers.setdefault(info.kind, informer) is not informer:
+            await informer.stop()
+            return
+        for obj in informer.list():
+            self.controller.enqueue(gc_key(obj.kind, obj.metadata.namespace, obj.metadata.name))
 
     def keys(self) -> list[str]:
         return [
