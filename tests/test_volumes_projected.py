@@ -452,3 +452,19 @@ async def test_a_running_container_sees_every_source_and_their_updates(kubelet_c
     await c.apply(manifest)
     await wait_for(lambda: seen("labels") == 'app="shop"', what="the new labels inside the container")
     assert seen("db-password") == "hunter2"
+
+
+def test_a_node_gets_tokens_only_for_its_own_pods_and_their_own_account():
+    from services.api.noderestriction import NodeRequest, token_binding
+
+    pod = msgspec.structs.replace(pod_with(), spec=msgspec.structs.replace(pod_with().spec, serviceAccountName="builder"))
+    req = NodeRequest(name="app", uid=pod.metadata.uid, expirationSeconds=600)
+    binding = token_binding("n1", pod, req)
+    assert (binding.service_account, binding.pod, binding.pod_uid, binding.node) == (
+        "builder", "app", pod.metadata.uid, "n1")
+    with pytest.raises(errors.Forbidden, match="bound to another node"):
+        token_binding("n2", pod, req)
+    with pytest.raises(errors.Conflict):
+        token_binding("n1", pod, msgspec.structs.replace(req, uid="another"))
+    with pytest.raises(errors.Invalid, match="10 minutes"):
+        token_binding("n1", pod, msgspec.structs.replace(req, expirationSeconds=60))
