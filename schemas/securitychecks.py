@@ -196,6 +196,24 @@ def pod_spec(errs: Errors, path: str, spec: PodSpec) -> None:
     scheduling_gates(errs, path, spec.schedulingGates)
 
 
+APPARMOR_ANNOTATION_PREFIX = "container.apparmor.security.beta.kubernetes.io/"  # deprecated, still honoured
+
+
+def apparmor_annotations(errs: Errors, path: str, annotations: dict[str, str], spec: PodSpec) -> None:
+    """The deprecated per-container AppArmor annotations (ValidateAppArmorPodAnnotations): each
+    names a container of the pod and holds ``runtime/default``, ``unconfined`` or ``localhost/<name>``;
+    ``path`` is the annotations' (``metadata.annotations``)."""
+    containers = {c.name for c in [*spec.initContainers, *spec.containers]}
+    for key, value in annotations.items():
+        if not key.startswith(APPARMOR_ANNOTATION_PREFIX):
+            continue
+        name = key.removeprefix(APPARMOR_ANNOTATION_PREFIX)
+        if name not in containers:
+            errs.append((f"{path}[{key}]", f'Invalid value: "{name}": container not found'))
+        if value not in ("", "runtime/default", "unconfined") and not value.startswith("localhost/"):
+            errs.append((f"{path}[{key}]", f'Invalid value: "{value}": invalid AppArmor profile name: "{value}"'))
+
+
 def gated_pod(errs: Errors, spec: PodSpec) -> None:
     """A Pod (not a template) bound to a node may not still be gated."""
     if spec.nodeName and spec.schedulingGates:

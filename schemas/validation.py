@@ -361,6 +361,8 @@ def _non_negative(errs: Errors, path: str, value: int | None) -> None:
 def _template(errs: Errors, path: str, template: PodTemplateSpec, policies: tuple[str, ...]) -> None:
     _labels(errs, f"{path}.metadata.labels", template.metadata.labels)
     podchecks.pod_spec(errs, f"{path}.spec", template.spec, policies)
+    securitychecks.apparmor_annotations(errs, f"{path}.metadata.annotations", template.metadata.annotations,
+                                        template.spec)
 
 
 def _selector_matches(errs: Errors, selector: LabelSelector | None, template: PodTemplateSpec,
@@ -383,6 +385,7 @@ def _selector_matches(errs: Errors, selector: LabelSelector | None, template: Po
 def _pod(errs: Errors, pod: Pod) -> None:
     podchecks.pod_spec(errs, "spec", pod.spec)
     securitychecks.gated_pod(errs, pod.spec)
+    securitychecks.apparmor_annotations(errs, "metadata.annotations", pod.metadata.annotations, pod.spec)
 
 
 def _deployment(errs: Errors, d: Deployment) -> None:

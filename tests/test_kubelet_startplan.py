@@ -267,3 +267,18 @@ def test_the_process_runtime_names_every_security_field_set(fields) -> None:
     assert (event is None) == (not fields)
     for f in fields:
         assert event is not None and f"spec.containers[0].securityContext.{f}" in event.message
+
+
+def test_the_deprecated_apparmor_annotation_counts_where_the_fields_are_unset() -> None:
+    pod = make_pod()
+    annotated = msgspec.structs.replace(pod, metadata=msgspec.structs.replace(pod.metadata, annotations={
+        "container.apparmor.security.beta.kubernetes.io/app": "localhost/k8s-example"}))
+    assert startplan.container_security(annotated, annotated.spec.containers[0], "/s").apparmor == "k8s-example"
+    assert startplan.container_security(annotated, annotated.spec.initContainers[0], "/s").apparmor is None
+    assert startplan.admission(annotated, runtime="docker", apparmor_enabled=False) == (
+        "AppArmor", "Cannot enforce AppArmor: AppArmor is not enabled on the host")
+    field = msgspec.structs.replace(annotated, spec=msgspec.structs.replace(annotated.spec, containers=[
+        Container(name="app", image="busybox:1",
+                  securityContext=SecurityContext(appArmorProfile=AppArmorProfile(type="Unconfined")))]))
+    assert startplan.container_security(field, field.spec.containers[0], "/s").apparmor == "unconfined"
+    assert startplan.admission(field, runtime="docker", apparmor_enabled=False) is None  # the field wins

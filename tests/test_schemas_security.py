@@ -171,3 +171,23 @@ def test_ids_are_refused_exactly_outside_0_to_2_pow_31(uid):
     found = problems(pod({"securityContext": {"runAsUser": uid, "fsGroup": uid}}))
     assert bool(found) == (not 0 <= uid <= 2**31 - 1)
     assert {f for f, _ in found} <= {"spec.securityContext.runAsUser", "spec.securityContext.fsGroup"}
+
+
+@pytest.mark.parametrize(
+    ("annotations", "want"),
+    [
+        pytest.param({"container.apparmor.security.beta.kubernetes.io/c": "runtime/default"}, [], id="runtime-default"),
+        pytest.param({"container.apparmor.security.beta.kubernetes.io/c": "localhost/k8s-example"}, [], id="localhost"),
+        pytest.param({"container.apparmor.security.beta.kubernetes.io/c": "docker-default"},
+                     [("metadata.annotations[container.apparmor.security.beta.kubernetes.io/c]",
+                       'Invalid value: "docker-default": invalid AppArmor profile name: "docker-default"')],
+                     id="bad-profile"),
+        pytest.param({"container.apparmor.security.beta.kubernetes.io/other": "unconfined"},
+                     [("metadata.annotations[container.apparmor.security.beta.kubernetes.io/other]",
+                       'Invalid value: "other": container not found')], id="no-such-container"),
+    ],
+)
+def test_the_deprecated_apparmor_annotations_are_validated(annotations, want) -> None:
+    doc = pod()
+    doc["metadata"]["annotations"] = annotations
+    assert problems(doc) == want

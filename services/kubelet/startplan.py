@@ -24,6 +24,7 @@ from schemas.pod import (
     SecurityContext,
 )
 from schemas.quantity import cpu_millis, to_bytes
+from schemas.securitychecks import APPARMOR_ANNOTATION_PREFIX
 from services.kubelet.env import ConfigError
 from services.kubelet.reconcile import Event, Failure, Kill, Settings, next_failure_backoff
 from services.kubelet.runtime.base import (
@@ -213,13 +214,29 @@ def sysctls(pod: Pod) -> dict[str, str]:
     return {sysctl_name(s.name): s.value for s in sc.sysctls} if sc is not None else {}
 
 
+def _annotated_apparmor(pod: Pod, c: Container) -> AppArmorProfile | None:
+    """The container's profile in the deprecated annotation (``runtime/default``, ``unconfined``,
+    ``localhost/<name>``), which Kubernetes still honours where the fields are unset."""
+    value = pod.metadata.annotations.get(APPARMOR_ANNOTATION_PREFIX + c.name, "")
+    if value == "runtime/default":
+        return AppArmorProfile(type="RuntimeDefault")
+    if value == "unconfined":
+        return AppArmorProfile(type="Unconfined")
+    if value.startswith("localhost/"):
+        return AppArmorProfile(type="Localhost", localhostProfile=value.removeprefix("localhost/"))
+    return None
+
+
+def apparmor_profile(pod: Pod, c: Container) -> AppArmorProfile | None:
+    """The container's AppArmor profile: its own field, else the pod's, else the annotation."""
+    own = c.securityContext.appArmorProfile if c.securityContext is not None else None
+    pods = pod.spec.securityContext.appArmorProfile if pod.spec.securityContext is not None else None
+    return own or pods or _annotated_apparmor(pod, c)
+
+
 def _apparmor_in_use(pod: Pod) -> bool:
     """isRequired of Kubernetes' AppArmor validator: a profile other than Unconfined somewhere."""
-    sc = pod.spec.securityContext
-    if sc is not None and sc.appArmorProfile is not None and sc.appArmorProfile.type != "Unconfined":
-        return True
-    return any(c.securityContext is not None and c.securityContext.appArmorProfile is not None
-               and c.securityContext.appArmorProfile.type != "Unconfined"
+    return any((p := apparmor_profile(pod, c)) is not None and p.type != "Unconfined"
                for c in [*pod.spec.initContainers, *pod.spec.containers])
 
 
@@ -256,7 +273,7 @@ def container_security(pod: Pod, c: Container, seccomp_dir: str) -> ContainerSec
     psc = pod.spec.securityContext or PodSecurityContext()
     sc = c.securityContext or SecurityContext()
     seccomp = sc.seccompProfile or psc.seccompProfile
-    apparmor = sc.appArmorProfile or psc.appArmorProfile
+    apparmor = apparmor_profile(pod, c)
     groups = [*psc.supplementalGroups, *([psc.fsGroup] if psc.fsGroup is not None else [])]
     caps = sc.capabilities or Capabilities()
     return ContainerSecurity(
