@@ -246,6 +246,8 @@ def _decode_custom(info: KindInfo, data: dict[str, Any], name: str) -> Object:
     defaulted, problems = apiextensions.admit(info, data)
     if problems:
         raise SchemaError(f'{kind}.{info.group} "{name}" is invalid', problems)
+    # Stored at the storage version, as Kubernetes does (conversion None: only apiVersion changes).
+    defaulted["apiVersion"] = f"{info.group}/{info.custom.storage}"
     try:
         obj = msgspec.convert(defaulted, info.type)
     except msgspec.ValidationError as e:

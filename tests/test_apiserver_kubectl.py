@@ -655,6 +655,19 @@ def test_the_gateway_apis_crds_and_objects_apply(cluster):
     assert route["spec"]["parentRefs"][0]["kind"] == "Gateway"
     assert _kubectl(cluster, "get", "gtw", "-o", "name").stdout.strip() == \
         "gateway.gateway.networking.k8s.io/example-gateway"
+    # an object written at one served version reads at any other (stored at the storage version)
+    _kubectl(cluster, "apply", "-f", "-", input=(
+        "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: grant}\n"
+        "spec: {from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: default}],"
+        " to: [{group: '', kind: Service}]}\n"))
+    grant = json.loads(_kubectl(cluster, "get", "referencegrant", "grant", "-o", "json").stdout)
+    assert grant["apiVersion"] == "gateway.networking.k8s.io/v1"
+    old = json.loads(_kubectl(cluster, "get", "--raw", "/apis/gateway.networking.k8s.io/v1beta1/namespaces/default/"
+                                                      "referencegrants/grant").stdout)
+    assert old["apiVersion"] == "gateway.networking.k8s.io/v1beta1" and old["spec"] == grant["spec"]
+    listed = json.loads(_kubectl(cluster, "get", "--raw",
+                                 "/apis/gateway.networking.k8s.io/v1beta1/referencegrants").stdout)
+    assert listed["kind"] == "ReferenceGrantList" and listed["items"][0]["apiVersion"].endswith("/v1beta1")
     bad = _kubectl(cluster, "apply", "-f", "-", check=False, input=(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: bad}\n"
         "spec: {rules: [{backendRefs: [{name: s, port: 70000}]}]}\n"))

@@ -37,7 +37,7 @@ class Change:
     old: Object | None
     # the watch event as sent, by event type (a selector may show a MODIFIED as ADDED or
     # DELETED): encoded by the first watcher that sends it, reused by the others
-    encoded: dict[str, bytes] = field(default_factory=dict, compare=False)
+    encoded: dict[str | tuple[str, str], bytes] = field(default_factory=dict, compare=False)
 
 
 class Expired(errors.KybError):

@@ -87,11 +87,23 @@ def _gvk(info: KindInfo) -> list[dict[str, str]]:
     return [{"group": group, "kind": info.kind, "version": version}]
 
 
-def _custom_schema(info: KindInfo, ref_template: str) -> dict[str, Any]:
-    """A custom kind's schema: its preferred version's openAPIV3Schema, with metadata."""
-    schema = json.loads(json.dumps(info.custom.version(info.api_version).schema))
+def component_name(info: KindInfo, group_version: str | None = None) -> str:
+    """The schema component of a kind at a version: the Struct's name, or for a custom kind at
+    a version other than its preferred one ``<Kind>.<version>`` (one component per version,
+    each naming its one group-version-kind, as kubectl's validation expects)."""
+    gv = group_version or info.api_version
+    if info.custom is None or gv == info.api_version:
+        return info.type.__name__
+    return f"{info.type.__name__}.{gv.rpartition('/')[2]}"
+
+
+def _custom_schema(info: KindInfo, gv: str, ref_template: str) -> dict[str, Any]:
+    """A custom kind's schema at one version: its openAPIV3Schema, with metadata."""
+    schema = json.loads(json.dumps(info.custom.version(gv).schema))
     props = schema.setdefault("properties", {})
     props["metadata"] = {"$ref": ref_template.format(name="ObjectMeta")}
+    schema["x-kubernetes-group-version-kind"] = [{"group": info.group, "kind": info.kind,
+                                                  "version": gv.rpartition("/")[2]}]
     return schema
 
 
@@ -111,11 +123,9 @@ def components(ref_template: str) -> dict[str, Any]:
             props["kind"] = {"type": "string", "description": "Kind is a string value representing the REST "
                              "resource this object represents."}
     for info in every:
-        if info.custom is not None and info.type.__name__ not in out:
-            schema = _custom_schema(info, ref_template)
-            schema["x-kubernetes-group-version-kind"] = [
-                {"group": info.group, "kind": info.kind, "version": gv.rpartition("/")[2]} for gv in info.api_versions]
-            out[info.type.__name__] = schema
+        if info.custom is not None:
+            for gv in info.api_versions:
+                out.setdefault(component_name(info, gv), _custom_schema(info, gv, ref_template))
     return out
 
 
@@ -125,12 +135,13 @@ def _param(name: str, where: str = "query", kind: str = "string", v3: bool = Tru
     return {"name": name, "in": where, "required": where == "path", "type": kind}
 
 
-def _paths(info: KindInfo, v3: bool) -> dict[str, Any]:
-    group, version = discovery.split_gv(info.api_version)
+def _paths(info: KindInfo, v3: bool, group_version: str | None = None) -> dict[str, Any]:
+    gv = group_version or info.api_version
+    group, version = discovery.split_gv(gv)
     prefix = "/api/v1" if not group else f"/apis/{group}/{version}"
     ns = "/namespaces/{namespace}" if info.namespaced else ""
-    ref = (REF_V3 if v3 else REF_V2).format(name=info.type.__name__)
-    gvk = _gvk(info)[0]
+    ref = (REF_V3 if v3 else REF_V2).format(name=component_name(info, gv))
+    gvk = {"group": group, "kind": info.kind, "version": version}
     common = [_param("namespace", "path", v3=v3)] if info.namespaced else []
 
     def op(action: str, verb: str, params: tuple[str, ...], *, body: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -190,7 +201,7 @@ class OpenApi:
             for gv, kinds in discovery.group_versions().items():
                 paths: dict[str, Any] = {}
                 for info in kinds:
-                    paths.update(_paths(info, v3=True))
+                    paths.update(_paths(info, v3=True, group_version=gv))
                 doc = {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0-kyb"},
                        "paths": paths, "components": {"schemas": schemas}}
                 key = "api/v1" if gv == "v1" else f"apis/{gv}"
@@ -210,7 +221,8 @@ class OpenApi:
         if self._v2 is None:
             paths: dict[str, Any] = {}
             for info in all_kinds():
-                paths.update(_paths(info, v3=False))
+                for gv in (info.api_versions if info.custom is not None else (info.api_version,)):
+                    paths.update(_paths(info, v3=False, group_version=gv))
             doc = {"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.32.0-kyb"}, "paths": paths,
                    "definitions": components(REF_V2)}
             self._v2 = json.dumps(doc, sort_keys=True).encode()

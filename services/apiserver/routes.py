@@ -77,6 +77,14 @@ class Target:
     namespace: str | None  # from the path; None: every namespace (or cluster-scoped)
     name: str | None
     sub: str | None
+    version: str = ""  # the group version of the path ("apps/v1")
+
+    def versioned(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """A custom object as the path's version shows it (conversion None: only apiVersion
+        differs between the versions of a CRD)."""
+        if self.info.custom is None or not self.version or doc.get("apiVersion") == self.version:
+            return doc
+        return {**doc, "apiVersion": self.version}
 
     @property
     def group(self) -> str:
@@ -97,7 +105,7 @@ def parse_target(group_version: str, tail: str) -> Target:
     sub = segs[2] if len(segs) > 2 else None
     if name is not None and info.namespaced and namespace is None:
         raise _not_found_path()
-    return Target(info, namespace, name, sub)
+    return Target(info, namespace, name, sub, group_version)
 
 
 def _bool(value: str | None) -> bool:
@@ -434,6 +442,7 @@ class Server:
         return doc
 
     async def render(self, request: web.Request, t: Target, obj: dict[str, Any], code: int = 200) -> web.Response:
+        obj = t.versioned(obj)
         if tables.wants_table(request.headers.get("Accept", "")):
             doc = tables.table(t.info.kind, [obj], self.clock(),
                                resource_version=(obj.get("metadata") or {}).get("resourceVersion"),
@@ -491,15 +500,16 @@ class Server:
             meta["continue"] = _continue_token(last.metadata.namespace or "", last.metadata.name, revision)
             meta["remainingItemCount"] = len(objects) - limit
             objects = objects[:limit]
-        items = [to_dict(o) for o in objects]
+        items = [t.versioned(to_dict(o)) for o in objects]
         if tables.wants_table(request.headers.get("Accept", "")):
             doc = tables.table(t.info.kind, items, self.clock(), resource_version=str(revision),
                                include_object=request.query.get("includeObject", "Metadata"))
             if "continue" in meta:
                 doc["metadata"]["continue"] = meta["continue"]
             return _json(doc, 200, tables.TABLE_MEDIA)
-        return _json({"kind": f"{t.info.kind}List", "apiVersion": t.info.api_version, "metadata": meta,
-                      "items": items})
+        list_kind = t.info.custom.list_kind if t.info.custom is not None else f"{t.info.kind}List"
+        return _json({"kind": list_kind, "apiVersion": t.version if t.info.custom is not None else t.info.api_version,
+                      "metadata": meta, "items": items})
 
     async def watch(self, request: web.Request, t: Target) -> web.StreamResponse:
         matches = self._selectors(request)
@@ -595,13 +605,14 @@ class Server:
         elif not now_in:
             return None
         if as_table:
-            doc = tables.table(t.info.kind, [to_dict(obj)], self.clock(), resource_version=str(change.seq),
+            doc = tables.table(t.info.kind, [t.versioned(to_dict(obj))], self.clock(), resource_version=str(change.seq),
                                include_object=request.query.get("includeObject", "Metadata"))
             return _encoder.encode({"type": kind, "object": doc}) + b"\n"
         # Every watcher of the change sends the same bytes: encoded once, by the first.
-        encoded = change.encoded.get(kind)
+        key = (kind, t.version) if t.info.custom is not None else kind
+        encoded = change.encoded.get(key)
         if encoded is None:
-            encoded = change.encoded[kind] = _encoder.encode({"type": kind, "object": to_dict(obj)}) + b"\n"
+            encoded = change.encoded[key] = _encoder.encode({"type": kind, "object": t.versioned(to_dict(obj))}) + b"\n"
         return encoded
 
     def _bookmark(self, t: Target, rv: int, annotations: dict[str, str] | None = None) -> bytes:
