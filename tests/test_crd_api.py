@@ -68,10 +68,19 @@ async def test_a_crd_makes_its_kind_and_checks_objects_by_its_schema(api):
     got = await client.get("crontabs", "default", "my-new-cron-object")
     assert got["spec"]["cronSpec"] == "* * * * */5"
     assert [o["metadata"]["name"] for o in await client.list("ct", "default")] == ["my-new-cron-object"]
+    other, _ = await client.apply(crontab("other", image="another-image"))
+    # a field selector may name the object's own fields (Kubernetes: its CRD's selectableFields)
+    selected = await client.list("crontabs", "default", field_selector="spec.image=another-image")
+    assert [o["metadata"]["name"] for o in selected] == ["other"]
+    # a quota counting the kind does not refuse it (custom kinds are not counted yet)
+    await client.apply({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"},
+                        "spec": {"hard": {"count/crontabs.stable.example.com": "1"}}})
+    await client.apply(crontab("third"))
 
     # kyb get's columns are the CRD's additionalPrinterColumns
     head, rows = printers.table("CronTab", [got], datetime.datetime.now(datetime.UTC))
     assert head == ["NAME", "SPEC", "REPLICAS", "AGE"]
+    assert other["spec"]["image"] == "another-image"
     assert rows[0][:3] == ["my-new-cron-object", "* * * * */5", "1"]
 
     with pytest.raises(errors.Invalid) as bad:
