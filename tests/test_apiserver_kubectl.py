@@ -258,6 +258,18 @@ def test_kubectl_create_priorityclass(cluster):
         _kubectl(cluster, "delete", "pc", "gen-high", "--ignore-not-found", check=False)
 
 
+def test_kubectl_create_quota(cluster):
+    try:
+        out = _kubectl(cluster, "create", "quota", "gen-quota", "--hard=cpu=1,memory=1G,pods=2,count/deployments.apps=3")
+        assert out.stdout.strip() == "resourcequota/gen-quota created"
+        quota = json.loads(_kubectl(cluster, "get", "quota", "gen-quota", "-o", "json").stdout)
+        assert quota["spec"]["hard"] == {"cpu": "1", "memory": "1G", "pods": "2", "count/deployments.apps": "3"}
+        scoped = _kubectl(cluster, "create", "quota", "scoped", "--hard=pods=1", "--scopes=BestEffort", check=False)
+        assert scoped.returncode == 1 and "scopes" in scoped.stderr  # quota scopes are not served: refused by name
+    finally:
+        _kubectl(cluster, "delete", "quota", "gen-quota", "scoped", "--ignore-not-found", check=False)
+
+
 def test_kubectl_create_roles_and_bindings(cluster):
     """kubectl create role|clusterrole|rolebinding|clusterrolebinding send protobuf bodies."""
     made = ["role/gen-reader", "rolebinding/gen-reader", "clusterrole/gen-logs", "clusterrolebinding/gen-logs"]

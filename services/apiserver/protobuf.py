@@ -1,7 +1,7 @@
 """Request bodies in Kubernetes' protobuf encoding (``application/vnd.kubernetes.protobuf``),
 as kubectl's generators (``kubectl create configmap|secret|namespace|serviceaccount|deployment|service|
-job|cronjob|ingress|poddisruptionbudget|priorityclass|role|clusterrole|rolebinding|clusterrolebinding``),
-``kubectl auth can-i`` and ``kubectl drain`` send
+job|cronjob|ingress|poddisruptionbudget|quota|priorityclass|role|clusterrole|rolebinding|clusterrolebinding``),
+``kubectl auth can-i``, ``kubectl auth whoami``, ``kubectl create token`` and ``kubectl drain`` send
 them, decoded to their JSON form. Pure.
 
 The envelope is the magic ``k8s\\x00`` then a ``runtime.Unknown`` (typeMeta, raw); ``raw`` is
@@ -127,6 +127,9 @@ KINDS: dict[str, Message] = {
     "PodDisruptionBudget": _m("PodDisruptionBudget", f1=("metadata", OBJECT_META), f2=("spec", _m(
         "PodDisruptionBudgetSpec", f1=("minAvailable", "intstr"), f2=("selector", LABEL_SELECTOR),
         f3=("maxUnavailable", "intstr")))),
+    # kubectl create quota (scopes are refused by the api: not served)
+    "ResourceQuota": _m("ResourceQuota", f1=("metadata", OBJECT_META), f2=("spec", _m(
+        "ResourceQuotaSpec", f1=("hard", "map-quantity"), f2=("scopes", ["string"])))),
     # kubectl create priorityclass|role|clusterrole|rolebinding|clusterrolebinding
     "PriorityClass": _m("PriorityClass", f1=("metadata", OBJECT_META), f2=("value", "int?"),
                         f3=("globalDefault", "bool"), f4=("description", "string"),
@@ -149,6 +152,12 @@ KINDS: dict[str, Message] = {
         f2=("nonResourceAttributes", _m("NonResourceAttributes", f1=("path", "string"), f2=("verb", "string")))))),
     "SelfSubjectRulesReview": _m("SelfSubjectRulesReview", f1=("metadata", OBJECT_META),
                                  f2=("spec", _m("SelfSubjectRulesReviewSpec", f1=("namespace", "string")))),
+    # kubectl auth whoami, kubectl create token
+    "SelfSubjectReview": _m("SelfSubjectReview", f1=("metadata", OBJECT_META)),
+    "TokenRequest": _m("TokenRequest", f1=("metadata", OBJECT_META), f2=("spec", _m(
+        "TokenRequestSpec", f1=("audiences", ["string"]), f4=("expirationSeconds", "int?"),
+        f3=("boundObjectRef", _m("BoundObjectReference", f1=("kind", "string"), f2=("apiVersion", "string"),
+                                 f3=("name", "string"), f4=("uid", "string")))))),
 }
 class Unsupported(ValueError):
     """A body this decoder cannot read (another kind, or not protobuf at all)."""
