@@ -184,12 +184,16 @@ async def test_the_kubelet_refuses_what_it_cannot_enforce(docker_cluster: Cluste
 async def test_safe_sysctls_are_set_and_run_as_non_root_is_verified(docker_cluster: Cluster):
     c = docker_cluster
     await c.apply(c.pod_manifest("tuned", [
-        mounted(name="app", **sh("cat /proc/sys/net/ipv4/ip_unprivileged_port_start > /data/port-start")),
-    ], restartPolicy="Never", securityContext={"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start",
-                                                           "value": "80"}]}, **data_volume(c)))
+        mounted(name="app", **sh("cat /proc/sys/net/ipv4/ip_unprivileged_port_start > /data/port-start; "
+                                 "cat /proc/sys/kernel/shm_rmid_forced > /data/shm-rmid")),
+    ], restartPolicy="Never", securityContext={"sysctls": [
+        {"name": "net.ipv4.ip_unprivileged_port_start", "value": "80"},
+        {"name": "kernel.shm_rmid_forced", "value": "1"},  # IPC: the app container is in the sandbox's namespace
+    ]}, **data_volume(c)))
     pod = await c.wait_pod("tuned", done, 30)
     assert pod.status.phase == "Succeeded"
     assert (c.data / "port-start").read_text().strip() == "80"
+    assert (c.data / "shm-rmid").read_text().strip() == "1"
 
     await c.apply(c.pod_manifest("rooted", [{"name": "app", **sh("exit 0")}], securityContext={"runAsNonRoot": True}))
 

@@ -282,3 +282,29 @@ def test_the_deprecated_apparmor_annotation_counts_where_the_fields_are_unset() 
                   securityContext=SecurityContext(appArmorProfile=AppArmorProfile(type="Unconfined")))]))
     assert startplan.container_security(field, field.spec.containers[0], "/s").apparmor == "unconfined"
     assert startplan.admission(field, runtime="docker", apparmor_enabled=False) is None  # the field wins
+
+
+def test_unsafe_sysctls_pass_only_when_the_kubelet_allows_them() -> None:
+    pod = secured(PodSecurityContext(sysctls=[Sysctl(name="net.core.somaxconn", value="1024"),
+                                              Sysctl(name="kernel.msgmax", value="65536")]))
+    assert startplan.admission(pod, runtime="docker", apparmor_enabled=True) == (
+        "SysctlForbidden", 'forbidden sysctl: "net.core.somaxconn" not allowlisted')
+    assert startplan.admission(pod, runtime="docker", apparmor_enabled=True,
+                               allowed_unsafe_sysctls=("net.core.*",)) == (
+        "SysctlForbidden", 'forbidden sysctl: "kernel.msgmax" not allowlisted')
+    assert startplan.admission(pod, runtime="docker", apparmor_enabled=True,
+                               allowed_unsafe_sysctls=("net.core.somaxconn", "kernel.msg*")) is None
+    host = secured(PodSecurityContext(sysctls=[Sysctl(name="net.core.somaxconn", value="1")]), hostNetwork=True)
+    assert startplan.admission(host, runtime="docker", apparmor_enabled=True, allowed_unsafe_sysctls=("net.*",)) == (
+        "SysctlForbidden", 'forbidden sysctl: "net.core.somaxconn" not allowed with host net enabled')
+    assert startplan.unsafe_sysctls_problem(("net.core.*", "kernel.sem", "fs.mqueue.msg_max")) is None
+    assert startplan.unsafe_sysctls_problem(("vm.overcommit_memory",)) == (
+        'sysctl "vm.overcommit_memory" is not known to be namespaced')
+
+
+def test_kubelet_option_allowed_unsafe_sysctls() -> None:
+    from services.kubelet.service import KubeletOptions
+
+    assert KubeletOptions.from_dict({"node_name": "n", "allowed_unsafe_sysctls": "net.core.*, kernel.msg*"}
+                                    ).allowed_unsafe_sysctls == ("net.core.*", "kernel.msg*")
+    assert KubeletOptions.from_dict({"node_name": "n"}).allowed_unsafe_sysctls == ()

@@ -51,6 +51,7 @@ from services.kubelet.podnet import CniPodNetwork
 from services.kubelet.probes import ProbeManager
 from services.kubelet.reconcile import Settings
 from services.kubelet.runtime.base import ContainerRuntime
+from services.kubelet.startplan import unsafe_sysctls_problem
 from services.kubelet.sync import PodWorker
 from services.kubelet.volumes import DEFAULT_SECRET_DIR, VolumeManager
 
@@ -91,6 +92,7 @@ class KubeletOptions:
     secret_dir: str | None = None  # tmpfs directory of secret volumes (default: the volume manager's, per node)
     node_restricted: bool = False  # writes go through the api's node-restricted verbs; Secrets are asked for
     metrics_interval: float = 15.0  # seconds between resource-usage samples (kubectl top)
+    allowed_unsafe_sysctls: tuple[str, ...] = ()  # sysctls pods may set beyond the safe ones ("net.core.*")
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> KubeletOptions:
@@ -138,7 +140,16 @@ class KubeletOptions:
             secret_dir=options.get("secret_dir"),
             node_restricted=opts_bool(options.get("node_restricted")),
             metrics_interval=num("metrics_interval", 15.0) or 15.0,
+            allowed_unsafe_sysctls=_list(options.get("allowed_unsafe_sysctls")),
         )
+
+
+def _list(value: Any) -> tuple[str, ...]:
+    """A comma-separated string or a list, as a tuple of its non-empty items."""
+    if not value:
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(str(v).strip() for v in items if str(v).strip())
 
 
 def _dirs(value: Any) -> tuple[str, ...]:
@@ -212,6 +223,8 @@ class Kubelet:
             self.cidr = opts.pod_cidr or default_cidr(opts.node_name)
             check_cidr(self.cidr)
         self.taints = tuple(parse_taint(t) for t in opts.taints)
+        if problem := unsafe_sysctls_problem(opts.allowed_unsafe_sysctls):
+            raise ValueError(f"allowed_unsafe_sysctls: {problem}")
         self.pods = Informer(ctx.nc, "Pod", indexers={"node": by_node_name})
         self.configmaps = Informer(ctx.nc, "ConfigMap")
         self.node_api: NodeApi | None = None
@@ -348,6 +361,7 @@ class Kubelet:
             host_ip=opts.node_ip,
             etc_files=etc_files,
             seccomp_dir=str(self.state_dir / "seccomp"),  # Localhost seccomp profiles, as <kubelet root>/seccomp
+            allowed_unsafe_sysctls=opts.allowed_unsafe_sysctls,
         )
 
     def _enqueue(self, key: str) -> None:

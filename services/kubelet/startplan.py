@@ -240,15 +240,43 @@ def _apparmor_in_use(pod: Pod) -> bool:
                for c in [*pod.spec.initContainers, *pod.spec.containers])
 
 
-def admission(pod: Pod, *, runtime: str, apparmor_enabled: bool) -> tuple[str, str] | None:
+_IPC_SYSCTLS = ("kernel.sem",)
+_PREFIX_NAMESPACES = (("kernel.shm", "ipc"), ("kernel.msg", "ipc"), ("fs.mqueue.", "ipc"), ("net.", "net"))
+
+
+def sysctl_namespace(name: str) -> str | None:
+    """The namespace a sysctl (or a ``prefix*`` pattern) lives in, None when it is the node's."""
+    name = sysctl_name(name).removesuffix("*")
+    if name in _IPC_SYSCTLS:
+        return "ipc"
+    return next((ns for prefix, ns in _PREFIX_NAMESPACES if name.startswith(prefix)), None)
+
+
+def unsafe_sysctls_problem(patterns: tuple[str, ...]) -> str | None:
+    """Why the kubelet's ``allowed_unsafe_sysctls`` cannot be used (as Kubernetes' NewAllowlist), or None."""
+    for p in patterns:
+        if sysctl_namespace(p) is None:
+            return f'sysctl "{p}" is not known to be namespaced'
+    return None
+
+
+def _allowed(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(name == p or (p.endswith("*") and name.startswith(p[:-1])) for p in map(sysctl_name, patterns))
+
+
+def admission(pod: Pod, *, runtime: str, apparmor_enabled: bool,
+              allowed_unsafe_sysctls: tuple[str, ...] = ()) -> tuple[str, str] | None:
     """The kubelet's pod admission (its AppArmor and sysctl admit handlers): None to run the pod,
     else (reason, message) of the refusal. AppArmor profiles are refused only where the runtime
     would apply them (docker) and the host has no AppArmor; the process runtime applies none
-    and says so (``not_effective``)."""
+    and says so (``not_effective``). Sysctls: the safe ones and ``allowed_unsafe_sysctls``
+    (names or ``prefix*``, namespaced ones only)."""
     if runtime == "docker" and _apparmor_in_use(pod) and not apparmor_enabled:
         return APPARMOR_REASON, "Cannot enforce AppArmor: AppArmor is not enabled on the host"
     for name in sysctls(pod):
         ns = SAFE_SYSCTLS.get(name)
+        if ns is None and _allowed(name, allowed_unsafe_sysctls):
+            ns = sysctl_namespace(name)
         if ns is None:
             return SYSCTL_REASON, f'forbidden sysctl: "{name}" not allowlisted'
         if (ns == "net" and pod.spec.hostNetwork) or (ns == "ipc" and pod.spec.hostIPC):

@@ -138,7 +138,9 @@ class PodWorker:
         etc_files: PodEtcFiles | None = None,  # network "cni": the pods' resolv.conf and hosts
         seccomp_dir: str = "/var/lib/kubelet/seccomp",  # where Localhost seccomp profiles are
         apparmor_enabled: bool | None = None,  # None: as the host says (APPARMOR_ENABLED)
+        allowed_unsafe_sysctls: tuple[str, ...] = (),  # beyond the safe ones: names or "prefix*"
     ) -> None:
+        self.allowed_unsafe_sysctls = allowed_unsafe_sysctls
         self.seccomp_dir = seccomp_dir
         self.apparmor_enabled = host_apparmor_enabled() if apparmor_enabled is None else apparmor_enabled
         self._noted: set[str] = set()  # uids whose not-effective fields were reported
@@ -228,7 +230,8 @@ class PodWorker:
             if startplan.rejected(pod) or uid in self._rejected:
                 return None  # refused by admission: nothing of it runs
             if pod.status.phase == "Pending":
-                refusal = startplan.admission(pod, runtime=self.runtime.name, apparmor_enabled=self.apparmor_enabled)
+                refusal = startplan.admission(pod, runtime=self.runtime.name, apparmor_enabled=self.apparmor_enabled,
+                                              allowed_unsafe_sysctls=self.allowed_unsafe_sysctls)
                 if refusal is not None:
                     self._rejected.add(uid)
                     await self._reject(pod, *refusal)
