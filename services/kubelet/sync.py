@@ -13,6 +13,11 @@ kills the container, which then restarts as its restartPolicy says. Every kill, 
 deletion, a liveness failure or a pod past its activeDeadlineSeconds, runs the preStop hook
 first, within the grace period. Kills go in :func:`~services.kubelet.reconcile.stop_waves`
 order: app containers first, then sidecars one after another, the last started first.
+
+Admission: a Pending pod the kubelet cannot run as asked (an AppArmor profile on a host without
+AppArmor, a sysctl not allowed) is refused once, as Kubernetes' kubelet does: a Warning event and
+Failed, "Pod was rejected: ..."; nothing of it is started. What a runtime cannot apply is said once
+per pod in a Warning ``FieldsNotEffective``.
 """
 
 from __future__ import annotations
