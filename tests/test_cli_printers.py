@@ -109,8 +109,13 @@ def test_pod_table_shows_ready_restarts_and_wide_columns() -> None:
     p = pod(statuses=[crashed, dict(RUNNING, name="c1", ready=False)], containers=2, podIP="127.1.0.5")
     p["spec"]["nodeName"] = "n1"
     head, rows = printers.table("Pod", [p], NOW, wide=True)
-    assert head == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]
-    assert rows == [["p", "1/2", "Running", "3 (2m ago)", "65s", "127.1.0.5", "n1"]]
+    assert head == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
+    assert rows == [["p", "1/2", "Running", "3 (2m ago)", "65s", "127.1.0.5", "n1", "<none>", "<none>"]]
+    p["status"]["nominatedNodeName"] = "n2"
+    p["spec"]["readinessGates"] = [{"conditionType": "example.com/lb"}, {"conditionType": "example.com/dns"}]
+    p["status"]["conditions"] = [{"type": "example.com/lb", "status": "True"}]
+    _, rows = printers.table("Pod", [p], NOW, wide=True)
+    assert rows[0][7:] == ["n2", "1/2"]
 
 
 def test_a_started_sidecar_counts_in_ready_and_restarts_and_leaves_the_init_sequence() -> None:

@@ -179,8 +179,20 @@ def _pod_row(pod: Obj, now: _dt.datetime) -> Row:
     return [pod_ready(pod), pod_status(pod), pod_restarts(pod, now), _age(pod, now)]
 
 
+def _readiness_gates(pod: Obj) -> str:
+    """kubectl's READINESS GATES: how many of the pod's readiness gates have their condition True."""
+    gates = _spec(pod).get("readinessGates") or []
+    if not gates:
+        return "<none>"
+    true = {c.get("type") for c in _status(pod).get("conditions") or [] if c.get("status") == "True"}
+    return f"{sum(1 for g in gates if g.get('conditionType') in true)}/{len(gates)}"
+
+
 def _pod_wide(pod: Obj, now: _dt.datetime) -> Row:
-    return _pod_row(pod, now) + [_none(_status(pod).get("podIP")), _none(_spec(pod).get("nodeName"))]
+    return _pod_row(pod, now) + [
+        _none(_status(pod).get("podIP")), _none(_spec(pod).get("nodeName")),
+        _none(_status(pod).get("nominatedNodeName")), _readiness_gates(pod),
+    ]
 
 
 # -- workloads -------------------------------------------------------------------------------
@@ -520,7 +532,7 @@ _COLUMNS: dict[str, Columns] = {
 }
 
 _WIDE: dict[str, Columns] = {
-    "Pod": (["READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"], _pod_wide),
+    "Pod": (["READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED NODE", "READINESS GATES"], _pod_wide),
     "Node": (["STATUS", "ROLES", "AGE", "VERSION", "INTERNAL-IP", "OS-IMAGE", "CONTAINER-RUNTIME"], _node_wide),
     "Deployment": (["READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"],
                    lambda o, now: _deployment_row(o, now) + _containers_images_selector(o)),
