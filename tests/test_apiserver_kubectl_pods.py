@@ -87,3 +87,10 @@ def test_a_bad_profile_is_refused_naming_its_field(cluster, tmp_path):
     assert refused.returncode != 0
     assert "spec.securityContext.seccompProfile.localhostProfile" in refused.stderr
     assert "must be set when seccomp type is Localhost" in refused.stderr
+
+
+def test_explain_knows_the_new_fields(cluster):
+    gates = _kubectl(cluster, "explain", "pod.spec.schedulingGates").stdout
+    assert "FIELD: schedulingGates" in gates and "name" in gates
+    seccomp = _kubectl(cluster, "explain", "pod.spec.containers.securityContext.seccompProfile").stdout
+    assert "localhostProfile" in seccomp and "type" in seccomp
