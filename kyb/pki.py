@@ -142,8 +142,7 @@ def ensure(data_dir: Path, port: int = DEFAULT_PORT, *, now: _dt.datetime | None
         _new_serving_cert(files, now)
     if not files.token_file.exists():
         _write(files.token_file, (secrets.token_urlsafe(32) + "\n").encode(), 0o600)
-    if not files.sa_key.exists():
-        _write(files.sa_key, satoken.new_key_pem(), 0o600)
+    satoken.ensure_key(files.sa_key)
     text = kubeconfig(f"https://127.0.0.1:{port}", files.ca_cert.read_bytes(), files.token())
     _write(files.kubeconfig, text.encode(), 0o600)
     return files

@@ -5,16 +5,19 @@ TokenRequest, bound to the pod) and the apiserver accepts as
 They carry Kubernetes' claims (``iss``, ``sub``, ``aud``, ``exp``, ``iat``, ``nbf``, ``jti``
 and ``kubernetes.io`` with the namespace, pod, node and service account) and are signed
 ES256 with the cluster's service account key, ``<data-dir>/apiserver/sa.key`` (P-256,
-PKCS#8, 0600; made by :func:`kyb.pki.ensure` beside the apiserver's CA). The header's
-``kid`` is the SHA-256 of the public key, as Kubernetes derives it. Pure apart from reading
-the key file.
+PKCS#8, 0600; made by :func:`ensure_key` when the apiserver or the api first starts on the
+data directory). The header's ``kid`` is the SHA-256 of the public key, as Kubernetes derives
+it. Pure apart from the key file.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as _dt
 import hashlib
+import os
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +51,24 @@ class Binding:
 
 def load_key(path: Path) -> ec.EllipticCurvePrivateKey:
     return load_key_pem(Path(path).read_bytes())
+
+
+def ensure_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """The key at ``path``, made (0600) when missing. Two processes making it at once (the api
+    and the apiserver starting together on one data directory) end up with the same key: each
+    writes its own aside and links it into place, and the link only succeeds where none is."""
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(new_key_pem())
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    return load_key(path)
 
 
 def load_key_pem(pem: bytes) -> ec.EllipticCurvePrivateKey:

@@ -56,8 +56,17 @@ def test_the_token_in_a_pod_authenticates_to_the_apiserver_until_the_pod_goes(up
                         {"name": "data", "hostPath": {"path": str(data)}}],
         },
     }
-    done = up.kyb("apply", "-f", "-", input=json.dumps(pod))
-    assert done.returncode == 0, done.stderr
+    # what the account may do, should RBAC be enforced: list the namespace's pods
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "pod-reader", "namespace": "default"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "default-reads-pods", "namespace": "default"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+               "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}]}
+    for manifest in (role, binding, pod):
+        done = up.kyb("apply", "-f", "-", input=json.dumps(manifest))
+        assert done.returncode == 0, done.stderr
     token_file = data / "token"
     wait_until(token_file.exists, timeout=60, what="the token inside the pod")
     token = token_file.read_text()

@@ -468,3 +468,14 @@ def test_a_node_gets_tokens_only_for_its_own_pods_and_their_own_account():
         token_binding("n1", pod, msgspec.structs.replace(req, uid="another"))
     with pytest.raises(errors.Invalid, match="10 minutes"):
         token_binding("n1", pod, msgspec.structs.replace(req, expirationSeconds=60))
+
+
+def test_the_api_and_the_apiserver_making_the_key_at_once_get_the_same_one(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "apiserver" / "sa.key"
+    with ThreadPoolExecutor(8) as pool:
+        keys = list(pool.map(lambda _: satoken.ensure_key(path), range(16)))
+    assert len({satoken.key_id(k.public_key()) for k in keys}) == 1
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["sa.key"], "no file left aside"

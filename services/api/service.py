@@ -637,15 +637,20 @@ def _sample_ratio(raw: Any) -> float:
 
 
 def service_account_key(options: dict[str, Any]) -> ec.EllipticCurvePrivateKey | None:
-    """The key that signs service account tokens: option ``service_account_key_file``, else
-    ``<data_dir>/apiserver/sa.key`` (``kyb up`` makes it); None when there is none."""
+    """The key that signs service account tokens: option ``service_account_key_file`` (it must
+    exist), else ``<data_dir>/apiserver/sa.key`` (made when missing, as the apiserver does);
+    None, and no tokens issued, without either."""
     path = options.get("service_account_key_file") or os.environ.get("KYB_SERVICE_ACCOUNT_KEY_FILE")
-    if not path and options.get("data_dir"):
-        path = str(pki.ApiserverFiles.under(Path(str(options["data_dir"])).expanduser()).sa_key)
-    if not path or not Path(str(path)).exists():
-        log.info("no service account key: service account tokens are not issued")
-        return None
-    return satoken.load_key(Path(str(path)))
+    if path:
+        if not Path(str(path)).exists():
+            log.warning("service account key file missing: service account tokens are not issued", path=str(path))
+            return None
+        return satoken.load_key(Path(str(path)))
+    if options.get("data_dir"):
+        return satoken.ensure_key(pki.ApiserverFiles.under(Path(str(options["data_dir"])).expanduser()).sa_key)
+    log.info("no service account key (options data_dir, service_account_key_file): service account tokens "
+             "are not issued")
+    return None
 
 
 async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
