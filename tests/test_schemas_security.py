@@ -191,3 +191,27 @@ def test_the_deprecated_apparmor_annotations_are_validated(annotations, want) ->
     doc = pod()
     doc["metadata"]["annotations"] = annotations
     assert problems(doc) == want
+
+
+_text = st.text(max_size=12)
+
+
+@given(
+    gates=st.lists(_text, max_size=4),
+    sysctls=st.lists(st.tuples(_text, _text), max_size=4),
+    profile=st.one_of(st.none(), _text),
+    ids=st.lists(st.integers(min_value=-(2**40), max_value=2**40), min_size=3, max_size=3),
+    annotation=st.tuples(_text, _text),
+)
+def test_any_security_input_is_judged_without_crashing_and_named_under_its_field(gates, sysctls, profile, ids,
+                                                                                  annotation):
+    doc = pod({"schedulingGates": [{"name": g} for g in gates],
+               "securityContext": {"sysctls": [{"name": n, "value": v} for n, v in sysctls],
+                                   "runAsUser": ids[0], "fsGroup": ids[1], "supplementalGroups": [ids[2]]}},
+              {"securityContext": {"seccompProfile": {"type": "Localhost"} | (
+                  {"localhostProfile": profile} if profile is not None else {}),
+                  "appArmorProfile": {"type": "Localhost", "localhostProfile": profile or "x"}}})
+    doc["metadata"]["annotations"] = {f"container.apparmor.security.beta.kubernetes.io/{annotation[0]}": annotation[1]}
+    for field, _ in problems(doc):
+        assert field.startswith(("spec.schedulingGates[", "spec.securityContext.", "spec.containers[0].securityContext.",
+                                 "metadata.annotations[")), field
