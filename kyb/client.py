@@ -256,3 +256,10 @@ class ApiClient:
             query["gracePeriodSeconds"] = grace_period_seconds
         obj, _ = await self._request("evict", msgspec.json.encode(query))
         return obj
+
+    async def token(self, namespace: str, name: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A TokenRequest for ServiceAccount ``name`` (``spec``: audiences, expirationSeconds,
+        boundObjectRef), signed by the api; the reply's ``status.token`` is the token."""
+        body = msgspec.json.encode({"namespace": namespace, "name": name, "spec": spec or {}})
+        obj, _ = await self._request("token", body)
+        return obj

@@ -34,6 +34,8 @@ from kyb.render import to_dict
 from kyb.serve import ServiceContext
 from kyb.store import Store, kind_info
 from schemas import limits
+from schemas.authentication import TokenQuery
+from schemas.bootstrappolicy import CLUSTER_ROLE_BINDINGS, CLUSTER_ROLES
 from schemas.defaults import DEFAULT_SERVICE_ACCOUNT
 from schemas.helpers import format_time
 from schemas.limitrange import keep_defaults
@@ -457,19 +459,69 @@ class Api:
         service account key; NotFound when the api has none, or the pod's account is missing."""
         pod = await self.store.get("Pod", req.namespace, req.name)
         binding = noderestriction.token_binding(node, pod, req)
+        audiences = [req.audience] if req.audience else list(satoken.API_AUDIENCES)
+        return await self._token(binding, audiences, req.expirationSeconds, pod)
+
+    async def service_account_token(self, q: TokenQuery) -> dict[str, Any]:
+        """A TokenRequest for ServiceAccount ``name`` (``serviceaccounts/<name>/token``, what
+        ``kubectl create token`` asks), optionally bound to a Pod of its namespace, validated
+        and defaulted as Kubernetes does (an hour unless asked; at least 10 minutes)."""
+        namespace, name, spec = q.namespace, q.name, q.spec
+        seconds = 3600 if spec.expirationSeconds is None else spec.expirationSeconds
+        problem = ("may not specify a duration less than 10 minutes" if seconds < noderestriction.MIN_TOKEN_SECONDS
+                   else "may not specify a duration larger than 2^32 seconds" if seconds > 2**32 else "")
+        if problem:
+            raise errors.Invalid(f'TokenRequest.authentication.k8s.io "{name}" is invalid: spec.expirationSeconds: '
+                                 f"Invalid value: {seconds}: {problem}",
+                                 [errors.FieldError("spec.expirationSeconds", f"Invalid value: {seconds}: {problem}")])
+        binding = satoken.Binding(namespace=namespace, service_account=name)
+        pod = None
+        ref = spec.boundObjectRef
+        if ref is not None:
+            if ref.kind != "Pod" or ref.apiVersion not in ("", "v1"):
+                message = f'Unsupported value: "{ref.kind}": supported values: "Pod"'
+                raise errors.Invalid(f'TokenRequest.authentication.k8s.io "{name}" is invalid: '
+                                     f"spec.boundObjectRef.kind: {message}",
+                                     [errors.FieldError("spec.boundObjectRef.kind", message)])
+            pod = await self.store.get("Pod", namespace, ref.name)
+            assert isinstance(pod, Pod)
+            if ref.uid and ref.uid != pod.metadata.uid:
+                raise errors.Conflict(f'Operation cannot be fulfilled on pods "{ref.name}": the UID in the bound '
+                                      f"object reference ({ref.uid}) does not match the UID in record. The object "
+                                      "might have been deleted and then recreated")
+            binding = dataclasses.replace(binding, pod=pod.metadata.name, pod_uid=pod.metadata.uid or "",
+                                          node=pod.spec.nodeName or "")
+        return await self._token(binding, list(spec.audiences or satoken.API_AUDIENCES), seconds, pod)
+
+    async def _token(self, binding: satoken.Binding, audiences: list[str], seconds: int, pod: Pod | None
+                     ) -> dict[str, Any]:
+        """A signed TokenRequest for ``binding``'s service account, which must exist."""
         if self.token_key is None:
             raise errors.NotFound("service account tokens are not issued: the api has no service account key "
                                   "(option service_account_key_file)")
         account = await self.store.get("ServiceAccount", binding.namespace, binding.service_account)
         binding = dataclasses.replace(binding, service_account_uid=account.metadata.uid or "")
-        audiences = [req.audience] if req.audience else list(satoken.API_AUDIENCES)
-        token, expires = satoken.issue(self.token_key, binding, audiences=audiences,
-                                       expiration_seconds=req.expirationSeconds, now=self.clock())
+        token, expires = satoken.issue(self.token_key, binding, audiences=audiences, expiration_seconds=seconds,
+                                       now=self.clock())
+        spec: dict[str, Any] = {"audiences": audiences, "expirationSeconds": seconds}
+        if pod is not None:
+            spec["boundObjectRef"] = {"kind": "Pod", "apiVersion": "v1", "name": pod.metadata.name,
+                                      "uid": pod.metadata.uid}
         return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                "spec": {"audiences": audiences, "expirationSeconds": req.expirationSeconds,
-                         "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod.metadata.name,
-                                            "uid": pod.metadata.uid}},
-                "status": {"token": token, "expirationTimestamp": format_time(expires)}}
+                "metadata": {"name": binding.service_account, "namespace": binding.namespace,
+                             "creationTimestamp": None},
+                "spec": spec, "status": {"token": token, "expirationTimestamp": format_time(expires)}}
+
+    async def ensure_rbac_defaults(self) -> None:
+        """The ClusterRoles and ClusterRoleBindings Kubernetes bootstraps (schemas.bootstrappolicy),
+        those missing made, as Kubernetes' apiserver makes them at start (one it finds is left as
+        it is: an administrator's changes stay)."""
+        for kind, objects in (("ClusterRole", CLUSTER_ROLES), ("ClusterRoleBinding", CLUSTER_ROLE_BINDINGS)):
+            have = {o.metadata.name for o in await self.store.list(kind)}
+            for obj in objects:
+                if obj.metadata.name not in have:
+                    with contextlib.suppress(errors.AlreadyExists):
+                        await self.store.create(obj)
 
     async def ensure_system_priority_classes(self) -> None:
         """``system-node-critical`` and ``system-cluster-critical``, as Kubernetes' apiserver
@@ -571,6 +623,12 @@ async def handle(api: Api, verb: str, body: bytes, headers: dict[str, str],
             return _encoder.encode(to_dict(await api.replace(body, namespace, dry_run))), _reply_headers(200)
         if verb == "status":
             return _encoder.encode(to_dict(await api.replace_status(body, namespace, dry_run))), _reply_headers(200)
+        if verb == "token":
+            try:
+                token_query = limits.decode_json(body, type=TokenQuery, what="token request")
+            except limits.InputError as e:
+                raise admission.from_limit(e) from None
+            return _encoder.encode(await api.service_account_token(token_query)), _reply_headers(201)
         try:
             q = limits.decode_json(body, type=Query, what="query")
         except limits.InputError as e:
@@ -583,7 +641,7 @@ async def handle(api: Api, verb: str, body: bytes, headers: dict[str, str],
             return _encoder.encode(to_dict(await api.delete(q))), _reply_headers(200)
         if verb == "evict":
             return _encoder.encode(to_dict(await api.evict(q))), _reply_headers(200)
-        raise errors.NotFound(f'unknown verb "{verb}": use apply, create, replace, status, get, list, delete or evict')
+        raise errors.NotFound(f'unknown verb "{verb}": use apply, create, replace, status, get, list, delete, evict or token')
     except errors.KybError as e:
         return _encoder.encode(e.to_status()), _reply_headers(e.code)
     except Exception as e:  # a bug: still one reply in the one shape
@@ -665,6 +723,7 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     if api.crds is not None:
         await api.crds.resume()
     await api.ensure_system_priority_classes()
+    await api.ensure_rbac_defaults()
     await namespaces.wait_synced(30)
     limit = asyncio.Semaphore(int(ctx.options.get("api_concurrency", 256)))
     # Like Kubernetes' apiserver (samplingRatePerMillion, default 0): a request that arrives

@@ -54,6 +54,12 @@ EXTRA = (
           "SelfSubjectAccessReview", False, ("create",)),
     Extra("authorization.k8s.io/v1", "selfsubjectrulesreviews", "selfsubjectrulesreview",
           "SelfSubjectRulesReview", False, ("create",)),
+    Extra("authorization.k8s.io/v1", "subjectaccessreviews", "subjectaccessreview", "SubjectAccessReview", False,
+          ("create",)),
+    Extra("authorization.k8s.io/v1", "localsubjectaccessreviews", "localsubjectaccessreview",
+          "LocalSubjectAccessReview", True, ("create",)),
+    Extra("authentication.k8s.io/v1", "selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview", False,
+          ("create",)),
     Extra("metrics.k8s.io/v1beta1", "nodes", "", "NodeMetrics", False, ("get", "list")),
     Extra("metrics.k8s.io/v1beta1", "pods", "", "PodMetrics", True, ("get", "list")),
 )
@@ -88,6 +94,8 @@ def subresources(info: KindInfo, group_version: str | None = None) -> list[Subre
     out = [Subresource("status", info.kind, group, version, ("get", "patch", "update"))]
     if info.plural in SCALABLE:
         out.append(Subresource("scale", "Scale", "autoscaling", "v1", ("get", "patch", "update")))
+    if info.kind == "ServiceAccount":
+        out.append(Subresource("token", "TokenRequest", "authentication.k8s.io", "v1", ("create",)))
     if info.kind == "Pod":
         out.append(Subresource("log", "Pod", "", "v1", ("get",)))
         out.append(Subresource("eviction", "Eviction", "policy", "v1", ("create",)))

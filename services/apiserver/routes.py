@@ -31,6 +31,7 @@ from schemas.meta import LabelSelector
 from schemas.registry import KindInfo
 from schemas.selector import SelectorError, from_label_selector, from_labels, parse, parse_fields
 from services.apiserver import (
+    authorization,
     discovery,
     fieldmanager,
     metricsapi,
@@ -38,6 +39,7 @@ from services.apiserver import (
     patch,
     portforward,
     protobuf,
+    rbac,
     respond,
     reviews,
     streaming,
@@ -56,6 +58,8 @@ PROTOBUF = "application/vnd.kubernetes.protobuf"
 MAX_BODY = 3 * 1024 * 1024
 ACCOUNT_RECHECK = 10.0  # seconds a service account token's bound pod is taken as still there
 MAX_ACCOUNTS = 10_000  # tokens remembered as checked
+# the kubeconfig's user: in system:masters, which RBAC always allows (as kubeadm's admin.conf)
+ADMIN = rbac.UserInfo("kubernetes-admin", (rbac.MASTERS, rbac.AUTHENTICATED))
 PATCH_ATTEMPTS = 10
 WATCH_BATCH = 500  # events a watch sends in one write
 FIELD_VALIDATION = ("Ignore", "Strict", "Warn")
@@ -119,9 +123,10 @@ class Server:
         self.nc = nc
         self.token = token
         self.service_account_key = service_account_key  # checks pods' service account tokens; None: refused
-        self._accounts: dict[str, tuple[float, str]] = {}  # token -> (when checked, user), see _service_account
+        self._accounts: dict[str, tuple[float, rbac.UserInfo]] = {}  # token -> (when checked, user), see _service_account
         self.api = ApiClient(nc, timeout=15, start_traces=False)
         self.cache = WatchCache(nc)
+        self.authz = authorization.Authorization(self.cache)
         self.bookmark_seconds = bookmark_seconds
         self.clock = clock or (lambda: _dt.datetime.now(_dt.UTC))
         self.server_address = server_address
@@ -161,10 +166,16 @@ class Server:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer":
             return _status(st.status(401, "Unauthorized", "Unauthorized"))
+        user: rbac.UserInfo | None = ADMIN
         if not hmac.compare_digest(token.strip().encode(), self.token.encode()):
-            if await self._service_account(token.strip()) is None:
+            user = await self._service_account(token.strip())
+            if user is None:
                 return _status(st.status(401, "Unauthorized", "Unauthorized"))
         try:
+            try:
+                await self.authz.admit(request, user)
+            except errors.KybError as e:  # the RBAC caches are not ready
+                return _status(st.from_error(e))
             if "traceparent" not in request.headers:
                 return _warned(request, await handler(request))
             # A client that traces (client-go, OpenTelemetry-instrumented ones) sends its trace
@@ -183,13 +194,13 @@ class Server:
                 return _status(st.status(413, "RequestEntityTooLarge", "the request body is too large"))
             raise
 
-    async def _service_account(self, token: str) -> str | None:
-        """The ``system:serviceaccount:<ns>:<name>`` a pod's token authenticates, or None.
+    async def _service_account(self, token: str) -> rbac.UserInfo | None:
+        """The ``system:serviceaccount:<ns>:<name>`` a service account token authenticates, or None.
 
         As Kubernetes' service account authenticator: signature, issuer, audience and times,
-        then the pod it is bound to must still exist with the same uid (checked at most once
-        every ``ACCOUNT_RECHECK`` seconds per token). Every authenticated user is still cluster
-        admin: RBAC is not enforced."""
+        then the service account must still exist with the uid the token names, and the pod it
+        is bound to (if any) with the same uid (checked at most once every ``ACCOUNT_RECHECK``
+        seconds per token)."""
         if self.service_account_key is None or token.count(".") != 2:
             return None
         now = self.clock()
@@ -207,7 +218,18 @@ class Server:
                 return None
             if (pod.get("metadata") or {}).get("uid") != binding.pod_uid:
                 return None
-        user = satoken.username(binding.namespace, binding.service_account)
+        try:
+            account = await self.api.get("ServiceAccount", binding.namespace, binding.service_account)
+        except errors.KybError:
+            return None
+        if binding.service_account_uid and (account.get("metadata") or {}).get("uid") != binding.service_account_uid:
+            return None
+        extra = {"authentication.kubernetes.io/pod-name": (binding.pod,),
+                 "authentication.kubernetes.io/pod-uid": (binding.pod_uid,)} if binding.pod else {}
+        if binding.node:
+            extra["authentication.kubernetes.io/node-name"] = (binding.node,)
+        user = rbac.service_account_user(binding.namespace, binding.service_account, binding.service_account_uid,
+                                         extra)
         if len(self._accounts) > MAX_ACCOUNTS:
             self._accounts.clear()
         self._accounts[token] = (now.timestamp(), user)
@@ -296,10 +318,13 @@ class Server:
             return None
         if gv == metricsapi.GROUP_VERSION:
             return await self._metrics(request, segs, namespace)
-        if segs[0] in ("selfsubjectaccessreviews", "selfsubjectrulesreviews"):
-            if request.method != "POST" or len(segs) != 1 or namespace is not None:
+        if segs[0] in reviews.KINDS:
+            if request.method != "POST" or len(segs) != 1 or (namespace is None) == (segs[0] == "localsubjectaccessreviews"):
                 raise Failure(405, "MethodNotAllowed", f"{segs[0]} takes only POST")
-            return reviews.answer(segs[0], await self._body(request))
+            body = await self._body(request)
+            if not isinstance(body, dict):
+                raise Failure(400, "BadRequest", "the request body must be a JSON object")
+            return reviews.answer(segs[0], body, request[authorization.USER], await self.authz.policy(), namespace)
         if len(segs) > 2:
             raise _not_found_path()
         name = segs[1] if len(segs) == 2 else None
@@ -875,6 +900,10 @@ class Server:
         if t.info.kind == "Pod" and t.sub == "portforward" and method in ("GET", "POST"):
             return await portforward.serve(request, self.nc, await self._get(t), t.namespace or "default",
                                            t.name or "")
+        if t.info.kind == "ServiceAccount" and t.sub == "token":
+            if method != "POST":
+                raise Failure(405, "MethodNotAllowed", "serviceaccounts/token takes only POST")
+            return await self.token_request(request, t)
         if t.info.kind == "Pod" and t.sub in ("eviction", "binding"):
             if method != "POST":
                 raise Failure(405, "MethodNotAllowed", f"pods/{t.sub} takes only POST")
@@ -913,6 +942,19 @@ class Server:
         else:
             await self.api.evict(self._ns(t), t.name or "", opts.get("gracePeriodSeconds"), pre.get("resourceVersion"))
         return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
+
+    async def token_request(self, request: web.Request, t: Target) -> web.Response:
+        """authentication.k8s.io/v1 TokenRequest (``kubectl create token``): a token of the
+        service account, signed by the api (``kyb.api.token``)."""
+        doc = await self._body(request)
+        if not isinstance(doc, dict) or doc.get("kind", "TokenRequest") != "TokenRequest":
+            raise Failure(400, "BadRequest", "the body of serviceaccounts/token must be a TokenRequest")
+        spec = doc.get("spec") or {}
+        if not isinstance(spec, dict):
+            raise Failure(400, "BadRequest", "spec must be an object")
+        known = {k: spec[k] for k in ("audiences", "expirationSeconds", "boundObjectRef") if spec.get(k) is not None}
+        reply = await self.api.token(t.namespace or "default", t.name or "", known)
+        return _json(reply, 201)
 
     async def bind(self, request: web.Request, t: Target) -> web.Response:
         """v1 Binding: the pod's spec.nodeName set to the target Node, once."""
