@@ -150,6 +150,37 @@ def _static(table: NodeTable, pod: PodRequest) -> tuple[NDArray[np.int8], NDArra
     return out
 
 
+def passes_node_filters(table: NodeTable, pod: PodRequest) -> NDArray[np.bool_]:
+    """Per row: the filters that only removing the node's pods cannot change pass (Ready,
+    NodeUnschedulable, NodeName, TaintToleration, NodeAffinity). Do not modify."""
+    code, _ = _static(table, pod)
+    ok: NDArray[np.bool_] = code == 0
+    return ok
+
+
+def row_reasons(table: NodeTable, pod: PodRequest, i: int) -> list[str]:
+    """Why row ``i`` rejects the pod, as kube-scheduler's first failing filter says it (every
+    short resource of NodeResourcesFit); [] when the pod passes. Topology spread is ``spread``'s."""
+    code, first_taint = _static(table, pod)
+    c = int(code[i])
+    if c == 4:
+        t = table.taint_list[int(first_taint[i])]
+        return [f"node(s) had untolerated taint {{{t.key}: {t.value}}}"]
+    if c:
+        return [{1: REASON_NOT_READY, 2: REASON_UNSCHEDULABLE, 3: REASON_NODE_NAME, 5: REASON_AFFINITY}.get(c, "node(s) not found")]
+    ports = _port_conflicts(table, pod, i, i + 1)
+    if ports is not None and ports[0]:
+        return [REASON_PORTS]
+    out = []
+    if table.req_pods[i] >= table.alloc_pods[i]:
+        out.append(REASON_TOO_MANY_PODS)
+    if pod.cpu > 0 and table.alloc_cpu[i] - table.req_cpu[i] < pod.cpu:
+        out.append(REASON_CPU)
+    if pod.memory > 0 and table.alloc_mem[i] - table.req_mem[i] < pod.memory:
+        out.append(REASON_MEMORY)
+    return out
+
+
 def _port_conflicts(table: NodeTable, pod: PodRequest, lo: int, hi: int) -> NDArray[np.bool_] | None:
     conflict = None
     for hp in pod.host_ports:

@@ -57,7 +57,7 @@ __all__ = [
     "REASON_MEMORY", "REASON_NODE_NAME", "REASON_NOT_READY", "REASON_PORTS", "REASON_SPREAD",
     "REASON_SPREAD_LABEL", "REASON_TOO_MANY_PODS", "REASON_UNSCHEDULABLE", "UNSCHEDULABLE_TAINT", "WEIGHTS",
     "Decision", "HostPort", "NodeInfo", "NodeTable", "PodRequest", "PreferredTerm", "Requirement",
-    "SpreadConstraint", "Taint", "Term", "Toleration", "num_feasible_nodes_to_find",
+    "SpreadConstraint", "Taint", "Term", "Toleration", "fits_on", "num_feasible_nodes_to_find", "reasons_on",
     "schedule_one",
 ]
 
@@ -101,3 +101,24 @@ def schedule_one(table: NodeTable, pod: PodRequest, rng: np.random.Generator, no
         best = np.flatnonzero(total == total.max())
         pick = int(rows[best[0] if best.size == 1 else best[int(rng.integers(best.size))]])
     return Decision(node_name=table.names[pick], nodes=nodes, next_start=next_start)
+
+
+def reasons_on(table: NodeTable, pod: PodRequest, row: int) -> list[str]:
+    """Why the pod does not fit on ``row`` now, every filter included ([] when it fits)."""
+    out = filters.row_reasons(table, pod, row)
+    if out or not pod.spread:
+        return out
+    masks = spread.filter_masks(table, pod)
+    if masks is None:
+        return []
+    labelled, within = masks
+    if not labelled[row]:
+        return [REASON_SPREAD_LABEL]
+    return [] if within[row] else [REASON_SPREAD]
+
+
+def fits_on(table: NodeTable, pod: PodRequest, node: str) -> bool:
+    """Whether the pod passes every filter on ``node`` (kube-scheduler tries a pod's nominated
+    node alone first, and binds there when it fits)."""
+    row = table.index.get(node)
+    return row is not None and not reasons_on(table, pod, row)

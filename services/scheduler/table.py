@@ -270,11 +270,11 @@ class NodeTable:
         if i is not None:
             self._account(i, b, +1)
 
-    def forget(self, key: str) -> None:
-        """Stop counting a pod (deleted, or its binding failed)."""
+    def forget(self, key: str) -> _Bound | None:
+        """Stop counting a pod (deleted, or its binding failed); what was counted, for ``restore``."""
         b = self.pods.pop(key, None)
         if b is None:
-            return
+            return None
         on = self._pods_on.get(b.node)
         if on is not None:
             on.discard(key)
@@ -288,6 +288,19 @@ class NodeTable:
         i = self.index.get(b.node)
         if i is not None:
             self._account(i, b, -1)
+        return b
+
+    def restore(self, key: str, b: _Bound) -> None:
+        """Count again, exactly as before, a pod that ``forget`` returned ``b`` for (preemption
+        takes pods off a node to see whether another fits, then puts them back)."""
+        if key in self.pods:
+            self.forget(key)
+        self.pods[key] = b
+        self._pods_on.setdefault(b.node, set()).add(key)
+        self.in_namespace.setdefault(b.namespace, set()).add(key)
+        i = self.index.get(b.node)
+        if i is not None:
+            self._account(i, b, +1)
 
     def matching_per_row(self, namespace: str, selector: Selector) -> NDArray[np.int64]:
         """Per node row: how many pods of ``namespace`` counted there (bound or assumed) have
