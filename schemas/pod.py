@@ -232,7 +232,8 @@ class PodSecurityContext(Base, kw_only=True, frozen=True):
 
 
 class ContainerResizePolicy(Base, kw_only=True, frozen=True):
-    """How a container would take a change of one resource in place (resizes are not done here)."""
+    """How a container takes a change of one resource in place (``pods/resize``): in the running
+    container, or by restarting it."""
 
     resourceName: Literal["cpu", "memory"]
     restartPolicy: Literal["NotRequired", "RestartContainer"]
@@ -566,6 +567,10 @@ class ContainerStatus(Base, kw_only=True, frozen=True):
     image: str = ""
     imageID: str = ""
     containerID: str = ""
+    # What the node gave the container (in-place resize): its requests, and the requests and
+    # limits the runtime applies now.
+    allocatedResources: dict[str, str] = {}
+    resources: ResourceRequirements | None = None
 
 
 class PodIP(Base, kw_only=True, frozen=True):

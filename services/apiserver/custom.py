@@ -1,11 +1,13 @@
-"""The scale subresource of custom kinds (``autoscaling/v1`` Scale from the paths the CRD's
-``subresources.scale`` names), as Kubernetes' apiextensions-apiserver serves it. Pure."""
+"""Subresources computed in the apiserver: the scale of custom kinds (``autoscaling/v1`` Scale
+from the paths the CRD's ``subresources.scale`` names, as Kubernetes' apiextensions-apiserver
+serves it) and the pod an in-place resize makes (``pods/resize``). Pure."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from schemas import jsonpath
+from schemas import jsonpath, podresize
+from schemas.pod import Pod
 from schemas.registry import KindInfo
 from services.apiserver.respond import Failure
 
@@ -55,3 +57,27 @@ def set_path(obj: dict[str, Any], path: str, value: Any) -> None:
             nxt = cur[name] = {}
         cur = nxt
     cur[names[-1]] = value
+
+
+def resize_of(current: dict[str, Any], wanted: Any, name: str) -> dict[str, Any]:
+    """The stored pod ``current`` with the containers' resources of ``wanted`` (a pod), or 422
+    naming what a resize may not change."""
+    from kyb.render import to_dict
+    from schemas.validation import SchemaError, decode
+
+    if not isinstance(wanted, dict):
+        raise Failure(400, "BadRequest", "the body of pods/resize must be a Pod")
+    try:
+        new, old = decode(wanted), decode(current)
+    except SchemaError as e:
+        raise Failure(422, "Invalid", f'Pod "{name}" is invalid: {e}',
+                      causes=[{"field": f, "message": m, "reason": "FieldValueInvalid"} for f, m in e.details]) from None
+    assert isinstance(new, Pod) and isinstance(old, Pod)
+    found = podresize.problems(new, old)
+    if found:
+        summary = "; ".join(f"{f}: {m}" if f else m for f, m in found[:3])
+        raise Failure(422, "Invalid", f'Pod "{name}" is invalid: {summary}',
+                      causes=[{"field": f, "message": m, "reason": "FieldValueForbidden"} for f, m in found])
+    out = to_dict(podresize.resized(old, new))
+    out.setdefault("metadata", {})["resourceVersion"] = (current.get("metadata") or {}).get("resourceVersion")
+    return out

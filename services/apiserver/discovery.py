@@ -100,6 +100,7 @@ def subresources(info: KindInfo, group_version: str | None = None) -> list[Subre
         out.append(Subresource("log", "Pod", "", "v1", ("get",)))
         out.append(Subresource("eviction", "Eviction", "policy", "v1", ("create",)))
         out.append(Subresource("binding", "Binding", "", "v1", ("create",)))
+        out.append(Subresource("resize", "Pod", "", "v1", ("get", "patch", "update")))
         for name in ("exec", "attach", "portforward"):
             out.append(Subresource(name, {"exec": "PodExecOptions", "attach": "PodAttachOptions"}.get(
                 name, "PodPortForwardOptions"), "", "v1", ("create", "get")))

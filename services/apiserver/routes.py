@@ -47,7 +47,7 @@ from services.apiserver import (
 )
 from services.apiserver import status as st
 from services.apiserver.cache import Change, Expired, WatchCache
-from services.apiserver.custom import custom_scale, scale_paths, set_path
+from services.apiserver.custom import custom_scale, resize_of, scale_paths, set_path
 from services.apiserver.events import Events
 from services.apiserver.respond import Failure, json_response, not_found_path, status_response
 
@@ -904,6 +904,8 @@ class Server:
             if method != "POST":
                 raise Failure(405, "MethodNotAllowed", "serviceaccounts/token takes only POST")
             return await self.token_request(request, t)
+        if t.info.kind == "Pod" and t.sub == "resize":
+            return await self.resize(request, t)
         if t.info.kind == "Pod" and t.sub in ("eviction", "binding"):
             if method != "POST":
                 raise Failure(405, "MethodNotAllowed", f"pods/{t.sub} takes only POST")
@@ -920,6 +922,26 @@ class Server:
         if named and named != t.name:
             raise Failure(400, "BadRequest", f"name in URL does not match name in {kind} object")
         return doc
+
+    async def resize(self, request: web.Request, t: Target) -> web.Response:
+        """pods/resize (kubectl patch|edit|apply --subresource resize): only the containers' CPU
+        and memory requests and limits change, as Kubernetes validates an in-place resize; the
+        pod's kubelet applies them to the running containers."""
+        if request.method == "GET":
+            return await self.render(request, t, await self._get(t))
+        if request.method not in ("PATCH", "PUT"):
+            raise Failure(405, "MethodNotAllowed", f"the server does not allow this method on pods/resize: "
+                          f"{request.method}")
+        if request.method == "PATCH":
+            fn = self._patch_fn(request, await self._patch_body(request))
+        else:
+            body = self._object_body(t, await self._body(request))
+            fn = lambda _current: json.loads(json.dumps(body))  # noqa: E731
+
+        def change(current: dict[str, Any]) -> dict[str, Any]:
+            return resize_of(current, fn(current), t.name or "")
+
+        return await self.render(request, t, await self._patched(request, t, change))
 
     async def evict(self, request: web.Request, t: Target) -> web.Response:
         """policy/v1 Eviction: the pod deleted with the Eviction's DeleteOptions unless its

@@ -33,9 +33,11 @@ No I/O, no asyncio: ``now`` is an argument.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from fractions import Fraction
 from typing import Protocol, TypeVar
 
 import msgspec
@@ -55,8 +57,10 @@ from schemas.pod import (
     PodIP,
     PodPhase,
     PodStatus,
+    ResourceRequirements,
     is_sidecar,
 )
+from schemas.quantity import cpu_millis, format_quantity, to_bytes
 from services.kubelet.handlers import DEADLINE_MESSAGE, DEADLINE_REASON, deadline_left
 from services.kubelet.runtime.base import ContainerInfo
 
@@ -89,6 +93,8 @@ class PodMemory:
     crash_backoff: Mapping[str, float] = field(default_factory=dict)  # container -> back-off of the next restart
     failures: Mapping[str, Failure] = field(default_factory=dict)  # container -> last failed start
     fresh: frozenset[str] = frozenset()  # containers whose start failed in this very sync
+    # container -> (the limits a resize asked for, why the runtime refused them): not tried again
+    resize_errors: Mapping[str, tuple[tuple[int | None, int | None], str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +122,20 @@ class Kill:
 
 
 @dataclass(frozen=True, slots=True)
+class Resize:
+    """Change a running container's limits in place (None: that limit stays as it is)."""
+
+    container_id: str
+    name: str
+    cpu_limit_millis: int | None
+    memory_limit_bytes: int | None
+
+    @property
+    def wanted(self) -> tuple[int | None, int | None]:
+        return self.cpu_limit_millis, self.memory_limit_bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     type: str  # Normal | Warning
     reason: str
@@ -131,10 +151,11 @@ class Plan:
     memory: PodMemory
     requeue_after: float | None
     events: tuple[Event, ...] = ()
+    resize: tuple[Resize, ...] = ()
 
     @property
     def acts(self) -> bool:
-        return bool(self.start or self.kill)
+        return bool(self.start or self.kill or self.resize)
 
 
 def duration(seconds: float) -> str:
@@ -190,6 +211,8 @@ class _Acc:
     events: list[Event] = field(default_factory=list)
     backoff: dict[str, float] = field(default_factory=dict)
     waits: list[float] = field(default_factory=list)
+    resize: list[Resize] = field(default_factory=list)
+    resize_errors: dict[str, str] = field(default_factory=dict)  # container -> why its resize failed
 
 
 def _attempts(observed: Sequence[ContainerInfo], name: str) -> list[ContainerInfo]:
@@ -259,6 +282,7 @@ def _one(
             ready=ready and restartable,
             started=started,
             **ident,
+            **_resized(c, latest, restartable and not view.liveness_failed, memory, acc),
         )
         return status, "running"
 
@@ -312,6 +336,51 @@ def _one(
         acc.start.append(Start(c.name, latest.attempt if latest else 0, init))
     reason = "ContainerCreating" if may_start or init else "PodInitializing"
     return msgspec.structs.replace(base, state=ContainerState(waiting=ContainerStateWaiting(reason=reason))), "waiting"
+
+
+def wanted_limits(c: Container) -> tuple[int | None, int | None]:
+    """The CPU (millicores) and memory (bytes) limits the container's spec asks for."""
+    limits = c.resources.limits
+    return (cpu_millis(limits["cpu"]) if "cpu" in limits else None,
+            to_bytes(limits["memory"]) if "memory" in limits else None)
+
+
+def _resized(c: Container, latest: ContainerInfo, resizable: bool, memory: PodMemory, acc: _Acc) -> dict[str, object]:
+    """In-place resize of a running container, as Kubernetes' kubelet does it: when its spec's
+    limits differ from the ones the runtime applies, change them in the container (a Resize),
+    or restart it (a Kill) where a changed resource's ``resizePolicy`` is RestartContainer or a
+    limit is removed. The status fields it reports: ``allocatedResources`` (the requests the
+    node gave it) and ``resources`` (the requests, and the limits applied now)."""
+    if not latest.limits_known:
+        return {}
+    want = wanted_limits(c)
+    have = (latest.cpu_limit_millis, latest.memory_limit_bytes)
+    changed = [r for r, w, h in (("cpu", want[0], have[0]), ("memory", want[1], have[1])) if w != h]
+    if changed and resizable:
+        policy: dict[str, str] = {p.resourceName: p.restartPolicy for p in c.resizePolicy}
+        restart = [r for r in changed if policy.get(r, "NotRequired") == "RestartContainer"]
+        removed = [r for r, w in (("cpu", want[0]), ("memory", want[1])) if r in changed and w is None]
+        failed = memory.resize_errors.get(c.name)
+        if restart or removed:
+            why = "its resize policy restarts it" if restart else "a limit cannot be removed in place"
+            acc.kill.append(Kill(latest.id, c.name, "Killing",
+                                 f"Container {c.name} resize of {', '.join(restart or removed)} requires a restart: {why}"))
+        else:
+            r = Resize(latest.id, c.name, want[0] if "cpu" in changed else None, want[1] if "memory" in changed else None)
+            if failed is not None and failed[0] == r.wanted:
+                acc.resize_errors[c.name] = failed[1]
+            else:
+                acc.resize.append(r)
+    limits = dict(c.resources.limits)
+    for name, w, h in (("cpu", want[0], have[0]), ("memory", want[1], have[1])):
+        if w == h:
+            continue
+        if h is None:
+            limits.pop(name, None)
+        else:
+            limits[name] = format_quantity(Fraction(h, 1000)) if name == "cpu" else format_quantity(h, binary=True)
+    applied = ResourceRequirements(limits=limits, requests=dict(c.resources.requests))
+    return {"allocatedResources": dict(c.resources.requests), "resources": applied}
 
 
 def _note_backoff(pod: Pod, name: str, init: bool, reason: str, acc: _Acc, message: str) -> None:
@@ -448,6 +517,9 @@ def plan(
     if phase in ("Succeeded", "Failed"):
         conditions[2] = _condition(pod, "ContainersReady", False, now, "PodCompleted", "")
         conditions[3] = _condition(pod, "Ready", False, now, "PodCompleted", "")
+    if acc.resize_errors:  # as Kubernetes' kubelet reports a resize the runtime refused
+        message = "; ".join(f"{n}: {m}" for n, m in sorted(acc.resize_errors.items()))
+        conditions.append(_condition(pod, "PodResizeInProgress", True, now, "Error", message))
 
     pod_status = PodStatus(
         phase=phase,
@@ -467,7 +539,8 @@ def plan(
 
     backoff = dict(memory.crash_backoff)
     backoff.update(acc.backoff)
-    new_memory = PodMemory(crash_backoff=backoff, failures=dict(memory.failures), fresh=frozenset())
+    new_memory = PodMemory(crash_backoff=backoff, failures=dict(memory.failures), fresh=frozenset(),
+                           resize_errors={n: memory.resize_errors[n] for n in acc.resize_errors})
     live = any(i.state == "running" for i in observed)
     waits = [w for w in acc.waits if w > 0]
     if live and phase not in ("Succeeded", "Failed"):
@@ -484,6 +557,7 @@ def plan(
         memory=new_memory,
         requeue_after=min(waits) if waits else None,
         events=tuple(acc.events),
+        resize=tuple(acc.resize),
     )
 
 
@@ -551,7 +625,14 @@ def with_failure(memory: PodMemory, name: str, failure: Failure | None) -> PodMe
     else:
         failures[name] = failure
         fresh.add(name)
-    return PodMemory(crash_backoff=memory.crash_backoff, failures=failures, fresh=frozenset(fresh))
+    return PodMemory(crash_backoff=memory.crash_backoff, failures=failures, fresh=frozenset(fresh),
+                     resize_errors=memory.resize_errors)
+
+
+def with_resize_error(memory: PodMemory, r: Resize, message: str) -> PodMemory:
+    """``memory`` with the runtime's refusal of resize ``r`` recorded (not tried again until the
+    container's limits are asked to change once more)."""
+    return dataclasses.replace(memory, resize_errors={**memory.resize_errors, r.name: (r.wanted, message)})
 
 
 def next_failure_backoff(previous: Failure | None, reason: str, settings: Settings) -> float:

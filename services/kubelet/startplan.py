@@ -346,8 +346,9 @@ def not_effective(pod: Pod, runtime: str) -> tuple[str, ...]:
         out.append("spec.hostUsers (false needs a user namespace, not set up here: the pod runs in the node's)")
     for group in ("initContainers", "containers"):
         for i, c in enumerate(getattr(spec, group)):
-            if c.resizePolicy:
-                out.append(f"spec.{group}[{i}].resizePolicy (resources are not resized in place)")
+            if c.resizePolicy and runtime == "process":
+                out.append(f"spec.{group}[{i}].resizePolicy (the process runtime applies no CPU or memory limits, "
+                           "so there is nothing to resize in place)")
     psc = spec.securityContext
     if runtime == "process":
         fields = [f"spec.securityContext.{n}" for n in _set(psc, _POD_SECURITY_FIELDS)] if psc is not None else []

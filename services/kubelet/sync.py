@@ -58,6 +58,7 @@ from services.kubelet.reconcile import (
     status_differs,
     stop_waves,
     with_failure,
+    with_resize_error,
 )
 from services.kubelet.runtime.base import (
     ContainerInfo,
@@ -354,6 +355,14 @@ class PodWorker:
     # -- applying --------------------------------------------------------------------------
 
     async def _apply(self, pod: Pod, p: Plan, memory: PodMemory, ip: str) -> PodMemory:
+        for r in p.resize:
+            try:
+                await self.runtime.update_resources(r.container_id, cpu_limit_millis=r.cpu_limit_millis,
+                                                    memory_limit_bytes=r.memory_limit_bytes)
+            except ContainerRuntimeError as e:
+                memory = with_resize_error(memory, r, e.message)
+                await self._events(pod, Event("Warning", "ResizeFailed", f"Resize of container {r.name} failed: "
+                                                                         f"{e.message}"))
         if p.kill:
             deadline = time.monotonic() + max(0, pod.spec.terminationGracePeriodSeconds)
             for wave in stop_waves(pod, p.kill):

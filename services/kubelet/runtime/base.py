@@ -114,6 +114,11 @@ class ContainerInfo:
     reason: str | None = None  # OOMKilled | Completed | Error | ContainerCannotRun | ContainerStatusUnknown
     message: str | None = None
     image_id: str | None = None
+    # The limits the runtime applies now (``limits_known``: the runtime reports them, and can
+    # change them in place; see ``ContainerRuntime.update_resources``).
+    cpu_limit_millis: int | None = None
+    memory_limit_bytes: int | None = None
+    limits_known: bool = False
 
 
 @runtime_checkable
@@ -166,6 +171,12 @@ class ContainerRuntime(Protocol):
         """Start ``cmd`` inside the container and hand back the live session (kubectl exec -it):
         its stdin open when ``stdin``, a terminal of its own when ``tty`` (ContainerNotFound,
         ContainerRuntimeError)."""
+        ...
+
+    async def update_resources(self, container_id: str, *, cpu_limit_millis: int | None,
+                               memory_limit_bytes: int | None) -> None:
+        """Change a running container's CPU and memory limits in place (an in-place resize);
+        ContainerRuntimeError where the runtime cannot."""
         ...
 
     async def attach_session(self, container_id: str, *, stdin: bool, tty: bool) -> ExecSession:

@@ -165,6 +165,7 @@ def container_info(attrs: dict[str, Any]) -> ContainerInfo:
     """Our view of a ``docker inspect`` document."""
     labels = attrs.get("Config", {}).get("Labels") or {}
     st = attrs.get("State") or {}
+    host = attrs.get("HostConfig") or {}
     state = _STATE.get(str(st.get("Status", "")), "unknown")
     exit_code = int(st["ExitCode"]) if state == "exited" and st.get("ExitCode") is not None else None
     oom = bool(st.get("OOMKilled")) and state == "exited"
@@ -190,6 +191,9 @@ def container_info(attrs: dict[str, Any]) -> ContainerInfo:
         reason=reason,
         message=st.get("Error") or None,
         image_id=attrs.get("Image"),
+        cpu_limit_millis=(int(host.get("NanoCpus") or 0) // 1_000_000) or None,
+        memory_limit_bytes=int(host.get("Memory") or 0) or None,
+        limits_known=True,
     )
 
 
@@ -521,6 +525,22 @@ class DockerRuntime:
         exec_id = created["Id"]
         sock = await self._call("container", self._api.exec_start, exec_id, socket=True, tty=tty)
         return DockerSession(self, exec_id, sock, tty)
+
+    async def update_resources(self, container_id: str, *, cpu_limit_millis: int | None,
+                               memory_limit_bytes: int | None) -> None:
+        """``docker update`` of the container's NanoCpus and Memory (swap kept at twice the
+        memory, as the engine sets it at create); a limit given as None is left as it is (the
+        engine cannot remove one from a running container: the kubelet restarts it for that)."""
+        body: dict[str, int] = {}
+        if cpu_limit_millis is not None:
+            body["NanoCpus"] = cpu_limit_millis * 1_000_000
+        if memory_limit_bytes is not None:
+            body |= {"Memory": memory_limit_bytes, "MemorySwap": 2 * memory_limit_bytes}
+        if not body:
+            return
+        url = self._api._url("/containers/{0}/update", container_id)
+        response = await self._call("container", self._api._post_json, url, data=body)
+        await self._call("container", self._api._raise_for_status, response)
 
     async def attach_session(self, container_id: str, *, stdin: bool, tty: bool) -> DockerSession:
         config = (await self._call("container", self._api.inspect_container, container_id)).get("Config") or {}

@@ -474,6 +474,12 @@ class ProcessRuntime:
         except OSError as e:
             raise ContainerRuntimeError(f"cannot run {cmd[0]!r}: {e.strerror}") from e
 
+    async def update_resources(self, container_id: str, *, cpu_limit_millis: int | None,
+                               memory_limit_bytes: int | None) -> None:
+        """Nothing to change: the process runtime applies no CPU or memory limits (README), so
+        it never reports limits a resize would have to change (``limits_known`` is False)."""
+        return None
+
     async def attach_session(self, container_id: str, *, stdin: bool, tty: bool) -> ProcessSession:
         raise ContainerRuntimeError("attaching to a container's stdin is not served by the process runtime "
                                     "(its keeper holds no terminal); kubectl attach without -i streams the output")
