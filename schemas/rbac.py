@@ -1,7 +1,8 @@
 """rbac.authorization.k8s.io/v1: Role, ClusterRole, RoleBinding, ClusterRoleBinding.
 
-Stored, defaulted and validated as Kubernetes does (``pkg/apis/rbac/validation``); nothing
-enforces them yet: every authenticated user is still cluster admin. A Role's rules hold in its
+Stored, defaulted and validated as Kubernetes does (``pkg/apis/rbac/validation``); the
+apiserver enforces them (services/apiserver/rbac.py) and the api makes Kubernetes' default
+roles (schemas/bootstrappolicy.py). A Role's rules hold in its
 namespace; a ClusterRole's everywhere, and only a ClusterRole may name ``nonResourceURLs``. A
 ClusterRole with an ``aggregationRule`` gets its rules from the ClusterRoles its selectors
 match (kept by the clusterroleaggregation service, ``services/clusterroleaggregation``). A binding's
