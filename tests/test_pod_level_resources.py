@@ -1,6 +1,7 @@
 """Pod-level ``spec.resources`` (Kubernetes' PodLevelResources): validated and defaulted as
-Kubernetes does, and the pod's requests wherever a pod's requests count (the scheduler's fit
-on a real nats-server, quota and LimitRanger sums, the downward API's unset limits)."""
+Kubernetes does, the pod's requests wherever a pod's requests count (the scheduler's fit on a
+real nats-server, quota and LimitRanger sums, the downward API's unset limits), and on Docker
+a cgroup of the pod's own that holds its containers within the pod-level limits."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ from schemas.pod import Container, Pod, PodSpec, ResourceRequirements
 from schemas.validation import SchemaError, decode
 from services.kubelet.env import resource_value
 from services.scheduler.service import Scheduler
+from tests import images
 from tests.cluster import wait_for
 from tests.test_scheduler_service import node
+
+busybox_image = images.busybox_image
 
 
 def manifest(pod_resources_: dict[str, Any], *containers: dict[str, Any], name: str = "p") -> dict[str, Any]:
@@ -123,3 +127,63 @@ async def test_the_scheduler_fits_the_pod_level_request_not_the_containers(nc):
         stop.set()
         await task
         await scheduler.stop()
+
+
+@pytest.mark.docker
+async def test_on_docker_the_pod_level_memory_limit_bounds_containers_without_their_own(nats_url, tmp_path,
+                                                                                          busybox_image,
+                                                                                          docker_engine):
+    from services.kubelet.runtime import podcgroup
+    from tests.cluster import containers_of
+    from tests.test_kubelet_lifecycle import cluster_for
+
+    async with cluster_for("docker", nats_url, tmp_path, busybox_image) as c:
+        hog = {"name": "hog", "command": ["sh", "-c", "sleep 1; head -c 300m /dev/zero | tail > /dev/null"]}
+        idle = {"name": "idle", "command": ["sleep", "3600"]}
+        pod_manifest = c.pod_manifest("bounded", [idle, hog], restartPolicy="Never",
+                                      resources={"limits": {"memory": "48Mi", "cpu": "500m"}})
+        await c.apply(pod_manifest)
+        pod = await c.wait_pod("bounded", lambda p: any(
+            s.name == "hog" and s.state.terminated is not None for s in p.status.containerStatuses), timeout=60)
+        hog_status = next(s for s in pod.status.containerStatuses if s.name == "hog")
+        assert hog_status.state.terminated is not None and hog_status.state.terminated.exitCode != 0, hog_status
+        uid = pod.metadata.uid or ""
+        parent = podcgroup.parent_of(uid)
+        assert {ct.attrs["HostConfig"]["CgroupParent"] for ct in containers_of(docker_engine, uid)} == {parent}
+        if podcgroup.version() == 2:
+            limit_file = podcgroup.ROOT / parent.lstrip("/") / "memory.max"
+        else:
+            limit_file = podcgroup.ROOT / "memory" / parent.lstrip("/") / "memory.limit_in_bytes"
+        assert limit_file.read_text().strip() == str(48 * 1024**2)
+        await c.delete("bounded")
+        await wait_for(lambda: not limit_file.parent.exists(), timeout=30, what="the pod's cgroup removed")
+
+
+@pytest.mark.parametrize("cgroup_version", [pytest.param(1, id="v1"), pytest.param(2, id="v2")])
+def test_the_pod_cgroup_gets_the_pod_level_limits_and_goes_with_the_pod(tmp_path, cgroup_version):
+    from services.kubelet.runtime import podcgroup
+
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    if cgroup_version == 2:
+        (root / "cgroup.controllers").write_text("cpu memory pids")
+        (root / "cgroup.subtree_control").write_text("")
+    else:
+        for controller in ("cpu", "memory", "pids"):
+            (root / controller).mkdir()
+    assert podcgroup.ensure("u1", 250, 64 * 1024**2, root) == "/kyb-pods/podu1"
+    if cgroup_version == 2:
+        pod_dir = root / "kyb-pods" / "podu1"
+        assert (pod_dir / "cpu.max").read_text() == "25000 100000"
+        assert (pod_dir / "memory.max").read_text() == str(64 * 1024**2)
+        places = [pod_dir]
+    else:
+        assert (root / "cpu" / "kyb-pods" / "podu1" / "cpu.cfs_quota_us").read_text() == "25000"
+        assert (root / "memory" / "kyb-pods" / "podu1" / "memory.limit_in_bytes").read_text() == str(64 * 1024**2)
+        (root / "pids" / "kyb-pods" / "podu1").mkdir(parents=True)  # what the engine makes beside them
+        places = [root / c / "kyb-pods" / "podu1" for c in ("cpu", "memory", "pids")]
+    for place in places:  # a real cgroup directory empties itself; here the files go first
+        for f in place.iterdir():
+            f.unlink()
+    podcgroup.remove("u1", root)
+    assert not any(p.exists() for p in places)

@@ -70,6 +70,7 @@ def sandbox_network(pod: Pod, cni: bool) -> SandboxNetwork:
 
 def sandbox_config(pod: Pod, ip: str, network: SandboxNetwork, resolv_conf: str | None = None,
                    hosts_file: str | None = None) -> SandboxConfig:
+    pod_limits = pod.spec.resources.limits if pod.spec.resources is not None else {}
     return SandboxConfig(
         pod_uid=pod.metadata.uid or "",
         pod_name=pod.metadata.name,
@@ -81,6 +82,8 @@ def sandbox_config(pod: Pod, ip: str, network: SandboxNetwork, resolv_conf: str 
         resolv_conf=resolv_conf,
         hosts_file=hosts_file,
         sysctls=sysctls(pod),
+        pod_cpu_limit_millis=cpu_millis(pod_limits["cpu"]) if "cpu" in pod_limits else None,
+        pod_memory_limit_bytes=to_bytes(pod_limits["memory"]) if "memory" in pod_limits else None,
     )
 
 

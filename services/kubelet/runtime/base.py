@@ -77,6 +77,9 @@ class SandboxConfig:
     resolv_conf: str | None = None  # a host file the pod sees as /etc/resolv.conf (None: the runtime's own)
     hosts_file: str | None = None  # a host file the pod sees as /etc/hosts (None: the runtime's own)
     sysctls: Mapping[str, str] = field(default_factory=dict)  # the pod's (namespaced: net.*, IPC)
+    # pod-level limits (spec.resources.limits): a cgroup of the pod's own bounds all its containers
+    pod_cpu_limit_millis: int | None = None
+    pod_memory_limit_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

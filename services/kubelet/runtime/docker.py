@@ -31,8 +31,10 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import structlog
 from docker.utils import parse_repository_tag
 
+from . import podcgroup
 from .base import (
     LABEL_CONTAINER_ATTEMPT,
     LABEL_CONTAINER_NAME,
@@ -64,6 +66,8 @@ from .errors import (
     from_docker,
 )
 from .sessions import OutputQueue
+
+log = structlog.get_logger("kyb.kubelet.docker")
 
 T = TypeVar("T")
 
@@ -283,6 +287,7 @@ class DockerRuntime:
         self._pull_timeout = pull_timeout
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="docker-runtime")
         self._pause_lock = asyncio.Lock()
+        self._cgroup_driver: str | None = None  # the engine's, asked once
 
     async def _call(self, action: DockerAction, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -355,6 +360,7 @@ class DockerRuntime:
             port_bindings=bindings, dns=list(cfg.dns_servers) or None, network_mode=network_mode,
             ipc_mode="shareable",  # the app containers join it (one IPC namespace per pod)
             sysctls=dict(cfg.sysctls) or None,
+            cgroup_parent=await self._pod_cgroup(cfg),
         )
         try:
             created = await self._call(
@@ -373,6 +379,25 @@ class DockerRuntime:
             raise
         return str(created["Id"])
 
+    async def _pod_cgroup(self, cfg: SandboxConfig) -> str | None:
+        """The pod's own cgroup, holding its pod-level limits (None when it has none, or when the
+        engine's cgroup driver is not cgroupfs or the host refuses: then they are not enforced)."""
+        if cfg.pod_cpu_limit_millis is None and cfg.pod_memory_limit_bytes is None:
+            return None
+        if self._cgroup_driver is None:
+            info = await self._call("engine", self._api.info)
+            self._cgroup_driver = str(info.get("CgroupDriver") or "")
+        if self._cgroup_driver != "cgroupfs":
+            log.warning("pod-level limits not enforced: the engine's cgroup driver is not cgroupfs",
+                        pod=f"{cfg.namespace}/{cfg.pod_name}", driver=self._cgroup_driver)
+            return None
+        try:
+            return await asyncio.to_thread(podcgroup.ensure, cfg.pod_uid, cfg.pod_cpu_limit_millis,
+                                           cfg.pod_memory_limit_bytes)
+        except podcgroup.CgroupUnavailable as e:
+            log.warning("pod-level limits not enforced", pod=f"{cfg.namespace}/{cfg.pod_name}", why=str(e))
+            return None
+
     def _remove_quietly(self, ref: str) -> None:
         try:
             self._api.remove_container(ref, force=True, v=True)
@@ -385,6 +410,7 @@ class DockerRuntime:
         found.sort(key=lambda c: (c.get("Labels") or {}).get(LABEL_SANDBOX) == "true")
         for c in found:
             await self._call("container", self._remove_quietly, c["Id"])
+        await asyncio.to_thread(podcgroup.remove, pod_uid)  # its own cgroup, when it had one
 
     async def sandbox_netns(self, pod_uid: str) -> str | None:
         """``/proc/<pid>/ns/net`` of the pod's running sandbox (what CNI configures)."""
@@ -428,6 +454,7 @@ class DockerRuntime:
         if sec.seccomp not in (None, "unconfined"):
             seccomp_profile = await asyncio.to_thread(_read_profile, sec.seccomp)
         shareable = (sandbox.get("HostConfig") or {}).get("IpcMode") == "shareable"
+        pod_cgroup = (sandbox.get("HostConfig") or {}).get("CgroupParent") or None  # the pod's limits
         labels = {
             LABEL_POD_UID: pod_uid,
             LABEL_POD_NAME: pod_name,
@@ -451,6 +478,7 @@ class DockerRuntime:
             cap_drop=list(sec.cap_drop) or None,
             group_add=[str(g) for g in sec.supplemental_groups] or None,
             security_opt=security_options(sec, seccomp_profile) or None,
+            cgroup_parent=pod_cgroup,
         )
         try:
             config = self._api.create_container_config(
