@@ -625,6 +625,13 @@ def test_a_crd_and_its_objects_through_kubectl(cluster, tmp_path):
     scale = json.loads(_kubectl(cluster, "get", "--raw",
                                 "/apis/stable.example.com/v1/namespaces/default/crontabs/my-new-cron-object/scale").stdout)
     assert scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
+    strategic = _kubectl(cluster, "patch", "crontab", "my-new-cron-object", "--type=strategic",
+                         "-p", '{"spec": {"image": "x"}}', check=False)
+    assert strategic.returncode == 1 and "strategic merge patch is not supported" in strategic.stderr
+    _kubectl(cluster, "patch", "crontab", "my-new-cron-object", "--type=json",
+             "-p", '[{"op": "replace", "path": "/spec/image", "value": "patched-image"}]')
+    assert json.loads(_kubectl(cluster, "get", "ct", "my-new-cron-object", "-o", "json").stdout)[
+        "spec"]["image"] == "patched-image"
     explained = _kubectl(cluster, "explain", "crontab.spec").stdout
     assert "cronSpec" in explained and "replicas" in explained
     # kyb reads the cluster's CRDs to know the kind, and prints the same columns

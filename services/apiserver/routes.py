@@ -792,6 +792,10 @@ class Server:
                              ) -> Callable[[dict[str, Any]], dict[str, Any]]:
         """``fn`` with field validation of what it makes (the stored object has no unknown fields,
         so those found are the patch's); the patch's text is checked for repeated fields once."""
+        if t.info.custom is not None and request.headers.get("Content-Type", "").split(";")[0].strip().lower() \
+                == patch.STRATEGIC:
+            raise Failure(415, "UnsupportedMediaType", "strategic merge patch is not supported for custom resources: "
+                          f"use {patch.MERGE_PATCH} or {patch.JSON_PATCH}")
         mode = _field_validation(request)
         repeated = [] if mode == "Ignore" else strict.duplicate_fields(await request.read())
         if repeated and mode == "Strict":
