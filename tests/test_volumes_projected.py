@@ -479,3 +479,16 @@ def test_the_api_and_the_apiserver_making_the_key_at_once_get_the_same_one(tmp_p
     assert len({satoken.key_id(k.public_key()) for k in keys}) == 1
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [p.name for p in path.parent.iterdir()] == ["sa.key"], "no file left aside"
+
+
+@given(paths=st.lists(st.sampled_from(["a", "b", "c/d", "e"]), min_size=1, max_size=5))
+def test_a_projection_is_refused_exactly_when_two_sources_write_one_path(paths):
+    sources = [{"configMap": {"name": f"cm{i}", "items": [{"key": "k", "path": p}]}} for i, p in enumerate(paths)]
+    duplicated = len(set(paths)) < len(paths)
+    try:
+        decode(pod_manifest(*sources))
+    except SchemaError as e:
+        details = dict(e.details)
+        assert duplicated and list(details) == [P] and "conflicting duplicate paths" in details[P]
+    else:
+        assert not duplicated
