@@ -116,7 +116,8 @@ async def test_the_scheduler_fits_the_pod_level_request_not_the_containers(nc):
             return next((c.message for c in p.status.conditions if c.type == "PodScheduled" and c.status == "False"),
                         None)
 
-        assert await wait_for(unschedulable) == "0/1 nodes are available: 1 Insufficient cpu."
+        assert await wait_for(unschedulable) == ("0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are "
+                                                 "available: 1 No preemption victims found for incoming pod..")
         await store.create(node("large", cpu="4"))
 
         async def bound() -> str:

@@ -269,3 +269,37 @@ def test_victims_are_lower_priority_enough_and_none_can_be_spared(nodes, pods, c
         assert b is not None
         t.restore(key, b)
     assert same(snapshot(t), before)
+
+
+# ---- from API objects -----------------------------------------------------------------------
+
+
+def test_pods_and_budgets_as_preemption_reads_them():
+    import msgspec
+
+    from schemas.pod import Pod
+    from schemas.policy import PodDisruptionBudget
+    from services.scheduler.podinfo import budget, pod_request, preemptor, victim
+
+    pod = msgspec.convert({"metadata": {"name": "v", "namespace": "ns", "uid": "u1", "labels": {"app": "a"},
+                                        "deletionTimestamp": "2026-01-01T00:00:00Z"},
+                           "spec": {"priority": 7, "containers": []},
+                           "status": {"startTime": "2026-01-01T00:00:10Z", "nominatedNodeName": "n9", "conditions": [
+                               {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}]}}, Pod)
+    v = victim(pod, "ns.v", now=1.0)
+    assert (v.priority, v.uid, v.terminating, v.preempted, v.labels) == (7, "u1", True, True, (("app", "a"),))
+    assert v.start == 1767225610.0
+    assert victim(msgspec.structs.replace(pod, status=msgspec.structs.replace(pod.status, startTime=None)), "k", 5.0).start == 5.0
+    p = preemptor(pod, pod_request(pod, "ns.v"))
+    assert (p.priority, p.policy, p.nominated_node) == (7, "PreemptLowerPriority", "n9")
+
+    def pdb(selector: object) -> PodDisruptionBudget:
+        return msgspec.convert({"metadata": {"name": "b", "namespace": "ns"}, "spec": {"selector": selector},
+                                "status": {"disruptionsAllowed": 2, "disruptedPods": {"x": "2026-01-01T00:00:00Z"}}},
+                               PodDisruptionBudget)
+
+    b = budget(pdb({"matchLabels": {"app": "a"}}))
+    assert b.selector.matches({"app": "a"}) and (b.allowed, b.disrupted, b.namespace) == (2, frozenset({"x"}), "ns")
+    # unlike an eviction, preemption takes a nil or empty selector to match no pod
+    assert not budget(pdb(None)).selector.matches({"app": "a"})
+    assert not budget(pdb({})).selector.matches({"app": "a"})

@@ -95,7 +95,8 @@ async def test_two_replicas_never_double_bind_nor_overcommit(cluster):
     assert all(r.reserving() for r in replicas), "each replica sees the other one"
     assert sum(r.reservations_published for r in replicas) > 0
     msg = next(c.message for c in unschedulable[0].status.conditions if c.type == "PodScheduled")
-    assert msg == "0/4 nodes are available: 1 node(s) were not ready, 3 Insufficient cpu."
+    assert msg == ("0/4 nodes are available: 1 node(s) were not ready, 3 Insufficient cpu. preemption: 0/4 nodes are "
+                   "available: 1 Preemption is not helpful for scheduling, 3 No preemption victims found for incoming pod..")
     assert all(p.status.phase == "Pending" for p in unschedulable)
 
 
@@ -110,7 +111,8 @@ async def test_unschedulable_pod_gets_event_and_is_retried_when_a_node_appears(c
         await events.unsubscribe()
     event = msgspec.json.decode(msg.data)
     assert event["reason"] == "FailedScheduling"
-    assert event["message"] == "0/1 nodes are available: 1 Insufficient cpu."
+    assert event["message"] == ("0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: "
+                                "1 No preemption victims found for incoming pod..")
 
     async def pending_with_reason():
         p = await store.get("pods", "default", "big")

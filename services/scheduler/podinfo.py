@@ -11,10 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from schemas.core import Node
-from schemas.helpers import millis, pod_requests, size
+from schemas.helpers import millis, parse_time, pod_requests, size
 from schemas.pod import NodeSelectorTerm, Pod, TopologySpreadConstraint
+from schemas.policy import PodDisruptionBudget
 from schemas.selector import Requirement as LabelRequirement
 from schemas.selector import Selector, SelectorError, from_label_selector
+from services.scheduler.preemption import Budget, Preemptor, Victim
 from services.scheduler.values import (
     HostPort,
     NodeInfo,
@@ -199,3 +201,62 @@ def wait_for_first_consumer_claims(
 
 
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
+
+
+# -- preemption: pods, budgets and the preemptor as ``preemption`` sees them --------------------
+
+PREEMPTION_REASON = "PreemptionByScheduler"  # the DisruptionTarget condition's reason on a victim
+
+
+def preemptor(pod: Pod, request: PodRequest) -> Preemptor:
+    return Preemptor(
+        request=request,
+        priority=pod.spec.priority or 0,
+        policy=pod.spec.preemptionPolicy or "PreemptLowerPriority",
+        nominated_node=pod.status.nominatedNodeName,
+    )
+
+
+def victim(pod: Pod, key: str, now: float) -> Victim:
+    """A bound pod as a possible victim; ``now`` (seconds) stands for a start time not reported
+    yet, as kube-scheduler takes the current time for it."""
+    start = now
+    if pod.status.startTime:
+        try:
+            start = parse_time(pod.status.startTime).timestamp()
+        except ValueError:
+            pass
+    terminating = pod.metadata.deletionTimestamp is not None
+    preempted = terminating and any(
+        c.type == "DisruptionTarget" and c.status == "True" and c.reason == PREEMPTION_REASON for c in pod.status.conditions
+    )
+    return Victim(
+        key=key,
+        name=pod.metadata.name,
+        namespace=pod.metadata.namespace or "default",
+        uid=pod.metadata.uid or "",
+        priority=pod.spec.priority or 0,
+        start=start,
+        labels=tuple(sorted(pod.metadata.labels.items())),
+        terminating=terminating,
+        preempted=preempted,
+    )
+
+
+def budget(pdb: PodDisruptionBudget) -> Budget:
+    """A PodDisruptionBudget for preemption, which (unlike an eviction) takes a nil or empty
+    selector to match no pod."""
+    sel = pdb.spec.selector
+    if sel is None or (not sel.matchLabels and not sel.matchExpressions):
+        selector = Selector.none()
+    else:
+        try:
+            selector = from_label_selector(sel)
+        except SelectorError:
+            selector = Selector.none()
+    return Budget(
+        namespace=pdb.metadata.namespace or "default",
+        selector=selector,
+        allowed=pdb.status.disruptionsAllowed,
+        disrupted=frozenset(pdb.status.disruptedPods),
+    )

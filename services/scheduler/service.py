@@ -15,6 +15,12 @@ Each loop iteration takes a batch of pending pods, decides each against the in-m
 Pods that fit nowhere get PodScheduled=False/Unschedulable with kube-scheduler's message, an
 Event FailedScheduling, and are retried when nodes or pods change, after a per-pod back-off
 (1 s doubling to 10 s). Informer handlers only note keys; the loop reads the latest state.
+
+Such a pod may preempt (``preemption`` decides, kube-scheduler's DefaultPreemption): its victims
+get a DisruptionTarget condition, a graceful delete and an Event Preempted; lower-priority pods
+nominated to that node lose their nomination; the pod's ``status.nominatedNodeName`` names the
+node. A nominated pod is counted on its node for pods of lower or equal priority decided
+meanwhile, and tries that node first when it is decided again.
 """
 
 from __future__ import annotations
@@ -36,13 +42,18 @@ from kyb import buckets, bus, errors, telemetry
 from kyb.informer import Informer
 from kyb.store import Store, split_key
 from schemas.pod import Pod, PodCondition
-from services.scheduler.plan import HostPort, NodeTable, PodRequest, schedule_one
+from services.scheduler import preemption
+from services.scheduler.plan import Decision, HostPort, NodeTable, PodRequest, fits_on, schedule_one
 from services.scheduler.podinfo import (
     DEFAULT_SCHEDULER,
+    PREEMPTION_REASON,
     SELECTED_NODE,
+    budget,
     node_info,
     occupies_node,
     pod_request,
+    preemptor,
+    victim,
     volume_constraints,
     wait_for_first_consumer_claims,
     wants_scheduling,
@@ -54,6 +65,10 @@ STREAM = "KYB_SCHEDULING"
 SUBJECT = "kyb.scheduling"
 RESERVATION_TTL = 10.0     # a reservation whose pod never shows up bound is dropped after this
 BACKOFF_INITIAL, BACKOFF_MAX = 1.0, 10.0
+NOMINATED = "#nominated"   # suffix of the table key counting a nominated pod on its node
+# A pod that fits nowhere: (pod, FailedScheduling message, its nominatedNodeName to write:
+# None keeps it, "" clears it).
+Failure = tuple[Pod, str, str | None]
 
 
 class Reservation(msgspec.Struct, array_like=True):
@@ -136,6 +151,12 @@ class Scheduler:
         self.claims = Informer(nc, "PersistentVolumeClaim")
         self.volumes = Informer(nc, "PersistentVolume")
         self.classes = Informer(nc, "StorageClass")
+        self.budgets = Informer(nc, "PodDisruptionBudget")  # read by preemption
+        # pending pods nominated to a node: key -> (priority, node, request); counted on that
+        # node (``_placed``) while a pod of at most that priority is decided
+        self._nominated: dict[str, tuple[int, str, PodRequest]] = {}
+        self._placed: set[str] = set()
+        self.preemptions: list[tuple[str, str, list[str]]] = []  # (pod, node, victims) this replica decided
         self._dirty_pods: set[str] = set()
         self._dirty_nodes: set[str] = set()
         self._queue = PendingQueue()                   # pending pods, higher priority first
@@ -171,9 +192,10 @@ class Scheduler:
         for inf in (self.claims, self.volumes, self.classes):
             inf.add_handler(lambda _e, _n, _o, _h: self._storage_changed())
             await inf.start()
+        await self.budgets.start()
         await self.nodes.start()
         await self.pods.start()
-        for inf in (self.claims, self.volumes, self.classes, self.nodes, self.pods):
+        for inf in (self.claims, self.volumes, self.classes, self.budgets, self.nodes, self.pods):
             await inf.wait_synced(30)
         if self.presence is not None:
             # Running replicas see us within the watch latency and switch to reserving; each says
@@ -220,7 +242,7 @@ class Scheduler:
                 await self._sub.unsubscribe()
         if self.presence is not None:
             await self.presence.stop()
-        for inf in (self.pods, self.nodes, self.claims, self.volumes, self.classes):
+        for inf in (self.pods, self.nodes, self.claims, self.volumes, self.classes, self.budgets):
             await inf.stop()
 
     def _storage_changed(self) -> None:
@@ -328,6 +350,7 @@ class Scheduler:
         self._dirty_nodes.clear()
         for key in self._dirty_pods:
             pod = self.pods.get(key)
+            self._note_nomination(key, pod)
             if pod is None or not occupies_node(pod):
                 if self.table.node_of(key) is not None and key not in self._in_flight:
                     self.table.forget(key)
@@ -349,6 +372,40 @@ class Scheduler:
         self._dirty_pods.clear()
         if changed:
             self._retry_unschedulable()
+
+    # -- nominated pods ---------------------------------------------------------------------
+
+    def _note_nomination(self, key: str, pod: Pod | None) -> None:
+        """Keep ``_nominated`` as the stored pod says: pending with a nominatedNodeName."""
+        want = None
+        if pod is not None and pod.status.nominatedNodeName and wants_scheduling(pod, self.scheduler_name):
+            old = self._nominated.get(key)
+            node = pod.status.nominatedNodeName
+            if old is not None and old[1] == node:
+                return
+            want = (pod.spec.priority or 0, node, msgspec.structs.replace(pod_request(pod, key), key=key + NOMINATED))
+        self._set_nomination(key, want)
+
+    def _set_nomination(self, key: str, value: tuple[int, str, PodRequest] | None) -> None:
+        if key in self._placed:
+            self._placed.discard(key)
+            self.table.forget(key + NOMINATED)
+        if value is None:
+            self._nominated.pop(key, None)
+        else:
+            self._nominated[key] = value
+
+    def _count_nominated(self, key: str, priority: int) -> None:
+        """Before deciding pod ``key``: count on their nodes exactly the other nominated pods of
+        at least its priority (kube-scheduler's filters "with nominated pods")."""
+        for other, (prio, node, req) in self._nominated.items():
+            want = other != key and other not in self._in_flight and prio >= priority
+            if want and other not in self._placed:
+                self.table.assume(req, node)
+                self._placed.add(other)
+            elif not want and other in self._placed:
+                self.table.forget(req.key)
+                self._placed.discard(other)
 
     def _drop_reservations(self, key: str) -> None:
         for rkey in self._reservations.pop(key, ()):
@@ -438,12 +495,32 @@ class Scheduler:
     def _schedule(self, batch: list[tuple[Pod, PodRequest]], now: float, blocked: list[tuple[Pod, str]] | None = None) -> None:
         """Decide the batch now (assuming each pod), write it in the background."""
         chosen: dict[str, list[tuple[Pod, PodRequest]]] = {}
-        failed = list(blocked or [])
+        failed: list[Failure] = [(pod, message, None) for pod, message in blocked or []]
+        preempting: list[tuple[Pod, str, preemption.Candidate]] = []
+        view: tuple[dict[str, list[preemption.Victim]], list[preemption.Budget]] | None = None
         for pod, req in batch:
-            d = schedule_one(self.table, req, self.rng, now)
+            priority = pod.spec.priority or 0
+            if self._nominated:
+                self._count_nominated(req.key, priority)
+            nominated = pod.status.nominatedNodeName
+            if nominated and fits_on(self.table, req, nominated):
+                d = Decision(node_name=nominated, nodes=len(self.table), next_start=self.table.next_start)
+            else:
+                d = schedule_one(self.table, req, self.rng, now)
             self.table.next_start = d.next_start
             if d.node_name is None:
-                failed.append((pod, d.message))
+                view = view or self._preemption_view()
+                out = preemption.preempt(self.table, preemptor(pod, req), *view, offset=int(self.rng.integers(1 << 30)))
+                if out.candidate is None:
+                    message = f"{d.message} preemption: {out.message}."
+                    failed.append((pod, message, "" if out.clear_nomination and nominated else None))
+                    continue
+                node = out.candidate.node
+                preempting.append((pod, d.message, out.candidate))
+                self.preemptions.append((req.key, node, [v.key for v in out.candidate.victims]))
+                # From now on the pod is counted on that node for pods of lower or equal priority.
+                self._set_nomination(req.key, (priority, node, msgspec.structs.replace(req, key=req.key + NOMINATED)))
+                self._attempts.pop(req.key, None)  # back to the shortest back-off: room is on its way
                 continue
             self.table.assume(req, d.node_name)
             self._in_flight.add(req.key)
@@ -451,19 +528,32 @@ class Scheduler:
         # What the decisions saw of other replicas' reservations on each node.
         seen = {node: self._foreign_seq.get(node, 0) for node in chosen}
         reserve = self.reserving()
-        task = asyncio.create_task(self._write(chosen, failed, seen, reserve))
+        task = asyncio.create_task(self._write(chosen, failed, seen, reserve, preempting))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
         if not reserve and chosen:
             self._unreserved.add(task)
             task.add_done_callback(self._unreserved.discard)
 
+    def _preemption_view(self) -> tuple[dict[str, list[preemption.Victim]], list[preemption.Budget]]:
+        """Bound pods by node as preemption sees them (only those counted there in the table), and the budgets."""
+        now = time.time()
+        by_node: dict[str, list[preemption.Victim]] = {}
+        for pod in self.pods.list():
+            if not occupies_node(pod):
+                continue
+            key = f"{pod.metadata.namespace}.{pod.metadata.name}"
+            if self.table.node_of(key) == pod.spec.nodeName:
+                by_node.setdefault(pod.spec.nodeName, []).append(victim(pod, key, now))
+        return by_node, [budget(b) for b in self.budgets.list()]
+
     async def _write(
         self,
         chosen: dict[str, list[tuple[Pod, PodRequest]]],
-        failed: list[tuple[Pod, str]],
+        failed: list[Failure],
         seen: dict[str, int],
         reserve: bool,
+        preempting: list[tuple[Pod, str, preemption.Candidate]] | None = None,
     ) -> None:
         if reserve and chosen:
             nodes = list(chosen)
@@ -479,8 +569,9 @@ class Scheduler:
                 self._wake.set()
         binds = [(pod, req, node) for node, items in chosen.items() for pod, req in items]
         await asyncio.gather(*(self._bind(pod, req, node) for pod, req, node in binds))
-        await asyncio.gather(*(self._unschedulable_status(pod, message) for pod, message in failed))
-        if failed:
+        await asyncio.gather(*(self._preempt(pod, message, c) for pod, message, c in preempting or ()))
+        await asyncio.gather(*(self._unschedulable_status(pod, message, nominated) for pod, message, nominated in failed))
+        if failed or preempting:
             self._wake.set()
 
     def _unassume(self, key: str, node: str) -> None:
@@ -503,10 +594,11 @@ class Scheduler:
     async def _bind_untraced(self, pod: Pod, req: PodRequest, node: str) -> None:
         key = req.key
         cond = PodCondition(type="PodScheduled", status="True", lastTransitionTime=_now_rfc3339())
+        # A bound pod's nomination is over (ClearingNominatedNodeNameAfterBinding, on by default).
         new = msgspec.structs.replace(
             pod,
             spec=msgspec.structs.replace(pod.spec, nodeName=node),
-            status=msgspec.structs.replace(pod.status, conditions=_with_condition(pod, cond)),
+            status=msgspec.structs.replace(pod.status, conditions=_with_condition(pod, cond), nominatedNodeName=""),
         )
         try:
             await self.store.update(new, current=pod)
@@ -558,6 +650,74 @@ class Scheduler:
             with contextlib.suppress(errors.KybError):
                 await self.store.mutate("PersistentVolumeClaim", ns, name, annotate)
 
+    async def _preempt(self, pod: Pod, message: str, candidate: preemption.Candidate) -> None:
+        """Nominate ``pod`` to ``candidate``'s node (with PodScheduled=False and ``message``, at the
+        revision decided on: if the pod changed meanwhile, another replica may have acted on it, and
+        nothing is evicted), then evict the victims and take the node from lower-priority nominees."""
+        node = candidate.node
+        key = f"{pod.metadata.namespace}.{pod.metadata.name}"
+        self._back_off(key)
+        cond = PodCondition(
+            type="PodScheduled", status="False", reason="Unschedulable", message=message, lastTransitionTime=_now_rfc3339()
+        )
+        status = msgspec.structs.replace(pod.status, conditions=_with_condition(pod, cond), nominatedNodeName=node)
+        try:
+            await self.store.update(msgspec.structs.replace(pod, status=status), current=pod)
+        except errors.KybError as e:
+            self._set_nomination(key, None)  # decided on a stale pod: it is decided again
+            if self.log is not None:
+                self.log.info("preemption dropped", pod=key, node=node, error=str(e))
+            return
+        await asyncio.gather(*(self._evict(pod, v, node) for v in candidate.victims if not v.terminating))
+        with contextlib.suppress(Exception):
+            await self.store.record_event(pod, "FailedScheduling", message, type="Warning", source=self.scheduler_name)
+        priority = pod.spec.priority or 0
+        lower = [k for k, (prio, at, _) in self._nominated.items() if at == node and prio < priority and k != key]
+        for k in lower:
+            self._set_nomination(k, None)
+            ns, name = split_key(k)
+
+            def clear(cur: Any, node: str = node) -> Any:
+                if cur.status.nominatedNodeName != node:
+                    return None
+                return msgspec.structs.replace(cur, status=msgspec.structs.replace(cur.status, nominatedNodeName=""))
+
+            with contextlib.suppress(errors.KybError):
+                await self.store.mutate("Pod", ns, name, clear)
+            self._enqueue(k)
+        if self.log is not None:
+            self.log.info("preempting", pod=key, node=node, victims=[v.key for v in candidate.victims])
+
+    async def _evict(self, pod: Pod, v: preemption.Victim, node: str) -> None:
+        """kube-scheduler's PreemptPod: a DisruptionTarget condition, a graceful delete (the victim's
+        own grace period), an Event Preempted."""
+        cond = PodCondition(
+            type="DisruptionTarget", status="True", reason=PREEMPTION_REASON,
+            message=f"{self.scheduler_name}: preempting to accommodate a higher priority pod",
+            lastTransitionTime=_now_rfc3339(),
+        )
+
+        def mark(cur: Any) -> Any:
+            if (cur.metadata.uid or "") != v.uid or cur.metadata.deletionTimestamp is not None:
+                return None
+            return msgspec.structs.replace(cur, status=msgspec.structs.replace(cur.status, conditions=_with_condition(cur, cond)))
+
+        try:
+            marked = await self.store.mutate("Pod", v.namespace, v.name, mark)
+            if (marked.metadata.uid or "") != v.uid or marked.metadata.deletionTimestamp is not None:
+                return  # another pod of that name now, or already going
+            await self.store.delete("Pod", v.namespace, v.name)
+        except errors.NotFound:
+            return
+        except errors.KybError as e:
+            if self.log is not None:
+                self.log.warning("preemption failed", pod=v.key, error=str(e))
+            return
+        with contextlib.suppress(Exception):
+            await self.store.record_event(
+                marked, "Preempted", f"Preempted by pod {pod.metadata.uid} on node {node}", source=self.scheduler_name, nc=self.nc
+            )
+
     def _back_off(self, key: str) -> float:
         attempts = self._attempts.get(key, 0)
         self._attempts[key] = attempts + 1
@@ -565,16 +725,20 @@ class Scheduler:
         self._unschedulable[key] = self.clock() + delay
         return delay
 
-    async def _unschedulable_status(self, pod: Pod, message: str) -> None:
+    async def _unschedulable_status(self, pod: Pod, message: str, nominated: str | None = None) -> None:
+        """PodScheduled=False/Unschedulable with ``message``, and ``nominated`` as the pod's
+        nominatedNodeName unless None (kube-scheduler writes both in one status update)."""
         key = f"{pod.metadata.namespace}.{pod.metadata.name}"
         self._back_off(key)
+        nominated = pod.status.nominatedNodeName if nominated is None else nominated
         old = next((c for c in pod.status.conditions if c.type == "PodScheduled"), None)
-        if old is not None and old.status == "False" and old.message == message:
+        if old is not None and old.status == "False" and old.message == message and pod.status.nominatedNodeName == nominated:
             return  # already says so
         cond = PodCondition(
             type="PodScheduled", status="False", reason="Unschedulable", message=message, lastTransitionTime=_now_rfc3339()
         )
-        new = msgspec.structs.replace(pod, status=msgspec.structs.replace(pod.status, conditions=_with_condition(pod, cond)))
+        status = msgspec.structs.replace(pod.status, conditions=_with_condition(pod, cond), nominatedNodeName=nominated)
+        new = msgspec.structs.replace(pod, status=status)
         with contextlib.suppress(errors.Conflict, errors.NotFound):
             await self.store.update(new, current=pod)
         await self.store.record_event(pod, "FailedScheduling", message, type="Warning", source=self.scheduler_name)
