@@ -218,6 +218,11 @@ def find_candidates(
     if not potential:
         reasons[NOT_HELPFUL] = len(table)
         return [], reasons
+    if not any(v.priority < preemptor.priority for node in potential for v in pods_by_node.get(node, ())):
+        reasons[NO_VICTIMS] = len(potential)  # what trying each node would find, without the walk
+        if len(table) > len(potential):
+            reasons[NOT_HELPFUL] = len(table) - len(potential)
+        return [], reasons
     want = num_candidates(len(potential))
     clean: list[Candidate] = []
     broken: list[Candidate] = []
