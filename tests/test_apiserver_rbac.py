@@ -257,3 +257,32 @@ def test_subject_access_review_through_the_python_client(cluster):
         assert answered.status.allowed is False
         review.spec.groups = ["system:masters"]
         assert authz.create_subject_access_review(review).status.allowed is True
+
+
+def test_a_namespace_admin_grants_only_what_it_holds(cluster):
+    _kubectl(cluster, "create", "namespace", "delegated")
+    boss = _account(cluster, "boss", "delegated")
+    _kubectl(cluster, "create", "rolebinding", "boss-admin", "--clusterrole=admin", "--serviceaccount=delegated:boss",
+             "-n", "delegated")
+    _until_can(cluster, "create", "rolebindings.rbac.authorization.k8s.io", "-n", "delegated", f"--as={boss}")
+    # view is within admin: it may grant it, and a Role of rights it holds
+    _kubectl(cluster, "create", "rolebinding", "helper-view", "--clusterrole=view",
+             "--serviceaccount=delegated:helper", "-n", "delegated", f"--as={boss}")
+    _kubectl(cluster, "create", "role", "reads-secrets", "--verb=get", "--resource=secrets", "-n", "delegated",
+             f"--as={boss}")
+    # cluster-admin is not
+    done = _kubectl(cluster, "create", "rolebinding", "helper-root", "--clusterrole=cluster-admin",
+                    "--serviceaccount=delegated:helper", "-n", "delegated", f"--as={boss}", check=False)
+    groups = '["system:serviceaccounts" "system:serviceaccounts:delegated" "system:authenticated"]'
+    assert done.returncode == 1
+    assert (f'rolebindings.rbac.authorization.k8s.io "helper-root" is forbidden: user "{boss}" (groups={groups}) is '
+            "attempting to grant RBAC permissions not currently held:\n"
+            '{APIGroups:["*"], Resources:["*"], Verbs:["*"]}\n{NonResourceURLs:["*"], Verbs:["*"]}') in done.stderr
+    role = _kubectl(cluster, "create", "role", "nodes-too", "--verb=delete", "--resource=resourcequotas", "-n",
+                    "delegated", f"--as={boss}", check=False)
+    assert role.returncode == 1 and ('roles.rbac.authorization.k8s.io "nodes-too" is forbidden' in role.stderr
+                                     and '{APIGroups:[""], Resources:["resourcequotas"], Verbs:["delete"]}'
+                                     in role.stderr), role.stderr
+    # the admin may grant anything
+    _kubectl(cluster, "create", "rolebinding", "helper-root", "--clusterrole=cluster-admin",
+             "--serviceaccount=delegated:helper", "-n", "delegated")

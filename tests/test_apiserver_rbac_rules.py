@@ -313,3 +313,47 @@ def test_a_url_prefix_rule_allows_every_path_under_it(path, pattern):
 
 def replace_field(r: PolicyRule, name: str, value: list[str]) -> PolicyRule:
     return replace(r, **{name: value})
+
+
+# -- escalation ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("owner", "wanted", "missing"), [
+    pytest.param([rule(["*"], ["*"], ["*"])], [rule(["get", "delete"], ["apps"], ["deployments/scale"])], [],
+                 id="everything-covers-anything"),
+    pytest.param([READ_PODS], [rule(["get"], resources=["pods"], names=["a"])], [], id="unnamed-covers-named"),
+    pytest.param([rule(["get"], resources=["pods"], names=["a"])], [rule(["get"], resources=["pods"])],
+                 [rule(["get"], resources=["pods"])], id="named-does-not-cover-unnamed"),
+    pytest.param([rule(["get"], resources=["*/log"])], [rule(["get"], resources=["pods/log", "pods"])],
+                 [rule(["get"], resources=["pods"])], id="star-subresource"),
+    pytest.param([READ_PODS], [rule(["get", "create"], ["", "apps"], ["pods"])],
+                 [rule(["create"], resources=["pods"]), rule(["get"], ["apps"], ["pods"]),
+                  rule(["create"], ["apps"], ["pods"])], id="atomic-breakdown"),
+    pytest.param([rule(["get"], urls=["/apis/*"])], [rule(["get"], urls=["/apis/apps", "/metrics"])],
+                 [rule(["get"], urls=["/metrics"])], id="urls"),
+])
+def test_uncovered_rules(owner, wanted, missing):
+    assert rbac.uncovered(owner, wanted) == missing
+
+
+def test_escalation_message_is_kubernetes():
+    missing = rbac.uncovered([READ_PODS], [rule(["create", "delete"], resources=["pods"]),
+                                           rule(["*"], urls=["*"])])
+    assert rbac.escalation_message(SA, missing) == (
+        'user "system:serviceaccount:default:x" (groups=["system:serviceaccounts" "system:serviceaccounts:default" '
+        '"system:authenticated"]) is attempting to grant RBAC permissions not currently held:\n'
+        '{APIGroups:[""], Resources:["pods"], Verbs:["create" "delete"]}\n{NonResourceURLs:["*"], Verbs:["*"]}')
+
+
+@given(st.lists(RULES, max_size=4), RULES)
+def test_rights_one_holds_are_never_an_escalation(owned, wanted):
+    assert rbac.uncovered([*owned, wanted], [wanted]) == []
+    everything = [rule(["*"], ["*"], ["*"])]
+    assert rbac.uncovered(everything, [wanted, *owned]) == []
+    # a rule covering an atomic right allows the request that right is
+    for sub in rbac.breakdown(wanted):
+        attrs = res(sub.verbs[0], sub.resources[0].split("/")[0], group=sub.apiGroups[0],
+                    sub=sub.resources[0].split("/", 1)[1] if "/" in sub.resources[0] else "",
+                    name=sub.resourceNames[0] if sub.resourceNames else "")
+        if "*" not in (sub.verbs[0], sub.apiGroups[0]) and not sub.resources[0].startswith("*"):
+            assert rbac.rule_allows(attrs, wanted)

@@ -9,11 +9,14 @@ Kubernetes' informers do.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+import msgspec
 from aiohttp import web
 
+from kyb import errors
 from schemas.helpers import scoped_key
-from schemas.rbac import ClusterRole, ClusterRoleBinding, Role, RoleBinding
+from schemas.rbac import ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding
 from schemas.registry import by_kind
 from services.apiserver import rbac, requestinfo
 from services.apiserver.cache import KindCache, WatchCache
@@ -43,6 +46,12 @@ class CachedPolicy:
     def role(self, namespace: str, name: str) -> Role | None:
         role = self.caches["Role"].informer.get(scoped_key(True, namespace, name))
         return role if isinstance(role, Role) else None
+
+
+ROLE_TYPES: dict[str, type[Role | ClusterRole | RoleBinding | ClusterRoleBinding]] = {
+    "Role": Role, "ClusterRole": ClusterRole, "RoleBinding": RoleBinding, "ClusterRoleBinding": ClusterRoleBinding}
+PLURALS = {"Role": "roles", "ClusterRole": "clusterroles", "RoleBinding": "rolebindings",
+           "ClusterRoleBinding": "clusterrolebindings"}
 
 
 def forbidden(attrs: rbac.Attributes, reason: str = "") -> Failure:
@@ -96,3 +105,45 @@ class Authorization:
             if not decision.allowed:
                 raise forbidden(attrs, decision.reason)
         return impersonated
+
+    async def check_grant(self, user: rbac.UserInfo, kind: str, doc: dict[str, Any]) -> None:
+        """Kubernetes' escalation check of a Role, ClusterRole or binding ``user`` writes (``doc``,
+        as it will be sent to the api): Failure 403 when it grants what ``user`` does not hold,
+        unless ``user`` may ``escalate`` the role or ``bind`` the bound one, or is in
+        system:masters. Other kinds, and objects the api will refuse as invalid, pass."""
+        if kind not in ROLE_TYPES or rbac.MASTERS in user.groups:
+            return
+        try:
+            obj = msgspec.convert(doc, ROLE_TYPES[kind], strict=False)
+        except (msgspec.ValidationError, TypeError):
+            return  # the api says what is wrong with it
+        policy = await self.policy()
+        name = obj.metadata.name
+        namespace = (obj.metadata.namespace or "") if kind in ("Role", "RoleBinding") else ""
+        wanted: list[PolicyRule]
+        if isinstance(obj, Role | ClusterRole):
+            if rbac.authorize(policy, rbac.grant_check(user, "escalate", kind, namespace, name)).allowed:
+                return
+            wanted = list(obj.rules or [])
+        else:
+            ref = obj.roleRef
+            if rbac.authorize(policy, rbac.grant_check(user, "bind", ref.kind, namespace, ref.name)).allowed:
+                return
+            rules, missing_role = rbac.role_rules(policy, ref.kind, ref.name, namespace)
+            if missing_role:
+                raise errors.NotFound(missing_role)
+            wanted = list(rules)
+        resource_rules, url_rules, resolution = rbac.rules_for(policy, user, namespace)
+        owned = resource_rules + url_rules
+        missing = rbac.uncovered(owned, wanted)
+        if missing:
+            raise self._refused(kind, name, rbac.escalation_message(user, missing, resolution))
+        if isinstance(obj, ClusterRole) and obj.aggregationRule is not None and rbac.uncovered(
+                owned, rbac.FULL_AUTHORITY):
+            raise self._refused(kind, name, "must have cluster-admin privileges to use the aggregationRule")
+
+    @staticmethod
+    def _refused(kind: str, name: str, why: str) -> Failure:
+        plural = PLURALS[kind]
+        return Failure(403, "Forbidden", f'{plural}.rbac.authorization.k8s.io "{name}" is forbidden: {why}',
+                       kind=plural, group="rbac.authorization.k8s.io", name=name or None)

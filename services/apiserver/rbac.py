@@ -320,3 +320,114 @@ def impersonation(requester: UserInfo, user: str | None, groups: Iterable[str], 
     if marker not in acting:
         acting.append(marker)
     return UserInfo(user, tuple(acting), uid or "", {k: tuple(v) for k, v in extra.items()}), checks
+
+
+# -- escalation -------------------------------------------------------------------------------
+# Kubernetes' RBAC storage refuses a Role or ClusterRole holding rights its author lacks, and a
+# binding to a role whose rights its author lacks, unless the author may ``escalate`` (roles) or
+# ``bind`` (bindings) it, or is in system:masters (registry/rbac/validation/policy_comparator.go).
+
+FULL_AUTHORITY = (PolicyRule(verbs=[ALL], apiGroups=[ALL], resources=[ALL]),
+                  PolicyRule(verbs=[ALL], nonResourceURLs=[ALL]))
+
+
+def breakdown(rule: PolicyRule) -> list[PolicyRule]:
+    """A rule as its atomic rules: one verb on one group's resource (and name), or one URL."""
+    out: list[PolicyRule] = []
+    for group in rule.apiGroups:
+        for resource in rule.resources:
+            for verb in rule.verbs:
+                for name in rule.resourceNames or [""]:
+                    out.append(PolicyRule(verbs=[verb], apiGroups=[group], resources=[resource],
+                                          resourceNames=[name] if name else []))
+    for url in rule.nonResourceURLs:
+        for verb in rule.verbs:
+            out.append(PolicyRule(verbs=[verb], nonResourceURLs=[url]))
+    return out
+
+
+def _resources_cover(owner: list[str], wanted: list[str]) -> bool:
+    if ALL in owner or all(r in owner for r in wanted):
+        return True
+    for r in wanted:
+        if r in owner:
+            continue
+        if "/" not in r or "*/" + r.split("/", 1)[1] not in owner:
+            return False
+    return True
+
+
+def _url_covers(owner: str, url: str) -> bool:
+    return owner == url or (owner.endswith("*") and url.startswith(owner.rstrip("*")))
+
+
+def rule_covers(owner: PolicyRule, sub: PolicyRule) -> bool:
+    """Whether ``owner`` holds every right of the atomic rule ``sub`` (Kubernetes' ruleCovers)."""
+    verbs = ALL in owner.verbs or all(v in owner.verbs for v in sub.verbs)
+    groups = ALL in owner.apiGroups or all(g in owner.apiGroups for g in sub.apiGroups)
+    resources = _resources_cover(owner.resources, sub.resources)
+    urls = all(any(_url_covers(o, u) for o in owner.nonResourceURLs) for u in sub.nonResourceURLs)
+    if sub.resourceNames:
+        names = not owner.resourceNames or all(n in owner.resourceNames for n in sub.resourceNames)
+    else:
+        names = not owner.resourceNames
+    return verbs and groups and resources and urls and names
+
+
+def uncovered(owner: Iterable[PolicyRule], wanted: Iterable[PolicyRule]) -> list[PolicyRule]:
+    """The atomic rules of ``wanted`` no rule of ``owner`` covers (Kubernetes' Covers)."""
+    owner = list(owner)
+    return [sub for rule in wanted for sub in breakdown(rule) if not any(rule_covers(o, sub) for o in owner)]
+
+
+def _go_quoted(values: Iterable[str]) -> str:
+    """Go's ``%q`` of a []string: ``["a" "b"]``."""
+    return "[" + " ".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "]"
+
+
+def compact_string(rule: PolicyRule) -> str:
+    """Kubernetes' CompactString: ``{APIGroups:[""], Resources:["pods"], Verbs:["create"]}``."""
+    parts = [f"{label}:{_go_quoted(values)}" for label, values in (
+        ("APIGroups", rule.apiGroups), ("Resources", rule.resources), ("NonResourceURLs", rule.nonResourceURLs),
+        ("ResourceNames", rule.resourceNames), ("Verbs", rule.verbs)) if values]
+    return "{" + ", ".join(parts) + "}"
+
+
+def compact(rules: Iterable[PolicyRule]) -> list[PolicyRule]:
+    """Kubernetes' CompactRules: rules on one group's one resource (and at most one name) that
+    differ only in their verbs become one."""
+    out: list[PolicyRule] = []
+    simple: dict[tuple[str, str, str], int] = {}
+    for r in rules:
+        if len(r.apiGroups) == 1 and len(r.resources) == 1 and len(r.resourceNames) <= 1 and not r.nonResourceURLs:
+            key = (r.apiGroups[0], r.resources[0], r.resourceNames[0] if r.resourceNames else "")
+            if key in simple:
+                at = simple[key]
+                out[at] = PolicyRule(verbs=out[at].verbs + r.verbs, apiGroups=out[at].apiGroups,
+                                     resources=out[at].resources, resourceNames=out[at].resourceNames)
+                continue
+            simple[key] = len(out)
+        out.append(r)
+    return out
+
+
+def escalation_message(user: UserInfo, missing: Iterable[PolicyRule], errors: str = "") -> str:
+    """Why a grant is refused, as Kubernetes' ConfirmNoEscalation says it."""
+    lines = sorted({compact_string(r) for r in compact(missing)})
+    text = (f'user "{user.name}" (groups={_go_quoted(user.groups)}) is attempting to grant RBAC permissions not '
+            "currently held:\n" + "\n".join(lines))
+    return f"{text}; resolution errors: [{errors}]" if errors else text
+
+
+def grant_check(user: UserInfo, verb: str, role_kind: str, namespace: str, name: str) -> Attributes:
+    """What lets ``user`` write a role beyond its own rights (``escalate`` on it, in its
+    namespace) or bind one (``bind`` on it, in the binding's namespace; "" for a
+    ClusterRoleBinding)."""
+    return Attributes(user=user, verb=verb, resource_request=True, api_group="rbac.authorization.k8s.io",
+                      api_version="*", resource="roles" if role_kind == "Role" else "clusterroles",
+                      namespace=namespace, name=name)
+
+
+def role_rules(policy: Policy, kind: str, name: str, namespace: str) -> tuple[tuple[PolicyRule, ...], str]:
+    """The rules of the role a roleRef names, or the error saying it is missing."""
+    return _role_rules(policy, kind, name, namespace)

@@ -683,9 +683,14 @@ class Server:
         warnings += [w for w in problems if w not in warnings]
         return doc
 
+    async def _granted(self, request: web.Request, t: Target, doc: dict[str, Any]) -> None:
+        """RBAC's escalation check of a Role, ClusterRole or binding about to be written."""
+        await self.authz.check_grant(request[authorization.USER], t.info.kind, doc)
+
     async def create(self, request: web.Request, t: Target) -> web.Response:
         doc = await self._checked(request, t, self._object_body(t, await self._body(request)))
         doc = self._tracked(request, None, doc)
+        await self._granted(request, t, doc)
         obj = await self.api.create(doc, namespace=t.namespace, dry_run=self._dry_run(request))
         return await self.render(request, t, obj, 201)
 
@@ -695,6 +700,7 @@ class Server:
             doc = self._tracked(request, await self._get(t), doc)
         except errors.NotFound:
             pass  # the api answers that
+        await self._granted(request, t, doc)
         obj = await self.api.replace(doc, namespace=t.namespace, dry_run=self._dry_run(request))
         return await self.render(request, t, obj)
 
@@ -725,6 +731,7 @@ class Server:
                 causes = [{"reason": "FieldManagerConflict", "field": x.field,
                            "message": f'conflict with "{x.manager}" using {x.api_version}'} for x in c.conflicts]
                 raise Failure(409, "Conflict", str(c), causes=causes) from None
+            await self._granted(request, t, obj)
             try:
                 if live is None:
                     made = await self.api.create(obj, namespace=t.namespace, dry_run=dry_run)
@@ -758,6 +765,7 @@ class Server:
             if meta.get("resourceVersion") is None:
                 meta["resourceVersion"] = rv
             self._object_body(t, new)
+            await self._granted(request, t, new)
             try:
                 return await write(new, namespace=t.namespace, dry_run=dry_run)
             except errors.Conflict:
