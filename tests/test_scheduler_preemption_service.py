@@ -2,7 +2,8 @@
 disruption controller running, pods run by a hollow kubelet that removes a terminating pod as soon
 as it sees it. A full node: a high-priority pod evicts exactly the lower-priority pods it needs and
 then runs there; ``preemptionPolicy: Never`` waits; equal priority preempts nothing; a pod a
-PodDisruptionBudget protects is spared when another victim will do."""
+PodDisruptionBudget protects is spared when another victim will do; a higher-priority preemptor
+takes a node from a lower nominee, and a victim already terminating is not evicted twice."""
 
 from __future__ import annotations
 
@@ -45,6 +46,13 @@ class Env:
                               "metadata": {"name": name, "namespace": "default", "labels": {"app": app or name}},
                               "spec": spec})
 
+    async def bound_pod(self, name: str, cpu: str, node: str) -> None:
+        """A pod bound to ``node`` by its manifest (no kubelet runs n3's pods: once deleted, they
+        stay terminating)."""
+        await self.api.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                              "spec": {"nodeName": node, "containers": [
+                                  {"name": "c", "image": "busybox", "resources": {"requests": {"cpu": cpu}}}]}})
+
     async def get(self, name: str) -> Pod:
         p = await self.store.get("Pod", "default", name)
         assert isinstance(p, Pod)
@@ -60,6 +68,15 @@ class Env:
     async def message(self, name: str) -> str:
         p = await self.get(name)
         return next((c.message for c in p.status.conditions if c.type == "PodScheduled" and c.status == "False"), "")
+
+    async def nominated(self, name: str, node: str) -> bool:
+        return (await self.get(name)).status.nominatedNodeName == node
+
+    async def terminating(self, name: str) -> bool:
+        p = await self.get(name)
+        return p.metadata.deletionTimestamp is not None and any(
+            c.type == "DisruptionTarget" and c.status == "True" and c.reason == "PreemptionByScheduler"
+            for c in p.status.conditions)
 
     async def last_event(self, name: str) -> dict[str, Any]:
         try:
@@ -158,3 +175,33 @@ async def test_a_pod_a_budget_protects_is_spared_when_another_will_do(env: Env) 
     await wait_for(lambda: env.running("high"), 30, "the high-priority pod running")
     assert await env.names() == {"guarded", "high"}
     assert (await env.get("high")).spec.nodeName == "n1"
+
+
+async def test_a_higher_priority_preemptor_takes_the_node_from_a_lower_nominee(env: Env) -> None:
+    await env.priority_class("mid", 500)
+    await env.priority_class("high", 1000)
+    await env.node("n3", "2")
+    await env.bound_pod("z1", "1", "n3")
+    await env.bound_pod("z2", "1", "n3")
+    await env.pod("mid", "1", "mid")
+    await wait_for(lambda: env.nominated("mid", "n3"), 20, "mid nominated to n3")
+    await wait_for(lambda: env.terminating("z2"), 20, "z2, the younger, preempted and terminating")
+    assert not (await env.get("z1")).metadata.deletionTimestamp
+    mid = await env.get("mid")
+    # decided again, mid waits for its victim to go and does not preempt again meanwhile
+    waiting = ("0/1 nodes are available: 1 Insufficient cpu. preemption: not eligible due to a terminating pod on the "
+               "nominated node..")
+
+    async def says_waiting() -> bool:
+        return await env.message("mid") == waiting
+
+    await wait_for(says_waiting, 20, "mid waiting for its victim")
+    assert not (await env.get("z1")).metadata.deletionTimestamp
+    await env.pod("high", "2", "high")
+    await wait_for(lambda: env.nominated("high", "n3"), 20, "high nominated to n3")
+    await wait_for(lambda: env.nominated("mid", ""), 20, "mid's nomination cleared")
+    await wait_for(lambda: env.terminating("z1"), 20, "z1 preempted too")
+    # z2 was already going: it is not evicted a second time
+    assert (await env.last_event("z2"))["message"] == f"Preempted by pod {mid.metadata.uid} on node n3"
+    high = await env.get("high")
+    assert (await env.last_event("z1"))["message"] == f"Preempted by pod {high.metadata.uid} on node n3"
