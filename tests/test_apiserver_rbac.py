@@ -286,3 +286,37 @@ def test_a_namespace_admin_grants_only_what_it_holds(cluster):
     # the admin may grant anything
     _kubectl(cluster, "create", "rolebinding", "helper-root", "--clusterrole=cluster-admin",
              "--serviceaccount=delegated:helper", "-n", "delegated")
+
+
+def test_a_token_bound_to_a_pod_lives_with_it_and_local_reviews_answer(cluster):
+    import kubernetes
+
+    _account(cluster, "bound")
+    _kubectl(cluster, "run", "holder", "--image=busybox", "--restart=Never", "--overrides",
+             json.dumps({"spec": {"serviceAccountName": "bound"}}), "--", "sleep", "3600")
+    token = _kubectl(cluster, "create", "token", "bound", "--bound-object-kind=Pod",
+                     "--bound-object-name=holder").stdout.strip()
+    who = json.loads(_kubectl(cluster, "auth", "whoami", f"--token={token}", "-o", "json").stdout)["status"]
+    assert who["userInfo"]["extra"]["authentication.kubernetes.io/pod-name"] == ["holder"]
+    wrong = _kubectl(cluster, "create", "token", "bound", "--bound-object-kind=Secret", "--bound-object-name=s",
+                     check=False)
+    assert wrong.returncode == 1 and 'spec.boundObjectRef.kind: Unsupported value: "Secret"' in wrong.stderr
+    _kubectl(cluster, "delete", "pod", "holder", "--grace-period=0", "--force", "--wait=false")
+    wait_until(lambda: "Unauthorized" in _kubectl(cluster, "auth", "whoami", f"--token={token}", check=False).stderr,
+               timeout=30, what="the pod's token refused once the pod is gone")
+
+    _kubectl(cluster, "create", "rolebinding", "bound-view", "--clusterrole=view", "--serviceaccount=default:bound")
+    admin = (cluster.data / "apiserver" / "token").read_text().strip()
+    with _client(cluster, admin) as api:
+        authz = kubernetes.client.AuthorizationV1Api(api)
+        review = kubernetes.client.V1LocalSubjectAccessReview(
+            metadata=kubernetes.client.V1ObjectMeta(namespace="default"),
+            spec=kubernetes.client.V1SubjectAccessReviewSpec(
+                user=_sa("bound"), groups=["system:serviceaccounts", "system:authenticated"],
+                resource_attributes=kubernetes.client.V1ResourceAttributes(verb="get", resource="pods",
+                                                                           namespace="default")))
+        wait_until(lambda: authz.create_namespaced_local_subject_access_review("default", review).status.allowed,
+                   timeout=20, what="the bound account allowed to get pods")
+        review.spec.resource_attributes.verb = "delete"
+        answered = authz.create_namespaced_local_subject_access_review("default", review)
+        assert answered.status.allowed is False
