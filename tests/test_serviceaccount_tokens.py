@@ -1,7 +1,8 @@
 """A pod's projected service account token, end to end on a real `kyb up`: the kubelet writes
-the token the api signs into the running container, the apiserver accepts it as the pod's
-service account, and stops accepting it once the pod it is bound to is gone (Kubernetes'
-bound tokens)."""
+the token the api signs, the cluster's CA (ConfigMap kube-root-ca.crt, in every namespace) and
+the namespace into the running container, as the volume Kubernetes gives every pod; the
+apiserver accepts the token as the pod's service account, and stops accepting it once the pod
+it is bound to is gone (Kubernetes' bound tokens)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from tests.cluster import wait_until
 from tests.images import BUSYBOX_TAG
 from tests.kybup import Up
 
+SA = "var/run/secrets/kubernetes.io/serviceaccount"
+
 
 @pytest.fixture
 def up(tmp_path):
@@ -28,8 +31,8 @@ def up(tmp_path):
         cluster.stop()
 
 
-def call(up: Up, path: str, token: str) -> int:
-    ctx = ssl.create_default_context(cafile=str(up.data / "apiserver" / "ca.crt"))
+def call(up: Up, path: str, token: str, cafile: Path | None = None) -> int:
+    ctx = ssl.create_default_context(cafile=str(cafile or up.data / "apiserver" / "ca.crt"))
     req = urllib.request.Request(f"https://127.0.0.1:{up.apiserver_port}{path}",
                                  headers={"Authorization": f"Bearer {token}"})
     try:
@@ -48,11 +51,17 @@ def test_the_token_in_a_pod_authenticates_to_the_apiserver_until_the_pod_goes(up
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client", "namespace": "default"},
         "spec": {
             "containers": [{"name": "c", "image": BUSYBOX_TAG, "imagePullPolicy": "Never",
-                            "command": ["sh", "-c", "cp sa/token data/token.tmp && mv data/token.tmp data/token; "
-                                        "sleep 3600"],
-                            "volumeMounts": [{"name": "sa", "mountPath": "/sa"},
+                            "command": ["sh", "-c", f"cp {SA}/ca.crt {SA}/namespace data/ && "
+                                        f"cp {SA}/token data/token.tmp && mv data/token.tmp data/token; sleep 3600"],
+                            "volumeMounts": [{"name": "kube-api-access-x2k9p", "mountPath": f"/{SA}",
+                                              "readOnly": True},
                                              {"name": "data", "mountPath": "/data"}]}],
-            "volumes": [{"name": "sa", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}},
+            # the volume Kubernetes adds to every pod, as `kubectl get pod -o yaml` shows it
+            "volumes": [{"name": "kube-api-access-x2k9p", "projected": {"defaultMode": 420, "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
+                                            "path": "namespace"}]}}]}},
                         {"name": "data", "hostPath": {"path": str(data)}}],
         },
     }
@@ -73,9 +82,11 @@ def test_the_token_in_a_pod_authenticates_to_the_apiserver_until_the_pod_goes(up
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["sub"] == "system:serviceaccount:default:default"
     assert claims["kubernetes.io"]["pod"]["name"] == "client"
-    assert claims["exp"] - claims["iat"] == 3600
-
-    assert call(up, "/api/v1/namespaces/default/pods", token) == 200
+    assert claims["exp"] - claims["iat"] == 3607
+    assert (data / "namespace").read_text() == "default"
+    # an in-cluster client: the pod's token, the cluster's CA from kube-root-ca.crt
+    assert (data / "ca.crt").read_text() == (up.data / "apiserver" / "ca.crt").read_text()
+    assert call(up, "/api/v1/namespaces/default/pods", token, cafile=data / "ca.crt") == 200
     assert call(up, "/api/v1/namespaces/default/pods", token[:-3] + "abc") == 401  # tampered
 
     done = up.kyb("delete", "pod", "client")

@@ -492,3 +492,27 @@ def test_a_projection_is_refused_exactly_when_two_sources_write_one_path(paths):
         assert duplicated and list(details) == [P] and "conflicting duplicate paths" in details[P]
     else:
         assert not duplicated
+
+
+async def test_every_namespace_publishes_the_clusters_ca_as_kube_root_ca_crt(nats_url, nc, tmp_path):
+    import json
+
+    from kyb import pki
+
+    files = pki.ensure(tmp_path / "data", 0)
+    store = Store(nc.jetstream())
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_services(["api"], nats_url, {"data_dir": str(tmp_path / "data"),
+                                                                  "configure_logging": False}, stop))
+    try:
+        await wait_api(nc, task)
+        manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}
+        reply = await nc.request("kyb.api.apply", json.dumps(manifest).encode(), timeout=10)
+        assert reply.headers["Kyb-Status"] in ("200", "201"), reply.data
+        for namespace in ("default", "kube-system", "team"):
+            cm = await wait_for(lambda ns=namespace: store.get("ConfigMap", ns, "kube-root-ca.crt"),
+                                what=f"kube-root-ca.crt in {namespace}")
+            assert cm.data == {"ca.crt": files.ca_cert.read_text()}
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)

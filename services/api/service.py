@@ -53,6 +53,10 @@ SUBJECT_PREFIX = "kyb.api."
 QUEUE = "api"
 
 BOOT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
+ROOT_CA_DESCRIPTION = ("Contains a CA bundle that can be used to verify the kube-apiserver when using internal "
+                       "endpoints such as the internal service IP or kubernetes.default.svc. No other usage is "
+                       "guaranteed across distributions of Kubernetes clusters.")
 
 _encoder = msgspec.json.Encoder()
 LIST_BYTES = 1024 * 1024  # the most a list reply holds; less when the server's max_payload is lower
@@ -84,11 +88,13 @@ class Api:
         source: str = "api",
         allocator: Allocator | None = None,
         token_key: ec.EllipticCurvePrivateKey | None = None,  # signs service account tokens; None: none issued
+        root_ca: str | None = None,  # the apiserver's CA (PEM), published as kube-root-ca.crt; None: not
         kinds: CustomKinds | None = None,  # the custom kinds this process serves (CRDs)
         clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     ) -> None:
         self.store = store
         self.token_key = token_key
+        self.root_ca = root_ca
         self.clock = clock
         self.allocator = allocator or Allocator(store.js)
         self.namespaces = namespaces
@@ -448,11 +454,18 @@ class Api:
         # one listing, not a create per namespace at every start
         accounted = {sa.metadata.namespace for sa in await self.store.list("ServiceAccount")
                      if sa.metadata.name == DEFAULT_SERVICE_ACCOUNT}
+        published = set()
+        if self.root_ca is not None:
+            published = {cm.metadata.namespace for cm in await self.store.list("ConfigMap")
+                         if cm.metadata.name == ROOT_CA_CONFIGMAP}
         for ns in await self.store.list("Namespace"):
             if ns.metadata.deletionTimestamp:
                 self.finish_namespace(ns.metadata.name)
-            elif ns.metadata.name not in accounted:  # namespaces made before ServiceAccounts were served
+                continue
+            if ns.metadata.name not in accounted:  # namespaces made before ServiceAccounts were served
                 await self._default_service_account(ns.metadata.name)
+            elif ns.metadata.name not in published:
+                await self._root_ca_configmap(ns.metadata.name)
 
     async def token_request(self, node: str, req: noderestriction.NodeRequest) -> dict[str, Any]:
         """A node's TokenRequest for one of its pods (authentication.k8s.io/v1), signed with the
@@ -542,6 +555,23 @@ class Api:
         )
         with contextlib.suppress(errors.AlreadyExists):
             await self.store.create(sa)
+        await self._root_ca_configmap(namespace)
+
+    async def _root_ca_configmap(self, namespace: str) -> None:
+        """ConfigMap ``kube-root-ca.crt`` (``ca.crt``: the apiserver's CA) in a namespace, as
+        Kubernetes' root CA publisher makes it, for the ``kube-api-access-*`` projected volumes
+        of manifests written by Kubernetes and for in-cluster clients."""
+        if self.root_ca is None:
+            return
+        cm = msgspec.convert(
+            {"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"name": ROOT_CA_CONFIGMAP, "namespace": namespace,
+                          "annotations": {"kubernetes.io/description": ROOT_CA_DESCRIPTION}},
+             "data": {"ca.crt": self.root_ca}},
+            by_kind("ConfigMap").type,
+        )
+        with contextlib.suppress(errors.AlreadyExists, errors.Forbidden):  # Forbidden: a full quota
+            await self.store.create(cm)
 
     async def close(self) -> None:
         self._closing = True
@@ -711,6 +741,14 @@ def service_account_key(options: dict[str, Any]) -> ec.EllipticCurvePrivateKey |
     return None
 
 
+def root_ca(options: dict[str, Any]) -> str | None:
+    """The apiserver's CA certificate (PEM) under ``data_dir``, when there is one."""
+    if not options.get("data_dir"):
+        return None
+    ca = pki.ApiserverFiles.under(Path(str(options["data_dir"])).expanduser()).ca_cert
+    return ca.read_text() if ca.exists() else None
+
+
 async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     namespaces = Informer(ctx.nc, "Namespace")
     await namespaces.start()
@@ -718,7 +756,7 @@ async def run(ctx: ServiceContext, stop: asyncio.Event) -> None:
     kinds = CustomKinds(ctx.store, ctx.nc)
     await kinds.start()
     api = Api(ctx.store, namespaces, nc=ctx.nc, source="api", allocator=allocator,
-              token_key=service_account_key(ctx.options), kinds=kinds)
+              token_key=service_account_key(ctx.options), root_ca=root_ca(ctx.options), kinds=kinds)
     await api.ensure_namespaces()
     if api.crds is not None:
         await api.crds.resume()
