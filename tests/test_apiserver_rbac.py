@@ -320,3 +320,36 @@ def test_a_token_bound_to_a_pod_lives_with_it_and_local_reviews_answer(cluster):
         review.spec.resource_attributes.verb = "delete"
         answered = authz.create_namespaced_local_subject_access_review("default", review)
         assert answered.status.allowed is False
+
+
+def test_token_review_for_those_bound_to_auth_delegator(cluster):
+    import kubernetes
+
+    user = _account(cluster, "reviewed")
+    token = _kubectl(cluster, "create", "token", "reviewed").stdout.strip()
+    _account(cluster, "delegate")
+    delegate = _kubectl(cluster, "create", "token", "delegate").stdout.strip()
+
+    def review(api, of: str):
+        return kubernetes.client.AuthenticationV1Api(api).create_token_review(
+            kubernetes.client.V1TokenReview(spec=kubernetes.client.V1TokenReviewSpec(token=of)))
+
+    with _client(cluster, delegate) as api:
+        with pytest.raises(kubernetes.client.ApiException) as e:
+            review(api, token)
+        assert e.value.status == 403 and json.loads(e.value.body)["details"] == {
+            "kind": "tokenreviews", "group": "authentication.k8s.io"}
+    _kubectl(cluster, "create", "clusterrolebinding", "delegate-auth", "--clusterrole=system:auth-delegator",
+             "--serviceaccount=default:delegate")
+    with _client(cluster, delegate) as api:
+        def reviewed():
+            try:
+                return review(api, token)
+            except kubernetes.client.ApiException:
+                return None
+
+        answered = wait_until(reviewed, timeout=20, what="the delegate allowed to review tokens")
+        assert answered.status.authenticated is True and answered.status.user.username == user
+        assert "system:serviceaccounts:default" in answered.status.user.groups
+        bad = review(api, token[:-4] + "abcd")
+        assert not bad.status.authenticated and bad.status.error == "invalid bearer token"

@@ -60,6 +60,7 @@ EXTRA = (
           "LocalSubjectAccessReview", True, ("create",)),
     Extra("authentication.k8s.io/v1", "selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview", False,
           ("create",)),
+    Extra("authentication.k8s.io/v1", "tokenreviews", "tokenreview", "TokenReview", False, ("create",)),
     Extra("metrics.k8s.io/v1beta1", "nodes", "", "NodeMetrics", False, ("get", "list")),
     Extra("metrics.k8s.io/v1beta1", "pods", "", "PodMetrics", True, ("get", "list")),
 )

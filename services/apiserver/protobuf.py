@@ -152,7 +152,9 @@ KINDS: dict[str, Message] = {
         f2=("nonResourceAttributes", _m("NonResourceAttributes", f1=("path", "string"), f2=("verb", "string")))))),
     "SelfSubjectRulesReview": _m("SelfSubjectRulesReview", f1=("metadata", OBJECT_META),
                                  f2=("spec", _m("SelfSubjectRulesReviewSpec", f1=("namespace", "string")))),
-    # kubectl auth whoami, kubectl create token
+    # kubectl auth whoami, kubectl create token, client-go's delegated authentication
+    "TokenReview": _m("TokenReview", f1=("metadata", OBJECT_META), f2=("spec", _m(
+        "TokenReviewSpec", f1=("token", "string"), f2=("audiences", ["string"])))),
     "SelfSubjectReview": _m("SelfSubjectReview", f1=("metadata", OBJECT_META)),
     "TokenRequest": _m("TokenRequest", f1=("metadata", OBJECT_META), f2=("spec", _m(
         "TokenRequestSpec", f1=("audiences", ["string"]), f4=("expirationSeconds", "int?"),

@@ -2,7 +2,8 @@
 authorization.k8s.io/v1 SelfSubjectAccessReview (``kubectl auth can-i``), SelfSubjectRulesReview
 (``kubectl auth can-i --list``), SubjectAccessReview and LocalSubjectAccessReview (any user's,
 for those allowed to create them), and authentication.k8s.io/v1 SelfSubjectReview (``kubectl
-auth whoami``). The self reviews are the requesting user's, or the one it impersonates.
+auth whoami``) and TokenReview (whom a bearer token authenticates, for those allowed to create
+them). The self reviews are the requesting user's, or the one it impersonates.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from kyb import satoken
 from services.apiserver import rbac
 from services.apiserver.respond import Failure, json_response
 
@@ -73,6 +75,22 @@ def _rule(rule: Any) -> dict[str, Any]:
         if getattr(rule, key):
             out[key] = getattr(rule, key)
     return out
+
+
+def token_review(body: dict[str, Any], user: rbac.UserInfo | None) -> web.Response:
+    """A TokenReview with its status: ``user`` is whom the token authenticates (None: nobody).
+    Only the apiserver's own audience is served: a review asking for others fails."""
+    spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
+    wanted = [str(a) for a in spec.get("audiences") or []]
+    audiences = [a for a in wanted if a in satoken.API_AUDIENCES] if wanted else list(satoken.API_AUDIENCES)
+    review: dict[str, Any] = {"kind": "TokenReview", "apiVersion": AUTHENTICATION,
+                              "metadata": {"creationTimestamp": None, **(body.get("metadata") or {})}, "spec": spec}
+    if user is None or not audiences:
+        review["status"] = {"user": {}, "error": "invalid bearer token" if user is None else
+                            "token audiences are invalid for the target audiences"}
+    else:
+        review["status"] = {"authenticated": True, "user": _user_info(user), "audiences": audiences}
+    return json_response(review, 201)
 
 
 def answer(resource: str, body: Any, user: rbac.UserInfo, policy: rbac.Policy, namespace: str | None = None

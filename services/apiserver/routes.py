@@ -166,11 +166,9 @@ class Server:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer":
             return _status(st.status(401, "Unauthorized", "Unauthorized"))
-        user: rbac.UserInfo | None = ADMIN
-        if not hmac.compare_digest(token.strip().encode(), self.token.encode()):
-            user = await self._service_account(token.strip())
-            if user is None:
-                return _status(st.status(401, "Unauthorized", "Unauthorized"))
+        user = await self._user_of(token.strip())
+        if user is None:
+            return _status(st.status(401, "Unauthorized", "Unauthorized"))
         try:
             try:
                 await self.authz.admit(request, user)
@@ -193,6 +191,13 @@ class Server:
             if e.status == 413:
                 return _status(st.status(413, "RequestEntityTooLarge", "the request body is too large"))
             raise
+
+    async def _user_of(self, token: str) -> rbac.UserInfo | None:
+        """Whom a bearer token authenticates: the kubeconfig's, or a service account token; None
+        for any other."""
+        if hmac.compare_digest(token.encode(), self.token.encode()):
+            return ADMIN
+        return await self._service_account(token)
 
     async def _service_account(self, token: str) -> rbac.UserInfo | None:
         """The ``system:serviceaccount:<ns>:<name>`` a service account token authenticates, or None.
@@ -318,6 +323,14 @@ class Server:
             return None
         if gv == metricsapi.GROUP_VERSION:
             return await self._metrics(request, segs, namespace)
+        if segs[0] == "tokenreviews":
+            if request.method != "POST" or len(segs) != 1 or namespace is not None:
+                raise Failure(405, "MethodNotAllowed", "tokenreviews takes only POST")
+            body = await self._body(request)
+            token = ((body.get("spec") or {}).get("token") if isinstance(body, dict) else None) or ""
+            if not isinstance(token, str) or not token:
+                raise Failure(400, "BadRequest", "token is required for TokenReview in authentication.k8s.io")
+            return reviews.token_review(body, await self._user_of(token))
         if segs[0] in reviews.KINDS:
             if request.method != "POST" or len(segs) != 1 or (namespace is None) == (segs[0] == "localsubjectaccessreviews"):
                 raise Failure(405, "MethodNotAllowed", f"{segs[0]} takes only POST")
