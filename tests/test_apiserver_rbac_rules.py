@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from msgspec.structs import replace
 
 from schemas.bootstrappolicy import CLUSTER_ROLE_BINDINGS, CLUSTER_ROLES
-from schemas.meta import ObjectMeta
+from schemas.meta import LabelSelector, ObjectMeta
 from schemas.rbac import (
+    AggregationRule,
     ClusterRole,
     ClusterRoleBinding,
     PolicyRule,
@@ -357,3 +358,39 @@ def test_rights_one_holds_are_never_an_escalation(owned, wanted):
                     name=sub.resourceNames[0] if sub.resourceNames else "")
         if "*" not in (sub.verbs[0], sub.apiGroups[0]) and not sub.resources[0].startswith("*"):
             assert rbac.rule_allows(attrs, wanted)
+
+
+def _role(name: str, namespace: str, *rules: PolicyRule) -> Role:
+    return Role(metadata=ObjectMeta(name=name, namespace=namespace), rules=list(rules))
+
+
+def test_grants_are_refused_beyond_what_their_author_holds():
+    me = Subject(kind="ServiceAccount", name="x", namespace="default")
+    policy = Fake(cluster_roles={"view": _cr("view", READ_PODS), "root": _cr("root", *rbac.FULL_AUTHORITY),
+                                 "binder": _cr("binder", rule(["bind"], ["rbac.authorization.k8s.io"],
+                                                              ["clusterroles"], names=["root"])),
+                                 "escalator": _cr("escalator", rule(["escalate"], ["rbac.authorization.k8s.io"],
+                                                                    ["roles"]))},
+                  rbs=[_rb("mine", "default", "ClusterRole", "view", me)])
+    assert rbac.grant_refusal(policy, SA, _role("r", "default", READ_PODS)) is None
+    assert rbac.grant_refusal(policy, SA, _rb("b", "default", "ClusterRole", "view", me)) is None
+    # held in its namespace only: the same Role elsewhere is an escalation
+    elsewhere = rbac.grant_refusal(policy, SA, _role("r", "other", READ_PODS))
+    assert elsewhere is not None and elsewhere.message.endswith(
+        '{APIGroups:[""], Resources:["pods"], Verbs:["get" "list" "watch"]}')
+    root = rbac.grant_refusal(policy, SA, _rb("b", "default", "ClusterRole", "root", me))
+    assert root is not None and "{NonResourceURLs:[\"*\"], Verbs:[\"*\"]}" in root.message
+    assert rbac.grant_refusal(policy, SA, _rb("b", "default", "ClusterRole", "gone", me)) == rbac.GrantRefusal(
+        missing_role='clusterrole.rbac.authorization.k8s.io "gone" not found')
+    aggregated = ClusterRole(metadata=ObjectMeta(name="agg"), aggregationRule=AggregationRule(
+        clusterRoleSelectors=[LabelSelector(matchLabels={"a": "b"})]))
+    cluster_wide = Fake(cluster_roles=policy.cluster_roles,
+                        crbs=[_crb("mine", "view", me), _crb("write-roles", "view", me)])
+    assert rbac.grant_refusal(cluster_wide, SA, aggregated) == rbac.GrantRefusal(
+        message="must have cluster-admin privileges to use the aggregationRule")
+    # bind on that role, escalate on roles: allowed whatever they hold
+    policy.rbs.append(_rb("binds", "default", "ClusterRole", "binder", me))
+    assert rbac.grant_refusal(policy, SA, _rb("b", "default", "ClusterRole", "root", me)) is None
+    policy.rbs.append(_rb("escalates", "default", "ClusterRole", "escalator", me))
+    assert rbac.grant_refusal(policy, SA, _role("big", "default", *rbac.FULL_AUTHORITY[:1])) is None
+    assert rbac.grant_refusal(Fake(), UserInfo("admin", (rbac.MASTERS,)), aggregated) is None

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from kyb import errors
 from schemas.helpers import scoped_key
-from schemas.rbac import ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding
+from schemas.rbac import ClusterRole, ClusterRoleBinding, Role, RoleBinding
 from schemas.registry import by_kind
 from services.apiserver import rbac, requestinfo
 from services.apiserver.cache import KindCache, WatchCache
@@ -117,30 +117,12 @@ class Authorization:
             obj = msgspec.convert(doc, ROLE_TYPES[kind], strict=False)
         except (msgspec.ValidationError, TypeError):
             return  # the api says what is wrong with it
-        policy = await self.policy()
-        name = obj.metadata.name
-        namespace = (obj.metadata.namespace or "") if kind in ("Role", "RoleBinding") else ""
-        wanted: list[PolicyRule]
-        if isinstance(obj, Role | ClusterRole):
-            if rbac.authorize(policy, rbac.grant_check(user, "escalate", kind, namespace, name)).allowed:
-                return
-            wanted = list(obj.rules or [])
-        else:
-            ref = obj.roleRef
-            if rbac.authorize(policy, rbac.grant_check(user, "bind", ref.kind, namespace, ref.name)).allowed:
-                return
-            rules, missing_role = rbac.role_rules(policy, ref.kind, ref.name, namespace)
-            if missing_role:
-                raise errors.NotFound(missing_role)
-            wanted = list(rules)
-        resource_rules, url_rules, resolution = rbac.rules_for(policy, user, namespace)
-        owned = resource_rules + url_rules
-        missing = rbac.uncovered(owned, wanted)
-        if missing:
-            raise self._refused(kind, name, rbac.escalation_message(user, missing, resolution))
-        if isinstance(obj, ClusterRole) and obj.aggregationRule is not None and rbac.uncovered(
-                owned, rbac.FULL_AUTHORITY):
-            raise self._refused(kind, name, "must have cluster-admin privileges to use the aggregationRule")
+        refusal = rbac.grant_refusal(await self.policy(), user, obj)
+        if refusal is None:
+            return
+        if refusal.missing_role:
+            raise errors.NotFound(refusal.missing_role)
+        raise self._refused(kind, obj.metadata.name, refusal.message)
 
     @staticmethod
     def _refused(kind: str, name: str, why: str) -> Failure:

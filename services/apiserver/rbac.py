@@ -428,6 +428,39 @@ def grant_check(user: UserInfo, verb: str, role_kind: str, namespace: str, name:
                       namespace=namespace, name=name)
 
 
-def role_rules(policy: Policy, kind: str, name: str, namespace: str) -> tuple[tuple[PolicyRule, ...], str]:
-    """The rules of the role a roleRef names, or the error saying it is missing."""
-    return _role_rules(policy, kind, name, namespace)
+@dataclass(frozen=True, slots=True)
+class GrantRefusal:
+    """Why a write of a role or binding is refused: the role it binds is missing, or ``message``
+    (the rights its author lacks)."""
+
+    missing_role: str = ""
+    message: str = ""
+
+
+def grant_refusal(policy: Policy, user: UserInfo, obj: Role | ClusterRole | RoleBinding | ClusterRoleBinding
+                  ) -> GrantRefusal | None:
+    """Kubernetes' escalation check of ``obj`` written by ``user``; None when it may."""
+    if MASTERS in user.groups:
+        return None
+    namespace = (obj.metadata.namespace or "") if isinstance(obj, Role | RoleBinding) else ""
+    wanted: list[PolicyRule]
+    if isinstance(obj, Role | ClusterRole):
+        if authorize(policy, grant_check(user, "escalate", obj.KIND, namespace, obj.metadata.name)).allowed:
+            return None
+        wanted = list(obj.rules or [])
+    else:
+        ref = obj.roleRef
+        if authorize(policy, grant_check(user, "bind", ref.kind, namespace, ref.name)).allowed:
+            return None
+        rules, missing_role = _role_rules(policy, ref.kind, ref.name, namespace)
+        if missing_role:
+            return GrantRefusal(missing_role=missing_role)
+        wanted = list(rules)
+    resource_rules, url_rules, resolution = rules_for(policy, user, namespace)
+    owned = resource_rules + url_rules
+    missing = uncovered(owned, wanted)
+    if missing:
+        return GrantRefusal(message=escalation_message(user, missing, resolution))
+    if isinstance(obj, ClusterRole) and obj.aggregationRule is not None and uncovered(owned, FULL_AUTHORITY):
+        return GrantRefusal(message="must have cluster-admin privileges to use the aggregationRule")
+    return None
