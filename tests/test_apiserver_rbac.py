@@ -353,3 +353,25 @@ def test_token_review_for_those_bound_to_auth_delegator(cluster):
         assert "system:serviceaccounts:default" in answered.status.user.groups
         bad = review(api, token[:-4] + "abcd")
         assert not bad.status.authenticated and bad.status.error == "invalid bearer token"
+
+
+def test_exec_and_logs_as_a_service_account(cluster):
+    _kubectl(cluster, "run", "shell", "--image=busybox", "--restart=Never", "--", "sh", "-c",
+             "echo started; exec sleep 3600")
+    wait_until(lambda: _kubectl(cluster, "get", "pod", "shell", "-o", "jsonpath={.status.phase}",
+                                check=False).stdout == "Running", timeout=60, what="the pod running")
+    reader = _account(cluster, "log-reader")
+    _kubectl(cluster, "create", "rolebinding", "log-reader", "--clusterrole=view", "--serviceaccount=default:log-reader")
+    _until_can(cluster, "get", "pods", "--subresource=log", f"--as={reader}")
+    wait_until(lambda: "started" in _kubectl(cluster, "logs", "shell", f"--as={reader}", check=False).stdout,
+               timeout=30, what="the log read as the viewer")
+    refused = _kubectl(cluster, "exec", "shell", f"--as={reader}", "--", "echo", "hi", check=False)
+    assert refused.returncode != 0
+    assert f'pods "shell" is forbidden: User "{reader}" cannot' in refused.stderr, refused.stderr
+    assert 'resource "pods/exec" in API group "" in the namespace "default"' in refused.stderr
+
+    operator = _account(cluster, "operator")
+    _kubectl(cluster, "create", "rolebinding", "operator", "--clusterrole=edit", "--serviceaccount=default:operator")
+    _until_can(cluster, "get", "pods", "--subresource=exec", f"--as={operator}")
+    assert _kubectl(cluster, "exec", "shell", f"--as={operator}", "--", "echo", "hi").stdout == "hi\n"
+    _kubectl(cluster, "delete", "pod", "shell", "--grace-period=0", "--force", "--wait=false")
