@@ -394,3 +394,27 @@ def test_grants_are_refused_beyond_what_their_author_holds():
     policy.rbs.append(_rb("escalates", "default", "ClusterRole", "escalator", me))
     assert rbac.grant_refusal(policy, SA, _role("big", "default", *rbac.FULL_AUTHORITY[:1])) is None
     assert rbac.grant_refusal(Fake(), UserInfo("admin", (rbac.MASTERS,)), aggregated) is None
+
+
+SEGMENT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-.", min_size=1, max_size=12).filter(
+    lambda s: s not in (".", ".."))
+
+
+@given(st.sampled_from(["", "apps", "batch", "rbac.authorization.k8s.io"]), SEGMENT, SEGMENT,
+       st.one_of(st.none(), SEGMENT), st.sampled_from(["", "status", "scale", "log"]),
+       st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE"]), st.booleans())
+def test_resource_paths_give_back_what_they_name(group, namespace, resource, name, sub, method, watch):
+    if resource == "watch" or (sub and name is None):
+        return
+    prefix = "/api/v1" if not group else f"/apis/{group}/v1"
+    path = f"{prefix}/namespaces/{namespace}/{resource}" + (f"/{name}" if name else "") + (f"/{sub}" if sub else "")
+    a = requestinfo.attributes(SA, method, path, {"watch": "true"} if watch else {})
+    assert a.resource_request and a.api_group == group and a.api_version == "v1"
+    if resource in ("status", "finalize") and name is None:
+        return  # /namespaces/<ns>/status is the namespace's own subresource
+    assert (a.namespace, a.resource, a.name or None, a.subresource) == (namespace, resource, name, sub)
+    plain = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
+    if name:
+        assert a.verb == plain
+    else:
+        assert a.verb == {"get": "watch" if watch else "list", "delete": "deletecollection"}.get(plain, plain)
