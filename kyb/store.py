@@ -32,6 +32,7 @@ from opentelemetry.trace import SpanKind
 
 from kyb import buckets, bus, deletion, errors, events, metrics, secretbox, telemetry
 from kyb.requester import Requester
+from schemas.core import ServiceAccount
 from schemas.defaults import with_scheduling_gated, with_service_account
 from schemas.helpers import scoped_key, split_key
 from schemas.limitrange import LimitRange, LimitRefused, with_limits
@@ -41,6 +42,7 @@ from schemas.pod import Pod
 from schemas.quota import QuotaRefused, ResourceQuota, charge, quotas_for
 from schemas.registry import KindInfo, UnknownKind, all_kinds, by_kind, resolve
 from schemas.scheduling import PriorityClass, PriorityRefused, global_default, with_priority
+from schemas.serviceaccount import ROOT_CA_CONFIGMAP, SUFFIX_ALPHABET, wants_token, with_api_access
 
 EVENTS_STREAM = events.EVENTS_STREAM
 events_subject = events.events_subject  # kept here for the modules that read events
@@ -78,7 +80,8 @@ ADMISSION_FRESH = 1.0
 # good (the charge reads each quota afresh) and the cache moves past it instead of re-listing.
 _CHARGE_WRITE: contextvars.ContextVar[bool] = contextvars.ContextVar("kyb_charge_write", default=False)
 # The kinds every new pod's admission reads (Priority, LimitRanger, quotas), each through a KindCache.
-ADMISSION_KINDS = ("PriorityClass", "LimitRange", "ResourceQuota")
+ADMISSION_KINDS = ("PriorityClass", "LimitRange", "ResourceQuota", "ServiceAccount")
+ROOT_CA_FRESH = 5.0  # seconds a namespace's kube-root-ca.crt, found or not, is taken as read
 
 
 def now_rfc3339(now: datetime | None = None) -> str:
@@ -258,6 +261,7 @@ class Store:
         self._requests = Requester(self._nc)
         self._timeout = float(js._timeout)
         self._admission = {kind: KindCache(self, kind) for kind in ADMISSION_KINDS}
+        self._root_ca: dict[str, tuple[float, bool]] = {}  # namespace -> (when read, kube-root-ca.crt there)
         # new pods waiting to be charged to their namespace's quotas, and the task charging them
         self._quota_waiting: dict[str, list[tuple[Object, asyncio.Future[None]]]] = {}
         self._quota_chargers: dict[str, asyncio.Task[None]] = {}
@@ -432,7 +436,7 @@ class Store:
         )
         obj = msgspec.structs.replace(obj, apiVersion=obj.apiVersion or info.api_version, kind=info.kind, metadata=meta)
         if isinstance(obj, Pod):  # what admission gives every new pod, also a controller's
-            obj = await self.admit_pod(with_scheduling_gated(with_service_account(obj)))
+            obj = await self.admit_pod(with_scheduling_gated(await self.with_api_access(with_service_account(obj))))
         if info.namespaced:
             await self.charge_quotas(obj)
         key = key_of(info, meta.namespace, meta.name)
@@ -455,6 +459,33 @@ class Store:
             else:
                 raise self._exists(info, meta.name) from None
         return with_revision(obj, rev)
+
+    async def with_api_access(self, pod: Pod) -> Pod:
+        """Kubernetes' ServiceAccount admission mounting the API credentials
+        (``schemas.serviceaccount``) on a new pod, where the cluster issues them: the pod's
+        namespace holds ConfigMap ``kube-root-ca.crt``, which the api publishes when it has the
+        apiserver's CA (read at most every ``ROOT_CA_FRESH`` seconds per namespace). The
+        ServiceAccount comes from the admission cache; a pod whose account does not exist gets
+        no credentials (Kubernetes refuses it)."""
+        if pod.spec.automountServiceAccountToken is False:
+            return pod
+        namespace = pod.metadata.namespace or "default"
+        seen = self._root_ca.get(namespace)
+        now = time.monotonic()
+        if seen is None or now - seen[0] > ROOT_CA_FRESH:
+            try:
+                await self.get("ConfigMap", namespace, ROOT_CA_CONFIGMAP)
+                found = True
+            except errors.NotFound:
+                found = False
+            seen = self._root_ca[namespace] = (now, found)
+        if not seen[1]:
+            return pod
+        account = next((sa for sa in await self._admission["ServiceAccount"].get()
+                        if sa.metadata.namespace == namespace and sa.metadata.name == pod.spec.serviceAccountName), None)
+        if account is None or not wants_token(pod, account if isinstance(account, ServiceAccount) else None):
+            return pod
+        return with_api_access(pod, "".join(random.choice(SUFFIX_ALPHABET) for _ in range(5)))
 
     async def admit_pod(self, pod: Pod) -> Pod:
         """What admission does to every new pod, from a manifest or a controller: Kubernetes'

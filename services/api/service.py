@@ -43,6 +43,7 @@ from schemas.meta import Object
 from schemas.pod import Pod
 from schemas.registry import KindInfo, all_kinds, by_kind
 from schemas.scheduling import SYSTEM_PRIORITY_CLASSES, PriorityClass, global_default, keep_priority
+from schemas.serviceaccount import ROOT_CA_CONFIGMAP
 from services.api import admission, budget, crds, defaultclass, noderestriction
 from services.api.allocator import Allocator, Ranges, held_keys, owner_of
 
@@ -53,7 +54,6 @@ SUBJECT_PREFIX = "kyb.api."
 QUEUE = "api"
 
 BOOT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
 ROOT_CA_DESCRIPTION = ("Contains a CA bundle that can be used to verify the kube-apiserver when using internal "
                        "endpoints such as the internal service IP or kubernetes.default.svc. No other usage is "
                        "guaranteed across distributions of Kubernetes clusters.")
