@@ -253,7 +253,7 @@ class ConfigMap(Object, kw_only=True, frozen=True):
 
 class ServiceAccount(Object, kw_only=True, frozen=True):
     """An identity for the processes of pods. Every namespace has one named ``default``, and a
-    pod that names none runs as it. No tokens are issued: nothing in a pod authenticates with it."""
+    pod that names none runs as it; its pods get tokens of it (``schemas.serviceaccount``)."""
 
     API_VERSION = "v1"
     KIND = "ServiceAccount"
