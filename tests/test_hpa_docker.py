@@ -195,8 +195,8 @@ async def test_cpu_burning_deployment_scales_up_and_back_down(
             return await replicas() == 1
 
         await wait_for(scaled_down, 60, "scaled back down to 1", explain)
-        hpa = await api.get("hpa", "default", "burner")
-        assert hpa["status"]["desiredReplicas"] == 1
+        hpa, down = await wait_for(settled, 30, "HPA status matching the target", explain)  # status after target
+        assert down == 1 and hpa["status"]["desiredReplicas"] == 1
         events = await read_events(nc, events_subject("default", "HorizontalPodAutoscaler", "burner"))
         assert any(e["reason"] == "SuccessfulRescale" and e["message"] ==
                    "New size: 1; reason: All metrics below target" for e in events), events
