@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from schemas import strict
 from schemas.apps import Deployment
 from schemas.core import ConfigMap
 from schemas.strict import duplicate_fields, pruned, unknown_fields
@@ -59,3 +62,35 @@ def test_repeated_keys_are_found_with_their_paths():
     text = b'{"a": 1, "a": 2, "spec": {"x": {"y": 1, "y": 2}, "list": [{"n": 1, "n": 2}]}}'
     assert duplicate_fields(text) == ["a", "spec.list[0].n", "spec.x.y"]
     assert duplicate_fields(b'{"a": 1}') == [] and duplicate_fields(b"not json") == []
+
+
+def _repeated_slowly(text: str) -> list[str]:
+    """The repeated keys of ``text``, found the plain way (every object's pairs)."""
+    found: list[str] = []
+
+    def walk(value, path):
+        if isinstance(value, list) and value and isinstance(value[0], tuple):
+            keys = [k for k, _ in value]
+            found.extend(f"{path}.{k}" if path else k for k in dict.fromkeys(k for k in keys if keys.count(k) > 1))
+            for k, v in dict(value).items():
+                walk(v, f"{path}.{k}" if path else k)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{path}[{i}]")
+
+    walk(json.loads(text, object_pairs_hook=list), "")
+    return sorted(found)
+
+
+_leaf = st.none() | st.booleans() | st.integers() | st.text(alphabet='ab":\\ {}', max_size=4)
+_docs = st.recursive(_leaf, lambda kids: st.lists(kids, max_size=3)
+                     | st.dictionaries(st.text(alphabet='ab":', max_size=2), kids, max_size=3), max_leaves=12)
+
+
+@given(_docs, st.data())
+def test_the_quick_look_never_hides_a_repeated_key(doc, data):
+    text = json.dumps(doc)
+    if isinstance(doc, dict) and doc and data.draw(st.booleans()):
+        key = data.draw(st.sampled_from(sorted(doc)))
+        text = text[:-1] + ", " + json.dumps(key) + ": 0}"
+    assert strict.duplicate_fields(text.encode()) == _repeated_slowly(text)
