@@ -22,7 +22,7 @@ from services.apiserver import rbac, requestinfo
 from services.apiserver.cache import KindCache, WatchCache
 from services.apiserver.respond import Failure
 
-USER = "kyb.user"  # the request's (acting) rbac.UserInfo
+USER = web.RequestKey("kyb.user", rbac.UserInfo)  # the request's (acting) user
 RBAC_KINDS = ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
 IMPERSONATE_EXTRA = "impersonate-extra-"
 

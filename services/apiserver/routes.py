@@ -63,7 +63,7 @@ ADMIN = rbac.UserInfo("kubernetes-admin", (rbac.MASTERS, rbac.AUTHENTICATED))
 PATCH_ATTEMPTS = 10
 WATCH_BATCH = 500  # events a watch sends in one write
 FIELD_VALIDATION = ("Ignore", "Strict", "Warn")
-WARNINGS = "kyb.warnings"  # the request's warnings, sent as Warning headers
+WARNINGS = web.RequestKey("kyb.warnings", list[str])  # the request's warnings, sent as Warning headers
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"  # the annotation of a watch-list's closing bookmark
 _encoder = msgspec.json.Encoder()
 
