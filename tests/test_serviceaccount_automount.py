@@ -17,7 +17,7 @@ from schemas.core import ServiceAccount
 from schemas.validation import decode
 from tests.cluster import wait_until
 from tests.images import BUSYBOX_TAG
-from tests.test_serviceaccount_tokens import SA, call, up  # noqa: F401  (fixture)
+from tests.test_serviceaccount_tokens import READS_PODS, SA, call, up  # noqa: F401  (fixture)
 
 MOUNT = serviceaccount.MOUNT_PATH
 
@@ -99,14 +99,7 @@ def test_a_pod_reaches_the_apiserver_with_the_credentials_it_was_given(up, tmp_p
                                     f"cp {SA}/token data/token.tmp && mv data/token.tmp data/token; sleep 3600"],
                         "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
         "volumes": [{"name": "data", "hostPath": {"path": str(data)}}]}}
-    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": "pod-reader", "namespace": "default"},
-            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}
-    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-               "metadata": {"name": "default-reads-pods", "namespace": "default"},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
-               "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}]}
-    for manifest in (role, binding, pod):
+    for manifest in (*READS_PODS, pod):
         done = up.kyb("apply", "-f", "-", input=json.dumps(manifest))
         assert done.returncode == 0, done.stderr
     token_file = data / "token"

@@ -31,6 +31,18 @@ def up(tmp_path):
         cluster.stop()
 
 
+# What the default account of namespace default may do, RBAC being enforced: read its pods.
+READS_PODS = (
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+     "metadata": {"name": "pod-reader", "namespace": "default"},
+     "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+     "metadata": {"name": "default-reads-pods", "namespace": "default"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+     "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}]},
+)
+
+
 def call(up: Up, path: str, token: str, cafile: Path | None = None) -> int:
     ctx = ssl.create_default_context(cafile=str(cafile or up.data / "apiserver" / "ca.crt"))
     req = urllib.request.Request(f"https://127.0.0.1:{up.apiserver_port}{path}",
@@ -65,15 +77,7 @@ def test_the_token_in_a_pod_authenticates_to_the_apiserver_until_the_pod_goes(up
                         {"name": "data", "hostPath": {"path": str(data)}}],
         },
     }
-    # what the account may do, should RBAC be enforced: list the namespace's pods
-    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": "pod-reader", "namespace": "default"},
-            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}
-    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-               "metadata": {"name": "default-reads-pods", "namespace": "default"},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
-               "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}]}
-    for manifest in (role, binding, pod):
+    for manifest in (*READS_PODS, pod):
         done = up.kyb("apply", "-f", "-", input=json.dumps(manifest))
         assert done.returncode == 0, done.stderr
     token_file = data / "token"
