@@ -219,8 +219,18 @@ async def node_ready(store: Store, node: str, *, untainted: bool = False) -> boo
 
 
 def containers_of(engine: Any, uid: str) -> list[Any]:
-    """The Docker containers (any state) of the pod with ``uid``."""
-    return engine.containers.list(all=True, filters={"label": f"{LABEL_POD_UID}={uid}"})
+    """The Docker containers (any state) of the pod with ``uid``, inspected; one removed between
+    the listing and its inspection (a kubelet cleaning up meanwhile) is gone, not an error."""
+    import docker
+
+    found = []
+    for c in engine.containers.list(all=True, sparse=True, filters={"label": f"{LABEL_POD_UID}={uid}"}):
+        try:
+            c.reload()
+        except docker.errors.NotFound:
+            continue
+        found.append(c)
+    return found
 
 
 async def remove_containers(node: str) -> None:
