@@ -191,6 +191,21 @@ def pod_requests(pod: Pod) -> tuple[int, int]:
     return need.get("cpu", 0), need.get("memory", 0)
 
 
+def qos_class(pod: Pod) -> str:
+    """Guaranteed, Burstable or BestEffort, from the containers' requests and limits (the kubelet
+    reports it; an in-place resize may not change it)."""
+    cs = list(pod.spec.containers) + list(pod.spec.initContainers)
+    if not any(c.resources.requests or c.resources.limits for c in cs):
+        return "BestEffort"
+    for c in cs:
+        lim, req = c.resources.limits, c.resources.requests
+        if not all(k in lim for k in ("cpu", "memory")):
+            return "Burstable"
+        if any(req.get(k, lim[k]) != lim[k] for k in ("cpu", "memory")):
+            return "Burstable"
+    return "Guaranteed"
+
+
 def controller_of(obj: Object) -> OwnerReference | None:
     """The owner reference with ``controller: true``, if any."""
     return next((r for r in obj.metadata.ownerReferences if r.controller), None)

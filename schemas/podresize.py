@@ -9,22 +9,12 @@ from fractions import Fraction
 
 from msgspec.structs import replace
 
+from schemas.helpers import qos_class
 from schemas.pod import Container, Pod, ResourceRequirements, is_sidecar
 from schemas.quantity import parse_quantity
 
 Errors = list[tuple[str, str]]
 RESIZABLE = ("cpu", "memory")
-
-
-def _qos(pod: Pod) -> str:
-    cs = [*pod.spec.containers, *pod.spec.initContainers]
-    if not any(c.resources.requests or c.resources.limits for c in cs):
-        return "BestEffort"
-    for c in cs:
-        lim, req = c.resources.limits, c.resources.requests
-        if not all(k in lim for k in RESIZABLE) or any(req.get(k, lim[k]) != lim[k] for k in RESIZABLE):
-            return "Burstable"
-    return "Guaranteed"
 
 
 def _amount(value: str | None) -> Fraction | None:
@@ -63,7 +53,7 @@ def problems(new: Pod, old: Pod) -> Errors:
                     and policy.get("memory", "NotRequired") != "RestartContainer"):
                 errs.append((f"{path}.limits[memory]", "Forbidden: memory limits cannot be decreased unless "
                                                          "resizePolicy is RestartContainer"))
-    if not errs and _qos(new) != _qos(old):
+    if not errs and qos_class(new) != qos_class(old):
         errs.append(("", "Invalid value: Pod QoS is immutable"))
     return errs
 

@@ -42,7 +42,7 @@ from typing import Protocol, TypeVar
 
 import msgspec
 
-from schemas.helpers import format_time
+from schemas.helpers import format_time, qos_class
 from schemas.meta import ConditionStatus
 from schemas.pod import (
     Container,
@@ -338,11 +338,15 @@ def _one(
     return msgspec.structs.replace(base, state=ContainerState(waiting=ContainerStateWaiting(reason=reason))), "waiting"
 
 
-def wanted_limits(c: Container) -> tuple[int | None, int | None]:
-    """The CPU (millicores) and memory (bytes) limits the container's spec asks for."""
-    limits = c.resources.limits
+def limits_of(limits: Mapping[str, str]) -> tuple[int | None, int | None]:
+    """The CPU (millicores) and memory (bytes) of a ``limits`` map (None where it sets none)."""
     return (cpu_millis(limits["cpu"]) if "cpu" in limits else None,
             to_bytes(limits["memory"]) if "memory" in limits else None)
+
+
+def wanted_limits(c: Container) -> tuple[int | None, int | None]:
+    """The CPU and memory limits the container's spec asks for (what the runtime applies)."""
+    return limits_of(c.resources.limits)
 
 
 def _resized(c: Container, latest: ContainerInfo, resizable: bool, memory: PodMemory, acc: _Acc) -> dict[str, object]:
@@ -599,20 +603,6 @@ def _phase(pod: Pod, initialized: bool, init_failed: bool, verdicts: list[str]) 
     if all(v == "done" for v in verdicts):
         return "Succeeded"
     return "Failed"
-
-
-def qos_class(pod: Pod) -> str:
-    """Guaranteed, Burstable or BestEffort, from the containers' requests and limits."""
-    cs = list(pod.spec.containers) + list(pod.spec.initContainers)
-    if not any(c.resources.requests or c.resources.limits for c in cs):
-        return "BestEffort"
-    for c in cs:
-        lim, req = c.resources.limits, c.resources.requests
-        if not all(k in lim for k in ("cpu", "memory")):
-            return "Burstable"
-        if any(req.get(k, lim[k]) != lim[k] for k in ("cpu", "memory")):
-            return "Burstable"
-    return "Guaranteed"
 
 
 def with_failure(memory: PodMemory, name: str, failure: Failure | None) -> PodMemory:

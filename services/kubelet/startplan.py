@@ -23,10 +23,17 @@ from schemas.pod import (
     SeccompProfile,
     SecurityContext,
 )
-from schemas.quantity import cpu_millis, to_bytes
 from schemas.securitychecks import APPARMOR_ANNOTATION_PREFIX
 from services.kubelet.env import ConfigError
-from services.kubelet.reconcile import Event, Failure, Kill, Settings, next_failure_backoff
+from services.kubelet.reconcile import (
+    Event,
+    Failure,
+    Kill,
+    Settings,
+    limits_of,
+    next_failure_backoff,
+    wanted_limits,
+)
 from services.kubelet.runtime.base import (
     ContainerConfig,
     ContainerSecurity,
@@ -70,7 +77,7 @@ def sandbox_network(pod: Pod, cni: bool) -> SandboxNetwork:
 
 def sandbox_config(pod: Pod, ip: str, network: SandboxNetwork, resolv_conf: str | None = None,
                    hosts_file: str | None = None) -> SandboxConfig:
-    pod_limits = pod.spec.resources.limits if pod.spec.resources is not None else {}
+    pod_cpu, pod_memory = limits_of(pod.spec.resources.limits if pod.spec.resources is not None else {})
     return SandboxConfig(
         pod_uid=pod.metadata.uid or "",
         pod_name=pod.metadata.name,
@@ -82,8 +89,8 @@ def sandbox_config(pod: Pod, ip: str, network: SandboxNetwork, resolv_conf: str 
         resolv_conf=resolv_conf,
         hosts_file=hosts_file,
         sysctls=sysctls(pod),
-        pod_cpu_limit_millis=cpu_millis(pod_limits["cpu"]) if "cpu" in pod_limits else None,
-        pod_memory_limit_bytes=to_bytes(pod_limits["memory"]) if "memory" in pod_limits else None,
+        pod_cpu_limit_millis=pod_cpu,
+        pod_memory_limit_bytes=pod_memory,
     )
 
 
@@ -148,7 +155,7 @@ def started_events(c: Container) -> tuple[Event, Event]:
 def container_config(c: Container, env: Mapping[str, str], command: tuple[str, ...], args: tuple[str, ...],
                      mounts: tuple[Mount, ...], policy: PullPolicy, attempt: int,
                      security: ContainerSecurity = ContainerSecurity(), share_pid: bool = False) -> ContainerConfig:
-    limits = c.resources.limits
+    cpu, memory = wanted_limits(c)
     return ContainerConfig(
         name=c.name,
         image=c.image,
@@ -157,8 +164,8 @@ def container_config(c: Container, env: Mapping[str, str], command: tuple[str, .
         env=env,
         working_dir=c.workingDir or None,
         mounts=mounts,
-        cpu_limit_millis=cpu_millis(limits["cpu"]) if "cpu" in limits else None,
-        memory_limit_bytes=to_bytes(limits["memory"]) if "memory" in limits else None,
+        cpu_limit_millis=cpu,
+        memory_limit_bytes=memory,
         image_pull_policy=policy,
         attempt=attempt,
         stdin=c.stdin,
